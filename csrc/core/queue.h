@@ -1,0 +1,63 @@
+// queue.h — a per-model execution queue on its own native thread.
+//
+// TypeScript enqueues ops without waiting; the queue thread runs them in order, each using
+// the queue's kernel thread pool. Long work never sits on the libuv pool (it would starve
+// fs/dns). Errors are sticky like CUDA's: the first failing job records its error, later jobs
+// are skipped (their inputs may be garbage) until the next sync point, which reports the
+// error and clears it. cancel() makes every job already queued fail with DVL_ABORTED.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "thread_pool.h"
+
+namespace dvl {
+
+struct CpuKernels;
+
+struct OpContext {
+  ThreadPool& pool;
+  const CpuKernels& k;
+};
+
+class ExecQueue {
+ public:
+  using Job = std::function<void(OpContext&)>;
+  // Called on the queue thread once all earlier jobs ran; err is the sticky error or null.
+  using SyncFn = std::function<void(std::exception_ptr err)>;
+
+  ExecQueue(int threads, const CpuKernels& kernels);
+  ~ExecQueue();  // fails pending jobs with DVL_ABORTED, runs pending syncs, joins
+
+  void push(Job job);
+  void push_sync(SyncFn fn);
+  void cancel();
+  int threads() const { return pool_.size(); }
+  const CpuKernels& kernels() const { return kernels_; }
+
+ private:
+  struct Item {
+    Job job;
+    SyncFn sync;
+  };
+  void loop();
+
+  ThreadPool pool_;
+  const CpuKernels& kernels_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> items_;
+  bool stop_ = false;
+  std::exception_ptr sticky_;
+  std::atomic<uint64_t> cancel_epoch_{0};
+  std::thread thread_;
+};
+
+}  // namespace dvl

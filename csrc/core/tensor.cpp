@@ -1,0 +1,65 @@
+// tensor.cpp — storage allocation and tensor bookkeeping.
+#include "tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "error.h"
+
+namespace dvl {
+
+bool dtype_parse(const std::string& s, DType* out) {
+  std::string l;
+  for (char c : s) l += char(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  if (l == "f32" || l == "float32") *out = DType::F32;
+  else if (l == "f16" || l == "float16") *out = DType::F16;
+  else if (l == "bf16" || l == "bfloat16") *out = DType::BF16;
+  else if (l == "i32" || l == "int32") *out = DType::I32;
+  else if (l == "u8" || l == "uint8") *out = DType::U8;
+  else if (l == "q8_0") *out = DType::Q8_0;
+  else return false;
+  return true;
+}
+
+Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+  if (dev != Device::Cpu) throw Error(DVL_ERR_BACKEND, "device storage is owned by the CUDA plugin");
+  size_t rounded = (nbytes + 63) / 64 * 64;
+  if (rounded == 0) rounded = 64;
+  data = std::aligned_alloc(64, rounded);
+  if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
+  std::memset(data, 0, rounded);
+}
+
+Storage::~Storage() { std::free(data); }
+
+TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
+  for (int64_t d : shape)
+    if (d < 0) throw Error(DVL_ERR_SHAPE, "negative dimension in shape " + shape_str(shape));
+  auto t = std::make_shared<Tensor>();
+  t->dtype = dt;
+  t->shape = std::move(shape);
+  if (dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "q8_0 tensors are not supported yet");
+  t->storage = std::make_shared<Storage>(t->nbytes(), dev);
+  return t;
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+size_t Tensor::nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += ", ";
+    r += std::to_string(s[i]);
+  }
+  return r + "]";
+}
+
+std::string Tensor::describe() const { return std::string(dtype_name(dtype)) + shape_str(shape); }
+
+}  // namespace dvl

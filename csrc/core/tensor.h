@@ -1,0 +1,51 @@
+// tensor.h — a typed, shaped view of natively allocated storage.
+//
+// Storage is 64-byte aligned host memory (device memory belongs to the CUDA plugin and is
+// tagged with Device::Cuda). Tensors are contiguous row-major; ops that need strides take
+// them as explicit arguments. JS holds a shared_ptr to a Tensor through csrc/napi; pending
+// queue jobs hold their own shared_ptrs, so disposing a handle never frees memory an
+// enqueued op still reads or writes.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+
+namespace dvl {
+
+enum class Device : int32_t { Cpu = 0, Cuda = 1 };
+
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device = Device::Cpu;
+  Storage(size_t nbytes, Device dev);  // zero-filled; throws Error(DVL_ALLOC)
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct Tensor {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::shared_ptr<Storage> storage;
+
+  static std::shared_ptr<Tensor> alloc(DType dt, std::vector<int64_t> shape,
+                                       Device dev = Device::Cpu);
+
+  int64_t numel() const;
+  size_t nbytes() const;
+  int rank() const { return int(shape.size()); }
+  int64_t dim(int i) const { return shape[i < 0 ? shape.size() + i : i]; }
+  void* raw() const { return storage->data; }
+  template <class T> T* data() const { return static_cast<T*>(storage->data); }
+  std::string describe() const;  // "bf16[896, 4864]"
+};
+
+using TensorP = std::shared_ptr<Tensor>;
+
+std::string shape_str(const std::vector<int64_t>& s);
+
+}  // namespace dvl

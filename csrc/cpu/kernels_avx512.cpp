@@ -1,0 +1,23 @@
+// kernels_avx512.cpp — the avx512 level. Built with this level's flags only (see CMakeLists.txt);
+// starts from the generic kernels vectorised by the compiler.
+#include "kernels.h"
+
+namespace dvl {
+namespace {
+#include "kernels_generic.inc"
+}  // namespace
+
+const CpuKernels kCpuKernelsAvx512 = {
+    Isa::Avx512,
+    gen_matmul_f32,
+    gen_matmul_h16<bf16_to_f32>,
+    gen_matmul_h16<f16_to_f32>,
+    gen_cvt_bf16_to_f32,
+    gen_cvt_f16_to_f32,
+    gen_cvt_f32_to_bf16,
+    gen_cvt_f32_to_f16,
+    gen_dot_f32,
+    gen_axpy_f32,
+};
+
+}  // namespace dvl

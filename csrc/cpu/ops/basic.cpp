@@ -1,0 +1,134 @@
+// basic.cpp — embedding gather, elementwise add/mul/scale, dtype conversion.
+//
+// embedding: ids i32 [T], table f32|bf16|f16 [V, H] → f32 [T, H]. An id outside [0, V) fails
+//            the op with DVL_RANGE naming the id and its position (checked at run time: the
+//            ids may be written by an earlier op still in the queue).
+// add, mul:  f32 a [.., N] with f32 b of the same shape, or b [N] broadcast over the rows.
+// scale:     f32 x * attr s.
+// convert:   any float dtype → attr dtype (f32|bf16|f16), round to nearest even.
+#include <string>
+
+#include "ops.h"
+
+namespace dvl {
+
+static Tensors embedding_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("embedding", in, 2, 2);
+  op_need_dtype("embedding", in, 0, {DType::I32});
+  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16});
+  op_need_rank("embedding", in, 1, 2);
+  if (in[0]->rank() != 1) op_fail(DVL_ERR_SHAPE, "embedding", "ids must be rank 1", in);
+  return {Tensor::alloc(DType::F32, {in[0]->dim(0), in[1]->dim(1)})};
+}
+
+static void embedding_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const int32_t* ids = in[0]->data<int32_t>();
+  const Tensor& tab = *in[1];
+  int64_t T = in[0]->dim(0), V = tab.dim(0), H = tab.dim(1);
+  for (int64_t t = 0; t < T; ++t)
+    if (ids[t] < 0 || ids[t] >= V)
+      throw Error(DVL_ERR_RANGE, "embedding: id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                                     " is outside the table's " + std::to_string(V) + " rows");
+  float* y = out[0]->data<float>();
+  ctx.pool.parallel_for(T, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      int64_t row = ids[t];
+      float* dst = y + t * H;
+      switch (tab.dtype) {
+        case DType::F32: std::memcpy(dst, tab.data<float>() + row * H, H * 4); break;
+        case DType::BF16: ctx.k.cvt_bf16_to_f32(tab.data<uint16_t>() + row * H, dst, H); break;
+        case DType::F16: ctx.k.cvt_f16_to_f32(tab.data<uint16_t>() + row * H, dst, H); break;
+        default: break;
+      }
+    }
+  });
+}
+
+static Tensors binary_plan(const char* op, const Tensors& in) {
+  op_need_inputs(op, in, 2, 2);
+  op_need_dtype(op, in, 0, {DType::F32});
+  op_need_dtype(op, in, 1, {DType::F32});
+  const Tensor &a = *in[0], &b = *in[1];
+  bool same = a.shape == b.shape;
+  bool bcast = b.rank() == 1 && a.rank() >= 1 && b.dim(0) == a.dim(-1);
+  if (!same && !bcast) op_fail(DVL_ERR_SHAPE, op, "b must have a's shape or be [" + std::to_string(a.rank() ? a.dim(-1) : 0) + "]", in);
+  return {Tensor::alloc(DType::F32, a.shape)};
+}
+
+template <bool MUL>
+static void binary_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const float* a = in[0]->data<float>();
+  const float* b = in[1]->data<float>();
+  float* y = out[0]->data<float>();
+  int64_t n = in[0]->numel();
+  int64_t nb = in[1]->numel();
+  ctx.pool.parallel_for(n, 4096, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) {
+      float bv = b[nb == n ? i : i % nb];
+      y[i] = MUL ? a[i] * bv : a[i] + bv;
+    }
+  });
+}
+
+static Tensors add_plan(const Tensors& in, const Attrs&) { return binary_plan("add", in); }
+static Tensors mul_plan(const Tensors& in, const Attrs&) { return binary_plan("mul", in); }
+
+static Tensors scale_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("scale", in, 1, 1);
+  op_need_dtype("scale", in, 0, {DType::F32});
+  a.need("scale", "s");
+  return {Tensor::alloc(DType::F32, in[0]->shape)};
+}
+
+static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+  float s = float(a.get("s", 1.0));
+  const float* x = in[0]->data<float>();
+  float* y = out[0]->data<float>();
+  ctx.pool.parallel_for(in[0]->numel(), 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = x[i] * s;
+  });
+}
+
+static Tensors convert_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("convert", in, 1, 1);
+  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16});
+  DType to;
+  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16))
+    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16 or f16, got '" + a.gets("dtype", "") + "'", in);
+  return {Tensor::alloc(to, in[0]->shape)};
+}
+
+static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const Tensor &x = *in[0], &y = *out[0];
+  int64_t n = x.numel();
+  ctx.pool.parallel_for(n, 16384, [&](int64_t b, int64_t e) {
+    int64_t c = e - b;
+    if (x.dtype == y.dtype) {
+      std::memcpy(static_cast<char*>(y.raw()) + b * dtype_size(y.dtype),
+                  static_cast<const char*>(x.raw()) + b * dtype_size(x.dtype), c * dtype_size(x.dtype));
+      return;
+    }
+    // Via f32 in a small stack buffer.
+    float buf[1024];
+    for (int64_t s = b; s < e; s += 1024) {
+      int64_t m = (e - s) < 1024 ? (e - s) : 1024;
+      const float* src = buf;
+      if (x.dtype == DType::F32) src = x.data<float>() + s;
+      else if (x.dtype == DType::BF16) ctx.k.cvt_bf16_to_f32(x.data<uint16_t>() + s, buf, m);
+      else ctx.k.cvt_f16_to_f32(x.data<uint16_t>() + s, buf, m);
+      if (y.dtype == DType::F32) std::memcpy(y.data<float>() + s, src, m * 4);
+      else if (y.dtype == DType::BF16) ctx.k.cvt_f32_to_bf16(src, y.data<uint16_t>() + s, m);
+      else ctx.k.cvt_f32_to_f16(src, y.data<uint16_t>() + s, m);
+    }
+  });
+}
+
+void ops_register_basic(std::vector<OpDef>& t) {
+  t.push_back({"embedding", embedding_plan, embedding_run});
+  t.push_back({"add", add_plan, binary_run<false>});
+  t.push_back({"mul", mul_plan, binary_run<true>});
+  t.push_back({"scale", scale_plan, scale_run});
+  t.push_back({"convert", convert_plan, convert_run});
+}
+
+}  // namespace dvl

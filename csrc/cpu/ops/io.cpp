@@ -1,0 +1,92 @@
+// io.cpp — load: read a tensor's bytes from a file by offset straight into its storage.
+//
+// Inputs: the destination tensor (any dtype). Attrs: path, offset, bytes, src ("f32"|"bf16"|
+// "f16"|"i32"|...). Same dtype → pread into storage; otherwise read in chunks and convert.
+// The safetensors header is parsed and checked in TypeScript (lib/weights); this op re-checks
+// only what guards memory (byte count against the tensor, short reads).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "ops.h"
+
+namespace dvl {
+
+static Tensors load_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("load", in, 1, 1);
+  DType src;
+  if (!dtype_parse(a.gets("src", ""), &src)) op_fail(DVL_ERR_DTYPE, "load", "unknown source dtype '" + a.gets("src", "") + "'", in);
+  if (a.gets("path", "").empty()) op_fail(DVL_ERR_ARG, "load", "missing path", in);
+  double bytes = a.need("load", "bytes"), offset = a.need("load", "offset");
+  if (offset < 0 || bytes < 0) op_fail(DVL_ERR_RANGE, "load", "negative offset or byte count", in);
+  int64_t n = in[0]->numel();
+  if (int64_t(bytes) != n * int64_t(dtype_size(src)))
+    op_fail(DVL_ERR_SHAPE, "load", "byte count " + std::to_string(int64_t(bytes)) + " does not match " +
+                                       std::to_string(n) + " elements of " + dtype_name(src), in);
+  DType dst = in[0]->dtype;
+  bool float_ok = (src == DType::F32 || src == DType::BF16 || src == DType::F16) &&
+                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16);
+  if (src != dst && !float_ok)
+    op_fail(DVL_ERR_DTYPE, "load", std::string("cannot convert ") + dtype_name(src) + " to " + dtype_name(dst), in);
+  return {};
+}
+
+static void read_exact(int fd, void* dst, size_t bytes, off_t offset, const std::string& path) {
+  char* p = static_cast<char*>(dst);
+  while (bytes > 0) {
+    size_t chunk = bytes < (size_t(1) << 30) ? bytes : (size_t(1) << 30);
+    ssize_t r = pread(fd, p, chunk, offset);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw Error(DVL_ERR_IO, "load: reading " + path + ": " + std::strerror(errno));
+    }
+    if (r == 0) throw Error(DVL_ERR_IO, "load: " + path + " ended early (truncated file?) at byte " + std::to_string(offset));
+    p += r;
+    bytes -= size_t(r);
+    offset += r;
+  }
+}
+
+static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+  std::string path = a.gets("path", "");
+  DType src;
+  dtype_parse(a.gets("src", ""), &src);
+  off_t offset = off_t(a.get("offset", 0));
+  size_t bytes = size_t(a.get("bytes", 0));
+  Tensor& t = *in[0];
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(DVL_ERR_IO, "load: cannot open " + path + ": " + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  if (src == t.dtype) {
+    read_exact(fd, t.raw(), bytes, offset, path);
+    return;
+  }
+  // Convert through f32 in 1 MiB chunks (only small tensors such as norms and biases take
+  // this path in practice, or a whole checkpoint when the user asks for another dtype).
+  int64_t n = t.numel();
+  size_t es = dtype_size(src);
+  const int64_t chunk = (1 << 20) / 4;
+  std::vector<char> raw(static_cast<size_t>(chunk) * es);
+  std::vector<float> f(static_cast<size_t>(chunk));
+  for (int64_t i = 0; i < n; i += chunk) {
+    int64_t m = (n - i) < chunk ? (n - i) : chunk;
+    read_exact(fd, raw.data(), size_t(m) * es, offset + off_t(i * es), path);
+    const float* fs = f.data();
+    if (src == DType::F32) fs = reinterpret_cast<const float*>(raw.data());
+    else if (src == DType::BF16) ctx.k.cvt_bf16_to_f32(reinterpret_cast<const uint16_t*>(raw.data()), f.data(), m);
+    else ctx.k.cvt_f16_to_f32(reinterpret_cast<const uint16_t*>(raw.data()), f.data(), m);
+    if (t.dtype == DType::F32) std::memcpy(t.data<float>() + i, fs, size_t(m) * 4);
+    else if (t.dtype == DType::BF16) ctx.k.cvt_f32_to_bf16(fs, t.data<uint16_t>() + i, m);
+    else ctx.k.cvt_f32_to_f16(fs, t.data<uint16_t>() + i, m);
+  }
+}
+
+void ops_register_io(std::vector<OpDef>& t) { t.push_back({"load", load_plan, load_run}); }
+
+}  // namespace dvl

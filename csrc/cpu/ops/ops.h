@@ -1,0 +1,44 @@
+// ops.h — the op table: each op validates and allocates on the JS thread (plan), then
+// computes on the queue thread (run).
+//
+// plan() runs synchronously inside the JS call, so a shape or dtype mistake throws at the
+// call site with the op and shapes named; run() only sees inputs plan() accepted. Ops that
+// write into an input (kv_cache_append, load) return no outputs from plan().
+#pragma once
+#include <string>
+#include <vector>
+
+#include "../../core/attrs.h"
+#include "../../core/error.h"
+#include "../../core/queue.h"
+#include "../../core/tensor.h"
+#include "../kernels.h"
+
+namespace dvl {
+
+using Tensors = std::vector<TensorP>;
+
+struct OpDef {
+  const char* name;
+  Tensors (*plan)(const Tensors& in, const Attrs& a);
+  void (*run)(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a);
+};
+
+const OpDef* op_find(const std::string& name);
+std::vector<std::string> op_names();
+
+// Registration: each op file defines one function that appends its ops.
+void ops_register_basic(std::vector<OpDef>& t);   // embedding, add, mul, scale, convert, copy
+void ops_register_matmul(std::vector<OpDef>& t);  // matmul
+void ops_register_io(std::vector<OpDef>& t);      // load (file bytes → tensor)
+
+// ---- helpers for plan() ---------------------------------------------------------------------
+
+[[noreturn]] void op_fail(const char* code, const std::string& op, const std::string& what, const Tensors& in);
+void op_need_inputs(const std::string& op, const Tensors& in, size_t min, size_t max);
+void op_need_dtype(const std::string& op, const Tensors& in, size_t i, std::initializer_list<DType> ok);
+void op_need_rank(const std::string& op, const Tensors& in, size_t i, int rank);
+// Leading dims product of t (all but the last).
+int64_t rows_of(const Tensor& t);
+
+}  // namespace dvl

@@ -1,0 +1,64 @@
+// registry.cpp — the op table and the shared validation helpers.
+#include <algorithm>
+
+#include "ops.h"
+
+namespace dvl {
+
+static const std::vector<OpDef>& table() {
+  static const std::vector<OpDef> t = [] {
+    std::vector<OpDef> v;
+    ops_register_basic(v);
+    ops_register_matmul(v);
+    ops_register_io(v);
+    return v;
+  }();
+  return t;
+}
+
+const OpDef* op_find(const std::string& name) {
+  for (const OpDef& d : table())
+    if (name == d.name) return &d;
+  return nullptr;
+}
+
+std::vector<std::string> op_names() {
+  std::vector<std::string> r;
+  for (const OpDef& d : table()) r.push_back(d.name);
+  return r;
+}
+
+void op_fail(const char* code, const std::string& op, const std::string& what, const Tensors& in) {
+  std::string msg = op + ": " + what + " (inputs:";
+  for (size_t i = 0; i < in.size(); ++i) msg += std::string(i ? ", " : " ") + (in[i] ? in[i]->describe() : "null");
+  throw Error(code, msg + ")");
+}
+
+void op_need_inputs(const std::string& op, const Tensors& in, size_t min, size_t max) {
+  if (in.size() < min || in.size() > max)
+    op_fail(DVL_ERR_ARG, op, "expected " + std::to_string(min) + (max != min ? ".." + std::to_string(max) : "") +
+                                 " inputs, got " + std::to_string(in.size()), in);
+  for (size_t i = 0; i < min; ++i)
+    if (!in[i]) op_fail(DVL_ERR_ARG, op, "input " + std::to_string(i) + " is missing", in);
+}
+
+void op_need_dtype(const std::string& op, const Tensors& in, size_t i, std::initializer_list<DType> ok) {
+  if (std::find(ok.begin(), ok.end(), in[i]->dtype) == ok.end()) {
+    std::string names;
+    for (DType d : ok) names += std::string(names.empty() ? "" : "|") + dtype_name(d);
+    op_fail(DVL_ERR_DTYPE, op, "input " + std::to_string(i) + " must be " + names + ", got " + dtype_name(in[i]->dtype), in);
+  }
+}
+
+void op_need_rank(const std::string& op, const Tensors& in, size_t i, int rank) {
+  if (in[i]->rank() != rank)
+    op_fail(DVL_ERR_SHAPE, op, "input " + std::to_string(i) + " must have rank " + std::to_string(rank), in);
+}
+
+int64_t rows_of(const Tensor& t) {
+  int64_t r = 1;
+  for (int i = 0; i + 1 < t.rank(); ++i) r *= t.shape[i];
+  return r;
+}
+
+}  // namespace dvl

@@ -1,0 +1,73 @@
+// addon.cpp — module init, error construction, backend info.
+#include "addon.h"
+
+#include "../core/error.h"
+#include "../core/thread_pool.h"
+#include "../cpu/kernels.h"
+#include "../cpu/ops/ops.h"
+
+namespace dvl {
+
+DvlAddon::DvlAddon(Napi::Env env, Napi::Object exports) {
+  DefineAddon(exports, {
+                           InstanceMethod("init", &DvlAddon::JS_init),
+                           InstanceMethod("info", &DvlAddon::JS_info),
+                       });
+  tensor_class_init(env, exports, this);
+  queue_class_init(env, exports, this);
+}
+
+Napi::Value DvlAddon::make_error_value(Napi::Env env, const std::string& code, const std::string& message) {
+  DvlAddon* self = env.GetInstanceData<DvlAddon>();
+  if (self && !self->make_error.IsEmpty()) {
+    Napi::Value v = self->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    if (!env.IsExceptionPending()) return v;
+    env.GetAndClearPendingException();
+  }
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e.Value();
+}
+
+void DvlAddon::throw_error(Napi::Env env, const std::string& code, const std::string& message) {
+  if (env.IsExceptionPending()) return;  // never throw over a pending exception
+  Napi::Value v = make_error_value(env, code, message);
+  napi_throw(env, v);
+}
+
+Napi::Value DvlAddon::JS_init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    throw_error(env, DVL_ERR_ARG, "init: expected an options object");
+    return env.Undefined();
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Value f = o.Get("makeError");
+  if (f.IsFunction()) make_error = Napi::Persistent(f.As<Napi::Function>());
+  return env.Undefined();
+}
+
+Napi::Value DvlAddon::JS_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("isa", isa_name(cpu_kernels().isa));
+  r.Set("isaDetected", isa_name(cpu_isa_detected()));
+  Napi::Array levels = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (int i = 0; i <= int(Isa::Avx512Bf16); ++i)
+    if (cpu_kernels_for(Isa(i))) levels.Set(n++, isa_name(Isa(i)));
+  r.Set("isaLevels", levels);
+  r.Set("physicalCores", physical_cores());
+  r.Set("build", cpu_build_info());
+  Napi::Array ops = Napi::Array::New(env);
+  n = 0;
+  for (const std::string& s : op_names()) ops.Set(n++, s);
+  r.Set("ops", ops);
+  r.Set("napiVersion", NAPI_VERSION);
+  return r;
+}
+
+}  // namespace dvl
+
+using dvl::DvlAddon;
+NODE_API_ADDON(DvlAddon)

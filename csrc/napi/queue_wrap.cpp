@@ -1,0 +1,316 @@
+// queue_wrap.cpp — the JS Queue handle: enqueue ops, sync, read, write, cancel, dispose.
+//
+//   const q = new Queue({ threads, isa })
+//   const [y] = q.op('matmul', [x, w, b], {})   // validates now, computes later
+//   await q.sync()                             // rejects with the first failed op's error
+//   const data = await q.read(y)               // TypedArray copy
+//
+// Promises settle on the JS thread through one thread-safe function per queue; it is ref'd
+// only while promises are pending, so an idle model never keeps the process alive.
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "../core/error.h"
+#include "../core/queue.h"
+#include "../cpu/kernels.h"
+#include "../cpu/ops/ops.h"
+#include "addon.h"
+
+namespace dvl {
+
+namespace {
+
+struct Settle;
+void settle_on_js(Napi::Env env, Napi::Function, void*, Settle* s);
+using Tsfn = Napi::TypedThreadSafeFunction<void, Settle, settle_on_js>;
+
+// Promises pending on one queue; the tsfn keeps the event loop alive only while n > 0.
+struct Pending {
+  int n = 0;
+  Tsfn tsfn;
+};
+
+struct Settle {
+  std::shared_ptr<Pending> pending;
+  Napi::Promise::Deferred deferred;
+  std::exception_ptr err;
+  bool has_data = false;
+  DType dtype = DType::F32;
+  std::vector<char> data;
+};
+
+}  // namespace
+
+class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
+ public:
+  QueueWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueueWrap>(info) {
+    Napi::Env env = info.Env();
+    guarded(env, [&] {
+      int threads = physical_cores();
+      const CpuKernels* k = &cpu_kernels();
+      if (info.Length() > 0 && info[0].IsObject()) {
+        Napi::Object o = info[0].As<Napi::Object>();
+        Napi::Value t = o.Get("threads");
+        if (t.IsNumber()) {
+          double d = t.As<Napi::Number>().DoubleValue();
+          if (!(d >= 1 && d <= 1024) || d != double(int(d)))
+            throw Error(DVL_ERR_ARG, "Queue: threads must be an integer in 1..1024, got " + std::to_string(d));
+          threads = int(d);
+        }
+        Napi::Value isa = o.Get("isa");
+        if (isa.IsString()) {
+          std::string s = isa.As<Napi::String>().Utf8Value();
+          Isa want;
+          if (!isa_parse(s.c_str(), &want)) throw Error(DVL_ERR_ARG, "Queue: unknown isa '" + s + "'");
+          k = cpu_kernels_for(want);
+          if (!k) throw Error(DVL_ERR_BACKEND, "Queue: isa '" + s + "' is not available on this CPU or build");
+        }
+      }
+      queue_ = std::make_unique<ExecQueue>(threads, *k);
+      pending_ = std::make_shared<Pending>();
+      pending_->tsfn = Tsfn::New(env, "diffusionvl.queue", 0, 1);
+      pending_->tsfn.Unref(env);
+      cleanup_ = env.AddCleanupHook(std::function<void()>([this] {
+        has_cleanup_ = false;  // the hook is running: nothing to remove
+        shutdown();
+      }));
+      has_cleanup_ = true;
+    });
+  }
+
+  ~QueueWrap() override { shutdown(); }
+
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "Queue",
+                       {
+                           InstanceMethod("op", &QueueWrap::JS_op),
+                           InstanceMethod("sync", &QueueWrap::JS_sync),
+                           InstanceMethod("read", &QueueWrap::JS_read),
+                           InstanceMethod("write", &QueueWrap::JS_write),
+                           InstanceMethod("cancel", &QueueWrap::JS_cancel),
+                           InstanceMethod("dispose", &QueueWrap::JS_dispose),
+                           InstanceAccessor("threads", &QueueWrap::JS_threads, nullptr),
+                           InstanceAccessor("isa", &QueueWrap::JS_isa, nullptr),
+                           InstanceAccessor("disposed", &QueueWrap::JS_disposed, nullptr),
+                       });
+  }
+
+ private:
+  void shutdown() {
+    if (!queue_) return;
+    queue_.reset();  // joins: pending jobs fail with DVL_DISPOSED, pending syncs settle
+    pending_->tsfn.Release();
+    if (has_cleanup_) {
+      has_cleanup_ = false;
+      cleanup_.Remove(Env());
+    }
+  }
+
+  ExecQueue& need_queue() {
+    if (!queue_) throw Error(DVL_ERR_DISPOSED, "the queue was disposed");
+    return *queue_;
+  }
+
+  // Creates a promise settled on the JS thread after every job queued so far has run.
+  Napi::Promise enqueue_settle(Napi::Env env, std::function<void(Settle*)> fill) {
+    auto d = Napi::Promise::Deferred::New(env);
+    Settle* s = new Settle{pending_, d, nullptr, false, DType::F32, {}};
+    if (pending_->n++ == 0) pending_->tsfn.Ref(env);
+    Tsfn tsfn = pending_->tsfn;
+    queue_->push_sync([tsfn, s, fill](std::exception_ptr err) mutable {
+      s->err = err;
+      if (!err && fill) {
+        try {
+          fill(s);
+        } catch (...) {
+          s->err = std::current_exception();
+        }
+      }
+      if (tsfn.BlockingCall(s) != napi_ok) delete s;  // env is going away
+    });
+    return d.Promise();
+  }
+
+  Napi::Value JS_op(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    guarded(env, [&] {
+      ExecQueue& q = need_queue();
+      DvlAddon* addon = env.GetInstanceData<DvlAddon>();
+      if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray())
+        throw Error(DVL_ERR_ARG, "Queue.op(name, inputs[], attrs?): bad arguments");
+      std::string name = info[0].As<Napi::String>().Utf8Value();
+      const OpDef* def = op_find(name);
+      if (!def) throw Error(DVL_ERR_ARG, "unknown op '" + name + "'");
+      Napi::Array ia = info[1].As<Napi::Array>();
+      auto in = std::make_shared<Tensors>();
+      for (uint32_t i = 0; i < ia.Length(); ++i) {
+        Napi::Value v = ia.Get(i);
+        if (v.IsNull() || v.IsUndefined()) {
+          in->push_back(nullptr);
+          continue;
+        }
+        std::string what = name + ": input " + std::to_string(i);
+        in->push_back(addon->unwrap_tensor(env, v, what.c_str()));
+      }
+      auto attrs = std::make_shared<Attrs>();
+      if (info.Length() > 2 && info[2].IsObject()) parse_attrs(name, info[2].As<Napi::Object>(), *attrs);
+      auto out = std::make_shared<Tensors>(def->plan(*in, *attrs));
+      auto run = def->run;
+      q.push([run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); });
+      Napi::Array ra = Napi::Array::New(env, out->size());
+      for (size_t i = 0; i < out->size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, (*out)[i]));
+      result = ra;
+    });
+    return result;
+  }
+
+  static void parse_attrs(const std::string& op, Napi::Object o, Attrs& a) {
+    Napi::Array keys = o.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      std::string k = keys.Get(i).ToString().Utf8Value();
+      Napi::Value v = o.Get(k);
+      if (v.IsNumber()) a.num[k] = v.As<Napi::Number>().DoubleValue();
+      else if (v.IsBoolean()) a.num[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
+      else if (v.IsString()) a.str[k] = v.As<Napi::String>().Utf8Value();
+      else if (v.IsArray() || v.IsTypedArray()) {
+        Napi::Object arr = v.As<Napi::Object>();
+        uint32_t n = arr.Get("length").As<Napi::Number>().Uint32Value();
+        std::vector<double> vals(n);
+        for (uint32_t j = 0; j < n; ++j) {
+          Napi::Value e = arr.Get(j);
+          if (!e.IsNumber()) throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' must hold only numbers");
+          vals[j] = e.As<Napi::Number>().DoubleValue();
+        }
+        a.arr[k] = std::move(vals);
+      } else if (!v.IsUndefined() && !v.IsNull()) {
+        throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' has an unsupported type");
+      }
+    }
+  }
+
+  Napi::Value JS_sync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    guarded(env, [&] {
+      need_queue();
+      result = enqueue_settle(env, nullptr);
+    });
+    return result;
+  }
+
+  // read(tensor) → Promise<TypedArray> holding a copy of the tensor after queued ops ran.
+  Napi::Value JS_read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    guarded(env, [&] {
+      need_queue();
+      if (info.Length() < 1) throw Error(DVL_ERR_ARG, "Queue.read(tensor): missing tensor");
+      TensorP t = env.GetInstanceData<DvlAddon>()->unwrap_tensor(env, info[0], "Queue.read: argument");
+      result = enqueue_settle(env, [t](Settle* s) {
+        s->has_data = true;
+        s->dtype = t->dtype;
+        s->data.resize(t->nbytes());
+        if (t->nbytes()) std::memcpy(s->data.data(), t->raw(), t->nbytes());
+      });
+    });
+    return result;
+  }
+
+  // write(tensor, data) — enqueues a copy of data (taken now) into the tensor.
+  Napi::Value JS_write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    guarded(env, [&] {
+      ExecQueue& q = need_queue();
+      if (info.Length() < 2 || !info[1].IsTypedArray()) throw Error(DVL_ERR_ARG, "Queue.write(tensor, typedArray): bad arguments");
+      TensorP t = env.GetInstanceData<DvlAddon>()->unwrap_tensor(env, info[0], "Queue.write: argument");
+      Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+      if (ta.ByteLength() != t->nbytes())
+        throw Error(DVL_ERR_SHAPE, "Queue.write: " + std::to_string(ta.ByteLength()) + " bytes given for " + t->describe());
+      auto copy = std::make_shared<std::vector<char>>(ta.ByteLength());
+      if (!copy->empty())
+        std::memcpy(copy->data(), static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), copy->size());
+      q.push([t, copy](OpContext&) {
+        if (!copy->empty()) std::memcpy(t->raw(), copy->data(), copy->size());
+      });
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value JS_cancel(const Napi::CallbackInfo& info) {
+    if (queue_) queue_->cancel();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value JS_dispose(const Napi::CallbackInfo& info) {
+    shutdown();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value JS_threads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), queue_ ? queue_->threads() : 0);
+  }
+  Napi::Value JS_isa(const Napi::CallbackInfo& info) {
+    if (!queue_) return info.Env().Null();
+    return Napi::String::New(info.Env(), isa_name(queue_->kernels().isa));
+  }
+  Napi::Value JS_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !queue_); }
+
+  std::unique_ptr<ExecQueue> queue_;
+  std::shared_ptr<Pending> pending_;
+  Napi::Env::CleanupHook<std::function<void()>> cleanup_;
+  bool has_cleanup_ = false;
+
+};
+
+namespace {
+
+Napi::Value typed_copy(Napi::Env env, DType dt, const std::vector<char>& data) {
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data.size());
+  if (!data.empty()) std::memcpy(ab.Data(), data.data(), data.size());
+  switch (dt) {
+    case DType::F32: return Napi::Float32Array::New(env, data.size() / 4, ab, 0);
+    case DType::I32: return Napi::Int32Array::New(env, data.size() / 4, ab, 0);
+    case DType::BF16:
+    case DType::F16: return Napi::Uint16Array::New(env, data.size() / 2, ab, 0);
+    default: return Napi::Uint8Array::New(env, data.size(), ab, 0);
+  }
+}
+
+void settle_on_js(Napi::Env env, Napi::Function, void*, Settle* s) {
+  std::unique_ptr<Settle> own(s);
+  if (env == nullptr) return;  // tearing down
+  Napi::HandleScope scope(env);
+  if (--s->pending->n == 0) s->pending->tsfn.Unref(env);
+  if (s->err) {
+    std::string code = DVL_ERR_INTERNAL, msg = "unknown native error";
+    try {
+      std::rethrow_exception(s->err);
+    } catch (const Error& e) {
+      code = e.code();
+      msg = e.what();
+    } catch (const std::bad_alloc&) {
+      code = DVL_ERR_ALLOC;
+      msg = "out of memory";
+    } catch (const std::exception& e) {
+      msg = e.what();
+    } catch (...) {
+    }
+    s->deferred.Reject(DvlAddon::make_error_value(env, code, msg));
+  } else if (s->has_data) {
+    s->deferred.Resolve(typed_copy(env, s->dtype, s->data));
+  } else {
+    s->deferred.Resolve(env.Undefined());
+  }
+}
+
+}  // namespace
+
+void queue_class_init(Napi::Env env, Napi::Object exports, DvlAddon* addon) {
+  Napi::Function ctor = QueueWrap::define(env);
+  addon->queue_ctor = Napi::Persistent(ctor);
+  exports.Set("Queue", ctor);
+}
+
+}  // namespace dvl

@@ -1,0 +1,49 @@
+// types.ts — the typed view of the addon's surface (csrc/napi). Public code never sees these
+// directly; lib/native/index.ts wraps them.
+
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8';
+export type Isa = 'scalar' | 'avx2' | 'avx512' | 'avx512_bf16';
+export type AttrValue = number | boolean | string | readonly number[] | undefined;
+export type Attrs = Record<string, AttrValue>;
+
+export interface NativeTensor {
+  readonly dtype: DType | null;
+  readonly shape: number[] | null;
+  readonly nbytes: number;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+export interface NativeTensorClass {
+  fromArray(dtype: DType, shape: readonly number[], data: ArrayBufferView | ArrayBuffer): NativeTensor;
+  prototype: NativeTensor;
+}
+
+export interface NativeQueue {
+  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs): NativeTensor[];
+  sync(): Promise<void>;
+  read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array>;
+  write(t: NativeTensor, data: ArrayBufferView): void;
+  cancel(): void;
+  dispose(): void;
+  readonly threads: number;
+  readonly isa: Isa | null;
+  readonly disposed: boolean;
+}
+
+export interface NativeInfo {
+  isa: Isa;
+  isaDetected: Isa;
+  isaLevels: Isa[];
+  physicalCores: number;
+  build: string;
+  ops: string[];
+  napiVersion: number;
+}
+
+export interface NativeAddon {
+  init(opts: { makeError: (code: string, message: string) => Error }): void;
+  info(): NativeInfo;
+  Tensor: NativeTensorClass;
+  Queue: new (opts?: { threads?: number; isa?: Isa }) => NativeQueue;
+}

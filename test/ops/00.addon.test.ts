@@ -1,0 +1,53 @@
+// The addon loads, reports its ISA levels, runs ops off the JS thread and turns native
+// failures into typed errors.
+import { describe, expect, it } from 'vitest';
+import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { DTypeError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
+
+describe('addon', () => {
+  it('reports its build and the ISA levels of this machine', () => {
+    const info = nativeInfo();
+    expect(info.isaLevels).toContain('scalar');
+    expect(info.isaLevels).toContain(info.isa);
+    expect(info.physicalCores).toBeGreaterThanOrEqual(1);
+    expect(info.ops).toContain('matmul');
+  });
+
+  it('round-trips a tensor through the queue', async () => {
+    const q = new Queue({ threads: 2 });
+    const a = tensorFromArray('f32', [2, 3], new Float32Array([1, 2, 3, 4, 5, 6]));
+    const b = tensorFromArray('f32', [3], new Float32Array([10, 20, 30]));
+    const y = q.add(a, b);
+    expect(y.shape).toEqual([2, 3]);
+    expect(Array.from(await q.readF32(y))).toEqual([11, 22, 33, 14, 25, 36]);
+    q.dispose();
+  });
+
+  it('throws typed errors synchronously for bad shapes and dtypes', () => {
+    const q = new Queue({ threads: 1 });
+    const a = tensorFromArray('f32', [2, 3], new Float32Array(6));
+    const b = tensorFromArray('f32', [4], new Float32Array(4));
+    expect(() => q.add(a, b)).toThrow(ShapeError);
+    expect(() => q.add(a, b)).toThrow(/add: .*f32\[2, 3\], f32\[4\]/);
+    const ids = tensorFromArray('i32', [2], new Int32Array([0, 1]));
+    expect(() => q.matmul(ids, a)).toThrow(DTypeError);
+    a.dispose();
+    expect(() => q.scale(a, 2)).toThrow(DisposedError);
+    q.dispose();
+    expect(() => q.scale(b, 2)).toThrow(DisposedError);
+  });
+
+  it('reports data-dependent failures at the next sync, then recovers', async () => {
+    const q = new Queue({ threads: 1 });
+    const table = tensorFromArray('f32', [4, 2], new Float32Array(8));
+    const ids = tensorFromArray('i32', [3], new Int32Array([0, 7, 1]));
+    const e = q.embedding(ids, table);
+    await expect(q.sync()).rejects.toThrow(OutOfRangeError);
+    await expect(q.read(e)).resolves.toBeInstanceOf(Float32Array);  // the queue recovered
+    q.dispose();
+  });
+
+  it('rejects a tensor of the wrong byte size', () => {
+    expect(() => tensorFromArray('f32', [3], new Float32Array(4))).toThrow(ShapeError);
+  });
+});
