@@ -31,6 +31,15 @@ std::vector<std::string> op_names();
 void ops_register_basic(std::vector<OpDef>& t);   // embedding, add, mul, scale, convert, copy
 void ops_register_matmul(std::vector<OpDef>& t);  // matmul
 void ops_register_io(std::vector<OpDef>& t);      // load (file bytes → tensor)
+void ops_register_norm(std::vector<OpDef>& t);    // rms_norm, layer_norm             (norm.cpp)
+void ops_register_rope(std::vector<OpDef>& t);    // rope_cos_sin, rope               (rope.cpp)
+void ops_register_act(std::vector<OpDef>& t);     // silu, swiglu, gelu, gelu_tanh, softmax (act.cpp)
+void ops_register_attention(std::vector<OpDef>& t);  // attention                     (attention.cpp)
+void ops_register_kv(std::vector<OpDef>& t);      // kv_cache_append                  (kv_cache.cpp)
+void ops_register_shape(std::vector<OpDef>& t);   // reshape, gather_rows, scatter_rows, slice_cols, concat_rows (shape.cpp)
+void ops_register_sample(std::vector<OpDef>& t);  // confidence_remask                (sample.cpp)
+void ops_register_probe(std::vector<OpDef>& t);   // stream_read (bandwidth probe)    (probe.cpp)
+void ops_register_image(std::vector<OpDef>& t);   // image_resize (Pillow bicubic)    (image.cpp)
 
 // ---- helpers for plan() ---------------------------------------------------------------------
 

@@ -11,6 +11,15 @@ static const std::vector<OpDef>& table() {
     ops_register_basic(v);
     ops_register_matmul(v);
     ops_register_io(v);
+    ops_register_norm(v);
+    ops_register_rope(v);
+    ops_register_act(v);
+    ops_register_attention(v);
+    ops_register_kv(v);
+    ops_register_shape(v);
+    ops_register_sample(v);
+    ops_register_probe(v);
+    ops_register_image(v);
     return v;
   }();
   return t;

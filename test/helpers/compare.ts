@@ -1,0 +1,55 @@
+// compare.ts — checks a computed array against a reference: NaN first, then infinities, then
+// max-abs / relative error against a stated tolerance. NaN never passes: a NaN where the
+// reference has none is a failure even if the tolerance is huge.
+
+export interface Tolerance {
+  /** Absolute tolerance. */
+  abs: number;
+  /** Relative tolerance (scaled by |ref|). An element passes if |got-ref| ≤ abs + rel·|ref|. */
+  rel?: number;
+}
+
+export interface CompareResult {
+  ok: boolean;
+  message: string;
+  maxAbs: number;
+  firstBad: number;
+}
+
+export function compareArrays(
+  got: ArrayLike<number>, ref: ArrayLike<number>, tol: Tolerance, label = '',
+): CompareResult {
+  if (got.length !== ref.length) {
+    return { ok: false, message: `${label}: length ${got.length} != reference ${ref.length}`, maxAbs: Infinity, firstBad: -1 };
+  }
+  let maxAbs = 0;
+  let firstBad = -1;
+  let why = '';
+  for (let i = 0; i < got.length; i++) {
+    const g = got[i], r = ref[i];
+    if (Number.isNaN(g) || Number.isNaN(r)) {
+      if (Number.isNaN(g) && Number.isNaN(r)) continue;  // both NaN: documented propagation
+      if (firstBad < 0) { firstBad = i; why = `NaN mismatch (got ${g}, ref ${r})`; }
+      continue;
+    }
+    if (!Number.isFinite(g) || !Number.isFinite(r)) {
+      if (g === r) continue;
+      if (firstBad < 0) { firstBad = i; why = `infinity mismatch (got ${g}, ref ${r})`; }
+      continue;
+    }
+    const d = Math.abs(g - r);
+    if (d > maxAbs) maxAbs = d;
+    if (d > tol.abs + (tol.rel ?? 0) * Math.abs(r) && firstBad < 0) {
+      firstBad = i;
+      why = `|${g} - ${r}| = ${d.toExponential(3)} > tol (abs ${tol.abs}, rel ${tol.rel ?? 0})`;
+    }
+  }
+  const ok = firstBad < 0;
+  return { ok, maxAbs, firstBad, message: ok ? `${label}: ok (max abs ${maxAbs.toExponential(3)})` : `${label}: index ${firstBad}: ${why}; max abs ${maxAbs.toExponential(3)}` };
+}
+
+/** Throws (fails the test) with a message naming the label and first bad index. */
+export function expectClose(got: ArrayLike<number>, ref: ArrayLike<number>, tol: Tolerance, label = ''): void {
+  const r = compareArrays(got, ref, tol, label);
+  if (!r.ok) throw new Error(r.message);
+}
