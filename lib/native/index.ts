@@ -90,4 +90,102 @@ export class Queue {
   load(dst: NativeTensor, path: string, offset: number, bytes: number, src: DType): void {
     this.op('load', [dst], { path, offset, bytes, src });
   }
+
+  // The ops below are implemented in csrc/cpu/ops/<file>.cpp as named; attrs are passed as-is.
+
+  /** rms_norm: x f32 [.., H], w f32 [H] → f32; y = w ⊙ x / sqrt(mean(x²) + eps). (norm.cpp) */
+  rmsNorm(x: NativeTensor, w: NativeTensor, eps: number): NativeTensor { return this.one('rms_norm', [x, w], { eps }); }
+  /** layer_norm: x f32 [.., H], w, b f32 [H] → f32. (norm.cpp) */
+  layerNorm(x: NativeTensor, w: NativeTensor, b: NativeTensor, eps: number): NativeTensor {
+    return this.one('layer_norm', [x, w, b], { eps });
+  }
+  /**
+   * rope_cos_sin: positions i32 [T] → [cos, sin] f32 [T, dim], rotate-half layout:
+   * inv_freq[j] = 1 / theta^(2j/dim) (f32), ang = p · inv_freq[j] (f32), cos = [cos(ang), cos(ang)].
+   * (rope.cpp; spec §2.4)
+   */
+  ropeCosSin(positions: NativeTensor, theta: number, dim: number): [NativeTensor, NativeTensor] {
+    const [c, s] = this.op('rope_cos_sin', [positions], { theta, dim });
+    return [c, s];
+  }
+  /** rope: x f32 [T, nh, hd] with cos/sin f32 [T, hd] → f32, x·cos + rotate_half(x)·sin. (rope.cpp) */
+  rope(x: NativeTensor, cos: NativeTensor, sin: NativeTensor): NativeTensor { return this.one('rope', [x, cos, sin]); }
+  /** silu(x) = x·σ(x). (act.cpp) */
+  silu(x: NativeTensor): NativeTensor { return this.one('silu', [x]); }
+  /** swiglu(gate, up) = silu(gate) ⊙ up, same shapes. (act.cpp) */
+  swiglu(gate: NativeTensor, up: NativeTensor): NativeTensor { return this.one('swiglu', [gate, up]); }
+  /** Exact (erf) GELU. (act.cpp) */
+  gelu(x: NativeTensor): NativeTensor { return this.one('gelu', [x]); }
+  /** tanh-approximated GELU ("gelu_pytorch_tanh"). (act.cpp) */
+  geluTanh(x: NativeTensor): NativeTensor { return this.one('gelu_tanh', [x]); }
+  /** Row softmax over the last dim. (act.cpp) */
+  softmax(x: NativeTensor): NativeTensor { return this.one('softmax', [x]); }
+  /**
+   * attention: q f32 [Tq, nh, hd]; k, v [nkv, cap, hd] (f32, or bf16/f16) holding keys at
+   * absolute positions 0..kvLen-1 → f32 [Tq, nh, hd]. Query i sits at position qPos0 + i;
+   * GQA: head h reads kv head floor(h / (nh / nkv)). Masks: 'causal' (k ≤ q), 'block'
+   * (floor(k/blockSize) ≤ floor(q/blockSize)), 'full' (every k < kvLen), 'segments'
+   * (q and k in the same [segments[s], segments[s+1]) range, cu_seqlens style). scale
+   * defaults to 1/sqrt(hd). (attention.cpp)
+   */
+  attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, o: AttentionOptions): NativeTensor {
+    return this.one('attention', [q, k, v], {
+      kvLen: o.kvLen, qPos0: o.qPos0 ?? 0, mask: o.mask, blockSize: o.blockSize, segments: o.segments, scale: o.scale,
+    });
+  }
+  /** kv_cache_append: writes x f32 [T, nkv, hd] into cache [nkv, cap, hd] rows pos0..pos0+T-1 (in place). (kv_cache.cpp) */
+  kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: number): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
+  /** reshape: same storage, new shape (numel must match). (shape.cpp) */
+  reshape(x: NativeTensor, shape: readonly number[]): NativeTensor { return this.one('reshape', [x], { shape }); }
+  /** gather_rows: x [R, C] (any dtype), idx i32 [n] → [n, C]. (shape.cpp) */
+  gatherRows(x: NativeTensor, idx: NativeTensor): NativeTensor { return this.one('gather_rows', [x, idx]); }
+  /** scatter_rows: dst [R, C] f32 (in place) rows idx[i] ← src [n, C] row i. (shape.cpp) */
+  scatterRows(dst: NativeTensor, src: NativeTensor, idx: NativeTensor): void { this.op('scatter_rows', [dst, src, idx]); }
+  /** slice_cols: x f32 [R, C] → [R, len] columns start..start+len-1. (shape.cpp) */
+  sliceCols(x: NativeTensor, start: number, len: number): NativeTensor { return this.one('slice_cols', [x], { start, len }); }
+  /** concat_rows: [a; b] along dim 0 (same trailing dims and dtype). (shape.cpp) */
+  concatRows(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('concat_rows', [a, b]); }
+  /**
+   * confidence_remask (spec §5.7-5.8): logits f32 [n, V] of the still-masked positions →
+   * [ids i32 [n], confidence f32 [n], reveal i32 [n] (1 = reveal now)]. (sample.cpp; the TS
+   * reference is lib/decode/sample.ts + remask.ts and must agree exactly.)
+   */
+  confidenceRemask(logits: NativeTensor, o: ConfidenceRemaskOptions): [NativeTensor, NativeTensor, NativeTensor] {
+    const [ids, conf, reveal] = this.op('confidence_remask', [logits], {
+      temperature: o.temperature, topK: o.topK ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0, counters: o.counters,
+      k: o.k, mode: o.mode, threshold: o.threshold ?? 0.85, confidence: o.confidence ?? 'modified',
+    });
+    return [ids, conf, reveal];
+  }
+  /** stream_read: reads `bytes` of a scratch buffer `repeat` times (bandwidth probe); returns f32 [1] checksum. (probe.cpp) */
+  streamRead(buf: NativeTensor, repeat: number): NativeTensor { return this.one('stream_read', [buf], { repeat }); }
+  /** image_resize: u8 [H, W, 3] → u8 [h, w, 3], Pillow-exact bicubic (spec §3.1). (image.cpp) */
+  imageResize(img: NativeTensor, width: number, height: number): NativeTensor {
+    return this.one('image_resize', [img], { width, height });
+  }
+}
+
+export interface AttentionOptions {
+  kvLen: number;
+  qPos0?: number;
+  mask: 'causal' | 'block' | 'full' | 'segments';
+  blockSize?: number;
+  segments?: readonly number[];
+  scale?: number;
+}
+
+export interface ConfidenceRemaskOptions {
+  /** 0 = greedy (argmax, first index on ties). */
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** One RNG counter per row (sampling only); see lib/decode/rng.ts. */
+  counters?: readonly number[];
+  /** The schedule entry: how many to reveal (static), or the minimum (dynamic). */
+  k: number;
+  mode: 'static' | 'dynamic';
+  threshold?: number;
+  /** 'modified': π[token] under the filtered, tempered distribution (Qwen2.5-VL route); 'raw': softmax(raw logits)[token] (AR-LM route). */
+  confidence?: 'modified' | 'raw';
 }
