@@ -76,6 +76,8 @@ export class Queue {
 
   // ---- op set -------------------------------------------------------------------------------
 
+  /** A new zero-filled tensor (allocated now, natively). */
+  empty(dtype: DType, shape: readonly number[]): NativeTensor { return this.one('empty', [], { dtype, shape }); }
   /** ids i32 [T], table [V, H] → f32 [T, H]. */
   embedding(ids: NativeTensor, table: NativeTensor): NativeTensor { return this.one('embedding', [ids, table]); }
   /** x f32 [.., K] · W[N, K]ᵀ (+ bias f32 [N]) → f32 [.., N]. */

@@ -6,6 +6,8 @@
 // add, mul:  f32 a [.., N] with f32 b of the same shape, or b [N] broadcast over the rows.
 // scale:     f32 x * attr s.
 // convert:   any float dtype → attr dtype (f32|bf16|f16), round to nearest even.
+// empty:     no inputs; attrs dtype, shape → a new zero-filled tensor (allocated at plan time,
+//            so a loader can read file bytes straight into it).
 #include <string>
 
 #include "ops.h"
@@ -123,7 +125,25 @@ static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, c
   });
 }
 
+static Tensors empty_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("empty", in, 0, 0);
+  DType dt;
+  if (!dtype_parse(a.gets("dtype", ""), &dt) || dt == DType::Q8_0)
+    op_fail(DVL_ERR_DTYPE, "empty", "unknown dtype '" + a.gets("dtype", "") + "'", in);
+  const std::vector<double>* sv = a.geta("shape");
+  if (!sv) op_fail(DVL_ERR_ARG, "empty", "missing shape", in);
+  std::vector<int64_t> shape;
+  for (double d : *sv) {
+    if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_SHAPE, "empty", "shape entries must be non-negative integers", in);
+    shape.push_back(int64_t(d));
+  }
+  return {Tensor::alloc(dt, shape)};
+}
+
+static void empty_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}
+
 void ops_register_basic(std::vector<OpDef>& t) {
+  t.push_back({"empty", empty_plan, empty_run});
   t.push_back({"embedding", embedding_plan, embedding_run});
   t.push_back({"add", add_plan, binary_run<false>});
   t.push_back({"mul", mul_plan, binary_run<true>});
