@@ -1,0 +1,153 @@
+// The tokenizer loader: the real Qwen vocabulary (ids of §4.1/§4.2, round trips, MASK dropped on
+// decode), the tiny test tokenizer (a real byte-level BPE file), template lookup, file errors.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../lib/errors.js';
+import { loadTokenizer, type TextTokenizer } from '../../lib/text/tokenizer.js';
+import { QWEN25_STYLE_TEMPLATE, QWEN_TOKENIZER_DIR, writeTinyTokenizer } from '../helpers/tokenizer.js';
+import { rng } from '../helpers/random.js';
+
+const MASK = 151671; // §4.2: an embedding row beyond the tokenizer
+
+/** Random strings over ASCII, Latin-1, CJK, emoji (astral, ZWJ sequences), newlines. */
+function randomText(r: () => number, n: number): string {
+  const pools = ['abc xyz ', 'éüßñ', '你好世界中文字', '😀🎉👍🏽👨‍👩‍👧', '\n\t  ', '0123456789', '.,!?\'"'];
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    const p = Array.from(pools[Math.floor(r() * pools.length)]!);
+    s += p[Math.floor(r() * p.length)];
+  }
+  return s;
+}
+
+describe('real Qwen tokenizer', () => {
+  let tok: TextTokenizer;
+  let loadMs = 0;
+  beforeAll(async () => {
+    const t0 = performance.now();
+    tok = await loadTokenizer(QWEN_TOKENIZER_DIR);
+    loadMs = performance.now() - t0;
+    console.log(`loadTokenizer(real 151k-vocab tokenizer.json): ${loadMs.toFixed(0)} ms`);
+  });
+
+  it('knows its size and the chat-markup ids of §4.2', () => {
+    // Qwen3's file = Qwen2.5's 151665 ids + <tool_response>, </tool_response>, <think>, </think>.
+    expect(tok.size).toBe(151669);
+    expect(tok.specialIds).toEqual({ imStart: 151644, imEnd: 151645, endOfText: 151643 });
+    expect(tok.eosId).toBe(151645);
+    expect(tok.tokenId('<|vision_start|>')).toBe(151652);
+    expect(tok.tokenId('Ċ')).toBe(198);
+    expect(tok.tokenId('no such token')).toBeUndefined();
+    expect(tok.tokenString(77091)).toBe('assistant');
+    expect(typeof tok.chatTemplate).toBe('string');
+  });
+
+  it('encodes the §4.1 system turn to the golden ids, special-token strings becoming ids, no BOS', () => {
+    const s = '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n';
+    expect(tok.encode(s)).toEqual([151644, 8948, 198, 2610, 525, 1207, 16948, 11, 3465, 553,
+      54364, 14817, 13, 1446, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198]);
+    expect(tok.encode('<|im_end|>\n<|im_start|>assistant\n')).toEqual([151645, 198, 151644, 77091, 198]);
+    expect(tok.encode('')).toEqual([]);
+  });
+
+  it('round-trips random UTF-8 text exactly', () => {
+    const r = rng(7);
+    for (let i = 0; i < 50; i++) {
+      const s = randomText(r, 1 + Math.floor(r() * 60)).normalize('NFC'); // the normalizer is NFC
+      expect(tok.decode(tok.encode(s), { skipSpecial: false })).toBe(s);
+    }
+    const fixed = 'Hello, 世界! 😀 naïve café — 👨‍👩‍👧 x²\n\n  end';
+    expect(tok.decode(tok.encode(fixed))).toBe(fixed);
+  });
+
+  it('drops MASK (151671), ids ≥ size, negative ids, and special tokens by default', () => {
+    const hello = tok.encode('Hello world');
+    const ids = [151644, ...hello, MASK, 151669, 151700, -200, 151645, MASK, MASK];
+    expect(tok.decode(ids)).toBe('Hello world');
+    expect(tok.decode(ids, { skipSpecial: false })).toBe('<|im_start|>Hello world<|im_end|>');
+    expect(tok.decode([MASK, MASK])).toBe('');
+    expect(tok.decode(Int32Array.from(hello))).toBe('Hello world');
+  });
+});
+
+describe('tiny test tokenizer', () => {
+  let dir: string;
+  beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'dvl-tok-')); });
+  afterAll(() => { rmSync(dir, { recursive: true, force: true }); });
+
+  it('is a real byte-level BPE file that round-trips arbitrary UTF-8', async () => {
+    const ids = writeTinyTokenizer(dir, { vocabSize: 300 });
+    expect(ids).toEqual({ size: 300, endOfText: 297, imStart: 298, imEnd: 299 });
+    const tok = await loadTokenizer(dir);
+    expect(tok.size).toBe(300);
+    expect(tok.specialIds).toEqual({ imStart: 298, imEnd: 299, endOfText: 297 });
+    expect(tok.chatTemplate).toBe(QWEN25_STYLE_TEMPLATE);
+    // Merges are used: a corpus word is fewer tokens than bytes.
+    expect(tok.encode(' the answer').length).toBeLessThan(' the answer'.length);
+    const r = rng(11);
+    for (let i = 0; i < 100; i++) {
+      const s = randomText(r, 1 + Math.floor(r() * 40)).normalize('NFC');
+      const e = tok.encode(s);
+      for (const id of e) expect(id).toBeLessThan(297); // text never yields a special id
+      expect(tok.decode(e)).toBe(s);
+    }
+    const markup = tok.encode('<|im_start|>user\nhi 😀<|im_end|>\n');
+    expect(markup[0]).toBe(298);
+    expect(markup).toContain(299);
+    expect(tok.decode(markup)).toBe('user\nhi 😀\n');
+    expect(tok.decode([...markup, 300, 301])).toBe('user\nhi 😀\n'); // ids past the tokenizer (a tiny model's MASK row) vanish
+  });
+
+  it('sizes to vocabSize', async () => {
+    const d = join(dir, 'small');
+    expect(writeTinyTokenizer(d, { vocabSize: 259 })).toEqual({ size: 259, endOfText: 256, imStart: 257, imEnd: 258 });
+    const tok = await loadTokenizer(d);
+    expect(tok.size).toBe(259);
+    expect(tok.decode(tok.encode('你好 😀'))).toBe('你好 😀');
+  });
+
+  it('finds the chat template in chat_template.jinja, chat_template.json or tokenizer_config.json', async () => {
+    for (const templateFile of ['chat_template.json', 'chat_template.jinja'] as const) {
+      const d = join(dir, templateFile);
+      writeTinyTokenizer(d, { templateFile, chatTemplate: `{{ '${templateFile}' }}` });
+      expect((await loadTokenizer(d)).chatTemplate).toBe(`{{ '${templateFile}' }}`);
+    }
+    const d = join(dir, 'none');
+    writeTinyTokenizer(d, { chatTemplate: null });
+    expect((await loadTokenizer(d)).chatTemplate).toBeUndefined();
+  });
+
+  it('names the missing or corrupt file in a ConfigError', async () => {
+    const missing = join(dir, 'nothing-here');
+    await expect(loadTokenizer(missing)).rejects.toThrow(ConfigError);
+    await expect(loadTokenizer(missing)).rejects.toMatchObject({ file: join(missing, 'tokenizer.json') });
+
+    const d = join(dir, 'corrupt');
+    writeTinyTokenizer(d);
+    writeFileSync(join(d, 'tokenizer_config.json'), '{ "eos_token": ');
+    await expect(loadTokenizer(d)).rejects.toMatchObject({ name: 'ConfigError', file: join(d, 'tokenizer_config.json') });
+
+    rmSync(join(d, 'tokenizer_config.json'));
+    await expect(loadTokenizer(d)).rejects.toMatchObject({ name: 'ConfigError', file: join(d, 'tokenizer_config.json') });
+
+    writeTinyTokenizer(d);
+    writeFileSync(join(d, 'tokenizer.json'), JSON.stringify({ version: '1.0', added_tokens: [] }));
+    await expect(loadTokenizer(d)).rejects.toThrow(/tokenizer\.json.*"model"/);
+
+    writeTinyTokenizer(d);
+    writeFileSync(join(d, 'chat_template.json'), 'not json');
+    await expect(loadTokenizer(d)).rejects.toMatchObject({ name: 'ConfigError', file: join(d, 'chat_template.json') });
+  });
+
+  it('rejects a tokenizer without the Qwen chat-markup tokens', async () => {
+    const d = join(dir, 'nospecial');
+    writeTinyTokenizer(d);
+    const { readFileSync } = await import('node:fs');
+    const tj = JSON.parse(readFileSync(join(d, 'tokenizer.json'), 'utf8'));
+    tj.added_tokens = tj.added_tokens.filter((t: { content: string }) => t.content !== '<|im_end|>');
+    writeFileSync(join(d, 'tokenizer.json'), JSON.stringify(tj));
+    await expect(loadTokenizer(d)).rejects.toThrow(/<\|im_end\|>/);
+  });
+});
