@@ -1,0 +1,404 @@
+// config.ts — reads a model folder's config.json (and generation_config.json, vision_config.json,
+// preprocessor_config.json where they matter) into one checked ModelConfig.
+//
+// Families (spec §1.1, §1.2, §1.4, §1.5, §1.7):
+//   qwen2               stock Qwen2 / Qwen2.5 text model; block diffusion only if enable_bd3lm
+//   qwen2_5_vl          stock Qwen2.5-VL: text fields flat (hub format) or in text_config (≥ 4.52)
+//   diffusionvl_qwenvl  converted or released DiffusionVL-Qwen2.5VL: text_config authoritative,
+//                       the top-level copies can be stale in the converter output (§1.4)
+//   diffusionvl_qwen    DiffusionVL-Qwen2.5-7B (AR-LM route): Qwen2 text + SigLIP + MLP projector
+// Every missing or ill-typed field raises ConfigError naming the file and the field path
+// (e.g. `text_config.num_attention_heads`). Defaults are those of the HF config classes and are
+// only used for fields real checkpoints may omit.
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ConfigError } from '../errors.js';
+
+export const SUPPORTED_MODEL_TYPES = ['qwen2', 'qwen2_5_vl', 'diffusionvl_qwenvl', 'diffusionvl_qwen'] as const;
+export type ModelFamily = (typeof SUPPORTED_MODEL_TYPES)[number];
+
+/** MASK id when the config has no mask_token_id (spec §4.2; never looked up from a string). */
+export const DEFAULT_MASK_TOKEN_ID = 151671;
+/** `<|im_end|>`, the decoder's stop id (spec §4.2). */
+export const DEFAULT_EOS_TOKEN_ID = 151645;
+/** bd3lm_block_size when absent (every training and eval script uses 8; spec §5.1). */
+export const DEFAULT_BLOCK_SIZE = 8;
+
+export interface TextConfig {
+  /** H */ hiddenSize: number;
+  numLayers: number;
+  /** nh */ numHeads: number;
+  /** nkv; nh % nkv == 0 (GQA group nh/nkv) */ numKvHeads: number;
+  /** hd (128 for every released model) */ headDim: number;
+  /** I */ intermediateSize: number;
+  /** V: embedding rows (151936 for 3B, 152064 for 7B; larger than the tokenizer) */ vocabSize: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  /** true: no lm_head.weight, logits use embed_tokens (3B). */
+  tieWordEmbeddings: boolean;
+  maxPositionEmbeddings: number;
+}
+
+export interface DiffusionConfig {
+  /** bs, the block size (bd3lm_block_size). */
+  blockSize: number;
+  maskTokenId: number;
+}
+
+/** Qwen2.5-VL ViT + PatchMerger (spec §1.3, §3.1, §3.3). */
+export interface QwenVisionConfig {
+  kind: 'qwen2_5_vl';
+  depth: number;
+  hiddenSize: number;
+  numHeads: number;
+  intermediateSize: number;
+  patchSize: number;
+  temporalPatchSize: number;
+  spatialMergeSize: number;
+  /** In pixels (112). */
+  windowSize: number;
+  /** 0-based blocks with whole-image attention ({7, 15, 23, 31}). */
+  fullAttBlockIndexes: number[];
+  /** Merger output = text hidden size. */
+  outHiddenSize: number;
+  minPixels: number;
+  maxPixels: number;
+}
+
+/** SigLIP2-so400m tower + mlp2x_gelu projector, LLaVA-OneVision anyres (spec §1.7, §3.5). */
+export interface SiglipVisionConfig {
+  kind: 'siglip';
+  hiddenSize: number;
+  /** Encoder layers actually run and stored (26 of the tower's 27: select_layer −2). */
+  numLayers: number;
+  numHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  patchSize: number;
+  imageSize: number;
+  layerNormEps: number;
+  /** mm_hidden_size: projector input (= hiddenSize). */
+  mmHiddenSize: number;
+  projectorType: string;
+  selectLayer: number;
+  selectFeature: string;
+  patchMergeType: string;
+  imageAspectRatio: string;
+  /** [width, height] candidates, in stored order (order matters for ties, §3.5). */
+  gridPinpoints: [number, number][];
+  newlinePosition: string;
+}
+
+export type VisionConfig = QwenVisionConfig | SiglipVisionConfig;
+
+export interface ModelConfig {
+  dir: string;
+  modelType: string;
+  family: ModelFamily;
+  text: TextConfig;
+  diffusion: DiffusionConfig | null;
+  vision: VisionConfig | null;
+  eosTokenId: number;
+  padTokenId?: number;
+  /** config.json as parsed. */
+  raw: Record<string, unknown>;
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Typed field access over one or more JSON objects searched in order (first hit wins). */
+class Fields {
+  constructor(readonly file: string, readonly sources: { obj: Obj; prefix: string }[]) {}
+
+  private find(name: string): { value: unknown; path: string } | undefined {
+    for (const s of this.sources) {
+      if (Object.hasOwn(s.obj, name) && s.obj[name] !== null) return { value: s.obj[name], path: s.prefix + name };
+    }
+    return undefined;
+  }
+
+  private bad(path: string, expected: string, v: unknown): never {
+    throw new ConfigError(`${this.file}: expected ${expected} for ${path} but got ${JSON.stringify(v)}`, { file: this.file, field: path });
+  }
+
+  has(name: string): boolean { return this.find(name) !== undefined; }
+
+  /** A positive integer (or ≥ min). */
+  int(name: string, dflt?: number, min = 1): number {
+    const f = this.find(name);
+    if (!f) {
+      const path = (this.sources[0]?.prefix ?? '') + name;
+      if (dflt === undefined) throw new ConfigError(`${this.file}: missing field ${path}`, { file: this.file, field: path });
+      return dflt;
+    }
+    if (!Number.isSafeInteger(f.value) || (f.value as number) < min) this.bad(f.path, `an integer ≥ ${min}`, f.value);
+    return f.value as number;
+  }
+
+  /** A finite positive number. */
+  num(name: string, dflt: number): number {
+    const f = this.find(name);
+    if (!f) return dflt;
+    if (typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value <= 0) this.bad(f.path, 'a positive number', f.value);
+    return f.value;
+  }
+
+  bool(name: string, dflt: boolean): boolean {
+    const f = this.find(name);
+    if (!f) return dflt;
+    if (typeof f.value !== 'boolean') this.bad(f.path, 'true or false', f.value);
+    return f.value;
+  }
+
+  str(name: string, dflt: string): string {
+    const f = this.find(name);
+    if (!f) return dflt;
+    if (typeof f.value !== 'string') this.bad(f.path, 'a string', f.value);
+    return f.value;
+  }
+
+  intList(name: string, dflt: number[]): number[] {
+    const f = this.find(name);
+    if (!f) return dflt;
+    if (!Array.isArray(f.value) || !f.value.every((x) => Number.isSafeInteger(x) && x >= 0)) this.bad(f.path, 'a list of integers ≥ 0', f.value);
+    return (f.value as number[]).slice();
+  }
+
+  /** An integer id, or a list of them (first is used: the stop id), or absent. */
+  tokenId(name: string): number | undefined {
+    const f = this.find(name);
+    if (!f) return undefined;
+    const v = Array.isArray(f.value) ? f.value[0] : f.value;
+    if (!Number.isSafeInteger(v) || (v as number) < 0) this.bad(f.path, 'a token id (integer ≥ 0) or a list of them', f.value);
+    return v as number;
+  }
+}
+
+async function readJson(file: string, required: boolean): Promise<Obj | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if (!required && (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError(`${file}: cannot read: ${(e as Error).message}`, { file });
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid JSON: ${(e as Error).message}`, { file });
+  }
+  if (!isObj(v)) throw new ConfigError(`${file}: expected a JSON object`, { file });
+  return v;
+}
+
+/** Reads and checks `dir/config.json` (plus the side files it needs). */
+export async function readConfig(dirIn: string): Promise<ModelConfig> {
+  const dir = resolve(dirIn);
+  const file = join(dir, 'config.json');
+  const raw = (await readJson(file, true))!;
+  const modelType = raw.model_type;
+  if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
+    throw new ConfigError(`${file}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`, { file, field: 'model_type' });
+  }
+  const family = modelType as ModelFamily;
+
+  // Where text fields live. text_config first when it exists (authoritative for the converted
+  // layout, identical to the flat copies in the ≥ 4.52 stock format), then the top level.
+  let textConfig: Obj | undefined;
+  if (Object.hasOwn(raw, 'text_config') && raw.text_config !== null) {
+    if (!isObj(raw.text_config)) throw new ConfigError(`${file}: expected an object for text_config`, { file, field: 'text_config' });
+    textConfig = raw.text_config;
+  }
+  const top = { obj: raw, prefix: '' };
+  const tc = textConfig ? [{ obj: textConfig, prefix: 'text_config.' }] : [];
+  const tf = new Fields(file, [...tc, top]);
+  // Stock Qwen2.5-VL keeps tie_word_embeddings on the top-level config (3B hub config: true);
+  // the converted layout's text_config is authoritative there too.
+  const tieFields = family === 'qwen2_5_vl' ? new Fields(file, [top, ...tc]) : tf;
+
+  const text = readText(tf, tieFields, file);
+
+  const f = new Fields(file, [top, ...tc]);
+  let diffusion: DiffusionConfig | null = null;
+  if (family === 'diffusionvl_qwenvl' || family === 'diffusionvl_qwen' || f.bool('enable_bd3lm', false)) {
+    diffusion = {
+      blockSize: f.int('bd3lm_block_size', DEFAULT_BLOCK_SIZE),
+      maskTokenId: f.int('mask_token_id', DEFAULT_MASK_TOKEN_ID, 0),
+    };
+    if (diffusion.maskTokenId >= text.vocabSize) {
+      throw new ConfigError(`${file}: mask token id ${diffusion.maskTokenId} is not below the ${text.vocabSize} embedding rows (vocab_size)`, { file, field: 'mask_token_id' });
+    }
+  }
+
+  const gen = await readJson(join(dir, 'generation_config.json'), false);
+  const genFields = gen ? new Fields(join(dir, 'generation_config.json'), [{ obj: gen, prefix: '' }]) : null;
+  const eosTokenId = f.tokenId('eos_token_id') ?? genFields?.tokenId('eos_token_id') ?? DEFAULT_EOS_TOKEN_ID;
+  const padTokenId = f.tokenId('pad_token_id') ?? genFields?.tokenId('pad_token_id');
+
+  let vision: VisionConfig | null = null;
+  if (family === 'qwen2_5_vl' || family === 'diffusionvl_qwenvl') vision = await readQwenVision(dir, file, raw, f, family, text);
+  else if (family === 'diffusionvl_qwen') vision = readSiglip(file, raw, f);
+
+  const cfg: ModelConfig = { dir, modelType, family, text, diffusion, vision, eosTokenId, raw };
+  if (padTokenId !== undefined) cfg.padTokenId = padTokenId;
+  return cfg;
+}
+
+function readText(tf: Fields, tieFields: Fields, file: string): TextConfig {
+  const hiddenSize = tf.int('hidden_size');
+  const numHeads = tf.int('num_attention_heads');
+  const numKvHeads = tf.int('num_key_value_heads', numHeads);
+  const prefix = (name: string) => (tf.sources.find((s) => Object.hasOwn(s.obj, name))?.prefix ?? '') + name;
+  if (numHeads % numKvHeads !== 0) {
+    throw new ConfigError(`${file}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`, { file, field: prefix('num_key_value_heads') });
+  }
+  if (!tf.has('head_dim') && hiddenSize % numHeads !== 0) {
+    throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and no head_dim is given`, { file, field: prefix('num_attention_heads') });
+  }
+  return {
+    hiddenSize,
+    numLayers: tf.int('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim: tf.int('head_dim', hiddenSize / numHeads),
+    intermediateSize: tf.int('intermediate_size'),
+    vocabSize: tf.int('vocab_size'),
+    ropeTheta: tf.num('rope_theta', 10000),
+    rmsNormEps: tf.num('rms_norm_eps', 1e-6),
+    tieWordEmbeddings: tieFields.bool('tie_word_embeddings', false),
+    maxPositionEmbeddings: tf.int('max_position_embeddings', 32768),
+  };
+}
+
+async function readQwenVision(dir: string, file: string, raw: Obj, f: Fields, family: ModelFamily, text: TextConfig): Promise<QwenVisionConfig | null> {
+  // config.json's vision_config; the converted layout also writes vision_config.json (§1.4).
+  let vc: Obj | null = null;
+  let vfile = file;
+  let prefix = 'vision_config.';
+  if (Object.hasOwn(raw, 'vision_config') && raw.vision_config !== null) {
+    if (!isObj(raw.vision_config)) throw new ConfigError(`${file}: expected an object for vision_config`, { file, field: 'vision_config' });
+    vc = raw.vision_config;
+  } else {
+    vfile = join(dir, 'vision_config.json');
+    vc = await readJson(vfile, false);
+    prefix = '';
+  }
+  if (!vc) return null;
+  const v = new Fields(vfile, [{ obj: vc, prefix }]);
+  const hiddenSize = v.int('hidden_size', 1280);
+  const numHeads = v.int('num_heads', 16);
+  if (hiddenSize % numHeads !== 0) {
+    throw new ConfigError(`${vfile}: vision hidden_size ${hiddenSize} is not a multiple of num_heads ${numHeads}`, { file: vfile, field: `${prefix}num_heads` });
+  }
+  const depth = v.int('depth', 32);
+  const fullAttBlockIndexes = v.intList('fullatt_block_indexes', [7, 15, 23, 31]);
+  const badIdx = fullAttBlockIndexes.find((j) => j >= depth);
+  if (badIdx !== undefined) {
+    throw new ConfigError(`${vfile}: fullatt_block_indexes holds ${badIdx}, past depth ${depth}`, { file: vfile, field: `${prefix}fullatt_block_indexes` });
+  }
+  // Pixel limits: the model config, else DiffusionVL's defaults (§3.1) for DiffusionVL, else the
+  // stock preprocessor's.
+  let minPixels: number, maxPixels: number;
+  if (family === 'diffusionvl_qwenvl') {
+    minPixels = f.int('min_pixels', 147456);
+    maxPixels = f.int('max_pixels', 262144);
+  } else {
+    const pfile = join(dir, 'preprocessor_config.json');
+    const pre = await readJson(pfile, false);
+    const size = pre && isObj(pre.size) ? pre.size : {};
+    const p = new Fields(pfile, pre ? [{ obj: pre, prefix: '' }, { obj: size, prefix: 'size.' }] : []);
+    minPixels = f.has('min_pixels') ? f.int('min_pixels') : p.has('min_pixels') ? p.int('min_pixels') : p.int('shortest_edge', 3136);
+    maxPixels = f.has('max_pixels') ? f.int('max_pixels') : p.has('max_pixels') ? p.int('max_pixels') : p.int('longest_edge', 12845056);
+  }
+  if (minPixels > maxPixels) throw new ConfigError(`${file}: min_pixels ${minPixels} exceeds max_pixels ${maxPixels}`, { file, field: 'min_pixels' });
+  return {
+    kind: 'qwen2_5_vl',
+    depth,
+    hiddenSize,
+    numHeads,
+    intermediateSize: v.int('intermediate_size', 3420),
+    patchSize: v.int('patch_size', 14),
+    temporalPatchSize: v.int('temporal_patch_size', 2),
+    spatialMergeSize: v.int('spatial_merge_size', 2),
+    windowSize: v.int('window_size', 112),
+    fullAttBlockIndexes,
+    outHiddenSize: v.int('out_hidden_size', text.hiddenSize),
+    minPixels,
+    maxPixels,
+  };
+}
+
+/** The 36 anyres_max_4 pinpoints of §1.7: [384·i, 384·j], i outer, j inner, 1..6. */
+function defaultPinpoints(): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 1; i <= 6; i++) for (let j = 1; j <= 6; j++) out.push([384 * i, 384 * j]);
+  return out;
+}
+
+function readSiglip(file: string, raw: Obj, f: Fields): SiglipVisionConfig | null {
+  if (!['mm_vision_tower', 'mm_hidden_size', 'mm_projector_type'].some((k) => Object.hasOwn(raw, k))) return null;
+  // The SigLIP2-so400m-patch14-384 dimensions, unless the config embeds the tower's config.
+  const key = isObj(raw.mm_vision_config) ? 'mm_vision_config' : isObj(raw.vision_config) ? 'vision_config' : null;
+  const v = new Fields(file, key ? [{ obj: raw[key] as Obj, prefix: `${key}.` }] : []);
+  const hiddenSize = v.int('hidden_size', 1152);
+  const numHeads = v.int('num_attention_heads', 16);
+  if (hiddenSize % numHeads !== 0) {
+    throw new ConfigError(`${file}: SigLIP hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`, { file, field: `${key ?? 'vision_config'}.num_attention_heads` });
+  }
+  const towerLayers = v.int('num_hidden_layers', 27);
+  const selectLayer = intAny(f, file, 'mm_vision_select_layer', -2);
+  // hidden_states[select] of a tower with N layers: negative → N + select + 1 layers run.
+  const numLayers = selectLayer < 0 ? towerLayers + selectLayer + 1 : selectLayer;
+  if (numLayers < 1 || numLayers > towerLayers) {
+    throw new ConfigError(`${file}: mm_vision_select_layer ${selectLayer} selects no layer of a ${towerLayers}-layer tower`, { file, field: 'mm_vision_select_layer' });
+  }
+  const mmHiddenSize = f.int('mm_hidden_size', hiddenSize);
+  if (mmHiddenSize !== hiddenSize) {
+    throw new ConfigError(`${file}: mm_hidden_size ${mmHiddenSize} differs from the SigLIP hidden size ${hiddenSize}`, { file, field: 'mm_hidden_size' });
+  }
+  return {
+    kind: 'siglip',
+    hiddenSize,
+    numLayers,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    intermediateSize: v.int('intermediate_size', 4304),
+    patchSize: v.int('patch_size', 14),
+    imageSize: v.int('image_size', 384),
+    layerNormEps: v.num('layer_norm_eps', 1e-6),
+    mmHiddenSize,
+    projectorType: f.str('mm_projector_type', 'mlp2x_gelu'),
+    selectLayer,
+    selectFeature: f.str('mm_vision_select_feature', 'patch'),
+    patchMergeType: f.str('mm_patch_merge_type', 'spatial_unpad'),
+    imageAspectRatio: f.str('image_aspect_ratio', 'anyres_max_4'),
+    gridPinpoints: readPinpoints(file, raw.image_grid_pinpoints),
+    newlinePosition: f.str('mm_newline_position', 'grid'),
+  };
+}
+
+function intAny(f: Fields, file: string, name: string, dflt: number): number {
+  const v = f.sources.map((s) => s.obj[name]).find((x) => x !== undefined && x !== null);
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v)) throw new ConfigError(`${file}: expected an integer for ${name} but got ${JSON.stringify(v)}`, { file, field: name });
+  return v as number;
+}
+
+/** A list of [w, h] pairs, or the LLaVA "(1x1),...,(6x6)" range string, or absent (§1.7). */
+function readPinpoints(file: string, v: unknown): [number, number][] {
+  if (v === undefined || v === null) return defaultPinpoints();
+  if (typeof v === 'string') {
+    const m = [...v.matchAll(/\((\d+)x(\d+)\)/g)].map((x) => [Number(x[1]), Number(x[2])]);
+    if (m.length >= 2) {
+      const out: [number, number][] = [];
+      const [[i0, j0], [i1, j1]] = [m[0], m[m.length - 1]];
+      for (let i = i0; i <= i1; i++) for (let j = j0; j <= j1; j++) out.push([384 * i, 384 * j]);
+      if (out.length) return out;
+    }
+  } else if (Array.isArray(v) && v.length > 0 && v.every((p) => Array.isArray(p) && p.length === 2 && p.every((d) => Number.isSafeInteger(d) && d > 0))) {
+    return v.map((p) => [p[0], p[1]] as [number, number]);
+  }
+  throw new ConfigError(`${file}: expected a list of [width, height] pairs for image_grid_pinpoints but got ${JSON.stringify(v)}`, { file, field: 'image_grid_pinpoints' });
+}
