@@ -1,0 +1,250 @@
+// options.ts — the user-facing decode options: their defaults (one object, each entry citing
+// the spec), and validateDecodeOptions, which rejects absurd values with an OptionError before
+// any work starts and returns the resolved options the decoders read.
+//
+// Legend: P prompt length, G = maxTokens, bs = blockSize, S = steps, V vocabulary size.
+//
+// Names follow the spec §5 / paper vocabulary in camelCase. The reference's own keyword names
+// (gen_length, remasking_strategy, confidence_threshold, top_k, …) are not accepted as keys but
+// get a "did you mean" hint; its remasking values `low_confidence_static` /
+// `low_confidence_dynamic` are accepted as synonyms of 'static' / 'dynamic'.
+
+import { OptionError } from '../errors.js';
+import type { RemaskingMode } from './remask.js';
+
+export type RemaskingOption = RemaskingMode | 'low_confidence_static' | 'low_confidence_dynamic';
+
+export interface DecodeOptions {
+  /** G: tokens to generate (the output is at most this long). */
+  maxTokens?: number;
+  /** bs: block size; defaults to the model config's `bd3lm_block_size`. */
+  blockSize?: number;
+  /** S: denoising iterations planned per block (the loop runs at most S + 1, §5.5). */
+  steps?: number;
+  /** Which masks to reveal each iteration (§5.8). */
+  remasking?: RemaskingOption;
+  /** τ for 'dynamic' remasking: confidences strictly above it are revealed (§5.8). */
+  threshold?: number;
+  /** 0 = greedy (exact parity target); > 0 = sampling (§5.7). */
+  temperature?: number;
+  /** Sampling only: keep the topK largest logits (ties at the threshold kept); 0 = off. */
+  topK?: number;
+  /** Sampling only: nucleus mass in (0, 1]; 1 = off. */
+  topP?: number;
+  /** Sampling seed, integer in [0, 2^53); absent = a fresh random seed per call (reported back). */
+  seed?: number;
+  /** Ids that end decoding after the block holding one; default [the model's EOS] (§5.10). */
+  stopTokens?: readonly number[];
+  /** Aborts between denoising iterations; the decode rejects with signal.reason. */
+  signal?: AbortSignal;
+}
+
+export interface ResolvedDecodeOptions {
+  maxTokens: number;
+  blockSize: number;
+  steps: number;
+  remasking: RemaskingMode;
+  threshold: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  stopTokens: number[];
+  signal?: AbortSignal;
+}
+
+/** What the model and the call impose on the options. */
+export interface DecodeLimits {
+  /** The model config's block size (`bd3lm_block_size`), the default for blockSize. */
+  blockSize: number;
+  /** The model's EOS id (151645 for the released models), the default stop token. */
+  eosId: number;
+  /** Context limit (max positions); P + maxTokens must not exceed it. */
+  contextLength?: number;
+  /** P, when known, for the context check. */
+  promptLength?: number;
+  /** V, when known: stop tokens must be < V. */
+  vocabSize?: number;
+}
+
+/** Defaults of every option, in one place. */
+export const DEFAULTS = Object.freeze({
+  /** §5.1 and §7.2: gen_length 128 in the reference default and in every benchmark. */
+  maxTokens: 128,
+  /** §5.1: from the model config (`bd3lm_block_size`, 8 in every released model); undefined here. */
+  blockSize: undefined as number | undefined,
+  /** §7.2: the benchmarks use 8 (the reference's own keyword default is 4, §5.1). With bs = 8
+   *  this reveals one token per iteration, the setting the published scores were measured with,
+   *  so 8 is the default that reproduces them. */
+  steps: 8,
+  /** §5.1 / §7.2: `low_confidence_static`, the reference default and the benchmark setting. */
+  remasking: 'static' as RemaskingMode,
+  /** §5.1 / §5.8: `confidence_threshold` 0.85 (dynamic remasking only). */
+  threshold: 0.85,
+  /** §5.1 / §7.2: 0, greedy. */
+  temperature: 0,
+  /** §5.1: top_k 0 = off. */
+  topK: 0,
+  /** §5.1: top_p 1.0 = off. */
+  topP: 1,
+  /** Not in the reference (torch RNG); absent = random per call, see rng.ts. */
+  seed: undefined as number | undefined,
+  /** §5.10: only EOS (the model's `eosId`) stops. */
+  stopTokens: undefined as readonly number[] | undefined,
+  /** Not in the reference: cancellation between iterations. */
+  signal: undefined as AbortSignal | undefined,
+});
+
+const KNOWN_KEYS = Object.keys(DEFAULTS) as (keyof DecodeOptions)[];
+
+/** Reference keyword names and other common spellings → our key (hints only). */
+const ALIASES: Record<string, keyof DecodeOptions> = {
+  gen_length: 'maxTokens', max_new_tokens: 'maxTokens', maxNewTokens: 'maxTokens', max_tokens: 'maxTokens',
+  genLength: 'maxTokens', block_size: 'blockSize', bd3lm_block_size: 'blockSize', block_length: 'blockSize',
+  remasking_strategy: 'remasking', confidence_threshold: 'threshold', top_k: 'topK', top_p: 'topP',
+  stop: 'stopTokens', stop_token_ids: 'stopTokens', stopTokenIds: 'stopTokens', eos_token_id: 'stopTokens',
+};
+
+const REMASKING: Record<string, RemaskingMode> = {
+  static: 'static', dynamic: 'dynamic', low_confidence_static: 'static', low_confidence_dynamic: 'dynamic',
+};
+
+// --- messages ---------------------------------------------------------------------------------
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (Array.isArray(v)) return `[${v.map(describe).join(', ')}]`;
+  if (typeof v === 'object') return Object.prototype.toString.call(v);
+  if (typeof v === 'function') return 'a function';
+  return String(v);
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  return typeof v;
+}
+
+/** OptionError "Expected <what> for <name> but received <value> (<type>)". */
+export function invalidOption(name: string, expected: string, actual: unknown): OptionError {
+  return new OptionError(`Expected ${expected} for ${name} but received ${describe(actual)} (${typeName(actual)})`, name);
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key an unknown one most likely meant, if any. */
+export function nearestOption(key: string): string | undefined {
+  if (key in ALIASES) return ALIASES[key];
+  const flat = (s: string) => s.toLowerCase().replace(/[_\-\s]/g, '');
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const k of KNOWN_KEYS) {
+    const d = flat(k) === flat(key) ? 0 : editDistance(key.toLowerCase(), k.toLowerCase());
+    if (d < bestD) { bestD = d; best = k; }
+  }
+  return bestD <= Math.max(1, Math.min(2, Math.floor(key.length / 3))) ? best : undefined;
+}
+
+// --- predicates -------------------------------------------------------------------------------
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && !Number.isNaN(v);
+const MAX_SEED = 2 ** 53;
+
+function randomSeed(): number {
+  // 53 random bits from two Math.random draws; reproducibility comes from reporting it back.
+  return Math.floor(Math.random() * 2 ** 32) * 2 ** 21 + Math.floor(Math.random() * 2 ** 21);
+}
+
+// --- validation -------------------------------------------------------------------------------
+
+/** Checks every option against its domain and the limits, fills the defaults, and returns the
+ *  resolved options. Throws OptionError (with `.option` = the key) on the first bad value. */
+export function validateDecodeOptions(opts: DecodeOptions | undefined, limits: DecodeLimits): ResolvedDecodeOptions {
+  if (opts === undefined) opts = {};
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw invalidOption('options', 'object', opts);
+
+  for (const key of Object.keys(opts)) {
+    if ((KNOWN_KEYS as string[]).includes(key)) continue;
+    const hint = nearestOption(key);
+    throw new OptionError(`Unknown option ${JSON.stringify(key)}${hint ? `: did you mean ${JSON.stringify(hint)}?` : ''}` +
+      ` (known options: ${KNOWN_KEYS.join(', ')})`, key);
+  }
+  const o = opts as Record<string, unknown>;
+  const get = (k: keyof DecodeOptions) => (o[k] === undefined ? DEFAULTS[k] : o[k]);
+
+  // G, and the context it has to fit in.
+  const maxTokens = get('maxTokens');
+  const P = limits.promptLength ?? 0;
+  if (!isInt(maxTokens) || maxTokens < 1) throw invalidOption('maxTokens', 'integer ≥ 1', maxTokens);
+  if (limits.contextLength !== undefined && P + maxTokens > limits.contextLength) {
+    const room = limits.contextLength - P;
+    throw invalidOption('maxTokens', room >= 1
+      ? `integer ≤ ${room} (context length ${limits.contextLength} minus prompt length ${P})`
+      : `a prompt shorter than the context length ${limits.contextLength} (prompt length is ${P}), and maxTokens ≥ 1`, maxTokens);
+  }
+
+  const blockSize = get('blockSize') ?? limits.blockSize;
+  if (!isInt(blockSize) || blockSize < 1) throw invalidOption('blockSize', 'integer ≥ 1', blockSize);
+
+  // S ≥ 1 (S = 0 crashes the reference); S > bs is allowed, it only adds zero schedule entries (§5.12 #7).
+  const steps = get('steps');
+  if (!isInt(steps) || steps < 1) throw invalidOption('steps', 'integer ≥ 1', steps);
+
+  const remaskingIn = get('remasking');
+  const remasking = typeof remaskingIn === 'string' ? REMASKING[remaskingIn] : undefined;
+  if (remasking === undefined) {
+    throw invalidOption('remasking', `one of 'static', 'dynamic' (or 'low_confidence_static', 'low_confidence_dynamic')`, remaskingIn);
+  }
+
+  // τ in (0, 1): τ ≥ 1 never reveals by threshold, τ ≤ 0 reveals every mask at once.
+  const threshold = get('threshold');
+  if (!isNum(threshold) || !(threshold > 0 && threshold < 1)) throw invalidOption('threshold', 'number in (0, 1)', threshold);
+
+  const temperature = get('temperature');
+  if (!isNum(temperature) || !(temperature >= 0) || !Number.isFinite(temperature)) {
+    throw invalidOption('temperature', 'finite number ≥ 0', temperature);
+  }
+
+  const topK = get('topK');
+  if (!isInt(topK) || topK < 0) throw invalidOption('topK', 'integer ≥ 0 (0 = off)', topK);
+
+  const topP = get('topP');
+  if (!isNum(topP) || !(topP > 0 && topP <= 1)) throw invalidOption('topP', 'number in (0, 1] (1 = off)', topP);
+
+  const seedIn = get('seed');
+  if (seedIn !== undefined && (!isInt(seedIn) || seedIn < 0 || seedIn >= MAX_SEED)) {
+    throw invalidOption('seed', 'integer in [0, 2^53)', seedIn);
+  }
+  const seed = seedIn ?? (temperature > 0 ? randomSeed() : 0);
+
+  const stopIn = get('stopTokens') ?? [limits.eosId];
+  if (!Array.isArray(stopIn)) throw invalidOption('stopTokens', 'array of token ids', stopIn);
+  const vocabNote = limits.vocabSize !== undefined ? ` < ${limits.vocabSize}` : '';
+  for (const [i, t] of stopIn.entries()) {
+    if (!isInt(t) || t < 0 || (limits.vocabSize !== undefined && t >= limits.vocabSize)) {
+      throw invalidOption(`stopTokens[${i}]`, `integer token id ≥ 0${vocabNote}`, t);
+    }
+  }
+
+  const signal = get('signal');
+  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof (signal as AbortSignal).aborted !== 'boolean')) {
+    throw invalidOption('signal', 'AbortSignal', signal);
+  }
+
+  return {
+    maxTokens, blockSize, steps, remasking, threshold, temperature, topK, topP, seed,
+    stopTokens: [...stopIn] as number[], signal: signal as AbortSignal | undefined,
+  };
+}
