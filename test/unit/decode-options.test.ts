@@ -1,0 +1,111 @@
+// decode-options.test.ts — lib/decode/options.ts: defaults, resolution, and the OptionError
+// raised for each absurd value before any work.
+import { describe, expect, it } from 'vitest';
+import { OptionError } from '../../lib/errors.js';
+import { DEFAULTS, nearestOption, validateDecodeOptions, type DecodeOptions } from '../../lib/decode/options.js';
+
+const limits = { blockSize: 8, eosId: 151645, contextLength: 4096, vocabSize: 151936 };
+
+function errorOf(opts: unknown, lim: typeof limits & { promptLength?: number } = limits): OptionError {
+  try {
+    validateDecodeOptions(opts as DecodeOptions, lim);
+  } catch (e) {
+    expect(e).toBeInstanceOf(OptionError);
+    return e as OptionError;
+  }
+  throw new Error(`no error for ${JSON.stringify(opts)}`);
+}
+
+describe('defaults', () => {
+  it('resolve to the benchmark settings (spec §7.2) with the model block size and EOS', () => {
+    expect(validateDecodeOptions(undefined, limits)).toEqual({
+      maxTokens: 128, blockSize: 8, steps: 8, remasking: 'static', threshold: 0.85,
+      temperature: 0, topK: 0, topP: 1, seed: 0, stopTokens: [151645], signal: undefined,
+    });
+    expect(DEFAULTS.steps).toBe(8);
+    expect(Object.isFrozen(DEFAULTS)).toBe(true);
+  });
+
+  it('keeps given values, accepts the reference remasking names, treats undefined as absent', () => {
+    const r = validateDecodeOptions({
+      maxTokens: 5, blockSize: 4, steps: 12, remasking: 'low_confidence_dynamic', threshold: 0.5,
+      temperature: 0.7, topK: 3, topP: 0.9, seed: 42, stopTokens: [1, 2],
+    }, limits);
+    expect(r).toMatchObject({ maxTokens: 5, blockSize: 4, steps: 12, remasking: 'dynamic', threshold: 0.5, seed: 42, stopTokens: [1, 2] });
+    expect(validateDecodeOptions({ steps: undefined }, limits).steps).toBe(8);
+  });
+
+  it('draws a random seed when sampling without one, and allows S > bs', () => {
+    const r = validateDecodeOptions({ temperature: 1 }, limits);
+    expect(Number.isInteger(r.seed) && r.seed >= 0 && r.seed < 2 ** 53).toBe(true);
+    expect(validateDecodeOptions({ steps: 100, blockSize: 4 }, limits).steps).toBe(100);
+  });
+});
+
+describe('errors', () => {
+  it('steps', () => {
+    const e = errorOf({ steps: 0 });
+    expect(e.message).toBe('Expected integer ≥ 1 for steps but received 0 (number)');
+    expect(e.option).toBe('steps');
+    expect(e.code).toBe('DVL_OPTION');
+    expect(errorOf({ steps: 2.5 }).message).toBe('Expected integer ≥ 1 for steps but received 2.5 (number)');
+    expect(errorOf({ steps: '8' }).message).toBe('Expected integer ≥ 1 for steps but received "8" (string)');
+    expect(errorOf({ steps: NaN }).message).toMatch(/received NaN \(number\)/);
+  });
+
+  it('threshold outside (0, 1)', () => {
+    for (const t of [0, 1, -0.5, 1.5, NaN]) expect(errorOf({ threshold: t }).option).toBe('threshold');
+    expect(errorOf({ threshold: 1 }).message).toBe('Expected number in (0, 1) for threshold but received 1 (number)');
+  });
+
+  it('temperature negative, NaN or infinite', () => {
+    for (const t of [-0.1, NaN, Infinity]) expect(errorOf({ temperature: t }).option).toBe('temperature');
+    expect(errorOf({ temperature: -1 }).message).toBe('Expected finite number ≥ 0 for temperature but received -1 (number)');
+  });
+
+  it('topK negative or fractional, topP outside (0, 1]', () => {
+    expect(errorOf({ topK: -1 }).option).toBe('topK');
+    expect(errorOf({ topK: 1.5 }).option).toBe('topK');
+    for (const p of [0, -0.2, 1.01, NaN]) expect(errorOf({ topP: p }).option).toBe('topP');
+    expect(validateDecodeOptions({ topP: 1 }, limits).topP).toBe(1);
+  });
+
+  it('maxTokens < 1 or beyond the context limit', () => {
+    expect(errorOf({ maxTokens: 0 }).message).toBe('Expected integer ≥ 1 for maxTokens but received 0 (number)');
+    const e = errorOf({ maxTokens: 4000 }, { ...limits, promptLength: 100 });
+    expect(e.message).toBe('Expected integer ≤ 3996 (context length 4096 minus prompt length 100) for maxTokens but received 4000 (number)');
+    expect(validateDecodeOptions({ maxTokens: 3996 }, { ...limits, promptLength: 100 }).maxTokens).toBe(3996);
+    expect(errorOf({ maxTokens: 1 }, { ...limits, promptLength: 4096 }).message).toMatch(/prompt length is 4096/);
+  });
+
+  it('blockSize, remasking, seed, stopTokens, signal', () => {
+    expect(errorOf({ blockSize: 0 }).option).toBe('blockSize');
+    expect(errorOf({ remasking: 'low_confidence' }).message).toMatch(/for remasking but received "low_confidence" \(string\)/);
+    expect(errorOf({ seed: -1 }).option).toBe('seed');
+    expect(errorOf({ seed: 2 ** 53 }).option).toBe('seed');
+    expect(errorOf({ stopTokens: 151645 }).message).toBe('Expected array of token ids for stopTokens but received 151645 (number)');
+    expect(errorOf({ stopTokens: [1, -2] }).message).toBe('Expected integer token id ≥ 0 < 151936 for stopTokens[1] but received -2 (number)');
+    expect(errorOf({ stopTokens: [200000] }).option).toBe('stopTokens[0]');
+    expect(errorOf({ signal: 'stop' }).option).toBe('signal');
+    expect(validateDecodeOptions({ signal: new AbortController().signal }, limits).signal).toBeDefined();
+    expect(validateDecodeOptions({ stopTokens: [] }, limits).stopTokens).toEqual([]);
+  });
+
+  it('options must be an object', () => {
+    expect(errorOf(null).message).toBe('Expected object for options but received null (null)');
+    expect(errorOf([1]).message).toMatch(/received \[1\] \(array\)/);
+  });
+
+  it('unknown keys get a near-miss hint', () => {
+    expect(errorOf({ blocksize: 4 }).message).toMatch(/^Unknown option "blocksize": did you mean "blockSize"\?/);
+    expect(errorOf({ blocksize: 4 }).option).toBe('blocksize');
+    expect(errorOf({ setps: 4 }).message).toMatch(/did you mean "steps"/);
+    expect(errorOf({ gen_length: 4 }).message).toMatch(/did you mean "maxTokens"/);
+    expect(errorOf({ remasking_strategy: 'static' }).message).toMatch(/did you mean "remasking"/);
+    expect(errorOf({ top_p: 0.5 }).message).toMatch(/did you mean "topP"/);
+    expect(errorOf({ confidence_threshold: 0.9 }).message).toMatch(/did you mean "threshold"/);
+    expect(errorOf({ zzzzzz: 1 }).message).not.toMatch(/did you mean/);
+    expect(nearestOption('temprature')).toBe('temperature');
+    expect(nearestOption('stop_tokens')).toBe('stopTokens');
+  });
+});
