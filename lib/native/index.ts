@@ -8,7 +8,7 @@ import { loadAddon } from './load.js';
 import type { Attrs, DType, Isa, NativeInfo, NativeQueue, NativeTensor } from './types.js';
 
 export type { DType, Isa, NativeInfo, NativeTensor as Tensor } from './types.js';
-export { loadAddon, packageRoot } from './load.js';
+export { addonPath, loadAddon, packageRoot } from './load.js';
 
 export function nativeInfo(): NativeInfo {
   return loadAddon().info();

@@ -24,6 +24,13 @@ export function packageRoot(): string {
 }
 
 let cached: NativeAddon | undefined;
+let cachedPath: string | undefined;
+
+/** The file the addon was loaded from (loads it if needed). */
+export function addonPath(): string {
+  loadAddon();
+  return cachedPath!;
+}
 
 export interface LoadAttempt {
   source: string;
@@ -40,6 +47,7 @@ export function loadAddon(): NativeAddon {
     try {
       const addon = require(path) as NativeAddon;
       addon.init({ makeError: makeNativeError });
+      cachedPath = path;
       return addon;
     } catch (e) {
       attempts.push({ source, path, error: (e as Error).message.split('\n')[0] });
