@@ -1,8 +1,107 @@
-// act.cpp — silu, swiglu, gelu, gelu_tanh, softmax (not written yet).
+// act.cpp — elementwise activations and the row softmax, all f32 in / f32 out.
+//
+//   silu(x)      = x · σ(x) = x / (1 + e^−x)                    (Qwen2 MLP, spec §2.6)
+//   swiglu(g, u) = silu(g) ⊙ u, g and u of the same shape        (fused gate of the MLP)
+//   gelu(x)      = x/2 · (1 + erf(x/√2)), evaluated as x/2 · erfc(−x/√2) so that the
+//                  negative tail keeps its relative accuracy (no 1 − 0.99997 cancellation)
+//                  (vision merger, spec §3.3 item 5)
+//   gelu_tanh(x) = x/2 · (1 + tanh(u)), u = √(2/π)(x + 0.044715x³), evaluated as
+//                  x · σ(2u) (the same identity, again without cancellation) ("gelu_pytorch_tanh")
+//   softmax(x)   = e^(x − max) / Σ e^(x − max) over the last dim, Σ in double.
+//
+// Non-finite inputs: NaN propagates (softmax: a NaN anywhere makes its whole row NaN). +Inf
+// gives +Inf for silu, gelu and gelu_tanh; −Inf gives NaN for all three (−∞ · 0, exactly what
+// torch's x·σ(x) and x/2·(1 + erf) produce). softmax: a row holding +Inf, or only −Inf, is NaN
+// (∞ − ∞), as in torch.
+#include <cmath>
+
 #include "ops.h"
 
 namespace dvl {
 
-void ops_register_act(std::vector<OpDef>& t) { (void)t; }
+static inline float silu_f(float x) { return x / (1.f + std::exp(-x)); }
+
+static inline float gelu_f(float x) {
+  return 0.5f * x * std::erfc(-x * 0.70710678118654752f);
+}
+
+static inline float gelu_tanh_f(float x) {
+  const float u2 = 2.f * 0.79788456080286536f * (x + 0.044715f * x * x * x);
+  return x / (1.f + std::exp(-u2));
+}
+
+static Tensors unary_plan(const char* op, const Tensors& in) {
+  op_need_inputs(op, in, 1, 1);
+  op_need_dtype(op, in, 0, {DType::F32});
+  return {Tensor::alloc(DType::F32, in[0]->shape)};
+}
+
+template <float (*F)(float)>
+static void unary_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const float* x = in[0]->data<float>();
+  float* y = out[0]->data<float>();
+  ctx.pool.parallel_for(in[0]->numel(), 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = F(x[i]);
+  });
+}
+
+static Tensors silu_plan(const Tensors& in, const Attrs&) { return unary_plan("silu", in); }
+static Tensors gelu_plan(const Tensors& in, const Attrs&) { return unary_plan("gelu", in); }
+static Tensors gelu_tanh_plan(const Tensors& in, const Attrs&) { return unary_plan("gelu_tanh", in); }
+
+static Tensors swiglu_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("swiglu", in, 2, 2);
+  op_need_dtype("swiglu", in, 0, {DType::F32});
+  op_need_dtype("swiglu", in, 1, {DType::F32});
+  if (in[0]->shape != in[1]->shape) op_fail(DVL_ERR_SHAPE, "swiglu", "gate and up must have the same shape", in);
+  return {Tensor::alloc(DType::F32, in[0]->shape)};
+}
+
+static void swiglu_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const float* g = in[0]->data<float>();
+  const float* u = in[1]->data<float>();
+  float* y = out[0]->data<float>();
+  ctx.pool.parallel_for(in[0]->numel(), 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = silu_f(g[i]) * u[i];
+  });
+}
+
+static Tensors softmax_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("softmax", in, 1, 1);
+  op_need_dtype("softmax", in, 0, {DType::F32});
+  if (in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "softmax", "x must have rank >= 1", in);
+  return {Tensor::alloc(DType::F32, in[0]->shape)};
+}
+
+static void softmax_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const float* x = in[0]->data<float>();
+  float* y = out[0]->data<float>();
+  const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1);
+  if (C == 0) return;
+  ctx.pool.parallel_for(R, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * C;
+      float* yr = y + r * C;
+      // max that does not skip NaN: NaN must reach every output of the row.
+      float m = xr[0];
+      for (int64_t i = 1; i < C; ++i)
+        if (xr[i] > m || std::isnan(xr[i])) m = std::isnan(m) ? m : xr[i];
+      double s = 0;
+      for (int64_t i = 0; i < C; ++i) {
+        yr[i] = std::exp(xr[i] - m);
+        s += yr[i];
+      }
+      for (int64_t i = 0; i < C; ++i) yr[i] = float(yr[i] / s);
+    }
+  });
+}
+
+void ops_register_act(std::vector<OpDef>& t) {
+  t.push_back({"silu", silu_plan, unary_run<silu_f>});
+  t.push_back({"swiglu", swiglu_plan, swiglu_run});
+  t.push_back({"gelu", gelu_plan, unary_run<gelu_f>});
+  t.push_back({"gelu_tanh", gelu_tanh_plan, unary_run<gelu_tanh_f>});
+  t.push_back({"softmax", softmax_plan, softmax_run});
+}
 
 }  // namespace dvl

@@ -1,8 +1,53 @@
-// kv_cache.cpp — kv_cache_append (not written yet).
+// kv_cache.cpp — kv_cache_append: store a pass's K or V rows in the layer cache (spec §5.9).
+//
+// cache f32|bf16|f16 [nkv, cap, hd] (head-major, so attention streams one head's keys
+// contiguously), x f32 [T, nkv, hd] (token-major, as the K/V projection produces it); attr
+// pos0. Writes cache[g, pos0 + t, :] = x[t, g, :] in place, rounding to the cache dtype
+// (nearest even). Nothing is advanced here: the decoder rewrites a block's slots [L, L+bs) on
+// every denoising step and keeps the cache length itself (lib/decode), so overwrites are fine.
+#include <string>
+
 #include "ops.h"
 
 namespace dvl {
 
-void ops_register_kv(std::vector<OpDef>& t) { (void)t; }
+static Tensors kv_append_plan(const Tensors& in, const Attrs& a) {
+  const char* op = "kv_cache_append";
+  op_need_inputs(op, in, 2, 2);
+  op_need_dtype(op, in, 0, {DType::F32, DType::BF16, DType::F16});
+  op_need_dtype(op, in, 1, {DType::F32});
+  op_need_rank(op, in, 0, 3);
+  op_need_rank(op, in, 1, 3);
+  const Tensor &c = *in[0], &x = *in[1];
+  if (x.dim(1) != c.dim(0) || x.dim(2) != c.dim(2))
+    op_fail(DVL_ERR_SHAPE, op, "x must be [T, nkv, hd] with the cache's nkv and hd", in);
+  int64_t pos0 = a.needi(op, "pos0");
+  int64_t T = x.dim(0), cap = c.dim(1);
+  if (pos0 < 0 || pos0 + T > cap)
+    op_fail(DVL_ERR_RANGE, op, "positions pos0 = " + std::to_string(pos0) + " .. pos0 + T = " + std::to_string(pos0 + T) +
+                                   " do not fit the cache capacity " + std::to_string(cap), in);
+  return {};
+}
+
+static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+  const Tensor &c = *in[0], &x = *in[1];
+  const int64_t pos0 = a.geti("pos0", 0), T = x.dim(0), nkv = c.dim(0), cap = c.dim(1), hd = c.dim(2);
+  const float* xs = x.data<float>();
+  ctx.pool.parallel_for(T * nkv, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t t = r / nkv, g = r % nkv;
+      const float* src = xs + r * hd;
+      const int64_t dst = (g * cap + pos0 + t) * hd;
+      switch (c.dtype) {
+        case DType::F32: std::memcpy(c.data<float>() + dst, src, size_t(hd) * 4); break;
+        case DType::BF16: ctx.k.cvt_f32_to_bf16(src, c.data<uint16_t>() + dst, hd); break;
+        case DType::F16: ctx.k.cvt_f32_to_f16(src, c.data<uint16_t>() + dst, hd); break;
+        default: break;
+      }
+    }
+  });
+}
+
+void ops_register_kv(std::vector<OpDef>& t) { t.push_back({"kv_cache_append", kv_append_plan, kv_append_run}); }
 
 }  // namespace dvl

@@ -1,8 +1,95 @@
-// rope.cpp — rope_cos_sin, rope (not written yet).
+// rope.cpp — rotary position embedding, non-interleaved ("rotate-half") layout (spec §2.4;
+// the vision tower's 2-D table of §3.3 is built elsewhere and applied with the same `rope`).
+//
+// rope_cos_sin: positions i32 [T]; attrs theta, dim (even) → cos, sin f32 [T, dim].
+//   inv_freq[j] = fround(1 / fround(theta ^ fround(2j / dim)))  j < dim/2   (torch computes
+//                 `1 / theta ** (arange(0, dim, 2).float() / dim)` in float32)
+//   ang[t, j]   = fround(p_t · inv_freq[j])                                  (fp32 product)
+//   cos[t]      = [cos(ang[t, 0..dim/2)), cos(ang[t, 0..dim/2))], sin likewise; cos/sin are
+//                 evaluated in double and rounded once, i.e. correctly rounded f32 values.
+// rope: x f32 [T, nh, hd], cos, sin f32 [T, hd] → y f32 [T, nh, hd] with
+//   y = x·cos + rotate_half(x)·sin,  rotate_half(x) = [−x[hd/2:], x[:hd/2]]   (f32)
+#include <cmath>
+#include <string>
+
 #include "ops.h"
 
 namespace dvl {
 
-void ops_register_rope(std::vector<OpDef>& t) { (void)t; }
+static Tensors rope_cos_sin_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("rope_cos_sin", in, 1, 1);
+  op_need_dtype("rope_cos_sin", in, 0, {DType::I32});
+  op_need_rank("rope_cos_sin", in, 0, 1);
+  double theta = a.need("rope_cos_sin", "theta");
+  int64_t dim = a.needi("rope_cos_sin", "dim");
+  if (!(theta > 0) || !std::isfinite(theta)) op_fail(DVL_ERR_RANGE, "rope_cos_sin", "theta must be a finite number > 0", in);
+  if (dim <= 0 || dim % 2) op_fail(DVL_ERR_RANGE, "rope_cos_sin", "dim must be even and > 0, got " + std::to_string(dim), in);
+  int64_t T = in[0]->dim(0);
+  return {Tensor::alloc(DType::F32, {T, dim}), Tensor::alloc(DType::F32, {T, dim})};
+}
+
+static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+  const int32_t* pos = in[0]->data<int32_t>();
+  const double theta = a.get("theta", 1e4);
+  const int64_t dim = a.geti("dim", 2), half = dim / 2, T = in[0]->dim(0);
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t j = 0; j < half; ++j) {
+    const float e = float(2 * j) / float(dim);
+    const float p = float(std::pow(theta, double(e)));
+    inv_freq[j] = 1.f / p;
+  }
+  float* c = out[0]->data<float>();
+  float* s = out[1]->data<float>();
+  ctx.pool.parallel_for(T, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float p = float(pos[t]);
+      float* cr = c + t * dim;
+      float* sr = s + t * dim;
+      for (int64_t j = 0; j < half; ++j) {
+        const float ang = p * inv_freq[j];
+        cr[j] = cr[j + half] = float(std::cos(double(ang)));
+        sr[j] = sr[j + half] = float(std::sin(double(ang)));
+      }
+    }
+  });
+}
+
+static Tensors rope_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("rope", in, 3, 3);
+  for (size_t i = 0; i < 3; ++i) op_need_dtype("rope", in, i, {DType::F32});
+  op_need_rank("rope", in, 0, 3);
+  const Tensor& x = *in[0];
+  const int64_t T = x.dim(0), hd = x.dim(2);
+  if (hd % 2) op_fail(DVL_ERR_SHAPE, "rope", "head dim must be even", in);
+  for (size_t i = 1; i < 3; ++i)
+    if (in[i]->rank() != 2 || in[i]->dim(0) != T || in[i]->dim(1) != hd)
+      op_fail(DVL_ERR_SHAPE, "rope", std::string(i == 1 ? "cos" : "sin") + " must be [T, hd] = [" + std::to_string(T) + ", " +
+                                         std::to_string(hd) + "]", in);
+  return {Tensor::alloc(DType::F32, x.shape)};
+}
+
+static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const float* x = in[0]->data<float>();
+  const float* c = in[1]->data<float>();
+  const float* s = in[2]->data<float>();
+  float* y = out[0]->data<float>();
+  const int64_t T = in[0]->dim(0), nh = in[0]->dim(1), hd = in[0]->dim(2), half = hd / 2;
+  ctx.pool.parallel_for(T * nh, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t t = r / nh;
+      const float* xr = x + r * hd;
+      const float* cr = c + t * hd;
+      const float* sr = s + t * hd;
+      float* yr = y + r * hd;
+      for (int64_t d = 0; d < half; ++d) yr[d] = xr[d] * cr[d] - xr[d + half] * sr[d];
+      for (int64_t d = half; d < hd; ++d) yr[d] = xr[d] * cr[d] + xr[d - half] * sr[d];
+    }
+  });
+}
+
+void ops_register_rope(std::vector<OpDef>& t) {
+  t.push_back({"rope_cos_sin", rope_cos_sin_plan, rope_cos_sin_run});
+  t.push_back({"rope", rope_plan, rope_run});
+}
 
 }  // namespace dvl

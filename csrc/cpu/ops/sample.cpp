@@ -1,8 +1,242 @@
-// sample.cpp — confidence_remask (not written yet).
+// sample.cpp — confidence_remask: one denoising iteration's sampling and remasking decision
+// (spec §5.7–5.8). The contract is written out in lib/decode/sample.ts, remask.ts and rng.ts;
+// this op must agree with them bit for bit (test/ops/sample.test.ts checks it).
+//
+// Legend: n rows = the still-masked positions of the block (increasing position order), V the
+// vocabulary; logits f32 [n, V] → ids i32 [n], confidence f32 [n], reveal i32 [n] (1 = reveal).
+// Attrs: temperature (0 = greedy), topK, topP, seed, counters[n] (RNG counter per row, needed
+// when temperature > 0), k (schedule entry), mode 'static'|'dynamic', threshold, confidence
+// 'modified'|'raw'.
+//
+// Every sum is float64 in index order j = 0..V−1, exactly as the TS reference adds, so the
+// rows are parallel but a row's vocabulary is walked by one thread. exp is glibc's double exp
+// (the TS side uses V8's; they may differ in the last bit of a double, which the f32 rounding of
+// the confidence hides — see lib/decode/sample.ts).
+// Data errors (NaN or +Inf logit, an all −Inf row, a temperature so small that l/T overflows)
+// fail with DVL_RANGE naming the lowest failing row, whatever thread found it.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
 #include "ops.h"
 
 namespace dvl {
 
-void ops_register_sample(std::vector<OpDef>& t) { (void)t; }
+// ---- RNG (lib/decode/rng.ts) ----------------------------------------------------------------
+
+static inline uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+static inline double uniform01(uint64_t seed, uint64_t counter) {
+  return double(mix64(seed ^ mix64(counter)) >> 11) * 0x1.0p-53;
+}
+
+// ---- one row → (token, confidence) (lib/decode/sample.ts) -----------------------------------
+
+struct SampleCfg {
+  double temperature, topP, seed;
+  int64_t topK;
+  bool raw;  // confidence = softmax(raw logits)[token] instead of π[token]
+};
+
+static const double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Checks the row and finds max / first argmax. Returns an error message, or "" when fine.
+static std::string check_row(const float* l, int64_t V, int64_t r, float* max, int64_t* arg) {
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t a = -1;
+  for (int64_t j = 0; j < V; ++j) {
+    const float v = l[j];
+    if (std::isnan(v)) return "confidence_remask: logits row " + std::to_string(r) + " contains NaN at index " + std::to_string(j);
+    if (v == std::numeric_limits<float>::infinity())
+      return "confidence_remask: logits row " + std::to_string(r) + " contains +Inf at index " + std::to_string(j);
+    if (v > m) {
+      m = v;
+      a = j;
+    }
+  }
+  if (a < 0) return "confidence_remask: logits row " + std::to_string(r) + " is all -Inf";
+  *max = m;
+  *arg = a;
+  return "";
+}
+
+// softmax(l)[tok] in float64, index-order sum.
+static double softmax_at(const float* l, int64_t V, float max, int64_t tok) {
+  double Z = 0;
+  for (int64_t j = 0; j < V; ++j) Z += std::exp(double(l[j]) - double(max));
+  return std::exp(double(l[tok]) - double(max)) / Z;
+}
+
+// Returns an error message or "". z, p: scratch of V doubles; order: scratch of V indices.
+static std::string sample_row(const float* l, int64_t V, int64_t r, const SampleCfg& c, double counter, std::vector<double>& z,
+                              std::vector<double>& p, std::vector<int32_t>& order, int32_t* id, float* conf) {
+  float lmax = 0;
+  int64_t arg = 0;
+  std::string err = check_row(l, V, r, &lmax, &arg);
+  if (!err.empty()) return err;
+  if (c.temperature == 0) {  // greedy
+    double Z = 0;
+    for (int64_t j = 0; j < V; ++j) Z += std::exp(double(l[j]) - double(lmax));
+    *id = int32_t(arg);
+    *conf = float(1.0 / Z);
+    return "";
+  }
+  for (int64_t j = 0; j < V; ++j) {
+    z[j] = double(l[j]) / c.temperature;
+    if (z[j] == -kNegInf || (z[j] == kNegInf && l[j] != -std::numeric_limits<float>::infinity()))
+      return "confidence_remask: temperature " + std::to_string(c.temperature) + " is too small: logits row " + std::to_string(r) +
+             " index " + std::to_string(j) + " overflows when scaled";
+  }
+  // top-k: drop everything strictly below the topK-th largest (duplicates counted).
+  if (c.topK > 0 && c.topK < V) {
+    p.assign(z.begin(), z.begin() + V);
+    std::nth_element(p.begin(), p.begin() + (V - c.topK), p.begin() + V);
+    const double thr = p[V - c.topK];
+    for (int64_t j = 0; j < V; ++j)
+      if (z[j] < thr) z[j] = kNegInf;
+  }
+  double m = kNegInf;
+  for (int64_t j = 0; j < V; ++j)
+    if (z[j] > m) m = z[j];
+  // top-p: visit by z descending (ties: lower index), drop a token once the ones before it
+  // already hold more than topP of the mass. −Inf entries have p = 0 and are dropped anyway,
+  // so only the finite ones are sorted.
+  if (c.topP < 1) {
+    double S = 0;
+    for (int64_t j = 0; j < V; ++j) {
+      p[j] = std::exp(z[j] - m);
+      S += p[j];
+    }
+    for (int64_t j = 0; j < V; ++j) p[j] /= S;
+    order.clear();
+    for (int64_t j = 0; j < V; ++j)
+      if (z[j] != kNegInf) order.push_back(int32_t(j));
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
+    double cum = 0;
+    for (size_t i = 0; i < order.size(); ++i) {
+      const int32_t j = order[i];
+      if (i > 0 && cum > c.topP) z[j] = kNegInf;
+      cum += p[j];
+    }
+  }
+  // π over the survivors, then inverse-CDF with the counter-based uniform.
+  double S2 = 0;
+  for (int64_t j = 0; j < V; ++j) {
+    p[j] = std::exp(z[j] - m);
+    S2 += p[j];
+  }
+  for (int64_t j = 0; j < V; ++j) p[j] /= S2;
+  const double u = uniform01(uint64_t(c.seed), uint64_t(counter));
+  int64_t tok = -1;
+  double cdf = 0;
+  for (int64_t j = 0; j < V; ++j) {
+    cdf += p[j];
+    if (cdf > u) {
+      tok = j;
+      break;
+    }
+  }
+  if (tok < 0)
+    for (int64_t j = V - 1; j >= 0; --j)
+      if (p[j] > 0) {
+        tok = j;
+        break;
+      }
+  *id = int32_t(tok);
+  *conf = c.raw ? float(softmax_at(l, V, lmax, tok)) : float(p[tok]);
+  return "";
+}
+
+// ---- which rows to reveal (lib/decode/remask.ts) --------------------------------------------
+
+static void select_reveal(const float* conf, int64_t n, int64_t k, bool dynamic, double threshold, int32_t* reveal) {
+  std::fill(reveal, reveal + n, 0);
+  if (dynamic) {
+    int64_t high = 0;
+    for (int64_t r = 0; r < n; ++r) high += double(conf[r]) > threshold;
+    if (high >= k) {
+      for (int64_t r = 0; r < n; ++r) reveal[r] = double(conf[r]) > threshold;
+      return;
+    }
+  }
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) order[r] = r;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return conf[a] > conf[b]; });
+  for (int64_t i = 0; i < std::min(k, n); ++i) reveal[order[i]] = 1;
+}
+
+// ---- the op ---------------------------------------------------------------------------------
+
+static const char* kOp = "confidence_remask";
+
+static bool is_word(double v) { return v >= 0 && v < 9007199254740992.0 && v == std::floor(v); }
+
+static Tensors confidence_remask_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs(kOp, in, 1, 1);
+  op_need_dtype(kOp, in, 0, {DType::F32});
+  op_need_rank(kOp, in, 0, 2);
+  const int64_t n = in[0]->dim(0), V = in[0]->dim(1);
+  if (V < 1) op_fail(DVL_ERR_SHAPE, kOp, "logits rows are empty (V = 0)", in);
+  const double T = a.need(kOp, "temperature");
+  if (!(T >= 0) || !std::isfinite(T)) op_fail(DVL_ERR_RANGE, kOp, "temperature must be a finite number >= 0", in);
+  if (T > 0) {
+    const double topK = a.get("topK", 0), topP = a.get("topP", 1), seed = a.get("seed", 0);
+    if (!(topK >= 0) || topK != std::floor(topK)) op_fail(DVL_ERR_RANGE, kOp, "topK must be an integer >= 0", in);
+    if (!(topP > 0 && topP <= 1)) op_fail(DVL_ERR_RANGE, kOp, "topP must be in (0, 1]", in);
+    if (!is_word(seed)) op_fail(DVL_ERR_RANGE, kOp, "seed must be an integer in [0, 2^53)", in);
+    const std::vector<double>* cs = a.geta("counters");
+    if (!cs || int64_t(cs->size()) != n)
+      op_fail(DVL_ERR_ARG, kOp, "sampling (temperature > 0) needs counters, one per row (" + std::to_string(n) + ")", in);
+    for (size_t r = 0; r < cs->size(); ++r)
+      if (!is_word((*cs)[r])) op_fail(DVL_ERR_RANGE, kOp, "counters[" + std::to_string(r) + "] must be an integer in [0, 2^53)", in);
+  }
+  const int64_t k = a.needi(kOp, "k");
+  if (k < 0) op_fail(DVL_ERR_RANGE, kOp, "k must be >= 0, got " + std::to_string(k), in);
+  const std::string mode = a.gets("mode", "");
+  if (mode != "static" && mode != "dynamic") op_fail(DVL_ERR_ARG, kOp, "mode must be 'static' or 'dynamic', got '" + mode + "'", in);
+  if (std::isnan(a.get("threshold", 0.85))) op_fail(DVL_ERR_RANGE, kOp, "threshold is NaN", in);
+  const std::string cm = a.gets("confidence", "modified");
+  if (cm != "modified" && cm != "raw") op_fail(DVL_ERR_ARG, kOp, "confidence must be 'modified' or 'raw', got '" + cm + "'", in);
+  return {Tensor::alloc(DType::I32, {n}), Tensor::alloc(DType::F32, {n}), Tensor::alloc(DType::I32, {n})};
+}
+
+static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+  const int64_t n = in[0]->dim(0), V = in[0]->dim(1);
+  const float* logits = in[0]->data<float>();
+  int32_t* ids = out[0]->data<int32_t>();
+  float* conf = out[1]->data<float>();
+  int32_t* reveal = out[2]->data<int32_t>();
+  SampleCfg c;
+  c.temperature = a.get("temperature", 0);
+  c.topK = a.geti("topK", 0);
+  c.topP = a.get("topP", 1);
+  c.seed = a.get("seed", 0);
+  c.raw = a.gets("confidence", "modified") == "raw";
+  const std::vector<double>* counters = a.geta("counters");
+  std::vector<std::string> errs(static_cast<size_t>(n));
+  ctx.pool.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<double> z, p;
+    std::vector<int32_t> order;
+    if (c.temperature > 0) {
+      z.resize(size_t(V));
+      p.resize(size_t(V));
+      order.reserve(size_t(V));
+    }
+    for (int64_t r = r0; r < r1; ++r)
+      errs[r] = sample_row(logits + r * V, V, r, c, c.temperature > 0 ? (*counters)[r] : 0, z, p, order, ids + r, conf + r);
+  });
+  for (int64_t r = 0; r < n; ++r)
+    if (!errs[r].empty()) throw Error(DVL_ERR_RANGE, errs[r]);
+  select_reveal(conf, n, a.geti("k", 0), a.gets("mode", "static") == "dynamic", a.get("threshold", 0.85), reveal);
+}
+
+void ops_register_sample(std::vector<OpDef>& t) { t.push_back({"confidence_remask", confidence_remask_plan, confidence_remask_run}); }
 
 }  // namespace dvl

@@ -1,8 +1,168 @@
-// shape.cpp — reshape, gather_rows, scatter_rows, slice_cols, concat_rows (not written yet).
+// shape.cpp — ops that move rows and columns without arithmetic.
+//
+// reshape:     x (any dtype); attr shape (one entry may be −1: inferred) → a new Tensor over
+//              the SAME storage (no copy; writes through either are seen by both).
+// gather_rows: x [R, ...] (any dtype), idx i32 [n] → [n, ...], row i = x[idx[i]].
+// scatter_rows: dst f32 [R, ...] in place, src f32 [n, ...], idx i32 [n]: dst[idx[i]] = src[i],
+//              in order i = 0..n−1 (a repeated index keeps the last row).
+// slice_cols:  x [.., C] (f32|bf16|f16|i32); attrs start, len → [.., len].
+// concat_rows: a [Ra, ...], b [Rb, ...] of one dtype and equal trailing dims → [Ra + Rb, ...].
+// Index checks of gather/scatter run on the queue thread (idx may come from an earlier op)
+// and fail with DVL_RANGE naming the index position and value.
+#include <algorithm>
+#include <string>
+
 #include "ops.h"
 
 namespace dvl {
 
-void ops_register_shape(std::vector<OpDef>& t) { (void)t; }
+static Tensors reshape_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("reshape", in, 1, 1);
+  if (in[0]->dtype == DType::Q8_0) op_fail(DVL_ERR_DTYPE, "reshape", "block-quantized tensors cannot be reshaped", in);
+  const std::vector<double>* sv = a.geta("shape");
+  if (!sv) op_fail(DVL_ERR_ARG, "reshape", "missing shape", in);
+  std::vector<int64_t> shape;
+  int infer = -1;
+  int64_t known = 1;
+  for (double d : *sv) {
+    if (d == -1 && infer < 0) {
+      infer = int(shape.size());
+      shape.push_back(-1);
+      continue;
+    }
+    if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15)
+      op_fail(DVL_ERR_SHAPE, "reshape", "shape entries must be non-negative integers (one may be -1)", in);
+    shape.push_back(int64_t(d));
+    known *= int64_t(d);
+  }
+  const int64_t n = in[0]->numel();
+  if (infer >= 0) {
+    if (known == 0 || n % known) op_fail(DVL_ERR_SHAPE, "reshape", "cannot infer the -1 entry of " + shape_str(shape), in);
+    shape[infer] = n / known;
+    known = n;
+  }
+  if (known != n)
+    op_fail(DVL_ERR_SHAPE, "reshape", "shape " + shape_str(shape) + " holds " + std::to_string(known) + " elements, x has " + std::to_string(n), in);
+  auto t = std::make_shared<Tensor>();
+  t->dtype = in[0]->dtype;
+  t->shape = shape;
+  t->storage = in[0]->storage;
+  return {t};
+}
+
+static void nothing_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}
+
+// Bytes of one dim-0 row.
+static size_t row_bytes(const Tensor& t) {
+  size_t b = dtype_size(t.dtype);
+  for (int i = 1; i < t.rank(); ++i) b *= size_t(t.shape[i]);
+  return b;
+}
+
+static void check_idx(const char* op, const int32_t* idx, int64_t n, int64_t R) {
+  for (int64_t i = 0; i < n; ++i)
+    if (idx[i] < 0 || idx[i] >= R)
+      throw Error(DVL_ERR_RANGE, std::string(op) + ": idx[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
+                                     " is outside the " + std::to_string(R) + " rows");
+}
+
+static Tensors gather_rows_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("gather_rows", in, 2, 2);
+  op_need_dtype("gather_rows", in, 0, {DType::F32, DType::BF16, DType::F16, DType::I32, DType::U8});
+  op_need_dtype("gather_rows", in, 1, {DType::I32});
+  op_need_rank("gather_rows", in, 1, 1);
+  if (in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "gather_rows", "x must have rank >= 1", in);
+  std::vector<int64_t> shape = in[0]->shape;
+  shape[0] = in[1]->dim(0);
+  return {Tensor::alloc(in[0]->dtype, shape)};
+}
+
+static void gather_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+  const int32_t* idx = in[1]->data<int32_t>();
+  const int64_t n = in[1]->dim(0);
+  check_idx("gather_rows", idx, n, in[0]->dim(0));
+  const size_t rb = row_bytes(*in[0]);
+  const char* x = static_cast<const char*>(in[0]->raw());
+  char* y = static_cast<char*>(out[0]->raw());
+  ctx.pool.parallel_for(n, 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memcpy(y + size_t(i) * rb, x + size_t(idx[i]) * rb, rb);
+  });
+}
+
+static Tensors scatter_rows_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("scatter_rows", in, 3, 3);
+  op_need_dtype("scatter_rows", in, 0, {DType::F32});
+  op_need_dtype("scatter_rows", in, 1, {DType::F32});
+  op_need_dtype("scatter_rows", in, 2, {DType::I32});
+  op_need_rank("scatter_rows", in, 2, 1);
+  const Tensor &d = *in[0], &s = *in[1];
+  if (d.rank() < 1 || s.rank() != d.rank() || row_bytes(d) != row_bytes(s) ||
+      !std::equal(d.shape.begin() + 1, d.shape.end(), s.shape.begin() + 1))
+    op_fail(DVL_ERR_SHAPE, "scatter_rows", "src rows must have dst's trailing dims", in);
+  if (s.dim(0) != in[2]->dim(0)) op_fail(DVL_ERR_SHAPE, "scatter_rows", "idx must have one entry per src row", in);
+  return {};
+}
+
+static void scatter_rows_run(OpContext&, const Tensors& in, const Tensors&, const Attrs&) {
+  const int32_t* idx = in[2]->data<int32_t>();
+  const int64_t n = in[2]->dim(0);
+  check_idx("scatter_rows", idx, n, in[0]->dim(0));
+  const size_t rb = row_bytes(*in[0]);
+  char* d = static_cast<char*>(in[0]->raw());
+  const char* s = static_cast<const char*>(in[1]->raw());
+  // Serial on purpose: repeated indices must resolve in order (n is a handful of rows).
+  for (int64_t i = 0; i < n; ++i) std::memmove(d + size_t(idx[i]) * rb, s + size_t(i) * rb, rb);
+}
+
+static Tensors slice_cols_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("slice_cols", in, 1, 1);
+  op_need_dtype("slice_cols", in, 0, {DType::F32, DType::BF16, DType::F16, DType::I32});
+  if (in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "slice_cols", "x must have rank >= 1", in);
+  const int64_t start = a.needi("slice_cols", "start"), len = a.needi("slice_cols", "len"), C = in[0]->dim(-1);
+  if (start < 0 || len < 0 || start + len > C)
+    op_fail(DVL_ERR_RANGE, "slice_cols", "columns " + std::to_string(start) + " .. " + std::to_string(start + len) +
+                                             " are not within the " + std::to_string(C) + " columns", in);
+  std::vector<int64_t> shape = in[0]->shape;
+  shape.back() = len;
+  return {Tensor::alloc(in[0]->dtype, shape)};
+}
+
+static void slice_cols_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+  const size_t es = dtype_size(in[0]->dtype);
+  const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1), start = a.geti("start", 0), len = a.geti("len", 0);
+  const char* x = static_cast<const char*>(in[0]->raw());
+  char* y = static_cast<char*>(out[0]->raw());
+  if (len == 0) return;
+  ctx.pool.parallel_for(R, 64, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) std::memcpy(y + size_t(r * len) * es, x + size_t(r * C + start) * es, size_t(len) * es);
+  });
+}
+
+static Tensors concat_rows_plan(const Tensors& in, const Attrs&) {
+  op_need_inputs("concat_rows", in, 2, 2);
+  const Tensor &a = *in[0], &b = *in[1];
+  if (a.dtype != b.dtype) op_fail(DVL_ERR_DTYPE, "concat_rows", "a and b must have the same dtype", in);
+  if (a.dtype == DType::Q8_0) op_fail(DVL_ERR_DTYPE, "concat_rows", "block-quantized tensors are not supported", in);
+  if (a.rank() < 1 || a.rank() != b.rank() || !std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1))
+    op_fail(DVL_ERR_SHAPE, "concat_rows", "a and b must have equal trailing dims", in);
+  std::vector<int64_t> shape = a.shape;
+  shape[0] += b.dim(0);
+  return {Tensor::alloc(a.dtype, shape)};
+}
+
+static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, const Attrs&) {
+  char* y = static_cast<char*>(out[0]->raw());
+  const size_t na = in[0]->nbytes(), nb = in[1]->nbytes();
+  if (na) std::memcpy(y, in[0]->raw(), na);
+  if (nb) std::memcpy(y + na, in[1]->raw(), nb);
+}
+
+void ops_register_shape(std::vector<OpDef>& t) {
+  t.push_back({"reshape", reshape_plan, nothing_run});
+  t.push_back({"gather_rows", gather_rows_plan, gather_rows_run});
+  t.push_back({"scatter_rows", scatter_rows_plan, scatter_rows_run});
+  t.push_back({"slice_cols", slice_cols_plan, slice_cols_run});
+  t.push_back({"concat_rows", concat_rows_plan, concat_rows_run});
+}
 
 }  // namespace dvl
