@@ -34,8 +34,9 @@ function hashWords(words: Iterable<number>): number {
 export interface RandomSourceOptions {
   vocabSize: number;
   seed?: number;
-  /** Logit standard deviation before the per-question sharpness (default 3). With V = 64,
-   *  spread 3 puts roughly a fifth to a third of the top probabilities above 0.85. */
+  /** Logit standard deviation before the per-question sharpness (default 4). Measured with
+   *  V = 64, greedy: spread 2 → 2.5 % of confidences above 0.85, 3 → 11 %, 4 → 20 % (and a
+   *  near-uniform spread of confidences over (0, 1)), 6 → 34 %. */
   spread?: number;
   /** Added to the logits of these ids, e.g. { [eos]: 2 } or { [mask]: -6 }. */
   bias?: Record<number, number>;
@@ -44,7 +45,7 @@ export interface RandomSourceOptions {
 /** Deterministic pseudo-random logits: a pure function of (seed, visible, pos). Each question
  *  also draws a sharpness factor in [0.25, 1.75) so confidences range from flat to peaked. */
 export function randomSource(opts: RandomSourceOptions): LogitsSource {
-  const V = opts.vocabSize, spread = opts.spread ?? 3, seed = opts.seed ?? 1;
+  const V = opts.vocabSize, spread = opts.spread ?? 4, seed = opts.seed ?? 1;
   const bias = Object.entries(opts.bias ?? {}).map(([id, b]) => [Number(id), b] as const);
   return (visible, pos) => {
     const r = rng(hashWords([seed, pos, visible.length, ...visible]));
