@@ -67,7 +67,7 @@ export async function resolveCheckpoint(dirIn: string): Promise<CheckpointFiles>
     for (const s of shards) {
       if (!(await isFile(s))) {
         const tensor = [...weightMap].find(([, f]) => f === s)?.[0];
-        throw new WeightsError(`${index}: shard ${basename(s)} (holding ${tensor} and others) is missing from ${dir}`, { file: s, tensor });
+        throw new WeightsError(`${index}: shard ${basename(s)} (holding ${tensor}) is missing from ${dir}`, { file: s, tensor });
       }
     }
     return { dir, layout: 'sharded', modelFiles: shards, indexFile: index, weightMap, ...extras };

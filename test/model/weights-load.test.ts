@@ -7,6 +7,7 @@
 // Tolerance: none. Loading copies bits (same dtype) or widens exactly (bf16/f16 → f32); the only
 // rounding is an explicit narrowing (f32 → bf16/f16, round to nearest even), which the reference
 // reproduces bit for bit with test/helpers/random.ts.
+import { truncateSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -283,6 +284,21 @@ describe('loadWeights: progress, abort, cleanup', () => {
     });
     await expect(p).rejects.toMatchObject({ name: 'AbortError' });
     expect(allocated.length).toBe(5);
+    for (const t of allocated) expect(t.disposed).toBe(true);
+    await expect(q.sync()).resolves.toBeUndefined();
+  });
+
+  it('a native read failure (file cut after the header check) frees everything and names the file', async () => {
+    const v = await writeQwen2Checkpoint(dirFor('cut'), text, { dtype: 'f32', tied: true, shards: 1, layout: 'plain', seed: 15 });
+    const file = join(v.dir, 'model.safetensors');
+    const allocated: Tensor[] = [];
+    const p = loadWeights(v.dir, q, {
+      onAllocate: (_n, t) => { if (allocated.push(t) === 1) truncateSync(file, 100); },
+    });
+    const e = await p.then(() => null, (x: unknown) => x) as WeightsError;
+    expect(e).toBeInstanceOf(WeightsError);
+    expect(e.message).toMatch(/loading weights failed: .*model\.safetensors/);
+    expect(allocated.length).toBe(v.weights.size);
     for (const t of allocated) expect(t.disposed).toBe(true);
     await expect(q.sync()).resolves.toBeUndefined();
   });
