@@ -15,6 +15,7 @@ DvlAddon::DvlAddon(Napi::Env env, Napi::Object exports) {
                        });
   tensor_class_init(env, exports, this);
   queue_class_init(env, exports, this);
+  { void backend_wrap_init(Napi::Env, Napi::Object); backend_wrap_init(env, exports); }  // backend_wrap.cpp (C1)
 }
 
 Napi::Value DvlAddon::make_error_value(Napi::Env env, const std::string& code, const std::string& message) {
