@@ -1,0 +1,78 @@
+// rope_cos_sin (the f32 rotary table, spec §2.4) and rope (rotate-half application) against
+// float64 references (test/ops/reference.ts) at every ISA level.
+import { describe, expect, it } from 'vitest';
+import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { DTypeError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
+import { expectClose } from '../helpers/compare.js';
+import { normal, rng } from '../helpers/random.js';
+import { ropeCosSinRef, ropeRef } from './reference.js';
+
+// cos/sin: both sides round inv_freq and the angle to f32 identically (the reference mirrors the
+// torch float32 steps), then take a double cos/sin of the same f32 angle and round once, so they
+// agree to the last bit but for a libm last-bit difference at a rounding tie: abs 6e-8 (1 ulp
+// of values in [0.5, 1)).
+const TABLE_TOL = { abs: 6e-8 };
+// rope: two f32 products and a sum; with |x| ≲ 4 each product rounds by ≤ ulp(4)/2 = 2.4e-7 and
+// the sum may cancel to near 0 → abs 1e-6 (≈ 2 roundings of the largest terms), rel 2.5e-7.
+const ROPE_TOL = { abs: 1e-6, rel: 2.5e-7 };
+
+describe.each(nativeInfo().isaLevels)('rope at isa %s', (isa) => {
+  it('rope_cos_sin reproduces the float32 table for text (θ 1e6, 128) and vision (θ 1e4, 40) dims', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const pos = new Int32Array([0, 1, 2, 7, 33, 127, 1000, 4095, 32767, 131071]);
+    for (const [theta, dim] of [[1e6, 128], [1e4, 40], [1e4, 64], [1e6, 2], [10000, 6]]) {
+      const [c, s] = q.ropeCosSin(tensorFromArray('i32', [pos.length], pos), theta, dim);
+      expect(c.shape).toEqual([pos.length, dim]);
+      const ref = ropeCosSinRef(pos, theta, dim);
+      expectClose(await q.readF32(c), ref.cos, TABLE_TOL, `cos θ=${theta} dim=${dim}`);
+      expectClose(await q.readF32(s), ref.sin, TABLE_TOL, `sin θ=${theta} dim=${dim}`);
+    }
+    // Position 0: cos = 1, sin = 0 exactly.
+    const [c0, s0] = q.ropeCosSin(tensorFromArray('i32', [1], new Int32Array([0])), 1e6, 8);
+    expect(Array.from(await q.readF32(c0))).toEqual(new Array(8).fill(1));
+    expect(Array.from(await q.readF32(s0))).toEqual(new Array(8).fill(0));
+    q.dispose();
+  });
+
+  it('rope applies x·cos + rotate_half(x)·sin on odd shapes', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(6);
+    for (const [T, nh, hd] of [[1, 1, 2], [3, 2, 6], [7, 7, 64], [33, 3, 80], [5, 14, 128], [127, 1, 64]]) {
+      const pos = Int32Array.from({ length: T }, (_, i) => 3 * i + 11);
+      const [c, s] = q.ropeCosSin(tensorFromArray('i32', [T], pos), 1e6, hd);
+      const cos = await q.readF32(c), sin = await q.readF32(s);
+      const x = normal(r, T * nh * hd);
+      const y = q.rope(tensorFromArray('f32', [T, nh, hd], x), c, s);
+      expect(y.shape).toEqual([T, nh, hd]);
+      expectClose(await q.readF32(y), ropeRef(x, cos, sin, T, nh, hd), ROPE_TOL, `rope ${T}x${nh}x${hd}`);
+    }
+    q.dispose();
+  });
+
+  it('rope propagates NaN only within its head row', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const T = 2, nh = 2, hd = 4;
+    const [c, s] = q.ropeCosSin(tensorFromArray('i32', [T], new Int32Array([5, 6])), 1e4, hd);
+    const x = new Float32Array(T * nh * hd).fill(1);
+    x[1] = NaN;  // head 0 of token 0, d = 1: reaches y[1] and, rotated, y[3]
+    const y = await q.readF32(q.rope(tensorFromArray('f32', [T, nh, hd], x), c, s));
+    expect([y[0], y[1], y[2], y[3]].map(Number.isNaN)).toEqual([false, true, false, true]);
+    expect(y.slice(4).every(Number.isFinite)).toBe(true);
+    q.dispose();
+  });
+
+  it('throws typed errors for bad calls', () => {
+    const q = new Queue({ isa, threads: 1 });
+    const pos = tensorFromArray('i32', [3], new Int32Array([0, 1, 2]));
+    expect(() => q.ropeCosSin(pos, 1e4, 7)).toThrow(OutOfRangeError);
+    expect(() => q.ropeCosSin(pos, 0, 8)).toThrow(OutOfRangeError);
+    expect(() => q.ropeCosSin(tensorFromArray('f32', [3], new Float32Array(3)), 1e4, 8)).toThrow(DTypeError);
+    const [c, s] = q.ropeCosSin(pos, 1e4, 8);
+    expect(() => q.rope(tensorFromArray('f32', [3, 8], new Float32Array(24)), c, s)).toThrow(ShapeError);
+    expect(() => q.rope(tensorFromArray('f32', [3, 2, 6], new Float32Array(36)), c, s)).toThrow(/rope: cos must be \[T, hd\] = \[3, 6\]/);
+    expect(() => q.rope(tensorFromArray('f32', [2, 2, 8], new Float32Array(32)), c, s)).toThrow(ShapeError);
+    c.dispose();
+    expect(() => q.rope(tensorFromArray('f32', [3, 2, 8], new Float32Array(48)), c, s)).toThrow(DisposedError);
+    q.dispose();
+  });
+});
