@@ -161,6 +161,12 @@ async function rewrite(w: WrittenCheckpoint, edit: (e: StEntry[]) => StEntry[]):
   await writeSafetensors(join(w.dir, 'model.safetensors'), edit(entries));
 }
 
+/** The canonical name of a stored name in `w`. */
+function canonicalOf(w: WrittenCheckpoint, stored: string): string {
+  for (const [c, st] of w.stored) if (st.name === stored) return c;
+  return stored;
+}
+
 async function loadError(dir: string): Promise<WeightsError> {
   const e = await loadWeights(dir, q).then((l) => { l.dispose(); return null; }, (x: unknown) => x);
   expect(e).toBeInstanceOf(WeightsError);
@@ -199,6 +205,24 @@ describe('loadWeights: bad checkpoints', () => {
     const e = await loadError(w.dir);
     expect(e.tensor).toBe('model.norm.weight');
     expect(e.message).toMatch(/stored as I32/);
+  });
+
+  it('a converted side file wins over a copy inside model.safetensors; two names for one tensor in one file are refused', async () => {
+    const w = await writeQwen2Checkpoint(dirFor('both'), { ...text, vision: qwenVit }, { dtype: 'f32', tied: true, shards: 1, layout: 'converted', seed: 16, diffusion: { blockSize: 8, maskTokenId: 300 } });
+    const textOnly = (es: StEntry[]) => es.filter((e) => w.stored.get(canonicalOf(w, e.name))?.file.endsWith('model.safetensors'));
+    // A stale, zeroed copy of a ViT tensor in the model file (as the reference would ignore it).
+    await rewrite(w, (es) => [...textOnly(es), { name: 'visual.patch_embed.proj.weight', dtype: 'F32', shape: [24, 3, 2, 2, 2], data: new Float32Array(24 * 24) }]);
+    const loaded = await loadWeights(w.dir, q);
+    try {
+      expect(loaded.unused).toEqual(['visual.patch_embed.proj.weight']);
+      expectBitEqual(await values(loaded.get('visual.patch_embed.proj.weight')), w.weights.get('visual.patch_embed.proj.weight')!, 'patch_embed');
+    } finally {
+      loaded.dispose();
+    }
+    await rewrite(w, (es) => [...textOnly(es),
+      { name: 'model.language_model.embed_tokens.weight', dtype: 'F32', shape: [301, 40], data: new Float32Array(301 * 40) }]);
+    const e = await loadError(w.dir);
+    expect(e.message).toMatch(/model\.embed_tokens\.weight is stored twice: as model\.embed_tokens\.weight .* and as model\.language_model\.embed_tokens\.weight/);
   });
 
   it('extra tensors (and lm_head of a tied model) are listed as unused, not errors', async () => {
