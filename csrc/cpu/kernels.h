@@ -6,7 +6,8 @@
 // csrc/cpu/dispatch.cpp (built with baseline flags, no LTO) picks the best level this CPU and
 // OS support, once; DIFFUSIONVL_CPU_ISA=scalar|avx2|avx512|avx512_bf16 forces a lower one.
 // Each level's kernels live in files built with that level's flags only (*_avx2.cpp,
-// *_avx512.cpp); every pointer is filled for every level (falling back to a lower level's
+// *_avx512.cpp, *_avx512_bf16.cpp: separate translation units, so a node-gyp build can give
+// each its flags the same way); every pointer is filled for every level (falling back to a lower level's
 // kernel where a level has nothing better), so callers never test for null.
 #pragma once
 #include <cstdint>
@@ -37,6 +38,9 @@ struct CpuKernels {
   float (*dot_f32)(const float* a, const float* b, int64_t n);
   // y[i] += a * x[i]
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
+  // Reads `bytes` bytes at p with the widest loads of the level and returns a checksum of
+  // them (the bandwidth probe, ops/probe.cpp; the checksum keeps the reads alive).
+  uint64_t (*stream_sum)(const void* p, int64_t bytes);
 };
 
 // The table for the best level available (or the forced one). Never null.

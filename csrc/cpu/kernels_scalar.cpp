@@ -1,4 +1,6 @@
-// kernels_scalar.cpp — the scalar level: the generic kernels built with baseline flags.
+// kernels_scalar.cpp — the scalar level: the generic kernels (kernels_generic.inc) built with
+// baseline flags. It is the reference order every SIMD level is tested against, and the level
+// DIFFUSIONVL_CPU_ISA=scalar or Queue({ isa: 'scalar' }) forces.
 #include "kernels.h"
 
 namespace dvl {
@@ -17,6 +19,7 @@ const CpuKernels kCpuKernelsScalar = {
     gen_cvt_f32_to_f16,
     gen_dot_f32,
     gen_axpy_f32,
+    gen_stream_sum,
 };
 
 }  // namespace dvl
