@@ -25,12 +25,12 @@
 // nfe counts forwards as the reference runs them: prefill 1 (if Lpre > 0), each denoising
 // iteration 1, each commit 1.
 
-import { ShapeError } from '../errors.js';
+import { OutOfRangeError, ShapeError } from '../errors.js';
 import { canvasGeometry, scheduleLength, type DecodeRoute } from './canvas.js';
 import { validateDecodeOptions, type DecodeLimits, type DecodeOptions, type ResolvedDecodeOptions } from './options.js';
 import { selectReveal } from './remask.js';
 import { sampleCounter } from './rng.js';
-import { sampleRow, type ConfidenceMode } from './sample.js';
+import { confidenceModeOf, sampleRow } from './sample.js';
 import { transferSchedule } from './schedule.js';
 import { blockHasStop, finishOutput, type FinishReason } from './stop.js';
 
@@ -75,14 +75,15 @@ export interface ReferenceResult {
   options: ResolvedDecodeOptions;
 }
 
-export function confidenceModeOf(route: DecodeRoute | undefined): ConfidenceMode {
-  return route === 'ar-lm' ? 'raw' : 'modified';
-}
-
 export function referenceDecode(
   promptIds: readonly number[], logitsFn: LogitsSource, options: DecodeOptions | undefined, model: DecodeModel,
 ): ReferenceResult {
   const P = promptIds.length;
+  for (const [j, id] of promptIds.entries()) {
+    if (!Number.isInteger(id) || id < 0 || (model.vocabSize !== undefined && id >= model.vocabSize)) {
+      throw new OutOfRangeError(`referenceDecode: prompt id at position ${j} is ${id}, expected an integer in [0, ${model.vocabSize ?? '∞'})`);
+    }
+  }
   const o = validateDecodeOptions(options, { ...model, promptLength: P });
   const G = o.maxTokens;
   const geom = canvasGeometry(P, G, o.blockSize);

@@ -35,9 +35,15 @@
 // the two should treat such flips as impossible in practice, not as a tolerance to widen.
 
 import { OptionError, OutOfRangeError } from '../errors.js';
+import type { DecodeRoute } from './canvas.js';
 import { uniform } from './rng.js';
 
 export type ConfidenceMode = 'modified' | 'raw';
+
+/** The confidence each route reports (§5.7): Qwen2.5-VL 'modified', AR-LM 'raw'. */
+export function confidenceModeOf(route: DecodeRoute | undefined): ConfidenceMode {
+  return route === 'ar-lm' ? 'raw' : 'modified';
+}
 
 export interface SampleOptions {
   /** 0 = greedy (exactly), > 0 = sample from softmax(l / temperature). */

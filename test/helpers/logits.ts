@@ -9,6 +9,8 @@
 //   scriptedSource "position j answers id a(j) with confidence p(j)": logits 0 except the answer
 //                  at log(p·(V−1)/(1−p)), so greedy confidence ≈ p (exactly softmax of that row)
 //   answerFor      a generation script → canvas-indexed answers (EOS wherever you put it)
+//   tiedSource     every position equally confident (tie rule)
+//   maskingSource  chosen positions answer the mask id (§5.12 #1), always or while a condition holds
 //   withNaN        wraps a source, poisoning one position's logits (decoders must raise)
 //   recording      wraps a source and records the questions asked
 
@@ -96,6 +98,22 @@ export function scriptedConfidence(p: number, V: number, id = 0): number {
   let Z = 0;
   for (let j = 0; j < V; j++) Z += j === id ? 1 : Math.exp(-m);
   return Math.fround(1 / Z);
+}
+
+/** Every position answers `answer(pos)` with the same confidence p: all ties, so reveal order
+ *  falls to the lowest-index rule. */
+export function tiedSource(vocabSize: number, answer: (pos: number) => number, p = 0.5): LogitsSource {
+  return scriptedSource({ vocabSize, answer: (pos) => answer(pos), confidence: p });
+}
+
+/** Positions in `positions` answer the mask id (with confidence p) while `when(visible)` holds
+ *  (default: always); others answer as `inner` does. Exercises spec §5.12 #1. */
+export function maskingSource(
+  inner: LogitsSource, vocabSize: number, maskId: number, positions: readonly number[],
+  p = 0.99, when: (visible: readonly number[]) => boolean = () => true,
+): LogitsSource {
+  const mask = scriptedSource({ vocabSize, answer: () => maskId, confidence: p });
+  return (visible, pos) => (positions.includes(pos) && when(visible) ? mask(visible, pos) : inner(visible, pos));
 }
 
 /** Canvas-indexed answers: positions P.. answer gen[0], gen[1], …; others answer `filler`. */

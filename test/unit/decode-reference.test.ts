@@ -6,7 +6,7 @@ import { canvasGeometry } from '../../lib/decode/canvas.js';
 import { referenceDecode, type DecodeModel, type LogitsSource } from '../../lib/decode/reference.js';
 import { sampleRow } from '../../lib/decode/sample.js';
 import { transferSchedule } from '../../lib/decode/schedule.js';
-import { answerFor, randomSource, recording, scriptedConfidence, scriptedSource, withNaN } from '../helpers/logits.js';
+import { answerFor, maskingSource, randomSource, recording, scriptedConfidence, scriptedSource, tiedSource, withNaN } from '../helpers/logits.js';
 
 // A toy vocabulary: V = 16, the last two ids play MASK and EOS.
 const V = 16, MASK = 15, EOS = 14;
@@ -136,7 +136,7 @@ describe('referenceDecode: hand-traced cases', () => {
 
   it('G: ties are revealed lowest position first', () => {
     // All confidences equal, bs = 4 = S: one reveal per iteration, in position order.
-    const r = referenceDecode([1, 2, 3, 4], script((p) => p, () => 0.5), { maxTokens: 4, steps: 4 }, model);
+    const r = referenceDecode([1, 2, 3, 4], tiedSource(V, (p) => p), { maxTokens: 4, steps: 4 }, model);
     expect(r.steps.map((s) => s!.iteration)).toEqual([0, 1, 2, 3]);
     expect(r.nfe).toBe(1 + 4 + 1);
   });
@@ -272,6 +272,31 @@ describe('referenceDecode: random logits, option combinations', () => {
     // measured ≈ 20 % at the default spread; the bounds only guard against a broken source
     expect(high / n).toBeGreaterThan(0.1);
     expect(high / n).toBeLessThan(0.35);
+  });
+
+  it('sources that answer the mask id: blocks still commit, MASK may reach the output', () => {
+    let withMask = 0;
+    for (let t = 0; t < 60; t++) {
+      const inner = randomSource({ vocabSize: V64, seed: 500 + t, bias: { [MASK64]: -40 } });
+      const positions = [3 + (t % 7), 9 + (t % 5)];
+      // half the cases answer MASK only while the first canvas position after the prompt is masked
+      const when = t % 2 === 0 ? () => true : (vis: readonly number[]) => vis[3] === MASK64;
+      const src = maskingSource(inner, V64, MASK64, positions, 0.99, when);
+      const opts = { maxTokens: 12, blockSize: 4, steps: 1 + (t % 5), remasking: t % 3 ? 'static' as const : 'dynamic' as const, temperature: t % 4 ? 0 : 0.9, seed: t };
+      const r = referenceDecode([1, 2, 3], src, opts, m64);
+      const geom = canvasGeometry(3, 12, 4);
+      const ran = r.blockIterations.length;
+      expect(r.nfe).toBe(r.blockIterations.reduce((a, b) => a + b, 0) + ran);   // no prefill (P < bs); every block commits once
+      for (const it of r.blockIterations) expect(it).toBeLessThanOrEqual(opts.steps + 1);
+      if (r.raw.slice(0, geom.blocks[ran - 1].end - 3).includes(MASK64)) withMask++;
+    }
+    expect(withMask).toBeGreaterThan(0);
+  });
+
+  it('rejects prompt ids outside the vocabulary', () => {
+    const src = randomSource({ vocabSize: V64 });
+    expect(() => referenceDecode([1, 64], src, {}, m64)).toThrow(/prompt id at position 1 is 64/);
+    expect(() => referenceDecode([-1], src, {}, m64)).toThrow(OutOfRangeError);
   });
 
   it('greedy ignores the seed; sampling depends on it', () => {
