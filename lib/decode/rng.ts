@@ -12,10 +12,12 @@
 //   counter = position · 64 + iteration   (position: absolute canvas index; iteration: 0..S)
 //
 // seed and counter are integers in [0, 2^53) so they travel through JS numbers exactly. The
-// ·64 packing keeps counters distinct as long as iteration < 64; iterations ≥ 64 can only occur
-// with S ≥ 64 AND masks still present after 64 iterations (spec §5.12 #1, the model sampling
-// the mask id), where a repeated draw is harmless. BigInt keeps this slow but obviously right;
-// it is the reference, not the hot path.
+// ·64 packing keeps counters distinct while iteration < 64, which always holds for blocks of
+// ≤ 64 positions (every mask is revealed by iteration bs − 1, unless the model samples the mask
+// id, §5.12 #1). Only S ≥ 64 with a block of more than 64 masks (full-diffusion ablation, huge
+// bs) can reuse a counter: position j at iteration 64 + t draws the same u as position j + 1 at
+// iteration t — correlated draws, not a wrong result, and identical on every backend.
+// BigInt keeps this slow but obviously right; it is the reference, not the hot path.
 
 import { OutOfRangeError } from '../errors.js';
 
