@@ -84,11 +84,19 @@ function dataUrlBytes(s: string, label: string): Uint8Array {
     if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) throw new ImageError(`${label}: payload is not valid base64`, label);
     return new Uint8Array(Buffer.from(clean, 'base64'));
   }
-  try {
-    return new Uint8Array(Buffer.from(decodeURIComponent(payload), 'latin1'));
-  } catch {
-    throw new ImageError(`${label}: payload is not valid percent-encoding`, label);
+  // Percent-encoding is byte-wise (RFC 2397), so decodeURIComponent (UTF-8) cannot be used.
+  const out: number[] = [];
+  for (let i = 0; i < payload.length; i++) {
+    if (payload[i] === '%') {
+      const hex = payload.slice(i + 1, i + 3);
+      if (!/^[0-9a-fA-F]{2}$/.test(hex)) throw new ImageError(`${label}: payload is not valid percent-encoding at char ${i}`, label);
+      out.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      for (const b of Buffer.from(payload[i], 'utf8')) out.push(b);
+    }
   }
+  return new Uint8Array(out);
 }
 
 async function inputBytes(input: string | Uint8Array | ArrayBuffer, label: string): Promise<Uint8Array> {
@@ -116,11 +124,11 @@ function rawImage(input: RawRgbImage, label: string, maxPixels: number): RgbImag
   return { data: new Uint8Array(data), width, height };
 }
 
-type SharpModule = typeof import('sharp');
+type SharpModule = typeof import('sharp').default;
 let sharpModule: Promise<SharpModule> | undefined;
 function loadSharp(): Promise<SharpModule> {
   // Loaded on first use so the rest of the library works where sharp's binary is missing.
-  sharpModule ??= import('sharp').then((m) => ((m as unknown as { default?: SharpModule }).default ?? m) as SharpModule);
+  sharpModule ??= import('sharp').then((m) => m.default);
   return sharpModule;
 }
 
