@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DTypeError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 import { decodeImage } from '../../lib/image/decode.js';
+import { preprocessQwen2vl } from '../../lib/image/qwen2vl.js';
 import { resizeBicubicRef } from '../../lib/image/resample.js';
 import { Queue, tensorFromArray } from '../../lib/native/index.js';
-import { FIXTURE_DIR, diffU8, readManifest } from '../fixtures/images/fixtures.js';
+import { FIXTURE_DIR, REGENERATE, diffU8, readBin, readManifest } from '../fixtures/images/fixtures.js';
 import { rng as makeRng } from '../helpers/random.js';
 
 const q = new Queue({ threads: 2 });
@@ -99,4 +100,23 @@ describe('image_resize errors and speed', () => {
     console.log(`image_resize 1920×1080 → 672×364, ${q.threads} threads: ${ms.toFixed(1)} ms`);
     expect(ms).toBeGreaterThan(0);
   });
+});
+
+describe('Qwen2.5-VL preprocessing through the native resize', () => {
+  const m = readManifest();
+  for (const p of m.patches) {
+    it(`${p.input}: pixel_values rows equal numpy's and the TS-resize path`, async () => {
+      const e = m.inputs.find((i) => i.name === p.input)!;
+      const img = await decodeImage(join(FIXTURE_DIR, e.file));
+      const opts = { minPixels: p.minPixels, maxPixels: p.maxPixels };
+      const native = await preprocessQwen2vl(img, { ...opts, queue: q });
+      const plain = await preprocessQwen2vl(img, opts);
+      expect(native.grid).toEqual(p.grid);
+      // Exact: same bytes out of the resize, same f32 arithmetic after it.
+      expect(native.pixelValues.findIndex((v, i) => v !== plain.pixelValues[i])).toBe(-1);
+      const rows = readBin(p.rows).data;
+      const bad = native.pixelValues.subarray(0, rows.length).findIndex((v, i) => v !== rows[i]);
+      expect(bad, `row ${Math.floor(bad / 1176)} col ${bad % 1176} differs from numpy; regenerate: ${REGENERATE}`).toBe(-1);
+    });
+  }
 });
