@@ -1,0 +1,173 @@
+// attention (flash-style, online softmax over KV tiles) against a plain float64
+// softmax(QKᵀ·scale + mask)V with an explicit mask predicate (test/ops/reference.ts), at every
+// ISA level: every mask, GQA ratios 1/2/7, hd 64/80/128 and odd 33, Tq 1/8/16, kvLen up to 600,
+// qPos0 offsets, f32/bf16/f16 caches. Then the property the decoder relies on: a block-causal
+// prefill equals running the same blocks one at a time against a cache filled by
+// kv_cache_append.
+import { describe, expect, it } from 'vitest';
+import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import type { Tensor } from '../../lib/native/index.js';
+import { DTypeError, DiffusionVLError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
+import { compareArrays, expectClose } from '../helpers/compare.js';
+import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
+import { attentionRef, type AttentionRefOptions, type MaskKind } from './reference.js';
+
+// Tolerance: each score is an f32 dot of length hd (error ≲ √hd·2^-24·Σ|q·k|·scale ≈ 1e-6 for
+// unit-normal q, k), which moves each probability by that much relatively; the output is an f32
+// running sum of ≤ 600 terms p·v with |v| ≲ 4, rescaled a few times (online softmax), each step
+// rounding by 2^-24 of the running value: ≤ ~1e-5 absolute in the worst case seen by the bound,
+// far less in practice. abs 2e-5 + rel 1e-5 states that bound with no extra slack.
+const TOL = { abs: 2e-5, rel: 1e-5 };
+
+type KvDtype = 'f32' | 'bf16' | 'f16';
+
+interface Case { nkv: number; group: number; hd: number; Tq: number; kvLen: number; cap: number; qPos0: number; bs: number }
+
+const CASES: Case[] = [
+  { nkv: 2, group: 7, hd: 64, Tq: 8, kvLen: 600, cap: 600, qPos0: 592, bs: 8 },  // Qwen2.5-0.5B decode step
+  { nkv: 1, group: 1, hd: 80, Tq: 16, kvLen: 16, cap: 20, qPos0: 0, bs: 8 },     // MHA, whole context in the queries
+  { nkv: 2, group: 2, hd: 128, Tq: 1, kvLen: 333, cap: 340, qPos0: 332, bs: 8 },  // one query row at the end
+  { nkv: 3, group: 7, hd: 33, Tq: 16, kvLen: 127, cap: 130, qPos0: 50, bs: 7 },   // odd hd, blocks not aligned to Tq
+  { nkv: 4, group: 2, hd: 64, Tq: 8, kvLen: 257, cap: 300, qPos0: 100, bs: 5 },   // queries in the middle of the cache
+];
+
+/** Cache [nkv, cap, hd] in the given dtype; slots ≥ kvLen hold NaN sentinels that must never be read. */
+function makeCache(r: () => number, c: { nkv: number; cap: number; hd: number; kvLen: number }, dtype: KvDtype): { t: Tensor; values: Float32Array } {
+  const n = c.nkv * c.cap * c.hd;
+  const x = normal(r, n);
+  for (let g = 0; g < c.nkv; g++) for (let j = c.kvLen; j < c.cap; j++) for (let d = 0; d < c.hd; d++) x[(g * c.cap + j) * c.hd + d] = NaN;
+  if (dtype === 'f32') return { t: tensorFromArray('f32', [c.nkv, c.cap, c.hd], x), values: x };
+  const bits = dtype === 'bf16' ? toBf16(x) : toF16(x);
+  return { t: tensorFromArray(dtype, [c.nkv, c.cap, c.hd], bits), values: dtype === 'bf16' ? fromBf16(bits) : fromF16(bits) };
+}
+
+function refOpts(c: Case, mask: MaskKind, extra: Partial<AttentionRefOptions> = {}): AttentionRefOptions {
+  return { Tq: c.Tq, nh: c.nkv * c.group, nkv: c.nkv, hd: c.hd, cap: c.cap, kvLen: c.kvLen, qPos0: c.qPos0, mask, blockSize: c.bs, ...extra };
+}
+
+describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
+  it.each(['causal', 'block', 'full'] as const)('mask %s matches the explicit-mask float64 reference', async (mask) => {
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(7);
+    for (const c of CASES) {
+      for (const dtype of ['f32', 'bf16', 'f16'] as const) {
+        if (dtype !== 'f32' && c.hd === 33) continue;  // one odd-hd run per mask is enough
+        const nh = c.nkv * c.group;
+        const qv = normal(r, c.Tq * nh * c.hd);
+        const k = makeCache(r, c, dtype), v = makeCache(r, c, dtype);
+        const o = q.attention(tensorFromArray('f32', [c.Tq, nh, c.hd], qv), k.t, v.t,
+          { kvLen: c.kvLen, qPos0: c.qPos0, mask, blockSize: c.bs });
+        expect(o.shape).toEqual([c.Tq, nh, c.hd]);
+        const ref = attentionRef(qv, k.values, v.values, refOpts(c, mask));
+        expectClose(await q.readF32(o), ref, TOL, `${mask} ${dtype} ${JSON.stringify(c)}`);
+      }
+    }
+    q.dispose();
+  });
+
+  it('explicit scale and the segments mask (vision windows, with an empty window)', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(8);
+    for (const [nkv, group, hd, segments] of [[16, 1, 80, [0, 16, 16, 48, 64, 69]], [2, 2, 64, [0, 1, 2, 3, 40]], [1, 7, 33, [0, 37]]] as const) {
+      const kvLen = segments[segments.length - 1], nh = nkv * group;
+      const c = { nkv, cap: kvLen, hd, kvLen };
+      const qv = normal(r, kvLen * nh * hd);
+      const k = makeCache(r, c, 'f32'), v = makeCache(r, c, 'f32');
+      const o = q.attention(tensorFromArray('f32', [kvLen, nh, hd], qv), k.t, v.t, { kvLen, mask: 'segments', segments, scale: 0.3 });
+      const ref = attentionRef(qv, k.values, v.values, { Tq: kvLen, nh, nkv, hd, cap: kvLen, kvLen, qPos0: 0, mask: 'segments', segments, scale: 0.3 });
+      expectClose(await q.readF32(o), ref, TOL, `segments ${segments}`);
+    }
+    q.dispose();
+  });
+
+  it('threads do not change the result (1, 2, 3 threads agree bit for bit)', async () => {
+    const c = CASES[3];
+    const r = rng(9);
+    const nh = c.nkv * c.group;
+    const qv = normal(r, c.Tq * nh * c.hd);
+    const k = makeCache(r, c, 'bf16'), v = makeCache(r, c, 'bf16');
+    const outs: Float32Array[] = [];
+    for (const threads of [1, 2, 3]) {
+      const q = new Queue({ isa, threads });
+      outs.push(await q.readF32(q.attention(tensorFromArray('f32', [c.Tq, nh, c.hd], qv), k.t, v.t, { kvLen: c.kvLen, qPos0: c.qPos0, mask: 'causal' })));
+      q.dispose();
+    }
+    expect(outs[1]).toEqual(outs[0]);
+    expect(outs[2]).toEqual(outs[0]);
+  });
+
+  it.each(['f32', 'bf16'] as const)('block-causal prefill equals the blocks run one at a time against the cache (%s cache)', async (dtype) => {
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(10);
+    const nkv = 2, group = 7, nh = 14, hd = 64, bs = 8, nb = 5, L = nb * bs, cap = L + 3;
+    const qv = normal(r, L * nh * hd), kx = normal(r, L * nkv * hd), vx = normal(r, L * nkv * hd);
+    // Prefill: the whole prompt's K/V appended at once, one block-causal attention call.
+    const kc = q.empty(dtype, [nkv, cap, hd]), vc = q.empty(dtype, [nkv, cap, hd]);
+    q.kvCacheAppend(kc, tensorFromArray('f32', [L, nkv, hd], kx), 0);
+    q.kvCacheAppend(vc, tensorFromArray('f32', [L, nkv, hd], vx), 0);
+    const pre = await q.readF32(q.attention(tensorFromArray('f32', [L, nh, hd], qv), kc, vc, { kvLen: L, qPos0: 0, mask: 'block', blockSize: bs }));
+    // Block by block: append the block's K/V at [b·bs, (b+1)·bs) of a fresh cache, attend with
+    // the block mask (the block sees the cache plus itself) and with 'full' (the same thing).
+    const kc2 = q.empty(dtype, [nkv, cap, hd]), vc2 = q.empty(dtype, [nkv, cap, hd]);
+    for (let b = 0; b < nb; b++) {
+      const rows = (a: Float32Array, w: number) => a.slice(b * bs * w, (b + 1) * bs * w);
+      q.kvCacheAppend(kc2, tensorFromArray('f32', [bs, nkv, hd], rows(kx, nkv * hd)), b * bs);
+      q.kvCacheAppend(vc2, tensorFromArray('f32', [bs, nkv, hd], rows(vx, nkv * hd)), b * bs);
+      const qb = tensorFromArray('f32', [bs, nh, hd], rows(qv, nh * hd));
+      const step = await q.readF32(q.attention(qb, kc2, vc2, { kvLen: (b + 1) * bs, qPos0: b * bs, mask: 'block', blockSize: bs }));
+      const full = await q.readF32(q.attention(qb, kc2, vc2, { kvLen: (b + 1) * bs, qPos0: b * bs, mask: 'full' }));
+      // Same keys, same tiles, same order per row: bit-identical, not merely close.
+      expect(step).toEqual(pre.slice(b * bs * nh * hd, (b + 1) * bs * nh * hd));
+      expect(full).toEqual(step);
+    }
+    q.dispose();
+  });
+
+  it('NaN in q or in a visible key reaches exactly the rows that see it', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(11);
+    const nkv = 2, group = 2, nh = 4, hd = 16, Tq = 8, kvLen = 8;
+    const qv = normal(r, Tq * nh * hd);
+    qv[(1 * nh + 3) * hd + 5] = NaN;  // query row 1, head 3
+    const kv = normal(r, nkv * kvLen * hd);
+    kv[(0 * kvLen + 4) * hd + 2] = NaN;  // kv head 0, key 4: seen (causally) by rows 4..7 of heads 0, 1
+    const k = tensorFromArray('f32', [nkv, kvLen, hd], kv), v = tensorFromArray('f32', [nkv, kvLen, hd], normal(r, nkv * kvLen * hd));
+    const o = await q.readF32(q.attention(tensorFromArray('f32', [Tq, nh, hd], qv), k, v, { kvLen, mask: 'causal' }));
+    for (let i = 0; i < Tq; i++)
+      for (let h = 0; h < nh; h++) {
+        const row = o.slice((i * nh + h) * hd, (i * nh + h + 1) * hd);
+        const poisoned = (i === 1 && h === 3) || (i >= 4 && h < 2);
+        expect(row.every(poisoned ? Number.isNaN : Number.isFinite), `row ${i} head ${h}`).toBe(true);
+      }
+    q.dispose();
+  });
+
+  it('throws typed errors for bad calls', () => {
+    const q = new Queue({ isa, threads: 1 });
+    const qt = tensorFromArray('f32', [2, 4, 8], new Float32Array(64));
+    const k = tensorFromArray('f32', [2, 10, 8], new Float32Array(160));
+    const v = tensorFromArray('f32', [2, 10, 8], new Float32Array(160));
+    expect(() => q.attention(qt, k, v, { kvLen: 11, mask: 'full' })).toThrow(OutOfRangeError);
+    expect(() => q.attention(qt, k, v, { kvLen: 11, mask: 'full' })).toThrow(/kvLen 11 is outside the cache capacity/);
+    expect(() => q.attention(qt, k, v, { kvLen: 5, qPos0: 4, mask: 'causal' })).toThrow(/qPos0 \+ Tq = 6 exceed kvLen 5/);
+    expect(() => q.attention(qt, k, v, { kvLen: 5, qPos0: 4, mask: 'block', blockSize: 4 })).toThrow(OutOfRangeError);
+    expect(() => q.attention(qt, k, v, { kvLen: 5, mask: 'block', blockSize: 0 })).toThrow(OutOfRangeError);
+    expect(() => q.attention(qt, k, v, { kvLen: 2, mask: 'segments', segments: [0, 1] })).toThrow(OutOfRangeError);
+    expect(() => q.attention(qt, k, v, { kvLen: 2, mask: 'segments', segments: [0, 2, 1, 2] })).toThrow(/non-decreasing/);
+    expect(() => q.attention(qt, k, v, { kvLen: 3, mask: 'segments', segments: [0, 3] })).toThrow(/Tq = kvLen/);
+    expect(() => q.attention(qt, k, v, { kvLen: 2, mask: 'nope' as never })).toThrow(DiffusionVLError);
+    const k3 = tensorFromArray('f32', [3, 10, 8], new Float32Array(240));
+    expect(() => q.attention(qt, k3, k3, { kvLen: 2, mask: 'full' })).toThrow(/query heads 4 must be a multiple of kv heads 3/);
+    const k7 = tensorFromArray('f32', [2, 10, 7], new Float32Array(140));
+    expect(() => q.attention(qt, k7, k7, { kvLen: 2, mask: 'full' })).toThrow(ShapeError);
+    const kb = tensorFromArray('bf16', [2, 10, 8], new Uint16Array(160));
+    expect(() => q.attention(qt, kb, v, { kvLen: 2, mask: 'full' })).toThrow(DTypeError);
+    expect(() => q.attention(tensorFromArray('i32', [2, 4, 8], new Int32Array(64)), k, v, { kvLen: 2, mask: 'full' })).toThrow(DTypeError);
+    k.dispose();
+    expect(() => q.attention(qt, k, v, { kvLen: 2, mask: 'full' })).toThrow(DisposedError);
+    q.dispose();
+  });
+});
+
+// Keeps `compareArrays` available for ad-hoc error printing when a tolerance is revisited.
+void compareArrays;
