@@ -97,9 +97,11 @@ static inline uint8_t clip8(int32_t acc) {
 
 // ---- passes ---------------------------------------------------------------------------------
 
-// Horizontal: rows [row0, row0 + rows) of src [*, W, C] → dst [rows, w, C].
-static void resample_horizontal(OpContext& ctx, const uint8_t* src, int W, int C, int row0, int rows,
-                                const ResampleAxis& ax, uint8_t* dst, int w) {
+// Horizontal: rows [row0, row0 + rows) of src [*, W, C] → dst [rows, w, C]. C is a template
+// parameter so the per-channel accumulators stay in registers while the taps are read in order.
+template <int C>
+static void resample_horizontal_c(OpContext& ctx, const uint8_t* src, int W, int row0, int rows, const ResampleAxis& ax,
+                                  uint8_t* dst, int w) {
   ctx.pool.parallel_for(rows, 8, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const uint8_t* s = src + (size_t(row0) + r) * W * C;
@@ -108,14 +110,24 @@ static void resample_horizontal(OpContext& ctx, const uint8_t* src, int W, int C
         const int32_t* kk = &ax.k[size_t(x) * ax.ksize];
         const uint8_t* p = s + size_t(ax.lo[x]) * C;
         int n = ax.n[x];
-        for (int c = 0; c < C; ++c) {
-          int32_t acc = 1 << (kPrecisionBits - 1);
-          for (int j = 0; j < n; ++j) acc += int32_t(p[j * C + c]) * kk[j];
-          d[x * C + c] = clip8(acc);
-        }
+        int32_t acc[C];
+        for (int c = 0; c < C; ++c) acc[c] = 1 << (kPrecisionBits - 1);
+        for (int j = 0; j < n; ++j)
+          for (int c = 0; c < C; ++c) acc[c] += int32_t(p[j * C + c]) * kk[j];
+        for (int c = 0; c < C; ++c) d[x * C + c] = clip8(acc[c]);
       }
     }
   });
+}
+
+static void resample_horizontal(OpContext& ctx, const uint8_t* src, int W, int C, int row0, int rows,
+                                const ResampleAxis& ax, uint8_t* dst, int w) {
+  switch (C) {
+    case 1: return resample_horizontal_c<1>(ctx, src, W, row0, rows, ax, dst, w);
+    case 2: return resample_horizontal_c<2>(ctx, src, W, row0, rows, ax, dst, w);
+    case 3: return resample_horizontal_c<3>(ctx, src, W, row0, rows, ax, dst, w);
+    default: return resample_horizontal_c<4>(ctx, src, W, row0, rows, ax, dst, w);
+  }
 }
 
 // Vertical: src [*, w, C] → dst [h, w, C]; tap rows are ax.lo[y] - row0 .. in src. Accumulates
