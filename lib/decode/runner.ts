@@ -1,0 +1,286 @@
+// runner.ts — the block decoder that drives a real model through the native op set: spec §5
+// with the output-preserving shortcuts of §5.12, each switchable so tests can compare it with
+// lib/decode/reference.ts (the plain transcription) on the same logits.
+//
+// Legend: P prompt length, G = maxTokens, bs block size, S steps, L committed cache length.
+//
+// Per block: denoising iterations (one forward over the block, logits only for the masked
+// rows, confidence + remask in one native op, a single small read back: ids, confidences,
+// reveal flags), then a commit forward that stores the clean block's K/V. Shortcuts:
+//   - no prompt argmax (#3), no logits for unmasked rows (#6), no lm_head on the commit (#6)
+//   - mergeCommit: the commit of block k rides in the first denoising forward of block k+1
+//     (one forward of 2·bs tokens; the block mask makes block k's rows see only [0, L + bs),
+//     exactly the standalone commit, and block k+1's rows see block k's clean K/V)
+//   - the last block is never committed (nothing would read its K/V)
+// Every forward writes its K/V at its own positions; only a commit advances L (in this file).
+import { OptionError } from '../errors.js';
+import type { Queue, Tensor } from '../native/index.js';
+import { canvasGeometry, scheduleLength, type CanvasBlock, type DecodeRoute } from './canvas.js';
+import { validateDecodeOptions, type DecodeOptions, type ResolvedDecodeOptions } from './options.js';
+import type { DecodeModel, RevealRecord } from './reference.js';
+import { sampleCounter } from './rng.js';
+import { transferSchedule } from './schedule.js';
+import { blockHasStop, finishOutput, type FinishReason } from './stop.js';
+
+/** What the runner needs from a model: one forward with the block mask. */
+export interface BlockForwarder {
+  queue: Queue;
+  /**
+   * Enqueues a forward over `ids` at positions [pos0, pos0 + ids.length) with the block-causal
+   * mask (block size bs) against the cache below pos0, storing K/V at those positions; returns
+   * logits f32 [rows.length, V] for the given rows (indices into ids) or null when rows is empty.
+   * `embedRows`/`embeds` splice image features (prefill only).
+   */
+  forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null;
+}
+
+export interface RunnerFlags {
+  /** Merge each commit into the next block's first denoising forward (default true). */
+  mergeCommit?: boolean;
+  /** Emit a `step` event after every denoising iteration (canvas snapshot). */
+  stepEvents?: boolean;
+}
+
+export interface StepEvent {
+  type: 'step';
+  block: number;
+  iteration: number;
+  /** Canvas ids of the current block, the mask id where still masked. */
+  ids: number[];
+  masked: boolean[];
+  revealed: number[];
+}
+
+export interface BlockEvent {
+  type: 'block';
+  block: number;
+  /** The block's generated ids (prompt positions of a straddling block excluded), final. */
+  ids: number[];
+  /** Stopped in this block (a stop token appeared). */
+  stop: boolean;
+}
+
+export interface DecodeStats {
+  promptTokens: number;
+  generatedTokens: number;
+  /** Forward passes (NFE): prefill, denoising iterations and commits as run. */
+  forwards: number;
+  /** Generated tokens per forward. */
+  tokensPerForward: number;
+  prefillMs: number;
+  /** Decode wall time (after prefill) per forward. */
+  msPerForward: number;
+  /** Generated tokens per second of decode wall time (prefill excluded). */
+  tokensPerSecond: number;
+  totalMs: number;
+  /** Per generated token: the iteration at which it was revealed and its confidence. */
+  steps: (RevealRecord | null)[];
+  /** Denoising iterations per decoded block. */
+  blockIterations: number[];
+}
+
+export interface DecodeResult {
+  ids: number[];
+  raw: number[];
+  finishReason: FinishReason;
+  stats: DecodeStats;
+  options: ResolvedDecodeOptions;
+}
+
+export interface DoneEvent { type: 'done'; result: DecodeResult }
+export type DecodeEvent = StepEvent | BlockEvent | DoneEvent;
+
+/** Block diffusion decoding (spec §5), as an async generator of events ending with `done`. */
+export async function* runBlockDiffusion(
+  fw: BlockForwarder, promptIds: readonly number[], options: DecodeOptions | undefined, model: DecodeModel,
+  flags: RunnerFlags = {},
+): AsyncGenerator<DecodeEvent, DecodeResult> {
+  const t0 = performance.now();
+  const P = promptIds.length;
+  const o = validateDecodeOptions(options, { ...model, promptLength: P });
+  const G = o.maxTokens, bs = o.blockSize;
+  const geom = canvasGeometry(P, G, bs);
+  const route: DecodeRoute = model.route ?? 'qwen2.5-vl';
+  const schedule = transferSchedule(scheduleLength(geom, route), o.steps);
+  const confidence = route === 'ar-lm' ? 'raw' : 'modified';
+  const merge = flags.mergeCommit ?? true;
+  const q = fw.queue;
+  const signal = o.signal;
+  const checkAbort = () => { if (signal?.aborted) throw signal.reason; };
+
+  const T = geom.canvasLength;
+  const ids = new Int32Array(T).fill(model.maskId);
+  const masked = new Uint8Array(T).fill(1);
+  for (let j = 0; j < P; j++) { ids[j] = promptIds[j]; masked[j] = 0; }
+  const revealed: (RevealRecord | null)[] = new Array(T).fill(null);
+  const blockIterations: number[] = [];
+  let forwards = 0;
+
+  // Prefill the whole prompt blocks (§5.4).
+  checkAbort();
+  if (geom.prefillLength > 0) {
+    fw.forwardBlock(ids.subarray(0, geom.prefillLength), 0, bs, []);
+    forwards++;
+    await q.sync();
+  }
+  const tPrefill = performance.now();
+
+  let pending: CanvasBlock | null = null;   // finished block whose commit is deferred (merge)
+  let stopped = false;
+  for (const block of geom.blocks) {
+    let iterations = 0;
+    for (let i = 0; i <= o.steps; i++) {
+      checkAbort();
+      const rows: number[] = [];
+      for (let j = block.start; j < block.end; j++) if (masked[j]) rows.push(j);
+      if (rows.length === 0) break;
+      iterations++;
+
+      // One forward: this block, or the deferred commit of the previous one plus this block.
+      let logits: Tensor | null;
+      if (pending) {
+        const start = pending.start;
+        logits = fw.forwardBlock(ids.subarray(start, block.end), start, bs, rows.map((j) => j - start));
+        pending = null;
+      } else {
+        logits = fw.forwardBlock(ids.subarray(block.start, block.end), block.start, bs, rows.map((j) => j - block.start));
+      }
+      forwards++;
+      const [xT, cT, rT] = q.confidenceRemask(logits!, {
+        temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
+        counters: o.temperature > 0 ? rows.map((j) => sampleCounter(j, i)) : undefined,
+        k: schedule[i], mode: o.remasking, threshold: o.threshold, confidence,
+      });
+      let x0: Int32Array, conf: Float32Array, reveal: Int32Array;
+      try {
+        [x0, conf, reveal] = await Promise.all([q.readI32(xT), q.readF32(cT), q.readI32(rT)]);
+      } finally {
+        logits!.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
+      }
+      const newly: number[] = [];
+      for (let r = 0; r < rows.length; r++) {
+        if (!reveal[r]) continue;
+        const j = rows[r];
+        ids[j] = x0[r];
+        masked[j] = x0[r] === model.maskId ? 1 : 0;   // §5.12 #1
+        revealed[j] = { block: block.index, iteration: i, confidence: conf[r] };
+        newly.push(j);
+      }
+      if (flags.stepEvents) {
+        yield {
+          type: 'step', block: block.index, iteration: i,
+          ids: Array.from(ids.subarray(block.start, block.end)),
+          masked: Array.from(masked.subarray(block.start, block.end), (m) => m === 1),
+          revealed: newly,
+        };
+      }
+    }
+    blockIterations.push(iterations);
+    stopped = blockHasStop(ids, P, block, o.stopTokens);
+    const isLast = stopped || block === geom.blocks[geom.blocks.length - 1];
+    yield { type: 'block', block: block.index, ids: Array.from(ids.subarray(block.genStart, Math.min(block.end, P + G))), stop: stopped };
+    if (isLast) break;
+    // Commit (§5.6): store the clean block's K/V; deferred into the next forward when merging.
+    if (merge) {
+      pending = block;
+    } else {
+      checkAbort();
+      fw.forwardBlock(ids.subarray(block.start, block.end), block.start, bs, []);
+      forwards++;
+    }
+  }
+
+  const out = finishOutput(ids, P, G, o.stopTokens);
+  const tEnd = performance.now();
+  const generated = out.ids.length;
+  const decodeMs = tEnd - tPrefill;
+  const decodeForwards = forwards - (geom.prefillLength > 0 ? 1 : 0);
+  const result: DecodeResult = {
+    ...out,
+    options: o,
+    stats: {
+      promptTokens: P,
+      generatedTokens: generated,
+      forwards,
+      tokensPerForward: forwards ? generated / forwards : 0,
+      prefillMs: tPrefill - t0,
+      msPerForward: decodeForwards ? decodeMs / decodeForwards : 0,
+      tokensPerSecond: decodeMs > 0 ? (generated / decodeMs) * 1000 : 0,
+      totalMs: tEnd - t0,
+      steps: revealed.slice(P, P + G),
+      blockIterations,
+    },
+  };
+  yield { type: 'done', result };
+  return result;
+}
+
+/** What AR decoding needs: a causal forward (next-token convention). */
+export interface CausalForwarder {
+  queue: Queue;
+  /** Causal forward over ids at [pos0, pos0 + n); logits for the given rows or null. */
+  forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null;
+}
+
+/**
+ * Autoregressive decoding for stock (parent) checkpoints: causal prefill, then one token per
+ * forward, the logits at position t scoring token t+1. Greedy or sampled with the same rules
+ * and RNG as the diffusion decoder (counter = position of the new token · 64).
+ */
+export async function* runAutoregressive(
+  fw: CausalForwarder, promptIds: readonly number[], options: DecodeOptions | undefined,
+  model: { eosId: number; vocabSize?: number; contextLength?: number },
+): AsyncGenerator<DecodeEvent, DecodeResult> {
+  const t0 = performance.now();
+  const P = promptIds.length;
+  if (P < 1) throw new OptionError('autoregressive decoding needs a prompt of at least one token', 'prompt');
+  const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P });
+  const q = fw.queue;
+  const signal = o.signal;
+  const out: number[] = [];
+  const steps: (RevealRecord | null)[] = [];
+  let forwards = 0;
+  let tPrefill = 0;
+  let finishReason: FinishReason = 'length';
+  let input = Int32Array.from(promptIds);
+  let pos0 = 0;
+  for (let t = 0; t < o.maxTokens; t++) {
+    if (signal?.aborted) throw signal.reason;
+    const logits = fw.forwardCausal(input, pos0, [input.length - 1])!;
+    forwards++;
+    const pos = pos0 + input.length;   // position of the token being chosen
+    const [xT, cT, rT] = q.confidenceRemask(logits, {
+      temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
+      counters: o.temperature > 0 ? [sampleCounter(pos, 0)] : undefined, k: 1, mode: 'static', confidence: 'modified',
+    });
+    let x: Int32Array, c: Float32Array;
+    try {
+      [x, c] = await Promise.all([q.readI32(xT), q.readF32(cT)]);
+    } finally {
+      logits.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
+    }
+    if (t === 0) tPrefill = performance.now();
+    out.push(x[0]);
+    steps.push({ block: t, iteration: 0, confidence: c[0] });
+    const stop = o.stopTokens.includes(x[0]);
+    yield { type: 'block', block: t, ids: [x[0]], stop };
+    if (stop) { finishReason = 'stop'; break; }
+    pos0 = pos;
+    input = Int32Array.of(x[0]);
+  }
+  const tEnd = performance.now();
+  const decodeMs = tEnd - tPrefill;
+  const result: DecodeResult = {
+    ids: out, raw: out.slice(), finishReason, options: o,
+    stats: {
+      promptTokens: P, generatedTokens: out.length, forwards,
+      tokensPerForward: forwards ? out.length / forwards : 0,
+      prefillMs: tPrefill - t0,
+      msPerForward: forwards > 1 ? decodeMs / (forwards - 1) : 0,
+      tokensPerSecond: decodeMs > 0 ? ((out.length - 1) / decodeMs) * 1000 : 0,
+      totalMs: tEnd - t0, steps, blockIterations: [],
+    },
+  };
+  yield { type: 'done', result };
+  return result;
+}

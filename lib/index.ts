@@ -1,0 +1,14 @@
+// index.ts — the public API of diffusionvl.
+//
+//   import { loadModel } from 'diffusionvl';
+//   await using model = await loadModel('./my-model');
+//   const { text, stats } = await model.generate({ prompt: 'Hello', steps: 4 });
+//   for await (const ev of model.stream({ messages })) if (ev.type === 'block') process.stdout.write(ev.text);
+export { loadModel, Model } from './model/model.js';
+export type { GenerateRequest, GenerateResult, GenerationMode, LoadModelOptions, StreamEvent } from './model/model.js';
+export type { DecodeOptions } from './decode/options.js';
+export type { DecodeStats } from './decode/runner.js';
+export type { ChatMessage, ContentPart } from './text/prompt.js';
+export type { ModelConfig } from './weights/config.js';
+export { nativeInfo } from './native/index.js';
+export * from './errors.js';

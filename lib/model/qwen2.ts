@@ -1,0 +1,193 @@
+// qwen2.ts — the Qwen2 / Qwen2.5 text decoder, written once as a sequence of ops (spec §2).
+//
+// Legend: n tokens in this forward, H hidden, nh / nkv query / key-value heads, hd head dim,
+// I intermediate, V vocab rows, L layers, cap KV-cache capacity (positions).
+//
+// One entry point, `forward`, serves every pass the engine runs:
+//   AR prefill        mask 'causal', pos0 = 0
+//   AR decode step    mask 'causal', n = 1
+//   diffusion prefill mask 'block' over the whole prompt blocks [0, Lpre) (spec §5.4)
+//   block step        mask 'block' over one block [L, L + bs): bidirectional inside the block,
+//                     the whole cache before it (spec §5.3: the mask is all zeros there)
+//   commit            the same pass over the finished block; merged commit: 2·bs tokens, the
+//                     finished block and the next block's first step (rows of the second block
+//                     see the first; the block mask gives exactly that)
+// Every pass writes its post-RoPE K/V at [pos0, pos0 + n) of the preallocated cache. Which of
+// those positions count as committed is the caller's bookkeeping (the decoder advances its
+// cache length only after a commit), so a denoising step's K/V are scratch that the next pass
+// overwrites — no copy, no "store_kv" flag in the kernels.
+//
+// Positions are plain 1-D (spec §2.8): a DiffusionVL-Qwen2.5VL model's mRoPE with three equal
+// position rows is exactly this RoPE.
+import { ShapeError } from '../errors.js';
+import { Queue, TensorScope, tensorFromArray, type Tensor } from '../native/index.js';
+import type { TextConfig } from '../weights/config.js';
+import type { LoadedWeights } from '../weights/load.js';
+
+export type AttentionMask = 'causal' | 'block';
+
+export interface ForwardArgs {
+  /** Token ids at positions pos0..pos0+n-1 (i32), or null when `embeds` gives every row. */
+  ids: Int32Array | null;
+  /** Input embedding rows f32 [n, H] replacing the token embeddings (image features). When
+   *  `embedRows` is given, only those rows of the n are replaced. */
+  embeds?: Tensor;
+  embedRows?: Int32Array;
+  /** Absolute position of the first token; keys [0, pos0) come from the cache. */
+  pos0: number;
+  n: number;
+  mask: AttentionMask;
+  /** Block size for the 'block' mask. */
+  blockSize?: number;
+  /** Rows (0..n-1) whose logits to compute; empty or absent: no lm_head at all. */
+  logitsRows?: readonly number[];
+}
+
+interface LayerWeights {
+  inputNorm: Tensor;
+  qProj: Tensor; qBias: Tensor; kProj: Tensor; kBias: Tensor; vProj: Tensor; vBias: Tensor;
+  oProj: Tensor;
+  postNorm: Tensor;
+  gateProj: Tensor; upProj: Tensor; downProj: Tensor;
+}
+
+export interface KvCacheOptions {
+  /** Positions the cache holds (prompt + canvas); allocated once. */
+  capacity: number;
+  /** Storage dtype of the cache (default f32). */
+  dtype?: 'f32' | 'bf16' | 'f16';
+}
+
+export class Qwen2Text {
+  readonly cfg: TextConfig;
+  readonly embedTokens: Tensor;
+  readonly lmHead: Tensor;
+  readonly finalNorm: Tensor;
+  private readonly layers: LayerWeights[];
+  /** Per layer: K and V caches [nkv, cap, hd]. */
+  private kv: { k: Tensor; v: Tensor }[] = [];
+  private cap = 0;
+
+  constructor(private readonly q: Queue, weights: LoadedWeights, cfg: TextConfig) {
+    this.cfg = cfg;
+    const w = (n: string) => weights.get(n);
+    this.embedTokens = w('model.embed_tokens.weight');
+    this.lmHead = cfg.tieWordEmbeddings ? this.embedTokens : w('lm_head.weight');
+    this.finalNorm = w('model.norm.weight');
+    this.layers = [];
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const p = `model.layers.${i}.`;
+      this.layers.push({
+        inputNorm: w(p + 'input_layernorm.weight'),
+        qProj: w(p + 'self_attn.q_proj.weight'), qBias: w(p + 'self_attn.q_proj.bias'),
+        kProj: w(p + 'self_attn.k_proj.weight'), kBias: w(p + 'self_attn.k_proj.bias'),
+        vProj: w(p + 'self_attn.v_proj.weight'), vBias: w(p + 'self_attn.v_proj.bias'),
+        oProj: w(p + 'self_attn.o_proj.weight'),
+        postNorm: w(p + 'post_attention_layernorm.weight'),
+        gateProj: w(p + 'mlp.gate_proj.weight'), upProj: w(p + 'mlp.up_proj.weight'), downProj: w(p + 'mlp.down_proj.weight'),
+      });
+    }
+  }
+
+  get capacity(): number { return this.cap; }
+
+  /** KV-cache bytes per position (all layers, K and V). */
+  kvBytesPerPosition(dtype: 'f32' | 'bf16' | 'f16' = 'f32'): number {
+    return this.cfg.numLayers * 2 * this.cfg.numKvHeads * this.cfg.headDim * (dtype === 'f32' ? 4 : 2);
+  }
+
+  /** (Re)allocates the KV cache for `capacity` positions; the old one is freed. */
+  allocateCache(opts: KvCacheOptions): void {
+    this.freeCache();
+    const { numKvHeads: nkv, headDim: hd } = this.cfg;
+    const dt = opts.dtype ?? 'f32';
+    for (let l = 0; l < this.cfg.numLayers; l++) {
+      this.kv.push({ k: this.q.empty(dt, [nkv, opts.capacity, hd]), v: this.q.empty(dt, [nkv, opts.capacity, hd]) });
+    }
+    this.cap = opts.capacity;
+  }
+
+  freeCache(): void {
+    for (const { k, v } of this.kv) { k.dispose(); v.dispose(); }
+    this.kv = [];
+    this.cap = 0;
+  }
+
+  /**
+   * Enqueues one forward pass; returns logits f32 [logitsRows.length, V] or null. Nothing is
+   * awaited: read the logits (or sync) to wait.
+   */
+  forward(a: ForwardArgs): Tensor | null {
+    const { cfg, q } = this;
+    const { n, pos0 } = a;
+    if (!Number.isInteger(n) || n < 1) throw new ShapeError(`forward: n must be an integer ≥ 1, got ${n}`);
+    if (pos0 + n > this.cap) {
+      throw new ShapeError(`forward: positions ${pos0}..${pos0 + n - 1} exceed the KV cache of ${this.cap} positions`);
+    }
+    if (a.ids && a.ids.length !== n) throw new ShapeError(`forward: ${a.ids.length} ids for n = ${n}`);
+    if (a.mask === 'block' && !(a.blockSize && a.blockSize >= 1)) throw new ShapeError('forward: the block mask needs blockSize');
+    const H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
+
+    const scope = new TensorScope();
+    const prev = q.scope;
+    q.scope = scope;
+    let logits: Tensor | null = null;
+    try {
+      // Embeddings [n, H], with image-feature rows spliced in where asked.
+      let h: Tensor;
+      if (a.ids) {
+        h = q.embedding(scope.track(tensorFromArray('i32', [n], a.ids)), this.embedTokens);
+        if (a.embeds) {
+          const rows = a.embedRows ?? Int32Array.from({ length: n }, (_, i) => i);
+          q.scatterRows(h, a.embeds, scope.track(tensorFromArray('i32', [rows.length], rows)));
+        }
+      } else {
+        if (!a.embeds) throw new ShapeError('forward: neither ids nor embeds were given');
+        h = a.embeds;
+      }
+
+      const positions = scope.track(tensorFromArray('i32', [n], Int32Array.from({ length: n }, (_, i) => pos0 + i)));
+      const [cos, sin] = q.ropeCosSin(positions, cfg.ropeTheta, hd);
+      const kvLen = pos0 + n;
+
+      for (let l = 0; l < cfg.numLayers; l++) {
+        const L = this.layers[l];
+        const { k: kCache, v: vCache } = this.kv[l];
+        // Attention block (spec §2.3-2.5).
+        const x = q.rmsNorm(h, L.inputNorm, cfg.rmsNormEps);
+        const qh = q.rope(q.reshape(q.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
+        const kh = q.rope(q.reshape(q.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), cos, sin);
+        const vh = q.reshape(q.matmul(x, L.vProj, L.vBias), [n, nkv, hd]);
+        q.kvCacheAppend(kCache, kh, pos0);
+        q.kvCacheAppend(vCache, vh, pos0);
+        const att = q.attention(qh, kCache, vCache, { kvLen, qPos0: pos0, mask: a.mask, blockSize: a.blockSize });
+        h = q.add(h, q.matmul(q.reshape(att, [n, nh * hd]), L.oProj));
+        // MLP (spec §2.6).
+        const m = q.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
+        const act = q.swiglu(q.matmul(m, L.gateProj), q.matmul(m, L.upProj));
+        h = q.add(h, q.matmul(act, L.downProj));
+      }
+
+      const rows = a.logitsRows ?? [];
+      if (rows.length > 0) {
+        for (const r of rows) {
+          if (!Number.isInteger(r) || r < 0 || r >= n) throw new ShapeError(`forward: logits row ${r} outside 0..${n - 1}`);
+        }
+        // Norm only the rows we score (RMSNorm is per row), then the lm_head (spec §2.7).
+        const picked = rows.length === n && rows.every((r, i) => r === i)
+          ? h
+          : q.gatherRows(h, scope.track(tensorFromArray('i32', [rows.length], Int32Array.from(rows))));
+        logits = q.matmul(q.rmsNorm(picked, this.finalNorm, cfg.rmsNormEps), this.lmHead);
+      }
+      void H;
+      return logits;
+    } finally {
+      q.scope = prev;
+      scope.dispose(logits ? [logits] : []);
+    }
+  }
+
+  dispose(): void {
+    this.freeCache();
+  }
+}

@@ -1,0 +1,126 @@
+// reference.ts — a float64 Qwen2 forward over a whole sequence, no KV cache: the yardstick for
+// lib/model/qwen2.ts. Plain loops straight from spec §2; the attention mask is a predicate
+// (query position, key position) → visible, so one function covers causal, block-causal and
+// the merged-commit pattern.
+//
+// Legend: T tokens, H hidden, nh/nkv heads, hd head dim, I intermediate, V vocab.
+
+export interface RefConfig {
+  hiddenSize: number; numLayers: number; numHeads: number; numKvHeads: number; headDim: number;
+  intermediateSize: number; vocabSize: number; ropeTheta: number; rmsNormEps: number; tieWordEmbeddings: boolean;
+}
+
+export type Visible = (q: number, k: number) => boolean;
+export const causal: Visible = (q, k) => k <= q;
+export const blockCausal = (bs: number): Visible => (q, k) => Math.floor(k / bs) <= Math.floor(q / bs);
+
+type W = Map<string, Float32Array>;
+
+function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
+  let ss = 0;
+  for (const v of x) ss += v * v;
+  const r = 1 / Math.sqrt(ss / x.length + eps);
+  return x.map((v, i) => v * r * w[i]);
+}
+
+/** y[N] = W[N, K] · x[K] + b. */
+function linear(x: Float64Array, w: Float32Array, N: number, b?: Float32Array): Float64Array {
+  const K = x.length;
+  const y = new Float64Array(N);
+  for (let n = 0; n < N; n++) {
+    let acc = b ? b[n] : 0;
+    const o = n * K;
+    for (let k = 0; k < K; k++) acc += w[o + k] * x[k];
+    y[n] = acc;
+  }
+  return y;
+}
+
+/** RoPE as spec §2.4: inv_freq and the angle rounded to f32 like torch, cos/sin in double. */
+function rope(x: Float64Array, heads: number, hd: number, pos: number, theta: number): void {
+  const half = hd / 2;
+  for (let j = 0; j < half; j++) {
+    const inv = Math.fround(1 / Math.fround(theta ** Math.fround((2 * j) / hd)));
+    const ang = Math.fround(pos * inv);
+    const c = Math.cos(ang), s = Math.sin(ang);
+    for (let h = 0; h < heads; h++) {
+      const o = h * hd;
+      const a = x[o + j], b = x[o + j + half];
+      x[o + j] = a * c - b * s;
+      x[o + j + half] = b * c + a * s;
+    }
+  }
+}
+
+/**
+ * Logits [T][V] (as Float64Array rows) for every position of `ids` at positions 0..T-1 under
+ * the visibility predicate.
+ */
+export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], visible: Visible, rows?: readonly number[]): Float64Array[] {
+  const T = ids.length, H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
+  const I = cfg.intermediateSize, V = cfg.vocabSize;
+  const get = (n: string) => {
+    const t = w.get(n);
+    if (!t) throw new Error(`reference: missing ${n}`);
+    return t;
+  };
+  const emb = get('model.embed_tokens.weight');
+  let h: Float64Array[] = ids.map((id) => Float64Array.from(emb.subarray(id * H, (id + 1) * H)));
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    const Q: Float64Array[] = [], K: Float64Array[] = [], Vv: Float64Array[] = [];
+    for (let t = 0; t < T; t++) {
+      const x = rmsNorm(h[t], get(p + 'input_layernorm.weight'), cfg.rmsNormEps);
+      const q = linear(x, get(p + 'self_attn.q_proj.weight'), nh * hd, get(p + 'self_attn.q_proj.bias'));
+      const k = linear(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, get(p + 'self_attn.k_proj.bias'));
+      const v = linear(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, get(p + 'self_attn.v_proj.bias'));
+      rope(q, nh, hd, t, cfg.ropeTheta);
+      rope(k, nkv, hd, t, cfg.ropeTheta);
+      Q.push(q); K.push(k); Vv.push(v);
+    }
+    const group = nh / nkv;
+    const scale = 1 / Math.sqrt(hd);
+    const next: Float64Array[] = [];
+    for (let t = 0; t < T; t++) {
+      const o = new Float64Array(nh * hd);
+      for (let head = 0; head < nh; head++) {
+        const kvh = Math.floor(head / group);
+        const scores: number[] = [];
+        const keys: number[] = [];
+        for (let s = 0; s < T; s++) {
+          if (!visible(t, s)) continue;
+          let d = 0;
+          for (let i = 0; i < hd; i++) d += Q[t][head * hd + i] * K[s][kvh * hd + i];
+          scores.push(d * scale);
+          keys.push(s);
+        }
+        const m = Math.max(...scores);
+        let z = 0;
+        const e = scores.map((s) => { const v = Math.exp(s - m); z += v; return v; });
+        for (let j = 0; j < keys.length; j++) {
+          const pw = e[j] / z;
+          for (let i = 0; i < hd; i++) o[head * hd + i] += pw * Vv[keys[j]][kvh * hd + i];
+        }
+      }
+      const y = linear(o, get(p + 'self_attn.o_proj.weight'), H);
+      const h1 = h[t].map((v, i) => v + y[i]);
+      const m = rmsNorm(h1, get(p + 'post_attention_layernorm.weight'), cfg.rmsNormEps);
+      const g = linear(m, get(p + 'mlp.gate_proj.weight'), I);
+      const u = linear(m, get(p + 'mlp.up_proj.weight'), I);
+      const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]);
+      const d = linear(a, get(p + 'mlp.down_proj.weight'), H);
+      next.push(h1.map((v, i) => v + d[i]));
+    }
+    h = next;
+  }
+  const head = cfg.tieWordEmbeddings ? emb : get('lm_head.weight');
+  const want = rows ?? ids.map((_, i) => i);
+  return want.map((t) => linear(rmsNorm(h[t], get('model.norm.weight'), cfg.rmsNormEps), head, V));
+}
+
+/** Index of the largest value (first on ties). */
+export function argmax(x: ArrayLike<number>): number {
+  let b = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i;
+  return b;
+}
