@@ -1,6 +1,8 @@
 // tensor.cpp — storage allocation and tensor bookkeeping.
 #include "tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -21,16 +23,31 @@ bool dtype_parse(const std::string& s, DType* out) {
   return true;
 }
 
+// Large buffers come from anonymous mmap: the kernel hands out zero pages lazily, so allocating
+// a multi-GB weight tensor on the JS thread costs nothing until the loader writes into it
+// (a memset here blocked the event loop ~1 ms per MB). Small ones use the heap.
+static constexpr size_t kMmapThreshold = size_t(1) << 20;
+
 Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   if (dev != Device::Cpu) throw Error(DVL_ERR_BACKEND, "device storage is owned by the CUDA plugin");
   size_t rounded = (nbytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
+  if (rounded >= kMmapThreshold) {
+    void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
+    data = p;
+    mapped_ = rounded;
+    return;
+  }
   data = std::aligned_alloc(64, rounded);
   if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
   std::memset(data, 0, rounded);
 }
 
-Storage::~Storage() { std::free(data); }
+Storage::~Storage() {
+  if (mapped_) munmap(data, mapped_);
+  else std::free(data);
+}
 
 TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   for (int64_t d : shape)

@@ -25,6 +25,9 @@ struct Storage {
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+
+ private:
+  size_t mapped_ = 0;  // bytes mapped when the buffer came from mmap, else 0
 };
 
 struct Tensor {
