@@ -7,16 +7,6 @@ import { decodeImage } from '../../lib/image/decode.js';
 import { SIGLIP_PINPOINTS, anyresCrops, preprocessSiglipAnyres, preprocessSiglipSingle, selectBestResolution, siglipNormalise, siglipSquareCrop } from '../../lib/image/siglip.js';
 import { FIXTURE_DIR, REGENERATE, diffU8, readBin, readManifest } from '../fixtures/images/fixtures.js';
 
-interface SiglipCase {
-  input: string;
-  mode: 'anyres' | 'single';
-  best?: [number, number];
-  resized?: [number, number];
-  crops: { sha256: string; file: string; sampleRows?: number[] }[];
-  firstRow?: string;
-  cropSums: string;
-}
-
 describe('selectBestResolution', () => {
   it('lists the 36 pinpoints in stored order', () => {
     expect(SIGLIP_PINPOINTS.length).toBe(36);
@@ -35,7 +25,7 @@ describe('selectBestResolution', () => {
 });
 
 describe('anyres crops vs Pillow', () => {
-  const m = readManifest() as ReturnType<typeof readManifest> & { siglip: SiglipCase[] };
+  const m = readManifest();
   for (const c of m.siglip) {
     it(`${c.input} (${c.mode})`, async () => {
       const e = m.inputs.find((i) => i.name === c.input)!;
