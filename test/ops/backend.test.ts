@@ -168,11 +168,15 @@ const work = mkdtempSync(join(tmpdir(), 'dvl-fake-plugin-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 // A plugin with the real entry point whose device query reports no GPU (or, with
-// FAKE_API_VERSION, an API version this addon does not speak).
+// FAKE_API_VERSION, an API version this addon does not speak; with FAKE_STORAGE_GROWTH, a
+// Storage layout that differs from this build).
 const FAKE_SRC = String.raw`
 #include <cstdio>
 #include "core/backend.h"
 #include "core/tensor.h"
+#ifndef FAKE_STORAGE_GROWTH
+#define FAKE_STORAGE_GROWTH 0
+#endif
 #ifndef FAKE_API_VERSION
 #define FAKE_API_VERSION DVL_BACKEND_API_VERSION
 #endif
@@ -186,7 +190,7 @@ extern "C" __attribute__((visibility("default"))) int dvl_cuda_plugin_init(int v
   out->api_version = FAKE_API_VERSION;
   out->struct_size = sizeof(dvl_backend_api);
   out->tensor_size = sizeof(dvl::Tensor);
-  out->storage_size = sizeof(dvl::Storage);
+  out->storage_size = sizeof(dvl::Storage) + FAKE_STORAGE_GROWTH;
   out->name = "fake";
   out->archs = "90-real";
   out->runtime_version = 13000;
@@ -227,6 +231,13 @@ describe.skipIf(!cxx)(`native loader with fake plugins${cxx ? '' : ' (skipped: n
     expect(p.reason).toBe('version-mismatch');
     expect(p.pluginApiVersion).toBe(999);
     expect(p.detail).toContain(`implements backend API 999, this addon needs ${p.apiVersion}`);
+  });
+
+  it('a plugin built from another Storage layout under the same version: version-mismatch', () => {
+    const lib = buildFake('layout', ['-DFAKE_STORAGE_GROWTH=8']);
+    const p = probe(lib);
+    expect(p.reason).toBe('version-mismatch');
+    expect(p.detail).toMatch(/different tensor layout/);
   });
 
   it('a matching plugin whose driver sees no GPU: no-device; then a second plugin is refused', () => {
