@@ -228,9 +228,9 @@ const dvl_backend_api& need_api() {
 
 // Device memory: a Storage whose data is a device pointer. Storage's only constructor
 // allocates host memory and refuses Device::Cuda, so this asks it for a zero-byte host
-// block, returns that block at once and adopts the plugin's pointer instead; ~Storage then
-// frees nullptr. (A Storage constructor that adopts a pointer and a release function would
-// remove the detour: see the C1 report.)
+// block (always the heap path: tensor.cpp maps only large buffers), returns that block at once
+// and adopts the plugin's pointer instead; ~Storage then frees nullptr. (A Storage constructor
+// that adopts a pointer and a release function would remove the detour: see the C1 report.)
 struct DeviceStorage : Storage {
   const dvl_backend_api* api;
   int dev;
