@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+// main.ts — the `diffusionvl` command.
+//
+//   diffusionvl run <model-dir> --prompt "…" [decode options]   one generation, streamed
+//   diffusionvl bench <model-dir> [--max-tokens N] [--steps 8,4,2]   AR vs block diffusion, one run
+//   diffusionvl inspect [model-dir]                              backend (CPU ISA, CUDA) and model facts
+//
+// Decode options: --max-tokens --steps --block-size --remasking static|dynamic --threshold
+// --temperature --top-k --top-p --seed --mode diffusion|ar --threads --json --show-steps
+import { parseArgs } from 'node:util';
+import { getBackendInfo } from '../native/backend.js';
+import { loadModel } from '../model/model.js';
+import { readConfig } from '../weights/config.js';
+import { DiffusionVLError } from '../errors.js';
+import type { GenerateRequest, GenerateResult } from '../model/model.js';
+
+const USAGE = `usage:
+  diffusionvl run <model-dir> --prompt "text" [options]
+  diffusionvl bench <model-dir> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
+  diffusionvl inspect [model-dir]
+
+options for run:
+  --max-tokens N      tokens to generate (default 128)
+  --steps S           denoising iterations per block (default 8)
+  --block-size N      block size (default: the model's bd3lm_block_size)
+  --remasking M       static | dynamic (default static)
+  --threshold T       dynamic remasking threshold (default 0.85)
+  --temperature T     0 = greedy (default), > 0 samples
+  --top-k K, --top-p P, --seed N
+  --mode M            diffusion | ar (default: diffusion for DiffusionVL checkpoints)
+  --threads N         kernel threads (default: physical cores)
+  --show-steps        print each denoising step's canvas
+  --json              print the result as JSON`;
+
+const OPTIONS = {
+  prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, steps: { type: 'string' },
+  'block-size': { type: 'string' }, remasking: { type: 'string' }, threshold: { type: 'string' },
+  temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' },
+  seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
+  json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Values = ReturnType<typeof parse>['values'];
+function parse(argv: string[]) {
+  return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+}
+
+function num(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new DiffusionVLError('DVL_OPTION', `--${name}: expected a number, got '${v}'`);
+  return n;
+}
+
+function request(v: Values): GenerateRequest {
+  const r: GenerateRequest = { prompt: v.prompt ?? 'Hello!' };
+  const set = <K extends keyof GenerateRequest>(k: K, x: GenerateRequest[K] | undefined) => { if (x !== undefined) r[k] = x; };
+  set('maxTokens', num(v['max-tokens'], 'max-tokens'));
+  set('steps', num(v.steps, 'steps'));
+  set('blockSize', num(v['block-size'], 'block-size'));
+  set('remasking', v.remasking as GenerateRequest['remasking']);
+  set('threshold', num(v.threshold, 'threshold'));
+  set('temperature', num(v.temperature, 'temperature'));
+  set('topK', num(v['top-k'], 'top-k'));
+  set('topP', num(v['top-p'], 'top-p'));
+  set('seed', num(v.seed, 'seed'));
+  set('mode', v.mode as GenerateRequest['mode']);
+  return r;
+}
+
+function statsLine(r: GenerateResult): string {
+  const s = r.stats;
+  return `[${r.mode}] ${s.generatedTokens} tokens, ${s.forwards} forwards (${s.tokensPerForward.toFixed(2)} tok/fwd), ` +
+    `prefill ${s.prefillMs.toFixed(0)} ms, ${s.msPerForward.toFixed(1)} ms/forward, ${s.tokensPerSecond.toFixed(1)} tok/s, finish: ${r.finishReason}`;
+}
+
+async function cmdRun(dir: string, v: Values): Promise<void> {
+  const model = await loadModel(dir, { threads: num(v.threads, 'threads') });
+  try {
+    const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
+    let result: GenerateResult | undefined;
+    for await (const ev of model.stream(req)) {
+      if (ev.type === 'block' && !v.json) process.stdout.write(ev.text);
+      else if (ev.type === 'step' && !v.json) {
+        process.stderr.write(`\n  block ${ev.block} step ${ev.iteration}: ${ev.ids.map((id, i) => (ev.masked[i] ? '_' : String(id))).join(' ')}`);
+      } else if (ev.type === 'done') result = ev.result;
+    }
+    if (v.json) {
+      process.stdout.write(JSON.stringify({ text: result!.text, ids: result!.ids, finishReason: result!.finishReason, mode: result!.mode, stats: result!.stats }, null, 2) + '\n');
+    } else {
+      process.stdout.write('\n');
+      process.stderr.write(statsLine(result!) + '\n');
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+async function cmdInspect(dir: string | undefined): Promise<void> {
+  const info = getBackendInfo({ gpu: 'auto' });
+  const out: Record<string, unknown> = { backend: info };
+  if (dir) {
+    const c = await readConfig(dir);
+    out.model = {
+      dir, modelType: c.modelType, family: c.family, text: c.text, diffusion: c.diffusion,
+      vision: c.vision ? { kind: c.vision.kind } : null, eosTokenId: c.eosTokenId,
+    };
+  }
+  process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+}
+
+async function cmdBench(dir: string, v: Values): Promise<void> {
+  const { benchModel } = await import('./bench.js');
+  const stepsList = (v.steps ?? '8,4,2').split(',').map((s) => Number(s));
+  const res = await benchModel(dir, {
+    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, threads: num(v.threads, 'threads'),
+    log: v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n'),
+  });
+  if (v.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parse(argv);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  const { values: v, positionals: [cmd, dir] } = parsed;
+  if (v.help || !cmd) { process.stdout.write(USAGE + '\n'); return cmd ? 0 : 2; }
+  try {
+    if (cmd === 'run') {
+      if (!dir) throw new DiffusionVLError('DVL_OPTION', 'run: missing <model-dir>');
+      await cmdRun(dir, v);
+    } else if (cmd === 'inspect') {
+      await cmdInspect(dir);
+    } else if (cmd === 'bench') {
+      if (!dir) throw new DiffusionVLError('DVL_OPTION', 'bench: missing <model-dir>');
+      await cmdBench(dir, v);
+    } else {
+      process.stderr.write(`unknown command '${cmd}'\n\n${USAGE}\n`);
+      return 2;
+    }
+    return 0;
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    process.stderr.write(`diffusionvl: ${err.name}${err.code ? ` (${err.code})` : ''}: ${err.message}\n`);
+    return 1;
+  }
+}
+
+const invokedDirectly = process.argv[1] && /(?:^|[\\/])(?:main\.(?:ts|js)|diffusionvl)$/.test(process.argv[1]);
+if (invokedDirectly) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}
