@@ -1,0 +1,175 @@
+// kernels.ts — CPU kernel bench (`npm run bench:kernels`; not a test). Prints a table and writes
+// bench/out/kernels.json (git-ignored).
+//
+// 1. Read bandwidth: stream_read over a 1 GiB buffer, 1 thread and all physical cores — the
+//    roofline every memory-bound kernel below is judged against (spec/PERFORMANCE.md (d) 5).
+// 2. matmul (y = x·Wᵀ), M = 1 and M = 8 tokens, on the Qwen2.5-0.5B shapes W [4864, 896]
+//    (gate/up), [896, 4864] (down), [151936, 896] (lm_head) and the 7B FFN W [18944, 3584],
+//    bf16 and f32 weights: ms per op, GB/s (W + x + y bytes per op ÷ time), % of the measured
+//    all-thread bandwidth, and the M=8 / M=1 time ratio.
+// 3. Attention: a placeholder section (see ATTENTION below) for whoever writes the attention op.
+//
+// Method: each measurement is a batch of the same op enqueued `reps` times (reps sized so a
+// batch takes ≈ 0.2 s), timed around `await q.sync()`; one warm-up batch, then the median of
+// ≥ 5 timed batches. Inputs are filled with normal-range values (no subnormals, no NaN).
+//
+// Options: --isa=<level> (default: the best this CPU has), --threads=<n> (default: physical
+// cores), --runs=<n> (timed batches, default 5), --quick (smaller bandwidth buffer).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Queue, nativeInfo, tensorFromArray, type Isa, type Tensor } from '../lib/native/index.js';
+
+const args = new Map(process.argv.slice(2).map((a) => {
+  const [k, v] = a.replace(/^--/, '').split('=');
+  return [k, v ?? 'true'] as [string, string];
+}));
+const info = nativeInfo();
+const isa = (args.get('isa') ?? info.isa) as Isa;
+const threads = Number(args.get('threads') ?? info.physicalCores);
+const runs = Math.max(5, Number(args.get('runs') ?? 5));
+const quick = args.has('quick');
+const BATCH_S = 0.2;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Median seconds per op of `enqueue` (which queues one op and returns its outputs). */
+async function timeOp(q: Queue, enqueue: () => Tensor[]): Promise<number> {
+  const batch = async (reps: number): Promise<number> => {
+    const outs: Tensor[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) outs.push(...enqueue());
+    await q.sync();
+    const dt = (performance.now() - t0) / 1000;
+    for (const t of outs) t.dispose();
+    return dt / reps;
+  };
+  const once = await batch(1);  // warm-up and size estimate
+  const reps = Math.max(1, Math.min(1000, Math.round(BATCH_S / Math.max(once, 1e-6))));
+  await batch(reps);
+  const times: number[] = [];
+  for (let r = 0; r < runs; r++) times.push(await batch(reps));
+  return median(times);
+}
+
+// ---- 1. read bandwidth ----------------------------------------------------------------------
+
+interface Bandwidth { threads: number; bytes: number; ms: number; gbps: number }
+
+async function bandwidth(): Promise<Bandwidth[]> {
+  const bytes = quick ? 256 * 2 ** 20 : 2 ** 30;
+  // Fill with non-zero bytes so every page is a real, distinct page (not the shared zero page).
+  const fill = new Uint8Array(bytes);
+  for (let i = 0; i < bytes; i += 4096) fill[i] = (i >>> 12) & 0xff;
+  const buf = tensorFromArray('u8', [bytes], fill);
+  const out: Bandwidth[] = [];
+  for (const th of [...new Set([1, threads])]) {
+    const q = new Queue({ isa, threads: th });
+    const s = await timeOp(q, () => [q.streamRead(buf, 1)]);
+    out.push({ threads: th, bytes, ms: s * 1e3, gbps: bytes / s / 1e9 });
+    q.dispose();
+  }
+  buf.dispose();
+  return out;
+}
+
+// ---- 2. matmul --------------------------------------------------------------------------------
+
+interface Shape { name: string; N: number; K: number }
+const SHAPES: Shape[] = [
+  { name: '0.5B gate/up', N: 4864, K: 896 },
+  { name: '0.5B down', N: 896, K: 4864 },
+  { name: '0.5B lm_head', N: 151936, K: 896 },
+  { name: '7B FFN', N: 18944, K: 3584 },
+];
+
+interface MatmulRow {
+  shape: string; N: number; K: number; wdtype: 'bf16' | 'f32'; M: number;
+  ms: number; gbps: number; pctBw: number; gmacs: number; ratioM8toM1?: number;
+}
+
+function weights(wdtype: 'bf16' | 'f32', N: number, K: number): Tensor {
+  const n = N * K;
+  if (wdtype === 'bf16') {
+    // bf16 patterns 0x3c00..0x3fff and their negatives: |w| in [2^-7, 2), never subnormal.
+    const a = new Uint16Array(n);
+    for (let i = 0; i < n; i++) a[i] = 0x3c00 | (Math.imul(i, 0x9e3779b1) >>> 22) | ((i & 1) << 15);
+    return tensorFromArray('bf16', [N, K], a);
+  }
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = ((Math.imul(i, 0x9e3779b1) >>> 20) - 2048) / 4096 + 1e-3;
+  return tensorFromArray('f32', [N, K], a);
+}
+
+async function matmuls(q: Queue, bw: number): Promise<MatmulRow[]> {
+  const rows: MatmulRow[] = [];
+  for (const s of SHAPES)
+    for (const wdtype of ['bf16', 'f32'] as const) {
+      const w = weights(wdtype, s.N, s.K);
+      let t1 = 0;
+      for (const M of [1, 8]) {
+        const xs = new Float32Array(M * s.K);
+        for (let i = 0; i < xs.length; i++) xs[i] = Math.sin(i) + 0.5;
+        const x = tensorFromArray('f32', [M, s.K], xs);
+        const sec = await timeOp(q, () => [q.matmul(x, w)]);
+        x.dispose();
+        const bytes = s.N * s.K * (wdtype === 'bf16' ? 2 : 4) + M * s.K * 4 + M * s.N * 4;
+        const row: MatmulRow = {
+          shape: s.name, N: s.N, K: s.K, wdtype, M, ms: sec * 1e3, gbps: bytes / sec / 1e9,
+          pctBw: (100 * bytes) / sec / 1e9 / bw, gmacs: (M * s.N * s.K) / sec / 1e9,
+        };
+        if (M === 1) t1 = sec;
+        else row.ratioM8toM1 = sec / t1;
+        rows.push(row);
+        print(row);
+      }
+      w.dispose();
+    }
+  return rows;
+}
+
+function print(r: MatmulRow): void {
+  const cells = [
+    r.shape.padEnd(14), `W[${r.N}, ${r.K}]`.padEnd(15), r.wdtype.padEnd(5), `M=${r.M}`.padEnd(5),
+    `${r.ms.toFixed(3)} ms`.padStart(11), `${r.gbps.toFixed(1)} GB/s`.padStart(12), `${r.pctBw.toFixed(0)}%`.padStart(5),
+    `${r.gmacs.toFixed(1)} GMAC/s`.padStart(14), r.ratioM8toM1 ? `M8/M1 ${r.ratioM8toM1.toFixed(2)}×` : '',
+  ];
+  console.log(cells.join(' '));
+}
+
+// ---- 3. attention -----------------------------------------------------------------------------
+// ATTENTION: add the attention timing here (decode step: 8 queries against a cache of
+// 1k/4k positions, 0.5B and 7B head layouts; report ms and % of a forward). Return its rows
+// and they are written under "attention" in the JSON.
+async function attention(_q: Queue): Promise<unknown[] | null> {
+  return null;
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const machine = {
+    cpu: cpus()[0]?.model ?? 'unknown', logicalCpus: cpus().length, physicalCores: info.physicalCores,
+    memGiB: Math.round(totalmem() / 2 ** 30), isa, isaDetected: info.isaDetected, isaLevels: info.isaLevels,
+    threads, node: process.version, date: new Date().toISOString(), build: info.build,
+  };
+  console.log(`diffusionvl kernel bench — ${machine.cpu}, ${machine.physicalCores} cores, isa ${isa} (detected ${info.isaDetected}), ${threads} threads`);
+  const bw = await bandwidth();
+  for (const b of bw) console.log(`read bandwidth, ${b.threads} thread(s): ${b.gbps.toFixed(1)} GB/s (${(b.bytes / 2 ** 30).toFixed(2)} GiB in ${b.ms.toFixed(2)} ms)`);
+  const bwAll = bw[bw.length - 1].gbps;
+  const q = new Queue({ isa, threads });
+  const mm = await matmuls(q, bwAll);
+  const att = await attention(q);
+  q.dispose();
+  const out = { machine, method: { batchSeconds: BATCH_S, timedRuns: runs, statistic: 'median' }, bandwidth: bw, matmul: mm, attention: att };
+  const file = join(dirname(fileURLToPath(import.meta.url)), 'out', 'kernels.json');
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  console.log(`wrote ${file}`);
+}
+
+await main();
