@@ -2,7 +2,10 @@
 //
 // x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16 [N, K] as stored in HF
 // checkpoints, optional bias f32 [N] → y f32 [.., N]. Threads split N into column panels so
-// each thread streams a disjoint slice of W once for all M rows (M is small while decoding).
+// each thread streams a disjoint slice of W once per block of 16 tokens (M is 1-16 while
+// decoding: one pass). The kernel is the queue's level (kernels.h): activations stay f32,
+// bf16/f16 weights are widened exactly, accumulation is f32 (error ≈ K·2⁻²⁴·Σ|x·w|).
+// Weights are used as stored; no repacked layout (a row-interleaved one would be a new dtype).
 #include "ops.h"
 
 namespace dvl {
@@ -32,8 +35,9 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
   MatmulFn fn = w.dtype == DType::F32 ? ctx.k.matmul_f32 : w.dtype == DType::BF16 ? ctx.k.matmul_bf16 : ctx.k.matmul_f16;
   float* y = out[0]->data<float>();
   if (M == 0 || N == 0) return;
-  // Panels of 16 columns keep every thread's slice aligned to the SIMD kernels' row groups.
-  ctx.pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1) { fn(x.data<float>(), M, K, w.raw(), n0, n1, bias, y, N); });
+  // Panels in multiples of 24 rows keep every thread's slice a whole number of the SIMD
+  // kernels' row groups (8, 6, 4 or 3 rows), so only the last panel has a one-row tail.
+  ctx.pool.parallel_for(N, 24, [&](int64_t n0, int64_t n1) { fn(x.data<float>(), M, K, w.raw(), n0, n1, bias, y, N); });
 }
 
 void ops_register_matmul(std::vector<OpDef>& t) { t.push_back({"matmul", matmul_plan, matmul_run}); }
