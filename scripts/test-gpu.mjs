@@ -5,7 +5,8 @@
 //    one line saying why everything is skipped and exits 0 (CPU-only machines, CI).
 // 2. Builds the addon and the CUDA plugin for exactly the cards present
 //    (CMAKE_CUDA_ARCHITECTURES = "<cc>-real", e.g. 90-real on H100/H200) into build-gpu/;
-//    DIFFUSIONVL_CUDA_ARCHS overrides the list, DIFFUSIONVL_GPU_SKIP_BUILD=1 reuses build-gpu/.
+//    DIFFUSIONVL_CUDA_ARCHS overrides the list, DIFFUSIONVL_GPU_BUILD_DIR the folder, and
+//    DIFFUSIONVL_GPU_SKIP_BUILD=1 reuses an existing build there.
 // 3. Runs `vitest run test/gpu` against that build with DIFFUSIONVL_GPU=cuda, so an unusable
 //    CUDA backend fails the suite instead of skipping it.
 // 4. Writes bench/out/gpu-report.json: device, driver, backend probe, build, test results.
@@ -20,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const outDir = join(root, 'bench', 'out');
 const reportPath = join(outDir, 'gpu-report.json');
-const buildDir = join(root, 'build-gpu');
+const buildDir = resolve(root, process.env.DIFFUSIONVL_GPU_BUILD_DIR || 'build-gpu');
 const log = (s) => process.stderr.write(`test:gpu: ${s}\n`);
 
 function writeReport(report) {
@@ -97,13 +98,13 @@ if (process.env.DIFFUSIONVL_GPU_SKIP_BUILD === '1') {
   const nvcc = findNvcc();
   if (!nvcc) {
     const reason = 'a GPU is present but nvcc (the CUDA toolkit) is not on PATH or in /usr/local/cuda/bin';
-    console.log(`test:gpu: FAILED — ${reason}; install the toolkit or set DIFFUSIONVL_GPU_SKIP_BUILD=1 with a build in build-gpu/.`);
+    console.log(`test:gpu: FAILED — ${reason}; install the toolkit or set DIFFUSIONVL_GPU_SKIP_BUILD=1 with a build in ${buildDir}.`);
     writeReport({ ...report, ok: false, reason });
     process.exit(1);
   }
   report.build.nvcc = nvcc.version;
   const env = { ...process.env, PATH: `${dirname(nvcc.path) === '.' ? '' : dirname(nvcc.path) + ':'}${process.env.PATH}` };
-  const args = ['cmake-js', 'compile', '--out', 'build-gpu', '--CDDIFFUSIONVL_CUDA=ON', `--CDCMAKE_CUDA_ARCHITECTURES=${archs}`];
+  const args = ['cmake-js', 'compile', '--out', buildDir, '--CDDIFFUSIONVL_CUDA=ON', `--CDCMAKE_CUDA_ARCHITECTURES=${archs}`];
   log(`building addon + plugin for ${archs}: npx ${args.join(' ')}`);
   const t0 = Date.now();
   const b = spawnSync('npx', args, { cwd: root, env, encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -160,9 +161,10 @@ if (existsSync(vitestJson)) {
         ...(a.failureMessages && a.failureMessages.length ? { failure: a.failureMessages[0].split('\n')[0] } : {}),
       })),
     ),
-    ...(j.testResults || []).some((f) => f.status === 'failed' && !(f.assertionResults || []).length)
-      ? { fileErrors: j.testResults.filter((f) => f.status === 'failed').map((f) => `${f.name}: ${(f.message || '').split('\n')[0]}`) }
-      : {},
+    // A file that throws while loading (e.g. the probe under DIFFUSIONVL_GPU=cuda) has no tests.
+    fileErrors: (j.testResults || [])
+      .filter((f) => f.status === 'failed' && !(f.assertionResults || []).length)
+      .map((f) => `${f.name.replace(root + '/', '')}: ${(f.message || '').split('\n')[0]}`),
   };
 }
 report.tests = tests;
@@ -171,6 +173,8 @@ report.seconds = (Date.now() - started.getTime()) / 1000;
 writeReport(report);
 console.log(
   `test:gpu: ${report.ok ? 'passed' : 'FAILED'} — ${tests.passed ?? '?'} passed, ${tests.failed ?? '?'} failed, ` +
-    `${tests.skipped ?? '?'} skipped on ${q.gpus[0].name}; report: ${reportPath}`,
+    `${tests.skipped ?? '?'} skipped` +
+    (tests.fileErrors && tests.fileErrors.length ? `, ${tests.fileErrors.length} test file(s) failed to load` : '') +
+    ` on ${q.gpus[0].name}; report: ${reportPath}`,
 );
 process.exit(report.ok ? 0 : 1);
