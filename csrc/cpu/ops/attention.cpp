@@ -14,8 +14,8 @@
 //   segments [cu[s], cu[s+1]) for the s with cu[s] ≤ i < cu[s+1]  (vision windows; Tq = kvLen,
 //            qPos0 = 0)
 // Online softmax in f32 over KV tiles (attention_kernel.h): no [Tq, kvLen] score matrix. Work
-// items are (kv head, run of query rows × group heads), spread over the queue's pool; each item
-// reads its kv head's K/V once, converting bf16/f16 tiles to f32 on the way.
+// items are (kv head, run of ≤ 64 query rows × group heads), spread over the queue's pool; each
+// item reads its kv head's K/V once, converting bf16/f16 tiles to f32 on the way. hd ≤ 512.
 // Non-finite inputs: NaN in q, or in a visible key or value, makes the affected rows NaN; a
 // row whose visible scores are all −∞ is NaN (softmax of nothing finite), a row with no visible
 // key (impossible with valid arguments) is zeros.
@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#define DVL_ATTN_VW 4  // 16-byte vectors: SSE2 (the x86-64 baseline) or NEON
 #include "attention_kernel.h"
 #include "ops.h"
 
@@ -50,6 +51,7 @@ static Tensors attention_plan(const Tensors& in, const Attrs& a) {
   if (k.shape != v.shape) op_fail(DVL_ERR_SHAPE, kOp, "k and v must have the same shape [nkv, cap, hd]", in);
   const int64_t Tq = q.dim(0), nh = q.dim(1), hd = q.dim(2), nkv = k.dim(0), cap = k.dim(1);
   if (k.dim(2) != hd) op_fail(DVL_ERR_SHAPE, kOp, "q's head dim " + std::to_string(hd) + " differs from k's " + std::to_string(k.dim(2)), in);
+  if (hd > 512) op_fail(DVL_ERR_SHAPE, kOp, "head dim " + std::to_string(hd) + " is above the supported 512", in);
   if (nkv < 1 || nh % nkv) op_fail(DVL_ERR_SHAPE, kOp, "query heads " + std::to_string(nh) + " must be a multiple of kv heads " + std::to_string(nkv), in);
   const int64_t kvLen = a.needi(kOp, "kvLen");
   const int64_t qPos0 = a.has("qPos0") ? a.needi(kOp, "qPos0") : 0;
@@ -133,10 +135,10 @@ static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out,
   const int64_t rows = Tq * A.group, nth = ctx.pool.size();
   int64_t per_head = (2 * nth + nkv - 1) / nkv;
   int64_t run = (rows + per_head - 1) / per_head;
-  run = std::max<int64_t>(1, std::min<int64_t>(run, 64));
+  run = std::max<int64_t>(1, std::min<int64_t>(run, kAttnMaxRows));
   const int64_t runs = (rows + run - 1) / run, items = nkv * runs;
   ctx.pool.parallel_for(items, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> scratch(size_t(attn_scratch_floats(run, hd)));
+    std::vector<float> scratch(size_t(attn_scratch_floats(hd)));
     for (int64_t it = b; it < e; ++it) {
       const int64_t g = it / runs, r0 = (it % runs) * run, r1 = std::min(rows, r0 + run);
       item(A, g, r0, r1, scratch.data());

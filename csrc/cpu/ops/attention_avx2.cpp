@@ -1,5 +1,6 @@
 // attention_avx2.cpp — attention.cpp's inner loop (attention_kernel.h) built with the avx2
 // level's flags (CMake and binding.gyp give *_avx2.cpp files those flags).
+#define DVL_ATTN_VW 8
 #include "attention_kernel.h"
 
 namespace dvl {

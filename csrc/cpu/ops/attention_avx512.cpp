@@ -1,5 +1,6 @@
 // attention_avx512.cpp — attention.cpp's inner loop (attention_kernel.h) built with the avx512
 // level's flags (CMake and binding.gyp give *_avx512.cpp files those flags).
+#define DVL_ATTN_VW 16
 #include "attention_kernel.h"
 
 namespace dvl {

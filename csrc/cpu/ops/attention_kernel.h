@@ -1,13 +1,28 @@
 // attention_kernel.h — the inner loop of the flash-style attention op (attention.cpp), kept in
 // a header so that attention.cpp (baseline flags), attention_avx2.cpp and attention_avx512.cpp
-// compile the same plain C++ with their own ISA flags (the compiler vectorises the 16-lane
-// accumulators below). Everything here is `static` on purpose: an inline symbol compiled with
-// AVX flags must never be the copy the linker keeps for baseline code (see dtype.h).
+// compile the same code with their own ISA flags and vector width (DVL_ATTN_VW). Everything here is `static` on purpose: an inline symbol compiled
+// with AVX flags must never be the copy the linker keeps for baseline code (see dtype.h).
 //
-// Legend: Tq query rows, nh query heads, nkv kv heads, group = nh / nkv, hd head dim,
-// cap cache capacity. q f32 [Tq, nh, hd]; k, v [nkv, cap, hd] (f32|bf16|f16); o f32 [Tq, nh, hd].
+// Legend: Tq query rows, nh query heads, nkv kv heads, group = nh / nkv, hd head dim (hdp: hd
+// rounded up to 16), cap cache capacity. q f32 [Tq, nh, hd]; k, v [nkv, cap, hd]
+// (f32|bf16|f16); o f32 [Tq, nh, hd].
+//
 // A work item is one kv head g and a run [r0, r1) of its Tq·group (query row, head) pairs,
-// ordered query-major (r = i·group + hh, head h = g·group + hh), so a run shares K/V tiles.
+// ordered query-major (r = i·group + hh, head h = g·group + hh). The item walks its keys in
+// tiles of TILE positions aligned to absolute multiples of TILE; per tile it
+//   1. copies K transposed (Kt [hd, TILE]) and V padded (Vb [TILE, hdp]) into f32 scratch, so
+//      every query row of the item (up to 64: a whole GQA group of a block) reuses them;
+//   2. per block of 4 rows: S = Q·Ktᵀ as a 4×16 register block per 16 keys, scaled, masked to
+//      each row's visible range [lo, hi) (−∞ outside), then the online-softmax update
+//      m' = max(m, max S), p = exp(S − m'), l' = l·e^(m−m') + Σp, acc' = acc·e^(m−m') + P·V
+//      with P·V as a 4×16 register block per 16 output columns.
+// Every row's arithmetic depends only on its own keys and the absolute tile grid, never on
+// which rows share an item, so thread counts and prefill-vs-blockwise splits give identical
+// bits (test/ops/attention.test.ts checks both).
+// exp is a Cephes-style polynomial (≈ 1–2 ulp on the x ≤ 0 range used here, 0 below −87, NaN
+// kept) on vectors; libm's expf is scalar.
+// A V tile holding NaN/Inf takes a slower per-row path that skips keys a row cannot see, so
+// 0 · NaN from a masked key never poisons a row (only the rows that see the key turn NaN).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -32,102 +47,234 @@ struct AttnArgs {
   void (*cvt_f16)(const uint16_t*, float*, int64_t);
 };
 
-// Keys per tile: K and V tiles of about 16 KiB each stay in L1/L2 while every row of the run
-// reads them.
-static inline int64_t attn_tile(int64_t hd) { return hd >= 256 ? 16 : 4096 / hd; }
+static const int64_t kAttnTile = 64;     // keys per tile
+static const int64_t kAttnMaxRows = 64;  // query rows per work item
 
-// Scratch floats an item needs: per row acc[hd] + m + l, the K/V tile copies, the scores.
-static inline int64_t attn_scratch_floats(int64_t rows, int64_t hd) {
-  const int64_t tile = attn_tile(hd);
-  return rows * (hd + 2) + 2 * tile * hd + tile;
+static inline int64_t attn_round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// Scratch floats an item needs (see the carve-up at the top of attn_item).
+static inline int64_t attn_scratch_floats(int64_t hd) {
+  const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = kAttnTile;
+  return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 3 * 4 * T + T;
 }
 
-// NaN-propagating max: a NaN score must reach the output, never be skipped by a comparison.
-static inline float attn_max(float a, float b) { return (a != a || b != b) ? std::numeric_limits<float>::quiet_NaN() : (b > a ? b : a); }
+static inline float attn_max(float a, float b) {  // NaN-propagating
+  return (a != a || b != b) ? std::numeric_limits<float>::quiet_NaN() : (b > a ? b : a);
+}
 
-static inline float attn_dot(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0};
-  int64_t d = 0;
-  for (; d + 16 <= n; d += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[d + l] * b[d + l];
-  float s = 0;
-  for (; d < n; ++d) s += a[d] * b[d];
-  for (int l = 0; l < 16; ++l) s += acc[l];
-  return s;
+// Vector width in floats: each including file defines DVL_ATTN_VW for its ISA (4 = SSE/NEON
+// baseline, 8 = AVX2, 16 = AVX-512). GCC/Clang vector extensions: plain arithmetic on fixed-size
+// vectors, no intrinsics, lowered to whatever the file's flags allow.
+#ifndef DVL_ATTN_VW
+#error "define DVL_ATTN_VW (4, 8 or 16) before including attention_kernel.h"
+#endif
+typedef float attn_fv __attribute__((vector_size(DVL_ATTN_VW * 4)));
+typedef int32_t attn_iv __attribute__((vector_size(DVL_ATTN_VW * 4)));
+static const int kAttnVW = DVL_ATTN_VW;
+static const int kAttnNV = 16 / DVL_ATTN_VW;  // vectors per 16 columns
+
+static inline attn_fv attn_ld(const float* p) {
+  attn_fv v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void attn_st(float* p, attn_fv v) { std::memcpy(p, &v, sizeof v); }
+
+// y = e^x for x ≤ 0, −∞ or NaN, n a multiple of 16. Cephes expf: n = round(x·log2 e) by the
+// 1.5·2^23 trick, r = x − n·ln2 in two parts, a degree-6 polynomial, times 2^n built from bits;
+// below −87 (where 2^n would go subnormal) the result is 0; NaN lanes stay NaN.
+static inline void attn_exp(const float* x, float* y, int64_t n) {
+  const attn_fv zero = {};
+  for (int64_t b = 0; b < n; b += kAttnVW) {
+    const attn_fv xv = attn_ld(x + b);
+    const attn_fv xc = xv < -87.f ? zero - 87.f : xv;
+    const attn_fv nf = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;
+    attn_fv r = xc - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    attn_fv q = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    q = q * r + 8.3334519073e-3f;
+    q = q * r + 4.1665795894e-2f;
+    q = q * r + 1.6666665459e-1f;
+    q = q * r + 5.0000001201e-1f;
+    const attn_fv p = q * r * r + r + 1.f;
+    const attn_iv e = (__builtin_convertvector(nf == nf ? nf : zero, attn_iv) + 127) << 23;
+    attn_st(y + b, xv < -87.f ? zero : p * (attn_fv)e);
+  }
+}
+
+static inline float attn_exp1(float x) {
+  float in[16] = {x}, out[16];
+  attn_exp(in, out, 16);
+  return out[0];
+}
+
+// S[4][16] = Q[4 rows, hd] · Kt[hd, 16 keys] (Kt row stride kAttnTile): a 4×16 register block,
+// one broadcast of q per row and column vector.
+static inline void attn_qk_4x16(const float* Q, int64_t hd, const float* Kt, float* S) {
+  attn_fv a[4][kAttnNV] = {};
+  for (int64_t d = 0; d < hd; ++d) {
+    attn_fv k[kAttnNV];
+    for (int c = 0; c < kAttnNV; ++c) k[c] = attn_ld(Kt + d * kAttnTile + c * kAttnVW);
+    for (int i = 0; i < 4; ++i) {
+      const float qv = Q[i * hd + d];
+      for (int c = 0; c < kAttnNV; ++c) a[i][c] += qv * k[c];
+    }
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < kAttnNV; ++c) attn_st(S + i * kAttnTile + c * kAttnVW, a[i][c]);
+}
+
+// A[4 rows, 16 cols] += P[4 rows, nj keys] · Vb[nj, 16 cols] (A and Vb row stride hdp, P row
+// stride kAttnTile).
+static inline void attn_pv_4x16(const float* P, int64_t nj, const float* Vb, int64_t hdp, float* A) {
+  attn_fv a[4][kAttnNV];
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < kAttnNV; ++c) a[i][c] = attn_ld(A + i * hdp + c * kAttnVW);
+  for (int64_t j = 0; j < nj; ++j) {
+    attn_fv v[kAttnNV];
+    for (int c = 0; c < kAttnNV; ++c) v[c] = attn_ld(Vb + j * hdp + c * kAttnVW);
+    for (int i = 0; i < 4; ++i) {
+      const float pv = P[i * kAttnTile + j];
+      for (int c = 0; c < kAttnNV; ++c) a[i][c] += pv * v[c];
+    }
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
 }
 
 static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
-  const int64_t hd = A.hd, tile = attn_tile(hd), rows = r1 - r0;
-  float* acc = scratch;            // [rows, hd]
-  float* m = acc + rows * hd;      // [rows] running max (scaled scores)
-  float* l = m + rows;             // [rows] running Σ exp(s − m)
-  float* kbuf = l + rows;          // [tile, hd]
-  float* vbuf = kbuf + tile * hd;  // [tile, hd]
-  float* s = vbuf + tile * hd;     // [tile]
-  std::memset(acc, 0, sizeof(float) * size_t(rows * hd));
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t hd = A.hd, hdp = attn_round16(hd), T = kAttnTile, rows = r1 - r0, rows4 = (rows + 3) / 4 * 4;
+  float* Q = scratch;         // [64, hd]   the item's query rows (zero rows pad to 4)
+  float* acc = Q + kAttnMaxRows * hd;    // [64, hdp]  running Σ p·v
+  float* m = acc + kAttnMaxRows * hdp;   // [64]       running max of the scores
+  float* l = m + kAttnMaxRows;           // [64]       running Σ p
+  float* Kt = l + kAttnMaxRows;          // [hd, T]    K tile transposed
+  float* Vb = Kt + hd * T;               // [T, hdp]   V tile, zero-padded columns
+  float* S = Vb + T * hdp;               // [4, T]     scores of a 4-row block
+  float* P = S + 4 * T;                  // [4, T]     their exp
+  float* X = P + 4 * T;                  // [4, T]     exp arguments
+  float* corr = X + 4 * T;               // [4]        per-row rescale factors (T ≥ 4 floats)
+  int64_t lo[kAttnMaxRows], hi[kAttnMaxRows];
+
+  std::memset(Q, 0, sizeof(float) * size_t(rows4 * hd));
+  std::memset(acc, 0, sizeof(float) * size_t(rows4 * hdp));
   int64_t LO = INT64_MAX, HI = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    m[r] = -std::numeric_limits<float>::infinity();
+  for (int64_t r = 0; r < rows4; ++r) {
+    m[r] = kNegInf;
     l[r] = 0;
-    const int64_t i = (r0 + r) / A.group;
-    if (A.lo[i] < A.hi[i]) {
-      LO = A.lo[i] < LO ? A.lo[i] : LO;
-      HI = A.hi[i] > HI ? A.hi[i] : HI;
+    lo[r] = 0;
+    hi[r] = 0;  // padding rows see nothing
+    if (r >= rows) continue;
+    const int64_t i = (r0 + r) / A.group, h = g * A.group + (r0 + r) % A.group;
+    std::memcpy(Q + r * hd, A.q + (i * A.nh + h) * hd, sizeof(float) * size_t(hd));
+    lo[r] = A.lo[i];
+    hi[r] = A.hi[i];
+    if (lo[r] < hi[r]) {
+      LO = lo[r] < LO ? lo[r] : LO;
+      HI = hi[r] > HI ? hi[r] : HI;
     }
   }
+
   const size_t es = dtype_size(A.kv_dtype);
   const char* kh = static_cast<const char*>(A.k) + size_t(g * A.cap * hd) * es;
   const char* vh = static_cast<const char*>(A.v) + size_t(g * A.cap * hd) * es;
-  for (int64_t j0 = LO; j0 < HI; j0 += tile) {
-    const int64_t j1 = j0 + tile < HI ? j0 + tile : HI, nj = j1 - j0;
-    const float *kt, *vt;
-    if (A.kv_dtype == DType::F32) {
-      kt = reinterpret_cast<const float*>(kh) + j0 * hd;
-      vt = reinterpret_cast<const float*>(vh) + j0 * hd;
-    } else {
-      auto cvt = A.kv_dtype == DType::BF16 ? A.cvt_bf16 : A.cvt_f16;
-      cvt(reinterpret_cast<const uint16_t*>(kh) + j0 * hd, kbuf, nj * hd);
-      cvt(reinterpret_cast<const uint16_t*>(vh) + j0 * hd, vbuf, nj * hd);
-      kt = kbuf;
-      vt = vbuf;
+  float row[512];  // one converted K row (hd ≤ 512 is checked at plan time)
+  for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
+    const int64_t a0 = j0 > LO ? j0 : LO;  // keys [a0, j1) of this tile are read
+    const int64_t j1 = j0 + T < HI ? j0 + T : HI;
+    const int64_t nj = j1 - j0, njp = attn_round16(nj);
+    // 1. K transposed and V padded, f32. Keys before a0 (tile alignment) are zero, never read
+    //    from memory: they belong to no row of this item.
+    std::memset(Kt, 0, sizeof(float) * size_t(hd * T));
+    std::memset(Vb, 0, sizeof(float) * size_t(T * hdp));
+    float bad[16] = {};
+    for (int64_t j = a0 - j0; j < nj; ++j) {
+      const size_t off = size_t((j0 + j) * hd);
+      const float* kr;
+      float* vr = Vb + j * hdp;
+      if (A.kv_dtype == DType::F32) {
+        kr = reinterpret_cast<const float*>(kh) + off;
+        std::memcpy(vr, reinterpret_cast<const float*>(vh) + off, sizeof(float) * size_t(hd));
+      } else {
+        auto cvt = A.kv_dtype == DType::BF16 ? A.cvt_bf16 : A.cvt_f16;
+        cvt(reinterpret_cast<const uint16_t*>(kh) + off, row, hd);
+        cvt(reinterpret_cast<const uint16_t*>(vh) + off, vr, hd);
+        kr = row;
+      }
+      for (int64_t d = 0; d < hd; ++d) Kt[d * T + j] = kr[d];
+      for (int64_t d = 0; d < hdp; d += 16)
+        for (int q = 0; q < 16; ++q) bad[q] += vr[d + q] * 0.f;  // NaN iff a NaN/Inf value
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = (r0 + r) / A.group, h = g * A.group + (r0 + r) % A.group;
-      const int64_t a = A.lo[i] > j0 ? A.lo[i] : j0, b = A.hi[i] < j1 ? A.hi[i] : j1;
-      if (a >= b) continue;
-      const float* qr = A.q + (i * A.nh + h) * hd;
-      float mt = -std::numeric_limits<float>::infinity();
-      for (int64_t j = a; j < b; ++j) {
-        s[j - j0] = attn_dot(qr, kt + (j - j0) * hd, hd) * A.scale;
-        mt = attn_max(mt, s[j - j0]);
+    bool v_finite = true;
+    for (int q = 0; q < 16; ++q) v_finite = v_finite && bad[q] == 0.f;
+
+    for (int64_t rb = 0; rb < rows4; rb += 4) {
+      // Rows of this block that see any key of the tile.
+      bool any = false;
+      for (int i = 0; i < 4; ++i) any = any || (lo[rb + i] < j1 && hi[rb + i] > j0 && lo[rb + i] < hi[rb + i]);
+      if (!any) continue;
+      // 2. scores.
+      for (int64_t jb = 0; jb < njp; jb += 16) attn_qk_4x16(Q + rb * hd, hd, Kt + jb, S + jb);
+      for (int i = 0; i < 4; ++i) {
+        const int64_t r = rb + i;
+        const int64_t a = (lo[r] > j0 ? lo[r] : j0) - j0, b = (hi[r] < j1 ? hi[r] : j1) - j0;
+        float* s = S + i * T;
+        float* x = X + i * T;
+        float mt = kNegInf;
+        for (int64_t j = 0; j < njp; ++j) {
+          const bool vis = j >= a && j < b;
+          s[j] = vis ? s[j] * A.scale : kNegInf;
+          mt = attn_max(mt, s[j]);
+        }
+        const float mn = attn_max(m[r], mt);
+        if (mn == kNegInf) {  // nothing finite seen yet: weights 0, state unchanged
+          for (int64_t j = 0; j < njp; ++j) x[j] = kNegInf;
+          corr[i] = 1.f;
+          continue;
+        }
+        for (int64_t j = 0; j < njp; ++j) x[j] = s[j] - mn;
+        corr[i] = attn_exp1(m[r] - mn);
+        m[r] = mn;
       }
-      const float mn = attn_max(m[r], mt);
-      // All scores so far −∞ (only with infinite inputs): nothing to add yet; a later finite
-      // score takes over, and if none comes the row ends with l = 0 and becomes NaN below.
-      if (mn == -std::numeric_limits<float>::infinity()) continue;
-      const float corr = std::exp(m[r] - mn);
-      float* ar = acc + r * hd;
-      if (corr != 1.f)
-        for (int64_t d = 0; d < hd; ++d) ar[d] *= corr;
-      float ls = 0;
-      for (int64_t j = a; j < b; ++j) {
-        const float p = std::exp(s[j - j0] - mn);
-        ls += p;
-        const float* vr = vt + (j - j0) * hd;
-        for (int64_t d = 0; d < hd; ++d) ar[d] += p * vr[d];
+      attn_exp(X, P, 4 * T);  // columns ≥ njp hold stale arguments; they are zeroed below
+      for (int i = 0; i < 4; ++i) {
+        const int64_t r = rb + i;
+        float* p = P + i * T;
+        for (int64_t j = njp; j < T; ++j) p[j] = 0.f;
+        float ls = 0;
+        for (int64_t j = 0; j < njp; ++j) ls += p[j];
+        l[r] = l[r] * corr[i] + ls;
+        float* ar = acc + r * hdp;
+        if (corr[i] != 1.f)
+          for (int64_t d = 0; d < hdp; ++d) ar[d] *= corr[i];
       }
-      l[r] = l[r] * corr + ls;
-      m[r] = mn;
+      // 3. acc += P·V.
+      if (v_finite) {
+        for (int64_t d0 = 0; d0 < hdp; d0 += 16) attn_pv_4x16(P, njp, Vb + d0, hdp, acc + rb * hdp + d0);
+      } else {
+        for (int i = 0; i < 4; ++i) {
+          float* ar = acc + (rb + i) * hdp;
+          const int64_t a = (lo[rb + i] > j0 ? lo[rb + i] : j0) - j0, b = (hi[rb + i] < j1 ? hi[rb + i] : j1) - j0;
+          for (int64_t j = a; j < b; ++j) {
+            const float pv = P[i * T + j];
+            const float* vr = Vb + j * hdp;
+            for (int64_t d = 0; d < hdp; ++d) ar[d] += pv * vr[d];
+          }
+        }
+      }
     }
   }
+
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = (r0 + r) / A.group, h = g * A.group + (r0 + r) % A.group;
     float* orow = A.o + (i * A.nh + h) * hd;
-    const float* ar = acc + r * hd;
-    if (A.lo[i] >= A.hi[i]) {  // no visible key: zeros by contract
+    const float* ar = acc + r * hdp;
+    if (lo[r] >= hi[r]) {  // no visible key: zeros by contract
       std::memset(orow, 0, sizeof(float) * size_t(hd));
       continue;
     }
+    // l = 0 only when every visible score was −∞ (infinite inputs): NaN, as softmax would give.
     const float inv = l[r] > 0 ? 1.f / l[r] : std::numeric_limits<float>::quiet_NaN();
     for (int64_t d = 0; d < hd; ++d) orow[d] = ar[d] * inv;
   }
