@@ -6,7 +6,10 @@
 // 2. matmul (y = x·Wᵀ), M = 1 and M = 8 tokens, on the Qwen2.5-0.5B shapes W [4864, 896]
 //    (gate/up), [896, 4864] (down), [151936, 896] (lm_head) and the 7B FFN W [18944, 3584],
 //    bf16 and f32 weights: ms per op, GB/s (W + x + y bytes per op ÷ time), % of the measured
-//    all-thread bandwidth, and the M=8 / M=1 time ratio.
+//    all-thread bandwidth, and the M=8 / M=1 time ratio. Because a shared machine's bandwidth
+//    drifts from minute to minute, each weight matrix is also read with stream_read right
+//    before its matmuls ("W read"), and "% of W read" compares the two under the same load.
+//    The load average at start and end is recorded with the machine.
 // 3. Attention: a placeholder section (see ATTENTION below) for whoever writes the attention op.
 //
 // Method: each measurement is a batch of the same op enqueued `reps` times (reps sized so a
@@ -16,7 +19,7 @@
 // Options: --isa=<level> (default: the best this CPU has), --threads=<n> (default: physical
 // cores), --runs=<n> (timed batches, default 5), --quick (smaller bandwidth buffer).
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue, nativeInfo, tensorFromArray, type Isa, type Tensor } from '../lib/native/index.js';
@@ -37,7 +40,10 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-/** Median seconds per op of `enqueue` (which queues one op and returns its outputs). */
+/** Seconds per op of `enqueue` (which queues one op and returns its outputs): the median of
+ * the timed batches; the fastest batch goes to `lastMin` (the least disturbed run on a shared
+ * machine, recorded beside the median). */
+let lastMin = 0;
 async function timeOp(q: Queue, enqueue: () => Tensor[]): Promise<number> {
   const batch = async (reps: number): Promise<number> => {
     const outs: Tensor[] = [];
@@ -53,12 +59,13 @@ async function timeOp(q: Queue, enqueue: () => Tensor[]): Promise<number> {
   await batch(reps);
   const times: number[] = [];
   for (let r = 0; r < runs; r++) times.push(await batch(reps));
+  lastMin = Math.min(...times);
   return median(times);
 }
 
 // ---- 1. read bandwidth ----------------------------------------------------------------------
 
-interface Bandwidth { threads: number; bytes: number; ms: number; gbps: number }
+interface Bandwidth { threads: number; bytes: number; ms: number; gbps: number; gbpsMax: number }
 
 async function bandwidth(): Promise<Bandwidth[]> {
   const bytes = quick ? 256 * 2 ** 20 : 2 ** 30;
@@ -70,7 +77,7 @@ async function bandwidth(): Promise<Bandwidth[]> {
   for (const th of [...new Set([1, threads])]) {
     const q = new Queue({ isa, threads: th });
     const s = await timeOp(q, () => [q.streamRead(buf, 1)]);
-    out.push({ threads: th, bytes, ms: s * 1e3, gbps: bytes / s / 1e9 });
+    out.push({ threads: th, bytes, ms: s * 1e3, gbps: bytes / s / 1e9, gbpsMax: bytes / lastMin / 1e9 });
     q.dispose();
   }
   buf.dispose();
@@ -89,7 +96,9 @@ const SHAPES: Shape[] = [
 
 interface MatmulRow {
   shape: string; N: number; K: number; wdtype: 'bf16' | 'f32'; M: number;
-  ms: number; gbps: number; pctBw: number; gmacs: number; ratioM8toM1?: number;
+  ms: number; msMin: number; gbps: number; pctBw: number; gmacs: number;
+  /** stream_read of the same W just before, GB/s, and this row's GB/s as % of it. */
+  wReadGbps: number; pctWRead: number; ratioM8toM1?: number;
 }
 
 function weights(wdtype: 'bf16' | 'f32', N: number, K: number): Tensor {
@@ -110,6 +119,8 @@ async function matmuls(q: Queue, bw: number): Promise<MatmulRow[]> {
   for (const s of SHAPES)
     for (const wdtype of ['bf16', 'f32'] as const) {
       const w = weights(wdtype, s.N, s.K);
+      const wBytes = s.N * s.K * (wdtype === 'bf16' ? 2 : 4);
+      const wRead = wBytes / (await timeOp(q, () => [q.streamRead(w, 1)])) / 1e9;
       let t1 = 0;
       for (const M of [1, 8]) {
         const xs = new Float32Array(M * s.K);
@@ -119,8 +130,9 @@ async function matmuls(q: Queue, bw: number): Promise<MatmulRow[]> {
         x.dispose();
         const bytes = s.N * s.K * (wdtype === 'bf16' ? 2 : 4) + M * s.K * 4 + M * s.N * 4;
         const row: MatmulRow = {
-          shape: s.name, N: s.N, K: s.K, wdtype, M, ms: sec * 1e3, gbps: bytes / sec / 1e9,
+          shape: s.name, N: s.N, K: s.K, wdtype, M, ms: sec * 1e3, msMin: lastMin * 1e3, gbps: bytes / sec / 1e9,
           pctBw: (100 * bytes) / sec / 1e9 / bw, gmacs: (M * s.N * s.K) / sec / 1e9,
+          wReadGbps: wRead, pctWRead: (100 * bytes) / sec / 1e9 / wRead,
         };
         if (M === 1) t1 = sec;
         else row.ratioM8toM1 = sec / t1;
@@ -135,8 +147,9 @@ async function matmuls(q: Queue, bw: number): Promise<MatmulRow[]> {
 function print(r: MatmulRow): void {
   const cells = [
     r.shape.padEnd(14), `W[${r.N}, ${r.K}]`.padEnd(15), r.wdtype.padEnd(5), `M=${r.M}`.padEnd(5),
-    `${r.ms.toFixed(3)} ms`.padStart(11), `${r.gbps.toFixed(1)} GB/s`.padStart(12), `${r.pctBw.toFixed(0)}%`.padStart(5),
-    `${r.gmacs.toFixed(1)} GMAC/s`.padStart(14), r.ratioM8toM1 ? `M8/M1 ${r.ratioM8toM1.toFixed(2)}×` : '',
+    `${r.ms.toFixed(3)} ms`.padStart(11), `(min ${r.msMin.toFixed(3)})`.padStart(13), `${r.gbps.toFixed(1)} GB/s`.padStart(12), `${r.pctBw.toFixed(0)}%`.padStart(5),
+    `${r.gmacs.toFixed(1)} GMAC/s`.padStart(14), `W read ${r.wReadGbps.toFixed(1)} GB/s`.padStart(19),
+    `${r.pctWRead.toFixed(0)}%`.padStart(5), r.ratioM8toM1 ? `M8/M1 ${r.ratioM8toM1.toFixed(2)}×` : '',
   ];
   console.log(cells.join(' '));
 }
@@ -156,15 +169,18 @@ async function main(): Promise<void> {
     cpu: cpus()[0]?.model ?? 'unknown', logicalCpus: cpus().length, physicalCores: info.physicalCores,
     memGiB: Math.round(totalmem() / 2 ** 30), isa, isaDetected: info.isaDetected, isaLevels: info.isaLevels,
     threads, node: process.version, date: new Date().toISOString(), build: info.build,
+    loadavgStart: loadavg(), loadavgEnd: [] as number[],
   };
   console.log(`diffusionvl kernel bench — ${machine.cpu}, ${machine.physicalCores} cores, isa ${isa} (detected ${info.isaDetected}), ${threads} threads`);
   const bw = await bandwidth();
-  for (const b of bw) console.log(`read bandwidth, ${b.threads} thread(s): ${b.gbps.toFixed(1)} GB/s (${(b.bytes / 2 ** 30).toFixed(2)} GiB in ${b.ms.toFixed(2)} ms)`);
+  for (const b of bw) console.log(`read bandwidth, ${b.threads} thread(s): ${b.gbps.toFixed(1)} GB/s median, ${b.gbpsMax.toFixed(1)} best batch (${(b.bytes / 2 ** 30).toFixed(2)} GiB in ${b.ms.toFixed(2)} ms)`);
   const bwAll = bw[bw.length - 1].gbps;
   const q = new Queue({ isa, threads });
   const mm = await matmuls(q, bwAll);
   const att = await attention(q);
   q.dispose();
+  machine.loadavgEnd = loadavg();
+  console.log(`load average: start ${machine.loadavgStart.map((v) => v.toFixed(2)).join(' ')}, end ${machine.loadavgEnd.map((v) => v.toFixed(2)).join(' ')}`);
   const out = { machine, method: { batchSeconds: BATCH_S, timedRuns: runs, statistic: 'median' }, bandwidth: bw, matmul: mm, attention: att };
   const file = join(dirname(fileURLToPath(import.meta.url)), 'out', 'kernels.json');
   mkdirSync(dirname(file), { recursive: true });
