@@ -74,9 +74,17 @@ static double softmax_at(const float* l, int64_t V, float max, int64_t tok) {
   return std::exp(double(l[tok]) - double(max)) / Z;
 }
 
-// Returns an error message or "". z, p: scratch of V doubles; order: scratch of V indices.
-static std::string sample_row(const float* l, int64_t V, int64_t r, const SampleCfg& c, double counter, std::vector<double>& z,
-                              std::vector<double>& p, std::vector<int32_t>& order, int32_t* id, float* conf) {
+// Per-thread scratch for the sampling path (V entries each).
+struct SampleScratch {
+  std::vector<double> z, e, p;
+  std::vector<int32_t> order;
+};
+
+// Returns an error message or "".
+static std::string sample_row(const float* l, int64_t V, int64_t r, const SampleCfg& c, double counter, SampleScratch& s,
+                              int32_t* id, float* conf) {
+  std::vector<double>& z = s.z;
+  std::vector<double>& p = s.p;
   float lmax = 0;
   int64_t arg = 0;
   std::string err = check_row(l, V, r, &lmax, &arg);
@@ -105,34 +113,53 @@ static std::string sample_row(const float* l, int64_t V, int64_t r, const Sample
   double m = kNegInf;
   for (int64_t j = 0; j < V; ++j)
     if (z[j] > m) m = z[j];
+  // e_j = exp(z_j − m) serves both top-p's p_j and π's numerators: a survivor's z is unchanged,
+  // so the reference's second exp of it gives this same value (and −Inf gives 0 in both).
+  std::vector<double>& e = s.e;
+  double S = 0;
+  for (int64_t j = 0; j < V; ++j) {
+    e[j] = std::exp(z[j] - m);
+    S += e[j];
+  }
   // top-p: visit by z descending (ties: lower index), drop a token once the ones before it
-  // already hold more than topP of the mass. −Inf entries have p = 0 and are dropped anyway,
-  // so only the finite ones are sorted.
+  // already hold more than topP of the mass. cum only grows, so the survivors are a prefix of
+  // the visit order: sort a growing prefix (partial_sort) until the cut is inside it instead
+  // of sorting the whole vocabulary. −Inf entries have p = 0 and are dropped anyway.
   if (c.topP < 1) {
-    double S = 0;
-    for (int64_t j = 0; j < V; ++j) {
-      p[j] = std::exp(z[j] - m);
-      S += p[j];
-    }
-    for (int64_t j = 0; j < V; ++j) p[j] /= S;
+    for (int64_t j = 0; j < V; ++j) p[j] = e[j] / S;
+    std::vector<int32_t>& order = s.order;
     order.clear();
     for (int64_t j = 0; j < V; ++j)
       if (z[j] != kNegInf) order.push_back(int32_t(j));
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
-    double cum = 0;
-    for (size_t i = 0; i < order.size(); ++i) {
-      const int32_t j = order[i];
-      if (i > 0 && cum > c.topP) z[j] = kNegInf;
-      cum += p[j];
+    auto before = [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
+    size_t k = std::min<size_t>(order.size(), 256), keep = order.size();
+    for (;;) {
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), before);
+      double cum = 0;
+      size_t cut = 0;
+      for (size_t i = 0; i < k; ++i) {
+        if (i > 0 && cum > c.topP) {
+          cut = i;
+          break;
+        }
+        cum += p[order[i]];
+      }
+      if (cut) {
+        keep = cut;
+        break;
+      }
+      if (k == order.size()) break;
+      k = std::min(order.size(), k * 8);
+    }
+    for (size_t i = keep; i < order.size(); ++i) {
+      z[order[i]] = kNegInf;
+      e[order[i]] = 0;
     }
   }
   // π over the survivors, then inverse-CDF with the counter-based uniform.
   double S2 = 0;
-  for (int64_t j = 0; j < V; ++j) {
-    p[j] = std::exp(z[j] - m);
-    S2 += p[j];
-  }
-  for (int64_t j = 0; j < V; ++j) p[j] /= S2;
+  for (int64_t j = 0; j < V; ++j) S2 += e[j];
+  for (int64_t j = 0; j < V; ++j) p[j] = e[j] / S2;
   const double u = uniform01(uint64_t(c.seed), uint64_t(counter));
   int64_t tok = -1;
   double cdf = 0;
@@ -222,15 +249,15 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
   const std::vector<double>* counters = a.geta("counters");
   std::vector<std::string> errs(static_cast<size_t>(n));
   ctx.pool.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> z, p;
-    std::vector<int32_t> order;
+    SampleScratch s;
     if (c.temperature > 0) {
-      z.resize(size_t(V));
-      p.resize(size_t(V));
-      order.reserve(size_t(V));
+      s.z.resize(size_t(V));
+      s.e.resize(size_t(V));
+      s.p.resize(size_t(V));
+      s.order.reserve(size_t(V));
     }
     for (int64_t r = r0; r < r1; ++r)
-      errs[r] = sample_row(logits + r * V, V, r, c, c.temperature > 0 ? (*counters)[r] : 0, z, p, order, ids + r, conf + r);
+      errs[r] = sample_row(logits + r * V, V, r, c, c.temperature > 0 ? (*counters)[r] : 0, s, ids + r, conf + r);
   });
   for (int64_t r = 0; r < n; ++r)
     if (!errs[r].empty()) throw Error(DVL_ERR_RANGE, errs[r]);
