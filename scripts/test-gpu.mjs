@@ -7,9 +7,10 @@
 //    (CMAKE_CUDA_ARCHITECTURES = "<cc>-real", e.g. 90-real on H100/H200) into build-gpu/;
 //    DIFFUSIONVL_CUDA_ARCHS overrides the list, DIFFUSIONVL_GPU_BUILD_DIR the folder, and
 //    DIFFUSIONVL_GPU_SKIP_BUILD=1 reuses an existing build there.
-// 3. Runs `vitest run test/gpu` against that build with DIFFUSIONVL_GPU=cuda, so an unusable
-//    CUDA backend fails the suite instead of skipping it.
-// 4. Writes bench/out/gpu-report.json: device, driver, backend probe, build, test results.
+// 3. Builds and runs the C++ self-test (dvl_cuda_selftest: loader, copies, add vs CPU, add
+//    bandwidth), then `vitest run test/gpu` against that build with DIFFUSIONVL_GPU=cuda, so
+//    an unusable CUDA backend fails the suite instead of skipping it.
+// 4. Writes bench/out/gpu-report.json: device, driver, backend probe, build, self-test, tests.
 // Exit code: 0 when skipped or all tests passed; 1 otherwise.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -130,6 +131,23 @@ try {
   report.probe = { error: String(e && e.message) };
 }
 
+// ---- the C++ self-test (csrc/cuda/selftest.cpp): same checks without Node, plus bandwidth -------
+{
+  const b = spawnSync('cmake', ['--build', buildDir, '--target', 'dvl_cuda_selftest'], { cwd: root, encoding: 'utf8' });
+  const exe = join(buildDir, 'csrc', 'cuda', 'dvl_cuda_selftest');
+  if (b.status !== 0 || !existsSync(exe)) {
+    report.selftest = { error: `build failed (exit ${b.status}): ${String(b.stderr || b.stdout).trim().split('\n').slice(-3).join(' | ')}` };
+  } else {
+    const r = spawnSync(exe, [pluginPath], { encoding: 'utf8', maxBuffer: 16 << 20 });
+    try {
+      report.selftest = { exitCode: r.status, ...JSON.parse(r.stdout) };
+    } catch {
+      report.selftest = { exitCode: r.status, error: `unreadable output: ${String(r.stdout).slice(0, 200)} ${String(r.stderr).slice(0, 200)}` };
+    }
+    log(`selftest: exit ${r.status}${report.selftest.addGBps ? `, add ${report.selftest.addGBps.toFixed(0)} GB/s` : ''}`);
+  }
+}
+
 // ---- tests ------------------------------------------------------------------------------------
 const vitestJson = join(outDir, 'gpu-vitest.json');
 const env = {
@@ -168,7 +186,7 @@ if (existsSync(vitestJson)) {
   };
 }
 report.tests = tests;
-report.ok = t.status === 0;
+report.ok = t.status === 0 && report.selftest?.exitCode === 0;
 report.seconds = (Date.now() - started.getTime()) / 1000;
 writeReport(report);
 console.log(

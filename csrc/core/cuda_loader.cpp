@@ -94,9 +94,9 @@ CudaProbe probe_uncached(CudaProbeOptions o) {
   }
   // 1. An explicit plugin path that does not exist is a configuration mistake: say so first,
   //    whatever the host has.
+  if (o.plugin_override_set) r.plugin_path = o.plugin_override;
   if (o.plugin_override_set && !is_file(o.plugin_override)) {
     r.tried.push_back(o.plugin_override);
-    r.plugin_path = o.plugin_override;
     return fail(r, "plugin-missing",
                 "DIFFUSIONVL_CUDA_PLUGIN=" + o.plugin_override + " is not a file; unset it or point it at " + kPluginFile);
   }
