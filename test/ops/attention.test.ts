@@ -142,6 +142,14 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     q.dispose();
   });
 
+  it('a row with no visible key is zeros, never NaN (full mask over an empty cache)', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const k = tensorFromArray('f32', [1, 4, 8], new Float32Array(32).fill(NaN));  // never read
+    const o = q.attention(tensorFromArray('f32', [3, 2, 8], normal(rng(12), 48)), k, k, { kvLen: 0, mask: 'full' });
+    expect(Array.from(await q.readF32(o))).toEqual(new Array(48).fill(0));
+    q.dispose();
+  });
+
   it('throws typed errors for bad calls', () => {
     const q = new Queue({ isa, threads: 1 });
     const qt = tensorFromArray('f32', [2, 4, 8], new Float32Array(64));
