@@ -1,0 +1,275 @@
+// qwen25vl_vision.ts — the Qwen2.5-VL vision tower and PatchMerger over the op set (spec §1.3,
+// §3.2–3.4): pixel_values rows → merged image tokens in the text model's hidden size.
+//
+// Legend: R patch rows (all images), C tower hidden (1280), nh heads (16), hd head dim (80),
+// Iv MLP intermediate (3420), D = 3·tps·ps·ps values per row (1176), m = spatial merge (2),
+// u = m² rows per merge unit (4), U = R/u merge units = image tokens, O out_hidden (text H).
+//
+// Flow (§3.3):
+//   1. patch embed       e [R, C] = rows · Wpatchᵀ (the Conv3d with kernel = stride is a matmul)
+//   2. rotary table      per patch (row r, col c): θ = [r·inv_freq, c·inv_freq], emb = [θ, θ] (hd)
+//   3. window order      merge units regrouped window by window (windowLayout below); hidden rows
+//                        and rotary rows permuted together, a unit's u rows staying together
+//   4. blocks            pre-norm, window attention (segments = windows) or, for the
+//                        fullatt_block_indexes, attention over each whole image frame
+//   5. merger            RMSNorm ln_q per row, a unit's u rows concatenated (a reshape), Linear,
+//                        exact GELU, Linear
+//   6. unpermute         merged tokens back to row-major order over each image's merge grid
+// Attention is bidirectional within a segment, so the window order only decides which rows
+// share a segment; the float64 reference (test/model/vision_reference.ts) never permutes.
+import { ShapeError } from '../errors.js';
+import { Queue, TensorScope, tensorFromArray, type Tensor } from '../native/index.js';
+import type { QwenVisionConfig } from '../weights/config.js';
+import type { LoadedWeights } from '../weights/load.js';
+
+/** RMSNorm epsilon everywhere in the ViT and the merger (spec §1.3; not in the config). */
+export const VISION_RMS_EPS = 1e-6;
+/** Rotary base of the 2-D table (spec §3.3 step 2). */
+const ROPE_THETA = 10000;
+
+/** One preprocessed image (lib/image/qwen2vl.ts `preprocessQwen2vl`). */
+export interface VisionImage {
+  /** f32 [t·gh·gw, D] in the §3.2 row order. */
+  pixelValues: Float32Array;
+  /** [t, gh, gw] in patches. */
+  grid: readonly [number, number, number] | readonly number[];
+}
+
+/** Where the rows go and which rows attend to each other (all images of one call). */
+export interface WindowLayout {
+  /** Merge units in window order: unit ids (offset by the units of earlier images), U entries. */
+  windowIndex: Int32Array;
+  /** Window boundaries in patch rows over the window-ordered rows (cu_seqlens, deduplicated). */
+  cuWindowSeqlens: number[];
+  /** Whole-frame boundaries in patch rows (the full-attention blocks). */
+  cuSeqlens: number[];
+  /** Patch rows R. */
+  rows: number;
+}
+
+/**
+ * The window permutation of spec §3.3 step 3. Per image and frame: the (gh/m)×(gw/m) unit grid
+ * padded to multiples of M = window/(m·ps) (the reference always appends M − n mod M, so an
+ * exact multiple gets a whole empty window, which then vanishes), cut into M×M windows visited
+ * row-major, units inside a window row-major, padding skipped.
+ */
+export function windowLayout(grids: readonly (readonly number[])[], cfg: Pick<QwenVisionConfig, 'windowSize' | 'spatialMergeSize' | 'patchSize'>): WindowLayout {
+  const m = cfg.spatialMergeSize, u = m * m;
+  const M = Math.floor(cfg.windowSize / m / cfg.patchSize);
+  const windowIndex: number[] = [];
+  const cuWindow = [0];
+  const cuFull = [0];
+  let unitBase = 0;
+  for (const [t, gh, gw] of grids) {
+    const lh = gh / m, lw = gw / m;
+    const ph = lh + (M - (lh % M)), pw = lw + (M - (lw % M));
+    const nwh = ph / M, nww = pw / M;
+    for (let f = 0; f < t; f++) {
+      for (let wy = 0; wy < nwh; wy++)
+        for (let wx = 0; wx < nww; wx++) {
+          let n = 0;
+          for (let y = wy * M; y < Math.min((wy + 1) * M, lh); y++)
+            for (let x = wx * M; x < Math.min((wx + 1) * M, lw); x++, n++) windowIndex.push(unitBase + f * lh * lw + y * lw + x);
+          // Empty (all-padding) windows add no boundary: cu_seqlens are deduplicated.
+          if (n > 0) cuWindow.push(cuWindow[cuWindow.length - 1] + n * u);
+        }
+      cuFull.push(cuFull[cuFull.length - 1] + gh * gw);
+    }
+    unitBase += t * lh * lw;
+  }
+  return { windowIndex: Int32Array.from(windowIndex), cuWindowSeqlens: cuWindow, cuSeqlens: cuFull, rows: unitBase * u };
+}
+
+/**
+ * cos/sin f32 [R, hd] of the 2-D rotary table for the rows in §3.2 order (before the window
+ * permutation): inv_freq[j] = 1/θ^(2j/(hd/2)) for j < hd/4; the row's patch-row r fills the
+ * first hd/4 angles, its patch-col c the next hd/4; emb = [angles, angles]. Angles are rounded
+ * to f32 as torch computes them; cos/sin in double, stored f32.
+ */
+export function visionRotaryTable(grids: readonly (readonly number[])[], headDim: number, merge: number): { cos: Float32Array; sin: Float32Array } {
+  const dim = headDim / 2, q = dim / 2;
+  const inv = Float32Array.from({ length: q }, (_, j) => Math.fround(1 / Math.fround(ROPE_THETA ** Math.fround((2 * j) / dim))));
+  let R = 0;
+  for (const [t, gh, gw] of grids) R += t * gh * gw;
+  const cos = new Float32Array(R * headDim), sin = new Float32Array(R * headDim);
+  let row = 0;
+  for (const [t, gh, gw] of grids)
+    for (let f = 0; f < t; f++)
+      for (let bh = 0; bh < gh / merge; bh++)
+        for (let bw = 0; bw < gw / merge; bw++)
+          for (let ih = 0; ih < merge; ih++)
+            for (let iw = 0; iw < merge; iw++, row++) {
+              const r = bh * merge + ih, c = bw * merge + iw, o = row * headDim;
+              for (let j = 0; j < q; j++) {
+                const ar = Math.fround(r * inv[j]), ac = Math.fround(c * inv[j]);
+                for (const half of [0, dim]) {
+                  cos[o + half + j] = Math.cos(ar); sin[o + half + j] = Math.sin(ar);
+                  cos[o + half + q + j] = Math.cos(ac); sin[o + half + q + j] = Math.sin(ac);
+                }
+              }
+            }
+  return { cos, sin };
+}
+
+interface BlockWeights {
+  norm1: Tensor; norm2: Tensor;
+  qkv: Tensor; qkvBias: Tensor; proj: Tensor; projBias: Tensor;
+  gate: Tensor; gateBias: Tensor; up: Tensor; upBias: Tensor; down: Tensor; downBias: Tensor;
+}
+
+/** The nearest f16 value (ties to even), as a number; overflow → ±Infinity. */
+function f16round(v: number): number {
+  const a = Math.abs(v);
+  if (!Number.isFinite(a) || a === 0) return v;
+  if (a >= 65520) return Math.sign(v) * Infinity;
+  let e = Math.max(Math.floor(Math.log2(a)), -14);   // below 2^-14: subnormal, fixed quantum 2^-24
+  if (e > -14 && 2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  const quantum = 2 ** (e - 10);
+  const x = a / quantum;   // exact: a power-of-two division
+  let r = Math.round(x);
+  if (r - x === 0.5 && r % 2 !== 0) r -= 1;
+  return Math.sign(v) * r * quantum;
+}
+
+/** Rounds f32 values to bf16 (nearest even) or f16, like torch's cast of the input to the weight dtype. */
+function roundTo(dtype: string | null, x: Float32Array): Float32Array {
+  if (dtype === 'bf16') {
+    const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+    const out = new Float32Array(x.length);
+    const o = new Uint32Array(out.buffer);
+    for (let i = 0; i < x.length; i++) {
+      const b = u[i];
+      o[i] = ((b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000) >>> 0;
+    }
+    return out;
+  }
+  if (dtype === 'f16') return x.map(f16round);
+  return x;
+}
+
+export class Qwen25VisionTower {
+  readonly cfg: QwenVisionConfig;
+  /** Patch embedding as a matrix [C, D] (a view of the Conv3d weight [C, 3, tps, ps, ps]). */
+  private readonly patch: Tensor;
+  private readonly blocks: BlockWeights[] = [];
+  private readonly lnQ: Tensor;
+  private readonly mlp0: Tensor; private readonly mlp0Bias: Tensor;
+  private readonly mlp2: Tensor; private readonly mlp2Bias: Tensor;
+  private readonly rowLength: number;
+
+  constructor(private readonly q: Queue, weights: LoadedWeights, cfg: QwenVisionConfig) {
+    this.cfg = cfg;
+    const w = (n: string) => weights.get(n);
+    this.rowLength = 3 * cfg.temporalPatchSize * cfg.patchSize * cfg.patchSize;
+    this.patch = q.reshape(w('visual.patch_embed.proj.weight'), [cfg.hiddenSize, this.rowLength]);
+    for (let j = 0; j < cfg.depth; j++) {
+      const p = `visual.blocks.${j}.`;
+      this.blocks.push({
+        norm1: w(p + 'norm1.weight'), norm2: w(p + 'norm2.weight'),
+        qkv: w(p + 'attn.qkv.weight'), qkvBias: w(p + 'attn.qkv.bias'),
+        proj: w(p + 'attn.proj.weight'), projBias: w(p + 'attn.proj.bias'),
+        gate: w(p + 'mlp.gate_proj.weight'), gateBias: w(p + 'mlp.gate_proj.bias'),
+        up: w(p + 'mlp.up_proj.weight'), upBias: w(p + 'mlp.up_proj.bias'),
+        down: w(p + 'mlp.down_proj.weight'), downBias: w(p + 'mlp.down_proj.bias'),
+      });
+    }
+    this.lnQ = w('visual.merger.ln_q.weight');
+    this.mlp0 = w('visual.merger.mlp.0.weight'); this.mlp0Bias = w('visual.merger.mlp.0.bias');
+    this.mlp2 = w('visual.merger.mlp.2.weight'); this.mlp2Bias = w('visual.merger.mlp.2.bias');
+  }
+
+  /** Merged tokens an image of this grid becomes: t·gh·gw / m². */
+  tokensFor(grid: readonly number[]): number {
+    return (grid[0] * grid[1] * grid[2]) / this.cfg.spatialMergeSize ** 2;
+  }
+
+  private check(images: readonly VisionImage[]): void {
+    const m = this.cfg.spatialMergeSize;
+    if (images.length === 0) throw new ShapeError('vision encode: no images');
+    images.forEach((im, i) => {
+      const g = im.grid;
+      if (g.length !== 3 || !g.every((v) => Number.isInteger(v) && v >= 1)) {
+        throw new ShapeError(`vision encode: image ${i}: grid must be 3 positive integers [t, gh, gw], got [${Array.from(g).join(', ')}]`);
+      }
+      if (g[1] % m !== 0 || g[2] % m !== 0) throw new ShapeError(`vision encode: image ${i}: grid [${g.join(', ')}] is not a multiple of the merge size ${m}`);
+      const want = g[0] * g[1] * g[2] * this.rowLength;
+      if (im.pixelValues.length !== want) {
+        throw new ShapeError(`vision encode: image ${i}: pixelValues has ${im.pixelValues.length} values, grid [${g.join(', ')}] needs ${want} (rows of ${this.rowLength})`);
+      }
+    });
+  }
+
+  /**
+   * Enqueues the tower for all images (each with its own windows and frames); returns f32
+   * [Σ tokens, O], image after image, tokens row-major over each merge grid. Nothing is awaited.
+   */
+  encode(images: readonly VisionImage[]): Tensor {
+    this.check(images);
+    const { q, cfg } = this;
+    const C = cfg.hiddenSize, nh = cfg.numHeads, hd = C / nh, m = cfg.spatialMergeSize, u = m * m;
+    const grids = images.map((im) => Array.from(im.grid));
+    const lay = windowLayout(grids, cfg);
+    const R = lay.rows, U = R / u;
+    const fullAtt = new Set(cfg.fullAttBlockIndexes);
+
+    // Row permutation: unit windowIndex[i] → rows u·i..u·i+u-1; its inverse for the merged tokens.
+    const rowPerm = new Int32Array(R);
+    for (let i = 0; i < U; i++) for (let k = 0; k < u; k++) rowPerm[i * u + k] = lay.windowIndex[i] * u + k;
+    const unitInv = new Int32Array(U);
+    for (let i = 0; i < U; i++) unitInv[lay.windowIndex[i]] = i;
+
+    const pixels = new Float32Array(R * this.rowLength);
+    let off = 0;
+    for (const im of images) { pixels.set(im.pixelValues, off); off += im.pixelValues.length; }
+    const { cos: cosAll, sin: sinAll } = visionRotaryTable(grids, hd, m);
+    const cosW = new Float32Array(R * hd), sinW = new Float32Array(R * hd);
+    for (let i = 0; i < R; i++) {
+      const s = rowPerm[i] * hd;
+      cosW.set(cosAll.subarray(s, s + hd), i * hd);
+      sinW.set(sinAll.subarray(s, s + hd), i * hd);
+    }
+
+    const scope = new TensorScope();
+    const prev = q.scope;
+    q.scope = scope;
+    let out: Tensor | undefined;
+    try {
+      const t = <T extends Tensor>(x: T) => scope.track(x);
+      const px = t(tensorFromArray('f32', [R, this.rowLength], roundTo(this.patch.dtype, pixels)));
+      const cos = t(tensorFromArray('f32', [R, hd], cosW));
+      const sin = t(tensorFromArray('f32', [R, hd], sinW));
+      // Patch embed, then window order (the embed is per row, so permuting after it is the same).
+      let h = q.gatherRows(q.matmul(px, this.patch), t(tensorFromArray('i32', [R], rowPerm)));
+      // Head-major K/V scratch for the attention op, rewritten by every block.
+      const kS = q.empty('f32', [nh, R, hd]), vS = q.empty('f32', [nh, R, hd]);
+      for (let j = 0; j < cfg.depth; j++) {
+        const B = this.blocks[j];
+        const x = q.rmsNorm(h, B.norm1, VISION_RMS_EPS);
+        const qkv = q.matmul(x, B.qkv, B.qkvBias);   // [R, 3C]: Q | K | V, head h at cols h·hd.. within each
+        const qh = q.rope(q.reshape(q.sliceCols(qkv, 0, C), [R, nh, hd]), cos, sin);
+        const kh = q.rope(q.reshape(q.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin);
+        q.kvCacheAppend(kS, kh, 0);
+        q.kvCacheAppend(vS, q.reshape(q.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
+        const segments = fullAtt.has(j) ? lay.cuSeqlens : lay.cuWindowSeqlens;
+        const att = q.attention(qh, kS, vS, { kvLen: R, mask: 'segments', segments });
+        h = q.add(h, q.matmul(q.reshape(att, [R, C]), B.proj, B.projBias));
+        const z = q.rmsNorm(h, B.norm2, VISION_RMS_EPS);
+        const a = q.swiglu(q.matmul(z, B.gate, B.gateBias), q.matmul(z, B.up, B.upBias));
+        h = q.add(h, q.matmul(a, B.down, B.downBias));
+      }
+      // Merger on window-ordered rows: a unit's u rows are consecutive, so the concat is a reshape.
+      const n = q.reshape(q.rmsNorm(h, this.lnQ, VISION_RMS_EPS), [U, u * C]);
+      const y = q.matmul(q.gelu(q.matmul(n, this.mlp0, this.mlp0Bias)), this.mlp2, this.mlp2Bias);
+      out = q.gatherRows(y, t(tensorFromArray('i32', [U], unitInv)));
+      return out;
+    } finally {
+      q.scope = prev;
+      scope.dispose(out ? [out] : []);
+    }
+  }
+
+  dispose(): void {
+    this.patch.dispose();
+  }
+}
