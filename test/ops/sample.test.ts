@@ -135,6 +135,14 @@ describe.each(nativeInfo().isaLevels)('confidence_remask at isa %s', (isa) => {
     q.dispose();
   });
 
+  it('no masked rows (n = 0) gives empty outputs', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const [ids, conf, reveal] = q.confidenceRemask(tensorFromArray('f32', [0, 5], new Float32Array(0)), { temperature: 1, counters: [], k: 2, mode: 'dynamic' });
+    expect([ids.shape, conf.shape, reveal.shape]).toEqual([[0], [0], [0]]);
+    expect((await q.readI32(reveal)).length).toBe(0);
+    q.dispose();
+  });
+
   it('throws typed errors for bad calls', () => {
     const q = new Queue({ isa, threads: 1 });
     const l = tensorFromArray('f32', [2, 5], new Float32Array(10));

@@ -131,11 +131,12 @@ static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out,
 #endif
 
   // Split each kv head's Tq·group rows into runs: enough items for every thread (twice over,
-  // for balance under causal masks), but at most 64 rows so the per-row state stays small.
+  // for balance under causal masks), at most 64 rows (the item's scratch), and at least 8: every
+  // item re-reads and transposes its head's K/V tiles, which a run of 4 rows would not amortise.
   const int64_t rows = Tq * A.group, nth = ctx.pool.size();
   int64_t per_head = (2 * nth + nkv - 1) / nkv;
   int64_t run = (rows + per_head - 1) / per_head;
-  run = std::max<int64_t>(1, std::min<int64_t>(run, kAttnMaxRows));
+  run = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(run, 8), kAttnMaxRows));
   const int64_t runs = (rows + run - 1) / run, items = nkv * runs;
   ctx.pool.parallel_for(items, 1, [&](int64_t b, int64_t e) {
     std::vector<float> scratch(size_t(attn_scratch_floats(hd)));
