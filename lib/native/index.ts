@@ -165,6 +165,13 @@ export class Queue {
   imageResize(img: NativeTensor, width: number, height: number): NativeTensor {
     return this.one('image_resize', [img], { width, height });
   }
+  /**
+   * resize_bilinear: x f32 [h, w, C] → f32 [height, width, C], torch interpolate
+   * mode 'bilinear', align_corners = false, no antialias (spec §3.5 step 7). (bilinear.cpp)
+   */
+  resizeBilinear(x: NativeTensor, height: number, width: number): NativeTensor {
+    return this.one('resize_bilinear', [x], { height, width });
+  }
 }
 
 export interface AttentionOptions {

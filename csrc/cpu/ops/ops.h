@@ -40,6 +40,7 @@ void ops_register_shape(std::vector<OpDef>& t);   // reshape, gather_rows, scatt
 void ops_register_sample(std::vector<OpDef>& t);  // confidence_remask                (sample.cpp)
 void ops_register_probe(std::vector<OpDef>& t);   // stream_read (bandwidth probe)    (probe.cpp)
 void ops_register_image(std::vector<OpDef>& t);   // image_resize (Pillow bicubic)    (image.cpp)
+void ops_register_bilinear(std::vector<OpDef>& t);  // resize_bilinear (anyres downsample) (bilinear.cpp)
 
 // ---- helpers for plan() ---------------------------------------------------------------------
 

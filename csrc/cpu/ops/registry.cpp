@@ -20,6 +20,7 @@ static const std::vector<OpDef>& table() {
     ops_register_sample(v);
     ops_register_probe(v);
     ops_register_image(v);
+    ops_register_bilinear(v);
     return v;
   }();
   return t;
