@@ -4,7 +4,8 @@
 // The decode step of the block decoder (spec §5.6, PERFORMANCE.md c1): 8 query rows (one block)
 // against a cache of ctx = 1k and 4k positions, mask 'full' (cache + own block, no masking
 // needed), for the Qwen2.5-0.5B layout (14 heads, 2 kv heads, hd 64; the brief's target) and the
-// 7B layout (28 heads, 4 kv heads, hd 128), with f32 and bf16 caches. Per row: ms per call,
+// 7B layout (28 heads, 4 kv heads, hd 128), with f32 and bf16 caches; plus one prefill row (a
+// 512-token prompt, block-causal mask, 0.5B layout, bf16 cache). Per row: ms per call,
 // the K/V bytes streamed per call ÷ time (GB/s), and GFLOP/s (2 matmuls: 4·Tq·nh·ctx·hd flops).
 //
 // Method (as bench/kernels.ts): a batch of the same op enqueued `reps` times (≈ 0.2 s per batch),
@@ -22,7 +23,7 @@ export interface AttentionBenchOptions {
 }
 
 export interface AttentionBenchRow {
-  model: string; nh: number; nkv: number; hd: number; Tq: number; ctx: number; kv: 'f32' | 'bf16';
+  model: string; pass: 'decode' | 'prefill'; nh: number; nkv: number; hd: number; Tq: number; ctx: number; kv: 'f32' | 'bf16';
   ms: number; kvGBs: number; gflops: number;
 }
 
@@ -70,9 +71,19 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
         const qt = tensorFromArray('f32', [Tq, L.nh, L.hd], normal(r, Tq * L.nh * L.hd));
         const s = await timeOp(q, () => q.attention(qt, k, v, { kvLen: ctx, qPos0: ctx - Tq, mask: 'full' }), runs);
         const bytes = 2 * n * (kv === 'f32' ? 4 : 2);
-        rows.push({ ...L, Tq, ctx, kv, ms: s * 1e3, kvGBs: bytes / s / 1e9, gflops: (4 * Tq * L.nh * ctx * L.hd) / s / 1e9 });
+        rows.push({ ...L, pass: 'decode', Tq, ctx, kv, ms: s * 1e3, kvGBs: bytes / s / 1e9, gflops: (4 * Tq * L.nh * ctx * L.hd) / s / 1e9 });
         k.dispose(); v.dispose(); qt.dispose();
       }
+  // Prefill of a 512-token prompt (block-causal, bs 8): every query row attends to ≈ half the
+  // prompt on average, so the useful flops are ≈ 4·T·nh·(T/2)·hd.
+  {
+    const L = layouts[0], T = 512, n = L.nkv * T * L.hd;
+    const k = tensorFromArray('bf16', [L.nkv, T, L.hd], toBf16(normal(r, n))), v = tensorFromArray('bf16', [L.nkv, T, L.hd], toBf16(normal(r, n)));
+    const qt = tensorFromArray('f32', [T, L.nh, L.hd], normal(r, T * L.nh * L.hd));
+    const s = await timeOp(q, () => q.attention(qt, k, v, { kvLen: T, qPos0: 0, mask: 'block', blockSize: 8 }), runs);
+    rows.push({ ...L, pass: 'prefill', Tq: T, ctx: T, kv: 'bf16', ms: s * 1e3, kvGBs: (2 * n * 2) / s / 1e9, gflops: (4 * T * L.nh * (T / 2) * L.hd) / s / 1e9 });
+    k.dispose(); v.dispose(); qt.dispose();
+  }
   q.dispose();
   return { isa, threads, method: { batchSeconds: 0.2, timedRuns: runs, statistic: 'median', mask: 'full', Tq }, rows };
 }
@@ -84,8 +95,8 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     threads: args.has('threads') ? Number(args.get('threads')) : undefined,
     runs: args.has('runs') ? Number(args.get('runs')) : undefined,
   })) as { isa: string; threads: number; rows: AttentionBenchRow[] };
-  console.log(`attention decode step (8 queries, mask full) — isa ${res.isa}, ${res.threads} threads`);
-  console.log('model          ctx    kv     ms/call   KV GB/s  GFLOP/s');
+  console.log(`attention — isa ${res.isa}, ${res.threads} threads`);
+  console.log('model          pass       Tq   ctx  kv     ms/call   KV GB/s  GFLOP/s');
   for (const x of res.rows)
-    console.log(`${x.model.padEnd(14)} ${String(x.ctx).padStart(5)}  ${x.kv.padEnd(5)} ${x.ms.toFixed(3).padStart(9)} ${x.kvGBs.toFixed(2).padStart(9)} ${x.gflops.toFixed(2).padStart(8)}`);
+    console.log(`${x.model.padEnd(14)} ${x.pass.padEnd(8)} ${String(x.Tq).padStart(4)} ${String(x.ctx).padStart(5)}  ${x.kv.padEnd(5)} ${x.ms.toFixed(3).padStart(9)} ${x.kvGBs.toFixed(2).padStart(9)} ${x.gflops.toFixed(2).padStart(8)}`);
 }
