@@ -61,8 +61,8 @@ std::string cuda_version_str(int v) {
 }
 
 std::string cache_key(const CudaProbeOptions& o) {
-  std::string k = (o.plugin_override_set ? "1" : "0") + o.plugin_override + '\n' + o.driver_path + '\n' +
-                  std::to_string(o.device);
+  std::string k = std::string(o.plugin_override_set ? "1" : "0") + o.plugin_override + '\n' + o.driver_path +
+                  '\n' + std::to_string(o.device);
   for (const std::string& s : o.search_paths) k += '\n' + s;
   return k;
 }
@@ -83,15 +83,9 @@ int driver_version(void* drv) {
   return 0;
 }
 
-CudaProbe probe_uncached(CudaProbeOptions o) {
+CudaProbe probe_uncached(const CudaProbeOptions& o) {
   CudaProbe r;
   r.device = o.device;
-  if (!o.plugin_override_set) {
-    if (const char* env = std::getenv("DIFFUSIONVL_CUDA_PLUGIN")) {
-      o.plugin_override_set = *env != 0;
-      o.plugin_override = env;
-    }
-  }
   // 1. An explicit plugin path that does not exist is a configuration mistake: say so first,
   //    whatever the host has.
   if (o.plugin_override_set) r.plugin_path = o.plugin_override;
@@ -258,7 +252,15 @@ int64_t numel_of(const std::vector<int64_t>& s) {
 
 }  // namespace
 
-CudaProbe cuda_probe(const CudaProbeOptions& opts) {
+CudaProbe cuda_probe(const CudaProbeOptions& given) {
+  CudaProbeOptions opts = given;
+  if (!opts.plugin_override_set && opts.read_c_env) {
+    const char* env = std::getenv("DIFFUSIONVL_CUDA_PLUGIN");
+    if (env && *env) {
+      opts.plugin_override_set = true;
+      opts.plugin_override = env;
+    }
+  }
   std::lock_guard<std::mutex> lock(g_mu);
   std::string key = cache_key(opts);
   auto it = g_cache.find(key);

@@ -30,10 +30,11 @@ namespace dvl {
 
 struct CudaProbeOptions {
   // DIFFUSIONVL_CUDA_PLUGIN: the plugin file to use and nothing else. lib/native passes the
-  // JS-side environment (a worker's process.env is not the C environment); when neither
-  // field is set the C environment is consulted.
+  // JS-side environment (a worker's process.env is not the C environment) and clears
+  // read_c_env; C++ callers leave it set and the C environment is consulted.
   bool plugin_override_set = false;
   std::string plugin_override;
+  bool read_c_env = true;
   // Tried after "next to the addon file": files, or folders that hold libdiffusionvl_cuda.so
   // (e.g. an installed CUDA package's prebuilds folder).
   std::vector<std::string> search_paths;

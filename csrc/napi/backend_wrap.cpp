@@ -20,13 +20,14 @@ static Napi::Value JS_backendProbe(const Napi::CallbackInfo& info) {
   Napi::Value result = env.Undefined();
   guarded(env, [&] {
     CudaProbeOptions o;
+    o.read_c_env = false;  // lib/native passes DIFFUSIONVL_CUDA_PLUGIN from process.env
     if (info.Length() > 0 && info[0].IsObject()) {
       Napi::Object a = info[0].As<Napi::Object>();
       Napi::Value v = a.Get("pluginPath");
-      if (v.IsString()) {
+      if (v.IsString() && !v.As<Napi::String>().Utf8Value().empty()) {
         o.plugin_override_set = true;
         o.plugin_override = v.As<Napi::String>().Utf8Value();
-      } else if (!v.IsUndefined() && !v.IsNull()) {
+      } else if (!v.IsUndefined() && !v.IsNull() && !v.IsString()) {
         throw Error(DVL_ERR_ARG, "backendProbe: pluginPath must be a string");
       }
       v = a.Get("searchPaths");
