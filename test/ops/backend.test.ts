@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BackendError, OptionError } from '../../lib/errors.js';
-import { type BackendAddon, getBackendInfo } from '../../lib/native/backend.js';
-import { loadAddon, packageRoot } from '../../lib/native/index.js';
+import { type BackendAddon, cudaRunOp, getBackendInfo } from '../../lib/native/backend.js';
+import { loadAddon, packageRoot, tensorFromArray } from '../../lib/native/index.js';
 
 const ENV_KEYS = ['DIFFUSIONVL_GPU', 'DIFFUSIONVL_CUDA_PLUGIN'] as const;
 const saved = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
@@ -110,6 +110,13 @@ describe('getBackendInfo', () => {
     delete process.env.DIFFUSIONVL_GPU;
     expect(() => getBackendInfo({ gpu: 'vulkan' as never })).toThrow(/gpu must be/);
     expect(() => getBackendInfo({ device: -1 })).toThrow(/device must be/);
+  });
+
+  it('device ops refuse to run while the CUDA backend is unavailable', () => {
+    if (getBackendInfo().cuda.available) return;
+    const a = tensorFromArray('f32', [3], new Float32Array(3));
+    expect(() => cudaRunOp('add', [a, a])).toThrow(BackendError);
+    expect(() => cudaRunOp('add', [a, a])).toThrow(/CUDA backend is not available/);
   });
 
   it('a DIFFUSIONVL_CUDA_PLUGIN that does not exist gives plugin-missing, whatever the host', () => {
