@@ -23,6 +23,7 @@ namespace {
 
 struct Settle;
 void settle_on_js(Napi::Env env, Napi::Function, void*, Settle* s);
+void settle_on_js_impl(Napi::Env env, Napi::Function, void*, Settle* s);
 using Tsfn = Napi::TypedThreadSafeFunction<void, Settle, settle_on_js>;
 
 // Promises pending on one queue; the tsfn keeps the event loop alive only while n > 0.
@@ -103,7 +104,10 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     pending_->tsfn.Release();
     if (has_cleanup_) {
       has_cleanup_ = false;
-      cleanup_.Remove(Env());
+      try {
+        cleanup_.Remove(Env());
+      } catch (...) {  // environment already going away: nothing left to remove
+      }
     }
   }
 
@@ -278,7 +282,16 @@ Napi::Value typed_copy(Napi::Env env, DType dt, const std::vector<char>& data) {
   }
 }
 
-void settle_on_js(Napi::Env env, Napi::Function, void*, Settle* s) {
+void settle_on_js(Napi::Env env, Napi::Function fn, void* ctx, Settle* s) {
+  // Never let a C++ exception escape a thread-safe-function callback (it would terminate the
+  // process); during environment teardown napi calls fail and the wrapper throws.
+  try {
+    settle_on_js_impl(env, fn, ctx, s);
+  } catch (...) {
+  }
+}
+
+void settle_on_js_impl(Napi::Env env, Napi::Function, void*, Settle* s) {
   std::unique_ptr<Settle> own(s);
   if (env == nullptr) return;  // tearing down
   Napi::HandleScope scope(env);

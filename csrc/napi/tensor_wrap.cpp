@@ -45,7 +45,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   void release(Napi::Env env) {
     if (!t_) return;
     t_.reset();
-    if (bytes_) Napi::MemoryManagement::AdjustExternalMemory(env, -bytes_);
+    // Raw call, status ignored: this also runs from a finalizer while a worker's environment
+    // is being torn down, where the C++ wrapper would throw (and a throw here terminates).
+    int64_t ignored;
+    if (bytes_) napi_adjust_external_memory(env, -bytes_, &ignored);
     bytes_ = 0;
   }
 
