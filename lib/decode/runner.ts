@@ -13,7 +13,7 @@
 //     exactly the standalone commit, and block k+1's rows see block k's clean K/V)
 //   - the last block is never committed (nothing would read its K/V)
 // Every forward writes its K/V at its own positions; only a commit advances L (in this file).
-import { OptionError } from '../errors.js';
+import { OptionError, OutOfRangeError } from '../errors.js';
 import type { Queue, Tensor } from '../native/index.js';
 import { canvasGeometry, scheduleLength, type CanvasBlock, type DecodeRoute } from './canvas.js';
 import { validateDecodeOptions, type DecodeOptions, type ResolvedDecodeOptions } from './options.js';
@@ -90,6 +90,20 @@ export interface DecodeResult {
 export interface DoneEvent { type: 'done'; result: DecodeResult }
 export type DecodeEvent = StepEvent | BlockEvent | DoneEvent;
 
+/** −200: an image placeholder the model's forwarder replaces with feature rows (spec §3.6). */
+const IMAGE_SENTINEL = -200;
+
+/** Prompt ids must be token rows of the model (or image sentinels): a typed error before any work. */
+function checkPromptIds(ids: readonly number[], vocabSize: number | undefined): void {
+  for (let j = 0; j < ids.length; j++) {
+    const id = ids[j];
+    if (id === IMAGE_SENTINEL) continue;
+    if (!Number.isInteger(id) || id < 0 || (vocabSize !== undefined && id >= vocabSize)) {
+      throw new OutOfRangeError(`prompt id ${id} at position ${j} is outside the model's ${vocabSize ?? '?'} embedding rows`);
+    }
+  }
+}
+
 /** Block diffusion decoding (spec §5), as an async generator of events ending with `done`. */
 export async function* runBlockDiffusion(
   fw: BlockForwarder, promptIds: readonly number[], options: DecodeOptions | undefined, model: DecodeModel,
@@ -98,6 +112,7 @@ export async function* runBlockDiffusion(
   const t0 = performance.now();
   const P = promptIds.length;
   const o = validateDecodeOptions(options, { ...model, promptLength: P });
+  checkPromptIds(promptIds, model.vocabSize);
   const G = o.maxTokens, bs = o.blockSize;
   const geom = canvasGeometry(P, G, bs);
   const route: DecodeRoute = model.route ?? 'qwen2.5-vl';
@@ -235,6 +250,7 @@ export async function* runAutoregressive(
   const P = promptIds.length;
   if (P < 1) throw new OptionError('autoregressive decoding needs a prompt of at least one token', 'prompt');
   const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P });
+  checkPromptIds(promptIds, model.vocabSize);
   const q = fw.queue;
   const signal = o.signal;
   const out: number[] = [];

@@ -78,6 +78,8 @@ describe('loadModel + generate', () => {
     await expect(model.generate({ prompt: 'x', blocksize: 8 } as never)).rejects.toThrow(/blockSize/);
     await expect(model.generate({ prompt: 'x', maxTokens: 100_000 })).rejects.toThrow(/maxTokens|context/);
     await expect(model.generate({} as never)).rejects.toThrow(OptionError);
+    await expect(model.generate({ promptIds: [1, 2, 5000], maxTokens: 8 })).rejects.toThrow(/prompt id 5000 at position 2/);
+    await expect(model.generate({ promptIds: [1, 2, 3], mode: 'ar', maxTokens: 8 })).resolves.toBeTruthy();
   });
 
   it('abort stops within a forward and rejects with signal.reason', async () => {
