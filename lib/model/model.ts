@@ -3,11 +3,18 @@
 //
 // One generation runs at a time per model (they share the KV cache): calls queue up in order.
 // dispose() frees native memory at once; a generation in flight rejects with DisposedError.
+//
+// Images (spec §3.6): the prompt carries one −200 sentinel per image. Before decoding, each
+// image is decoded, preprocessed and encoded (Qwen2.5-VL tower, or the SigLIP route), and the
+// prompt is expanded: each sentinel becomes N placeholder positions (id 0, a valid row for the
+// embedding gather), N = the image's feature rows. `featureRow[p]` maps a prompt position to its
+// feature row; every forward that covers prompt positions (the prefill, the straddling block on
+// each step, the AR prefill) gathers those rows and scatters them over the token embeddings.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DisposedError, OptionError } from '../errors.js';
-import { Queue, type Isa, type Tensor } from '../native/index.js';
-import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type RunnerFlags } from '../decode/runner.js';
+import { ConfigError, DisposedError, OptionError } from '../errors.js';
+import { Queue, tensorFromArray, type Isa, type Tensor } from '../native/index.js';
+import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
 import type { DecodeModel } from '../decode/reference.js';
 import { readConfig, type ModelConfig } from '../weights/config.js';
@@ -15,7 +22,11 @@ import { loadWeights, type LoadProgress, type LoadedWeights } from '../weights/l
 import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat } from '../text/prompt.js';
 import { IncrementalDecoder } from '../text/stream.js';
+import { decodeImage, type ImageInput, type RgbImage } from '../image/decode.js';
+import { preprocessQwen2vl } from '../image/qwen2vl.js';
+import type { SiglipVisionConfig } from '../weights/config.js';
 import { Qwen2Text } from './qwen2.js';
+import { Qwen25VisionTower } from './qwen25vl_vision.js';
 
 export interface LoadModelOptions {
   /** Kernel threads (default: physical cores). */
@@ -28,6 +39,8 @@ export interface LoadModelOptions {
   contextLength?: number;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+  /** Load the vision tower when the checkpoint has one (default true; false: text-only prompts). */
+  vision?: boolean;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -51,9 +64,29 @@ export interface GenerateRequest extends DecodeOptions {
   engine?: RunnerFlags;
 }
 
+export interface GenerateStats extends DecodeStats {
+  /** Milliseconds spent on images: decode, preprocess, vision tower (0 without images). */
+  visionMs: number;
+  /** Prompt positions taken by each image's features, in image order. */
+  imageTokens: number[];
+}
+
 export interface GenerateResult extends DecodeResult {
   text: string;
   mode: GenerationMode;
+  stats: GenerateStats;
+}
+
+/** A prompt with its images encoded: ids expanded to one position per feature row. */
+interface EncodedPrompt {
+  /** Token ids; image positions hold 0 (overridden by the features). */
+  ids: number[];
+  /** Per prompt position: its feature row, or −1 for a text token. */
+  featureRow: Int32Array;
+  /** f32 [Σ tokens, H], or null without images. */
+  features: Tensor | null;
+  imageTokens: number[];
+  visionMs: number;
 }
 
 export type StreamEvent =
@@ -71,6 +104,10 @@ export class Model {
   private readonly queue: Queue;
   private readonly weights: LoadedWeights;
   private readonly text: Qwen2Text;
+  /** The Qwen2.5-VL tower (null for text-only loads and the SigLIP route). */
+  private readonly tower: Qwen25VisionTower | null;
+  /** The prompt of the generation in flight (its image positions), or null. */
+  private active: EncodedPrompt | null = null;
   private _disposed = false;
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -81,6 +118,8 @@ export class Model {
     this.tokenizer = tokenizer;
     this.weightBytes = weights.bytes;
     this.text = new Qwen2Text(queue, weights, weights.config.text);
+    const v = weights.config.vision;
+    this.tower = v?.kind === 'qwen2_5_vl' && weights.has('visual.patch_embed.proj.weight') ? new Qwen25VisionTower(queue, weights, v) : null;
     this.text.allocateCache({ capacity: contextLength });
   }
 
@@ -98,7 +137,14 @@ export class Model {
     const queue = new Queue({ threads: opts.threads, isa: opts.isa });
     let weights: LoadedWeights | undefined;
     try {
-      weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: false });
+      const v = config.vision;
+      if (v && opts.vision !== false) {
+        const out = v.kind === 'qwen2_5_vl' ? v.outHiddenSize : config.text.hiddenSize;
+        if (out !== config.text.hiddenSize) {
+          throw new ConfigError(`${dir}: vision out_hidden_size ${out} differs from the text hidden size ${config.text.hiddenSize}`, { field: 'vision_config.out_hidden_size' });
+        }
+      }
+      weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength);
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
@@ -119,17 +165,100 @@ export class Model {
     if (this._disposed) throw new DisposedError('the model was disposed');
   }
 
-  /** Token ids of the request's prompt. */
+  /** Token ids of the request's prompt; each image is one IMAGE_TOKEN_INDEX (−200) sentinel. */
   promptIds(req: GenerateRequest): number[] {
-    if (req.promptIds) return Array.from(req.promptIds);
-    const messages: readonly ChatMessage[] | undefined = req.messages ?? (req.prompt !== undefined ? [{ role: 'user', content: req.prompt }] : undefined);
-    if (!messages) throw new OptionError('generate: give messages, prompt or promptIds', 'messages');
-    const format = req.format ?? (this.isDiffusion ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
-    const p = buildPrompt(this.tokenizer, messages, { format, systemPrompt: req.systemPrompt });
-    if (p.ids.includes(IMAGE_TOKEN_INDEX)) {
-      throw new OptionError('this build cannot run images yet: the vision tower is not wired into generate()', 'messages');
+    return this.prompt(req).ids;
+  }
+
+  /** The prompt's ids (with sentinels) and its images in sentinel order; checks everything cheap. */
+  private prompt(req: GenerateRequest): { ids: number[]; images: unknown[] } {
+    let ids: number[], images: unknown[];
+    if (req.promptIds) {
+      ids = Array.from(req.promptIds);
+      images = [];
+    } else {
+      const messages: readonly ChatMessage[] | undefined = req.messages ?? (req.prompt !== undefined ? [{ role: 'user', content: req.prompt }] : undefined);
+      if (!messages) throw new OptionError('generate: give messages, prompt or promptIds', 'messages');
+      const format = req.format ?? (this.isDiffusion ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
+      const p = buildPrompt(this.tokenizer, messages, { format, systemPrompt: req.systemPrompt });
+      ids = p.ids;
+      images = p.images;
     }
-    return p.ids;
+    const sentinels = ids.reduce((n, t) => n + (t === IMAGE_TOKEN_INDEX ? 1 : 0), 0);
+    if (sentinels !== images.length) {
+      throw new OptionError(`the prompt has ${sentinels} image sentinel(s) (${IMAGE_TOKEN_INDEX}) but ${images.length} image(s) were given`, req.promptIds ? 'promptIds' : 'messages');
+    }
+    if (sentinels > 0) {
+      const v = this.config.vision;
+      if (!v) throw new OptionError(`this model (${this.config.modelType}) has no vision tower: remove the images from the prompt`, 'messages');
+      if (v.kind === 'qwen2_5_vl' && !this.tower) throw new OptionError('the model was loaded with vision: false: load it again without that option to use images', 'messages');
+    }
+    return { ids, images };
+  }
+
+  /**
+   * Decodes, preprocesses and encodes the images, and expands each sentinel into one position
+   * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model.
+   */
+  private async encodePrompt(ids: readonly number[], images: readonly unknown[]): Promise<EncodedPrompt> {
+    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
+    const t0 = performance.now();
+    const decoded: RgbImage[] = [];
+    for (const im of images) decoded.push(await decodeImage(im as ImageInput));
+    this.ensureAlive();
+    let features: Tensor, imageTokens: number[];
+    const v = this.config.vision!;
+    if (v.kind === 'qwen2_5_vl') {
+      const pre = [];
+      for (const img of decoded) {
+        pre.push(await preprocessQwen2vl(img, {
+          minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
+          spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.queue,
+        }));
+      }
+      this.ensureAlive();
+      features = this.tower!.encode(pre);
+      imageTokens = pre.map((p) => p.tokens);
+    } else {
+      ({ features, tokensPerImage: imageTokens } = await this.encodeSiglip(v, decoded));
+    }
+    try {
+      await this.queue.sync();
+      this.ensureAlive();
+    } catch (e) {
+      features.dispose();
+      throw e;
+    }
+    // Expand: sentinel k → imageTokens[k] positions holding feature rows off_k .. off_k + N_k − 1.
+    const out: number[] = [];
+    const rows: number[] = [];
+    let k = 0, off = 0;
+    for (const t of ids) {
+      if (t !== IMAGE_TOKEN_INDEX) { out.push(t); rows.push(-1); continue; }
+      for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
+      off += imageTokens[k++];
+    }
+    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
+  }
+
+  /** The SigLIP route (DiffusionVL-Qwen2.5-7B), from lib/model/siglip.ts when that module is present. */
+  private async encodeSiglip(v: SiglipVisionConfig, images: RgbImage[]): Promise<{ features: Tensor; tokensPerImage: number[] }> {
+    type SiglipModule = {
+      encodeSiglipImages(queue: Queue, weights: LoadedWeights, cfg: SiglipVisionConfig, images: RgbImage[], opts: { multiImage: boolean }):
+        { features: Tensor; tokensPerImage: number[] } | Promise<{ features: Tensor; tokensPerImage: number[] }>;
+    };
+    let mod: SiglipModule;
+    try {
+      const spec = './siglip.js';   // a variable: the module may not be built yet
+      mod = (await import(spec)) as SiglipModule;
+    } catch {
+      throw new OptionError('images on the SigLIP route (DiffusionVL-Qwen2.5-7B) are not supported yet by this build', 'messages');
+    }
+    if (typeof mod.encodeSiglipImages !== 'function') {
+      throw new OptionError('images on the SigLIP route (DiffusionVL-Qwen2.5-7B) are not supported yet by this build', 'messages');
+    }
+    // Several images in one prompt: each padded to a square, one crop each (§3.5 step 8).
+    return mod.encodeSiglipImages(this.queue, this.weights, v, images, { multiImage: images.length > 1 });
   }
 
   /** Generates a reply; resolves with text, ids, finish reason and stats. */
@@ -143,7 +272,7 @@ export class Model {
   async *stream(req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
     this.ensureAlive();
     const { decodeOptions, mode } = this.splitRequest(req);
-    const ids = this.promptIds(req);
+    const { ids, images } = this.prompt(req);
     // One generation at a time per model: wait for the previous one.
     const prev = this.chain;
     let release!: () => void;
@@ -151,7 +280,56 @@ export class Model {
     try {
       await prev.catch(() => undefined);
       this.ensureAlive();
-      yield* this.run(ids, decodeOptions, mode, req);
+      const p = await this.encodePrompt(ids, images);
+      this.active = p;
+      try {
+        if (req.signal?.aborted) throw req.signal.reason;
+        yield* this.run(p, decodeOptions, mode, req);
+      } finally {
+        this.active = null;
+        p.features?.dispose();
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Scores a prompt without generating: logits f32 [rows.length, V] of one forward over the
+   * whole prompt (images spliced) at positions 0..P-1, with the block mask (block size of the
+   * model, or `blockSize`) or the causal one. `rows` index the expanded prompt (default: the
+   * last position). For tests and likelihood scoring; shares the KV cache, so it queues behind
+   * generations like one.
+   */
+  async promptLogits(req: GenerateRequest, opts: { rows?: readonly number[]; mask?: 'block' | 'causal'; blockSize?: number } = {}): Promise<{ logits: Float32Array; ids: number[]; imageTokens: number[] }> {
+    this.ensureAlive();
+    const { ids, images } = this.prompt(req);
+    const prev = this.chain;
+    let release!: () => void;
+    this.chain = new Promise<void>((r) => { release = r; });
+    try {
+      await prev.catch(() => undefined);
+      this.ensureAlive();
+      const p = await this.encodePrompt(ids, images);
+      this.active = p;
+      try {
+        const n = p.ids.length;
+        if (n > this.contextLength) throw new OptionError(`the prompt takes ${n} positions, more than the context length ${this.contextLength}`, 'contextLength');
+        const rows = opts.rows ?? [n - 1];
+        const x = Int32Array.from(p.ids);
+        const mask = opts.mask ?? 'block';
+        const bs = opts.blockSize ?? this.config.diffusion?.blockSize ?? 8;
+        const t = mask === 'block' ? this.forwardBlock(x, 0, bs, rows) : this.forwardCausal(x, 0, rows);
+        if (!t) return { logits: new Float32Array(0), ids: p.ids, imageTokens: p.imageTokens };
+        try {
+          return { logits: await this.queue.readF32(t), ids: p.ids, imageTokens: p.imageTokens };
+        } finally {
+          t.dispose();
+        }
+      } finally {
+        this.active = null;
+        p.features?.dispose();
+      }
     } finally {
       release();
     }
@@ -169,8 +347,9 @@ export class Model {
     return { decodeOptions: decodeOptions as DecodeOptions, mode };
   }
 
-  private async *run(ids: number[], opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
+    const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
     const eosId = cfg.eosTokenId;
     let gen: AsyncGenerator<DecodeEvent, DecodeResult>;
@@ -202,7 +381,8 @@ export class Model {
       } else {
         const r = ev.result;
         const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
-        yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds) } };
+        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens };
+        yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
       }
     }
   }
@@ -210,13 +390,39 @@ export class Model {
   /** Block-mask forward (diffusion): see BlockForwarder. */
   private forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows });
+    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
+      this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, embeds, embedRows }));
   }
 
   /** Causal forward (AR): see CausalForwarder. */
   private forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows });
+    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
+      this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, embeds, embedRows }));
+  }
+
+  /**
+   * Runs `fwd` with the image feature rows of positions [pos0, pos0 + n), if any: the rows are
+   * gathered from the features (in the order of their positions) and handed over with their
+   * offsets in the forward. The forward's ops hold their own references, so the gathered
+   * tensor is released as soon as it is queued.
+   */
+  private spliced(pos0: number, n: number, fwd: (embeds?: Tensor, embedRows?: Int32Array) => Tensor | null): Tensor | null {
+    const p = this.active;
+    if (!p?.features || pos0 >= p.featureRow.length) return fwd();
+    const at: number[] = [], src: number[] = [];
+    const end = Math.min(pos0 + n, p.featureRow.length);
+    for (let j = pos0; j < end; j++) if (p.featureRow[j] >= 0) { at.push(j - pos0); src.push(p.featureRow[j]); }
+    if (at.length === 0) return fwd();
+    const idx = tensorFromArray('i32', [src.length], Int32Array.from(src));
+    let embeds: Tensor | undefined;
+    try {
+      embeds = this.queue.gatherRows(p.features, idx);
+      return fwd(embeds, Int32Array.from(at));
+    } finally {
+      embeds?.dispose();
+      idx.dispose();
+    }
   }
 
   /** Frees every native resource now. Idempotent. */
@@ -224,6 +430,7 @@ export class Model {
     if (this._disposed) return;
     this._disposed = true;
     this.text.dispose();
+    this.tower?.dispose();
     this.weights.dispose();
     this.queue.dispose();
   }

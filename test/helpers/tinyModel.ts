@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeQwen2Checkpoint, type TinyQwen2Config, type WrittenCheckpoint } from './checkpoint.js';
+import { writeQwen2Checkpoint, type QwenVisionDims, type TinyQwen2Config, type WrittenCheckpoint } from './checkpoint.js';
 import { writeTinyTokenizer, type TinyTokenizerIds } from './tokenizer.js';
 
 export interface TinyModel {
@@ -22,6 +22,10 @@ export interface TinyModelOptions {
   seed?: number;
   dims?: Partial<TinyQwen2Config>;
   dir?: string;
+  /** A Qwen2.5-VL vision tower: written in the released layout (§1.5) with these dims. */
+  vision?: QwenVisionDims;
+  /** Override config.json's min_pixels / max_pixels (vision models; small images keep tests fast). */
+  pixels?: { min: number; max: number };
 }
 
 export async function writeTinyModel(opts: TinyModelOptions = {}): Promise<TinyModel> {
@@ -31,10 +35,11 @@ export async function writeTinyModel(opts: TinyModelOptions = {}): Promise<TinyM
   const maskId = vocabSize - 1;
   const dims: TinyQwen2Config = {
     hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 96, vocabSize, ...opts.dims,
+    ...(opts.vision ? { vision: opts.vision } : {}),
   };
   const diffusion = opts.diffusion ?? true;
   const ck = await writeQwen2Checkpoint(dir, dims, {
-    dtype: opts.dtype ?? 'bf16', tied: true, shards: 1, layout: 'plain', seed: opts.seed ?? 1,
+    dtype: opts.dtype ?? 'bf16', tied: true, shards: 1, layout: opts.vision ? 'released' : 'plain', seed: opts.seed ?? 1,
     diffusion: diffusion ? { blockSize: opts.blockSize ?? 8, maskTokenId: maskId } : undefined,
   });
   for (const f of ['config.json', 'generation_config.json']) {
@@ -43,6 +48,7 @@ export async function writeTinyModel(opts: TinyModelOptions = {}): Promise<TinyM
     j.eos_token_id = tok.imEnd;
     if ('pad_token_id' in j) j.pad_token_id = tok.endOfText;
     if ('bos_token_id' in j) j.bos_token_id = tok.endOfText;
+    if (f === 'config.json' && opts.pixels) { j.min_pixels = opts.pixels.min; j.max_pixels = opts.pixels.max; }
     writeFileSync(p, JSON.stringify(j, null, 2));
   }
   return { dir, ck, tok, maskId };
