@@ -11,4 +11,6 @@ export type { DecodeStats } from './decode/runner.js';
 export type { ChatMessage, ContentPart } from './text/prompt.js';
 export type { ModelConfig } from './weights/config.js';
 export { nativeInfo } from './native/index.js';
+export { getBackendInfo } from './native/backend.js';
+export type { BackendInfo, BackendOptions, CudaReason } from './native/backend.js';
 export * from './errors.js';
