@@ -1,7 +1,8 @@
 // attention_kernel.h — the inner loop of the flash-style attention op (attention.cpp), kept in
 // a header so that attention.cpp (baseline flags), attention_avx2.cpp and attention_avx512.cpp
-// compile the same code with their own ISA flags and vector width (DVL_ATTN_VW). Everything here is `static` on purpose: an inline symbol compiled
-// with AVX flags must never be the copy the linker keeps for baseline code (see dtype.h).
+// compile the same code with their own ISA flags and vector width (DVL_ATTN_VW). Everything
+// here is `static` on purpose: an inline symbol compiled with AVX flags must never be the copy
+// the linker keeps for baseline code (see dtype.h).
 //
 // Legend: Tq query rows, nh query heads, nkv kv heads, group = nh / nkv, hd head dim (hdp: hd
 // rounded up to 16), cap cache capacity. q f32 [Tq, nh, hd]; k, v [nkv, cap, hd]
@@ -145,7 +146,7 @@ static inline void attn_pv_4x16(const float* P, int64_t nj, const float* Vb, int
 static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
   const float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t hd = A.hd, hdp = attn_round16(hd), T = kAttnTile, rows = r1 - r0, rows4 = (rows + 3) / 4 * 4;
-  float* Q = scratch;         // [64, hd]   the item's query rows (zero rows pad to 4)
+  float* Q = scratch;                    // [64, hd]   the item's query rows (zero rows pad to 4)
   float* acc = Q + kAttnMaxRows * hd;    // [64, hdp]  running Σ p·v
   float* m = acc + kAttnMaxRows * hdp;   // [64]       running max of the scores
   float* l = m + kAttnMaxRows;           // [64]       running Σ p
