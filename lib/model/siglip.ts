@@ -192,7 +192,7 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
   const S = cfg.imageSize, p = cfg.patchSize, g = siglipGridSide(cfg), P = g * g, C = cfg.hiddenSize;
   const nh = cfg.numHeads, hd = cfg.headDim, eps = cfg.layerNormEps, K = 3 * p * p;
   const Ht = tw.projector2[0].shape![0];
-  const patches = siglipPatchRows(pixels, n, S, p);
+  if (pixels.length !== n * 3 * S * S) throw new ShapeError(`encodeSiglipCrops: ${pixels.length} pixel values for ${n} crops of 3×${S}×${S}`);
 
   const q = queue;
   const scope = new TensorScope();
@@ -206,7 +206,8 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
     const pos = tw.positionEmbedding.dtype === 'f32' ? tw.positionEmbedding : q.convert(tw.positionEmbedding, 'f32');
     for (let k0 = 0; k0 < n; k0 += per) {
       const c = Math.min(per, n - k0), T = c * P;
-      const x = scope.track(tensorFromArray('f32', [T, K], patches.subarray(k0 * P * K, (k0 + c) * P * K)));
+      // Patch rows are built per pass, so the JS heap holds one pass of them, not the image's.
+      const x = scope.track(tensorFromArray('f32', [T, K], siglipPatchRows(pixels.subarray(k0 * 3 * S * S, (k0 + c) * 3 * S * S), c, S, p)));
       const posIdx = scope.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => i % P)));
       let h = q.add(q.matmul(x, patchW, tw.patchBias), q.gatherRows(pos, posIdx));
       // K/V scratch [nh, T, hd], rewritten by every layer (the queue runs a layer's attention
