@@ -101,6 +101,28 @@ describe.each(nativeInfo().isaLevels)('confidence_remask at isa %s', (isa) => {
     q.dispose();
   });
 
+  it('greedy with fewer rows than threads splits the vocabulary and still agrees exactly', async () => {
+    const q = new Queue({ isa, threads: 3 });
+    const r = rng(21);
+    const V = 40000;
+    for (const n of [1, 2]) {
+      for (const ties of [false, true]) {
+        const logits = makeLogits(r, n, V, ties, !ties);
+        if (ties) logits[V - 1] = 9;  // the maximum in the last chunk
+        await runBoth(q, logits, n, V, { temperature: 0, k: 1, mode: 'dynamic', threshold: 0.2 }, `split n=${n} ties=${ties}`);
+      }
+    }
+    // Errors found by any chunk name the lowest bad index, as the serial path does.
+    const l = normal(r, V);
+    l[35000] = NaN;
+    l[20001] = Infinity;
+    q.confidenceRemask(tensorFromArray('f32', [1, V], l), { temperature: 0, k: 1, mode: 'static' });
+    await expect(q.sync()).rejects.toThrow('confidence_remask: logits row 0 contains +Inf at index 20001');
+    q.confidenceRemask(tensorFromArray('f32', [1, V], new Float32Array(V).fill(-Infinity)), { temperature: 0, k: 1, mode: 'static' });
+    await expect(q.sync()).rejects.toThrow('confidence_remask: logits row 0 is all -Inf');
+    q.dispose();
+  });
+
   it('the same (seed, counter) draws the same token whatever the row order or thread count', async () => {
     const r = rng(19);
     const V = 257, logits = makeLogits(r, 4, V, false, false);

@@ -181,6 +181,52 @@ static std::string sample_row(const float* l, int64_t V, int64_t r, const Sample
   return "";
 }
 
+// Greedy row with the vocabulary split over the pool: the check/max pass and the exps run in
+// parallel chunks, the Σ stays one serial index-order loop (a two-level sum would not match
+// the reference). Same results and error text as sample_row.
+static std::string greedy_row_split(ThreadPool& pool, const float* l, int64_t V, int64_t r, int32_t* id, float* conf) {
+  const int nt = pool.size();
+  struct Part {
+    int64_t bad = -1, arg = -1;
+    float max = -std::numeric_limits<float>::infinity();
+  };
+  std::vector<Part> parts(static_cast<size_t>(nt));
+  std::vector<double> e(static_cast<size_t>(V));
+  pool.run([&](int t, int) {
+    const int64_t b = V * t / nt, en = V * (t + 1) / nt;
+    Part& p = parts[t];
+    for (int64_t j = b; j < en; ++j) {
+      const float v = l[j];
+      if (std::isnan(v) || v == std::numeric_limits<float>::infinity()) {
+        p.bad = j;
+        return;
+      }
+      if (v > p.max) {
+        p.max = v;
+        p.arg = j;
+      }
+    }
+  });
+  Part all;
+  for (const Part& p : parts) {
+    if (p.bad >= 0) {
+      const int64_t j = p.bad;  // the lowest bad index: earlier parts had none
+      return "confidence_remask: logits row " + std::to_string(r) + " contains " + (std::isnan(l[j]) ? "NaN" : "+Inf") +
+             " at index " + std::to_string(j);
+    }
+    if (p.max > all.max) all = p;  // strict: the earliest part holding the maximum wins
+  }
+  if (all.arg < 0) return "confidence_remask: logits row " + std::to_string(r) + " is all -Inf";
+  pool.run([&](int t, int) {
+    for (int64_t j = V * t / nt, en = V * (t + 1) / nt; j < en; ++j) e[j] = std::exp(double(l[j]) - double(all.max));
+  });
+  double Z = 0;
+  for (int64_t j = 0; j < V; ++j) Z += e[j];
+  *id = int32_t(all.arg);
+  *conf = float(1.0 / Z);
+  return "";
+}
+
 // ---- which rows to reveal (lib/decode/remask.ts) --------------------------------------------
 
 static void select_reveal(const float* conf, int64_t n, int64_t k, bool dynamic, double threshold, int32_t* reveal) {
@@ -248,7 +294,10 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
   c.raw = a.gets("confidence", "modified") == "raw";
   const std::vector<double>* counters = a.geta("counters");
   std::vector<std::string> errs(static_cast<size_t>(n));
-  ctx.pool.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
+  if (c.temperature == 0 && n < ctx.pool.size() && V >= 16384) {
+    // Fewer rows than threads (the last iterations of a block): split each row's vocabulary.
+    for (int64_t r = 0; r < n; ++r) errs[r] = greedy_row_split(ctx.pool, logits + r * V, V, r, ids + r, conf + r);
+  } else ctx.pool.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
     SampleScratch s;
     if (c.temperature > 0) {
       s.z.resize(size_t(V));
