@@ -8,8 +8,9 @@
 // when temperature > 0), k (schedule entry), mode 'static'|'dynamic', threshold, confidence
 // 'modified'|'raw'.
 //
-// Every sum is float64 in index order j = 0..V−1, exactly as the TS reference adds, so the
-// rows are parallel but a row's vocabulary is walked by one thread. exp is glibc's double exp
+// Every sum is float64 in index order j = 0..V−1, exactly as the TS reference adds: rows run in
+// parallel, and when there are fewer rows than threads a greedy row's check/max and exp passes
+// are split over the pool while its Σ stays one serial loop (greedy_row_split). exp is glibc's double exp
 // (the TS side uses V8's; they may differ in the last bit of a double, which the f32 rounding of
 // the confidence hides — see lib/decode/sample.ts).
 // Data errors (NaN or +Inf logit, an all −Inf row, a temperature so small that l/T overflows)
