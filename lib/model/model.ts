@@ -24,9 +24,9 @@ import { buildPrompt, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat } f
 import { IncrementalDecoder } from '../text/stream.js';
 import { decodeImage, type ImageInput, type RgbImage } from '../image/decode.js';
 import { preprocessQwen2vl } from '../image/qwen2vl.js';
-import type { SiglipVisionConfig } from '../weights/config.js';
 import { Qwen2Text } from './qwen2.js';
 import { Qwen25VisionTower } from './qwen25vl_vision.js';
+import { encodeSiglipImages } from './siglip.js';
 
 export interface LoadModelOptions {
   /** Kernel threads (default: physical cores). */
@@ -191,7 +191,8 @@ export class Model {
     if (sentinels > 0) {
       const v = this.config.vision;
       if (!v) throw new OptionError(`this model (${this.config.modelType}) has no vision tower: remove the images from the prompt`, 'messages');
-      if (v.kind === 'qwen2_5_vl' && !this.tower) throw new OptionError('the model was loaded with vision: false: load it again without that option to use images', 'messages');
+      const loaded = v.kind === 'qwen2_5_vl' ? this.tower !== null : this.weights.has('image_newline');
+      if (!loaded) throw new OptionError('the model was loaded with vision: false: load it again without that option to use images', 'messages');
     }
     return { ids, images };
   }
@@ -220,7 +221,9 @@ export class Model {
       features = this.tower!.encode(pre);
       imageTokens = pre.map((p) => p.tokens);
     } else {
-      ({ features, tokensPerImage: imageTokens } = await this.encodeSiglip(v, decoded));
+      // SigLIP route (DiffusionVL-Qwen2.5-7B, §3.5): several images in one prompt are each
+      // padded to a square and take one crop (step 8).
+      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
     }
     try {
       await this.queue.sync();
@@ -239,26 +242,6 @@ export class Model {
       off += imageTokens[k++];
     }
     return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
-  }
-
-  /** The SigLIP route (DiffusionVL-Qwen2.5-7B), from lib/model/siglip.ts when that module is present. */
-  private async encodeSiglip(v: SiglipVisionConfig, images: RgbImage[]): Promise<{ features: Tensor; tokensPerImage: number[] }> {
-    type SiglipModule = {
-      encodeSiglipImages(queue: Queue, weights: LoadedWeights, cfg: SiglipVisionConfig, images: RgbImage[], opts: { multiImage: boolean }):
-        { features: Tensor; tokensPerImage: number[] } | Promise<{ features: Tensor; tokensPerImage: number[] }>;
-    };
-    let mod: SiglipModule;
-    try {
-      const spec = './siglip.js';   // a variable: the module may not be built yet
-      mod = (await import(spec)) as SiglipModule;
-    } catch {
-      throw new OptionError('images on the SigLIP route (DiffusionVL-Qwen2.5-7B) are not supported yet by this build', 'messages');
-    }
-    if (typeof mod.encodeSiglipImages !== 'function') {
-      throw new OptionError('images on the SigLIP route (DiffusionVL-Qwen2.5-7B) are not supported yet by this build', 'messages');
-    }
-    // Several images in one prompt: each padded to a square, one crop each (§3.5 step 8).
-    return mod.encodeSiglipImages(this.queue, this.weights, v, images, { multiImage: images.length > 1 });
   }
 
   /** Generates a reply; resolves with text, ids, finish reason and stats. */

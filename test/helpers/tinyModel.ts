@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeQwen2Checkpoint, type QwenVisionDims, type TinyQwen2Config, type WrittenCheckpoint } from './checkpoint.js';
+import { writeQwen2Checkpoint, type QwenVisionDims, type SiglipDims, type TinyQwen2Config, type WrittenCheckpoint } from './checkpoint.js';
 import { writeTinyTokenizer, type TinyTokenizerIds } from './tokenizer.js';
 
 export interface TinyModel {
@@ -22,8 +22,8 @@ export interface TinyModelOptions {
   seed?: number;
   dims?: Partial<TinyQwen2Config>;
   dir?: string;
-  /** A Qwen2.5-VL vision tower: written in the released layout (§1.5) with these dims. */
-  vision?: QwenVisionDims;
+  /** A vision tower: Qwen2.5-VL in the released layout (§1.5), or SigLIP in the AR-LM layout (§1.7). */
+  vision?: QwenVisionDims | SiglipDims;
   /** Override config.json's min_pixels / max_pixels (vision models; small images keep tests fast). */
   pixels?: { min: number; max: number };
 }
@@ -39,7 +39,7 @@ export async function writeTinyModel(opts: TinyModelOptions = {}): Promise<TinyM
   };
   const diffusion = opts.diffusion ?? true;
   const ck = await writeQwen2Checkpoint(dir, dims, {
-    dtype: opts.dtype ?? 'bf16', tied: true, shards: 1, layout: opts.vision ? 'released' : 'plain', seed: opts.seed ?? 1,
+    dtype: opts.dtype ?? 'bf16', tied: true, shards: 1, layout: !opts.vision ? 'plain' : opts.vision.kind === 'siglip' ? 'siglip' : 'released', seed: opts.seed ?? 1,
     diffusion: diffusion ? { blockSize: opts.blockSize ?? 8, maskTokenId: maskId } : undefined,
   });
   for (const f of ['config.json', 'generation_config.json']) {

@@ -19,7 +19,10 @@ import { loadModel, ImageError, OptionError, type ChatMessage } from '../../lib/
 import { decodeImage } from '../../lib/image/decode.js';
 import { preprocessQwen2vl, smartResize } from '../../lib/image/qwen2vl.js';
 import { IMAGE_TOKEN_INDEX } from '../../lib/text/prompt.js';
-import type { QwenVisionConfig } from '../../lib/weights/config.js';
+import type { QwenVisionConfig, SiglipVisionConfig } from '../../lib/weights/config.js';
+import { encodeSiglipImages, siglipTokenCount } from '../../lib/model/siglip.js';
+import { Queue } from '../../lib/native/index.js';
+import { loadWeights } from '../../lib/weights/load.js';
 import { writeTinyModel, type TinyModel } from '../helpers/tinyModel.js';
 import { expectClose } from '../helpers/compare.js';
 import { fromBf16, toBf16 } from '../helpers/random.js';
@@ -226,6 +229,52 @@ describe('images in generate()', () => {
       rmSync(m.dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it('SigLIP route (AR-LM layout): the sentinel expands to the anyres token count and the spliced rows are the encoder\'s', async () => {
+    const m = await writeTinyModel({ diffusion: true, seed: 24, vision: { kind: 'siglip', hiddenSize: 32, numLayers: 1, numHeads: 2, intermediateSize: 48, patchSize: 14, imageSize: 384 } });
+    try {
+      await using model = await loadModel(m.dir, { threads: 2 });
+      const v = model.config.vision as SiglipVisionConfig;
+      expect(v.kind).toBe('siglip');
+      const messages = ask([SMALL], 'What?');
+      const withSentinel = model.promptIds({ messages });
+      const s = withSentinel.indexOf(IMAGE_TOKEN_INDEX);
+      const N = siglipTokenCount(v, [37, 23], { multiImage: false });
+      const r = await model.generate({ messages, maxTokens: 8, steps: 2 });
+      expect(r.stats.imageTokens).toEqual([N]);
+      expect(r.stats.promptTokens).toBe(withSentinel.length - 1 + N);
+      const two = await model.generate({ messages: ask([SMALL, PHOTO], 'Both?'), maxTokens: 8, steps: 2 });
+      expect(two.stats.imageTokens).toEqual([730, 730]);   // multi-image: one square crop + newline each (§3.5 step 8)
+
+      // Splice check with the engine's own SigLIP features (the encoder itself is tested in
+      // siglip-encoder.test.ts): float64 text reference over the table extended by those rows.
+      const P = withSentinel.length - 1 + N;
+      const rows = [s - 1, s, s + N - 1, s + N, P - 1];
+      const got = await model.promptLogits({ messages }, { rows, mask: 'block' });
+      const q = new Queue({ threads: 2 });
+      const w = await loadWeights(m.dir, q, { vision: true });
+      let feats: Float32Array;
+      try {
+        const f = await encodeSiglipImages(q, w, v, [await decodeImage(SMALL)], { multiImage: false });
+        feats = await q.readF32(f.features);
+        f.features.dispose();
+      } finally { w.dispose(); q.dispose(); }
+      const cfgText: RefConfig = { ...model.config.text };
+      const H = cfgText.hiddenSize, V = cfgText.vocabSize;
+      const table = new Float32Array((V + N) * H);
+      table.set(m.ck.weights.get('model.embed_tokens.weight')!);
+      table.set(feats, V * H);
+      const wr = new Map(m.ck.weights);
+      wr.set('model.embed_tokens.weight', table);
+      const refIds = got.ids.map((t, j) => (j >= s && j < s + N ? V + j - s : t));
+      const ref = referenceForward(cfgText, wr, refIds, blockCausal(model.config.diffusion!.blockSize), rows);
+      const flat = new Float64Array(rows.length * V);
+      ref.forEach((x, i) => flat.set(x, i * V));
+      expectClose(got.logits, flat, TOL, 'siglip splice');
+    } finally {
+      rmSync(m.dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('typed errors: image count vs placeholders, text-only model, bad image, vision: false', async () => {
     await using model = await loadModel(vlm.dir, { threads: 1 });
