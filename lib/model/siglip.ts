@@ -195,44 +195,77 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
   if (pixels.length !== n * 3 * S * S) throw new ShapeError(`encodeSiglipCrops: ${pixels.length} pixel values for ${n} crops of 3×${S}×${S}`);
 
   const q = queue;
-  const scope = new TensorScope();
-  const prev = q.scope;
-  q.scope = scope;
-  let proj: Tensor | undefined;
+  const proj = q.empty('f32', [n * P, Ht]);
+  const outer = new TensorScope();
   try {
-    proj = q.empty('f32', [n * P, Ht]);
-    const patchW = q.reshape(tw.patchWeight, [C, K]);
+    const patchW = withScope(q, outer, () => q.reshape(tw.patchWeight, [C, K]));
     // Position embedding in f32 (the add op takes f32), repeated per crop of a pass by a gather.
-    const pos = tw.positionEmbedding.dtype === 'f32' ? tw.positionEmbedding : q.convert(tw.positionEmbedding, 'f32');
+    const pos = tw.positionEmbedding.dtype === 'f32' ? tw.positionEmbedding : withScope(q, outer, () => q.convert(tw.positionEmbedding, 'f32'));
     for (let k0 = 0; k0 < n; k0 += per) {
       const c = Math.min(per, n - k0), T = c * P;
-      // Patch rows are built per pass, so the JS heap holds one pass of them, not the image's.
-      const x = scope.track(tensorFromArray('f32', [T, K], siglipPatchRows(pixels.subarray(k0 * 3 * S * S, (k0 + c) * 3 * S * S), c, S, p)));
-      const posIdx = scope.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => i % P)));
-      let h = q.add(q.matmul(x, patchW, tw.patchBias), q.gatherRows(pos, posIdx));
-      // K/V scratch [nh, T, hd], rewritten by every layer (the queue runs a layer's attention
-      // before the next layer's append, so one buffer serves all layers).
-      const kS = q.empty('f32', [nh, T, hd]), vS = q.empty('f32', [nh, T, hd]);
-      const segments = Array.from({ length: c + 1 }, (_, i) => i * P);
-      for (const L of tw.layers) {
-        const a = q.layerNorm(h, L.layerNorm1[0], L.layerNorm1[1], eps);
-        const qh = q.reshape(q.matmul(a, L.qProj[0], L.qProj[1]), [T, nh, hd]);
-        q.kvCacheAppend(kS, q.reshape(q.matmul(a, L.kProj[0], L.kProj[1]), [T, nh, hd]), 0);
-        q.kvCacheAppend(vS, q.reshape(q.matmul(a, L.vProj[0], L.vProj[1]), [T, nh, hd]), 0);
-        const att = q.attention(qh, kS, vS, { kvLen: T, qPos0: 0, mask: 'segments', segments, scale: 1 / Math.sqrt(hd) });
-        h = q.add(h, q.matmul(q.reshape(att, [T, C]), L.outProj[0], L.outProj[1]));
-        const m = q.layerNorm(h, L.layerNorm2[0], L.layerNorm2[1], eps);
-        h = q.add(h, q.matmul(q.geluTanh(q.matmul(m, L.fc1[0], L.fc1[1])), L.fc2[0], L.fc2[1]));
+      const pass = new TensorScope();
+      try {
+        // Patch rows are built per pass, so the JS heap holds one pass of them, not the image's.
+        const x = pass.track(tensorFromArray('f32', [T, K], siglipPatchRows(pixels.subarray(k0 * 3 * S * S, (k0 + c) * 3 * S * S), c, S, p)));
+        const posIdx = pass.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => i % P)));
+        // K/V scratch [nh, T, hd], rewritten by every layer (the queue runs a layer's attention
+        // before the next layer's append, so one buffer serves all layers).
+        const [kS, vS] = withScope(q, pass, () => [q.empty('f32', [nh, T, hd]), q.empty('f32', [nh, T, hd])]);
+        const segments = Array.from({ length: c + 1 }, (_, i) => i * P);
+        let h = withScope(q, pass, () => q.add(q.matmul(x, patchW, tw.patchBias), q.gatherRows(pos, posIdx)));
+        for (const L of tw.layers) {
+          // Each layer's intermediates are disposed once queued: large tensors are lazily
+          // committed pages, so the physical peak is about one layer, not the whole tower.
+          const hIn = h;
+          h = withScope(q, null, () => {
+            const a = q.layerNorm(hIn, L.layerNorm1[0], L.layerNorm1[1], eps);
+            const qh = q.reshape(q.matmul(a, L.qProj[0], L.qProj[1]), [T, nh, hd]);
+            q.kvCacheAppend(kS, q.reshape(q.matmul(a, L.kProj[0], L.kProj[1]), [T, nh, hd]), 0);
+            q.kvCacheAppend(vS, q.reshape(q.matmul(a, L.vProj[0], L.vProj[1]), [T, nh, hd]), 0);
+            const att = q.attention(qh, kS, vS, { kvLen: T, qPos0: 0, mask: 'segments', segments, scale: 1 / Math.sqrt(hd) });
+            const r = q.add(hIn, q.matmul(q.reshape(att, [T, C]), L.outProj[0], L.outProj[1]));
+            const m = q.layerNorm(r, L.layerNorm2[0], L.layerNorm2[1], eps);
+            return q.add(r, q.matmul(q.geluTanh(q.matmul(m, L.fc1[0], L.fc1[1])), L.fc2[0], L.fc2[1]));
+          });
+          pass.track(h);
+          hIn.dispose();
+        }
+        // Projector (step 6) straight after the tower: mlp2x_gelu = Linear, exact GELU, Linear.
+        const hOut = h;
+        withScope(q, pass, () => {
+          const y = q.matmul(q.gelu(q.matmul(hOut, tw.projector0[0], tw.projector0[1])), tw.projector2[0], tw.projector2[1]);
+          q.scatterRows(proj, y, pass.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => k0 * P + i))));
+          return [];
+        });
+      } finally {
+        pass.dispose();
       }
-      // Projector (step 6) straight after the tower: mlp2x_gelu = Linear, exact GELU, Linear.
-      const y = q.matmul(q.gelu(q.matmul(h, tw.projector0[0], tw.projector0[1])), tw.projector2[0], tw.projector2[1]);
-      const rows = scope.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => k0 * P + i)));
-      q.scatterRows(proj, y, rows);
     }
     return proj;
+  } catch (e) {
+    proj.dispose();
+    throw e;
+  } finally {
+    outer.dispose();
+  }
+}
+
+/**
+ * Runs `fn` with a fresh TensorScope on the queue. Every tensor an op returns inside is disposed
+ * at the end except those `fn` returns, which go to `into` (or to the caller when null).
+ */
+function withScope<R extends Tensor | Tensor[]>(q: Queue, into: TensorScope | null, fn: () => R): R {
+  const s = new TensorScope(), prev = q.scope;
+  q.scope = s;
+  let out: R | undefined;
+  try {
+    out = fn();
+    return out;
   } finally {
     q.scope = prev;
-    scope.dispose(proj ? [proj] : []);
+    const keep: Tensor[] = out === undefined ? [] : Array.isArray(out) ? (out as Tensor[]) : [out as Tensor];
+    s.dispose(keep);
+    if (into) for (const t of keep) into.track(t);
   }
 }
 
