@@ -177,6 +177,20 @@ describe('matmul', () => {
     q.dispose();
   });
 
+  it('K = 0: every output is its bias (or 0), at every level', async () => {
+    for (const isa of levels) {
+      const q = new Queue({ isa, threads: 2 });
+      for (const wt of wtypes) {
+        const x = tensorFromArray('f32', [3, 0], new Float32Array(0));
+        const w = tensorFromArray(wt, [5, 0], wt === 'f32' ? new Float32Array(0) : new Uint16Array(0));
+        const b = tensorFromArray('f32', [5], new Float32Array([1, -2, 3, -4, 5]));
+        expect(Array.from(await q.readF32(q.matmul(x, w, b)))).toEqual([1, -2, 3, -4, 5, 1, -2, 3, -4, 5, 1, -2, 3, -4, 5]);
+        expect(Array.from(await q.readF32(q.matmul(x, w)))).toEqual(new Array(15).fill(0));
+      }
+      q.dispose();
+    }
+  });
+
   it('handles M = 0 rows and returns an empty result', async () => {
     const q = new Queue({ threads: 2 });
     const x = tensorFromArray('f32', [0, 7], new Float32Array(0));
