@@ -81,33 +81,49 @@ export function windowLayout(grids: readonly (readonly number[])[], cfg: Pick<Qw
 }
 
 /**
- * cos/sin f32 [R, hd] of the 2-D rotary table for the rows in §3.2 order (before the window
- * permutation): inv_freq[j] = 1/θ^(2j/(hd/2)) for j < hd/4; the row's patch-row r fills the
- * first hd/4 angles, its patch-col c the next hd/4; emb = [angles, angles]. Angles are rounded
- * to f32 as torch computes them; cos/sin in double, stored f32.
+ * cos/sin f32 [R, hd] of the 2-D rotary table: inv_freq[j] = 1/θ^(2j/(hd/2)) for j < hd/4; a
+ * row's patch-row r fills the first hd/4 angles, its patch-col c the next hd/4; emb = [angles,
+ * angles]. Angles are rounded to f32 as torch computes them; cos/sin in double, stored f32.
+ * Row i of the table belongs to §3.2 row `order[i]` (default: the identity), so the window
+ * permutation is applied while filling. cos/sin are computed once per (side index, j).
  */
-export function visionRotaryTable(grids: readonly (readonly number[])[], headDim: number, merge: number): { cos: Float32Array; sin: Float32Array } {
-  const dim = headDim / 2, q = dim / 2;
+export function visionRotaryTable(grids: readonly (readonly number[])[], headDim: number, merge: number, order?: Int32Array): { cos: Float32Array; sin: Float32Array } {
+  const dim = headDim / 2, q = dim / 2, u = merge * merge;
   const inv = Float32Array.from({ length: q }, (_, j) => Math.fround(1 / Math.fround(ROPE_THETA ** Math.fround((2 * j) / dim))));
-  let R = 0;
-  for (const [t, gh, gw] of grids) R += t * gh * gw;
+  // Per image: first row, frame size, units per row of the merge grid.
+  const imgs: { base: number; frame: number; lw: number; rows: number }[] = [];
+  let R = 0, side = 0;
+  for (const [t, gh, gw] of grids) {
+    imgs.push({ base: R, frame: gh * gw, lw: gw / merge, rows: t * gh * gw });
+    R += t * gh * gw;
+    side = Math.max(side, gh, gw);
+  }
+  const cp = new Float64Array(side * q), sp = new Float64Array(side * q);
+  for (let p = 0; p < side; p++)
+    for (let j = 0; j < q; j++) {
+      const a = Math.fround(p * inv[j]);
+      cp[p * q + j] = Math.cos(a);
+      sp[p * q + j] = Math.sin(a);
+    }
   const cos = new Float32Array(R * headDim), sin = new Float32Array(R * headDim);
-  let row = 0;
-  for (const [t, gh, gw] of grids)
-    for (let f = 0; f < t; f++)
-      for (let bh = 0; bh < gh / merge; bh++)
-        for (let bw = 0; bw < gw / merge; bw++)
-          for (let ih = 0; ih < merge; ih++)
-            for (let iw = 0; iw < merge; iw++, row++) {
-              const r = bh * merge + ih, c = bw * merge + iw, o = row * headDim;
-              for (let j = 0; j < q; j++) {
-                const ar = Math.fround(r * inv[j]), ac = Math.fround(c * inv[j]);
-                for (const half of [0, dim]) {
-                  cos[o + half + j] = Math.cos(ar); sin[o + half + j] = Math.sin(ar);
-                  cos[o + half + q + j] = Math.cos(ac); sin[o + half + q + j] = Math.sin(ac);
-                }
-              }
-            }
+  let k = 0;
+  for (let i = 0; i < R; i++) {
+    const x = order ? order[i] : i;
+    while (k > 0 && x < imgs[k].base) k--;
+    while (x >= imgs[k].base + imgs[k].rows) k++;
+    const { base, frame, lw } = imgs[k];
+    // §3.2: within a frame, unit (bh, bw) row-major, then (ih, iw) inside the unit.
+    const local = (x - base) % frame, unit = Math.floor(local / u), w = local % u;
+    const r = Math.floor(unit / lw) * merge + Math.floor(w / merge);
+    const c = (unit % lw) * merge + (w % merge);
+    const o = i * headDim;
+    for (const half of [0, dim]) {
+      for (let j = 0; j < q; j++) {
+        cos[o + half + j] = cp[r * q + j]; sin[o + half + j] = sp[r * q + j];
+        cos[o + half + q + j] = cp[c * q + j]; sin[o + half + q + j] = sp[c * q + j];
+      }
+    }
+  }
   return { cos, sin };
 }
 
@@ -222,13 +238,7 @@ export class Qwen25VisionTower {
     const pixels = new Float32Array(R * this.rowLength);
     let off = 0;
     for (const im of images) { pixels.set(im.pixelValues, off); off += im.pixelValues.length; }
-    const { cos: cosAll, sin: sinAll } = visionRotaryTable(grids, hd, m);
-    const cosW = new Float32Array(R * hd), sinW = new Float32Array(R * hd);
-    for (let i = 0; i < R; i++) {
-      const s = rowPerm[i] * hd;
-      cosW.set(cosAll.subarray(s, s + hd), i * hd);
-      sinW.set(sinAll.subarray(s, s + hd), i * hd);
-    }
+    const { cos: cosW, sin: sinW } = visionRotaryTable(grids, hd, m, rowPerm);
 
     const scope = new TensorScope();
     const prev = q.scope;
