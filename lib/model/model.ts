@@ -199,14 +199,17 @@ export class Model {
 
   /**
    * Decodes, preprocesses and encodes the images, and expands each sentinel into one position
-   * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model.
+   * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model. An
+   * abort cancels the queued tower work and rejects with signal.reason.
    */
-  private async encodePrompt(ids: readonly number[], images: readonly unknown[]): Promise<EncodedPrompt> {
+  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
     if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
     const t0 = performance.now();
+    const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
+    checkAbort();
     const decoded: RgbImage[] = [];
     for (const im of images) decoded.push(await decodeImage(im as ImageInput));
-    this.ensureAlive();
+    checkAbort();
     let features: Tensor, imageTokens: number[];
     const v = this.config.vision!;
     if (v.kind === 'qwen2_5_vl') {
@@ -217,7 +220,7 @@ export class Model {
           spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.queue,
         }));
       }
-      this.ensureAlive();
+      checkAbort();
       features = this.tower!.encode(pre);
       imageTokens = pre.map((p) => p.tokens);
     } else {
@@ -225,12 +228,19 @@ export class Model {
       // padded to a square and take one crop (step 8).
       ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
     }
+    // The tower is one long batch of queued ops: an abort cancels what has not run yet.
+    const onAbort = () => this.queue.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      if (signal?.aborted) onAbort();
       await this.queue.sync();
-      this.ensureAlive();
+      checkAbort();
     } catch (e) {
       features.dispose();
+      if (signal?.aborted) throw signal.reason;
       throw e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
     // Expand: sentinel k → imageTokens[k] positions holding feature rows off_k .. off_k + N_k − 1.
     const out: number[] = [];
@@ -263,10 +273,9 @@ export class Model {
     try {
       await prev.catch(() => undefined);
       this.ensureAlive();
-      const p = await this.encodePrompt(ids, images);
+      const p = await this.encodePrompt(ids, images, req.signal);
       this.active = p;
       try {
-        if (req.signal?.aborted) throw req.signal.reason;
         yield* this.run(p, decodeOptions, mode, req);
       } finally {
         this.active = null;

@@ -284,6 +284,13 @@ describe('images in generate()', () => {
     await expect(model.generate({ promptIds: [1, IMAGE_TOKEN_INDEX, 2] })).rejects.toThrow(OptionError);
     // An undecodable image.
     await expect(model.generate({ messages: ask([Buffer.from('not an image')], 'x'), maxTokens: 8 })).rejects.toThrow(ImageError);
+    // Abort before and right after the call: rejects with the reason, nothing leaks into the next call.
+    const reason = new Error('stop');
+    await expect(model.generate({ messages: ask([SMALL], 'x'), signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    const ac = new AbortController();
+    const p = model.generate({ messages: ask([WIDE], 'x'), maxTokens: 8, signal: ac.signal });
+    ac.abort(reason);
+    await expect(p).rejects.toBe(reason);
     // The model still works afterwards.
     expect((await model.generate({ messages: ask([SMALL], 'x'), maxTokens: 8 })).raw).toHaveLength(8);
 
