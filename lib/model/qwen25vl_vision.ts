@@ -176,6 +176,9 @@ export class Qwen25VisionTower {
 
   constructor(private readonly q: Queue, weights: LoadedWeights, cfg: QwenVisionConfig) {
     this.cfg = cfg;
+    const hd = cfg.hiddenSize / cfg.numHeads;
+    // The 2-D table splits each half of the head into a row part and a column part.
+    if (!Number.isInteger(hd) || hd % 4 !== 0) throw new ShapeError(`vision tower: head dim ${hd} (hidden ${cfg.hiddenSize} / ${cfg.numHeads} heads) must be a multiple of 4 for the 2-D rotary table`);
     const w = (n: string) => weights.get(n);
     this.rowLength = 3 * cfg.temporalPatchSize * cfg.patchSize * cfg.patchSize;
     this.patch = q.reshape(w('visual.patch_embed.proj.weight'), [cfg.hiddenSize, this.rowLength]);
