@@ -5,7 +5,7 @@
 //   const { text, stats } = await model.generate({ prompt: 'Hello', steps: 4 });
 //   for await (const ev of model.stream({ messages })) if (ev.type === 'block') process.stdout.write(ev.text);
 export { loadModel, Model } from './model/model.js';
-export type { GenerateRequest, GenerateResult, GenerationMode, LoadModelOptions, StreamEvent } from './model/model.js';
+export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, StreamEvent } from './model/model.js';
 export type { DecodeOptions } from './decode/options.js';
 export type { DecodeStats } from './decode/runner.js';
 export type { ChatMessage, ContentPart } from './text/prompt.js';
