@@ -99,14 +99,14 @@ describe('encodeSiglipImages (real 384/14 geometry, tiny widths)', () => {
   const getF = async () => (f ??= await fixture(vision, 16, 'f32', 77));
   afterAll(() => { if (f) close(f); });
 
-  const anyres: [string, number, number, number, { abs: number }][] = [
-    ['300×200: 1×1 tile + global view, rows unpadded', 300, 200, 1261, TOL],
-    ['1152×768: 3×2 tiles, τ = 1.22 downsample to 44×66', 1152, 768, 729 + 44 * 67, TOL_DOWN],
+  const anyres: [string, number, number, number, { abs: number }, number][] = [
+    ['300×200: 1×1 tile + global view, rows unpadded', 300, 200, 1261, TOL, 1],
+    ['1152×768: 3×2 tiles, τ = 1.22 downsample to 44×66, passes of 3 + 3 + 1 crops', 1152, 768, 729 + 44 * 67, TOL_DOWN, 3],
   ];
-  it.each(anyres)('single image %s', async (_n, W, H, tokens, tol) => {
+  it.each(anyres)('single image %s', async (_n, W, H, tokens, tol, cropsPerPass) => {
     const f = await getF();
     const img = noiseImage(W, H, W + H);
-    const { features, tokensPerImage } = await encodeSiglipImages(f.q, f.w, f.cfg, [img], { multiImage: false });
+    const { features, tokensPerImage } = await encodeSiglipImages(f.q, f.w, f.cfg, [img], { multiImage: false, cropsPerPass });
     expect(tokensPerImage).toEqual([tokens]);
     expect(siglipTokenCount(f.cfg, [W, H], { multiImage: false })).toBe(tokens);
     expect(features.shape).toEqual([tokens, 16]);
