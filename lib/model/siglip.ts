@@ -298,6 +298,10 @@ export function mergeSiglipFeatures(queue: Queue, proj: Tensor, imageNewline: Te
   const P = g * g, [R, Ht] = proj.shape!;
   const nl = imageNewline.shape!;
   if (nl.length !== 1 || nl[0] !== Ht) throw new ShapeError(`mergeSiglipFeatures: image_newline is [${nl.join(', ')}], features have ${Ht} columns`);
+  plans.forEach((plan, i) => {
+    const need = plan.kind === 'square' ? 1 : 1 + plan.layout.tiles[0] * plan.layout.tiles[1];
+    if ((plan.crop0 + need) * P > R) throw new ShapeError(`mergeSiglipFeatures: image ${i} needs ${need} crops from crop ${plan.crop0}, only ${R / P} given`);
+  });
   const scope = new TensorScope();
   const prev = q.scope;
   q.scope = scope;
@@ -313,7 +317,6 @@ export function mergeSiglipFeatures(queue: Queue, proj: Tensor, imageNewline: Te
       const L = plan.layout;
       const idx = new Int32Array(L.h * L.w);
       for (let y = 0; y < L.h; y++) for (let x = 0; x < L.w; x++) idx[y * L.w + x] = tileRow(plan.crop0, L.tiles[0], g, L.top + y, L.left + x);
-      if (idx.some((i) => i >= R)) throw new ShapeError(`mergeSiglipFeatures: the plan needs crop rows beyond the ${R} given`);
       const kept = q.reshape(q.gatherRows(proj, scope.track(tensorFromArray('i32', [idx.length], idx))), [L.h, L.w, Ht]);
       const small = q.reshape(q.resizeBilinear(kept, L.outH, L.outW), [L.outH * L.outW, Ht]);
       src = q.concatRows(src, small);
@@ -323,11 +326,9 @@ export function mergeSiglipFeatures(queue: Queue, proj: Tensor, imageNewline: Te
     const index: number[] = [];
     plans.forEach((plan, i) => {
       const base = plan.crop0 * P;
-      if ((plan.crop0 + 1) * P > R) throw new ShapeError(`mergeSiglipFeatures: image ${i} starts at crop ${plan.crop0}, only ${R / P} crops given`);
       for (let j = 0; j < P; j++) index.push(base + j);
       if (plan.kind === 'square') { index.push(newlineRow); return; }
       const L = plan.layout;
-      if ((plan.crop0 + 1 + L.tiles[0] * L.tiles[1]) * P > R) throw new ShapeError(`mergeSiglipFeatures: image ${i} needs ${1 + L.tiles[0] * L.tiles[1]} crops from crop ${plan.crop0}, only ${R / P} given`);
       for (let y = 0; y < L.outH; y++) {
         for (let x = 0; x < L.outW; x++) index.push(L.downsampled ? gridBase[i] + y * L.outW + x : tileRow(plan.crop0, L.tiles[0], g, L.top + y, L.left + x));
         index.push(newlineRow);
