@@ -36,6 +36,30 @@ void DvlAddon::throw_error(Napi::Env env, const std::string& code, const std::st
   napi_throw(env, v);
 }
 
+void attrs_from_js(const std::string& op, Napi::Object o, Attrs& a) {
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string k = keys.Get(i).ToString().Utf8Value();
+    Napi::Value v = o.Get(k);
+    if (v.IsNumber()) a.num[k] = v.As<Napi::Number>().DoubleValue();
+    else if (v.IsBoolean()) a.num[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
+    else if (v.IsString()) a.str[k] = v.As<Napi::String>().Utf8Value();
+    else if (v.IsArray() || v.IsTypedArray()) {
+      Napi::Object arr = v.As<Napi::Object>();
+      uint32_t n = arr.Get("length").As<Napi::Number>().Uint32Value();
+      std::vector<double> vals(n);
+      for (uint32_t j = 0; j < n; ++j) {
+        Napi::Value e = arr.Get(j);
+        if (!e.IsNumber()) throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' must hold only numbers");
+        vals[j] = e.As<Napi::Number>().DoubleValue();
+      }
+      a.arr[k] = std::move(vals);
+    } else if (!v.IsUndefined() && !v.IsNull()) {
+      throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' has an unsupported type");
+    }
+  }
+}
+
 Napi::Value DvlAddon::JS_init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) {

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "../core/attrs.h"
 #include "../core/error.h"
 #include "../core/tensor.h"
 
@@ -53,6 +54,10 @@ bool guarded(Napi::Env env, F&& fn) {
   }
   return false;
 }
+
+// Copies an op's attribute object into a plain Attrs (numbers, booleans as 0/1, strings,
+// arrays of numbers); anything else is a DVL_ARG error naming the op and the key.
+void attrs_from_js(const std::string& op, Napi::Object o, Attrs& a);
 
 void tensor_class_init(Napi::Env env, Napi::Object exports, DvlAddon* addon);
 void queue_class_init(Napi::Env env, Napi::Object exports, DvlAddon* addon);

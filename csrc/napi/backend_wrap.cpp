@@ -77,29 +77,6 @@ static Napi::Value JS_backendProbe(const Napi::CallbackInfo& info) {
   return result;
 }
 
-static void parse_attrs(const std::string& op, Napi::Object o, Attrs& a) {
-  Napi::Array keys = o.GetPropertyNames();
-  for (uint32_t i = 0; i < keys.Length(); ++i) {
-    std::string k = keys.Get(i).ToString().Utf8Value();
-    Napi::Value v = o.Get(k);
-    if (v.IsNumber()) a.num[k] = v.As<Napi::Number>().DoubleValue();
-    else if (v.IsBoolean()) a.num[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
-    else if (v.IsString()) a.str[k] = v.As<Napi::String>().Utf8Value();
-    else if (v.IsArray()) {
-      Napi::Array arr = v.As<Napi::Array>();
-      std::vector<double> vals(arr.Length());
-      for (uint32_t j = 0; j < arr.Length(); ++j) {
-        Napi::Value e = arr.Get(j);
-        if (!e.IsNumber()) throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' must hold only numbers");
-        vals[j] = e.As<Napi::Number>().DoubleValue();
-      }
-      a.arr[k] = std::move(vals);
-    } else if (!v.IsUndefined() && !v.IsNull()) {
-      throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' has an unsupported type");
-    }
-  }
-}
-
 static Napi::Value JS_cudaRunOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Value result = env.Undefined();
@@ -118,7 +95,7 @@ static Napi::Value JS_cudaRunOp(const Napi::CallbackInfo& info) {
       in.push_back(addon->unwrap_tensor(env, ia.Get(i), what.c_str()));
     }
     Attrs attrs;
-    if (info.Length() > 2 && info[2].IsObject()) parse_attrs(name, info[2].As<Napi::Object>(), attrs);
+    if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), attrs);
     Tensors host_out = def->plan(in, attrs);  // same validation, errors and shapes as the CPU op
     DType main = in.empty() ? DType::F32 : in[0]->dtype;
     if (!cuda_supports(name, main))

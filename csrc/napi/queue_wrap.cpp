@@ -159,7 +159,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
         in->push_back(addon->unwrap_tensor(env, v, what.c_str()));
       }
       auto attrs = std::make_shared<Attrs>();
-      if (info.Length() > 2 && info[2].IsObject()) parse_attrs(name, info[2].As<Napi::Object>(), *attrs);
+      if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), *attrs);
       auto out = std::make_shared<Tensors>(def->plan(*in, *attrs));
       auto run = def->run;
       q.push([run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); });
@@ -168,30 +168,6 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       result = ra;
     });
     return result;
-  }
-
-  static void parse_attrs(const std::string& op, Napi::Object o, Attrs& a) {
-    Napi::Array keys = o.GetPropertyNames();
-    for (uint32_t i = 0; i < keys.Length(); ++i) {
-      std::string k = keys.Get(i).ToString().Utf8Value();
-      Napi::Value v = o.Get(k);
-      if (v.IsNumber()) a.num[k] = v.As<Napi::Number>().DoubleValue();
-      else if (v.IsBoolean()) a.num[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
-      else if (v.IsString()) a.str[k] = v.As<Napi::String>().Utf8Value();
-      else if (v.IsArray() || v.IsTypedArray()) {
-        Napi::Object arr = v.As<Napi::Object>();
-        uint32_t n = arr.Get("length").As<Napi::Number>().Uint32Value();
-        std::vector<double> vals(n);
-        for (uint32_t j = 0; j < n; ++j) {
-          Napi::Value e = arr.Get(j);
-          if (!e.IsNumber()) throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' must hold only numbers");
-          vals[j] = e.As<Napi::Number>().DoubleValue();
-        }
-        a.arr[k] = std::move(vals);
-      } else if (!v.IsUndefined() && !v.IsNull()) {
-        throw Error(DVL_ERR_ARG, op + ": attribute '" + k + "' has an unsupported type");
-      }
-    }
   }
 
   Napi::Value JS_sync(const Napi::CallbackInfo& info) {
