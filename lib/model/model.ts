@@ -254,6 +254,19 @@ export class Model {
     return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
   }
 
+  /**
+   * One user of the KV cache at a time: waits until the previous generation (or scoring) has
+   * finished and returns the function that lets the next one in. The chain is extended
+   * synchronously, so calls keep their order.
+   */
+  private async acquire(): Promise<() => void> {
+    const prev = this.chain;
+    let release!: () => void;
+    this.chain = new Promise<void>((r) => { release = r; });
+    await prev.catch(() => undefined);
+    return release;
+  }
+
   /** Generates a reply; resolves with text, ids, finish reason and stats. */
   async generate(req: GenerateRequest): Promise<GenerateResult> {
     let result: GenerateResult | undefined;
@@ -266,12 +279,8 @@ export class Model {
     this.ensureAlive();
     const { decodeOptions, mode } = this.splitRequest(req);
     const { ids, images } = this.prompt(req);
-    // One generation at a time per model: wait for the previous one.
-    const prev = this.chain;
-    let release!: () => void;
-    this.chain = new Promise<void>((r) => { release = r; });
+    const release = await this.acquire();
     try {
-      await prev.catch(() => undefined);
       this.ensureAlive();
       const p = await this.encodePrompt(ids, images, req.signal);
       this.active = p;
@@ -296,11 +305,8 @@ export class Model {
   async promptLogits(req: GenerateRequest, opts: { rows?: readonly number[]; mask?: 'block' | 'causal'; blockSize?: number } = {}): Promise<{ logits: Float32Array; ids: number[]; imageTokens: number[] }> {
     this.ensureAlive();
     const { ids, images } = this.prompt(req);
-    const prev = this.chain;
-    let release!: () => void;
-    this.chain = new Promise<void>((r) => { release = r; });
+    const release = await this.acquire();
     try {
-      await prev.catch(() => undefined);
       this.ensureAlive();
       const p = await this.encodePrompt(ids, images);
       this.active = p;
