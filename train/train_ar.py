@@ -1,0 +1,133 @@
+# train_ar.py — stage 1: plain autoregressive next-token training of the AR parent (the Qwen2.5-VL
+# style VLM the diffusion model is converted from). Also holds the loop shared with stage 2.
+#
+# Loss: mean cross-entropy of logits[:, i] against labels[:, i+1] over labelled positions (the
+# usual causal-LM shift; labels from data.render: assistant turn + chat markup, §6.2).
+# Attention: causal (right padding never reaches a real query). Positions 0..L-1 (§2.8).
+#
+# Writes <out>/ (released layout with enable_bd3lm false: the AR parent is not a diffusion model),
+# <out>/train_log.jsonl (one line per logged step).
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+import batching
+import data
+from model import DiffusionVL, ModelDims, config_json, num_params, save_model
+import preprocess
+
+PRESETS = {
+    # ≈1.6 M parameters: the model the package ships.
+    'full': ModelDims(),
+    # For smoke runs only: every code path, seconds per step.
+    'tiny': ModelDims(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                      head_dim=16, intermediate_size=64, v_depth=2, v_hidden=32, v_heads=2,
+                      v_intermediate=64, v_fullatt=[1]),
+}
+
+BLOCK_SIZE = 8
+MODEL_MAX_LENGTH = 1024   # divisible by the block size (§6.5)
+
+
+def lr_at(step, steps, lr, warmup):
+    """Linear warmup, then cosine decay to 10 % of lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def batch_items(tok, seed, split, start, n):
+    return [batching.prepare(tok, data.sample(seed, split, start + b)) for b in range(n)]
+
+
+def train_loop(model, tok, args, loss_fn, index_base, log_path):
+    """Shared loop: AdamW, warmup + cosine, grad clip 1. loss_fn(model, items, gen) → (loss, stats).
+    Sample indices start at index_base so the two stages see different samples."""
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.wd)
+    gen = torch.Generator().manual_seed(args.seed * 1000 + 7)
+    log = open(log_path, 'w')
+    t0 = time.time()
+    times = []
+    for step in range(args.steps):
+        ts = time.time()
+        for g in opt.param_groups:
+            g['lr'] = lr_at(step, args.steps, args.lr, args.warmup)
+        items = batch_items(tok, args.seed, 'train', index_base + step * args.batch, args.batch)
+        model.train()
+        loss, stats = loss_fn(model, items, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        times.append(time.time() - ts)
+        if step % args.log_every == 0 or step == args.steps - 1:
+            rec = {'step': step, 'loss': round(loss.item(), 5), 'grad_norm': round(float(gn), 4),
+                   'lr': opt.param_groups[0]['lr'], 's_per_step': round(sum(times) / len(times), 4),
+                   'elapsed_s': round(time.time() - t0, 1), **stats}
+            times = []
+            log.write(json.dumps(rec) + '\n')
+            log.flush()
+            print(json.dumps(rec), flush=True)
+    log.close()
+
+
+def ar_loss(model, items, gen):
+    h, labels, valid, _ = batching.embed_batch(model, items, model.eos_id, model.pad_id)
+    B, L, _ = h.shape
+    causal = torch.full((L, L), torch.finfo(h.dtype).min).triu(1)[None, None]
+    pos = torch.arange(L)[None].expand(B, L)
+    hid, _ = model.forward_embeds(h, pos, causal)
+    logits = model.logits(hid[:, :-1]).float()
+    tgt = labels[:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=data.IGNORE)
+    return loss, {'tokens': int((tgt != data.IGNORE).sum())}
+
+
+def common_args(ap):
+    ap.add_argument('--tok', required=True, help='folder with tokenizer.json (tokenizer.py --out)')
+    ap.add_argument('--out', required=True)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--steps', type=int, default=3000)
+    ap.add_argument('--batch', type=int, default=32)
+    ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--wd', type=float, default=0.01)
+    ap.add_argument('--warmup', type=int, default=100)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--log-every', type=int, default=25)
+
+
+def model_config(model, tok, enable_bd3lm):
+    d = model.dims
+    return config_json(d, tok.size, batching.mask_id_for(tok), tok.im_end, tok.endoftext, enable_bd3lm,
+                       BLOCK_SIZE, preprocess.MIN_PIXELS, preprocess.MAX_PIXELS, MODEL_MAX_LENGTH)
+
+
+def main():
+    ap = argparse.ArgumentParser(description='stage 1: AR next-token training of the parent')
+    common_args(ap)
+    ap.add_argument('--preset', choices=sorted(PRESETS), default='full')
+    args = ap.parse_args()
+    batching.setup_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tok = batching.load_tokenizer(args.tok)
+    d = PRESETS[args.preset]
+    d.vocab_size = batching.vocab_rows_for(tok)
+    model = DiffusionVL(d)
+    model.eos_id, model.pad_id = tok.im_end, tok.endoftext
+    os.makedirs(args.out, exist_ok=True)
+    print(f'AR parent: {num_params(model)} parameters, vocab rows {d.vocab_size}, tokenizer {tok.size}', flush=True)
+    train_loop(model, tok, args, ar_loss, 0, os.path.join(args.out, 'train_log.jsonl'))
+    save_model(model, args.out, model_config(model, tok, enable_bd3lm=False))
+    batching.copy_side_files(args.tok, args.out)
+    batching.write_json(os.path.join(args.out, 'generation_config.json'), batching.generation_config(tok.im_end, tok.endoftext))
+    batching.write_json(os.path.join(args.out, 'train_args.json'), {**vars(args), 'params': num_params(model)})
+
+
+if __name__ == '__main__':
+    main()
