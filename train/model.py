@@ -62,8 +62,15 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # §2.2: normalise in fp32, cast back, then multiply by the weight.
-        r = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        xf = acc(x)
+        r = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * r.to(x.dtype)
+
+
+def acc(x):
+    """The fp32 accumulation the spec asks for (RMSNorm, softmax, vision RoPE) — but never a
+    down-cast: float64 runs (fixtures) stay float64."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def rotate_half(x):
@@ -98,7 +105,7 @@ class Attention(nn.Module):
         att = (q @ kr.transpose(-1, -2)) / math.sqrt(self.hd)
         if mask is not None:
             att = att + mask
-        att = torch.softmax(att.float(), -1).to(q.dtype)
+        att = torch.softmax(acc(att), -1).to(q.dtype)
         o = (att @ vr).transpose(1, 2).reshape(B, T, self.nh * self.hd)
         return self.o_proj(o), (k, v)
 
@@ -154,8 +161,8 @@ class VisionAttention(nn.Module):
         q, k, v = self.qkv(x).view(R, 3, self.nh, self.hd).unbind(1)   # rows Q, K, V; head-major
         # 2-D rotary in fp32, then cast back (§3.3 step 2).
         c, s = cos[:, None], sin[:, None]
-        q = (q.float() * c + rotate_half(q.float()) * s).to(x.dtype)
-        k = (k.float() * c + rotate_half(k.float()) * s).to(x.dtype)
+        q = (acc(q) * c + rotate_half(acc(q)) * s).to(x.dtype)
+        k = (acc(k) * c + rotate_half(acc(k)) * s).to(x.dtype)
         return self.proj(segment_attention(q, k, v, seg).reshape(R, C))
 
 
@@ -183,7 +190,7 @@ def segment_attention(q, k, v, seg):
     qs, ks, vs = pack(q), pack(k), pack(v)
     att = (qs @ ks.transpose(-1, -2)) / math.sqrt(hd)
     att = att.masked_fill(~valid[:, None, None, :], float('-inf'))
-    att = torch.softmax(att.float(), -1).to(q.dtype)
+    att = torch.softmax(acc(att), -1).to(q.dtype)
     o = (att @ vs).permute(0, 2, 1, 3)                                         # [S, Lmax, nh, hd]
     return o[valid]                                                            # rows in cu order
 
