@@ -7,10 +7,16 @@
 // It goes through the engine's own loader (csrc/core/cuda_loader.cpp: driver, plugin, API
 // version, devices, arch), then device memory, copies and the plugin's `add` compared with
 // the CPU op and a plain reference, an unsupported op, an allocator round trip of twice the
-// card's memory, and the achieved bandwidth of a large add.
-// Output: one JSON object on stdout. Exit: 0 all passed, 1 a check failed, 2 CUDA unavailable
-// (the reason is in the JSON; CPU-only machines and CI get 2 with "no-driver").
+// card's memory, and the achieved bandwidth of a large add; then EVERY op of the plugin
+// (selftest_ops.inc) against the CPU op on random inputs of odd sizes, every dtype, NaN first,
+// and the float64 scalar references of selftest_ops.inc for matmul, attention, softmax,
+// rms_norm and greedy confidence_remask.
+// Output: one JSON line per op check ({"op":..,"case":..,"ok":..,"maxErr":..,"detail":..}),
+// then one JSON object (the summary) as the LAST line. Exit: 0 all passed, 1 a check failed,
+// 2 CUDA unavailable (the reason is in the JSON; CPU-only machines and CI get 2 with
+// "no-driver").
 // Argument: the plugin file (default: the one this build made, next to this program's build).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -108,6 +114,8 @@ void check_add(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, T
 
 }  // namespace
 
+#include "selftest_ops.inc"
+
 int main(int argc, char** argv) {
   CudaProbeOptions o;
   o.plugin_override_set = true;
@@ -139,8 +147,8 @@ int main(int argc, char** argv) {
 
   try {
     TensorP d = cuda_tensor(DType::F32, {4});
-    cuda_run("mul", {d, d}, {d}, Attrs{});
-    check("unsupported op is refused", false, "mul ran");
+    cuda_run("stream_read", {d}, {d}, Attrs{});
+    check("unsupported op is refused", false, "stream_read ran");
   } catch (const Error& e) {
     check("unsupported op is refused", e.code() == DVL_ERR_BACKEND, e.code() + ": " + e.what());
   }
@@ -172,6 +180,11 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     check("add bandwidth", false, e.code() + ": " + e.what());
   }
+
+  // Every op against the CPU op and the scalar references (one JSON line each).
+  int op_fail = run_op_checks(pool);
+  check("op checks", op_fail == 0, std::to_string(g_op_total) + " cases, " + std::to_string(op_fail) + " failed");
+  out += ",\"opChecks\":{\"total\":" + std::to_string(g_op_total) + ",\"failed\":" + std::to_string(op_fail) + "}";
 
   bool all = true;
   out += ",\"checks\":[";
