@@ -1,0 +1,86 @@
+// CUDA attention (csrc/cuda/ops_attention.cu) against a float64 reference and the CPU op:
+// GQA, masks causal / block / full / segments exactly as csrc/cpu/ops/attention.cpp, K/V cache
+// f32/bf16/f16, odd head dims, an empty cache (zeros), NaN in a value no row can see (must not
+// leak), NaN in q (its rows NaN).
+//
+// Tolerance abs 1e-4 + rel 1e-4: the f32 score error is ≈ hd·2⁻²⁴·scale·Σ|q·k| ≈ 2e-5 at these
+// sizes (|q|, |k| ≤ 1, hd ≤ 128) and both backends exponentiate with 1–2 ulp approximations;
+// outputs are O(1) averages of |v| ≤ 1.
+import { describe, it } from 'vitest';
+import { expectGpuMatchesCpu, expectSame, gpuProbe, randTensor, runBoth, title } from './ops-helpers.js';
+
+const p = gpuProbe();
+const TOL = { abs: 1e-4, rel: 1e-4 };
+
+interface Case {
+  mask: 'causal' | 'block' | 'full' | 'segments';
+  Tq: number; nh: number; nkv: number; hd: number; cap: number; kvLen: number; qPos0: number;
+  blockSize?: number; segments?: number[]; nanMasked?: boolean; nanQ?: boolean;
+}
+
+function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array): Float64Array {
+  const { Tq, nh, nkv, hd, cap, kvLen, qPos0 } = c;
+  const o = new Float64Array(Tq * nh * hd), scale = 1 / Math.sqrt(hd);
+  for (let i = 0; i < Tq; i++) {
+    let lo = 0, hi = kvLen;
+    const pos = qPos0 + i;
+    if (c.mask === 'causal') hi = pos + 1;
+    else if (c.mask === 'block') hi = Math.min(kvLen, (Math.floor(pos / c.blockSize!) + 1) * c.blockSize!);
+    else if (c.mask === 'segments') {
+      let s = 0;
+      while (s + 1 < c.segments!.length && i >= c.segments![s + 1]) s++;
+      lo = c.segments![s];
+      hi = c.segments![s + 1];
+    }
+    for (let h = 0; h < nh; h++) {
+      const g = Math.floor(h / (nh / nkv)), sc: number[] = [];
+      for (let j = lo; j < hi; j++) {
+        let d = 0;
+        for (let e = 0; e < hd; e++) d += q[(i * nh + h) * hd + e] * k[(g * cap + j) * hd + e];
+        sc.push(d * scale);
+      }
+      const mx = Math.max(...sc);
+      const w = sc.map((s) => Math.exp(s - mx)), l = w.reduce((a, b) => a + b, 0);
+      for (let e = 0; e < hd; e++) {
+        let acc = 0;
+        for (let j = lo; j < hi; j++) acc += w[j - lo] * v[(g * cap + j) * hd + e];
+        o[(i * nh + h) * hd + e] = hi > lo ? acc / l : 0;
+      }
+    }
+  }
+  return o;
+}
+
+const cases: Case[] = [
+  { mask: 'causal', Tq: 7, nh: 6, nkv: 2, hd: 64, cap: 40, kvLen: 27, qPos0: 20, nanMasked: true },
+  { mask: 'block', Tq: 8, nh: 4, nkv: 4, hd: 128, cap: 40, kvLen: 24, qPos0: 16, blockSize: 8, nanMasked: true },
+  { mask: 'block', Tq: 5, nh: 4, nkv: 1, hd: 33, cap: 40, kvLen: 39, qPos0: 31, blockSize: 4 },
+  { mask: 'full', Tq: 3, nh: 3, nkv: 1, hd: 33, cap: 70, kvLen: 67, qPos0: 0 },
+  { mask: 'segments', Tq: 33, nh: 2, nkv: 1, hd: 16, cap: 33, kvLen: 33, qPos0: 0, segments: [0, 7, 7, 20, 33] },
+  { mask: 'full', Tq: 2, nh: 2, nkv: 2, hd: 8, cap: 5, kvLen: 0, qPos0: 0 },
+  { mask: 'causal', Tq: 1, nh: 14, nkv: 2, hd: 64, cap: 1100, kvLen: 1029, qPos0: 1028 },
+  { mask: 'full', Tq: 3, nh: 2, nkv: 1, hd: 7, cap: 9, kvLen: 9, qPos0: 0, nanQ: true },
+];
+
+describe.skipIf(!p.available)(title('attention', p), () => {
+  const dts = ['f32', 'bf16', 'f16'] as const;
+  it.each(dts.flatMap((dt) => cases.map((c, ci) => [dt, ci] as const)))('%s K/V, case %i', async (dt, ci) => {
+    const c = cases[ci];
+    const q = randTensor('f32', [c.Tq, c.nh, c.hd], 400 + ci, -1, 1, !!c.nanQ);
+    const k = randTensor(dt, [c.nkv, c.cap, c.hd], 500 + ci);
+    let v = randTensor(dt, [c.nkv, c.cap, c.hd], 600 + ci);
+    if (c.nanMasked) {
+      // NaN in the value at position kvLen of every kv head: no row sees it.
+      const f = Float32Array.from(v.f32);
+      for (let g = 0; g < c.nkv; g++) f[(g * c.cap + c.kvLen) * c.hd] = NaN;
+      const { tensorFromArray } = await import('../../lib/native/index.js');
+      const { toBf16, toF16 } = await import('../helpers/random.js');
+      v = { t: tensorFromArray(dt, v.t.shape!, dt === 'f32' ? f : dt === 'bf16' ? toBf16(f) : toF16(f)), f32: f };
+    }
+    const attrs = { kvLen: c.kvLen, qPos0: c.qPos0, mask: c.mask, ...(c.blockSize ? { blockSize: c.blockSize } : {}), ...(c.segments ? { segments: c.segments } : {}) };
+    const label = `${c.mask} ${dt} Tq${c.Tq} nh${c.nh}/${c.nkv} hd${c.hd} kv${c.kvLen}`;
+    const { gpu } = await runBoth('attention', [q.t, k.t, v.t], attrs);
+    if (!c.nanQ) expectSame(gpu[0], reference(c, q.f32, k.f32, v.f32), TOL, `${label} vs float64`);
+    await expectGpuMatchesCpu('attention', [q.t, k.t, v.t], attrs, TOL, `${label} vs CPU op`);
+  });
+});
