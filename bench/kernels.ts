@@ -155,11 +155,15 @@ function print(r: MatmulRow): void {
 }
 
 // ---- 3. attention -----------------------------------------------------------------------------
-// ATTENTION: add the attention timing here (decode step: 8 queries against a cache of
-// 1k/4k positions, 0.5B and 7B head layouts; report ms and % of a forward). Return its rows
-// and they are written under "attention" in the JSON.
+// Decode step (8 queries against a cache of 1k/4k positions) and a block-causal prefill, on the
+// 0.5B and 7B head layouts: bench/attention.ts (the attention op's own bench) does the timing.
 async function attention(_q: Queue): Promise<unknown[] | null> {
-  return null;
+  const { benchAttention } = await import('./attention.js');
+  const res = (await benchAttention({ isa, threads, runs })) as { rows?: Record<string, number | string>[] };
+  for (const r of res.rows ?? []) {
+    console.log(`attention ${r.model} ${r.pass} Tq ${r.Tq} ctx ${r.ctx} kv ${r.kv}: ${Number(r.ms).toFixed(3)} ms, ${Number(r.gflops).toFixed(1)} GFLOP/s`);
+  }
+  return res.rows ?? null;
 }
 
 // ---- main -------------------------------------------------------------------------------------
