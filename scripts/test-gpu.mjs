@@ -8,9 +8,12 @@
 //    DIFFUSIONVL_CUDA_ARCHS overrides the list, DIFFUSIONVL_GPU_BUILD_DIR the folder, and
 //    DIFFUSIONVL_GPU_SKIP_BUILD=1 reuses an existing build there.
 // 3. Builds and runs the C++ self-test (dvl_cuda_selftest: loader, copies, add vs CPU, add
-//    bandwidth), then `vitest run test/gpu` against that build with DIFFUSIONVL_GPU=cuda, so
-//    an unusable CUDA backend fails the suite instead of skipping it.
-// 4. Writes bench/out/gpu-report.json: device, driver, backend probe, build, self-test, tests.
+//    bandwidth, then every op vs the CPU op and float64 references, one JSON line per case),
+//    then `vitest run test/gpu` against that build with DIFFUSIONVL_GPU=cuda, so an unusable
+//    CUDA backend fails the suite instead of skipping it, then the kernel micro-bench
+//    (bench/gpu.ts → dvl_cuda_selftest --bench).
+// 4. Writes bench/out/gpu-report.json: device, driver, backend probe, build, self-test (with
+//    every op case), tests, bench.
 // Exit code: 0 when skipped or all tests passed; 1 otherwise.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -138,9 +141,13 @@ try {
   if (b.status !== 0 || !existsSync(exe)) {
     report.selftest = { error: `build failed (exit ${b.status}): ${String(b.stderr || b.stdout).trim().split('\n').slice(-3).join(' | ')}` };
   } else {
-    const r = spawnSync(exe, [pluginPath], { encoding: 'utf8', maxBuffer: 16 << 20 });
+    const r = spawnSync(exe, [pluginPath], { encoding: 'utf8', maxBuffer: 64 << 20 });
     try {
-      report.selftest = { exitCode: r.status, ...JSON.parse(r.stdout) };
+      // One JSON line per op case, then the summary object as the last line.
+      const lines = String(r.stdout).trim().split('\n').filter((l) => l.trim());
+      const ops = lines.slice(0, -1).map((l) => JSON.parse(l));
+      report.selftest = { exitCode: r.status, ...JSON.parse(lines[lines.length - 1]), ops, opsFailed: ops.filter((o) => !o.ok) };
+      if (report.selftest.opsFailed.length) log(`selftest: ${report.selftest.opsFailed.length} op case(s) failed, first: ${JSON.stringify(report.selftest.opsFailed[0])}`);
     } catch {
       report.selftest = { exitCode: r.status, error: `unreadable output: ${String(r.stdout).slice(0, 200)} ${String(r.stderr).slice(0, 200)}` };
     }
@@ -186,7 +193,22 @@ if (existsSync(vitestJson)) {
   };
 }
 report.tests = tests;
-report.ok = t.status === 0 && report.selftest?.exitCode === 0;
+
+// ---- kernel micro-bench (bench/gpu.ts runs dvl_cuda_selftest --bench) ---------------------------
+{
+  const b = spawnSync('npx', ['tsx', 'bench/gpu.ts'], {
+    cwd: root,
+    env: { ...process.env, DIFFUSIONVL_GPU_BUILD_DIR: buildDir },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const benchPath = join(outDir, 'gpu-bench.json');
+  try {
+    report.bench = { exitCode: b.status, ...JSON.parse(readFileSync(benchPath, 'utf8')) };
+  } catch {
+    report.bench = { exitCode: b.status, error: `no readable ${benchPath}` };
+  }
+}
+report.ok = t.status === 0 && report.selftest?.exitCode === 0 && report.bench?.exitCode === 0;
 report.seconds = (Date.now() - started.getTime()) / 1000;
 writeReport(report);
 console.log(

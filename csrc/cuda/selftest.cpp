@@ -15,7 +15,9 @@
 // then one JSON object (the summary) as the LAST line. Exit: 0 all passed, 1 a check failed,
 // 2 CUDA unavailable (the reason is in the JSON; CPU-only machines and CI get 2 with
 // "no-driver").
-// Argument: the plugin file (default: the one this build made, next to this program's build).
+// Arguments: [plugin file] [--bench]. The plugin defaults to the one this build made; --bench
+// skips the checks and prints one JSON object {"probe", "bench"} with the kernel micro-bench of
+// selftest_bench.inc (bench/gpu.ts runs it).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -115,11 +117,17 @@ void check_add(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, T
 }  // namespace
 
 #include "selftest_ops.inc"
+#include "selftest_bench.inc"
 
 int main(int argc, char** argv) {
   CudaProbeOptions o;
   o.plugin_override_set = true;
-  o.plugin_override = argc > 1 ? argv[1] : DVL_SELFTEST_PLUGIN;
+  o.plugin_override = DVL_SELFTEST_PLUGIN;
+  bool bench = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--bench") == 0) bench = true;
+    else o.plugin_override = argv[i];
+  }
   CudaProbe p = cuda_probe(o);
   std::string out = "{\"probe\":{\"available\":" + std::string(p.available ? "true" : "false");
   if (!p.available) out += ",\"reason\":" + json_str(p.reason) + ",\"detail\":" + json_str(p.detail);
@@ -134,6 +142,16 @@ int main(int argc, char** argv) {
   if (!p.available) {
     std::printf("%s,\"ok\":false,\"skipped\":true}\n", out.c_str());
     return 2;
+  }
+
+  if (bench) {
+    try {
+      std::printf("%s,\"bench\":%s,\"ok\":true}\n", out.c_str(), run_bench(p).c_str());
+      return 0;
+    } catch (const Error& e) {
+      std::printf("%s,\"ok\":false,\"error\":%s}\n", out.c_str(), json_str(e.code() + ": " + e.what()).c_str());
+      return 1;
+    }
   }
 
   ThreadPool pool(2);
