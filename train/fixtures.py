@@ -40,6 +40,20 @@ def pick_cases(seed, per_kind):
     return sorted((x for v in got.values() for x in v), key=lambda x: x[0])
 
 
+def prompt_logits(model, h, bs, ids):
+    """Logits of one block-masked forward over the whole prompt (positions 0..P-1, §5.3 mask),
+    at the last position and, with an image, at its first feature row: a continuous check of
+    the tower, the splice and the decoder that does not hinge on argmax decisions."""
+    P = h.shape[1]
+    blk = torch.arange(P) // bs
+    m = torch.zeros(P, P, dtype=h.dtype).masked_fill(blk[None] > blk[:, None], float('-inf'))
+    with torch.no_grad():
+        hid, _ = model.forward_embeds(h, torch.arange(P)[None], m[None, None])
+    rows = [P - 1] + ([ids.index(data.IMAGE_TOKEN_INDEX)] if data.IMAGE_TOKEN_INDEX in ids else [])
+    lg = model.logits(hid[0, rows])
+    return {'rows': rows, 'block_size': bs, 'logits': [[float(x) for x in r] for r in lg]}
+
+
 def _min(xs):
     xs = [x for x in xs if x is not None]
     return min(xs) if xs else None
@@ -79,6 +93,7 @@ def main():
                                           'row0_head': [float(x) for x in f[0, :8]]}
         case.update({'prompt_text': data.prompt_text(s['question'], s['image'] is not None),
                      'prompt_ids': item['ids'], 'prompt_length': h.shape[1]})
+        case['prompt_logits'] = prompt_logits(model, h, bs, item['ids'])
         runs = {}
         for st in SETTINGS:
             trace = []

@@ -269,11 +269,24 @@ def build(out_dir, seed, corpus_size, max_merges):
 
 if __name__ == '__main__':
     import argparse
+    import os
     ap = argparse.ArgumentParser(description='learn BPE merges and write tokenizer.json / tokenizer_config.json')
     ap.add_argument('--out', required=True)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--corpus', type=int, default=4000, help='synthetic samples to learn from')
     ap.add_argument('--merges', type=int, default=400)
+    ap.add_argument('--cases', type=int, default=300, help='held-out samples written to cases.json for check_tokenizer.mjs')
     a = ap.parse_args()
     t = build(a.out, a.seed, a.corpus, a.merges)
+    import data
+    cases = []
+    for i in range(a.cases):
+        s = data.sample(a.seed, 'heldout', i)
+        for text in data.prompt_text(s['question'], s['image'] is not None).split(data.IMAGE_PLACEHOLDER):
+            cases.append({'text': text, 'ids': t.encode(text)})
+        cases.append({'text': s['answer'] + '<|im_end|>\n', 'ids': t.encode(s['answer'] + '<|im_end|>\n')})
+    for text in ['hello  world\n\n  x', "it's 12 o'clock!!  ", 'ab\n \n', '   ', 'a\tb', "ABC def, GHI? 007 I'LL"]:
+        cases.append({'text': text, 'ids': t.encode(text)})
+    with open(os.path.join(a.out, 'cases.json'), 'w') as f:
+        json.dump(cases, f)
     print(f'tokenizer: {len(t.merges)} merges, size {t.size} (specials {t.endoftext}..{t.im_end})')

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# run_all.sh — regenerates the small DiffusionVL, its AR parent, their evals and the engine fixtures
+# from one seed. Full run ≈ 2 h on 2 cores; SMOKE=1 runs every stage at toy scale in ~1 min.
+#
+#   nice -n 15 train/run_all.sh [OUT]          (OUT defaults to train/out, which git ignores)
+#
+# Needs Debian's PyTorch stack for /usr/bin/python3 (not the pyenv python first on PATH):
+#   apt-get update && apt-get install -y python3-torch python3-pil python3-numpy libopenblas0-openmp
+# and node (for the tokenizer cross-check against @huggingface/tokenizers; skipped if absent).
+# Knobs (environment): SEED, PRESET (full|tiny), BATCH, AR_STEPS, AR_LR, DIFF_STEPS, DIFF_LR,
+# EVAL_N, FIX_PER_KIND, THREADS.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${1:-$HERE/out}"
+PY=/usr/bin/python3
+
+if [[ "${SMOKE:-0}" == 1 ]]; then
+  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${FIX_PER_KIND:=1}"
+fi
+SEED="${SEED:-0}"; PRESET="${PRESET:-full}"; BATCH="${BATCH:-32}"
+AR_STEPS="${AR_STEPS:-2500}"; AR_LR="${AR_LR:-2e-3}"
+DIFF_STEPS="${DIFF_STEPS:-5000}"; DIFF_LR="${DIFF_LR:-1e-3}"
+EVAL_N="${EVAL_N:-300}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
+# Fixed thread count: float reductions (and so the weights) depend on it. PASSIVE: OpenMP workers
+# sleep instead of spinning, which matters on a shared machine (spinning made steps 10× slower).
+export OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=PASSIVE
+
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run_all.log") 2>&1
+echo "run_all: $(date -u) OUT=$OUT SEED=$SEED PRESET=$PRESET BATCH=$BATCH AR_STEPS=$AR_STEPS DIFF_STEPS=$DIFF_STEPS THREADS=$THREADS"
+cd "$HERE"
+t0=$SECONDS
+stage() { echo "== $1 ($((SECONDS - t0)) s)"; }
+
+stage selftest
+$PY selftest.py
+
+stage tokenizer
+$PY tokenizer.py --out "$OUT/tokenizer" --seed "$SEED"
+if command -v node >/dev/null; then
+  (cd "$HERE/.." && node train/check_tokenizer.mjs "$OUT/tokenizer" "$OUT/tokenizer/cases.json")
+else
+  echo "node not found: tokenizer cross-check skipped"
+fi
+
+stage "stage 1: AR parent"
+$PY train_ar.py --tok "$OUT/tokenizer" --out "$OUT/ar" --seed "$SEED" --preset "$PRESET" --batch "$BATCH" \
+  --steps "$AR_STEPS" --lr "$AR_LR" --threads "$THREADS"
+$PY eval.py --model "$OUT/ar" --tok "$OUT/tokenizer" --mode ar --n "$EVAL_N" --seed "$SEED" --threads "$THREADS"
+
+stage "stage 2: DiffusionVL"
+$PY train_diffusion.py --tok "$OUT/tokenizer" --init "$OUT/ar" --out "$OUT/diffusionvl" --seed "$SEED" \
+  --batch "$BATCH" --steps "$DIFF_STEPS" --lr "$DIFF_LR" --threads "$THREADS"
+$PY eval.py --model "$OUT/diffusionvl" --tok "$OUT/tokenizer" --mode diffusion --n "$EVAL_N" --seed "$SEED" \
+  --steps 8 --strategy low_confidence_static --threads "$THREADS"
+
+stage fixtures
+$PY fixtures.py --model "$OUT/diffusionvl" --tok "$OUT/tokenizer" --out "$OUT/fixtures" --seed "$SEED" \
+  --per-kind "$FIX_PER_KIND" --threads "$THREADS"
+
+# The engine must reproduce the fixtures; needs a built addon (skipped when DIFFUSIONVL_ADDON is unset).
+if [[ -n "${DIFFUSIONVL_ADDON:-}" ]]; then
+  stage "engine check"
+  (cd "$HERE/.." && npx tsx train/check_engine.ts "$OUT/diffusionvl" "$OUT/fixtures")
+fi
+
+stage done
+$PY - "$OUT" <<'PYEOF'
+import json, sys
+out = sys.argv[1]
+for name in ('ar/eval_ar.json', 'diffusionvl/eval_diffusion.json'):
+    r = json.load(open(f'{out}/{name}'))
+    print(f"{name}: exact match {r['exact_match']:.3f} over {r['n']}  {r['per_kind']}")
+PYEOF
