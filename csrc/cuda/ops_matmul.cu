@@ -6,15 +6,18 @@
 // order: |Δ| ≲ K·2⁻²⁴·Σ|x·w| (the tests' tolerance, see test/gpu/ops-matmul.test.ts).
 //
 // Two kernels:
-//   small-M (M ≤ 16, decoding): warp per weight row n, all M tokens at once, so W — the whole
-//     cost at small M — is streamed exactly once, with 16-byte loads (8 weights per lane per
-//     step) when K is a multiple of 8, scalar loads otherwise. x (M·K floats) is re-read by
-//     every warp from L1/L2. Templated on the token count rounded up to 1/2/4/8/16 so the
-//     accumulators stay in registers.
+//   small-M (M ≤ 16, decoding): all M tokens at once, so W — the whole cost at small M — is
+//     streamed exactly once, with 16-byte loads (8 weights per lane per step); each warp owns
+//     RW weight rows (4, or 2 at M > 8) and the block's 8 warps share one shared-memory copy of
+//     the x chunk; split-K over blockIdx.y when N alone gives fewer than 2 blocks per SM, with
+//     a deterministic second pass adding the splits in order. Templated on the token count
+//     rounded up to 1/2/4/8/16 so the accumulators stay in registers. K not a multiple of 8
+//     (no real layer) takes a scalar warp-per-row kernel.
 //   tiled (M > 16, prefill): 64×64 output tile per 256-thread block, K in steps of 16 through
 //     shared memory (weights converted to f32 on the way in), 4×4 outputs per thread.
-// Not here yet (PERFORMANCE.md §c4): split-K for small N, tensor cores (mma.sync m16n8k16 with
-// the tokens on the n8 side) — both are throughput work on top of these correct kernels.
+// Not here yet (PERFORMANCE.md §c4): tensor cores (mma.sync m16n8k16 with the tokens on the n8
+// side) for the small-M kernel, and a tensor-core / cp.async tiled kernel for prefill.
+#include <algorithm>
 #include <cstdint>
 
 #include "dtype.cuh"
@@ -45,7 +48,98 @@ __device__ __forceinline__ void load8(const void* w, int64_t k, float* o) {
   }
 }
 
-template <int MT, int DT, bool VEC>
+// Small-M, K % 8 == 0 (every real layer): a block of 8 warps owns 8·RW consecutive weight rows
+// and one K range (split-K: blockIdx.y). Per chunk of kKC columns the block stages x[0..M, chunk]
+// in shared memory once (so x is read from L2 once per block, not once per row); each lane then
+// takes 8 consecutive columns per step, loads them for all RW rows (RW independent 16-byte
+// loads in flight) and accumulates RW × MT dot products in registers. Lanes are reduced with
+// shuffles at the end; with split-K the partial sums go to `part` [splits, M, N] and
+// matmul_splitk_reduce adds them in split order (deterministic) plus the bias.
+static const int kKC = 512;  // columns per shared-memory chunk (MT·kKC·4 bytes: 32 KiB at MT 16)
+
+template <int MT, int RW, int DT>
+__global__ void __launch_bounds__(256) matmul_small_vec_kernel(const float* __restrict__ x, const void* __restrict__ w,
+                                                               const float* __restrict__ bias, float* __restrict__ y,
+                                                               float* __restrict__ part, int M, int64_t K, int64_t N,
+                                                               int64_t ksplit) {
+  __shared__ __align__(16) float xs[MT][kKC];
+  const int lane = threadIdx.x & 31;
+  const int64_t n0 = (int64_t(blockIdx.x) * 8 + (threadIdx.x >> 5)) * RW;
+  const int64_t kb = int64_t(blockIdx.y) * ksplit, ke = kb + ksplit < K ? kb + ksplit : K;
+  const size_t es = DT == int(DType::F32) ? 4 : 2;
+  float acc[RW][MT];
+#pragma unroll
+  for (int r = 0; r < RW; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) acc[r][m] = 0.f;
+  for (int64_t kc = kb; kc < ke; kc += kKC) {
+    const int len = int(ke - kc < kKC ? ke - kc : kKC);  // a multiple of 8
+    __syncthreads();  // the previous chunk is consumed
+    for (int e = threadIdx.x; e < MT * (kKC / 4); e += 256) {
+      const int m = e / (kKC / 4), q4 = (e % (kKC / 4)) * 4;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (m < M && q4 < len) v = *reinterpret_cast<const float4*>(x + int64_t(m) * K + kc + q4);
+      *reinterpret_cast<float4*>(&xs[m][q4]) = v;
+    }
+    __syncthreads();
+    for (int kk = lane * 8; kk < len; kk += 256) {
+      float wv[RW][8];
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+        if (n0 + r < N) {
+          load8<DT>(static_cast<const char*>(w) + size_t(n0 + r) * size_t(K) * es, kc + kk, wv[r]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) wv[r][i] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        if (m < M) {
+          const float4 a = *reinterpret_cast<const float4*>(&xs[m][kk]), b = *reinterpret_cast<const float4*>(&xs[m][kk + 4]);
+#pragma unroll
+          for (int r = 0; r < RW; ++r) {
+            float t = acc[r][m];
+            t = fmaf(a.x, wv[r][0], t);
+            t = fmaf(a.y, wv[r][1], t);
+            t = fmaf(a.z, wv[r][2], t);
+            t = fmaf(a.w, wv[r][3], t);
+            t = fmaf(b.x, wv[r][4], t);
+            t = fmaf(b.y, wv[r][5], t);
+            t = fmaf(b.z, wv[r][6], t);
+            t = fmaf(b.w, wv[r][7], t);
+            acc[r][m] = t;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RW; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      float v = acc[r][m];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const int64_t n = n0 + r;
+      if (lane == 0 && m < M && n < N) {
+        if (part) part[(int64_t(blockIdx.y) * M + m) * N + n] = v;
+        else y[int64_t(m) * N + n] = bias ? v + bias[n] : v;
+      }
+    }
+}
+
+__global__ void matmul_splitk_reduce(const float* __restrict__ part, const float* __restrict__ bias, float* __restrict__ y,
+                                     int64_t M, int64_t N, int splits) {
+  const int64_t MN = M * N;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < MN; i += int64_t(gridDim.x) * blockDim.x) {
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += part[int64_t(s) * MN + i];
+    y[i] = bias ? v + bias[i % N] : v;
+  }
+}
+
+// Small-M, K not a multiple of 8 (odd test shapes only): warp per weight row, scalar loads.
+template <int MT, int DT>
 __global__ void __launch_bounds__(256) matmul_small_kernel(const float* __restrict__ x, const void* __restrict__ w,
                                                            const float* __restrict__ bias, float* __restrict__ y, int M,
                                                            int64_t K, int64_t N) {
@@ -57,33 +151,11 @@ __global__ void __launch_bounds__(256) matmul_small_kernel(const float* __restri
   float acc[MT];
 #pragma unroll
   for (int m = 0; m < MT; ++m) acc[m] = 0.f;
-  if (VEC) {
-    for (int64_t k = int64_t(lane) * 8; k < K; k += 256) {
-      float wv[8];
-      load8<DT>(wr, k, wv);
+  for (int64_t k = lane; k < K; k += 32) {
+    const float wv = d_load(wr, DT, k);
 #pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        if (m < M) {
-          const float4* xp = reinterpret_cast<const float4*>(x + int64_t(m) * K + k);
-          const float4 a = xp[0], b = xp[1];
-          acc[m] = fmaf(a.x, wv[0], acc[m]);
-          acc[m] = fmaf(a.y, wv[1], acc[m]);
-          acc[m] = fmaf(a.z, wv[2], acc[m]);
-          acc[m] = fmaf(a.w, wv[3], acc[m]);
-          acc[m] = fmaf(b.x, wv[4], acc[m]);
-          acc[m] = fmaf(b.y, wv[5], acc[m]);
-          acc[m] = fmaf(b.z, wv[6], acc[m]);
-          acc[m] = fmaf(b.w, wv[7], acc[m]);
-        }
-      }
-    }
-  } else {
-    for (int64_t k = lane; k < K; k += 32) {
-      const float wv = d_load(wr, DT, k);
-#pragma unroll
-      for (int m = 0; m < MT; ++m)
-        if (m < M) acc[m] = fmaf(x[int64_t(m) * K + k], wv, acc[m]);
-    }
+    for (int m = 0; m < MT; ++m)
+      if (m < M) acc[m] = fmaf(x[int64_t(m) * K + k], wv, acc[m]);
   }
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
@@ -92,10 +164,9 @@ __global__ void __launch_bounds__(256) matmul_small_kernel(const float* __restri
     acc[m] = v;
   }
   if (lane == 0) {
-    const float bv = bias ? bias[n] : 0.f;
 #pragma unroll
     for (int m = 0; m < MT; ++m)
-      if (m < M) y[int64_t(m) * N + n] = bias ? acc[m] + bv : acc[m];
+      if (m < M) y[int64_t(m) * N + n] = bias ? acc[m] + bias[n] : acc[m];
   }
 }
 
@@ -146,19 +217,63 @@ __global__ void __launch_bounds__(256) matmul_tiled_kernel(const float* __restri
   }
 }
 
+// SM count per device (cached): the split-K choice needs it.
+static int sm_count(int device) {
+  static int cache[64];
+  if (device < 0 || device >= 64) return 132;
+  if (!cache[device]) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || v <= 0) v = 132;
+    cache[device] = v;
+  }
+  return cache[device];
+}
+
+template <int MT, int RW, int DT>
+static dvl_status launch_small_vec(const OpCall& c, const float* x, const void* w, const float* b, float* y, int M, int64_t K,
+                                   int64_t N) {
+  const int64_t bx = (N + 8 * RW - 1) / (8 * RW);
+  // Split K until there are ≥ 2 blocks per SM (a small N alone cannot keep HBM busy), keeping
+  // each split ≥ 2 chunks and the count ≤ 32; splits are whole chunks so the x tiles stay aligned.
+  int64_t splits = 1;
+  const int64_t want = 2 * int64_t(sm_count(c.device));
+  if (bx < want) splits = std::min<int64_t>({(want + bx - 1) / bx, std::max<int64_t>(1, K / (2 * kKC)), 32});
+  int64_t ksplit = (K + splits - 1) / splits;
+  ksplit = (ksplit + kKC - 1) / kKC * kKC;
+  splits = (K + ksplit - 1) / ksplit;
+  if (bx > 0x7fffffff) return fail(c.err, "DVL_SHAPE", "cuda matmul: N too large for one grid");
+  float* part = nullptr;
+  if (splits > 1) {
+    cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&part), size_t(splits * M * N) * 4, c.stream);
+    if (e != cudaSuccess) return fail_cuda(c.err, e, "cuda matmul: split-K scratch");
+  }
+  matmul_small_vec_kernel<MT, RW, DT><<<dim3(unsigned(bx), unsigned(splits)), 256, 0, c.stream>>>(x, w, b, y, part, M, K, N, ksplit);
+  dvl_status st = check_launch(c, "matmul_small_vec_kernel");
+  if (!st && part) {
+    matmul_splitk_reduce<<<grid_for(int64_t(M) * N, 256), 256, 0, c.stream>>>(part, b, y, M, N, int(splits));
+    st = check_launch(c, "matmul_splitk_reduce");
+  }
+  if (part) cudaFreeAsync(part, c.stream);
+  return st;
+}
+
 template <int DT>
-static void launch_small(cudaStream_t s, const float* x, const void* w, const float* b, float* y, int M, int64_t K, int64_t N) {
-  const bool vec = K % 8 == 0;
+static dvl_status launch_small(const OpCall& c, const float* x, const void* w, const float* b, float* y, int M, int64_t K,
+                               int64_t N) {
+  if (K % 8 == 0) {
+    if (M <= 1) return launch_small_vec<1, 4, DT>(c, x, w, b, y, M, K, N);
+    if (M <= 2) return launch_small_vec<2, 4, DT>(c, x, w, b, y, M, K, N);
+    if (M <= 4) return launch_small_vec<4, 4, DT>(c, x, w, b, y, M, K, N);
+    if (M <= 8) return launch_small_vec<8, 4, DT>(c, x, w, b, y, M, K, N);
+    return launch_small_vec<16, 2, DT>(c, x, w, b, y, M, K, N);
+  }
   const unsigned blocks = unsigned((N + 7) / 8);
-#define DVL_SMALL(MT)                                                                                          \
-  (vec ? matmul_small_kernel<MT, DT, true><<<blocks, 256, 0, s>>>(x, w, b, y, M, K, N)                         \
-       : matmul_small_kernel<MT, DT, false><<<blocks, 256, 0, s>>>(x, w, b, y, M, K, N))
-  if (M <= 1) DVL_SMALL(1);
-  else if (M <= 2) DVL_SMALL(2);
-  else if (M <= 4) DVL_SMALL(4);
-  else if (M <= 8) DVL_SMALL(8);
-  else DVL_SMALL(16);
-#undef DVL_SMALL
+  if (M <= 1) matmul_small_kernel<1, DT><<<blocks, 256, 0, c.stream>>>(x, w, b, y, M, K, N);
+  else if (M <= 2) matmul_small_kernel<2, DT><<<blocks, 256, 0, c.stream>>>(x, w, b, y, M, K, N);
+  else if (M <= 4) matmul_small_kernel<4, DT><<<blocks, 256, 0, c.stream>>>(x, w, b, y, M, K, N);
+  else if (M <= 8) matmul_small_kernel<8, DT><<<blocks, 256, 0, c.stream>>>(x, w, b, y, M, K, N);
+  else matmul_small_kernel<16, DT><<<blocks, 256, 0, c.stream>>>(x, w, b, y, M, K, N);
+  return check_launch(c, "matmul_small_kernel");
 }
 
 static dvl_status matmul_run(const OpCall& c) {
@@ -184,10 +299,9 @@ static dvl_status matmul_run(const OpCall& c) {
   float* yp = dptr<float>(y);
   const void* wp = w.storage->data;
   if (M <= 16 && K > 0) {
-    if (w.dtype == DType::F32) launch_small<int(DType::F32)>(c.stream, xp, wp, bp, yp, int(M), K, N);
-    else if (w.dtype == DType::BF16) launch_small<int(DType::BF16)>(c.stream, xp, wp, bp, yp, int(M), K, N);
-    else launch_small<int(DType::F16)>(c.stream, xp, wp, bp, yp, int(M), K, N);
-    return check_launch(c, "matmul_small_kernel");
+    if (w.dtype == DType::F32) return launch_small<int(DType::F32)>(c, xp, wp, bp, yp, int(M), K, N);
+    if (w.dtype == DType::BF16) return launch_small<int(DType::BF16)>(c, xp, wp, bp, yp, int(M), K, N);
+    return launch_small<int(DType::F16)>(c, xp, wp, bp, yp, int(M), K, N);
   }
   if ((M + 63) / 64 > 65535) return fail(c.err, "DVL_SHAPE", "cuda matmul: M = %lld is above one grid's 65535·64 rows", (long long)M);
   dim3 grid(unsigned((N + 63) / 64), unsigned((M + 63) / 64));
