@@ -110,8 +110,9 @@ __device__ int64_t block_count(int64_t v) {
 }
 
 // Order-preserving map of a double to uint64 (−Inf smallest, +Inf largest; no NaN occurs).
+// −0 is mapped as +0 (d + 0.0), because the contract compares values: −0 == +0.
 __device__ __forceinline__ uint64_t okey(double d) {
-  const uint64_t u = uint64_t(__double_as_longlong(d));
+  const uint64_t u = uint64_t(__double_as_longlong(d + 0.0));
   return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
 }
 
