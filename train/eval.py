@@ -17,12 +17,14 @@ import decode
 from model import load_model
 
 
-def run(model_dir, tok_dir, mode, n, seed, steps, strategy, threshold, gen_length, dtype=torch.float32):
-    tok = batching.load_tokenizer(tok_dir)
-    model, cfg = load_model(model_dir, dtype)
-    eos, mask_id, bs = tok.im_end, cfg['mask_token_id'], cfg['bd3lm_block_size']
+def evaluate(model, tok, mode, n, seed, steps=8, strategy='low_confidence_static', threshold=0.85, gen_length=64,
+             mask_id=None, block_size=8):
+    """Exact match of an in-memory model on held-out samples 0..n-1 (also used during training)."""
+    eos = tok.im_end
     per, fails = {}, []
     t0 = time.time()
+    was_training = model.training
+    model.eval()
     for i in range(n):
         s = data.sample(seed, 'heldout', i)
         item = batching.prepare_prompt(tok, s['question'], s['image'])
@@ -31,7 +33,7 @@ def run(model_dir, tok_dir, mode, n, seed, steps, strategy, threshold, gen_lengt
         if mode == 'ar':
             ids = decode.generate_ar(model, h, max_new=gen_length, eos_id=eos)
         else:
-            ids = decode.generate(model, h, steps=steps, gen_length=gen_length, block_size=bs, mask_id=mask_id,
+            ids = decode.generate(model, h, steps=steps, gen_length=gen_length, block_size=block_size, mask_id=mask_id,
                                   eos_id=eos, strategy=strategy, threshold=threshold)
         got = decode.answer_text(tok, ids, eos)
         ok = got == s['answer']
@@ -40,14 +42,23 @@ def run(model_dir, tok_dir, mode, n, seed, steps, strategy, threshold, gen_lengt
         c[1] += 1
         if not ok and len(fails) < 20:
             fails.append({'i': i, 'kind': s['kind'], 'question': s['question'], 'expected': s['answer'], 'got': got})
+    model.train(was_training)
     total = sum(v[0] for v in per.values())
     return {
-        'mode': mode, 'model': model_dir, 'n': n, 'seed': seed,
+        'mode': mode, 'n': n, 'seed': seed,
         'decoder': None if mode == 'ar' else {'steps': steps, 'strategy': strategy, 'threshold': threshold},
         'gen_length': gen_length, 'exact_match': total / max(1, n),
-        'per_kind': {k: v[0] / v[1] for k, v in sorted(per.items())},
+        'per_kind': {k: round(v[0] / v[1], 4) for k, v in sorted(per.items())},
         'seconds': round(time.time() - t0, 1), 'failures': fails,
     }
+
+
+def run(model_dir, tok_dir, mode, n, seed, steps, strategy, threshold, gen_length, dtype=torch.float32):
+    tok = batching.load_tokenizer(tok_dir)
+    model, cfg = load_model(model_dir, dtype)
+    r = evaluate(model, tok, mode, n, seed, steps, strategy, threshold, gen_length,
+                 mask_id=cfg['mask_token_id'], block_size=cfg['bd3lm_block_size'])
+    return {'model': model_dir, **r}
 
 
 def main():

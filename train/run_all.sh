@@ -8,19 +8,22 @@
 #   apt-get update && apt-get install -y python3-torch python3-pil python3-numpy libopenblas0-openmp
 # and node (for the tokenizer cross-check against @huggingface/tokenizers; skipped if absent).
 # Knobs (environment): SEED, PRESET (full|tiny), BATCH, AR_STEPS, AR_LR, DIFF_STEPS, DIFF_LR,
-# EVAL_N, FIX_PER_KIND, THREADS.
+# EVAL_N (final evals), EVAL_DURING (held-out samples scored every 500 steps), FIX_PER_KIND, THREADS,
+# DIFFUSIONVL_ADDON (set: also check that the engine reproduces the fixtures).
+# Rerunning with the same OUT skips finished stages and resumes an interrupted one; use a fresh OUT
+# for a fresh run.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="${1:-$HERE/out}"
 PY=/usr/bin/python3
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${FIX_PER_KIND:=1}"
+  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}"
 fi
 SEED="${SEED:-0}"; PRESET="${PRESET:-full}"; BATCH="${BATCH:-32}"
 AR_STEPS="${AR_STEPS:-2500}"; AR_LR="${AR_LR:-2e-3}"
 DIFF_STEPS="${DIFF_STEPS:-5000}"; DIFF_LR="${DIFF_LR:-1e-3}"
-EVAL_N="${EVAL_N:-300}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
+EVAL_N="${EVAL_N:-300}"; EVAL_DURING="${EVAL_DURING:-60}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
 # Fixed thread count: float reductions (and so the weights) depend on it. PASSIVE: OpenMP workers
 # sleep instead of spinning, which matters on a shared machine (spinning made steps 10× slower).
 export OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=PASSIVE
@@ -36,6 +39,7 @@ stage selftest
 $PY selftest.py
 
 stage tokenizer
+# (Re)built every time: deterministic, and the later stages must see exactly these files.
 $PY tokenizer.py --out "$OUT/tokenizer" --seed "$SEED"
 if command -v node >/dev/null; then
   (cd "$HERE/.." && node train/check_tokenizer.mjs "$OUT/tokenizer" "$OUT/tokenizer/cases.json")
@@ -43,14 +47,20 @@ else
   echo "node not found: tokenizer cross-check skipped"
 fi
 
+# A stage whose model.safetensors exists is done and skipped; an interrupted one (resume.pt left)
+# continues where it stopped with identical results (--resume), so the 2 h can be split.
+done_stage() { [[ -f "$1/model.safetensors" && ! -f "$1/resume.pt" ]]; }
+
 stage "stage 1: AR parent"
+done_stage "$OUT/ar" && echo "already trained: $OUT/ar" || \
 $PY train_ar.py --tok "$OUT/tokenizer" --out "$OUT/ar" --seed "$SEED" --preset "$PRESET" --batch "$BATCH" \
-  --steps "$AR_STEPS" --lr "$AR_LR" --threads "$THREADS"
+  --steps "$AR_STEPS" --lr "$AR_LR" --threads "$THREADS" --eval-n "$EVAL_DURING" --resume
 $PY eval.py --model "$OUT/ar" --tok "$OUT/tokenizer" --mode ar --n "$EVAL_N" --seed "$SEED" --threads "$THREADS"
 
 stage "stage 2: DiffusionVL"
+done_stage "$OUT/diffusionvl" && echo "already trained: $OUT/diffusionvl" || \
 $PY train_diffusion.py --tok "$OUT/tokenizer" --init "$OUT/ar" --out "$OUT/diffusionvl" --seed "$SEED" \
-  --batch "$BATCH" --steps "$DIFF_STEPS" --lr "$DIFF_LR" --threads "$THREADS"
+  --batch "$BATCH" --steps "$DIFF_STEPS" --lr "$DIFF_LR" --threads "$THREADS" --eval-n "$EVAL_DURING" --resume
 $PY eval.py --model "$OUT/diffusionvl" --tok "$OUT/tokenizer" --mode diffusion --n "$EVAL_N" --seed "$SEED" \
   --steps 8 --strategy low_confidence_static --threads "$THREADS"
 

@@ -46,15 +46,27 @@ def batch_items(tok, seed, split, start, n):
     return [batching.prepare(tok, data.sample(seed, split, start + b)) for b in range(n)]
 
 
-def train_loop(model, tok, args, loss_fn, index_base, log_path):
+def train_loop(model, tok, args, loss_fn, index_base, out_dir, eval_fn=None):
     """Shared loop: AdamW, warmup + cosine, grad clip 1. loss_fn(model, items, gen) → (loss, stats).
-    Sample indices start at index_base so the two stages see different samples."""
+    Sample indices start at index_base so the two stages see different samples. Every
+    args.ckpt_every steps the whole state (weights, optimizer, noise generator, step) goes to
+    <out>/resume.pt; --resume continues from it with the same samples and noise, so an
+    interrupted run ends with the same weights. eval_fn(model) → dict, every args.eval_every."""
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.wd)
     gen = torch.Generator().manual_seed(args.seed * 1000 + 7)
-    log = open(log_path, 'w')
+    resume_path = os.path.join(out_dir, 'resume.pt')
+    start = 0
+    if args.resume and os.path.exists(resume_path):
+        st = torch.load(resume_path)
+        model.load_state_dict(st['model'])
+        opt.load_state_dict(st['opt'])
+        gen.set_state(st['gen'])
+        start = st['step']
+        print(f'resuming at step {start} from {resume_path}', flush=True)
+    log = open(os.path.join(out_dir, 'train_log.jsonl'), 'a' if start else 'w')
     t0 = time.time()
     times = []
-    for step in range(args.steps):
+    for step in range(start, args.steps):
         ts = time.time()
         for g in opt.param_groups:
             g['lr'] = lr_at(step, args.steps, args.lr, args.warmup)
@@ -74,7 +86,26 @@ def train_loop(model, tok, args, loss_fn, index_base, log_path):
             log.write(json.dumps(rec) + '\n')
             log.flush()
             print(json.dumps(rec), flush=True)
+        done = step + 1
+        if eval_fn and args.eval_every and (done % args.eval_every == 0 or done == args.steps):
+            r = eval_fn(model)
+            rec = {'step': step, 'eval_exact_match': r['exact_match'], 'eval_per_kind': r['per_kind'], 'eval_s': r['seconds']}
+            log.write(json.dumps(rec) + '\n')
+            log.flush()
+            print(json.dumps(rec), flush=True)
+        pause = args.stop_after and done == args.stop_after and done < args.steps
+        if done < args.steps and (pause or (args.ckpt_every and done % args.ckpt_every == 0)):
+            torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'gen': gen.get_state(), 'step': done},
+                       resume_path + '.tmp')
+            os.replace(resume_path + '.tmp', resume_path)
+        if pause:
+            log.close()
+            print(f'paused after step {done}: rerun with --resume to continue', flush=True)
+            return False
     log.close()
+    if os.path.exists(resume_path):
+        os.remove(resume_path)
+    return True
 
 
 def ar_loss(model, items, gen):
@@ -100,6 +131,11 @@ def common_args(ap):
     ap.add_argument('--warmup', type=int, default=100)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--log-every', type=int, default=25)
+    ap.add_argument('--eval-every', type=int, default=500, help='held-out exact match every N steps (0: off)')
+    ap.add_argument('--eval-n', type=int, default=60)
+    ap.add_argument('--ckpt-every', type=int, default=250, help='resume state every N steps (0: off)')
+    ap.add_argument('--resume', action='store_true', help='continue from <out>/resume.pt if present')
+    ap.add_argument('--stop-after', type=int, default=0, help='pause after this step (state kept for --resume)')
 
 
 def model_config(model, tok, enable_bd3lm):
@@ -122,7 +158,10 @@ def main():
     model.eos_id, model.pad_id = tok.im_end, tok.endoftext
     os.makedirs(args.out, exist_ok=True)
     print(f'AR parent: {num_params(model)} parameters, vocab rows {d.vocab_size}, tokenizer {tok.size}', flush=True)
-    train_loop(model, tok, args, ar_loss, 0, os.path.join(args.out, 'train_log.jsonl'))
+    import eval as ev
+    if not train_loop(model, tok, args, ar_loss, 0, args.out,
+                      lambda m: ev.evaluate(m, tok, 'ar', args.eval_n, args.seed, gen_length=64)):
+        return
     save_model(model, args.out, model_config(model, tok, enable_bd3lm=False))
     batching.copy_side_files(args.tok, args.out)
     batching.write_json(os.path.join(args.out, 'generation_config.json'), batching.generation_config(tok.im_end, tok.endoftext))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import batching
 import data
-from model import config_json, load_model, num_params, save_model  # noqa: F401
+from model import load_model, num_params, save_model
 from train_ar import BLOCK_SIZE, common_args, model_config, train_loop
 
 EPS_MIN, EPS_MAX = 1e-3, 1.0
@@ -93,7 +93,11 @@ def main():
     model.eos_id, model.pad_id, model.mask_id = tok.im_end, tok.endoftext, batching.mask_id_for(tok)
     os.makedirs(args.out, exist_ok=True)
     print(f'DiffusionVL child: {num_params(model)} parameters, from {args.init}', flush=True)
-    train_loop(model, tok, args, diffusion_loss, INDEX_BASE, os.path.join(args.out, 'train_log.jsonl'))
+    import eval as ev
+    if not train_loop(model, tok, args, diffusion_loss, INDEX_BASE, args.out,
+                      lambda m: ev.evaluate(m, tok, 'diffusion', args.eval_n, args.seed, steps=8, gen_length=64,
+                                            mask_id=m.mask_id, block_size=BLOCK_SIZE)):
+        return
     save_model(model, args.out, model_config(model, tok, enable_bd3lm=True))
     batching.copy_side_files(args.tok, args.out)
     batching.write_json(os.path.join(args.out, 'generation_config.json'), batching.generation_config(tok.im_end, tok.endoftext))
