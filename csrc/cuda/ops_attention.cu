@@ -7,16 +7,22 @@
 // Masks are one visible key range [lo, hi) per query row i at absolute position p = qPos0 + i,
 // exactly as the CPU op: causal [0, p+1), block [0, min(kvLen, (⌊p/bs⌋+1)·bs)), full
 // [0, kvLen), segments [cu[s], cu[s+1]) for the segment holding i.
-// One warp per (query row, head): the warp walks the visible keys 32 at a time, lane j scoring
-// key j0 + j against the row's q (kept in shared memory), then the online-softmax update
+// Two kernels share one per-row step. attention_kernel (used when hd is too large for the
+// other's shared memory): one warp per (query row, head) walks the visible keys 32 at a time,
+// lane j scoring key j0 + j against the row's q (kept in shared memory), then the online-softmax
+// update
 //   m' = max(m, max s), p = e^(s − m'), l' = l·e^(m−m') + Σp, acc' = acc·e^(m−m') + Σ p·v
 // with acc spread over the lanes (column d = lane + 32t). No [Tq, kvLen] matrix exists.
 // Non-finite inputs as on the CPU: a NaN score (NaN in q or a visible key) makes the row NaN;
 // only visible keys' values are read, so NaN in a masked value never leaks; a row whose
 // visible scores are all −∞ is NaN, a row with no visible key is zeros. The CPU op's exp is a
 // polynomial (1–2 ulp); this one is expf (≤ 2 ulp): results agree to a few ulp of the output.
-// Throughput work left (PERFORMANCE.md §c1): K/V tiles in shared memory shared by the rows of
-// a GQA group and a block, tensor-core Q·Kᵀ and P·V.
+// attention_tiled_kernel (the default, below): the same step for 8 rows of one kv head that
+// share each K/V tile through shared memory, with a split of the key axis (flash-decoding) when
+// the blocks alone would leave SMs idle.
+// Throughput work left (PERFORMANCE.md §c1): tensor-core Q·Kᵀ and P·V (mma.sync / wgmma), a
+// 56–64-row GQA tile per block, exp2 with a pre-scaled log2 e, cp.async/TMA tile pipelining.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -47,27 +53,33 @@ static const int kMaxT = 16;  // 512 / 32 columns per lane
 
 __device__ __forceinline__ float nanmax(float a, float b) { return (a != a || b != b) ? __int_as_float(0x7fc00000) : fmaxf(a, b); }
 
+// Visible key range [lo, hi) of query row i (the masks of the header).
+__device__ __forceinline__ void row_range(const AttnParams& P, int64_t i, int64_t* lo, int64_t* hi) {
+  *lo = 0;
+  *hi = P.kvLen;
+  const int64_t p = P.qPos0 + i;
+  if (P.mask == 1) *hi = p + 1;
+  else if (P.mask == 2) *hi = min(P.kvLen, (p / P.bs + 1) * P.bs);
+  else if (P.mask == 3) {
+    int64_t a = 0, b = P.nseg;  // the last s with cu[s] <= i (segments are non-decreasing)
+    while (b - a > 1) {
+      const int64_t mid = (a + b) / 2;
+      if (P.cu[mid] <= i) a = mid;
+      else b = mid;
+    }
+    *lo = P.cu[a];
+    *hi = P.cu[a + 1];
+  }
+}
+
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const AttnParams P) {
   __shared__ float qs[kWarps][512];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kWarps + warp;  // (i, h) = (row / nh, row % nh)
   if (row >= P.Tq * P.nh) return;  // whole warps leave together; no block barrier below
   const int64_t i = row / P.nh, h = row % P.nh, g = h / P.group, hd = P.hd;
-  // Visible range of query row i.
-  int64_t lo = 0, hi = P.kvLen;
-  const int64_t p = P.qPos0 + i;
-  if (P.mask == 1) hi = p + 1;
-  else if (P.mask == 2) hi = min(P.kvLen, (p / P.bs + 1) * P.bs);
-  else if (P.mask == 3) {
-    int64_t a = 0, b = P.nseg;  // last s with cu[s] <= i (segments are non-decreasing)
-    while (b - a > 1) {
-      const int64_t mid = (a + b) / 2;
-      if (P.cu[mid] <= i) a = mid;
-      else b = mid;
-    }
-    lo = P.cu[a];
-    hi = P.cu[a + 1];
-  }
+  int64_t lo, hi;
+  row_range(P, i, &lo, &hi);
   float* orow = P.o + row * hd;
   if (lo >= hi) {
     for (int64_t d = lane; d < hd; d += 32) orow[d] = 0.f;
@@ -122,6 +134,191 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const AttnParams
   }
 }
 
+// ---- tiled kernel (the default when its shared memory fits: hd ≤ 128 or so) ------------------
+//
+// A block is one kv head g (blockIdx.y), a run of kTW consecutive rows of that head's Tq·group
+// (query row, head) rows — query-major, so a decode block's GQA group shares it (PERFORMANCE.md
+// §c1) — and one split of the key axis (blockIdx.z). Its 8 warps walk the union of their rows'
+// visible ranges in tiles of 32 keys; each tile of K and V is loaded ONCE per block into shared
+// memory (coalesced, converted to f32), then every warp does the warp-per-row step above from
+// shared memory. With several splits (few blocks, long context: flash-decoding) each split
+// writes its rows' partial (m, l, acc) and attention_merge_kernel combines them per row:
+//   M = max m_s, L = Σ l_s·e^(m_s − M), o = Σ acc_s·e^(m_s − M) / L   (in split order).
+static const int kTW = 8;  // warps (rows) per block
+
+__global__ void __launch_bounds__(kTW * 32) attention_tiled_kernel(const AttnParams P, int64_t chunk, float* __restrict__ pm,
+                                                                   float* __restrict__ pl, float* __restrict__ pacc) {
+  extern __shared__ float sm[];
+  __shared__ int64_t s_lo[kTW], s_hi[kTW];
+  const int64_t hd = P.hd, ldk = hd + 1;  // +1: lane-strided K rows hit distinct banks
+  float* Ks = sm;              // [32][hd + 1]
+  float* Vs = Ks + 32 * ldk;   // [32][hd]
+  float* Qs = Vs + 32 * hd;    // [kTW][hd]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t g = blockIdx.y, split = blockIdx.z, rows = P.Tq * P.group;
+  const int64_t r = int64_t(blockIdx.x) * kTW + warp;
+  const bool active = r < rows;
+  int64_t i = 0, h = 0, lo = 0, hi = 0, a_s = 0, b_s = 0;
+  if (active) {
+    i = r / P.group;
+    h = g * P.group + r % P.group;
+    row_range(P, i, &lo, &hi);
+    const int64_t c0 = split * chunk, c1 = c0 + chunk;
+    a_s = lo > c0 ? lo : c0;
+    b_s = hi < c1 ? hi : c1;
+    for (int64_t d = lane; d < hd; d += 32) Qs[warp * hd + d] = P.q[(i * P.nh + h) * hd + d];
+  }
+  if (lane == 0) {
+    const bool any = active && a_s < b_s;
+    s_lo[warp] = any ? a_s : INT64_MAX;
+    s_hi[warp] = any ? b_s : 0;
+  }
+  __syncthreads();
+  int64_t LO = INT64_MAX, HI = 0;
+  for (int w = 0; w < kTW; ++w) {
+    LO = s_lo[w] < LO ? s_lo[w] : LO;
+    HI = s_hi[w] > HI ? s_hi[w] : HI;
+  }
+  const size_t es = P.kv_dtype == int(DType::F32) ? 4 : 2;
+  const char* kh = static_cast<const char*>(P.k) + size_t(g * P.cap * hd) * es;
+  const char* vh = static_cast<const char*>(P.v) + size_t(g * P.cap * hd) * es;
+  const float kNegInf = -__int_as_float(0x7f800000);
+  float m = kNegInf, l = 0.f, acc[kMaxT];
+#pragma unroll
+  for (int t = 0; t < kMaxT; ++t) acc[t] = 0.f;
+  for (int64_t j0 = LO; j0 < HI; j0 += 32) {  // block-uniform bounds: every thread reaches the barriers
+    const int64_t nt = HI - j0 < 32 ? HI - j0 : 32;
+    __syncthreads();  // the previous tile is consumed
+    for (int64_t e = threadIdx.x; e < nt * hd; e += kTW * 32) {
+      const int64_t kk = e / hd, d = e % hd;
+      Ks[kk * ldk + d] = d_load(kh, P.kv_dtype, j0 * hd + e);
+      Vs[kk * hd + d] = d_load(vh, P.kv_dtype, j0 * hd + e);
+    }
+    __syncthreads();
+    const int64_t a = a_s > j0 ? a_s : j0, b = b_s < j0 + nt ? b_s : j0 + nt;
+    if (!active || a >= b) continue;  // warp-uniform
+    const int64_t j = j0 + lane;
+    float sc = kNegInf;
+    if (j >= a && j < b) {
+      float dot = 0.f;
+      for (int64_t d = 0; d < hd; ++d) dot = fmaf(Qs[warp * hd + d], Ks[lane * ldk + d], dot);
+      sc = dot * P.scale;
+    }
+    float mt = sc;
+    for (int o = 16; o > 0; o >>= 1) mt = nanmax(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+    const float mn = nanmax(m, mt);
+    if (mn == kNegInf) continue;  // nothing finite seen yet: weights 0, state unchanged
+    const float pj = (j >= a && j < b) ? expf(sc - mn) : 0.f;
+    const float corr = expf(m - mn);
+    float ps = pj;
+    for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+    l = l * corr + ps;
+    m = mn;
+#pragma unroll
+    for (int t = 0; t < kMaxT; ++t) acc[t] *= corr;
+    for (int64_t jj = a - j0; jj < b - j0; ++jj) {  // only visible keys: a masked NaN value never enters
+      const float pv = __shfl_sync(0xffffffffu, pj, int(jj));
+#pragma unroll
+      for (int t = 0; t < kMaxT; ++t) {
+        const int64_t d = lane + 32 * t;
+        if (d < hd) acc[t] = fmaf(pv, Vs[jj * hd + d], acc[t]);
+      }
+    }
+  }
+  if (!active) return;
+  if (!pm) {  // one split: the final row
+    float* orow = P.o + (i * P.nh + h) * hd;
+    const float inv = lo >= hi ? 0.f : l > 0.f ? 1.f / l : __int_as_float(0x7fc00000);
+#pragma unroll
+    for (int t = 0; t < kMaxT; ++t) {
+      const int64_t d = lane + 32 * t;
+      if (d < hd) orow[d] = lo >= hi ? 0.f : acc[t] * inv;
+    }
+    return;
+  }
+  const int64_t idx = split * (P.nkv * rows) + g * rows + r;
+  if (lane == 0) pm[idx] = m, pl[idx] = l;
+#pragma unroll
+  for (int t = 0; t < kMaxT; ++t) {
+    const int64_t d = lane + 32 * t;
+    if (d < hd) pacc[idx * hd + d] = acc[t];
+  }
+}
+
+// One warp per (kv head, row): merges the splits' partial states (see above).
+__global__ void attention_merge_kernel(const AttnParams P, int splits, const float* __restrict__ pm, const float* __restrict__ pl,
+                                       const float* __restrict__ pacc) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rows = P.Tq * P.group, R = int64_t(blockIdx.x) * 4 + warp;
+  if (R >= P.nkv * rows) return;
+  const int64_t g = R / rows, r = R % rows, i = r / P.group, h = g * P.group + r % P.group, hd = P.hd;
+  float* orow = P.o + (i * P.nh + h) * hd;
+  int64_t lo, hi;
+  row_range(P, i, &lo, &hi);
+  if (lo >= hi) {  // no visible key: zeros by contract
+    for (int64_t d = lane; d < hd; d += 32) orow[d] = 0.f;
+    return;
+  }
+  const int64_t stride = P.nkv * rows;
+  float M = -__int_as_float(0x7f800000);
+  for (int s = 0; s < splits; ++s) M = nanmax(M, pm[s * stride + R]);
+  float L = 0.f;
+  for (int s = 0; s < splits; ++s) L += pl[s * stride + R] * expf(pm[s * stride + R] - M);
+  // M = −∞: every visible score was −∞ → L is NaN or 0 → NaN, as the one-split path gives.
+  const float inv = L > 0.f ? 1.f / L : __int_as_float(0x7fc00000);
+  for (int64_t d = lane; d < hd; d += 32) {
+    float o = 0.f;
+    for (int s = 0; s < splits; ++s) o = fmaf(pacc[(s * stride + R) * hd + d], expf(pm[s * stride + R] - M), o);
+    orow[d] = o * inv;
+  }
+}
+
+static int sm_count(int device) {
+  static int cache[64];
+  if (device < 0 || device >= 64) return 132;
+  if (!cache[device]) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || v <= 0) v = 132;
+    cache[device] = v;
+  }
+  return cache[device];
+}
+
+// Launches the tiled kernel (and the merge when the key axis is split). Returns -1 when its
+// shared memory does not fit the default 48 KiB (large hd): the caller uses the warp kernel.
+static int attention_tiled(const OpCall& c, const AttnParams& P) {
+  const size_t smem = size_t(32 * (P.hd + 1) + 32 * P.hd + kTW * P.hd) * 4;
+  if (smem + 256 > 48 * 1024) return -1;  // + the static s_lo / s_hi
+  const int64_t rows = P.Tq * P.group, bx = (rows + kTW - 1) / kTW;
+  if (bx > 0x7fffffff || P.nkv > 65535) return -1;
+  // Split the key axis when the blocks alone leave SMs idle and the context is long (≥ 1024):
+  // ≥ 256 keys per split, at most 64 splits.
+  int64_t splits = 1, chunk = P.kvLen + 32;
+  const int64_t blocks = bx * P.nkv, sms = sm_count(c.device);
+  if (blocks < sms && P.kvLen >= 1024) {
+    splits = std::min<int64_t>({(sms + blocks - 1) / blocks, (P.kvLen + 255) / 256, 64});
+    chunk = ((P.kvLen + splits - 1) / splits + 31) / 32 * 32;
+    splits = (P.kvLen + chunk - 1) / chunk;
+  }
+  float* scratch = nullptr;
+  float *pm = nullptr, *pl = nullptr, *pacc = nullptr;
+  if (splits > 1) {
+    const size_t n = size_t(splits * P.nkv * rows);
+    cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&scratch), n * (2 + size_t(P.hd)) * 4, c.stream);
+    if (e != cudaSuccess) return fail_cuda(c.err, e, "cuda attention: split scratch");
+    pm = scratch, pl = scratch + n, pacc = scratch + 2 * n;
+  }
+  attention_tiled_kernel<<<dim3(unsigned(bx), unsigned(P.nkv), unsigned(splits)), kTW * 32, smem, c.stream>>>(P, chunk, pm, pl, pacc);
+  int st = check_launch(c, "attention_tiled_kernel");
+  if (!st && splits > 1) {
+    const int64_t warps = P.nkv * rows;
+    attention_merge_kernel<<<unsigned((warps + 3) / 4), 128, 0, c.stream>>>(P, int(splits), pm, pl, pacc);
+    st = check_launch(c, "attention_merge_kernel");
+  }
+  if (scratch) cudaFreeAsync(scratch, c.stream);
+  return st;
+}
+
 static dvl_status attention_run(const OpCall& c) {
   if (!check_io(c, 3, 3, 1)) return 1;
   const Tensor &q = *c.in[0], &k = *c.in[1], &v = *c.in[2], &o = *c.out[0];
@@ -172,8 +369,11 @@ static dvl_status attention_run(const OpCall& c) {
     }
     P.cu = dcu;
   }
-  attention_kernel<<<unsigned((rows + kWarps - 1) / kWarps), kWarps * 32, 0, c.stream>>>(P);
-  dvl_status st = check_launch(c, "attention_kernel");
+  int st = attention_tiled(c, P);
+  if (st < 0) {  // head dim too large for the tiled kernel's shared memory: one warp per row
+    attention_kernel<<<unsigned((rows + kWarps - 1) / kWarps), kWarps * 32, 0, c.stream>>>(P);
+    st = check_launch(c, "attention_kernel");
+  }
   if (dcu) cudaFreeAsync(dcu, c.stream);
   return st;
 }

@@ -1,7 +1,8 @@
 // CUDA attention (csrc/cuda/ops_attention.cu) against a float64 reference and the CPU op:
 // GQA, masks causal / block / full / segments exactly as csrc/cpu/ops/attention.cpp, K/V cache
 // f32/bf16/f16, odd head dims, an empty cache (zeros), NaN in a value no row can see (must not
-// leak), NaN in q (its rows NaN).
+// leak), NaN in q (its rows NaN); the tiled kernel with and without a split key axis, and the
+// warp-per-row kernel (hd 200, 512).
 //
 // Tolerance abs 1e-4 + rel 1e-4: the f32 score error is ≈ hd·2⁻²⁴·scale·Σ|q·k| ≈ 2e-5 at these
 // sizes (|q|, |k| ≤ 1, hd ≤ 128) and both backends exponentiate with 1–2 ulp approximations;
@@ -60,6 +61,11 @@ const cases: Case[] = [
   { mask: 'full', Tq: 2, nh: 2, nkv: 2, hd: 8, cap: 5, kvLen: 0, qPos0: 0 },
   { mask: 'causal', Tq: 1, nh: 14, nkv: 2, hd: 64, cap: 1100, kvLen: 1029, qPos0: 1028 },
   { mask: 'full', Tq: 3, nh: 2, nkv: 1, hd: 7, cap: 9, kvLen: 9, qPos0: 0, nanQ: true },
+  // few blocks, long context: the key axis is split and merged (flash-decoding)
+  { mask: 'block', Tq: 8, nh: 4, nkv: 2, hd: 128, cap: 2048, kvLen: 2008, qPos0: 2000, blockSize: 8, nanMasked: true },
+  // head dims too large for the tiled kernel's shared memory: the warp-per-row kernel
+  { mask: 'causal', Tq: 5, nh: 4, nkv: 2, hd: 200, cap: 40, kvLen: 30, qPos0: 25, nanMasked: true },
+  { mask: 'full', Tq: 3, nh: 2, nkv: 1, hd: 512, cap: 70, kvLen: 67, qPos0: 0 },
 ];
 
 describe.skipIf(!p.available)(title('attention', p), () => {
