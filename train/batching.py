@@ -83,7 +83,7 @@ def embed_batch(model, items, eos_id, pad_id, block_size=None):
     feats = image_features(model, items)
     seqs, labs = [], []
     for it, f in zip(items, feats):
-        parts, lab, k = [], [], 0
+        parts, lab = [], []
         ids = it['ids']
         run = []
         for t, l in zip(ids, it['labels']):
@@ -93,7 +93,6 @@ def embed_batch(model, items, eos_id, pad_id, block_size=None):
                     run = []
                 parts.append(f)
                 lab.extend([data.IGNORE] * f.shape[0])
-                k += 1
             else:
                 run.append(t)
                 lab.append(l)
