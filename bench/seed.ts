@@ -38,6 +38,50 @@ export function textTensors(s: TextShape): [string, number[]][] {
   return t;
 }
 
+/** Qwen2.5-VL ViT + merger, released names (spec §1.3, §1.5). */
+export function qwenVisionTensors(outHidden: number): [string, number[]][] {
+  const t: [string, number[]][] = [['model.vision_tower.vision_tower.patch_embed.proj.weight', [1280, 3, 2, 14, 14]]];
+  for (let j = 0; j < 32; j++) {
+    const p = `model.vision_tower.vision_tower.blocks.${j}.`;
+    t.push(
+      [p + 'norm1.weight', [1280]], [p + 'norm2.weight', [1280]],
+      [p + 'attn.qkv.weight', [3840, 1280]], [p + 'attn.qkv.bias', [3840]],
+      [p + 'attn.proj.weight', [1280, 1280]], [p + 'attn.proj.bias', [1280]],
+      [p + 'mlp.gate_proj.weight', [3420, 1280]], [p + 'mlp.gate_proj.bias', [3420]],
+      [p + 'mlp.up_proj.weight', [3420, 1280]], [p + 'mlp.up_proj.bias', [3420]],
+      [p + 'mlp.down_proj.weight', [1280, 3420]], [p + 'mlp.down_proj.bias', [1280]],
+    );
+  }
+  t.push(
+    ['model.mm_projector.merger.ln_q.weight', [1280]],
+    ['model.mm_projector.merger.mlp.0.weight', [5120, 5120]], ['model.mm_projector.merger.mlp.0.bias', [5120]],
+    ['model.mm_projector.merger.mlp.2.weight', [outHidden, 5120]], ['model.mm_projector.merger.mlp.2.bias', [outHidden]],
+  );
+  return t;
+}
+
+/** SigLIP2-so400m (26 layers kept) + mlp2x_gelu projector + image_newline (spec §1.7). */
+export function siglipTensors(outHidden: number): [string, number[]][] {
+  const b = 'model.vision_tower.vision_tower.vision_model.';
+  const t: [string, number[]][] = [
+    [b + 'embeddings.patch_embedding.weight', [1152, 3, 14, 14]], [b + 'embeddings.patch_embedding.bias', [1152]],
+    [b + 'embeddings.position_embedding.weight', [729, 1152]],
+  ];
+  for (let k = 0; k < 26; k++) {
+    const p = `${b}encoder.layers.${k}.`;
+    for (const m of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) t.push([`${p}self_attn.${m}.weight`, [1152, 1152]], [`${p}self_attn.${m}.bias`, [1152]]);
+    t.push(
+      [p + 'layer_norm1.weight', [1152]], [p + 'layer_norm1.bias', [1152]], [p + 'layer_norm2.weight', [1152]], [p + 'layer_norm2.bias', [1152]],
+      [p + 'mlp.fc1.weight', [4304, 1152]], [p + 'mlp.fc1.bias', [4304]], [p + 'mlp.fc2.weight', [1152, 4304]], [p + 'mlp.fc2.bias', [1152]],
+    );
+  }
+  t.push([b + 'post_layernorm.weight', [1152]], [b + 'post_layernorm.bias', [1152]]);
+  t.push(['model.mm_projector.0.weight', [outHidden, 1152]], ['model.mm_projector.0.bias', [outHidden]],
+    ['model.mm_projector.2.weight', [outHidden, outHidden]], ['model.mm_projector.2.bias', [outHidden]],
+    ['model.image_newline', [outHidden]]);
+  return t;
+}
+
 /** Streams random bf16 tensors into one safetensors file: ~U(-a, a) with a = 1.7/sqrt(fan-in)
  *  for matrices, 0.02 for biases, 1 +- 0.02 for norm weights. Returns the bytes written. */
 export async function writeRandomSafetensors(file: string, tensors: readonly [string, number[]][], log: (s: string) => void = () => undefined): Promise<number> {
