@@ -4,7 +4,7 @@
 // (8-17 GB each), then loads it in a fresh process and runs one image + text generation on the
 // CPU, reporting load time, peak RSS, vision ms and ms per block forward. Not a test.
 //
-//   npx tsx bench/seed-models.ts [3b|7b|7b-siglip|all] [--dir .cache/seed-models] [--delete]
+//   npx tsx bench/seed-models.ts [3b|7b|7b-siglip|all] [--dir .cache/seed-models] [--delete] [--image 640x480]
 //
 // --delete removes each checkpoint after its run (they are large).
 import { spawnSync } from 'node:child_process';
@@ -64,20 +64,21 @@ const MODELS: SeedModel[] = [
 
 const { values: v, positionals } = parseArgs({ allowPositionals: true, options: {
   dir: { type: 'string', default: join(packageRoot(), '.cache', 'seed-models') }, delete: { type: 'boolean', default: false },
-  child: { type: 'string' },
+  child: { type: 'string' }, image: { type: 'string', default: '640x480' },
 } });
 
 // Child mode: load one model and run one image + text generation, print JSON.
 if (v.child) {
   const { loadModel } = await import('../lib/model/model.js');
   const sharp = (await import('sharp')).default;
-  const img = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 200, g: 60, b: 40 } } }).png().toBuffer();
+  const [iw, ih] = v.image!.split('x').map(Number);
+  const img = await sharp({ create: { width: iw, height: ih, channels: 3, background: { r: 200, g: 60, b: 40 } } }).png().toBuffer();
   const t0 = performance.now();
   const model = await loadModel(v.child);
   const loadMs = performance.now() - t0;
   const r = await model.generate({ messages: [{ role: 'user', content: [{ type: 'image', image: img }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 8, steps: 8, stopTokens: [] });
   const rss = process.resourceUsage().maxRSS * 1024;
-  process.stdout.write(JSON.stringify({ loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
+  process.stdout.write(JSON.stringify({ image: v.image, loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
     visionMs: (r.stats as { visionMs?: number }).visionMs, prefillMs: r.stats.prefillMs, msPerForward: r.stats.msPerForward, forwards: r.stats.forwards }) + '\n');
   model.dispose();
   process.exit(0);
@@ -95,7 +96,7 @@ for (const m of chosen) {
     copyQwenTokenizer(dir);
   }
   process.stderr.write(`running ${m.name} …\n`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir, '--image', v.image!], { encoding: 'utf8', maxBuffer: 1 << 24 });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   try { results[m.name] = JSON.parse(line); } catch { results[m.name] = { error: (r.stderr || r.stdout).slice(-2000) }; }
   process.stderr.write(`${m.name}: ${JSON.stringify(results[m.name])}\n`);
