@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/remask.h"
 #include "plugin.h"
 
 namespace dvl_cuda {
@@ -286,23 +287,6 @@ __global__ void __launch_bounds__(kThreads) remask_kernel(const SampleParams P) 
   }
 }
 
-// remask.ts: which rows to reveal (n values, on the host).
-static void select_reveal(const float* conf, int64_t n, int64_t k, bool dynamic, double threshold, int32_t* reveal) {
-  std::fill(reveal, reveal + n, 0);
-  if (dynamic) {
-    int64_t high = 0;
-    for (int64_t r = 0; r < n; ++r) high += double(conf[r]) > threshold;
-    if (high >= k) {
-      for (int64_t r = 0; r < n; ++r) reveal[r] = double(conf[r]) > threshold;
-      return;
-    }
-  }
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t r = 0; r < n; ++r) order[r] = r;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return conf[a] > conf[b]; });
-  for (int64_t i = 0; i < std::min(k, n); ++i) reveal[order[i]] = 1;
-}
-
 static dvl_status remask_run(const OpCall& c) {
   if (!check_io(c, 1, 1, 3)) return 1;
   const Tensor &lg = *c.in[0], &ids = *c.out[0], &cf = *c.out[1], &rv = *c.out[2];
@@ -374,7 +358,7 @@ static dvl_status remask_run(const OpCall& c) {
                     std::to_string(P.temperature).c_str(), R, J);
     }
   }
-  select_reveal(conf.data(), n, c.attrs.geti("k", 0), c.attrs.gets("mode", "static") == "dynamic", c.attrs.get("threshold", 0.85),
+  dvl::remask_select_reveal(conf.data(), n, c.attrs.geti("k", 0), c.attrs.gets("mode", "static") == "dynamic", c.attrs.get("threshold", 0.85),
                 reveal.data());
   e = cudaMemcpyAsync(dptr<int32_t>(rv), reveal.data(), size_t(n) * 4, cudaMemcpyHostToDevice, c.stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(c.stream);  // reveal (host) dies on return

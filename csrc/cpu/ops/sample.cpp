@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../../core/remask.h"
 #include "ops.h"
 
 namespace dvl {
@@ -228,24 +229,6 @@ static std::string greedy_row_split(ThreadPool& pool, const float* l, int64_t V,
   return "";
 }
 
-// ---- which rows to reveal (lib/decode/remask.ts) --------------------------------------------
-
-static void select_reveal(const float* conf, int64_t n, int64_t k, bool dynamic, double threshold, int32_t* reveal) {
-  std::fill(reveal, reveal + n, 0);
-  if (dynamic) {
-    int64_t high = 0;
-    for (int64_t r = 0; r < n; ++r) high += double(conf[r]) > threshold;
-    if (high >= k) {
-      for (int64_t r = 0; r < n; ++r) reveal[r] = double(conf[r]) > threshold;
-      return;
-    }
-  }
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t r = 0; r < n; ++r) order[r] = r;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return conf[a] > conf[b]; });
-  for (int64_t i = 0; i < std::min(k, n); ++i) reveal[order[i]] = 1;
-}
-
 // ---- the op ---------------------------------------------------------------------------------
 
 static const char* kOp = "confidence_remask";
@@ -311,7 +294,7 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
   });
   for (int64_t r = 0; r < n; ++r)
     if (!errs[r].empty()) throw Error(DVL_ERR_RANGE, errs[r]);
-  select_reveal(conf, n, a.geti("k", 0), a.gets("mode", "static") == "dynamic", a.get("threshold", 0.85), reveal);
+  remask_select_reveal(conf, n, a.geti("k", 0), a.gets("mode", "static") == "dynamic", a.get("threshold", 0.85), reveal);
 }
 
 void ops_register_sample(std::vector<OpDef>& t) { t.push_back({"confidence_remask", confidence_remask_plan, confidence_remask_run}); }
