@@ -6,7 +6,8 @@
 //           driverPath?: string, device?: number }
 // cudaRunOp(name, inputs, attrs?) → host tensors. Diagnostic path used by test/gpu: runs the
 //   CPU op's plan() (validation, output shapes), uploads the inputs, runs the op on the GPU,
-//   downloads the outputs. Synchronous on the JS thread; inputs must not be pending in a
+//   downloads the outputs (ops that write into input 0 get the device result copied back into
+//   it). Synchronous on the JS thread; inputs must not be pending in a
 //   queue. The inference path will run device ops from the queue thread instead.
 // cudaArchsCover(archs, major, minor) → { covered, known }: the loader's arch rule, for tests.
 #include "../core/cuda_loader.h"
@@ -106,6 +107,9 @@ static Napi::Value JS_cudaRunOp(const Napi::CallbackInfo& info) {
     for (const TensorP& t : host_out) dev_out.push_back(cuda_tensor(t->dtype, t->shape));
     cuda_run(name, dev_in, dev_out, attrs);
     for (size_t i = 0; i < host_out.size(); ++i) cuda_download(*dev_out[i], *host_out[i]);
+    // Ops that write into input 0 (kv_cache_append, scatter_rows) have no outputs: copy the
+    // device result back into the caller's tensor, as the CPU op would have changed it.
+    if (host_out.empty() && !in.empty()) cuda_download(*dev_in[0], *in[0]);
     Napi::Array ra = Napi::Array::New(env, host_out.size());
     for (size_t i = 0; i < host_out.size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, host_out[i]));
     result = ra;

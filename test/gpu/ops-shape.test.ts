@@ -1,12 +1,12 @@
 // CUDA row movers (csrc/cuda/ops_shape.cu) against the CPU op: embedding, reshape, gather_rows,
 // slice_cols, concat_rows (exact: no arithmetic), and the typed errors of bad indices.
-// kv_cache_append and scatter_rows write into an input; cudaRunOp returns only outputs (their
-// device copy of the input is dropped), so their results are checked by dvl_cuda_selftest
-// (csrc/cuda/selftest_ops.inc); here they must run and refuse bad arguments.
+// kv_cache_append and scatter_rows write into input 0: cudaRunOp copies the device result back
+// into that tensor, so each is run on two copies of the same input (CPU op, GPU op) and the
+// copies are compared exactly.
 import { describe, expect, it } from 'vitest';
 import { OutOfRangeError } from '../../lib/errors.js';
 import { cudaRunOp } from '../../lib/native/backend.js';
-import { EXACT, expectGpuMatchesCpu, gpuProbe, i32, randTensor, title } from './ops-helpers.js';
+import { EXACT, expectGpuMatchesCpu, expectSame, gpuProbe, i32, randTensor, title, values } from './ops-helpers.js';
 
 const p = gpuProbe();
 const dts = ['f32', 'bf16', 'f16'] as const;
@@ -41,11 +41,28 @@ describe.skipIf(!p.available)(title('shape ops and embedding', p), () => {
     expect(() => cudaRunOp('scatter_rows', [tab.t, randTensor('f32', [2, 4], 36).t, i32([2], [12, 0])])).toThrow(OutOfRangeError);
   });
 
-  it.each(dts)('kv_cache_append (%s cache) and scatter_rows run (results: selftest)', (dt) => {
-    const cache = randTensor(dt, [2, 67, 64], 37);
-    expect(cudaRunOp('kv_cache_append', [cache.t, randTensor('f32', [7, 2, 64], 38).t], { pos0: 13 })).toEqual([]);
-    expect(() => cudaRunOp('kv_cache_append', [cache.t, randTensor('f32', [7, 2, 64], 38).t], { pos0: 61 })).toThrow(OutOfRangeError);
-    const dst = randTensor('f32', [33, 7], 39);
-    expect(cudaRunOp('scatter_rows', [dst.t, randTensor('f32', [5, 7], 40).t, i32([5], [4, 32, 4, 0, 17])])).toEqual([]);
+  it.each(dts)('kv_cache_append (%s cache) and scatter_rows write the same bytes as the CPU op', async (dt) => {
+    const { Queue } = await import('../../lib/native/index.js');
+    const q = new Queue({ threads: 2 });
+    try {
+      // Two identical copies of each destination: convert to the same dtype copies.
+      const cache = randTensor(dt, [2, 67, 64], 37);
+      const cacheCpu = q.convert(cache.t, dt), cacheGpu = q.convert(cache.t, dt);
+      const x = randTensor('f32', [7, 2, 64], 38).t;
+      q.kvCacheAppend(cacheCpu, x, 13);
+      await q.sync();
+      expect(cudaRunOp('kv_cache_append', [cacheGpu, x], { pos0: 13 })).toEqual([]);
+      expectSame(values(await q.read(cacheGpu), dt), values(await q.read(cacheCpu), dt), EXACT, `kv_cache_append ${dt}`);
+      expect(() => cudaRunOp('kv_cache_append', [cacheGpu, x], { pos0: 61 })).toThrow(OutOfRangeError);
+      const dst = randTensor('f32', [33, 7], 39);
+      const dstCpu = q.convert(dst.t, 'f32'), dstGpu = q.convert(dst.t, 'f32');
+      const src = randTensor('f32', [5, 7], 40).t, idx = i32([5], [4, 32, 4, 0, 17]);
+      q.scatterRows(dstCpu, src, idx);
+      await q.sync();
+      expect(cudaRunOp('scatter_rows', [dstGpu, src, idx])).toEqual([]);
+      expectSame(values(await q.read(dstGpu), 'f32'), values(await q.read(dstCpu), 'f32'), EXACT, 'scatter_rows');
+    } finally {
+      q.dispose();
+    }
   });
 });
