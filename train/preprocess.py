@@ -6,6 +6,7 @@
 # grid_thw = (1, gh, gw); the tower then yields (gh/2)·(gw/2) merged tokens.
 import json
 import math
+import os
 
 import numpy as np
 from PIL import Image
@@ -18,8 +19,8 @@ IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 # This model's bounds (the released DiffusionVL uses 384² .. 512²): 84² .. 168² pixels, i.e.
 # between 9 and 36 merged tokens per image for the aspect ratios data.py draws.
-MIN_PIXELS = 84 * 84
-MAX_PIXELS = 168 * 168
+MIN_PIXELS = int(os.environ.get('TRAIN_MIN_PIXELS', 84 * 84))    # env knobs for recipe experiments
+MAX_PIXELS = int(os.environ.get('TRAIN_MAX_PIXELS', 168 * 168))
 
 
 def smart_resize(h, w, factor=FACTOR, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
