@@ -12,6 +12,14 @@
 #include <cstring>
 #include <string>
 
+// The conversions compile for the GPU too (csrc/cuda/dtype.cuh uses them in kernels), so the
+// CPU and CUDA backends share one definition of every rounding rule.
+#if defined(__CUDACC__)
+#define DVL_HOST_DEVICE __host__ __device__
+#else
+#define DVL_HOST_DEVICE
+#endif
+
 namespace dvl {
 
 enum class DType : int32_t {
@@ -52,14 +60,14 @@ static inline const char* dtype_name(DType t) {
 // for an unknown name.
 bool dtype_parse(const std::string& s, DType* out);
 
-static inline float bf16_to_f32(uint16_t h) {
+DVL_HOST_DEVICE static inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
 
-static inline uint16_t f32_to_bf16(float f) {
+DVL_HOST_DEVICE static inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
@@ -67,7 +75,7 @@ static inline uint16_t f32_to_bf16(float f) {
   return uint16_t(u >> 16);
 }
 
-static inline float f16_to_f32(uint16_t h) {
+DVL_HOST_DEVICE static inline float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
@@ -90,7 +98,7 @@ static inline float f16_to_f32(uint16_t h) {
   return f;
 }
 
-static inline uint16_t f32_to_f16(float f) {
+DVL_HOST_DEVICE static inline uint16_t f32_to_f16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   uint32_t sign = (u >> 16) & 0x8000u;
