@@ -273,16 +273,6 @@ __global__ void attention_merge_kernel(const AttnParams P, int splits, const flo
   }
 }
 
-static int sm_count(int device) {
-  static int cache[64];
-  if (device < 0 || device >= 64) return 132;
-  if (!cache[device]) {
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || v <= 0) v = 132;
-    cache[device] = v;
-  }
-  return cache[device];
-}
 
 // Launches the tiled kernel (and the merge when the key axis is split). Returns -1 when its
 // shared memory does not fit the default 48 KiB (large hd): the caller uses the warp kernel.

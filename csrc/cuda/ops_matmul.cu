@@ -217,17 +217,6 @@ __global__ void __launch_bounds__(256) matmul_tiled_kernel(const float* __restri
   }
 }
 
-// SM count per device (cached): the split-K choice needs it.
-static int sm_count(int device) {
-  static int cache[64];
-  if (device < 0 || device >= 64) return 132;
-  if (!cache[device]) {
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || v <= 0) v = 132;
-    cache[device] = v;
-  }
-  return cache[device];
-}
 
 template <int MT, int RW, int DT>
 static dvl_status launch_small_vec(const OpCall& c, const float* x, const void* w, const float* b, float* y, int M, int64_t K,

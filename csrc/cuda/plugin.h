@@ -92,4 +92,17 @@ int grid_for(int64_t n, int threads);
 
 template <class T> T* dptr(const dvl::Tensor& t) { return static_cast<T*>(t.storage->data); }
 
+// SM count per device (cached; 132 = H100 SXM when the query fails): split-K and split-key
+// choices in the matmul and attention kernels need it.
+inline int sm_count(int device) {
+  static int cache[64];
+  if (device < 0 || device >= 64) return 132;
+  if (!cache[device]) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || v <= 0) v = 132;
+    cache[device] = v;
+  }
+  return cache[device];
+}
+
 }  // namespace dvl_cuda
