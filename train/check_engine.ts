@@ -4,7 +4,9 @@
 // can be an f32-vs-f64 near-tie; the report prints them so the reader can tell.
 //
 //   DIFFUSIONVL_ADDON=$PWD/build-<you>/Release/diffusionvl.node \
-//     npx tsx train/check_engine.ts <model dir> <fixtures dir>        (exit 1 on any mismatch)
+//     npx tsx train/check_engine.ts <model dir> <fixtures dir> [<AR parent dir>]   (exit 1 on any mismatch)
+//
+// With the parent dir, each case's greedy AR ids of the parent (fixtures.py --parent) are checked too.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../lib/index.js';
@@ -14,13 +16,15 @@ interface Run { ids: number[]; min_argmax_gap: number | null; min_select_gap: nu
 interface Case {
   id: string; question: string; image: string | null; prompt_ids: number[]; runs: Record<string, Run>;
   prompt_logits: { rows: number[]; block_size: number; logits: number[][] };
+  parent_ar?: { ids: number[]; min_argmax_gap: number };
 }
 interface Setting { name: string; strategy: string; steps: number; threshold: number | null }
 interface Fixtures { gen_length: number; block_size: number; settings: Setting[]; cases: Case[] }
 
-const [modelDir, fixDir] = process.argv.slice(2);
+const [modelDir, fixDir, parentDir] = process.argv.slice(2);
 const fx = JSON.parse(readFileSync(join(fixDir, 'fixtures.json'), 'utf8')) as Fixtures;
 const model = await loadModel(modelDir);
+const parent = parentDir ? await loadModel(parentDir) : null;
 let bad = 0, total = 0, maxLogitErr = 0;
 for (const c of fx.cases) {
   const content: ContentPart[] = c.image ? [{ type: 'image', image: join(fixDir, c.image) }, { type: 'text', text: c.question }] : [{ type: 'text', text: c.question }];
@@ -65,7 +69,16 @@ for (const c of fx.cases) {
       console.log(`${c.id} ${s.name}: differs at ${at} (fixture margins: argmax ${want.min_argmax_gap}, select ${want.min_select_gap}, threshold ${want.min_threshold_gap})\n  fixture ${JSON.stringify(want.ids)}\n  engine  ${JSON.stringify(r.raw)}`);
     }
   }
+  if (parent && c.parent_ar) {
+    total++;
+    const r = await parent.generate({ messages, maxTokens: fx.gen_length, temperature: 0, mode: 'ar' });
+    if (JSON.stringify(r.raw) !== JSON.stringify(c.parent_ar.ids)) {
+      bad++;
+      console.log(`${c.id} parent AR: differs (fixture argmax margin ${c.parent_ar.min_argmax_gap})\n  fixture ${JSON.stringify(c.parent_ar.ids)}\n  engine  ${JSON.stringify(r.raw)}`);
+    }
+  }
 }
 model.dispose();
+parent?.dispose();
 console.log(`engine check: ${fx.cases.length} cases; ${bad} failures over ${total} decode runs and the prompt logits (max logit rel err ${maxLogitErr.toExponential(2)})`);
 process.exitCode = bad ? 1 : 0;

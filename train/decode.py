@@ -106,23 +106,35 @@ def generate(model, prompt, *, steps, gen_length, block_size, mask_id, eos_id,
     return ids[P:P + G].tolist()
 
 
+def _top2_gap(logits):
+    t = torch.topk(logits, 2).values
+    return float(t[0] - t[1])
+
+
 @torch.no_grad()
-def generate_ar(model, prompt, *, max_new, eos_id):
-    """Greedy next-token decoding for the AR parent (causal mask, KV cache)."""
+def generate_ar(model, prompt, *, max_new, eos_id, gaps=None):
+    """Greedy next-token decoding for the AR parent (causal mask, KV cache). `gaps`, if a list,
+    receives each step's top-1 − top-2 logit margin."""
     _, P, _ = prompt.shape
     E = model.model.embed_tokens.weight
     m = torch.full((P, P), float('-inf'), dtype=prompt.dtype).triu(1)
     hid, kvs = model.forward_embeds(prompt, torch.arange(P)[None], m[None, None])
     cache = _cat_cache(None, kvs)
     out = []
-    nxt = int(torch.argmax(model.logits(hid[0, -1])))
+    lg = model.logits(hid[0, -1])
+    nxt = int(torch.argmax(lg))
+    if gaps is not None:
+        gaps.append(_top2_gap(lg))
     for n in range(max_new):
         out.append(nxt)
         if nxt == eos_id:
             break
         hid, kvs = model.forward_embeds(E[nxt][None, None], torch.tensor([[P + n]]), None, cache)
         cache = _cat_cache(cache, kvs)
-        nxt = int(torch.argmax(model.logits(hid[0, -1])))
+        lg = model.logits(hid[0, -1])
+        nxt = int(torch.argmax(lg))
+        if gaps is not None:
+            gaps.append(_top2_gap(lg))
     return out
 
 

@@ -62,6 +62,7 @@ def _min(xs):
 def main():
     ap = argparse.ArgumentParser(description='write decoder fixtures for the engine')
     ap.add_argument('--model', required=True, help='the DiffusionVL folder (train_diffusion.py --out)')
+    ap.add_argument('--parent', help='the AR parent folder: adds its greedy AR ids per case')
     ap.add_argument('--tok', required=True)
     ap.add_argument('--out', required=True)
     ap.add_argument('--seed', type=int, default=0)
@@ -72,6 +73,7 @@ def main():
     batching.setup_threads(a.threads)
     tok = batching.load_tokenizer(a.tok)
     model, cfg = load_model(a.model, torch.float64)
+    parent = load_model(a.parent, torch.float64)[0] if a.parent else None
     eos, mask_id, bs = tok.im_end, cfg['mask_token_id'], cfg['bd3lm_block_size']
     os.makedirs(os.path.join(a.out, 'images'), exist_ok=True)
     t0 = time.time()
@@ -109,8 +111,17 @@ def main():
                 'min_threshold_gap': _min(t['threshold_gap'] for t in trace),
             }
         case['runs'] = runs
+        if parent is not None:
+            with torch.no_grad():
+                hp, _, _, _ = batching.embed_batch(parent, [item], eos, tok.endoftext)
+            gaps = []
+            ids = decode.generate_ar(parent, hp, max_new=a.gen_length, eos_id=eos, gaps=gaps)
+            text = decode.answer_text(tok, ids, eos)
+            case['parent_ar'] = {'ids': ids, 'text': text, 'exact_match': text == s['answer'],
+                                 'min_argmax_gap': min(gaps)}
         cases.append(case)
-        print(f"{case['id']} {s['kind']:12s} " + ' '.join(f"{k}={'ok' if r['exact_match'] else 'x'}" for k, r in runs.items()), flush=True)
+        print(f"{case['id']} {s['kind']:12s} " + ' '.join(f"{k}={'ok' if r['exact_match'] else 'x'}" for k, r in runs.items())
+              + (f" parent-ar={'ok' if case['parent_ar']['exact_match'] else 'x'}" if parent is not None else ''), flush=True)
     out = {
         'format': 'diffusionvl-fixtures/1',
         'generated_by': 'train/fixtures.py (decode.py, a transcription of REFERENCE.md §5)',
@@ -123,6 +134,7 @@ def main():
                   'probability units for selection/threshold): near 0 means an f32 engine may '
                   'legitimately differ.'),
         'settings': SETTINGS,
+        'parent_dir': os.path.abspath(a.parent) if a.parent else None,
         'cases': cases,
         'seconds': round(time.time() - t0, 1),
     }

@@ -45,7 +45,7 @@ class ModelDims:
     v_hidden: int = 96                     # C
     v_heads: int = 4                       # vd = 24 (divisible by 4 for the 2-D rotary table)
     v_intermediate: int = 192
-    v_window: int = 56                     # px; M = 56 / 2 / 14 = 2 merge units per window side
+    v_window: int = 112                    # px (as released); M = 4 merge units: the 6×6 grid has partial windows
     v_fullatt: list = field(default_factory=lambda: [1, 3])
     patch: int = 14
     temporal_patch: int = 2

@@ -17,10 +17,11 @@ MERGE = 2
 FACTOR = PATCH * MERGE
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-# This model's bounds (the released DiffusionVL uses 384² .. 512²): 84² .. 168² pixels, i.e.
-# between 9 and 36 merged tokens per image for the aspect ratios data.py draws.
-MIN_PIXELS = int(os.environ.get('TRAIN_MIN_PIXELS', 84 * 84))    # env knobs for recipe experiments
-MAX_PIXELS = int(os.environ.get('TRAIN_MAX_PIXELS', 168 * 168))
+# This model's bounds (the released DiffusionVL uses 384² .. 512²): 150² .. 180² pixels, which
+# send every square picture data.py draws to 168² = 6×6 merged tokens (other aspect ratios still
+# work, with other grids).
+MIN_PIXELS = int(os.environ.get('TRAIN_MIN_PIXELS', 150 * 150))  # env knobs for recipe experiments
+MAX_PIXELS = int(os.environ.get('TRAIN_MAX_PIXELS', 180 * 180))
 
 
 def smart_resize(h, w, factor=FACTOR, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):

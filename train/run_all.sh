@@ -9,7 +9,8 @@
 # and node (for the tokenizer cross-check against @huggingface/tokenizers; skipped if absent).
 # Knobs (environment): SEED, PRESET (full|tiny), BATCH, AR_STEPS, AR_LR, DIFF_STEPS, DIFF_LR,
 # EVAL_N (final evals), EVAL_DURING (held-out samples scored every 500 steps), FIX_PER_KIND, THREADS,
-# DIFFUSIONVL_ADDON (set: also check that the engine reproduces the fixtures).
+# DIFFUSIONVL_ADDON (set: also check that the engine reproduces the fixtures), INSTALL (1, the
+# default except with SMOKE=1: copy the result into models/, examples/, test/fixtures/trained/).
 # Rerunning with the same OUT skips finished stages and resumes an interrupted one; use a fresh OUT
 # for a fresh run.
 set -euo pipefail
@@ -18,12 +19,12 @@ OUT="${1:-$HERE/out}"
 PY=/usr/bin/python3
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}"
+  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}" "${INSTALL:=0}"
 fi
 SEED="${SEED:-0}"; PRESET="${PRESET:-full}"; BATCH="${BATCH:-32}"
-AR_STEPS="${AR_STEPS:-2500}"; AR_LR="${AR_LR:-2e-3}"
-DIFF_STEPS="${DIFF_STEPS:-5000}"; DIFF_LR="${DIFF_LR:-1e-3}"
-EVAL_N="${EVAL_N:-300}"; EVAL_DURING="${EVAL_DURING:-60}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
+AR_STEPS="${AR_STEPS:-4000}"; AR_LR="${AR_LR:-2e-3}"
+DIFF_STEPS="${DIFF_STEPS:-4000}"; DIFF_LR="${DIFF_LR:-1e-3}"
+INSTALL="${INSTALL:-1}"; EVAL_N="${EVAL_N:-300}"; EVAL_DURING="${EVAL_DURING:-60}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
 # Fixed thread count: float reductions (and so the weights) depend on it. PASSIVE: OpenMP workers
 # sleep instead of spinning, which matters on a shared machine (spinning made steps 10× slower).
 export OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=PASSIVE
@@ -64,14 +65,35 @@ $PY train_diffusion.py --tok "$OUT/tokenizer" --init "$OUT/ar" --out "$OUT/diffu
 $PY eval.py --model "$OUT/diffusionvl" --tok "$OUT/tokenizer" --mode diffusion --n "$EVAL_N" --seed "$SEED" \
   --steps 8 --strategy low_confidence_static --threads "$THREADS"
 
+stage export
+# What ships: bf16 copies of both models, the held-out prompts the engine's eval reads, examples.
+$PY export.py model --src "$OUT/diffusionvl" --dst "$OUT/ship/models/shapes-diffusionvl" --dtype bf16
+$PY export.py model --src "$OUT/ar" --dst "$OUT/ship/models/shapes-ar" --dtype bf16
+$PY export.py heldout --dst "$OUT/ship/models/shapes-heldout" --seed "$SEED" --n "$EVAL_N"
+$PY export.py examples --dst "$OUT/ship/examples" --seed "$SEED"
+
 stage fixtures
-$PY fixtures.py --model "$OUT/diffusionvl" --tok "$OUT/tokenizer" --out "$OUT/fixtures" --seed "$SEED" \
-  --per-kind "$FIX_PER_KIND" --threads "$THREADS"
+# From the shipped bf16 weights (upcast exactly to float64): the engine is checked on what it loads.
+$PY fixtures.py --model "$OUT/ship/models/shapes-diffusionvl" --parent "$OUT/ship/models/shapes-ar" \
+  --tok "$OUT/tokenizer" --out "$OUT/ship/fixtures" --seed "$SEED" --per-kind "$FIX_PER_KIND" --threads "$THREADS"
 
 # The engine must reproduce the fixtures; needs a built addon (skipped when DIFFUSIONVL_ADDON is unset).
 if [[ -n "${DIFFUSIONVL_ADDON:-}" ]]; then
   stage "engine check"
-  (cd "$HERE/.." && npx tsx train/check_engine.ts "$OUT/diffusionvl" "$OUT/fixtures")
+  (cd "$HERE/.." && npx tsx train/check_engine.ts "$OUT/ship/models/shapes-diffusionvl" "$OUT/ship/fixtures" "$OUT/ship/models/shapes-ar")
+fi
+
+# INSTALL=1 (the default for a full run): copy into the package — models/, examples/ and the CI
+# fixtures test/fixtures/trained/ — replacing what was there.
+if [[ "$INSTALL" == 1 ]]; then
+  stage install
+  ROOT="$HERE/.."
+  for m in shapes-diffusionvl shapes-ar shapes-heldout; do
+    rm -rf "$ROOT/models/$m"; mkdir -p "$ROOT/models"; cp -r "$OUT/ship/models/$m" "$ROOT/models/$m"
+  done
+  mkdir -p "$ROOT/examples"; cp "$OUT/ship/examples/"* "$ROOT/examples/"
+  rm -rf "$ROOT/test/fixtures/trained"; cp -r "$OUT/ship/fixtures" "$ROOT/test/fixtures/trained"
+  echo "installed into models/, examples/, test/fixtures/trained/"
 fi
 
 stage done

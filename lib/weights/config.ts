@@ -97,6 +97,10 @@ export interface ModelConfig {
   family: ModelFamily;
   text: TextConfig;
   diffusion: DiffusionConfig | null;
+  /** How generate() decodes by default: 'ar' for autoregressive checkpoints, including a
+   *  DiffusionVL-layout parent whose config says `enable_bd3lm: false` (the converter's output,
+   *  §1.5, before block-diffusion training); 'diffusion' for trained DiffusionVL models. */
+  defaultMode: 'diffusion' | 'ar';
   vision: VisionConfig | null;
   eosTokenId: number;
   padTokenId?: number;
@@ -241,7 +245,9 @@ export async function readConfig(dirIn: string): Promise<ModelConfig> {
   if (family === 'qwen2_5_vl' || family === 'diffusionvl_qwenvl') vision = await readQwenVision(dir, file, raw, f, family, text);
   else if (family === 'diffusionvl_qwen') vision = readSiglip(file, raw, f);
 
-  const cfg: ModelConfig = { dir, modelType, family, text, diffusion, vision, eosTokenId, raw };
+  const isDvlFamily = family === 'diffusionvl_qwenvl' || family === 'diffusionvl_qwen';
+  const defaultMode = diffusion !== null && f.bool('enable_bd3lm', isDvlFamily) ? 'diffusion' : 'ar';
+  const cfg: ModelConfig = { dir, modelType, family, text, diffusion, defaultMode, vision, eosTokenId, raw };
   if (padTokenId !== undefined) cfg.padTokenId = padTokenId;
   return cfg;
 }

@@ -92,6 +92,8 @@ describe('readConfig: families', () => {
     expect(c.family).toBe('diffusionvl_qwenvl');
     expect(c.text).toMatchObject({ hiddenSize: 2048, numLayers: 36, numHeads: 16, numKvHeads: 2, headDim: 128, vocabSize: 151936, tieWordEmbeddings: true, maxPositionEmbeddings: 128000, ropeTheta: 1e6 });
     expect(c.diffusion).toEqual({ blockSize: 4, maskTokenId: 151671 });
+    // The converter's output is the AR parent until block-diffusion training sets enable_bd3lm.
+    expect(c.defaultMode).toBe('ar');
     expect(c.vision).toEqual({
       kind: 'qwen2_5_vl', depth: 32, hiddenSize: 1280, numHeads: 16, intermediateSize: 3420, patchSize: 14, temporalPatchSize: 2,
       spatialMergeSize: 2, windowSize: 112, fullAttBlockIndexes: [7, 15, 23, 31], outHiddenSize: 2048, minPixels: 147456, maxPixels: 262144,
@@ -104,6 +106,7 @@ describe('readConfig: families', () => {
       'vision_config.json': vit,
     }));
     expect(c.diffusion).toEqual({ blockSize: 8, maskTokenId: 151671 });
+    expect(c.defaultMode).toBe('diffusion');
     expect(c.vision).toMatchObject({ kind: 'qwen2_5_vl', depth: 32, minPixels: 200704, maxPixels: 401408 });
   });
 
