@@ -1,6 +1,7 @@
 // index.ts — the public API of diffusionvl.
 //
 //   import { loadModel } from 'diffusionvl';
+//   await using model = await loadModel();            // the bundled DiffusionVL child (models/)
 //   await using model = await loadModel('./my-model');
 //   const { text, stats } = await model.generate({ prompt: 'Hello', steps: 4 });
 //   for await (const ev of model.stream({ messages })) if (ev.type === 'block') process.stdout.write(ev.text);
@@ -10,6 +11,10 @@ export type { DecodeOptions } from './decode/options.js';
 export type { DecodeStats } from './decode/runner.js';
 export type { ChatMessage, ContentPart } from './text/prompt.js';
 export type { ModelConfig } from './weights/config.js';
+export { bundledModelDir, bundledHeldoutDir, resolveModelDir, DEFAULT_MODEL, BUNDLED_MODELS, MODEL_NOT_FOUND } from './models.js';
+export type { BundledModelName } from './models.js';
+export { evalHeldout, readHeldout, HELDOUT_FORMAT } from './eval.js';
+export type { EvalRequest, EvalResult, EvalItemResult, HeldoutItem, HeldoutSet, KindScore } from './eval.js';
 export { nativeInfo } from './native/index.js';
 export { getBackendInfo } from './native/backend.js';
 export type { BackendInfo, BackendOptions, CudaReason } from './native/backend.js';

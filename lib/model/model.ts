@@ -436,7 +436,11 @@ export class Model {
   async [Symbol.asyncDispose](): Promise<void> { this.dispose(); }
 }
 
-/** Loads a model folder (config.json, tokenizer files, safetensors weights). */
-export function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
-  return Model.load(dir, opts);
+/**
+ * Loads a model folder (config.json, tokenizer files, safetensors weights). No folder (or
+ * undefined): the bundled DiffusionVL child; 'shapes-diffusionvl' / 'shapes-ar': that bundled
+ * model (lib/models.ts).
+ */
+export async function loadModel(dir?: string, opts: LoadModelOptions = {}): Promise<Model> {
+  return Model.load((await import('../models.js')).resolveModelDir(dir), opts);
 }

@@ -1,0 +1,207 @@
+// eval.ts — exact match on a held-out set (`diffusionvl eval`, benches, tests).
+//
+// The set is a folder with heldout.json and its images:
+//   {"format": "diffusionvl-heldout/1", "seed": 0, "items": [
+//     {"id": "h-000", "kind": "describe", "question": "Describe the image.",
+//      "answer": "A red circle at the top left.", "image": "images/h-000.png"},
+//     {"id": "h-001", "kind": "text_reverse", "question": "Reverse the letters: a b c", "answer": "c b a", "image": null}, …]}
+//
+// Each item is one user turn (the image part first, then the question, as training wrote it),
+// generated greedily (temperature 0). Exact match, as train/eval.py scores it: the answer text
+// (ids up to the first EOS, special tokens dropped — GenerateResult.text) with surrounding
+// whitespace trimmed equals the expected answer character for character.
+//
+// Cost: forwards per answer token = Σ stats.forwards ÷ Σ stats.generatedTokens. stats.forwards
+// counts every forward the decoder ran: the prompt prefill, each denoising iteration and each
+// separate commit (a merged commit rides in the next block's first iteration, one forward);
+// AR counts one per token, its first being the prefill. generatedTokens counts the answer ids
+// up to and including the EOS (not the ids written after it in the last block, nor the unused
+// part of maxTokens). Tokens/s is Σ answer tokens ÷ Σ wall time of generate (prefill and image
+// encoding included).
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { ConfigError, OptionError } from './errors.js';
+import type { GenerateRequest, GenerateResult, GenerationMode, Model } from './model/model.js';
+import type { ChatMessage, ContentPart } from './text/prompt.js';
+import type { DecodeOptions } from './decode/options.js';
+
+export const HELDOUT_FORMAT = 'diffusionvl-heldout/1';
+
+export interface HeldoutItem {
+  id: string;
+  kind: string;
+  question: string;
+  answer: string;
+  /** Image path (resolved against the set's folder by readHeldout), or null for text-only. */
+  image: string | null;
+}
+
+export interface HeldoutSet {
+  dir: string;
+  format: string;
+  seed: number | null;
+  items: HeldoutItem[];
+}
+
+/** Reads `<dir>/heldout.json`; image paths come back resolved against `dir`. */
+export async function readHeldout(dir: string): Promise<HeldoutSet> {
+  const file = join(dir, 'heldout.json');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new OptionError(`${file}: cannot read the held-out set (${code === 'ENOENT' ? 'no such file' : (e as Error).message})`, 'heldout');
+  }
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`, { file });
+  }
+  const o = j as { format?: unknown; seed?: unknown; items?: unknown };
+  if (o === null || typeof o !== 'object' || o.format !== HELDOUT_FORMAT) {
+    throw new ConfigError(`${file}: expected "format": "${HELDOUT_FORMAT}" but found ${JSON.stringify((o as { format?: unknown } | null)?.format)}`, { file, field: 'format' });
+  }
+  if (!Array.isArray(o.items)) throw new ConfigError(`${file}: "items" must be an array`, { file, field: 'items' });
+  const items = o.items.map((it: unknown, i: number): HeldoutItem => {
+    const x = it as Record<string, unknown>;
+    const where = `items[${i}]`;
+    for (const k of ['id', 'kind', 'question', 'answer'] as const) {
+      if (typeof x?.[k] !== 'string') throw new ConfigError(`${file}: ${where}.${k} must be a string`, { file, field: `${where}.${k}` });
+    }
+    if (x.image !== null && x.image !== undefined && typeof x.image !== 'string') {
+      throw new ConfigError(`${file}: ${where}.image must be a path or null`, { file, field: `${where}.image` });
+    }
+    const image = typeof x.image === 'string' ? (isAbsolute(x.image) ? x.image : resolve(dir, x.image)) : null;
+    return { id: x.id as string, kind: x.kind as string, question: x.question as string, answer: x.answer as string, image };
+  });
+  return { dir, format: o.format, seed: typeof o.seed === 'number' ? o.seed : null, items };
+}
+
+/** One user turn: the images (in order) then the text, as the model was trained on them. */
+export function userMessage(text: string, images: readonly unknown[] = []): ChatMessage[] {
+  if (images.length === 0) return [{ role: 'user', content: text }];
+  const content: ContentPart[] = [...images.map((image) => ({ type: 'image' as const, image })), { type: 'text', text }];
+  return [{ role: 'user', content }];
+}
+
+export interface EvalRequest {
+  mode?: GenerationMode;
+  steps?: number;
+  remasking?: DecodeOptions['remasking'];
+  threshold?: number;
+  /** Generation length G (default 64, as train/eval.py). */
+  maxTokens?: number;
+  blockSize?: number;
+  /** Evaluate only the first n items. */
+  n?: number;
+  /** Called with a progress line every `progressEvery` items (default 25) and at the end. */
+  log?: (line: string) => void;
+  progressEvery?: number;
+  /** Failures kept in the result (default 20). */
+  maxFailures?: number;
+  signal?: AbortSignal;
+}
+
+export interface EvalItemResult {
+  id: string;
+  kind: string;
+  expected: string;
+  /** The answer text, trimmed. */
+  got: string;
+  ok: boolean;
+  forwards: number;
+  /** Answer tokens up to and including EOS. */
+  tokens: number;
+  finishReason: 'stop' | 'length';
+}
+
+export interface KindScore { n: number; correct: number; exactMatch: number }
+
+export interface EvalResult {
+  n: number;
+  correct: number;
+  exactMatch: number;
+  perKind: Record<string, KindScore>;
+  mode: GenerationMode;
+  /** Σ stats.forwards over items. */
+  forwards: number;
+  /** Σ answer tokens (up to and including EOS) over items. */
+  answerTokens: number;
+  forwardsPerToken: number;
+  /** Σ answer tokens ÷ Σ generate wall time. */
+  tokensPerSecond: number;
+  seconds: number;
+  /** The settings the items were generated with (temperature 0). */
+  settings: { mode: GenerationMode; maxTokens: number; steps?: number; remasking?: string; threshold?: number; blockSize?: number };
+  items: EvalItemResult[];
+  failures: EvalItemResult[];
+}
+
+/** Generates every item greedily and scores exact match overall and per kind. */
+export async function evalHeldout(model: Model, items: readonly HeldoutItem[], request: EvalRequest = {}): Promise<EvalResult> {
+  const n = request.n ?? items.length;
+  if (!Number.isInteger(n) || n < 0) throw new OptionError(`Expected integer ≥ 0 for n but received ${String(n)}`, 'n');
+  const todo = items.slice(0, n);
+  const every = request.progressEvery ?? 25;
+  const maxFailures = request.maxFailures ?? 20;
+  const log = request.log ?? (() => undefined);
+  const base: GenerateRequest = { temperature: 0, maxTokens: request.maxTokens ?? 64, signal: request.signal };
+  if (request.mode !== undefined) base.mode = request.mode;
+  if (request.steps !== undefined) base.steps = request.steps;
+  if (request.remasking !== undefined) base.remasking = request.remasking;
+  if (request.threshold !== undefined) base.threshold = request.threshold;
+  if (request.blockSize !== undefined) base.blockSize = request.blockSize;
+
+  const results: EvalItemResult[] = [];
+  const failures: EvalItemResult[] = [];
+  const perKind: Record<string, KindScore> = {};
+  let correct = 0, forwards = 0, tokens = 0, ms = 0;
+  let last: GenerateResult | undefined;
+  const t0 = performance.now();
+  for (const it of todo) {
+    const t = performance.now();
+    const r = await model.generate({ ...base, messages: userMessage(it.question, it.image === null ? [] : [it.image]) });
+    ms += performance.now() - t;
+    last = r;
+    const got = r.text.trim();
+    const ok = got === it.answer;
+    const row: EvalItemResult = {
+      id: it.id, kind: it.kind, expected: it.answer, got, ok,
+      forwards: r.stats.forwards, tokens: r.stats.generatedTokens, finishReason: r.finishReason,
+    };
+    results.push(row);
+    if (!ok && failures.length < maxFailures) failures.push(row);
+    const k = (perKind[it.kind] ??= { n: 0, correct: 0, exactMatch: 0 });
+    k.n++;
+    if (ok) { k.correct++; correct++; }
+    forwards += r.stats.forwards;
+    tokens += r.stats.generatedTokens;
+    const done = results.length;
+    if ((every > 0 && done % every === 0) || done === todo.length) {
+      log(`eval ${done}/${todo.length}: exact match ${(correct / done * 100).toFixed(1)}%, ` +
+        `${tokens ? (forwards / tokens).toFixed(3) : '-'} fwd/tok, ${ms > 0 ? (tokens / ms * 1000).toFixed(1) : '-'} tok/s`);
+    }
+  }
+  for (const k of Object.values(perKind)) k.exactMatch = k.n ? k.correct / k.n : 0;
+  const sortedKinds = Object.fromEntries(Object.entries(perKind).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  // The settings as the decoder resolved them (defaults filled in), from the last generation.
+  const finalMode = last?.mode ?? request.mode ?? model.config.defaultMode;
+  const o = last?.options;
+  const settings: EvalResult['settings'] = { mode: finalMode, maxTokens: o?.maxTokens ?? base.maxTokens! };
+  if (finalMode === 'diffusion') {
+    settings.steps = o?.steps ?? base.steps;
+    settings.remasking = o?.remasking ?? base.remasking;
+    if (settings.remasking === 'dynamic') settings.threshold = o?.threshold ?? base.threshold;
+    settings.blockSize = o?.blockSize ?? base.blockSize;
+  }
+  return {
+    n: results.length, correct, exactMatch: results.length ? correct / results.length : 0,
+    perKind: sortedKinds, mode: finalMode, forwards, answerTokens: tokens,
+    forwardsPerToken: tokens ? forwards / tokens : 0,
+    tokensPerSecond: ms > 0 ? (tokens / ms) * 1000 : 0,
+    seconds: (performance.now() - t0) / 1000,
+    settings, items: results, failures,
+  };
+}
