@@ -1,25 +1,37 @@
 #!/usr/bin/env node
 // main.ts — the `diffusionvl` command.
 //
-//   diffusionvl run <model-dir> --prompt "…" [decode options]   one generation, streamed
-//   diffusionvl bench <model-dir> [--max-tokens N] [--steps 8,4,2]   AR vs block diffusion, one run
-//   diffusionvl inspect [model-dir]                              backend (CPU ISA, CUDA) and model facts
+//   diffusionvl run [model] --prompt "…" [--image PATH …] [decode options]   one generation, streamed
+//   diffusionvl eval [model] [--heldout DIR] [--n N] [decode options]        exact match on a held-out set
+//   diffusionvl bench [model] [--max-tokens N] [--steps 8,4,2]               AR vs block diffusion, one run
+//   diffusionvl inspect [model]                                              backend (CPU ISA, CUDA) and model facts
 //
+// [model] is a model folder, or a bundled model's name (shapes-diffusionvl, shapes-ar); left
+// out, the bundled DiffusionVL child (lib/models.ts).
 // Decode options: --max-tokens --steps --block-size --remasking static|dynamic --threshold
 // --temperature --top-k --top-p --seed --mode diffusion|ar --threads --json --show-steps
+import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { getBackendInfo } from '../native/backend.js';
 import { loadModel } from '../model/model.js';
 import { readConfig } from '../weights/config.js';
-import { DiffusionVLError } from '../errors.js';
+import { DiffusionVLError, ImageError } from '../errors.js';
+import { bundledHeldoutDir, bundledModelDir, resolveModelDir } from '../models.js';
+import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult } from '../model/model.js';
 
 const USAGE = `usage:
-  diffusionvl run <model-dir> --prompt "text" [options]
-  diffusionvl bench <model-dir> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
-  diffusionvl inspect [model-dir]
+  diffusionvl run [model] --prompt "text" [--image PATH ...] [options]
+  diffusionvl eval [model] [--heldout DIR] [--n N] [--mode ar|diffusion] [--steps S]
+                   [--remasking static|dynamic] [--threshold T] [--max-tokens G] [--json]
+  diffusionvl bench [model] [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
+  diffusionvl inspect [model]
+
+[model]: a model folder, or the name of a bundled model (shapes-diffusionvl, shapes-ar);
+default: the bundled DiffusionVL child, shapes-diffusionvl.
 
 options for run:
+  --image PATH        an image for the prompt (repeatable; images go before the text)
   --max-tokens N      tokens to generate (default 128)
   --steps S           denoising iterations per block (default 8)
   --block-size N      block size (default: the model's bd3lm_block_size)
@@ -30,7 +42,11 @@ options for run:
   --mode M            diffusion | ar (default: diffusion for DiffusionVL checkpoints)
   --threads N         kernel threads (default: physical cores)
   --show-steps        print each denoising step's canvas
-  --json              print the result as JSON`;
+  --json              print the result as JSON
+
+eval: greedy (temperature 0) over the held-out set (default: the bundled one), exact match of
+the trimmed answer text overall and per kind, forwards per answer token, tokens/s; progress on
+stderr every 25 items. --max-tokens defaults to 64 there.`;
 
 const OPTIONS = {
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, steps: { type: 'string' },
@@ -38,6 +54,7 @@ const OPTIONS = {
   temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' },
   seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parse>['values'];
@@ -52,8 +69,20 @@ function num(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
+/** The --image files, checked before the model loads: a missing one is an ImageError naming it. */
+function imagePaths(v: Values): string[] {
+  const paths = v.image ?? [];
+  for (const p of paths) {
+    if (!existsSync(p)) throw new ImageError(`${p}: cannot read image file (no such file)`, p);
+    if (statSync(p).isDirectory()) throw new ImageError(`${p}: cannot read image file (is a directory)`, p);
+  }
+  return paths;
+}
+
 function request(v: Values): GenerateRequest {
-  const r: GenerateRequest = { prompt: v.prompt ?? 'Hello!' };
+  const images = imagePaths(v);
+  const text = v.prompt ?? (images.length ? 'Describe the image.' : 'Hello!');
+  const r: GenerateRequest = images.length ? { messages: userMessage(text, images) } : { prompt: text };
   const set = <K extends keyof GenerateRequest>(k: K, x: GenerateRequest[K] | undefined) => { if (x !== undefined) r[k] = x; };
   set('maxTokens', num(v['max-tokens'], 'max-tokens'));
   set('steps', num(v.steps, 'steps'));
@@ -75,9 +104,9 @@ function statsLine(r: GenerateResult): string {
 }
 
 async function cmdRun(dir: string, v: Values): Promise<void> {
+  const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
   const model = await loadModel(dir, { threads: num(v.threads, 'threads') });
   try {
-    const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
     let result: GenerateResult | undefined;
     for await (const ev of model.stream(req)) {
       if (ev.type === 'block' && !v.json) process.stdout.write(ev.text);
@@ -96,9 +125,16 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
   }
 }
 
-async function cmdInspect(dir: string | undefined): Promise<void> {
+async function cmdInspect(arg: string | undefined): Promise<void> {
   const info = getBackendInfo({ gpu: 'auto' });
   const out: Record<string, unknown> = { backend: info };
+  // No folder given: the bundled child when it is installed, else the backend alone.
+  let dir = arg;
+  if (dir === undefined) {
+    try { dir = bundledModelDir(); } catch { dir = undefined; }
+  } else {
+    dir = resolveModelDir(dir);
+  }
   if (dir) {
     const c = await readConfig(dir);
     out.model = {
@@ -119,6 +155,44 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
   if (v.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
 }
 
+async function cmdEval(dir: string, v: Values): Promise<void> {
+  const heldoutDir = v.heldout ?? bundledHeldoutDir();
+  const set = await readHeldout(heldoutDir);
+  const n = num(v.n, 'n');
+  const mode = v.mode as GenerateRequest['mode'];
+  const remasking = v.remasking as GenerateRequest['remasking'];
+  const model = await loadModel(dir, { threads: num(v.threads, 'threads') });
+  let res: EvalResult;
+  try {
+    res = await evalHeldout(model, set.items, {
+      n: n === undefined ? undefined : Math.min(n, set.items.length), mode, remasking,
+      steps: num(v.steps, 'steps'), threshold: num(v.threshold, 'threshold'),
+      maxTokens: num(v['max-tokens'], 'max-tokens'), blockSize: num(v['block-size'], 'block-size'),
+      log: (s) => process.stderr.write(s + '\n'),
+    });
+  } finally {
+    model.dispose();
+  }
+  if (v.json) {
+    const { items: _items, ...summary } = res;
+    process.stdout.write(JSON.stringify({ model: dir, heldout: heldoutDir, ...summary }, null, 2) + '\n');
+    return;
+  }
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  const s = res.settings;
+  const how = s.mode === 'ar' ? 'ar' : `diffusion, ${s.steps} steps, ${s.remasking}${s.threshold !== undefined ? ` ${s.threshold}` : ''}, block ${s.blockSize}`;
+  const lines = [
+    `model ${dir}`,
+    `held-out ${heldoutDir}: ${res.n} items (${how}, max ${s.maxTokens} tokens, temperature 0)`,
+    `exact match ${pct(res.exactMatch)} (${res.correct}/${res.n})`,
+    ...Object.entries(res.perKind).map(([k, x]) => `  ${k.padEnd(20)} ${pct(x.exactMatch).padStart(6)} (${x.correct}/${x.n})`),
+    `${res.forwardsPerToken.toFixed(3)} forwards per answer token (${res.forwards} forwards, ${res.answerTokens} answer tokens, EOS included), ` +
+      `${res.tokensPerSecond.toFixed(1)} tok/s, ${res.seconds.toFixed(1)} s`,
+  ];
+  for (const f of res.failures.slice(0, 5)) lines.push(`  miss ${f.id} [${f.kind}]: expected ${JSON.stringify(f.expected)}, got ${JSON.stringify(f.got)}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -131,13 +205,13 @@ export async function main(argv: string[]): Promise<number> {
   if (v.help || !cmd) { process.stdout.write(USAGE + '\n'); return cmd ? 0 : 2; }
   try {
     if (cmd === 'run') {
-      if (!dir) throw new DiffusionVLError('DVL_OPTION', 'run: missing <model-dir>');
-      await cmdRun(dir, v);
+      await cmdRun(resolveModelDir(dir), v);
+    } else if (cmd === 'eval') {
+      await cmdEval(resolveModelDir(dir), v);
     } else if (cmd === 'inspect') {
       await cmdInspect(dir);
     } else if (cmd === 'bench') {
-      if (!dir) throw new DiffusionVLError('DVL_OPTION', 'bench: missing <model-dir>');
-      await cmdBench(dir, v);
+      await cmdBench(resolveModelDir(dir), v);
     } else {
       process.stderr.write(`unknown command '${cmd}'\n\n${USAGE}\n`);
       return 2;

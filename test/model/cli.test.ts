@@ -1,13 +1,27 @@
-// The `diffusionvl` command: run (JSON output), inspect, and the errors a user sees.
+// The `diffusionvl` command: run (JSON output, images), eval, inspect, the bundled default
+// model, and the errors a user sees.
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../../lib/index.js';
+import { userMessage } from '../../lib/eval.js';
+import { bundledModelsRoot } from '../../lib/models.js';
 import { packageRoot } from '../../lib/native/index.js';
 import { writeTinyModel, type TinyModel } from '../helpers/tinyModel.js';
 
-let m: TinyModel;
-beforeAll(async () => { m = await writeTinyModel({ diffusion: true, seed: 11 }); });
-afterAll(() => rmSync(m.dir, { recursive: true, force: true }));
+const PHOTO = fileURLToPath(new URL('../fixtures/images/inputs/photo-256x193.png', import.meta.url));
+const VISION = { kind: 'qwen2_5_vl', depth: 2, hiddenSize: 32, numHeads: 2, intermediateSize: 48, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, fullAttBlockIndexes: [1] } as const;
+
+let m: TinyModel, vlm: TinyModel, scratch: string;
+beforeAll(async () => {
+  m = await writeTinyModel({ diffusion: true, seed: 11 });
+  vlm = await writeTinyModel({ diffusion: true, seed: 12, pixels: { min: 28 * 28 * 4, max: 28 * 28 * 16 }, vision: VISION });
+  scratch = mkdtempSync(join(tmpdir(), 'dvl-cli-'));
+});
+afterAll(() => { for (const d of [m.dir, vlm.dir, scratch]) rmSync(d, { recursive: true, force: true }); });
 
 function cli(...args: string[]) {
   return spawnSync(process.execPath, ['--import', 'tsx', 'lib/cli/main.ts', ...args], { cwd: packageRoot(), encoding: 'utf8', timeout: 120_000 });
@@ -46,5 +60,65 @@ describe('diffusionvl CLI', () => {
     const bad = cli('run', m.dir, '--steps', '0');
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/OptionError.*steps/);
+  });
+
+  it('run --image: the image goes into the prompt (same ids as the library with that message)', async () => {
+    const r = cli('run', vlm.dir, '--image', PHOTO, '--prompt', 'Describe the image.', '--max-tokens', '8', '--steps', '4', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.stats.imageTokens).toHaveLength(1);
+    expect(out.stats.imageTokens[0]).toBeGreaterThan(0);
+    const model = await loadModel(vlm.dir, { threads: 1 });
+    try {
+      const want = await model.generate({ messages: userMessage('Describe the image.', [PHOTO]), maxTokens: 8, steps: 4 });
+      expect(out.ids).toEqual(want.ids);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('run --image with a missing or undecodable file: ImageError naming the file, exit 1', () => {
+    const missing = join(scratch, 'no-such-image.png');
+    const r = cli('run', vlm.dir, '--image', PHOTO, '--image', missing, '--prompt', 'x');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`ImageError (DVL_IMAGE): ${missing}: cannot read image file (no such file)`);
+    const junk = join(scratch, 'junk.png');
+    writeFileSync(junk, 'not an image');
+    const r2 = cli('run', vlm.dir, '--image', junk, '--max-tokens', '4');
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toMatch(new RegExp(`ImageError \\(DVL_IMAGE\\): ${junk.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: cannot decode image`));
+  });
+
+  it('eval --json: exact match over a held-out folder', () => {
+    const dir = join(scratch, 'heldout');
+    mkdirSync(join(dir, 'images'), { recursive: true });
+    copyFileSync(PHOTO, join(dir, 'images', 'h-000.png'));
+    writeFileSync(join(dir, 'heldout.json'), JSON.stringify({ format: 'diffusionvl-heldout/1', seed: 0, items: [
+      { id: 'h-000', kind: 'describe', question: 'Describe the image.', answer: 'A red circle at the top left.', image: 'images/h-000.png' },
+      { id: 'h-001', kind: 'text_reverse', question: 'Reverse the letters: a b c', answer: 'c b a', image: null },
+      { id: 'h-002', kind: 'text_reverse', question: 'Reverse the letters: x y', answer: 'y x', image: null },
+    ] }));
+    const r = cli('eval', vlm.dir, '--heldout', dir, '--n', '2', '--max-tokens', '8', '--steps', '4', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.n).toBe(2);
+    expect(Object.keys(out.perKind)).toEqual(['describe', 'text_reverse']);
+    expect(out.perKind.describe.n + out.perKind.text_reverse.n).toBe(2);
+    expect(out.forwardsPerToken).toBeCloseTo(out.forwards / out.answerTokens, 12);
+    expect(out.settings).toMatchObject({ mode: 'diffusion', steps: 4, maxTokens: 8 });
+    expect(r.stderr).toMatch(/eval 2\/2: exact match/);
+  });
+
+  it('no model folder: the bundled child (or, when not installed, a typed error)', () => {
+    const installed = existsSync(join(bundledModelsRoot(), 'shapes-diffusionvl', 'config.json'));
+    const r = cli('run', '--prompt', 'Hi', '--max-tokens', '8', '--json');
+    if (installed) {
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).mode).toBe('diffusion');
+    } else {
+      console.log('models/shapes-diffusionvl is not installed: checking the error instead of a run');
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/WeightsError \(DVL_MODEL_NOT_FOUND\): the bundled model 'shapes-diffusionvl' is not installed/);
+    }
   });
 });
