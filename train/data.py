@@ -39,8 +39,9 @@ LETTERS = 'abcdefghijklmnopqrstuvwxyz'
 
 # Fraction of samples per kind: most are image questions; the text tasks keep the decoder honest
 # without images (and give text-only fixtures).
-KIND_WEIGHTS = [('describe', 0.30), ('count', 0.15), ('what_at', 0.25), ('where', 0.10),
-                ('text_count', 0.10), ('text_reverse', 0.10)]
+# Reversal gets the larger share: a 4-layer decoder learns it last (0 % after 1000 steps at 10 %).
+KIND_WEIGHTS = [('describe', 0.30), ('count', 0.10), ('what_at', 0.25), ('where', 0.10),
+                ('text_count', 0.10), ('text_reverse', 0.15)]
 
 SPLIT_SALT = {'train': 1, 'heldout': 2, 'tok': 3}
 
@@ -109,7 +110,7 @@ def image_qa(rng, kind, scene):
 
 
 def text_task(rng, kind):
-    n = rng.randint(2, 7) if kind == 'text_count' else rng.randint(2, 5)
+    n = rng.randint(2, 7) if kind == 'text_count' else rng.randint(2, 4)
     letters = [rng.choice(LETTERS) for _ in range(n)]
     if kind == 'text_count':
         return f"How many letters are in: {' '.join(letters)}?", f'There are {n} letters.'

@@ -179,7 +179,9 @@ export class Model {
     } else {
       const messages: readonly ChatMessage[] | undefined = req.messages ?? (req.prompt !== undefined ? [{ role: 'user', content: req.prompt }] : undefined);
       if (!messages) throw new OptionError('generate: give messages, prompt or promptIds', 'messages');
-      const format = req.format ?? (this.isDiffusion ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
+      // DiffusionVL-layout checkpoints (child or AR parent) use the §4.1 format; others their template.
+      const dvlLayout = this.isDiffusion || this.config.family === 'diffusionvl_qwenvl' || this.config.family === 'diffusionvl_qwen';
+      const format = req.format ?? (dvlLayout ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
       const p = buildPrompt(this.tokenizer, messages, { format, systemPrompt: req.systemPrompt });
       ids = p.ids;
       images = p.images;
@@ -337,7 +339,7 @@ export class Model {
     if (req === null || typeof req !== 'object') throw new OptionError('generate: expected a request object', 'request');
     const decodeOptions: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(req)) if (!REQUEST_KEYS.has(k)) decodeOptions[k] = v;
-    const mode = req.mode ?? (this.isDiffusion ? 'diffusion' : 'ar');
+    const mode = req.mode ?? this.config.defaultMode;
     if (mode !== 'diffusion' && mode !== 'ar') throw new OptionError(`Expected 'diffusion' or 'ar' for mode but received ${JSON.stringify(mode)}`, 'mode');
     if (mode === 'diffusion' && !this.isDiffusion && req.blockSize === undefined) {
       throw new OptionError('this checkpoint is autoregressive (no bd3lm_block_size in its config): use mode \'ar\', or give blockSize to run it as block diffusion', 'mode');
