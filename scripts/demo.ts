@@ -1,19 +1,23 @@
-// demo.ts — `npm run demo`: the first generation on a fresh clone, before a trained model ships.
-// Writes a small random DiffusionVL-layout checkpoint with a real byte-level BPE tokenizer to
-// .cache/demo-model (once), then runs `diffusionvl run` on it. The weights are random, so the
-// text is gibberish; the point is the whole path: files → loader → block decoder → streamed text
-// and stats. Extra arguments go to `diffusionvl run` (e.g. -- --steps 2 --show-steps).
-import { existsSync } from 'node:fs';
+// demo.ts — `npm run demo`: the first generation on a fresh clone. The bundled DiffusionVL child
+// (models/shapes-diffusionvl, trained by train/run_all.sh) describes examples/two-shapes.png by
+// block diffusion, streamed, with its stats line; then its AR parent (models/shapes-ar) answers
+// the same question token by token, so the two forward counts sit side by side.
+// Extra arguments go to the child's `diffusionvl run` (e.g. -- --steps 2 --show-steps,
+// -- --image examples/three-shapes.png, -- --prompt "How many shapes are there?").
 import { join } from 'node:path';
 import { main } from '../lib/cli/main.js';
 import { packageRoot } from '../lib/native/index.js';
-import { writeTinyModel } from '../test/helpers/tinyModel.js';
 
-const dir = join(packageRoot(), '.cache', 'demo-model');
-if (!existsSync(join(dir, 'config.json'))) {
-  process.stderr.write(`writing a random demo checkpoint to ${dir}\n`);
-  await writeTinyModel({ dir, diffusion: true, seed: 7, dtype: 'bf16', dims: { hiddenSize: 128, numLayers: 4, numHeads: 4, numKvHeads: 2, intermediateSize: 352, vocabSize: 320 } });
-}
+const root = packageRoot();
 const extra = process.argv.slice(2);
-const args = ['run', dir, '--prompt', 'Describe the image.', '--max-tokens', '32', '--steps', '4', ...extra];
-process.exitCode = await main(args);
+const image = extra.includes('--image') ? [] : ['--image', join(root, 'examples', 'two-shapes.png')];
+const prompt = extra.includes('--prompt') ? [] : ['--prompt', 'Describe the image.'];
+const pick = (flag: string) => { const i = extra.indexOf(flag); return i >= 0 ? [flag, extra[i + 1]] : []; };
+
+process.stderr.write('DiffusionVL child (block diffusion, 8 tokens per block):\n');
+let code = await main(['run', 'shapes-diffusionvl', ...image, ...prompt, ...extra]);
+if (code === 0) {
+  process.stderr.write('\nits AR parent (one token per forward):\n');
+  code = await main(['run', 'shapes-ar', ...image, ...prompt, ...pick('--image'), ...pick('--prompt')]);
+}
+process.exitCode = code;

@@ -3,7 +3,8 @@
 //
 //   diffusionvl run [model] --prompt "…" [--image PATH …] [decode options]   one generation, streamed
 //   diffusionvl eval [model] [--heldout DIR] [--n N] [decode options]        exact match on a held-out set
-//   diffusionvl bench [model] [--max-tokens N] [--steps 8,4,2]               AR vs block diffusion, one run
+//   diffusionvl bench [--n N] [--heldout DIR] [--json]                         bundled AR parent vs diffusion child
+//   diffusionvl bench <model> [--max-tokens N] [--steps 8,4,2]                AR vs block diffusion, same weights
 //   diffusionvl inspect [model]                                              backend (CPU ISA, CUDA) and model facts
 //
 // [model] is a model folder, or a bundled model's name (shapes-diffusionvl, shapes-ar); left
@@ -24,7 +25,8 @@ const USAGE = `usage:
   diffusionvl run [model] --prompt "text" [--image PATH ...] [options]
   diffusionvl eval [model] [--heldout DIR] [--n N] [--mode ar|diffusion] [--steps S]
                    [--remasking static|dynamic] [--threshold T] [--max-tokens G] [--json]
-  diffusionvl bench [model] [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
+  diffusionvl bench [--n N] [--heldout DIR] [--json]
+  diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
   diffusionvl inspect [model]
 
 [model]: a model folder, or the name of a bundled model (shapes-diffusionvl, shapes-ar);
@@ -46,7 +48,12 @@ options for run:
 
 eval: greedy (temperature 0) over the held-out set (default: the bundled one), exact match of
 the trimmed answer text overall and per kind, forwards per answer token, tokens/s; progress on
-stderr every 25 items. --max-tokens defaults to 64 there.`;
+stderr every 25 items. --max-tokens defaults to 64 there.
+
+bench without a model: the bundled AR parent (shapes-ar) against its DiffusionVL child
+(shapes-diffusionvl) on the held-out set — exact match, forwards per answer token, tokens/s,
+speed-up, and the model's quality bar. With a model: AR vs block diffusion on that model's
+weights for one long generation (speed only).`;
 
 const OPTIONS = {
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, steps: { type: 'string' },
@@ -155,6 +162,19 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
   if (v.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
 }
 
+async function cmdCompare(v: Values): Promise<void> {
+  const { compareParentChild, compareTable } = await import('./compare.js');
+  const log = v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
+  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), log });
+  if (v.json) {
+    const { results: _items, ...summary } = res;
+    process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+    return;
+  }
+  process.stdout.write(`${compareTable(res)}\n\n${res.n} held-out prompts (${res.heldout}); temperature 0; forwards count prefill, denoising and commit passes.\n`);
+  for (const b of res.bar) process.stdout.write(`${b.pass ? 'PASS' : 'FAIL'}  ${b.name}: ${b.detail}\n`);
+}
+
 async function cmdEval(dir: string, v: Values): Promise<void> {
   const heldoutDir = v.heldout ?? bundledHeldoutDir();
   const set = await readHeldout(heldoutDir);
@@ -211,7 +231,8 @@ export async function main(argv: string[]): Promise<number> {
     } else if (cmd === 'inspect') {
       await cmdInspect(dir);
     } else if (cmd === 'bench') {
-      await cmdBench(resolveModelDir(dir), v);
+      if (dir === undefined) await cmdCompare(v);
+      else await cmdBench(resolveModelDir(dir), v);
     } else {
       process.stderr.write(`unknown command '${cmd}'\n\n${USAGE}\n`);
       return 2;
