@@ -9,20 +9,23 @@
 // the CPU op and a plain reference, an unsupported op, an allocator round trip of twice the
 // card's memory, and the achieved bandwidth of a large add; then EVERY op of the plugin
 // (selftest_ops.inc) against the CPU op on random inputs of odd sizes, every dtype, NaN first,
-// and the float64 scalar references of selftest_ops.inc for matmul, attention, softmax,
-// rms_norm and greedy confidence_remask.
+// and the float64 scalar references of selftest_ops.inc for matmul (both kernel paths: tensor
+// cores and, with DIFFUSIONVL_CUDA_MATMUL=simt, CUDA cores), attention, softmax, rms_norm and
+// greedy confidence_remask.
 // Output: one JSON line per op check ({"op":..,"case":..,"ok":..,"maxErr":..,"detail":..}),
 // then one JSON object (the summary) as the LAST line. Exit: 0 all passed, 1 a check failed,
 // 2 CUDA unavailable (the reason is in the JSON; CPU-only machines and CI get 2 with
 // "no-driver").
-// Arguments: [plugin file] [--bench]. The plugin defaults to the one this build made; --bench
-// skips the checks and prints one JSON object {"probe", "bench"} with the kernel micro-bench of
-// selftest_bench.inc (bench/gpu.ts runs it).
+// Arguments: [plugin file] [--bench] [--host]. The plugin defaults to the one this build made;
+// --bench skips the checks and prints one JSON object {"probe", "bench"} with the kernel
+// micro-bench of selftest_bench.inc (bench/gpu.ts runs it); --host runs only the checks that
+// need no GPU (the tensor-core fragment-layout emulation) and exits 0 / 1 without probing CUDA.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -31,6 +34,7 @@
 #include "../core/thread_pool.h"
 #include "../cpu/kernels.h"
 #include "../cpu/ops/ops.h"
+#include "mma_tf32.cuh"
 
 using namespace dvl;
 
@@ -123,10 +127,16 @@ int main(int argc, char** argv) {
   CudaProbeOptions o;
   o.plugin_override_set = true;
   o.plugin_override = DVL_SELFTEST_PLUGIN;
-  bool bench = false;
+  bool bench = false, host = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--bench") == 0) bench = true;
+    else if (std::strcmp(argv[i], "--host") == 0) host = true;
     else o.plugin_override = argv[i];
+  }
+  if (host) {  // the checks that need no GPU (selftest_ops.inc run_host_checks), then a summary line
+    const int failed = run_host_checks();
+    std::printf("{\"host\":true,\"opChecks\":{\"total\":%d,\"failed\":%d},\"ok\":%s}\n", g_op_total, failed, failed ? "false" : "true");
+    return failed ? 1 : 0;
   }
   CudaProbe p = cuda_probe(o);
   std::string out = "{\"probe\":{\"available\":" + std::string(p.available ? "true" : "false");
@@ -154,6 +164,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (p.has_props) g_cc_major = p.props.cc_major;  // which matmul path runs (selftest_ops.inc)
   ThreadPool pool(2);
   check_add({1}, {1}, pool);
   check_add({3}, {3}, pool);
@@ -199,7 +210,9 @@ int main(int argc, char** argv) {
     check("add bandwidth", false, e.code() + ": " + e.what());
   }
 
-  // Every op against the CPU op and the scalar references (one JSON line each).
+  // Every op against the CPU op and the scalar references (one JSON line each), after the
+  // host-only checks.
+  run_host_checks();
   int op_fail = run_op_checks(pool);
   check("op checks", op_fail == 0, std::to_string(g_op_total) + " cases, " + std::to_string(op_fail) + " failed");
   out += ",\"opChecks\":{\"total\":" + std::to_string(g_op_total) + ",\"failed\":" + std::to_string(op_fail) + "}";
