@@ -114,7 +114,10 @@ def text_task(rng, kind):
     letters = [rng.choice(LETTERS) for _ in range(n)]
     if kind == 'text_count':
         return f"How many letters are in: {' '.join(letters)}?", f'There are {n} letters.'
-    return f"Reverse the letters: {' '.join(letters)}", ' '.join(reversed(letters))
+    # The answer starts with a word so every letter is the same ' x' token as in the question: a
+    # bare first letter ('o' in 'o w') is a different, rarely seen token, and the 4-layer parent
+    # got exactly that first letter wrong (0 % exact match at 2500 steps, later letters right).
+    return f"Reverse the letters: {' '.join(letters)}", 'Reversed: ' + ' '.join(reversed(letters))
 
 
 def sample(seed, split, i):
