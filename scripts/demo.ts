@@ -12,10 +12,12 @@ const root = packageRoot();
 const extra = process.argv.slice(2);
 const image = extra.includes('--image') ? [] : ['--image', join(root, 'examples', 'two-shapes.png')];
 const prompt = extra.includes('--prompt') ? [] : ['--prompt', 'Describe the image.'];
+// Dynamic remasking at 0.9 (the paper's fast setting) unless the caller picks a decoder.
+const decoder = extra.some((a) => a === '--remasking' || a === '--steps') ? [] : ['--remasking', 'dynamic', '--threshold', '0.9'];
 const pick = (flag: string) => { const i = extra.indexOf(flag); return i >= 0 ? [flag, extra[i + 1]] : []; };
 
-process.stderr.write('DiffusionVL child (block diffusion, 8 tokens per block):\n');
-let code = await main(['run', 'shapes-diffusionvl', ...image, ...prompt, ...extra]);
+process.stderr.write('DiffusionVL child (block diffusion, 8 tokens per block, dynamic remasking 0.9):\n');
+let code = await main(['run', 'shapes-diffusionvl', ...image, ...prompt, ...decoder, ...extra]);
 if (code === 0) {
   process.stderr.write('\nits AR parent (one token per forward):\n');
   code = await main(['run', 'shapes-ar', ...image, ...prompt, ...pick('--image'), ...pick('--prompt')]);
