@@ -54,6 +54,12 @@ static const int kMaxT = 16;  // 512 / 32 columns per lane
 __device__ __forceinline__ float nanmax(float a, float b) { return (a != a || b != b) ? __int_as_float(0x7fc00000) : fmaxf(a, b); }
 
 // Visible key range [lo, hi) of query row i (the masks of the header).
+// Start of KV head g in a cache [nkv, cap, hd] of P.kv_dtype (f32, or 2-byte bf16/f16).
+__device__ __forceinline__ const char* kv_head(const AttnParams& P, const void* cache, int64_t g) {
+  const size_t es = P.kv_dtype == int(DType::F32) ? 4 : 2;
+  return static_cast<const char*>(cache) + size_t(g * P.cap * P.hd) * es;
+}
+
 __device__ __forceinline__ void row_range(const AttnParams& P, int64_t i, int64_t* lo, int64_t* hi) {
   *lo = 0;
   *hi = P.kvLen;
@@ -88,9 +94,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const AttnParams
   const float* qrow = P.q + row * hd;
   for (int64_t d = lane; d < hd; d += 32) qs[warp][d] = qrow[d];
   __syncwarp();
-  const size_t es = P.kv_dtype == int(DType::F32) ? 4 : 2;
-  const char* kh = static_cast<const char*>(P.k) + size_t(g * P.cap * hd) * es;
-  const char* vh = static_cast<const char*>(P.v) + size_t(g * P.cap * hd) * es;
+  const char* kh = kv_head(P, P.k, g);
+  const char* vh = kv_head(P, P.v, g);
   const float kNegInf = -__int_as_float(0x7f800000);
   float m = kNegInf, l = 0.f, acc[kMaxT];
 #pragma unroll
@@ -179,9 +184,8 @@ __global__ void __launch_bounds__(kTW * 32) attention_tiled_kernel(const AttnPar
     LO = s_lo[w] < LO ? s_lo[w] : LO;
     HI = s_hi[w] > HI ? s_hi[w] : HI;
   }
-  const size_t es = P.kv_dtype == int(DType::F32) ? 4 : 2;
-  const char* kh = static_cast<const char*>(P.k) + size_t(g * P.cap * hd) * es;
-  const char* vh = static_cast<const char*>(P.v) + size_t(g * P.cap * hd) * es;
+  const char* kh = kv_head(P, P.k, g);
+  const char* vh = kv_head(P, P.v, g);
   const float kNegInf = -__int_as_float(0x7f800000);
   float m = kNegInf, l = 0.f, acc[kMaxT];
 #pragma unroll

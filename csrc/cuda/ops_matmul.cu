@@ -644,17 +644,19 @@ static bool tc_path(int device) {
   return cache[device] > 0;
 }
 
-template <int DT, bool VEC, int MT>
-static dvl_status launch_tc_small(const OpCall& c, const float* x, const uint16_t* w, const float* b, float* y, int M,
-                                  int64_t K, int64_t N) {
-  const int64_t bx = (N + tc::kRowsPerBlock - 1) / tc::kRowsPerBlock;
-  // Split K until there are ≥ 2 blocks per SM, each split ≥ one chunk, ≤ 32 splits; splits are
-  // whole chunks so every lane's 8 columns start at a multiple of 8.
+// Split-K for the small-M kernels: split K until there are ≥ 2 blocks per SM (a small N alone
+// cannot keep HBM busy), each split ≥ min_split columns, ≤ 32 splits, rounded to whole `chunk`s so
+// every split starts aligned. launch(part, ksplit, splits) starts the kernel over bx × splits
+// blocks (part: null without a split); matmul_splitk_reduce then adds the parts in split order
+// (deterministic) plus the bias.
+template <class Launch>
+static dvl_status launch_split_k(const OpCall& c, const float* b, float* y, int M, int64_t K, int64_t N, int64_t bx,
+                                 int64_t chunk, int64_t min_split, const char* kernel, Launch launch) {
   int64_t splits = 1;
   const int64_t want = 2 * int64_t(sm_count(c.device));
-  if (bx < want) splits = std::min<int64_t>({(want + bx - 1) / bx, std::max<int64_t>(1, K / tc::kChunk), 32});
+  if (bx < want) splits = std::min<int64_t>({(want + bx - 1) / bx, std::max<int64_t>(1, K / min_split), 32});
   int64_t ksplit = (K + splits - 1) / splits;
-  ksplit = (ksplit + tc::kChunk - 1) / tc::kChunk * tc::kChunk;
+  ksplit = (ksplit + chunk - 1) / chunk * chunk;
   splits = (K + ksplit - 1) / ksplit;
   if (bx > 0x7fffffff) return fail(c.err, "DVL_SHAPE", "cuda matmul: N too large for one grid");
   float* part = nullptr;
@@ -662,14 +664,26 @@ static dvl_status launch_tc_small(const OpCall& c, const float* x, const uint16_
     cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&part), size_t(splits * M * N) * 4, c.stream);
     if (e != cudaSuccess) return fail_cuda(c.err, e, "cuda matmul: split-K scratch");
   }
-  matmul_tc_small_kernel<DT, VEC, MT><<<dim3(unsigned(bx), unsigned(splits)), 256, 0, c.stream>>>(x, w, b, y, part, M, K, N, ksplit);
-  dvl_status st = check_launch(c, "matmul_tc_small_kernel");
+  launch(part, ksplit, splits);
+  dvl_status st = check_launch(c, kernel);
   if (!st && part) {
     matmul_splitk_reduce<<<grid_for(int64_t(M) * N, 256), 256, 0, c.stream>>>(part, b, y, M, N, int(splits));
     st = check_launch(c, "matmul_splitk_reduce");
   }
   if (part) cudaFreeAsync(part, c.stream);
   return st;
+}
+
+template <int DT, bool VEC, int MT>
+static dvl_status launch_tc_small(const OpCall& c, const float* x, const uint16_t* w, const float* b, float* y, int M,
+                                  int64_t K, int64_t N) {
+  const int64_t bx = (N + tc::kRowsPerBlock - 1) / tc::kRowsPerBlock;
+  // Splits are whole chunks so every lane's 8 columns start at a multiple of 8.
+  return launch_split_k(c, b, y, M, K, N, bx, tc::kChunk, tc::kChunk, "matmul_tc_small_kernel",
+                        [&](float* part, int64_t ksplit, int64_t splits) {
+                          matmul_tc_small_kernel<DT, VEC, MT><<<dim3(unsigned(bx), unsigned(splits)), 256, 0, c.stream>>>(
+                              x, w, b, y, part, M, K, N, ksplit);
+                        });
 }
 
 template <int DT>
@@ -692,28 +706,12 @@ template <int MT, int RW, int DT>
 static dvl_status launch_small_vec(const OpCall& c, const float* x, const void* w, const float* b, float* y, int M, int64_t K,
                                    int64_t N) {
   const int64_t bx = (N + 8 * RW - 1) / (8 * RW);
-  // Split K until there are ≥ 2 blocks per SM (a small N alone cannot keep HBM busy), keeping
-  // each split ≥ 2 chunks and the count ≤ 32; splits are whole chunks so the x tiles stay aligned.
-  int64_t splits = 1;
-  const int64_t want = 2 * int64_t(sm_count(c.device));
-  if (bx < want) splits = std::min<int64_t>({(want + bx - 1) / bx, std::max<int64_t>(1, K / (2 * kKC)), 32});
-  int64_t ksplit = (K + splits - 1) / splits;
-  ksplit = (ksplit + kKC - 1) / kKC * kKC;
-  splits = (K + ksplit - 1) / ksplit;
-  if (bx > 0x7fffffff) return fail(c.err, "DVL_SHAPE", "cuda matmul: N too large for one grid");
-  float* part = nullptr;
-  if (splits > 1) {
-    cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&part), size_t(splits * M * N) * 4, c.stream);
-    if (e != cudaSuccess) return fail_cuda(c.err, e, "cuda matmul: split-K scratch");
-  }
-  matmul_small_vec_kernel<MT, RW, DT><<<dim3(unsigned(bx), unsigned(splits)), 256, 0, c.stream>>>(x, w, b, y, part, M, K, N, ksplit);
-  dvl_status st = check_launch(c, "matmul_small_vec_kernel");
-  if (!st && part) {
-    matmul_splitk_reduce<<<grid_for(int64_t(M) * N, 256), 256, 0, c.stream>>>(part, b, y, M, N, int(splits));
-    st = check_launch(c, "matmul_splitk_reduce");
-  }
-  if (part) cudaFreeAsync(part, c.stream);
-  return st;
+  // Each split ≥ 2 chunks; whole chunks keep the x tiles aligned.
+  return launch_split_k(c, b, y, M, K, N, bx, kKC, 2 * kKC, "matmul_small_vec_kernel",
+                        [&](float* part, int64_t ksplit, int64_t splits) {
+                          matmul_small_vec_kernel<MT, RW, DT><<<dim3(unsigned(bx), unsigned(splits)), 256, 0, c.stream>>>(
+                              x, w, b, y, part, M, K, N, ksplit);
+                        });
 }
 
 template <int DT>
