@@ -27,6 +27,7 @@ for (const c of fx.cases) {
   const errs = await promptLogitErrors(model, c, messages);
   errs.forEach((worst, r) => {
     maxLogitErr = Math.max(maxLogitErr, worst);
+    if (process.env.DVL_VERBOSE) console.log(`${c.id} row ${c.prompt_logits.rows[r]} ${c.image ? "image" : "text"} ${worst.toExponential(2)}`);
     if (!(worst <= LOGIT_TOLERANCE)) {
       bad++;
       console.log(`${c.id}: prompt logits at row ${c.prompt_logits.rows[r]} differ (max rel err ${worst.toExponential(2)})`);

@@ -142,10 +142,16 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Module()
         self.proj.weight = nn.Parameter(torch.empty(d.v_hidden, 3, d.temporal_patch, d.patch, d.patch))
+        # The dtype the checkpoint stores this weight in (load_model sets it). The reference casts
+        # pixel_values to the weight's dtype before the Conv3d, so a bf16 checkpoint sees pixels
+        # rounded to bf16 even when this copy computes in float64 (the fixtures).
+        self.input_dtype = None
 
     def forward(self, rows):
         # §3.3 step 1: Conv3d with kernel = stride = (2, 14, 14) is e = W·row, W as [C, 1176].
         w = self.proj.weight
+        if self.input_dtype is not None:
+            rows = rows.to(self.input_dtype)
         return rows.to(w.dtype) @ w.reshape(w.shape[0], -1).t()
 
 
@@ -479,4 +485,6 @@ def load_model(model_dir, dtype=torch.float32):
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise ValueError(f'{model_dir}: missing {missing}, unexpected {unexpected}')
+    pe = model.model.vision_tower.vision_tower.patch_embed
+    pe.input_dtype = sd['model.vision_tower.vision_tower.patch_embed.proj.weight'].dtype
     return model.to(dtype).eval(), cfg
