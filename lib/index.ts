@@ -16,6 +16,6 @@ export type { BundledModelName } from './models.js';
 export { evalHeldout, readHeldout, HELDOUT_FORMAT } from './eval.js';
 export type { EvalRequest, EvalResult, EvalItemResult, HeldoutItem, HeldoutSet, KindScore } from './eval.js';
 export { nativeInfo } from './native/index.js';
-export { getBackendInfo } from './native/backend.js';
-export type { BackendInfo, BackendOptions, CudaReason } from './native/backend.js';
+export { backendName, getBackendInfo } from './native/backend.js';
+export type { BackendInfo, BackendOptions, CudaReason, GpuOption } from './native/backend.js';
 export * from './errors.js';

@@ -11,7 +11,8 @@
 //    bandwidth, then every op vs the CPU op and float64 references, one JSON line per case),
 //    then `vitest run test/gpu` against that build with DIFFUSIONVL_GPU=cuda, so an unusable
 //    CUDA backend fails the suite instead of skipping it, then the kernel micro-bench
-//    (bench/gpu.ts → dvl_cuda_selftest --bench).
+//    (bench/gpu.ts → dvl_cuda_selftest --bench), then the bundled models' bench on the GPU and
+//    on the CPU (parent vs child on 100 held-out prompts).
 // 4. Writes bench/out/gpu-report.json: device, driver, backend probe, build, self-test (with
 //    every op case), tests, bench.
 // Exit code: 0 when skipped or all tests passed; 1 otherwise.
@@ -208,7 +209,27 @@ report.tests = tests;
     report.bench = { exitCode: b.status, error: `no readable ${benchPath}` };
   }
 }
-report.ok = t.status === 0 && report.selftest?.exitCode === 0 && report.bench?.exitCode === 0;
+// ---- the bundled models on the GPU vs on the CPU, same held-out set, same run -----------------
+// (`diffusionvl bench`: AR parent vs DiffusionVL child; exact match, forwards/token, tokens/s.)
+// The models are tiny (1.5 M parameters), so GPU numbers measure launch overhead, not bandwidth.
+{
+  const benchEnv = { ...env, DIFFUSIONVL_GPU: '' };
+  const one = (gpu) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'lib/cli/main.ts', 'bench', '--gpu', gpu, '--n', '100', '--json'], {
+      cwd: root, env: benchEnv, encoding: 'utf8', maxBuffer: 64 << 20, timeout: 600_000,
+    });
+    try {
+      return { exitCode: r.status, ...JSON.parse(r.stdout) };
+    } catch {
+      return { exitCode: r.status, error: String(r.stderr).trim().split('\n').slice(-3).join(' | ') };
+    }
+  };
+  report.modelBench = { cuda: one('cuda'), cpu: one('cpu') };
+  for (const [k, v] of Object.entries(report.modelBench))
+    log(`model bench ${k}: ${(v.rows || []).map((r) => `${r.setting} ${(100 * r.exactMatch).toFixed(1)} % ${r.tokensPerSecond.toFixed(0)} tok/s`).join('; ') || v.error}`);
+}
+
+report.ok = t.status === 0 && report.selftest?.exitCode === 0 && report.bench?.exitCode === 0 && report.modelBench?.cuda?.exitCode === 0;
 report.seconds = (Date.now() - started.getTime()) / 1000;
 writeReport(report);
 console.log(

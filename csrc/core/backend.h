@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DVL_BACKEND_API_VERSION 1
+#define DVL_BACKEND_API_VERSION 2
 
 namespace dvl {
 struct Tensor;
@@ -100,6 +100,12 @@ struct dvl_backend_api {
   dvl_status (*run)(int device, const char* op, const dvl::Tensor* const* inputs, size_t n_inputs,
                     dvl::Tensor* const* outputs, size_t n_outputs, const dvl::Attrs* attrs,
                     dvl_backend_error* err);
+
+  // ---- host staging (API 2) ----------------------------------------------------------------
+  // Optional (NULL = plain heap memory): page-locked host memory for staging weight uploads,
+  // so copy_h2d from it runs at full PCIe speed without the driver's own bounce buffer.
+  dvl_status (*host_alloc)(size_t bytes, void** out, dvl_backend_error* err);
+  void (*host_free)(void* ptr);
 
   // Optional (NULL = nothing): releases plugin-wide resources. The loader never calls it
   // while tensors may live (today: never; the plugin stays loaded for the process).

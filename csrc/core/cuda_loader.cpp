@@ -204,6 +204,7 @@ CudaProbe probe_uncached(const CudaProbeOptions& o) {
   r.available = true;
   g_plugin.usable = true;
   g_plugin.device = o.device;
+  set_device_storage_fn(make_device_storage);  // Tensor::alloc on a CUDA queue's plan()
   return r;
 }
 
@@ -280,6 +281,11 @@ CudaProbe cuda_probe(const CudaProbeOptions& given) {
 const dvl_backend_api* cuda_api() {
   std::lock_guard<std::mutex> lock(g_mu);
   return g_plugin.handle && g_plugin.usable ? &g_plugin.api : nullptr;
+}
+
+int cuda_probe_device() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_plugin.device;
 }
 
 bool cuda_archs_cover(const std::string& archs, int cc_major, int cc_minor, bool* known) {

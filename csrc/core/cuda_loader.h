@@ -64,6 +64,8 @@ CudaProbe cuda_probe(const CudaProbeOptions& opts);
 
 // The plugin of the last available probe, or nullptr.
 const dvl_backend_api* cuda_api();
+// The device index of that probe (the one device ops, copies and allocations address).
+int cuda_probe_device();
 
 // Whether compute capability cc_major.cc_minor can run a build for `archs` (the
 // CMAKE_CUDA_ARCHITECTURES list joined with ',' or ';'). Sets *known = false when the list

@@ -55,6 +55,15 @@ Storage::~Storage() {
   else std::free(data);
 }
 
+static thread_local Device t_alloc_device = Device::Cpu;
+static DeviceStorageFn g_device_storage = nullptr;
+
+DeviceAllocScope::DeviceAllocScope(Device dev) : prev_(t_alloc_device) { t_alloc_device = dev; }
+DeviceAllocScope::~DeviceAllocScope() { t_alloc_device = prev_; }
+void set_device_storage_fn(DeviceStorageFn fn) { g_device_storage = fn; }
+
+TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape) { return alloc(dt, std::move(shape), t_alloc_device); }
+
 TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   for (int64_t d : shape)
     if (d < 0) throw Error(DVL_ERR_SHAPE, "negative dimension in shape " + shape_str(shape));
@@ -62,7 +71,12 @@ TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   t->dtype = dt;
   t->shape = std::move(shape);
   if (dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "q8_0 tensors are not supported yet");
-  t->storage = std::make_shared<Storage>(t->nbytes(), dev);
+  if (dev == Device::Cpu) {
+    t->storage = std::make_shared<Storage>(t->nbytes(), dev);
+  } else {
+    if (!g_device_storage) throw Error(DVL_ERR_BACKEND, "no CUDA backend is loaded to allocate " + t->describe());
+    t->storage = g_device_storage(t->nbytes());
+  }
   return t;
 }
 

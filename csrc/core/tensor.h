@@ -35,8 +35,9 @@ struct Tensor {
   std::vector<int64_t> shape;
   std::shared_ptr<Storage> storage;
 
-  static std::shared_ptr<Tensor> alloc(DType dt, std::vector<int64_t> shape,
-                                       Device dev = Device::Cpu);
+  // Without a device: the calling thread's allocation device (DeviceAllocScope), else the CPU.
+  static std::shared_ptr<Tensor> alloc(DType dt, std::vector<int64_t> shape);
+  static std::shared_ptr<Tensor> alloc(DType dt, std::vector<int64_t> shape, Device dev);
 
   int64_t numel() const;
   size_t nbytes() const;
@@ -48,6 +49,22 @@ struct Tensor {
 };
 
 using TensorP = std::shared_ptr<Tensor>;
+
+// While one lives, Tensor::alloc without a device allocates on `dev` on this thread: a CUDA
+// queue runs the CPU ops' plan() (validation, output shapes) under it, so their outputs are
+// born on the device. Device storage comes from the hook the CUDA loader installs.
+class DeviceAllocScope {
+ public:
+  explicit DeviceAllocScope(Device dev);
+  ~DeviceAllocScope();
+  DeviceAllocScope(const DeviceAllocScope&) = delete;
+  DeviceAllocScope& operator=(const DeviceAllocScope&) = delete;
+
+ private:
+  Device prev_;
+};
+using DeviceStorageFn = std::shared_ptr<Storage> (*)(size_t bytes);
+void set_device_storage_fn(DeviceStorageFn fn);
 
 std::string shape_str(const std::vector<int64_t>& s);
 

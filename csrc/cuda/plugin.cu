@@ -166,6 +166,17 @@ static dvl_status copy_d2d(int device, void* dst, const void* src, size_t bytes,
   return copy(device, dst, src, bytes, cudaMemcpyDeviceToDevice, "copy device to device", err);
 }
 
+static dvl_status host_alloc(size_t bytes, void** out, dvl_backend_error* err) {
+  *out = nullptr;
+  cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+  if (e != cudaSuccess) return fail_cuda(err, e, "cudaMallocHost (pinned staging buffer)");
+  return 0;
+}
+
+static void host_free(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);
+}
+
 static dvl_status synchronize(int device, dvl_backend_error* err) {
   cudaStream_t s = device_stream(device, err);
   if (!s) return 1;
@@ -210,6 +221,8 @@ extern "C" __attribute__((visibility("default"))) int dvl_cuda_plugin_init(int a
   out->copy_d2h = copy_d2h;
   out->copy_d2d = copy_d2d;
   out->synchronize = synchronize;
+  out->host_alloc = host_alloc;
+  out->host_free = host_free;
   out->supports = ops_supports;
   out->run = run;
   out->shutdown = nullptr;

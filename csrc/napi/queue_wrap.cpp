@@ -1,16 +1,20 @@
 // queue_wrap.cpp — the JS Queue handle: enqueue ops, sync, read, write, cancel, dispose.
 //
-//   const q = new Queue({ threads, isa })
+//   const q = new Queue({ threads, isa, device })   // device 'cpu' (default) or 'cuda'
 //   const [y] = q.op('matmul', [x, w, b], {})   // validates now, computes later
 //   await q.sync()                             // rejects with the first failed op's error
 //   const data = await q.read(y)               // TypedArray copy
 //
 // Promises settle on the JS thread through one thread-safe function per queue; it is ref'd
 // only while promises are pending, so an idle model never keeps the process alive.
+// A 'cuda' queue (needs an available CUDA probe first) keeps its tensors on the GPU and runs
+// ops there as csrc/core/cuda_queue.h describes; its kernel threads serve the CPU fallbacks.
 #include <cstring>
 #include <memory>
 #include <set>
 
+#include "../core/cuda_loader.h"
+#include "../core/cuda_queue.h"
 #include "../core/error.h"
 #include "../core/queue.h"
 #include "../cpu/kernels.h"
@@ -67,6 +71,17 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
           k = cpu_kernels_for(want);
           if (!k) throw Error(DVL_ERR_BACKEND, "Queue: isa '" + s + "' is not available on this CPU or build");
         }
+        Napi::Value dev = o.Get("device");
+        if (!dev.IsUndefined() && !dev.IsNull()) {
+          std::string d = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : std::string("?");
+          if (d == "cuda") {
+            if (!cuda_api())
+              throw Error(DVL_ERR_BACKEND, "Queue: device 'cuda' needs an available CUDA backend (getBackendInfo says why not)");
+            device_ = Device::Cuda;
+          } else if (d != "cpu") {
+            throw Error(DVL_ERR_ARG, "Queue: device must be 'cpu' or 'cuda'");
+          }
+        }
       }
       queue_ = std::make_unique<ExecQueue>(threads, *k);
       pending_ = std::make_shared<Pending>();
@@ -94,6 +109,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                            InstanceAccessor("threads", &QueueWrap::JS_threads, nullptr),
                            InstanceAccessor("isa", &QueueWrap::JS_isa, nullptr),
                            InstanceAccessor("disposed", &QueueWrap::JS_disposed, nullptr),
+                           InstanceAccessor("device", &QueueWrap::JS_device, nullptr),
                        });
   }
 
@@ -160,9 +176,16 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       }
       auto attrs = std::make_shared<Attrs>();
       if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), *attrs);
-      auto out = std::make_shared<Tensors>(def->plan(*in, *attrs));
-      auto run = def->run;
-      q.push([run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); });
+      std::shared_ptr<Tensors> out;
+      if (device_ == Device::Cuda) {
+        ExecQueue::Job job = cuda_queue_op(*def, in, out, attrs);
+        if (job) q.push(std::move(job));
+      } else {
+        check_host_inputs(name, *in);
+        out = std::make_shared<Tensors>(def->plan(*in, *attrs));
+        auto run = def->run;
+        q.push([run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); });
+      }
       Napi::Array ra = Napi::Array::New(env, out->size());
       for (size_t i = 0; i < out->size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, (*out)[i]));
       result = ra;
@@ -175,7 +198,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     Napi::Value result = env.Undefined();
     guarded(env, [&] {
       need_queue();
-      result = enqueue_settle(env, nullptr);
+      // A CUDA queue's ops are only enqueued on the stream: wait for them and surface their errors.
+      result = enqueue_settle(env, device_ == Device::Cuda ? std::function<void(Settle*)>([](Settle*) { cuda_synchronize(); })
+                                                           : std::function<void(Settle*)>(nullptr));
     });
     return result;
   }
@@ -188,11 +213,15 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       need_queue();
       if (info.Length() < 1) throw Error(DVL_ERR_ARG, "Queue.read(tensor): missing tensor");
       TensorP t = env.GetInstanceData<DvlAddon>()->unwrap_tensor(env, info[0], "Queue.read: argument");
-      result = enqueue_settle(env, [t](Settle* s) {
+      bool dev = t->storage && t->storage->device == Device::Cuda;
+      if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
+      result = enqueue_settle(env, [t, dev](Settle* s) {
         s->has_data = true;
         s->dtype = t->dtype;
         s->data.resize(t->nbytes());
-        if (t->nbytes()) std::memcpy(s->data.data(), t->raw(), t->nbytes());
+        if (!t->nbytes()) return;
+        if (dev) cuda_read_into(*t, s->data.data());
+        else std::memcpy(s->data.data(), t->raw(), t->nbytes());
       });
     });
     return result;
@@ -211,8 +240,12 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       auto copy = std::make_shared<std::vector<char>>(ta.ByteLength());
       if (!copy->empty())
         std::memcpy(copy->data(), static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), copy->size());
-      q.push([t, copy](OpContext&) {
-        if (!copy->empty()) std::memcpy(t->raw(), copy->data(), copy->size());
+      bool dev = t->storage && t->storage->device == Device::Cuda;
+      if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.write: " + t->describe() + " is a GPU tensor; write it on its CUDA queue");
+      q.push([t, copy, dev](OpContext&) {
+        if (copy->empty()) return;
+        if (dev) cuda_write_from(*t, copy->data(), copy->size());
+        else std::memcpy(t->raw(), copy->data(), copy->size());
       });
     });
     return env.Undefined();
@@ -236,8 +269,12 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return Napi::String::New(info.Env(), isa_name(queue_->kernels().isa));
   }
   Napi::Value JS_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !queue_); }
+  Napi::Value JS_device(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), device_ == Device::Cuda ? "cuda" : "cpu");
+  }
 
   std::unique_ptr<ExecQueue> queue_;
+  Device device_ = Device::Cpu;
   std::shared_ptr<Pending> pending_;
   Napi::Env::CleanupHook<std::function<void()>> cleanup_;
   bool has_cleanup_ = false;

@@ -21,8 +21,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     }
     TensorP* p = info[0].As<Napi::External<TensorP>>().Data();
     t_ = *p;
-    bytes_ = int64_t(t_->nbytes());
-    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), bytes_);
+    // Only host memory counts towards V8's external-memory pressure; GPU memory is not its concern.
+    bytes_ = t_->storage && t_->storage->device == Device::Cpu ? int64_t(t_->nbytes()) : 0;
+    if (bytes_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), bytes_);
     info.This().As<Napi::Object>().TypeTag(&kTensorTag);
   }
   ~TensorWrap() override { release(Env()); }
@@ -37,6 +38,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
                            InstanceAccessor("shape", &TensorWrap::JS_shape, nullptr),
                            InstanceAccessor("nbytes", &TensorWrap::JS_nbytes, nullptr),
                            InstanceAccessor("disposed", &TensorWrap::JS_disposed, nullptr),
+                           InstanceAccessor("device", &TensorWrap::JS_device, nullptr),
                            InstanceMethod("dispose", &TensorWrap::JS_dispose),
                        });
   }
@@ -67,6 +69,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     return Napi::Number::New(info.Env(), t_ ? double(t_->nbytes()) : 0);
   }
   Napi::Value JS_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !t_); }
+  Napi::Value JS_device(const Napi::CallbackInfo& info) {
+    if (!t_) return info.Env().Null();
+    return Napi::String::New(info.Env(), t_->storage && t_->storage->device == Device::Cuda ? "cuda" : "cpu");
+  }
   Napi::Value JS_dispose(const Napi::CallbackInfo& info) {
     release(info.Env());
     return info.Env().Undefined();

@@ -2,12 +2,15 @@
 // in one run, AR (next-token mode, same weights) against block diffusion at several step
 // counts, with and without the merged commit. Ratios are taken within the run (PERFORMANCE.md §d).
 import { loadModel, type GenerateRequest, type GenerateResult } from '../model/model.js';
+import { backendName, type GpuOption } from '../native/backend.js';
 
 export interface BenchModelOptions {
   maxTokens: number;
   steps: number[];
   prompt?: string;
   threads?: number;
+  /** Backend choice, as loadModel's gpu option (default 'auto'). */
+  gpu?: GpuOption;
   /** Repetitions per setting; the median is reported (default 3). */
   repeat?: number;
   log?: (line: string) => void;
@@ -30,6 +33,8 @@ export interface BenchRow {
 export interface BenchModelResult {
   model: string;
   threads: number;
+  /** 'cpu (avx2)' or 'cuda (NVIDIA H100 80GB HBM3)': where the numbers were taken. */
+  backend: string;
   rows: BenchRow[];
 }
 
@@ -39,7 +44,7 @@ function median(xs: number[]): number {
 }
 
 export async function benchModel(dir: string, o: BenchModelOptions): Promise<BenchModelResult> {
-  const model = await loadModel(dir, { threads: o.threads });
+  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu });
   const log = o.log ?? (() => undefined);
   const repeat = o.repeat ?? 3;
   const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
@@ -75,7 +80,7 @@ export async function benchModel(dir: string, o: BenchModelOptions): Promise<Ben
       log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
         `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}`);
     }
-    return { model: dir, threads: o.threads ?? 0, rows };
+    return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), rows };
   } finally {
     model.dispose();
   }

@@ -6,6 +6,7 @@
 //
 // Defaults: the bundled pair (models/shapes-ar, models/shapes-diffusionvl) and held-out set.
 import { loadModel, type Model } from '../model/model.js';
+import { backendName, type GpuOption } from '../native/backend.js';
 import { evalHeldout, readHeldout, type EvalRequest, type EvalResult } from '../eval.js';
 import { bundledHeldoutDir, bundledModelDir } from '../models.js';
 
@@ -43,6 +44,8 @@ export interface CompareOptions {
   heldoutDir?: string;
   n?: number;
   threads?: number;
+  /** Backend choice for both models, as loadModel's gpu option (default 'auto'). */
+  gpu?: GpuOption;
   settings?: CompareSetting[];
   log?: (line: string) => void;
 }
@@ -52,6 +55,8 @@ export interface CompareResult {
   child: string;
   heldout: string;
   n: number;
+  /** Where the numbers were taken: 'cpu (avx2)', 'cuda (NVIDIA H100 …)'. */
+  backend: string;
   rows: CompareRow[];
   /** The quality bar of the bundled model (issue 6), evaluated on these rows. */
   bar: { name: string; pass: boolean; detail: string }[];
@@ -89,9 +94,11 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
   const models: Partial<Record<'parent' | 'child', Model>> = {};
   const rows: CompareRow[] = [];
   const results: Record<string, EvalResult> = {};
+  let backend = '';
   try {
-    models.parent = await loadModel(parentDir, { threads: o.threads });
-    models.child = await loadModel(childDir, { threads: o.threads });
+    models.parent = await loadModel(parentDir, { threads: o.threads, gpu: o.gpu });
+    models.child = await loadModel(childDir, { threads: o.threads, gpu: o.gpu });
+    backend = backendName(models.child.backend);
     // Warm-up (first-touch of the weights, thread pool start) outside the timed runs.
     for (const m of [models.parent, models.child]) await evalHeldout(m, set.items, { n: Math.min(2, n) });
     for (const s of o.settings ?? COMPARE_SETTINGS) {
@@ -107,7 +114,7 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
   }
   const base = rows[0]?.tokensPerSecond ?? 0;
   for (const r of rows) r.speedupVsParent = base > 0 ? r.tokensPerSecond / base : 0;
-  return { parent: parentDir, child: childDir, heldout: heldoutDir, n, rows, bar: qualityBar(rows), results };
+  return { parent: parentDir, child: childDir, heldout: heldoutDir, n, backend, rows, bar: qualityBar(rows), results };
 }
 
 /** The markdown table bench/RESULTS.md and the README carry. */

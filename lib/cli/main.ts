@@ -13,7 +13,7 @@
 // --temperature --top-k --top-p --seed --mode diffusion|ar --threads --json --show-steps
 import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { getBackendInfo } from '../native/backend.js';
+import { backendName, getBackendInfo, type GpuOption } from '../native/backend.js';
 import { loadModel } from '../model/model.js';
 import { readConfig } from '../weights/config.js';
 import { DiffusionVLError, ImageError } from '../errors.js';
@@ -43,6 +43,7 @@ options for run:
   --top-k K, --top-p P, --seed N
   --mode M            diffusion | ar (default: diffusion for DiffusionVL checkpoints)
   --threads N         kernel threads (default: physical cores)
+  --gpu G             auto (default: the GPU when the CUDA backend is usable) | cuda | cpu
   --show-steps        print each denoising step's canvas
   --json              print the result as JSON
 
@@ -62,6 +63,7 @@ const OPTIONS = {
   seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
+  gpu: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parse>['values'];
@@ -74,6 +76,14 @@ function num(v: string | undefined, name: string): number | undefined {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new DiffusionVLError('DVL_OPTION', `--${name}: expected a number, got '${v}'`);
   return n;
+}
+
+/** --gpu auto|cuda|cpu (run, eval, bench); left out: loadModel's default, 'auto'. */
+function gpuOpt(v: Values): GpuOption | undefined {
+  const g = v.gpu;
+  if (g === undefined) return undefined;
+  if (g !== 'auto' && g !== 'cuda' && g !== 'cpu') throw new DiffusionVLError('DVL_OPTION', `--gpu: expected auto, cuda or cpu, got '${g}'`);
+  return g;
 }
 
 /** The --image files, checked before the model loads: a missing one is an ImageError naming it. */
@@ -112,7 +122,7 @@ function statsLine(r: GenerateResult): string {
 
 async function cmdRun(dir: string, v: Values): Promise<void> {
   const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
-  const model = await loadModel(dir, { threads: num(v.threads, 'threads') });
+  const model = await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) });
   try {
     let result: GenerateResult | undefined;
     for await (const ev of model.stream(req)) {
@@ -125,7 +135,7 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
       process.stdout.write(JSON.stringify({ text: result!.text, ids: result!.ids, finishReason: result!.finishReason, mode: result!.mode, stats: result!.stats }, null, 2) + '\n');
     } else {
       process.stdout.write('\n');
-      process.stderr.write(statsLine(result!) + '\n');
+      process.stderr.write(`${statsLine(result!)}, on ${backendName(model.backend)}\n`);
     }
   } finally {
     model.dispose();
@@ -156,7 +166,7 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
   const { benchModel } = await import('./bench.js');
   const stepsList = (v.steps ?? '8,4,2').split(',').map((s) => Number(s));
   const res = await benchModel(dir, {
-    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, threads: num(v.threads, 'threads'),
+    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, threads: num(v.threads, 'threads'), gpu: gpuOpt(v),
     log: v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n'),
   });
   if (v.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
@@ -165,13 +175,13 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
 async function cmdCompare(v: Values): Promise<void> {
   const { compareParentChild, compareTable } = await import('./compare.js');
   const log = v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
-  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), log });
+  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), gpu: gpuOpt(v), log });
   if (v.json) {
     const { results: _items, ...summary } = res;
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     return;
   }
-  process.stdout.write(`${compareTable(res)}\n\n${res.n} held-out prompts (${res.heldout}); temperature 0; forwards count prefill, denoising and commit passes.\n`);
+  process.stdout.write(`${compareTable(res)}\n\n${res.n} held-out prompts (${res.heldout}); temperature 0; forwards count prefill, denoising and commit passes; ${res.backend}.\n`);
   for (const b of res.bar) process.stdout.write(`${b.pass ? 'PASS' : 'FAIL'}  ${b.name}: ${b.detail}\n`);
 }
 
@@ -181,7 +191,7 @@ async function cmdEval(dir: string, v: Values): Promise<void> {
   const n = num(v.n, 'n');
   const mode = v.mode as GenerateRequest['mode'];
   const remasking = v.remasking as GenerateRequest['remasking'];
-  const model = await loadModel(dir, { threads: num(v.threads, 'threads') });
+  const model = await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) });
   let res: EvalResult;
   try {
     res = await evalHeldout(model, set.items, {

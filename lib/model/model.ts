@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, OptionError } from '../errors.js';
 import { Queue, tensorFromArray, type Isa, type Tensor } from '../native/index.js';
+import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
 import type { DecodeModel } from '../decode/reference.js';
@@ -41,6 +42,15 @@ export interface LoadModelOptions {
   signal?: AbortSignal;
   /** Load the vision tower when the checkpoint has one (default true; false: text-only prompts). */
   vision?: boolean;
+  /**
+   * 'auto' (default): the GPU when the CUDA backend is usable, else the CPU (model.backend says
+   * why). 'cuda': the GPU or a BackendError. false / 'cpu': the CPU. DIFFUSIONVL_GPU overrides.
+   */
+  gpu?: GpuOption;
+  /** CUDA device index (default 0). */
+  device?: number;
+  /** Extra places to look for libdiffusionvl_cuda.so (files or folders). */
+  cudaPluginPaths?: readonly string[];
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -99,8 +109,10 @@ const REQUEST_KEYS = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format
 export class Model {
   readonly config: ModelConfig;
   readonly tokenizer: TextTokenizer;
-  /** Bytes of weights held natively. */
+  /** Bytes of weights held natively (in GPU memory when backend.backend is 'cuda'). */
   readonly weightBytes: number;
+  /** Where the model runs, and when not on the GPU, why (see getBackendInfo). */
+  readonly backend: BackendInfo;
   private readonly queue: Queue;
   private readonly weights: LoadedWeights;
   private readonly text: Qwen2Text;
@@ -111,8 +123,9 @@ export class Model {
   private _disposed = false;
   private chain: Promise<unknown> = Promise.resolve();
 
-  private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number) {
+  private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo) {
     this.queue = queue;
+    this.backend = backend;
     this.weights = weights;
     this.config = weights.config;
     this.tokenizer = tokenizer;
@@ -134,7 +147,8 @@ export class Model {
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new OptionError(`Expected integer ≥ 1 for contextLength but received ${contextLength}`, 'contextLength');
     }
-    const queue = new Queue({ threads: opts.threads, isa: opts.isa });
+    const backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
+    const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend });
     let weights: LoadedWeights | undefined;
     try {
       const v = config.vision;
@@ -145,7 +159,7 @@ export class Model {
         }
       }
       weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
-      const m = new Model(queue, weights, tokenizer, contextLength);
+      const m = new Model(queue, weights, tokenizer, contextLength, backend);
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
       return m;

@@ -8,7 +8,8 @@
 // 'auto' falls back to CPU and says why (cuda.reason); 'cuda' is an explicit request, so an
 // unavailable CUDA throws a BackendError carrying that reason. The native probe
 // (csrc/core/cuda_loader.cpp) finds the plugin via DIFFUSIONVL_CUDA_PLUGIN, else next to the
-// addon, else `cudaPluginPaths`, and caches its answer per process.
+// addon, else `cudaPluginPaths`, and caches its answer per process. DIFFUSIONVL_CUDA_DRIVER names
+// the driver library when libcuda.so.1 is not on the loader's path.
 import { BackendError, OptionError } from '../errors.js';
 import { loadAddon } from './load.js';
 import type { Attrs, Isa, NativeTensor } from './types.js';
@@ -129,10 +130,12 @@ export function getBackendInfo(opts: BackendOptions = {}): BackendInfo {
     return { backend: 'cpu', cpu, cuda: { available: false, reason: 'disabled', detail: `GPU disabled by ${source}` } };
   }
   const plugin = process.env.DIFFUSIONVL_CUDA_PLUGIN;
+  const driver = process.env.DIFFUSIONVL_CUDA_DRIVER;
   const p = backendAddon().backendProbe({
     pluginPath: plugin ? plugin : undefined,
     searchPaths: opts.cudaPluginPaths ?? [],
     device: opts.device ?? 0,
+    driverPath: driver ? driver : undefined,
   });
   const cuda: BackendInfo['cuda'] = { available: p.available };
   if (!p.available) {
@@ -168,4 +171,10 @@ export function getBackendInfo(opts: BackendOptions = {}): BackendInfo {
  */
 export function cudaRunOp(name: string, inputs: readonly NativeTensor[], attrs: Attrs = {}): NativeTensor[] {
   return backendAddon().cudaRunOp(name, inputs, attrs);
+}
+
+/** One line for reports: 'cpu (avx2)' or 'cuda (NVIDIA H100 80GB HBM3, sm 9.0)'. */
+export function backendName(info: BackendInfo): string {
+  if (info.backend === 'cuda' && info.cuda.device) return `cuda (${info.cuda.device.name}, sm ${info.cuda.device.computeCapability})`;
+  return `cpu (${info.cpu.isa})`;
 }

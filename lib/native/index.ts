@@ -38,6 +38,12 @@ export interface QueueOptions {
   threads?: number;
   /** Force a SIMD level (tests); default: best available or DIFFUSIONVL_CPU_ISA. */
   isa?: Isa;
+  /**
+   * 'cpu' (default) or 'cuda': tensors the queue's ops create live in GPU memory and the ops run
+   * there (host tensors given as inputs are uploaded; ops without a CUDA kernel run on the CPU
+   * on copies). Needs an available CUDA backend: call getBackendInfo first.
+   */
+  device?: 'cpu' | 'cuda';
 }
 
 /** A per-model execution queue with the op set as methods. */
@@ -54,6 +60,7 @@ export class Queue {
   get threads(): number { return this.native.threads; }
   get isa(): Isa | null { return this.native.isa; }
   get disposed(): boolean { return this.native.disposed; }
+  get device(): 'cpu' | 'cuda' { return this.native.device; }
 
   /** Enqueues a raw op by name (see csrc/cpu/ops). */
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: Attrs = {}): NativeTensor[] {

@@ -11,6 +11,8 @@ export interface NativeTensor {
   readonly shape: number[] | null;
   readonly nbytes: number;
   readonly disposed: boolean;
+  /** Where the storage lives: 'cpu' (host) or 'cuda' (GPU memory of the CUDA backend). */
+  readonly device: 'cpu' | 'cuda' | null;
   dispose(): void;
 }
 
@@ -29,6 +31,7 @@ export interface NativeQueue {
   readonly threads: number;
   readonly isa: Isa | null;
   readonly disposed: boolean;
+  readonly device: 'cpu' | 'cuda';
 }
 
 export interface NativeInfo {
@@ -45,5 +48,5 @@ export interface NativeAddon {
   init(opts: { makeError: (code: string, message: string) => Error }): void;
   info(): NativeInfo;
   Tensor: NativeTensorClass;
-  Queue: new (opts?: { threads?: number; isa?: Isa }) => NativeQueue;
+  Queue: new (opts?: { threads?: number; isa?: Isa; device?: 'cpu' | 'cuda' }) => NativeQueue;
 }

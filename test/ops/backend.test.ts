@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vites
 import { BackendError, OptionError } from '../../lib/errors.js';
 import { type BackendAddon, cudaRunOp, getBackendInfo } from '../../lib/native/backend.js';
 import { loadAddon, packageRoot, tensorFromArray } from '../../lib/native/index.js';
+import { findCompiler } from '../helpers/compiler.js';
 
 const ENV_KEYS = ['DIFFUSIONVL_GPU', 'DIFFUSIONVL_CUDA_PLUGIN'] as const;
 const saved = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
@@ -158,18 +159,6 @@ describe('the arch rule (which builds a compute capability can run)', () => {
 
 // ---- the loader past the driver, with fake plugins ---------------------------------------
 
-function findCompiler(): string | undefined {
-  for (const c of [process.env.CXX, 'c++', 'g++', 'clang++']) {
-    if (!c) continue;
-    try {
-      execFileSync(c, ['--version'], { stdio: 'ignore' });
-      return c;
-    } catch {
-      /* try the next */
-    }
-  }
-  return undefined;
-}
 const cxx = findCompiler();
 const work = mkdtempSync(join(tmpdir(), 'dvl-fake-plugin-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));

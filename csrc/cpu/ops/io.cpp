@@ -34,7 +34,7 @@ static Tensors load_plan(const Tensors& in, const Attrs& a) {
   return {};
 }
 
-static void read_exact(int fd, void* dst, size_t bytes, off_t offset, const std::string& path) {
+void read_file_exact(int fd, void* dst, size_t bytes, long offset, const std::string& path) {
   char* p = static_cast<char*>(dst);
   while (bytes > 0) {
     size_t chunk = bytes < (size_t(1) << 30) ? bytes : (size_t(1) << 30);
@@ -64,7 +64,7 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
     ~Closer() { close(fd); }
   } closer{fd};
   if (src == t.dtype) {
-    read_exact(fd, t.raw(), bytes, offset, path);
+    read_file_exact(fd, t.raw(), bytes, offset, path);
     return;
   }
   // Convert through f32 in 1 MiB chunks (only small tensors such as norms and biases take
@@ -76,7 +76,7 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   std::vector<float> f(static_cast<size_t>(chunk));
   for (int64_t i = 0; i < n; i += chunk) {
     int64_t m = (n - i) < chunk ? (n - i) : chunk;
-    read_exact(fd, raw.data(), size_t(m) * es, offset + off_t(i * es), path);
+    read_file_exact(fd, raw.data(), size_t(m) * es, offset + off_t(i * es), path);
     const float* fs = f.data();
     if (src == DType::F32) fs = reinterpret_cast<const float*>(raw.data());
     else if (src == DType::BF16) ctx.k.cvt_bf16_to_f32(reinterpret_cast<const uint16_t*>(raw.data()), f.data(), m);

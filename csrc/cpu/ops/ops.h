@@ -51,4 +51,7 @@ void op_need_rank(const std::string& op, const Tensors& in, size_t i, int rank);
 // Leading dims product of t (all but the last).
 int64_t rows_of(const Tensor& t);
 
+// pread until `bytes` are in dst; Error(DVL_IO) naming `path` on failure or a short file. (io.cpp)
+void read_file_exact(int fd, void* dst, size_t bytes, long offset, const std::string& path);
+
 }  // namespace dvl
