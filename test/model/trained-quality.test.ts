@@ -28,5 +28,5 @@ describe('bundled model quality on the 300 held-out prompts', () => {
     // Same exact match as static 8 within 3 points (the part of the bar this model meets).
     const bar = res.bar.find((b) => b.name.startsWith('child dynamic 0.9 within'))!;
     expect(bar.pass, bar.detail).toBe(true);
-  });
+  }, 600_000);  // 900 generations: ≈ 40 s on an idle 2-core machine, several times that when it is shared
 });
