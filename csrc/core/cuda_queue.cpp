@@ -1,12 +1,7 @@
 // cuda_queue.cpp — a CUDA queue's op execution (see cuda_queue.h for the rules).
 #include "cuda_queue.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 
 #include "../cpu/ops/ops.h"
 #include "cuda_loader.h"
@@ -85,16 +80,11 @@ void load_to_device(Tensor& dst, const Attrs& a) {
     tmp = cuda_tensor(src, dst.shape);
     target = tmp->raw();
   }
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(DVL_ERR_IO, "load: cannot open " + path + ": " + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { close(fd); }
-  } closer{fd};
+  InputFile file(path);
   Staging stage(api, bytes < kStagingBytes ? bytes : kStagingBytes);
   for (size_t done = 0; done < bytes;) {
     size_t n = bytes - done < kStagingBytes ? bytes - done : kStagingBytes;
-    read_file_exact(fd, stage.data(), n, offset + long(done), path);
+    file.read_exact(stage.data(), n, offset + long(done));
     h2d(api, static_cast<char*>(target) + done, stage.data(), n, "load: upload of " + path);
     done += n;
   }

@@ -34,16 +34,23 @@ static Tensors load_plan(const Tensors& in, const Attrs& a) {
   return {};
 }
 
-void read_file_exact(int fd, void* dst, size_t bytes, long offset, const std::string& path) {
+InputFile::InputFile(const std::string& path) : path_(path) {
+  fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw Error(DVL_ERR_IO, "load: cannot open " + path + ": " + std::strerror(errno));
+}
+
+InputFile::~InputFile() { close(fd_); }
+
+void InputFile::read_exact(void* dst, size_t bytes, long offset) const {
   char* p = static_cast<char*>(dst);
   while (bytes > 0) {
     size_t chunk = bytes < (size_t(1) << 30) ? bytes : (size_t(1) << 30);
-    ssize_t r = pread(fd, p, chunk, offset);
+    ssize_t r = pread(fd_, p, chunk, offset);
     if (r < 0) {
       if (errno == EINTR) continue;
-      throw Error(DVL_ERR_IO, "load: reading " + path + ": " + std::strerror(errno));
+      throw Error(DVL_ERR_IO, "load: reading " + path_ + ": " + std::strerror(errno));
     }
-    if (r == 0) throw Error(DVL_ERR_IO, "load: " + path + " ended early (truncated file?) at byte " + std::to_string(offset));
+    if (r == 0) throw Error(DVL_ERR_IO, "load: " + path_ + " ended early (truncated file?) at byte " + std::to_string(offset));
     p += r;
     bytes -= size_t(r);
     offset += r;
@@ -57,14 +64,9 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   off_t offset = off_t(a.get("offset", 0));
   size_t bytes = size_t(a.get("bytes", 0));
   Tensor& t = *in[0];
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(DVL_ERR_IO, "load: cannot open " + path + ": " + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { close(fd); }
-  } closer{fd};
+  InputFile file(path);
   if (src == t.dtype) {
-    read_file_exact(fd, t.raw(), bytes, offset, path);
+    file.read_exact(t.raw(), bytes, offset);
     return;
   }
   // Convert through f32 in 1 MiB chunks (only small tensors such as norms and biases take
@@ -76,7 +78,7 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   std::vector<float> f(static_cast<size_t>(chunk));
   for (int64_t i = 0; i < n; i += chunk) {
     int64_t m = (n - i) < chunk ? (n - i) : chunk;
-    read_file_exact(fd, raw.data(), size_t(m) * es, offset + off_t(i * es), path);
+    file.read_exact(raw.data(), size_t(m) * es, offset + off_t(i * es));
     const float* fs = f.data();
     if (src == DType::F32) fs = reinterpret_cast<const float*>(raw.data());
     else if (src == DType::BF16) ctx.k.cvt_bf16_to_f32(reinterpret_cast<const uint16_t*>(raw.data()), f.data(), m);

@@ -51,7 +51,19 @@ void op_need_rank(const std::string& op, const Tensors& in, size_t i, int rank);
 // Leading dims product of t (all but the last).
 int64_t rows_of(const Tensor& t);
 
-// pread until `bytes` are in dst; Error(DVL_IO) naming `path` on failure or a short file. (io.cpp)
-void read_file_exact(int fd, void* dst, size_t bytes, long offset, const std::string& path);
+// A file opened for reading (closed with the object); read_exact preads until `bytes` are in
+// dst. Failures, including a file that ends early, are Error(DVL_IO) naming the path. (io.cpp)
+class InputFile {
+ public:
+  explicit InputFile(const std::string& path);
+  ~InputFile();
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  void read_exact(void* dst, size_t bytes, long offset) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
 
 }  // namespace dvl
