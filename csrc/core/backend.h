@@ -80,7 +80,8 @@ struct dvl_backend_api {
   // ---- memory --------------------------------------------------------------------------
   // Allocates `bytes` of zero-filled device memory (bytes 0 gives a valid unique pointer).
   dvl_status (*alloc)(int device, size_t bytes, void** out, dvl_backend_error* err);
-  // Frees memory from alloc after the device's pending work; NULL is ignored. Never fails.
+  // Frees memory from alloc once the work already enqueued for the device is done (stream-ordered
+  // where the device has memory pools, so it does not stall the caller); NULL is ignored. Never fails.
   void (*free)(int device, void* ptr);
   // Host → device copy, blocking until done (waits for the device's pending work first).
   dvl_status (*copy_h2d)(int device, void* dst, const void* src, size_t bytes, dvl_backend_error* err);

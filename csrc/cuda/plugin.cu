@@ -37,6 +37,11 @@ int fail_cuda(dvl_backend_error* err, cudaError_t e, const char* what) {
 static constexpr int kMaxDevices = 64;
 static std::mutex g_stream_mu;
 static cudaStream_t g_streams[kMaxDevices];
+// Whether the device's default memory pool serves alloc/free (stream-ordered, cached), set
+// when its stream is created. A queue allocates every op's outputs and frees the intermediates
+// moments later: cudaMalloc/cudaFree would cost a driver call each and cudaFree waits for the
+// whole device, stalling the pipeline on every op; the pool reuses blocks in stream order.
+static bool g_pool[kMaxDevices];
 
 cudaStream_t device_stream(int device, dvl_backend_error* err) {
   if (device < 0 || device >= kMaxDevices) {
@@ -56,8 +61,22 @@ cudaStream_t device_stream(int device, dvl_backend_error* err) {
       fail_cuda(err, e, "cudaStreamCreate");
       return nullptr;
     }
+    int pools = 0;
+    cudaMemPool_t pool;
+    if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && pools &&
+        cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+      // Keep freed blocks cached instead of returning them to the driver at each synchronize.
+      uint64_t keep = UINT64_MAX;
+      g_pool[device] = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) == cudaSuccess;
+    }
+    cudaGetLastError();  // a device without pools is not an error: plain cudaMalloc serves it
   }
   return g_streams[device];
+}
+
+static bool uses_pool(int device) {
+  std::lock_guard<std::mutex> lock(g_stream_mu);
+  return device >= 0 && device < kMaxDevices && g_pool[device];
 }
 
 // ---- devices ----------------------------------------------------------------------------
@@ -120,7 +139,7 @@ static dvl_status mem_alloc(int device, size_t bytes, void** out, dvl_backend_er
   cudaStream_t s = device_stream(device, err);
   if (!s) return 1;
   size_t n = bytes ? bytes : 1;
-  cudaError_t e = cudaMalloc(out, n);
+  cudaError_t e = uses_pool(device) ? cudaMallocAsync(out, n, s) : cudaMalloc(out, n);
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
@@ -132,7 +151,8 @@ static dvl_status mem_alloc(int device, size_t bytes, void** out, dvl_backend_er
   // Zero-filled like host Storage; ordered before any op or copy on this stream.
   e = cudaMemsetAsync(*out, 0, n, s);
   if (e != cudaSuccess) {
-    cudaFree(*out);
+    if (uses_pool(device)) cudaFreeAsync(*out, s);
+    else cudaFree(*out);
     *out = nullptr;
     return fail_cuda(err, e, "cudaMemsetAsync");
   }
@@ -141,8 +161,13 @@ static dvl_status mem_alloc(int device, size_t bytes, void** out, dvl_backend_er
 
 static void mem_free(int device, void* ptr) {
   if (!ptr) return;
-  if (cudaSetDevice(device) != cudaSuccess) return;
-  cudaFree(ptr);  // implicitly waits for the device's work that may still use ptr
+  dvl_backend_error err{};
+  cudaStream_t s = device_stream(device, &err);
+  if (!s) return;
+  // Pool: freed in stream order, after every op already enqueued that may use ptr (all of a
+  // device's work is on this one stream). Without: cudaFree waits for the device.
+  if (uses_pool(device)) cudaFreeAsync(ptr, s);
+  else cudaFree(ptr);
 }
 
 static dvl_status copy(int device, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what,
