@@ -3,6 +3,7 @@
 //   import { loadModel } from 'diffusionvl';
 //   await using model = await loadModel();            // the bundled DiffusionVL child (models/)
 //   await using model = await loadModel('./my-model');
+//   await using model = await loadModel('./my-model', { gpu: 'cuda' });   // model.backend says where it runs
 //   const { text, stats } = await model.generate({ prompt: 'Hello', steps: 4 });
 //   for await (const ev of model.stream({ messages })) if (ev.type === 'block') process.stdout.write(ev.text);
 export { loadModel, Model } from './model/model.js';
