@@ -24,7 +24,7 @@ SETTINGS = [
     {'name': 'dynamic-0.85', 'strategy': 'low_confidence_dynamic', 'steps': 8, 'threshold': 0.85},
     {'name': 'dynamic-0.9', 'strategy': 'low_confidence_dynamic', 'steps': 8, 'threshold': 0.9},
 ]
-KINDS = [k for k, _ in data.KIND_WEIGHTS]
+KINDS = [k for k, _ in data.TASK_WEIGHTS]
 # Held-out indices for fixtures start here (eval.py uses the first few hundred).
 FIXTURE_INDEX_BASE = 100_000
 

@@ -22,8 +22,8 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}" "${INSTALL:=0}"
 fi
 SEED="${SEED:-0}"; PRESET="${PRESET:-full}"; BATCH="${BATCH:-32}"
-AR_STEPS="${AR_STEPS:-3000}"; AR_LR="${AR_LR:-2e-3}"
-DIFF_STEPS="${DIFF_STEPS:-3500}"; DIFF_LR="${DIFF_LR:-1e-3}"
+AR_STEPS="${AR_STEPS:-5000}"; AR_LR="${AR_LR:-2e-3}"
+DIFF_STEPS="${DIFF_STEPS:-4000}"; DIFF_LR="${DIFF_LR:-1e-3}"
 INSTALL="${INSTALL:-1}"; EVAL_N="${EVAL_N:-300}"; EVAL_DURING="${EVAL_DURING:-60}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
 # Fixed thread count: float reductions (and so the weights) depend on it. PASSIVE: OpenMP workers
 # sleep instead of spinning, which matters on a shared machine (spinning made steps 10× slower).

@@ -25,7 +25,7 @@ const USAGE = `usage:
   diffusionvl run [model] --prompt "text" [--image PATH ...] [options]
   diffusionvl eval [model] [--heldout DIR] [--n N] [--mode ar|diffusion] [--steps S]
                    [--remasking static|dynamic] [--threshold T] [--max-tokens G] [--json]
-  diffusionvl bench [--n N] [--heldout DIR] [--json]
+  diffusionvl bench [--n N] [--heldout DIR] [--repeat R] [--json]
   diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
   diffusionvl inspect [model]
 
@@ -53,8 +53,9 @@ stderr every 25 items. --max-tokens defaults to 64 there.
 
 bench without a model: the bundled AR parent (shapes-ar) against its DiffusionVL child
 (shapes-diffusionvl) on the held-out set — exact match, forwards per answer token, tokens/s,
-speed-up, and the model's quality bar. With a model: AR vs block diffusion on that model's
-weights for one long generation (speed only).`;
+speed-up, and the model's quality bar; --repeat R times each setting R times, round-robin, and
+reports the median tokens/s (answers must repeat exactly). With a model: AR vs block diffusion
+on that model's weights for one long generation (speed only).`;
 
 const OPTIONS = {
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, steps: { type: 'string' },
@@ -63,7 +64,7 @@ const OPTIONS = {
   seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
-  gpu: { type: 'string' },
+  gpu: { type: 'string' }, repeat: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parse>['values'];
@@ -175,7 +176,7 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
 async function cmdCompare(v: Values): Promise<void> {
   const { compareParentChild, compareTable } = await import('./compare.js');
   const log = v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
-  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), gpu: gpuOpt(v), log });
+  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), gpu: gpuOpt(v), repeat: num(v.repeat, 'repeat'), log });
   if (v.json) {
     const { results: _items, ...summary } = res;
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
