@@ -353,7 +353,7 @@ TensorP cuda_upload(const Tensor& host) {
 }
 
 void cuda_download(const Tensor& dev, Tensor& host) {
-  if (!dev.storage || dev.storage->device != Device::Cuda)
+  if (!dev.on_cuda())
     throw Error(DVL_ERR_ARG, "cuda_download: " + dev.describe() + " is not a device tensor");
   if (!host.storage || host.storage->device != Device::Cpu || host.dtype != dev.dtype || host.shape != dev.shape)
     throw Error(DVL_ERR_SHAPE, "cuda_download: " + dev.describe() + " into " + host.describe());

@@ -23,7 +23,7 @@ const dvl_backend_api& api_or_throw() {
   throw Error(code.c_str(), what + ": " + e.message);
 }
 
-bool on_device(const TensorP& t) { return t && t->storage && t->storage->device == Device::Cuda; }
+bool on_device(const TensorP& t) { return t && t->on_cuda(); }
 
 void h2d(const dvl_backend_api& api, void* dst, const void* src, size_t bytes, const std::string& what) {
   dvl_backend_error err{};

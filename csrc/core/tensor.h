@@ -44,6 +44,8 @@ struct Tensor {
   int rank() const { return int(shape.size()); }
   int64_t dim(int i) const { return shape[i < 0 ? shape.size() + i : i]; }
   void* raw() const { return storage->data; }
+  // Whether the storage is GPU memory of the CUDA backend (never dereference raw() then).
+  bool on_cuda() const { return storage && storage->device == Device::Cuda; }
   template <class T> T* data() const { return static_cast<T*>(storage->data); }
   std::string describe() const;  // "bf16[896, 4864]"
 };

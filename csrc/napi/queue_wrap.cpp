@@ -213,7 +213,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       need_queue();
       if (info.Length() < 1) throw Error(DVL_ERR_ARG, "Queue.read(tensor): missing tensor");
       TensorP t = env.GetInstanceData<DvlAddon>()->unwrap_tensor(env, info[0], "Queue.read: argument");
-      bool dev = t->storage && t->storage->device == Device::Cuda;
+      bool dev = t->on_cuda();
       if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
       result = enqueue_settle(env, [t, dev](Settle* s) {
         s->has_data = true;
@@ -240,7 +240,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       auto copy = std::make_shared<std::vector<char>>(ta.ByteLength());
       if (!copy->empty())
         std::memcpy(copy->data(), static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), copy->size());
-      bool dev = t->storage && t->storage->device == Device::Cuda;
+      bool dev = t->on_cuda();
       if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.write: " + t->describe() + " is a GPU tensor; write it on its CUDA queue");
       q.push([t, copy, dev](OpContext&) {
         if (copy->empty()) return;

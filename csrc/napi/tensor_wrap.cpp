@@ -22,7 +22,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     TensorP* p = info[0].As<Napi::External<TensorP>>().Data();
     t_ = *p;
     // Only host memory counts towards V8's external-memory pressure; GPU memory is not its concern.
-    bytes_ = t_->storage && t_->storage->device == Device::Cpu ? int64_t(t_->nbytes()) : 0;
+    bytes_ = t_->on_cuda() ? 0 : int64_t(t_->nbytes());
     if (bytes_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), bytes_);
     info.This().As<Napi::Object>().TypeTag(&kTensorTag);
   }
@@ -71,7 +71,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value JS_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !t_); }
   Napi::Value JS_device(const Napi::CallbackInfo& info) {
     if (!t_) return info.Env().Null();
-    return Napi::String::New(info.Env(), t_->storage && t_->storage->device == Device::Cuda ? "cuda" : "cpu");
+    return Napi::String::New(info.Env(), t_->on_cuda() ? "cuda" : "cpu");
   }
   Napi::Value JS_dispose(const Napi::CallbackInfo& info) {
     release(info.Env());
