@@ -13,7 +13,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, OptionError } from '../errors.js';
-import { Queue, tensorFromArray, type Isa, type Tensor } from '../native/index.js';
+import { Queue, type Isa, type Tensor } from '../native/index.js';
+import type { PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
@@ -51,6 +52,12 @@ export interface LoadModelOptions {
   device?: number;
   /** Extra places to look for libdiffusionvl_cuda.so (files or folders). */
   cudaPluginPaths?: readonly string[];
+  /**
+   * Run every forward op by op instead of recording each pass shape once and replaying it with
+   * one native call (default false; DIFFUSIONVL_EAGER=1 does the same). Results are identical
+   * bit for bit; eager is for debugging and tests.
+   */
+  eager?: boolean;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -136,6 +143,11 @@ export class Model {
     this.text.allocateCache({ capacity: contextLength });
   }
 
+  /** How forwards run: recorded plans (with their cache counters) or op by op. */
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats } {
+    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats } };
+  }
+
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */
   static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
     const config = await readConfig(dir);
@@ -160,6 +172,7 @@ export class Model {
       }
       weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend);
+      if (opts.eager !== undefined) m.text.eager = opts.eager === true;
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
       return m;
@@ -404,39 +417,28 @@ export class Model {
   /** Block-mask forward (diffusion): see BlockForwarder. */
   private forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, embeds, embedRows }));
+    return this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, ...this.spliced(pos0, ids.length) });
   }
 
   /** Causal forward (AR): see CausalForwarder. */
   private forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, embeds, embedRows }));
+    return this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, ...this.spliced(pos0, ids.length) });
   }
 
   /**
-   * Runs `fwd` with the image feature rows of positions [pos0, pos0 + n), if any: the rows are
-   * gathered from the features (in the order of their positions) and handed over with their
-   * offsets in the forward. The forward's ops hold their own references, so the gathered
-   * tensor is released as soon as it is queued.
+   * The image feature rows of positions [pos0, pos0 + n), if any: which rows of the features
+   * (in the order of their positions) replace which rows of the forward. The forward gathers
+   * and scatters them itself, inside its plan.
    */
-  private spliced(pos0: number, n: number, fwd: (embeds?: Tensor, embedRows?: Int32Array) => Tensor | null): Tensor | null {
+  private spliced(pos0: number, n: number): { features?: Tensor; featureRows?: Int32Array; embedRows?: Int32Array } {
     const p = this.active;
-    if (!p?.features || pos0 >= p.featureRow.length) return fwd();
+    if (!p?.features || pos0 >= p.featureRow.length) return {};
     const at: number[] = [], src: number[] = [];
     const end = Math.min(pos0 + n, p.featureRow.length);
     for (let j = pos0; j < end; j++) if (p.featureRow[j] >= 0) { at.push(j - pos0); src.push(p.featureRow[j]); }
-    if (at.length === 0) return fwd();
-    const idx = tensorFromArray('i32', [src.length], Int32Array.from(src));
-    let embeds: Tensor | undefined;
-    try {
-      embeds = this.queue.gatherRows(p.features, idx);
-      return fwd(embeds, Int32Array.from(at));
-    } finally {
-      embeds?.dispose();
-      idx.dispose();
-    }
+    if (at.length === 0) return {};
+    return { features: p.features, featureRows: Int32Array.from(src), embedRows: Int32Array.from(at) };
   }
 
   /** Frees every native resource now. Idempotent. */
