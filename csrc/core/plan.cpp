@@ -21,6 +21,34 @@ ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors
   return [run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); };
 }
 
+namespace {
+
+// Work below which an op runs on one thread: ≈ 10-20 µs on one core — a fork/join with a
+// spinning worker costs ~1 µs, with a sleeping or descheduled one 10 µs to a time slice.
+constexpr double kSerialMacs = double(1 << 17);       // matmul / attention multiply-adds
+constexpr double kSerialElements = double(1 << 17);   // elements touched by the other ops
+
+double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
+
+bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Attrs& a) {
+  const std::string name = def.name;
+  if (name == "matmul" && in.size() >= 2 && in[0] && in[1])
+    return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs;
+  if (name == "attention" && !in.empty() && in[0] && in[0]->rank() == 3) {
+    // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
+    const double keys = std::max(256.0, a.get("kvLen", 0));
+    return 2.0 * double(in[0]->numel()) * keys < kSerialMacs;
+  }
+  // Caches written in place count by the rows written, not by their capacity.
+  double n = 0;
+  if (name == "kv_cache_append" || name == "scatter_rows") n = numel_of(in.size() > 1 ? in[1] : nullptr);
+  else for (const TensorP& t : in) n += t && t->numel() < (int64_t(1) << 24) ? numel_of(t) : 0;
+  for (const TensorP& t : out) n += numel_of(t);
+  return n < kSerialElements;
+}
+
+}  // namespace
+
 void Plan::need_recording(const char* what) const {
   if (finished_) throw Error(DVL_ERR_ARG, std::string("plan: ") + what + " after finish()");
 }
@@ -44,7 +72,8 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   // A view (reshape) or an allocation (empty) has nothing to run: its storage is placed like
   // any other intermediate. (In a plan, `empty` is scratch: its contents are undefined.)
   if (job && name != "reshape" && name != "empty") {
-    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(*ap), std::move(patches), std::move(job)};
+    const bool serial = serial_op(def, *ip, *out, *ap);
+    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(*ap), std::move(patches), std::move(job), serial};
     ops_.push_back(std::move(op));
   } else if (!patches.empty()) {
     throw Error(DVL_ERR_ARG, name + ": has nothing to run, so it cannot take patched attributes");
@@ -225,9 +254,11 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::
       else std::memcpy(slot.raw(), values[i].bytes.data(), values[i].bytes.size());
     }
   }
+  static ThreadPool one_thread(1);  // no workers: run() calls the function in place
+  OpContext serial = ctx.on(one_thread);
   for (Op& op : ops_) {
     for (const AttrPatch& p : op.patches) op.attrs->num[p.key] = params[size_t(p.param)] + p.offset;
-    op.job(ctx);
+    op.job(op.serial ? serial : ctx);
   }
 }
 

@@ -18,6 +18,10 @@
 //                 for that replay;
 //   params        numbers patched into attributes: attrs.num[key] = params[i] + offset
 //                 (the cache position of a step: kv_cache_append pos0, attention kvLen/qPos0).
+// Threads are decided once per op at record time: an op whose work is a few microseconds runs
+// on the queue thread alone (a fork/join costs about as much, and far more when another process
+// holds the worker's core). Every kernel computes each output element the same way whatever
+// the thread count, so this changes no bit of the result.
 // Outputs live in the arena: a replay's outputs are valid until the next replay of the same
 // plan (the decoder reads them at once). They keep the arena alive, so a disposed or evicted
 // plan never leaves a dangling tensor.
@@ -88,6 +92,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
     std::shared_ptr<const Attrs> recorded;         // as recorded: replay() validates from this copy
     std::vector<AttrPatch> patches;
     ExecQueue::Job job;
+    bool serial;  // too small to pay for waking the pool: runs on the queue thread alone
   };
   struct Input {
     bool bound;

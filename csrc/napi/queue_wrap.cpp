@@ -44,6 +44,9 @@ struct Settle {
   bool has_data = false;
   DType dtype = DType::F32;
   std::vector<char> data;
+  // read([a, b, ...]): one copy per tensor, resolved together as an array.
+  bool many = false;
+  std::vector<std::pair<DType, std::vector<char>>> parts;
 };
 
 }  // namespace
@@ -138,7 +141,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
   // Creates a promise settled on the JS thread after every job queued so far has run.
   Napi::Promise enqueue_settle(Napi::Env env, std::function<void(Settle*)> fill) {
     auto d = Napi::Promise::Deferred::New(env);
-    Settle* s = new Settle{pending_, d, nullptr, false, DType::F32, {}};
+    Settle* s = new Settle{pending_, d, nullptr, false, DType::F32, {}, false, {}};
     if (pending_->n++ == 0) pending_->tsfn.Ref(env);
     Tsfn tsfn = pending_->tsfn;
     queue_->push_sync([tsfn, s, fill](std::exception_ptr err) mutable {
@@ -259,23 +262,43 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return result;
   }
 
-  // read(tensor) → Promise<TypedArray> holding a copy of the tensor after queued ops ran.
+  // read(tensor) → Promise<TypedArray> holding a copy of the tensor after queued ops ran;
+  // read([t0, t1, ...]) → Promise<TypedArray[]>: one settle for several (the decoder reads a
+  // step's ids, confidences and reveal flags together).
   Napi::Value JS_read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Value result = env.Undefined();
     guarded(env, [&] {
       need_queue();
       if (info.Length() < 1) throw Error(DVL_ERR_ARG, "Queue.read(tensor): missing tensor");
-      TensorP t = env.GetInstanceData<DvlAddon>()->unwrap_tensor(env, info[0], "Queue.read: argument");
-      bool dev = t->on_cuda();
-      if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
-      result = enqueue_settle(env, [t, dev](Settle* s) {
-        s->has_data = true;
-        s->dtype = t->dtype;
-        s->data.resize(t->nbytes());
-        if (!t->nbytes()) return;
-        if (dev) cuda_read_into(*t, s->data.data());
-        else std::memcpy(s->data.data(), t->raw(), t->nbytes());
+      DvlAddon* addon = env.GetInstanceData<DvlAddon>();
+      const bool many = info[0].IsArray();
+      Tensors ts;
+      if (many) {
+        Napi::Array a = info[0].As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); ++i) ts.push_back(addon->unwrap_tensor(env, a.Get(i), "Queue.read: element"));
+      } else {
+        ts.push_back(addon->unwrap_tensor(env, info[0], "Queue.read: argument"));
+      }
+      for (const TensorP& t : ts)
+        if (t->on_cuda() && device_ != Device::Cuda)
+          throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
+      result = enqueue_settle(env, [ts, many](Settle* s) {
+        s->many = many;
+        for (const TensorP& t : ts) {
+          std::vector<char> data(t->nbytes());
+          if (!data.empty()) {
+            if (t->on_cuda()) cuda_read_into(*t, data.data());
+            else std::memcpy(data.data(), t->raw(), data.size());
+          }
+          if (many) {
+            s->parts.emplace_back(t->dtype, std::move(data));
+          } else {
+            s->has_data = true;
+            s->dtype = t->dtype;
+            s->data = std::move(data);
+          }
+        }
       });
     });
     return result;
@@ -378,6 +401,10 @@ void settle_on_js_impl(Napi::Env env, Napi::Function, void*, Settle* s) {
     } catch (...) {
     }
     s->deferred.Reject(DvlAddon::make_error_value(env, code, msg));
+  } else if (s->many) {
+    Napi::Array a = Napi::Array::New(env, s->parts.size());
+    for (size_t i = 0; i < s->parts.size(); ++i) a.Set(uint32_t(i), typed_copy(env, s->parts[i].first, s->parts[i].second));
+    s->deferred.Resolve(a);
   } else if (s->has_data) {
     s->deferred.Resolve(typed_copy(env, s->dtype, s->data));
   } else {

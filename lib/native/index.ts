@@ -228,6 +228,8 @@ export class Queue extends OpSet {
   read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array> { return this.native.read(t); }
   async readF32(t: NativeTensor): Promise<Float32Array> { return (await this.native.read(t)) as Float32Array; }
   async readI32(t: NativeTensor): Promise<Int32Array> { return (await this.native.read(t)) as Int32Array; }
+  /** Copies of several tensors after queued ops ran, in one settle. */
+  readMany(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]> { return this.native.read(ts); }
   write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
   cancel(): void { this.native.cancel(); }
   dispose(): void { this.native.dispose(); }

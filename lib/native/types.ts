@@ -53,6 +53,7 @@ export interface NativeQueue {
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[];
   sync(): Promise<void>;
   read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array>;
+  read(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]>;
   write(t: NativeTensor, data: ArrayBufferView): void;
   cancel(): void;
   dispose(): void;
