@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "../cpu/ops/ops.h"
+#include "cuda_loader.h"
 #include "cuda_queue.h"
 #include "error.h"
 
@@ -140,7 +141,7 @@ size_t place(std::vector<Life*>& items) {
 
 }  // namespace
 
-void Plan::finish(const Tensors& outputs, int nparams) {
+void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   need_recording("finish");
   if (nparams < 0) throw Error(DVL_ERR_ARG, "plan: nparams must be >= 0");
   for (const Op& op : ops_)
@@ -173,7 +174,9 @@ void Plan::finish(const Tensors& outputs, int nparams) {
   for (const TensorP& t : outputs) {
     touch(t, end);
     auto it = life.find(t->storage.get());
-    if (it != life.end()) it->second.last = end;  // outputs outlive the op list
+    if (it == life.end()) continue;
+    if (fresh_outputs) life.erase(it);  // placed in new memory at each replay
+    else it->second.last = end;         // outlives the op list
   }
 
   std::vector<Life*> items;
@@ -197,6 +200,7 @@ void Plan::finish(const Tensors& outputs, int nparams) {
     }
   }
   outputs_ = outputs;
+  fresh_outputs_ = fresh_outputs;
   nparams_ = nparams;
   finished_ = true;
 }
@@ -221,9 +225,8 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     if (v.bound->dtype != slot.dtype || v.bound->shape != slot.shape)
       throw Error(DVL_ERR_SHAPE, "plan: input " + std::to_string(i) + " is " + v.bound->describe() + ", the plan was recorded with " +
                                      slot.describe());
-    if (v.bound->on_cuda() != (dev_ == Device::Cuda))
-      throw Error(DVL_ERR_ARG, "plan: input " + std::to_string(i) + " lives on the " + (v.bound->on_cuda() ? "GPU" : "CPU") +
-                                   ", the plan runs on the " + (dev_ == Device::Cuda ? "GPU" : "CPU"));
+    if (v.bound->on_cuda() && dev_ != Device::Cuda)
+      throw Error(DVL_ERR_ARG, "plan: input " + std::to_string(i) + " lives on the GPU, the plan runs on the CPU");
   }
   for (size_t i = 0; i < params.size(); ++i)
     if (!std::isfinite(params[i])) throw Error(DVL_ERR_ARG, "plan: parameter " + std::to_string(i) + " is not finite");
@@ -236,19 +239,40 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     op.def->plan(*op.in, a);
   }
   outputs.clear();
+  Tensors fresh;
   for (const TensorP& t : outputs_) {
-    auto o = std::make_shared<Tensor>(*t);  // same dtype, shape and storage (the arena slot)
-    outputs.push_back(o);
+    const bool slot = !t->storage->owned() && !t->storage->base();
+    if (fresh_outputs_ && slot && !is_bound(t->storage.get())) {
+      TensorP o = Tensor::alloc(t->dtype, t->shape, dev_);   // this replay's own memory
+      fresh.push_back(o);
+      outputs.push_back(o);
+    } else {
+      fresh.push_back(nullptr);
+      outputs.push_back(std::make_shared<Tensor>(*t));  // same dtype, shape and storage (the arena slot)
+    }
   }
   auto self = shared_from_this();
-  return [self, values = std::move(values), params = std::move(params)](OpContext& ctx) { self->run(ctx, values, params); };
+  return [self, values = std::move(values), params = std::move(params), fresh = std::move(fresh)](OpContext& ctx) {
+    self->run(ctx, values, params, fresh);
+  };
 }
 
-void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params) {
+bool Plan::is_bound(const Storage* s) const {
+  for (const Input& in : inputs_)
+    if (in.bound && in.t->storage.get() == s) return true;
+  return false;
+}
+
+void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh) {
+  for (size_t i = 0; i < fresh.size(); ++i)
+    if (fresh[i]) outputs_[i]->storage->data = fresh[i]->raw();
+  Tensors uploaded;  // host tensors bound into a CUDA plan: their device copies, alive until the ops are enqueued
   for (size_t i = 0; i < inputs_.size(); ++i) {
     Tensor& slot = *inputs_[i].t;
     if (inputs_[i].bound) {
-      slot.storage->data = values[i].bound->raw();
+      TensorP b = values[i].bound;
+      if (dev_ == Device::Cuda && !b->on_cuda()) uploaded.push_back(b = cuda_upload(*b));
+      slot.storage->data = b->raw();
     } else if (!values[i].bytes.empty()) {
       if (dev_ == Device::Cuda) cuda_write_from(slot, values[i].bytes.data(), values[i].bytes.size());
       else std::memcpy(slot.raw(), values[i].bytes.data(), values[i].bytes.size());

@@ -15,15 +15,15 @@
 //                 logit rows); on a CUDA plan those tensors live on the device and the replay
 //                 uploads them first, so no op uploads anything;
 //   bound inputs  tensors the caller owns (image features): the slot points at their storage
-//                 for that replay;
+//                 for that replay (a host tensor bound into a CUDA plan is uploaded first);
 //   params        numbers patched into attributes: attrs.num[key] = params[i] + offset
 //                 (the cache position of a step: kv_cache_append pos0, attention kvLen/qPos0).
 // Threads are decided once per op at record time: an op whose work is a few microseconds runs
 // on the queue thread alone (a fork/join costs about as much, and far more when another process
 // holds the worker's core). Every kernel computes each output element the same way whatever
 // the thread count, so this changes no bit of the result.
-// Outputs live in the arena: a replay's outputs are valid until the next replay of the same
-// plan (the decoder reads them at once). They keep the arena alive, so a disposed or evicted
+// Outputs live in the arena unless the plan was finished with fresh outputs: a replay's outputs
+// are then valid until the next replay of the same plan (the decoder reads them at once). They keep the arena alive, so a disposed or evicted
 // plan never leaves a dangling tensor.
 #pragma once
 #include <memory>
@@ -69,7 +69,9 @@ class Plan : public std::enable_shared_from_this<Plan> {
   TensorP add_data_input(DType dt, std::vector<int64_t> shape);
   TensorP add_bound_input(DType dt, std::vector<int64_t> shape);
   // Seals the plan: `outputs` are what each replay returns; `nparams` scalars per replay.
-  void finish(const Tensors& outputs, int nparams);
+  // fresh_outputs: each replay writes its outputs into new memory the returned tensors own
+  // (for results kept across replays, like image features), instead of the arena.
+  void finish(const Tensors& outputs, int nparams, bool fresh_outputs = false);
 
   // ---- replay (JS thread) -------------------------------------------------------------------
   // Checks the values (count, sizes, dtypes, shapes, device) and the patched attributes (each
@@ -99,13 +101,15 @@ class Plan : public std::enable_shared_from_this<Plan> {
     TensorP t;
   };
   void need_recording(const char* what) const;
-  void run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params);
+  bool is_bound(const Storage* s) const;
+  void run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh);
 
   Device dev_;
   bool finished_ = false;
   std::vector<Op> ops_;
   std::vector<Input> inputs_;
   Tensors outputs_;
+  bool fresh_outputs_ = false;
   int nparams_ = 0;
   std::shared_ptr<Storage> arena_;
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;

@@ -32,6 +32,7 @@ struct Storage {
   static std::shared_ptr<Storage> slot(size_t nbytes, Device dev, std::shared_ptr<Storage> base = nullptr);
   bool owned() const { return owned_; }
   void set_base(std::shared_ptr<Storage> b) { base_ = std::move(b); }
+  const std::shared_ptr<Storage>& base() const { return base_; }
 
  protected:
   struct SlotTag {};

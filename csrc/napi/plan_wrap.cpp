@@ -178,7 +178,7 @@ class PlanBuilderWrap : public Napi::ObjectWrap<PlanBuilderWrap> {
     return result;
   }
 
-  // finish(outputs[], nparams) → Plan
+  // finish(outputs[], nparams, freshOutputs?) → Plan
   Napi::Value JS_finish(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Value result = env.Undefined();
@@ -190,7 +190,8 @@ class PlanBuilderWrap : public Napi::ObjectWrap<PlanBuilderWrap> {
       Napi::Array oa = info[0].As<Napi::Array>();
       Tensors outs;
       for (uint32_t i = 0; i < oa.Length(); ++i) outs.push_back(addon->unwrap_tensor(env, oa.Get(i), "PlanBuilder.finish: output"));
-      plan.finish(outs, info[1].As<Napi::Number>().Int32Value());
+      const bool fresh = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+      plan.finish(outs, info[1].As<Napi::Number>().Int32Value(), fresh);
       std::shared_ptr<Plan> done = std::move(plan_);
       result = addon->plan_ctor.New({Napi::External<std::shared_ptr<Plan>>::New(env, &done)});
     });

@@ -82,8 +82,12 @@ export interface GenerateRequest extends DecodeOptions {
 }
 
 export interface GenerateStats extends DecodeStats {
-  /** Milliseconds spent on images: decode, preprocess, vision tower (0 without images). */
+  /** Milliseconds spent on images in all: imageMs + the vision tower (0 without images). */
   visionMs: number;
+  /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
+   *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
+   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs). */
+  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];
 }
@@ -104,6 +108,8 @@ interface EncodedPrompt {
   features: Tensor | null;
   imageTokens: number[];
   visionMs: number;
+  imageMs: number;
+  towerMs: number;
 }
 
 export type StreamEvent =
@@ -172,7 +178,10 @@ export class Model {
       }
       weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend);
-      if (opts.eager !== undefined) m.text.eager = opts.eager === true;
+      if (opts.eager !== undefined) {
+        m.text.eager = opts.eager === true;
+        if (m.tower) m.tower.eager = opts.eager === true;
+      }
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
       return m;
@@ -232,7 +241,7 @@ export class Model {
    * abort cancels the queued tower work and rejects with signal.reason.
    */
   private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
-    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
+    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
     checkAbort();
@@ -240,6 +249,7 @@ export class Model {
     for (const im of images) decoded.push(await decodeImage(im as ImageInput));
     checkAbort();
     let features: Tensor, imageTokens: number[];
+    let tTower = performance.now();
     const v = this.config.vision!;
     if (v.kind === 'qwen2_5_vl') {
       const pre = [];
@@ -250,6 +260,7 @@ export class Model {
         }));
       }
       checkAbort();
+      tTower = performance.now();
       features = this.tower!.encode(pre);
       imageTokens = pre.map((p) => p.tokens);
     } else {
@@ -280,7 +291,8 @@ export class Model {
       for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
       off += imageTokens[k++];
     }
-    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
+    const t1 = performance.now();
+    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: t1 - t0, imageMs: tTower - t0, towerMs: t1 - tTower };
   }
 
   /**
@@ -307,14 +319,16 @@ export class Model {
   async *stream(req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
     this.ensureAlive();
     const { decodeOptions, mode } = this.splitRequest(req);
+    const tPrompt = performance.now();
     const { ids, images } = this.prompt(req);
+    const promptMs = performance.now() - tPrompt;
     const release = await this.acquire();
     try {
       this.ensureAlive();
       const p = await this.encodePrompt(ids, images, req.signal);
       this.active = p;
       try {
-        yield* this.run(p, decodeOptions, mode, req);
+        yield* this.run(p, decodeOptions, mode, req, promptMs);
       } finally {
         this.active = null;
         p.features?.dispose();
@@ -374,7 +388,7 @@ export class Model {
     return { decodeOptions: decodeOptions as DecodeOptions, mode };
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, promptMs: number): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
@@ -408,7 +422,8 @@ export class Model {
       } else {
         const r = ev.result;
         const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
-        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens };
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs };
+        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
       }
     }

@@ -62,9 +62,13 @@ export class Recorder extends OpSet {
     return new PlanParam(i, 0, value);
   }
 
-  /** Seals the recording; `outputs` (placeholders this recorder returned) are what each replay returns. */
-  finish(outputs: readonly NativeTensor[]): RecordedPlan {
-    return new RecordedPlan(this.b.finish(outputs, this.params.length), this.inputs.slice(), this.params.slice());
+  /**
+   * Seals the recording; `outputs` (placeholders this recorder returned) are what each replay
+   * returns: views of the plan's arena, valid until its next replay — or, with `fresh`, new
+   * tensors each replay that the caller owns (results kept across replays, like image features).
+   */
+  finish(outputs: readonly NativeTensor[], opts: { fresh?: boolean } = {}): RecordedPlan {
+    return new RecordedPlan(this.b.finish(outputs, this.params.length, opts.fresh === true), this.inputs.slice(), this.params.slice());
   }
 
   private declare(name: string): void {

@@ -44,7 +44,7 @@ export interface NativePlanBuilder {
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs, patches?: readonly (readonly [string, number, number])[]): NativeTensor[];
   input(dtype: DType, shape: readonly number[]): NativeTensor;
   bind(dtype: DType, shape: readonly number[]): NativeTensor;
-  finish(outputs: readonly NativeTensor[], nparams: number): NativePlan;
+  finish(outputs: readonly NativeTensor[], nparams: number, freshOutputs?: boolean): NativePlan;
 }
 
 export interface NativeQueue {

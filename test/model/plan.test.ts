@@ -149,6 +149,41 @@ describe('plans through the public API', () => {
   });
 });
 
+describe('the Qwen2.5-VL tower through plans', () => {
+  it('equals eager bit for bit per grid list; each replay returns its own tensor', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-tower-'));
+    dirs.push(dir);
+    const vis = { kind: 'qwen2_5_vl' as const, depth: 3, hiddenSize: 32, numHeads: 2, intermediateSize: 48, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, fullAttBlockIndexes: [1] };
+    await writeQwen2Checkpoint(dir, { hiddenSize: 48, numLayers: 1, numHeads: 4, numKvHeads: 2, intermediateSize: 40, vocabSize: 50, vision: vis },
+      { dtype: 'bf16', tied: true, shards: 1, layout: 'released', seed: 13 });
+    const q = new Queue({ threads: 2 });
+    const w = await loadWeights(dir, q);
+    const { Qwen25VisionTower } = await import('../../lib/model/qwen25vl_vision.js');
+    const cfg = w.config.vision as import('../../lib/weights/config.js').QwenVisionConfig;
+    const eager = new Qwen25VisionTower(q, w, cfg), planned = new Qwen25VisionTower(q, w, cfg);
+    eager.eager = true;
+    planned.eager = false;
+    const row = 3 * 2 * 14 * 14;
+    const image = (grid: number[], seed: number) => ({
+      grid, pixelValues: Float32Array.from({ length: grid[0] * grid[1] * grid[2] * row }, (_, i) => Math.sin(i * 0.37 + seed)),
+    });
+    const cases = [[image([1, 4, 6], 1)], [image([1, 6, 2], 2), image([1, 2, 2], 3)], [image([1, 4, 6], 4)], [image([1, 6, 2], 5), image([1, 2, 2], 6)]];
+    const kept: { t: import('../../lib/native/index.js').Tensor; want: Uint32Array }[] = [];
+    for (const c of cases) {
+      const te = eager.encode(c), tp = planned.encode(c);
+      const [fe, fp] = [await q.readF32(te), await q.readF32(tp)];
+      expect(fp.some(Number.isNaN)).toBe(false);
+      expect(bits(fp)).toEqual(bits(fe));
+      te.dispose();
+      kept.push({ t: tp, want: bits(fp).slice() });
+    }
+    expect(planned.plans.stats).toMatchObject({ recorded: 2, replays: 4 });
+    // Replays 3 and 4 reused the plans of 1 and 2: the earlier results are untouched.
+    for (const k of kept) { expect(bits(await q.readF32(k.t))).toEqual(k.want); k.t.dispose(); }
+    eager.dispose(); planned.dispose(); w.dispose(); q.dispose();
+  });
+});
+
 describe('plan cache and replay errors', () => {
   let q: Queue, w: LoadedWeights, m: Qwen2Text;
   beforeAll(async () => {
