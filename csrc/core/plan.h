@@ -12,8 +12,8 @@
 //
 // Per-step values, in the order the recorder declared them:
 //   data inputs   small host arrays copied into the plan's own input tensors (ids, positions,
-//                 logit rows); on a CUDA plan those tensors live on the device and the replay
-//                 uploads them first, so no op uploads anything;
+//                 logit rows); on a CUDA plan those tensors are one device block that the replay
+//                 uploads with one copy first, so no op uploads anything;
 //   bound inputs  tensors the caller owns (image features): the slot points at their storage
 //                 for that replay (a host tensor bound into a CUDA plan is uploaded first);
 //   params        numbers patched into attributes: attrs.num[key] = params[i] + offset
@@ -112,6 +112,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   bool fresh_outputs_ = false;
   int nparams_ = 0;
   std::shared_ptr<Storage> arena_;
+  TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;
 };
 

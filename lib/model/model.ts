@@ -149,9 +149,9 @@ export class Model {
     this.text.allocateCache({ capacity: contextLength });
   }
 
-  /** How forwards run: recorded plans (with their cache counters) or op by op. */
-  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats } {
-    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats } };
+  /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats; queue: { jobs: number; idleStarts: number; idleWaitMs: number } } {
+    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats }, queue: this.queue.stats() };
   }
 
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */

@@ -221,6 +221,8 @@ export class Queue extends OpSet {
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[] {
     return this.native.replay(plan, values, params);
   }
+  /** Jobs run so far and the queue thread's wake-up time (push to start on an idle queue). */
+  stats(): { jobs: number; idleStarts: number; idleWaitMs: number } { return this.native.stats(); }
   /** A builder recording a plan for this queue's device (use lib/native/plan.ts's Recorder). */
   record(): NativePlanBuilder { return this.native.record(); }
 

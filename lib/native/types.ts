@@ -50,6 +50,8 @@ export interface NativePlanBuilder {
 export interface NativeQueue {
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs): NativeTensor[];
   record(): NativePlanBuilder;
+  /** Jobs run, and the push-to-start wait of those pushed onto an idle queue (its wake-up). */
+  stats(): { jobs: number; idleStarts: number; idleWaitMs: number };
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[];
   sync(): Promise<void>;
   read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array>;
