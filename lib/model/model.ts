@@ -86,8 +86,9 @@ export interface GenerateStats extends DecodeStats {
   visionMs: number;
   /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
    *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
-   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs). */
-  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number };
+   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs; in AR
+   *  mode it yields the first token); decode = the rest, which yields decodeTokens. */
+  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number; decodeTokens: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];
 }
@@ -422,7 +423,9 @@ export class Model {
       } else {
         const r = ev.result;
         const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
-        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs };
+        // AR's first token comes out of the prefill forward; diffusion's prefill yields none.
+        const decodeTokens = mode === 'ar' ? Math.max(0, r.stats.generatedTokens - 1) : r.stats.generatedTokens;
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
         const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
       }
