@@ -58,9 +58,11 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   need_recording("op");
   const std::string name = def.name;
   for (const AttrPatch& p : patches) {
-    if (p.param < 0) throw Error(DVL_ERR_ARG, name + ": a patched attribute needs a parameter index >= 0");
-    if (!attrs.num.count(p.key))
+    if (p.param < 0 || p.len < 0) throw Error(DVL_ERR_ARG, name + ": a patched attribute needs a parameter index and length >= 0");
+    if (p.len == 0 && !attrs.num.count(p.key))
       throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs a numeric value at record time");
+    if (p.len > 0 && (!attrs.arr.count(p.key) || attrs.arr.at(p.key).size() != size_t(p.len)))
+      throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs an array of " + std::to_string(p.len) + " numbers at record time");
   }
   auto ip = std::make_shared<Tensors>(std::move(in));
   auto ap = std::make_shared<Attrs>(std::move(attrs));
@@ -152,12 +154,21 @@ size_t place(std::vector<Life*>& items) {
 
 }  // namespace
 
+void Plan::apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params) {
+  if (p.len == 0) {
+    a.num[p.key] = params[size_t(p.param)] + p.offset;
+  } else {
+    std::vector<double>& v = a.arr[p.key];  // exists with this length (record checked it): no allocation
+    std::copy(params.begin() + p.param, params.begin() + p.param + p.len, v.begin());
+  }
+}
+
 void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   need_recording("finish");
   if (nparams < 0) throw Error(DVL_ERR_ARG, "plan: nparams must be >= 0");
   for (const Op& op : ops_)
     for (const AttrPatch& p : op.patches)
-      if (p.param >= nparams)
+      if (p.param + std::max(p.len, 1) > nparams)
         throw Error(DVL_ERR_ARG, std::string(op.def->name) + ": patched attribute '" + p.key + "' uses parameter " +
                                      std::to_string(p.param) + " of " + std::to_string(nparams));
   for (const TensorP& t : outputs)
@@ -260,7 +271,7 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   for (const Op& op : ops_) {
     if (op.patches.empty()) continue;
     Attrs a = *op.recorded;
-    for (const AttrPatch& p : op.patches) a.num[p.key] = params[size_t(p.param)] + p.offset;
+    for (const AttrPatch& p : op.patches) apply_patch(a, p, params);
     DeferAllocScope defer;
     op.def->plan(*op.in, a);
   }
@@ -312,7 +323,7 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::
   static ThreadPool one_thread(1);  // no workers: run() calls the function in place
   OpContext serial = ctx.on(one_thread);
   for (Op& op : ops_) {
-    for (const AttrPatch& p : op.patches) op.attrs->num[p.key] = params[size_t(p.param)] + p.offset;
+    for (const AttrPatch& p : op.patches) apply_patch(*op.attrs, p, params);
     op.job(op.serial ? serial : ctx);
   }
 }

@@ -41,7 +41,7 @@ export interface NativePlan {
 
 /** Records ops into a plan: placeholders out, nothing runs (csrc/napi/plan_wrap.cpp). */
 export interface NativePlanBuilder {
-  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs, patches?: readonly (readonly [string, number, number])[]): NativeTensor[];
+  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs, patches?: readonly (readonly [string, number, number, number?])[]): NativeTensor[];
   input(dtype: DType, shape: readonly number[]): NativeTensor;
   bind(dtype: DType, shape: readonly number[]): NativeTensor;
   finish(outputs: readonly NativeTensor[], nparams: number, freshOutputs?: boolean): NativePlan;
