@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, OptionError } from '../errors.js';
 import { Queue, type Isa, type Tensor } from '../native/index.js';
-import type { PlanCacheStats } from '../native/plan.js';
+import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
@@ -132,6 +132,8 @@ export class Model {
   private readonly text: Qwen2Text;
   /** The Qwen2.5-VL tower (null for text-only loads and the SigLIP route). */
   private readonly tower: Qwen25VisionTower | null;
+  /** The SigLIP route's recorded crop passes (one per pass size). */
+  private readonly siglipPlans = new PlanCache(4, 512 * 2 ** 20);
   /** The prompt of the generation in flight (its image positions), or null. */
   private active: EncodedPrompt | null = null;
   private _disposed = false;
@@ -267,7 +269,8 @@ export class Model {
     } else {
       // SigLIP route (DiffusionVL-Qwen2.5-7B, §3.5): several images in one prompt are each
       // padded to a square and take one crop (step 8).
-      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
+      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
+        { multiImage: decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
     }
     // The tower is one long batch of queued ops: an abort cancels what has not run yet.
     const onAbort = () => this.queue.cancel();
@@ -465,6 +468,7 @@ export class Model {
     this._disposed = true;
     this.text.dispose();
     this.tower?.dispose();
+    this.siglipPlans.clear();
     this.weights.dispose();
     this.queue.dispose();
   }

@@ -224,6 +224,33 @@ describe('the Qwen2.5-VL tower through plans', () => {
   });
 });
 
+describe('SigLIP crop passes through plans', () => {
+  it('equal eager bit for bit for passes of 2 and 1 crops; the plan is reused by the next image', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-siglip-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 20, numLayers: 1, numHeads: 1, numKvHeads: 1, intermediateSize: 24, vocabSize: 50,
+      vision: { kind: 'siglip', hiddenSize: 24, numLayers: 2, numHeads: 2, intermediateSize: 19, patchSize: 14, imageSize: 384 } },
+    { dtype: 'bf16', tied: true, shards: 1, layout: 'siglip', seed: 23, diffusion: { blockSize: 4, maskTokenId: 49 } });
+    const q = new Queue({ threads: 2 });
+    const w = await loadWeights(dir, q);
+    const cfg = w.config.vision as import('../../lib/weights/config.js').SiglipVisionConfig;
+    const { encodeSiglipCrops } = await import('../../lib/model/siglip.js');
+    const plans = new PlanCache(4);
+    for (const seed of [1, 2]) {
+      const n = 3, S = cfg.imageSize;
+      const pixels = Float32Array.from({ length: n * 3 * S * S }, (_, i) => Math.sin(i * 0.011 + seed));
+      const eager = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2 });
+      const planned = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2, plans });
+      const [a, b] = [await q.readF32(eager), await q.readF32(planned)];
+      expect(b.some(Number.isNaN)).toBe(false);
+      expect(bits(b)).toEqual(bits(a));
+      eager.dispose(); planned.dispose();
+    }
+    expect(plans.stats).toMatchObject({ recorded: 2, replays: 4 });
+    plans.clear(); w.dispose(); q.dispose();
+  });
+});
+
 describe('plan cache and replay errors', () => {
   let q: Queue, w: LoadedWeights, m: Qwen2Text;
   beforeAll(async () => {
