@@ -212,7 +212,9 @@ export class Qwen2Text {
       rows: shape.rows > 0 ? Int32Array.from(rows) : undefined,
     });
     if (this.eager) return this.build(this.q, shape, step);
-    const key = `${shape.n.join(',')}:${shape.rows}:${shape.features.map((f) => f.join('x')).join(',')}`;
+    // The layout (rows per sequence, slots, positions, masks) is the seqs parameter: one plan
+    // serves every batch of these totals.
+    const key = `${T}:${passes.length}:${shape.rows}:${shape.features.map((f, b) => (f[1] ? `${b}=${f.join('x')}` : '')).join(',')}`;
     const plan = this.plans.get(key, () => {
       const rec = new Recorder(this.q);
       const out = this.build(rec, shape, step);
