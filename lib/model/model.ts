@@ -16,7 +16,7 @@ import { ConfigError, DisposedError, OptionError } from '../errors.js';
 import { Queue, type Isa, type Tensor } from '../native/index.js';
 import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
-import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
+import { forwarderStepper, runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
 import type { DecodeModel } from '../decode/reference.js';
 import { readConfig, type ModelConfig } from '../weights/config.js';
@@ -405,10 +405,10 @@ export class Model {
         eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
         route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
       };
-      gen = runBlockDiffusion({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) },
+      gen = runBlockDiffusion(forwarderStepper({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) }),
         ids, opts, dm, { ...req.engine, stepEvents: req.stepEvents });
     } else {
-      gen = runAutoregressive({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) },
+      gen = runAutoregressive(forwarderStepper({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) }),
         ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
     }
     const stopTokens = new Set(opts.stopTokens ?? [eosId]);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { Queue, tensorFromArray, type Tensor } from '../../lib/native/index.js';
 import { referenceDecode, type DecodeModel, type LogitsSource } from '../../lib/decode/reference.js';
-import { runBlockDiffusion, type BlockForwarder, type DecodeResult } from '../../lib/decode/runner.js';
+import { forwarderStepper, runBlockDiffusion, type BlockForwarder, type DecodeResult } from '../../lib/decode/runner.js';
 import type { DecodeOptions } from '../../lib/decode/options.js';
 import { randomSource, scriptedSource } from '../helpers/logits.js';
 
@@ -38,7 +38,7 @@ const q = new Queue({ threads: 2 });
 async function runner(prompt: number[], src: LogitsSource, opts: DecodeOptions, model: DecodeModel, merge: boolean): Promise<{ r: DecodeResult; fw: SourceForwarder }> {
   const fw = new SourceForwarder(q, src, V);
   let res: DecodeResult | undefined;
-  for await (const ev of runBlockDiffusion(fw, prompt, opts, model, { mergeCommit: merge })) if (ev.type === 'done') res = ev.result;
+  for await (const ev of runBlockDiffusion(forwarderStepper(fw), prompt, opts, model, { mergeCommit: merge })) if (ev.type === 'done') res = ev.result;
   return { r: res!, fw };
 }
 
@@ -134,7 +134,7 @@ describe('runner vs plain reference', () => {
     const src = randomSource({ vocabSize: V, seed: 3, bias: { [EOS]: -8 } });
     const fw = new SourceForwarder(q, src, V);
     const reason = new Error('stop now');
-    const gen = runBlockDiffusion(fw, promptOf(4, 1), { maxTokens: 64, steps: 8, signal: ac.signal }, model(8));
+    const gen = runBlockDiffusion(forwarderStepper(fw), promptOf(4, 1), { maxTokens: 64, steps: 8, signal: ac.signal }, model(8));
     let n = 0;
     await expect((async () => {
       for await (const ev of gen) {
