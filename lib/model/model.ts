@@ -43,6 +43,7 @@ import { availableHostMemory, checkMemory, estimateMemory, type MemoryEstimate }
 import { ModelLock } from './lock.js';
 import { ModelStream } from './model-stream.js';
 import { readRequest } from './request.js';
+import { checkModelDir } from '../models.js';
 
 export type { ModelLimits } from './load-options.js';
 export type { MemoryEstimate } from './memory.js';
@@ -178,6 +179,7 @@ export class Model {
   static async load(dir: string, optsIn: LoadModelOptions = {}): Promise<Model> {
     const opts = validateLoadOptions(optsIn) as LoadModelOptions;
     const limits = resolveLimits(opts.limits);
+    checkModelDir(dir);
     const config = await readConfig(dir);
     if (!existsSync(join(dir, 'tokenizer.json'))) {
       throw new OptionError(`${dir}: no tokenizer.json (a model folder needs its tokenizer files)`, 'dir');
