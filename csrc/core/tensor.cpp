@@ -45,7 +45,8 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
     mapped_ = rounded;
     return;
   }
-  data = std::aligned_alloc(64, rounded);
+  // posix_memalign, not aligned_alloc: the same, and in every glibc (aligned_alloc needs 2.16).
+  if (posix_memalign(&data, 64, rounded) != 0) data = nullptr;
   if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
   std::memset(data, 0, rounded);
 }
