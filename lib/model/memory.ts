@@ -28,8 +28,11 @@ export interface MemoryEstimate {
   visionBytes: number;
   /** The sum of the four. */
   totalBytes: number;
-  /** KV cache bytes per context position (what one more unit of contextLength costs). */
+  /** KV cache bytes per context position. */
   kvBytesPerPosition: number;
+  /** Activation bytes per position of a full-context prefill (the rest of activationBytes is
+   *  the decode step's logits). Together with kvBytesPerPosition: what a position costs. */
+  activationBytesPerPosition: number;
   contextLength: number;
   /** The dtype weight matrices are counted in. */
   weightDtype: string;
@@ -111,7 +114,7 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
   return {
     weightsBytes, kvCacheBytes, activationBytes, visionBytes,
     totalBytes: weightsBytes + kvCacheBytes + activationBytes + visionBytes,
-    kvBytesPerPosition, contextLength: C, weightDtype, device: o.device ?? 'cpu',
+    kvBytesPerPosition, activationBytesPerPosition: perPosition, contextLength: C, weightDtype, device: o.device ?? 'cpu',
   };
 }
 
@@ -145,8 +148,8 @@ export function describeEstimate(e: MemoryEstimate): string {
  */
 export function checkMemory(e: MemoryEstimate, available: number, where: string): void {
   if (Number.isFinite(e.totalBytes) && e.totalBytes <= available) return;
-  const fixed = e.totalBytes - e.kvCacheBytes - e.activationBytes;
-  const perPos = e.kvBytesPerPosition + e.activationBytes / Math.max(1, e.contextLength);
+  const perPos = e.kvBytesPerPosition + e.activationBytesPerPosition;
+  const fixed = e.totalBytes - perPos * e.contextLength;
   const fitCtx = Math.floor((available - fixed) / perPos);
   const hints: string[] = [];
   if (fitCtx >= 1 && fitCtx < e.contextLength) hints.push(`lower contextLength to ${Math.min(fitCtx, 2 ** 24)} or less`);

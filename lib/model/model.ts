@@ -413,14 +413,18 @@ export class Model {
     const mode = this.modeOf(r, decodeOptions);
     const signal = decodeOptions.signal as AbortSignal | undefined;
     const { ids, images } = await this.prompt(r, isSignal(signal) ? signal : undefined);
-    // Every option checked against the prompt's real length (image tokens from the headers)
-    // before any image is decoded or the model is waited for.
-    const imageTokens = await this.probeImages(images, isSignal(signal) ? signal : undefined);
-    const P = ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0);
+    // Every option checked before any image is read (against the text alone), then again
+    // against the prompt's real length (image tokens from the headers) before any image is
+    // decoded or the model is waited for.
     const dm = mode === 'diffusion' ? this.decodeModel(decodeOptions) : undefined;
-    validateDecodeOptions(decodeOptions as DecodeOptions, dm
+    const check = (P: number) => validateDecodeOptions(decodeOptions as DecodeOptions, dm
       ? { ...dm, promptLength: P }
       : { blockSize: 1, eosId: this.config.eosTokenId, vocabSize: this.config.text.vocabSize, contextLength: this.contextLength, promptLength: P, autoregressive: true });
+    check(ids.length - images.length);
+    if (images.length > 0) {
+      const imageTokens = await this.probeImages(images, isSignal(signal) ? signal : undefined);
+      check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
+    }
     const release = await this.lock.acquire(isSignal(signal) ? signal : undefined);
     try {
       this.ensureAlive();
