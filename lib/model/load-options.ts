@@ -107,6 +107,7 @@ export const LOAD_OPTIONS: Readonly<Record<string, OptionSpec>> = Object.freeze(
     expected: () => 'array of strings',
     check: (v) => Array.isArray(v) && v.every((x) => typeof x === 'string'),
   },
+  eager: bool,
   memoryCheck: bool,
   limits: {
     expected: () => `object with ${Object.keys(LIMIT_OPTIONS).join(', ')}`,

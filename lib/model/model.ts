@@ -22,7 +22,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
-import { Queue, tensorFromArray, type Isa, type Tensor } from '../native/index.js';
+import { Queue, type Isa, type Tensor } from '../native/index.js';
+import type { PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
@@ -78,6 +79,12 @@ export interface LoadModelOptions {
   /** Extra places to look for libdiffusionvl_cuda.so (files or folders). */
   cudaPluginPaths?: readonly string[];
   /**
+   * Run every forward op by op instead of recording each pass shape once and replaying it with
+   * one native call (default false; DIFFUSIONVL_EAGER=1 does the same). Results are identical
+   * bit for bit; eager is for debugging and tests.
+   */
+  eager?: boolean;
+  /**
    * Refuse to load when the memory estimate (weights, KV cache at contextLength, activations,
    * vision; `model.memory`) exceeds the memory available (default true): a MemoryError says
    * what to change. false loads anyway.
@@ -109,8 +116,13 @@ export interface GenerateRequest extends DecodeOptions {
 }
 
 export interface GenerateStats extends DecodeStats {
-  /** Milliseconds spent on images: decode, preprocess, vision tower (0 without images). */
+  /** Milliseconds spent on images in all: imageMs + the vision tower (0 without images). */
   visionMs: number;
+  /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
+   *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
+   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs; in AR
+   *  mode it yields the first token); decode = the rest, which yields decodeTokens. */
+  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number; decodeTokens: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];
 }
@@ -131,6 +143,8 @@ interface EncodedPrompt {
   features: Tensor | null;
   imageTokens: number[];
   visionMs: number;
+  imageMs: number;
+  towerMs: number;
 }
 
 export type StreamEvent =
@@ -175,6 +189,11 @@ export class Model {
     this.text.allocateCache({ capacity: contextLength });
   }
 
+  /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats; queue: { jobs: number; idleStarts: number; idleWaitMs: number } } {
+    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats }, queue: this.queue.stats() };
+  }
+
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */
   static async load(dir: string, optsIn: LoadModelOptions = {}): Promise<Model> {
     const opts = validateLoadOptions(optsIn) as LoadModelOptions;
@@ -209,6 +228,10 @@ export class Model {
       // 'q8' is refused by the option table until issue 13's loader lands.
       weights = await loadWeights(dir, queue, { dtype: opts.dtype as 'bf16' | 'f16' | 'f32' | undefined, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits);
+      if (opts.eager !== undefined) {
+        m.text.eager = opts.eager === true;
+        if (m.tower) m.tower.eager = opts.eager === true;
+      }
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
       return m;
@@ -331,11 +354,12 @@ export class Model {
    * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
    */
   private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
-    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
+    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
     checkAbort();
     let features: Tensor, imageTokens: number[];
+    let tTower = performance.now();
     const v = this.config.vision!;
     if (v.kind === 'qwen2_5_vl') {
       const pre: QwenPixelValues[] = [];
@@ -348,6 +372,7 @@ export class Model {
         }));
       }
       checkAbort();
+      tTower = performance.now();
       features = this.tower!.encode(pre);
       imageTokens = pre.map((p) => p.tokens);
     } else {
@@ -355,6 +380,7 @@ export class Model {
       // padded to a square and take one crop (step 8).
       const decoded = [];
       for (const im of images) { decoded.push(await decodeImage(im as ImageInput, this.imageOptions())); checkAbort(); }
+      tTower = performance.now();
       ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
     }
     // The tower is one long batch of queued ops: an abort cancels what has not run yet.
@@ -380,7 +406,8 @@ export class Model {
       for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
       off += imageTokens[k++];
     }
-    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
+    const t1 = performance.now();
+    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: t1 - t0, imageMs: tTower - t0, towerMs: t1 - tTower };
   }
 
   /** Generates a reply; resolves with text, ids, finish reason and stats. */
@@ -412,7 +439,9 @@ export class Model {
     const { req: r, decodeOptions } = read;
     const mode = this.modeOf(r, decodeOptions);
     const signal = decodeOptions.signal as AbortSignal | undefined;
+    const tPrompt = performance.now();
     const { ids, images } = await this.prompt(r, isSignal(signal) ? signal : undefined);
+    const promptMs = performance.now() - tPrompt;
     // Every option checked before any image is read (against the text alone), then again
     // against the prompt's real length (image tokens from the headers) before any image is
     // decoded or the model is waited for.
@@ -421,17 +450,21 @@ export class Model {
       ? { ...dm, promptLength: P }
       : { blockSize: 1, eosId: this.config.eosTokenId, vocabSize: this.config.text.vocabSize, contextLength: this.contextLength, promptLength: P, autoregressive: true });
     check(ids.length - images.length);
+    const tProbe = performance.now();
     if (images.length > 0) {
       const imageTokens = await this.probeImages(images, isSignal(signal) ? signal : undefined);
       check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
     }
+    const probeMs = images.length > 0 ? performance.now() - tProbe : 0;
     const release = await this.lock.acquire(isSignal(signal) ? signal : undefined);
     try {
       this.ensureAlive();
       const p = await this.encodePrompt(ids, images, isSignal(signal) ? signal : undefined);
       this.active = p;
       try {
-        yield* this.run(p, decodeOptions as DecodeOptions, mode, r as GenerateRequest, dm);
+        p.imageMs += probeMs;   // reading the image headers counts as image work
+        p.visionMs += probeMs;
+        yield* this.run(p, decodeOptions as DecodeOptions, mode, r as GenerateRequest, dm, promptMs);
       } finally {
         this.active = null;
         p.features?.dispose();
@@ -515,7 +548,7 @@ export class Model {
     };
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
@@ -543,7 +576,10 @@ export class Model {
       } else {
         const r = ev.result;
         const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
-        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens };
+        // AR's first token comes out of the prefill forward; diffusion's prefill yields none.
+        const decodeTokens = mode === 'ar' ? Math.max(0, r.stats.generatedTokens - 1) : r.stats.generatedTokens;
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
+        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
       }
     }
@@ -552,39 +588,28 @@ export class Model {
   /** Block-mask forward (diffusion): see BlockForwarder. */
   private forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, embeds, embedRows }));
+    return this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, ...this.spliced(pos0, ids.length) });
   }
 
   /** Causal forward (AR): see CausalForwarder. */
   private forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, embeds, embedRows }));
+    return this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, ...this.spliced(pos0, ids.length) });
   }
 
   /**
-   * Runs `fwd` with the image feature rows of positions [pos0, pos0 + n), if any: the rows are
-   * gathered from the features (in the order of their positions) and handed over with their
-   * offsets in the forward. The forward's ops hold their own references, so the gathered
-   * tensor is released as soon as it is queued.
+   * The image feature rows of positions [pos0, pos0 + n), if any: which rows of the features
+   * (in the order of their positions) replace which rows of the forward. The forward gathers
+   * and scatters them itself, inside its plan.
    */
-  private spliced(pos0: number, n: number, fwd: (embeds?: Tensor, embedRows?: Int32Array) => Tensor | null): Tensor | null {
+  private spliced(pos0: number, n: number): { features?: Tensor; featureRows?: Int32Array; embedRows?: Int32Array } {
     const p = this.active;
-    if (!p?.features || pos0 >= p.featureRow.length) return fwd();
+    if (!p?.features || pos0 >= p.featureRow.length) return {};
     const at: number[] = [], src: number[] = [];
     const end = Math.min(pos0 + n, p.featureRow.length);
     for (let j = pos0; j < end; j++) if (p.featureRow[j] >= 0) { at.push(j - pos0); src.push(p.featureRow[j]); }
-    if (at.length === 0) return fwd();
-    const idx = tensorFromArray('i32', [src.length], Int32Array.from(src));
-    let embeds: Tensor | undefined;
-    try {
-      embeds = this.queue.gatherRows(p.features, idx);
-      return fwd(embeds, Int32Array.from(at));
-    } finally {
-      embeds?.dispose();
-      idx.dispose();
-    }
+    if (at.length === 0) return {};
+    return { features: p.features, featureRows: Int32Array.from(src), embedRows: Int32Array.from(at) };
   }
 
   /** Frees every native resource now. Idempotent. */
