@@ -174,7 +174,8 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
       process.stdout.write(JSON.stringify({ text: result!.text, ids: result!.ids, finishReason: result!.finishReason, mode: result!.mode, stats: result!.stats }, null, 2) + '\n');
     } else {
       process.stdout.write('\n');
-      process.stderr.write(`${statsLine(result!)}, on ${backendName(model.backend)}\n`);
+      // The step lines start with a newline and leave the last one open: close it first.
+      process.stderr.write(`${v['show-steps'] ? '\n' : ''}${statsLine(result!)}, on ${backendName(model.backend)}\n`);
     }
   } finally {
     model.dispose();

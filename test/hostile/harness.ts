@@ -11,7 +11,7 @@
 // prints a line per case: what it threw (name, code, message) or returned, its wall and CPU
 // milliseconds and the RSS after it.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
@@ -134,6 +134,7 @@ export async function runBatch(cases: HostileCase[], o: BatchOptions = {}): Prom
   }, 100);
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('exit', (c, s) => r([c, s])));
   clearInterval(watchdog);
+  rmSync(file, { force: true });
   return cases.map((c) => results.get(c.name) ?? {
     name: c.name, ok: false, wallMs: 0, cpuMs: 0, rssBytes: 0,
     died: current === c.name

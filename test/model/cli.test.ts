@@ -162,6 +162,7 @@ describe('diffusionvl CLI', () => {
     expect(steps[0]).toContain('▒');
     expect(steps.some((l) => /Reversed|b|a/.test(l.replace(/^  block \d+ step \d+: /, '')))).toBe(true);
     expect(steps.every((l) => !/\b\d{3}\b/.test(l.replace(/^  block \d+ step \d+: /, '')))).toBe(true);   // no raw ids
+    expect(r.stderr).toMatch(/\n\[diffusion\] \d+ tokens/);   // the stats line on a line of its own
   });
 
   it('inspect prints the memory estimate against the memory available', () => {
