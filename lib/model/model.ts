@@ -23,7 +23,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
 import { Queue, type Isa, type Tensor } from '../native/index.js';
-import type { PlanCacheStats } from '../native/plan.js';
+import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
@@ -168,6 +168,8 @@ export class Model {
   private readonly text: Qwen2Text;
   /** The Qwen2.5-VL tower (null for text-only loads and the SigLIP route). */
   private readonly tower: Qwen25VisionTower | null;
+  /** The SigLIP route's recorded crop passes (one per pass size). */
+  private readonly siglipPlans = new PlanCache(4, 512 * 2 ** 20);
   /** The prompt of the generation in flight (its image positions), or null. */
   private active: EncodedPrompt | null = null;
   private _disposed = false;
@@ -381,7 +383,8 @@ export class Model {
       const decoded = [];
       for (const im of images) { decoded.push(await decodeImage(im as ImageInput, this.imageOptions())); checkAbort(); }
       tTower = performance.now();
-      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
+      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
+        { multiImage: decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
     }
     // The tower is one long batch of queued ops: an abort cancels what has not run yet.
     const onAbort = () => this.queue.cancel();
@@ -618,6 +621,7 @@ export class Model {
     this._disposed = true;
     this.text.dispose();
     this.tower?.dispose();
+    this.siglipPlans.clear();
     this.weights.dispose();
     this.queue.dispose();
   }
