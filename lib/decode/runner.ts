@@ -286,7 +286,7 @@ export async function* runBlockDiffusion(
       msPerForward: decodeForwards ? decodeMs / decodeForwards : 0,
       tokensPerSecond: decodeMs > 0 ? (generated / decodeMs) * 1000 : 0,
       totalMs: tEnd - t0,
-      steps: revealed.slice(P, P + G),
+      steps: revealed.slice(P, P + generated),   // one record per returned token
       blockIterations,
       hostMs: host.ms,
     },
@@ -314,7 +314,7 @@ export async function* runAutoregressive(
   const t0 = performance.now();
   const P = promptIds.length;
   if (P < 1) throw new OptionError('autoregressive decoding needs a prompt of at least one token', 'prompt');
-  const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P });
+  const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P, autoregressive: true });
   checkPromptIds(promptIds, model.vocabSize);
   const signal = o.signal;
   const out: number[] = [];

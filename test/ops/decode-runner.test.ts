@@ -46,7 +46,9 @@ function expectSame(r: DecodeResult, ref: ReturnType<typeof referenceDecode>, la
   expect(r.ids, label).toEqual(ref.ids);
   expect(r.raw, label).toEqual(ref.raw);
   expect(r.finishReason, label).toBe(ref.finishReason);
-  expect(r.stats.steps, label).toEqual(ref.steps);
+  // The reference reports a record per canvas position of G; the runner one per returned token.
+  expect(r.stats.steps, label).toEqual(ref.steps.slice(0, r.ids.length));
+  expect(r.stats.steps.length, label).toBe(r.ids.length);
   expect(r.stats.blockIterations, label).toEqual(ref.blockIterations);
 }
 
@@ -78,7 +80,7 @@ describe('runner vs plain reference', () => {
     for (const bs of [1, 4, 16]) {
       for (const P of [0, 1, bs - 1, bs, bs + 3, 2 * bs + 1]) {
         if (P < 0) continue;
-        for (const S of [1, 2, Math.max(1, bs >> 1), bs, bs + 2]) {
+        for (const S of new Set([1, Math.min(2, bs), Math.max(1, bs >> 1), bs])) {   // S ≤ bs (options.ts)
           const src = randomSource({ vocabSize: V, seed: bs * 1000 + P * 10 + S, bias: { [EOS]: -2, [MASK]: -8 } });
           const opts: DecodeOptions = { maxTokens: 11, steps: S, remasking: S % 2 ? 'static' : 'dynamic', blockSize: bs, threshold: 0.7 };
           const ref = referenceDecode(promptOf(P, 1), src, opts, model(bs));
