@@ -109,6 +109,8 @@ export const LOAD_OPTIONS: Readonly<Record<string, OptionSpec>> = Object.freeze(
   },
   eager: bool,
   memoryCheck: bool,
+  maxBatch: intIn(1, () => 256),
+  maxBatchRows: intIn(1, () => 1 << 16),
   limits: {
     expected: () => `object with ${Object.keys(LIMIT_OPTIONS).join(', ')}`,
     check: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
@@ -122,6 +124,7 @@ const LOAD_ALIASES: Readonly<Record<string, string>> = Object.freeze({
   ctx: 'contextLength', contextSize: 'contextLength', context_length: 'contextLength', maxContext: 'contextLength',
   n_ctx: 'contextLength', cuda: 'gpu', useGpu: 'gpu', deviceIndex: 'device', onprogress: 'onProgress',
   progress: 'onProgress', abortSignal: 'signal', weightDtype: 'dtype', weightsDtype: 'dtype', type: 'dtype',
+  batchSize: 'maxBatch', batch: 'maxBatch', concurrency: 'maxBatch', parallel: 'maxBatch', n_parallel: 'maxBatch',
 });
 
 /** A copy of `obj`'s own enumerable string keys in a null-prototype object: nothing inherited,

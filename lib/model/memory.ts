@@ -4,11 +4,12 @@
 // Legend: L layers, H hidden, nh/nkv heads, hd head dim, I intermediate, V vocab, C context length.
 //
 //   weights      every expected tensor (names.ts): matrices in the load dtype, 1-D tensors f32
-//   kvCache      K and V per layer: 2 · L · nkv · C · hd · 4 bytes (the cache is f32)
+//   kvCache      K and V per layer and cache slot: 2 · L · nkv · C · hd · 4 bytes per slot (the
+//                cache is f32; one slot per request decoded at once, maxBatch)
 //   activations  the largest forward, a prefill of C positions: per position the hidden-size
 //                tensors of one layer (x, norm, q/k/v, attention out, residual) and the MLP's
 //                three I-wide ones, in f32; attention is flash-style (no C × C scores); plus
-//                the logits of a decode step (2 blocks of rows × V)
+//                the logits of a decode step (2 blocks of rows × V, per slot)
 //   vision       one decoded image at the per-image pixel limit (RGB u8) and the tower's
 //                activations at the config's max_pixels (f32), when the tower is loaded
 //
@@ -28,8 +29,10 @@ export interface MemoryEstimate {
   visionBytes: number;
   /** The sum of the four. */
   totalBytes: number;
-  /** KV cache bytes per context position. */
+  /** KV cache bytes per context position (all slots). */
   kvBytesPerPosition: number;
+  /** KV-cache slots counted (maxBatch). */
+  slots: number;
   /** Activation bytes per position of a full-context prefill (the rest of activationBytes is
    *  the decode step's logits). Together with kvBytesPerPosition: what a position costs. */
   activationBytesPerPosition: number;
@@ -49,6 +52,8 @@ export interface MemoryEstimateOptions {
   /** Largest single image in pixels (decoded RGB kept while it is preprocessed). */
   imagePixels?: number;
   device?: 'cpu' | 'cuda';
+  /** KV-cache slots: requests decoded at once (loadModel's maxBatch; default 1). */
+  slots?: number;
 }
 
 /** Bytes per element of a weight matrix by load dtype (q8: 32 int8 + one f16 scale per 32). */
@@ -92,11 +97,12 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
   const vision = o.vision !== false && config.vision !== null;
   const C = o.contextLength;
   const kvBytesPerPosition = 2 * t.numLayers * t.numKvHeads * t.headDim * 4;
-  const kvCacheBytes = kvBytesPerPosition * C;
+  const slots = o.slots ?? 1;
+  const kvCacheBytes = kvBytesPerPosition * C * slots;
   const Hq = t.numHeads * t.headDim, Hkv = t.numKvHeads * t.headDim;
   const perPosition = (4 * t.hiddenSize + 2 * Hq + 2 * Hkv + 3 * t.intermediateSize) * 4;
   const blockRows = 2 * (config.diffusion?.blockSize ?? 8);
-  const activationBytes = C * perPosition + blockRows * t.vocabSize * 4;
+  const activationBytes = C * perPosition + slots * blockRows * t.vocabSize * 4;
   let visionBytes = 0;
   const v = config.vision;
   if (vision && v) {
@@ -114,7 +120,8 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
   return {
     weightsBytes, kvCacheBytes, activationBytes, visionBytes,
     totalBytes: weightsBytes + kvCacheBytes + activationBytes + visionBytes,
-    kvBytesPerPosition, activationBytesPerPosition: perPosition, contextLength: C, weightDtype, device: o.device ?? 'cpu',
+    kvBytesPerPosition: kvBytesPerPosition * slots, activationBytesPerPosition: perPosition, contextLength: C, weightDtype, device: o.device ?? 'cpu',
+    slots,
   };
 }
 
@@ -138,7 +145,7 @@ export function availableHostMemory(): number {
 /** One line per part, for `inspect` and the error. */
 export function describeEstimate(e: MemoryEstimate): string {
   return `weights ${formatBytes(e.weightsBytes)} (${e.weightDtype} matrices), KV cache ${formatBytes(e.kvCacheBytes)} ` +
-    `(${e.contextLength} positions × ${formatBytes(e.kvBytesPerPosition)}), activations ${formatBytes(e.activationBytes)}, ` +
+    `(${e.contextLength} positions × ${formatBytes(e.kvBytesPerPosition)}${e.slots > 1 ? ` for ${e.slots} requests at once` : ''}), activations ${formatBytes(e.activationBytes)}, ` +
     `vision ${formatBytes(e.visionBytes)}`;
 }
 
@@ -154,6 +161,7 @@ export function checkMemory(e: MemoryEstimate, available: number, where: string)
   const hints: string[] = [];
   if (fitCtx >= 1 && fitCtx < e.contextLength) hints.push(`lower contextLength to ${Math.min(fitCtx, 2 ** 24)} or less`);
   else hints.push('lower contextLength');
+  if (e.slots > 1) hints.push(`lower maxBatch (${e.slots} KV-cache slots counted)`);
   if (e.weightDtype === 'f32') hints.push("load with dtype: 'bf16' (halves the weights)");
   if (e.visionBytes > 0) hints.push('load with vision: false if no prompt has images');
   hints.push('free memory, or pass memoryCheck: false to load anyway');

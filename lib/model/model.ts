@@ -1,9 +1,11 @@
 // model.ts — a loaded model: queue, weights, tokenizer, text decoder, KV cache, and the
 // generate/stream entry points that pick the decoding mode.
 //
-// One generation runs at a time per model (they share the KV cache): calls queue up in order
-// on the model lock (lock.ts); a queued call whose signal aborts leaves the queue at once.
-// stream() returns a ModelStream (model-stream.ts) that releases the lock when the consumer
+// Generations run concurrently, up to maxBatch at once: each holds a KV-cache slot of the batch
+// scheduler (scheduler.ts) from its prefill to its end, and every forward carries the steps of
+// all of them (continuous batching; at temperature 0 each request's ids equal its run alone).
+// Further calls wait for a slot in order; a waiting call whose signal aborts leaves at once.
+// stream() returns a ModelStream (model-stream.ts) that releases the slot when the consumer
 // returns, goes idle or drops it. dispose() frees native memory at once; a generation in
 // flight rejects with DisposedError.
 //
@@ -25,7 +27,7 @@ import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.j
 import { Queue, type Isa, type Tensor } from '../native/index.js';
 import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
-import { forwarderStepper, runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
+import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags, type Stepper } from '../decode/runner.js';
 import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
 import type { DecodeModel } from '../decode/reference.js';
 import { DEFAULT_MASK_TOKEN_ID, readConfig, type ModelConfig } from '../weights/config.js';
@@ -41,7 +43,7 @@ import { Qwen25VisionTower } from './qwen25vl_vision.js';
 import { encodeSiglipImages, siglipTokenCount } from './siglip.js';
 import { resolveLimits, validateLoadOptions, type ModelLimits } from './load-options.js';
 import { availableHostMemory, checkMemory, estimateMemory, type MemoryEstimate } from './memory.js';
-import { ModelLock } from './lock.js';
+import { BatchScheduler, type SchedulerStats, type Sequence } from './scheduler.js';
 import { ModelStream } from './model-stream.js';
 import { readRequest } from './request.js';
 import { checkModelDir } from '../models.js';
@@ -92,6 +94,17 @@ export interface LoadModelOptions {
   memoryCheck?: boolean;
   /** Work limits for requests (stream idle time, template, prompt and image sizes). */
   limits?: ModelLimits;
+  /**
+   * Requests decoded together (continuous batching): each takes a KV-cache slot of
+   * contextLength positions (default 4; host slots are memory only once used). Further
+   * requests wait for a slot.
+   */
+  maxBatch?: number;
+  /**
+   * Rows per forward that prompt prefills may fill up to while other requests decode (default
+   * 64 on the CPU, 512 on the GPU): a long prompt is prefilled in chunks between their steps.
+   */
+  maxBatchRows?: number;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -170,13 +183,12 @@ export class Model {
   private readonly tower: Qwen25VisionTower | null;
   /** The SigLIP route's recorded crop passes (one per pass size). */
   private readonly siglipPlans = new PlanCache(4, 512 * 2 ** 20);
-  /** The prompt of the generation in flight (its image positions), or null. */
-  private active: EncodedPrompt | null = null;
+  /** Continuous batching: the cache slots and the batched forwards of all requests in flight. */
+  private readonly sched: BatchScheduler;
   private _disposed = false;
-  private readonly lock = new ModelLock();
 
   private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo,
-    memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>) {
+    memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>, batch: { maxBatch: number; maxRows: number }) {
     this.queue = queue;
     this.backend = backend;
     this.memory = memory;
@@ -188,7 +200,13 @@ export class Model {
     this.text = new Qwen2Text(queue, weights, weights.config.text);
     const v = weights.config.vision;
     this.tower = v?.kind === 'qwen2_5_vl' && weights.has('visual.patch_embed.proj.weight') ? new Qwen25VisionTower(queue, weights, v) : null;
-    this.text.allocateCache({ capacity: contextLength });
+    this.text.allocateCache({ capacity: contextLength, slots: batch.maxBatch });
+    this.sched = new BatchScheduler(this.text, queue, batch);
+  }
+
+  /** Continuous batching counters: forwards, rows and sequences per forward, open and waiting requests. */
+  get batching(): SchedulerStats & { maxBatch: number; maxRows: number } {
+    return { ...this.sched.stats, ...this.sched.opts };
   }
 
   /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
@@ -209,8 +227,9 @@ export class Model {
     const backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
     // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
     // an absurd config or contextLength fails here in milliseconds.
+    const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64) };
     const memory = estimateMemory(config, {
-      contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend,
+      contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend, slots: batch.maxBatch,
     });
     if (opts.memoryCheck !== false) {
       const gpuBytes = backend.cuda.device?.memoryBytes;
@@ -229,7 +248,7 @@ export class Model {
       }
       // 'q8' is refused by the option table until issue 13's loader lands.
       weights = await loadWeights(dir, queue, { dtype: opts.dtype as 'bf16' | 'f16' | 'f32' | undefined, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
-      const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits);
+      const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits, batch);
       if (opts.eager !== undefined) {
         m.text.eager = opts.eager === true;
         if (m.tower) m.tower.eager = opts.eager === true;
@@ -351,8 +370,8 @@ export class Model {
 
   /**
    * Decodes, preprocesses and encodes the images, and expands each sentinel into one position
-   * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model. An
-   * abort cancels the queued tower work and rejects with signal.reason. Images are decoded one
+   * per feature row (spec §3.6). Runs on the model's queue; the caller holds a slot. An abort
+   * rejects with signal.reason once the queued tower work ran (other requests share the queue). Images are decoded one
    * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
    */
   private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
@@ -386,19 +405,15 @@ export class Model {
       ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
         { multiImage: decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
     }
-    // The tower is one long batch of queued ops: an abort cancels what has not run yet.
-    const onAbort = () => this.queue.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // The tower's ops are queued among other requests' steps (the queue is shared), so an
+    // abort cannot cancel them: it takes effect once they ran.
     try {
-      if (signal?.aborted) onAbort();
       await this.queue.sync();
       checkAbort();
     } catch (e) {
       features.dispose();
       if (signal?.aborted) throw signal.reason;
       throw e;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
     }
     // Expand: sentinel k → imageTokens[k] positions holding feature rows off_k .. off_k + N_k − 1.
     const out: number[] = [];
@@ -459,21 +474,19 @@ export class Model {
       check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
     }
     const probeMs = images.length > 0 ? performance.now() - tProbe : 0;
-    const release = await this.lock.acquire(isSignal(signal) ? signal : undefined);
+    const seq = await this.sched.open(isSignal(signal) ? signal : undefined);
     try {
       this.ensureAlive();
       const p = await this.encodePrompt(ids, images, isSignal(signal) ? signal : undefined);
-      this.active = p;
       try {
         p.imageMs += probeMs;   // reading the image headers counts as image work
         p.visionMs += probeMs;
-        yield* this.run(p, decodeOptions as DecodeOptions, mode, r as GenerateRequest, dm, promptMs);
+        yield* this.run(p, seq, decodeOptions as DecodeOptions, mode, r as GenerateRequest, dm, promptMs);
       } finally {
-        this.active = null;
         p.features?.dispose();
       }
     } finally {
-      release();
+      this.sched.close(seq);
     }
   }
 
@@ -490,19 +503,21 @@ export class Model {
     const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
     const { ids, images } = await this.prompt(r, signal);
     await this.probeImages(images, signal);
-    const release = await this.lock.acquire(signal);
+    const seq = await this.sched.open(signal);
     try {
       this.ensureAlive();
       const p = await this.encodePrompt(ids, images, signal);
-      this.active = p;
       try {
         const n = p.ids.length;
         if (n > this.contextLength) throw new OptionError(`the prompt takes ${n} positions, more than the context length ${this.contextLength}`, 'contextLength');
         const rows = opts.rows ?? [n - 1];
-        const x = Int32Array.from(p.ids);
         const mask = opts.mask ?? 'block';
         const bs = opts.blockSize ?? this.config.diffusion?.blockSize ?? 8;
-        const t = mask === 'block' ? this.forwardBlock(x, 0, bs, rows) : this.forwardCausal(x, 0, rows);
+        // One forward of its own (not through the scheduler: it reads raw logits), on its own slot.
+        const t = this.text.forwardBatch([{
+          slot: seq.slot, ids: Int32Array.from(p.ids), pos0: 0, n, mask, blockSize: mask === 'block' ? bs : undefined, logitsRows: rows,
+          ...this.spliced(p, 0, n),
+        }]);
         if (!t) return { logits: new Float32Array(0), ids: p.ids, imageTokens: p.imageTokens };
         try {
           return { logits: await this.queue.readF32(t), ids: p.ids, imageTokens: p.imageTokens };
@@ -510,11 +525,10 @@ export class Model {
           t.dispose();
         }
       } finally {
-        this.active = null;
         p.features?.dispose();
       }
     } finally {
-      release();
+      this.sched.close(seq);
     }
   }
 
@@ -551,18 +565,16 @@ export class Model {
     };
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, seq: Sequence, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
     const eosId = cfg.eosTokenId;
     let gen: AsyncGenerator<DecodeEvent, DecodeResult>;
     if (mode === 'diffusion') {
-      gen = runBlockDiffusion(forwarderStepper({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) }),
-        ids, opts, dm!, { ...req.engine, stepEvents: req.stepEvents });
+      gen = runBlockDiffusion(this.stepper(p, seq, opts.signal), ids, opts, dm!, { ...req.engine, stepEvents: req.stepEvents });
     } else {
-      gen = runAutoregressive(forwarderStepper({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) }),
-        ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
+      gen = runAutoregressive(this.stepper(p, seq, opts.signal), ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
     }
     const stopTokens = new Set(opts.stopTokens ?? [eosId]);
     for await (const ev of gen) {
@@ -588,16 +600,17 @@ export class Model {
     }
   }
 
-  /** Block-mask forward (diffusion): see BlockForwarder. */
-  private forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null {
-    this.ensureAlive();
-    return this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, ...this.spliced(pos0, ids.length) });
-  }
-
-  /** Causal forward (AR): see CausalForwarder. */
-  private forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null {
-    this.ensureAlive();
-    return this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, ...this.spliced(pos0, ids.length) });
+  /** A request's steps, through the batch scheduler on its slot, with its image rows spliced. */
+  private stepper(p: EncodedPrompt, seq: Sequence, signal: AbortSignal | undefined): Stepper {
+    return {
+      step: (s) => {
+        this.ensureAlive();
+        return this.sched.step(seq, {
+          ids: s.ids, pos0: s.pos0, mask: s.blockSize !== undefined ? 'block' : 'causal', blockSize: s.blockSize,
+          rows: s.rows, prefill: s.prefill, remask: s.remask, ...this.spliced(p, s.pos0, s.ids.length),
+        }, isSignal(signal) ? signal : undefined);
+      },
+    };
   }
 
   /**
@@ -605,9 +618,8 @@ export class Model {
    * (in the order of their positions) replace which rows of the forward. The forward gathers
    * and scatters them itself, inside its plan.
    */
-  private spliced(pos0: number, n: number): { features?: Tensor; featureRows?: Int32Array; embedRows?: Int32Array } {
-    const p = this.active;
-    if (!p?.features || pos0 >= p.featureRow.length) return {};
+  private spliced(p: EncodedPrompt, pos0: number, n: number): { features?: Tensor; featureRows?: Int32Array; embedRows?: Int32Array } {
+    if (!p.features || pos0 >= p.featureRow.length) return {};
     const at: number[] = [], src: number[] = [];
     const end = Math.min(pos0 + n, p.featureRow.length);
     for (let j = pos0; j < end; j++) if (p.featureRow[j] >= 0) { at.push(j - pos0); src.push(p.featureRow[j]); }
@@ -619,6 +631,7 @@ export class Model {
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
+    this.sched.shutdown(new DisposedError('the model was disposed'));
     this.text.dispose();
     this.tower?.dispose();
     this.siglipPlans.clear();

@@ -1,7 +1,8 @@
-// lib/model/lock.ts and lib/model/model-stream.ts without a model: arrival order, aborts of
-// waiters, idempotent release; a ModelStream over a plain generator that records its clean-up.
+// lib/model/model-stream.ts without a model: a ModelStream over a plain generator holding a FIFO
+// lock (test/helpers/fifo-lock.ts, checked first: arrival order, aborts of waiters, idempotent
+// release) that records its clean-up.
 import { describe, expect, it } from 'vitest';
-import { ModelLock } from '../../lib/model/lock.js';
+import { ModelLock } from '../helpers/fifo-lock.js';
 import { ModelStream } from '../../lib/model/model-stream.js';
 
 const tick = () => new Promise((r) => setImmediate(r));

@@ -1,4 +1,6 @@
-// lock.ts — the model lock: one user of the KV cache at a time, in arrival order.
+// fifo-lock.ts — a FIFO lock for tests of resource release (test/unit/model-lock.test.ts): the
+// held resource a ModelStream must give back. (The model itself hands out KV-cache slots:
+// lib/model/scheduler.ts.)
 //
 // acquire(signal) resolves with a release function once every earlier holder has released.
 // A waiter whose signal aborts leaves the queue and rejects with signal.reason at once (not
