@@ -2,7 +2,7 @@
 // bench/out/kernels.json (git-ignored).
 //
 // 1. Read bandwidth: stream_read over a 1 GiB buffer, 1 thread and all physical cores — the
-//    roofline every memory-bound kernel below is judged against (spec/PERFORMANCE.md (d) 5).
+//    roofline every memory-bound kernel below is judged against (docs/performance.md §d.5).
 // 2. matmul (y = x·Wᵀ), M = 1 and M = 8 tokens, on the Qwen2.5-0.5B shapes W [4864, 896]
 //    (gate/up), [896, 4864] (down), [151936, 896] (lm_head) and the 7B FFN W [18944, 3584],
 //    bf16 and f32 weights: ms per op, GB/s (W + x + y bytes per op ÷ time), % of the measured

@@ -1,4 +1,4 @@
-// plan.h — a pass recorded once and replayed with one call (DESIGN.md "A forward is planned
+// plan.h — a pass recorded once and replayed with one call (docs/architecture.md §A4 "A forward is planned
 // once and replayed").
 //
 // Recording runs the same TypeScript forward against a recorder (lib/native/plan.ts): every op

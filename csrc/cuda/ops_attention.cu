@@ -1,5 +1,5 @@
 // ops_attention.cu — flash-style scaled dot-product attention over a KV cache on the GPU
-// (csrc/cpu/ops/attention.cpp, spec §2.5, §5.3, §3.3 item 4; PERFORMANCE.md §c1).
+// (csrc/cpu/ops/attention.cpp, docs §2.5, §5.3, §3.3 item 4; docs/performance.md §c1).
 //
 // Legend: Tq query rows, nh query heads, nkv kv heads (GQA: head h reads kv head
 // g = h / (nh/nkv)), hd head dim ≤ 512, cap cache capacity.
@@ -20,7 +20,7 @@
 // attention_tiled_kernel (the default, below): the same step for 8 rows of one kv head that
 // share each K/V tile through shared memory, with a split of the key axis (flash-decoding) when
 // the blocks alone would leave SMs idle.
-// Throughput work left (PERFORMANCE.md §c1): tensor-core Q·Kᵀ and P·V (mma.sync / wgmma), a
+// Throughput work left (docs/performance.md §c1): tensor-core Q·Kᵀ and P·V (mma.sync / wgmma), a
 // 56–64-row GQA tile per block, exp2 with a pre-scaled log2 e, cp.async/TMA tile pipelining.
 #include <algorithm>
 #include <cmath>
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const AttnParams
 // ---- tiled kernel (the default when its shared memory fits: hd ≤ 128 or so) ------------------
 //
 // A block is one kv head g (blockIdx.y), a run of kTW consecutive rows of that head's Tq·group
-// (query row, head) rows — query-major, so a decode block's GQA group shares it (PERFORMANCE.md
+// (query row, head) rows — query-major, so a decode block's GQA group shares it (docs/performance.md
 // §c1) — and one split of the key axis (blockIdx.z). Its 8 warps walk the union of their rows'
 // visible ranges in tiles of 32 keys; each tile of K and V is loaded ONCE per block into shared
 // memory (coalesced, converted to f32), then every warp does the warp-per-row step above from

@@ -1,4 +1,4 @@
-// ops_matmul.cu — y = x · Wᵀ (+ b) on the GPU (csrc/cpu/ops/matmul.cpp; spec PERFORMANCE.md §c4).
+// ops_matmul.cu — y = x · Wᵀ (+ b) on the GPU (csrc/cpu/ops/matmul.cpp; docs/performance.md §c4).
 //
 // Legend: x f32 [.., K] (M rows after flattening), W f32|bf16|f16 [N, K] as stored in the
 // checkpoint, b f32 [N] (optional) → y f32 [.., N]. Activations stay f32, weights are widened
@@ -29,7 +29,7 @@
 //     (no real layer) takes a scalar warp-per-row kernel.
 //   tiled (M > 16, prefill): 64×64 output tile per 256-thread block, K in steps of 16 through
 //     shared memory (weights converted to f32 on the way in), 4×4 outputs per thread.
-// Not here yet (PERFORMANCE.md §c4): fused epilogues (bias+activation, residual), wgmma (sm_90a)
+// Not here yet (docs/performance.md §c4): fused epilogues (bias+activation, residual), wgmma (sm_90a)
 // for large prefill, and f32 weights on tensor cores (they would need a 3-way split of W too).
 #include <cuda_fp16.h>
 

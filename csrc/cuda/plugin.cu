@@ -1,5 +1,5 @@
 // plugin.cu — the CUDA plugin's entry point and its device, memory and copy functions
-// (csrc/core/backend.h, spec/ECOSYSTEM.md B1.3).
+// (csrc/core/backend.h, docs/packaging.md §B1.3).
 //
 // Built into libdiffusionvl_cuda.so with the CUDA runtime linked statically, so a user needs
 // only the NVIDIA driver (libcuda.so.1). The engine dlopens this file at run time

@@ -1,6 +1,6 @@
 // bench.ts — the decoding benchmark behind `diffusionvl bench` and `npm run bench`: on one model,
 // in one run, AR (next-token mode, same weights) against block diffusion at several step
-// counts, with and without the merged commit. Ratios are taken within the run (PERFORMANCE.md §d).
+// counts, with and without the merged commit. Ratios are taken within the run (docs/performance.md §d).
 import { loadModel, type GenerateRequest, type GenerateResult } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
 

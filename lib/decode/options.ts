@@ -1,10 +1,10 @@
 // options.ts — the user-facing decode options: their defaults (one object, each entry citing
-// the spec), and validateDecodeOptions, which rejects absurd values with an OptionError before
+// docs §5.1), and validateDecodeOptions, which rejects absurd values with an OptionError before
 // any work starts and returns the resolved options the decoders read.
 //
 // Legend: P prompt length, G = maxTokens, bs = blockSize, S = steps, V vocabulary size.
 //
-// Names follow the spec §5 / paper vocabulary in camelCase. The reference's own keyword names
+// Names follow the docs §5 / paper vocabulary in camelCase. The reference's own keyword names
 // (gen_length, remasking_strategy, confidence_threshold, top_k, …) are not accepted as keys but
 // get a "did you mean" hint; its remasking values `low_confidence_static` /
 // `low_confidence_dynamic` are accepted as synonyms of 'static' / 'dynamic'.

@@ -1,4 +1,4 @@
-// runner.ts — the block decoder that drives a real model through the native op set: spec §5
+// runner.ts — the block decoder that drives a real model through the native op set: docs §5
 // with the output-preserving shortcuts of §5.12, each switchable so tests can compare it with
 // lib/decode/reference.ts (the plain transcription) on the same logits.
 //
@@ -155,7 +155,7 @@ export interface DecodeResult {
 export interface DoneEvent { type: 'done'; result: DecodeResult }
 export type DecodeEvent = StepEvent | BlockEvent | DoneEvent;
 
-/** −200: an image placeholder the model's forwarder replaces with feature rows (spec §3.6). */
+/** −200: an image placeholder the model's forwarder replaces with feature rows (docs §3.6). */
 const IMAGE_SENTINEL = -200;
 
 /** Prompt ids must be token rows of the model (or image sentinels): a typed error before any work. */
@@ -169,7 +169,7 @@ function checkPromptIds(ids: readonly number[], vocabSize: number | undefined): 
   }
 }
 
-/** Block diffusion decoding (spec §5), as an async generator of events ending with `done`. */
+/** Block diffusion decoding (docs §5), as an async generator of events ending with `done`. */
 export async function* runBlockDiffusion(
   fw: Stepper, promptIds: readonly number[], options: DecodeOptions | undefined, model: DecodeModel,
   flags: RunnerFlags = {},

@@ -1,4 +1,4 @@
-// decode.ts — any accepted image input → interleaved RGB u8 [H, W, 3] (spec §3.1, before step 1).
+// decode.ts — any accepted image input → interleaved RGB u8 [H, W, 3] (docs §3.1, before step 1).
 //
 // The reference opens images with PIL and calls `.convert('RGB')`; this file matches that:
 //  * alpha is dropped, not composited (PIL's RGBA → RGB keeps the colour channels as stored;

@@ -15,7 +15,7 @@
 // headers (size, pixels, the tokens they will take) and its decode options checked against the
 // resulting prompt length; only then are images decoded, one at a time.
 //
-// Images (spec §3.6): the prompt carries one −200 sentinel per image. Before decoding, each
+// Images (docs §3.6): the prompt carries one −200 sentinel per image. Before decoding, each
 // image is decoded, preprocessed and encoded (Qwen2.5-VL tower, or the SigLIP route), and the
 // prompt is expanded: each sentinel becomes N placeholder positions (id 0, a valid row for the
 // embedding gather), N = the image's feature rows. `featureRow[p]` maps a prompt position to its
@@ -370,7 +370,7 @@ export class Model {
 
   /**
    * Decodes, preprocesses and encodes the images, and expands each sentinel into one position
-   * per feature row (spec §3.6). Runs on the model's queue; the caller holds a slot. An abort
+   * per feature row (docs §3.6). Runs on the model's queue; the caller holds a slot. An abort
    * rejects with signal.reason once the queued tower work ran (other requests share the queue). Images are decoded one
    * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
    */
@@ -543,7 +543,7 @@ export class Model {
   /**
    * The decoder's view of the model in diffusion mode. MASK: the config's mask token, or for a
    * checkpoint without a diffusion config (run as block diffusion with an explicit blockSize)
-   * the same default the loader uses everywhere, 151671 (spec §4.2), which must be an
+   * the same default the loader uses everywhere, 151671 (docs §4.2), which must be an
    * embedding row of this model.
    */
   private decodeModel(decodeOptions: Record<string, unknown>): DecodeModel {

@@ -1,4 +1,4 @@
-// qwen2.ts — the Qwen2 / Qwen2.5 text decoder, written once as a sequence of ops (spec §2).
+// qwen2.ts — the Qwen2 / Qwen2.5 text decoder, written once as a sequence of ops (docs §2).
 //
 // Legend: n tokens in this forward, H hidden, nh / nkv query / key-value heads, hd head dim,
 // I intermediate, V vocab rows, L layers, cap KV-cache capacity (positions).
@@ -6,9 +6,9 @@
 // One entry point, `forward`, serves every pass the engine runs:
 //   AR prefill        mask 'causal', pos0 = 0
 //   AR decode step    mask 'causal', n = 1
-//   diffusion prefill mask 'block' over the whole prompt blocks [0, Lpre) (spec §5.4)
+//   diffusion prefill mask 'block' over the whole prompt blocks [0, Lpre) (docs §5.4)
 //   block step        mask 'block' over one block [L, L + bs): bidirectional inside the block,
-//                     the whole cache before it (spec §5.3: the mask is all zeros there)
+//                     the whole cache before it (docs §5.3: the mask is all zeros there)
 //   commit            the same pass over the finished block; merged commit: 2·bs tokens, the
 //                     finished block and the next block's first step (rows of the second block
 //                     see the first; the block mask gives exactly that)
@@ -17,7 +17,7 @@
 // cache length only after a commit), so a denoising step's K/V are scratch that the next pass
 // overwrites — no copy, no "store_kv" flag in the kernels.
 //
-// Positions are plain 1-D (spec §2.8): a DiffusionVL-Qwen2.5VL model's mRoPE with three equal
+// Positions are plain 1-D (docs §2.8): a DiffusionVL-Qwen2.5VL model's mRoPE with three equal
 // position rows is exactly this RoPE.
 import { ShapeError } from '../errors.js';
 import { TensorScope, type OpSet, type Queue, type Tensor } from '../native/index.js';
@@ -31,7 +31,7 @@ export interface ForwardArgs {
   /** Token ids at positions pos0..pos0+n-1 (i32). */
   ids: Int32Array;
   /** Image features f32 [F, H]: row featureRows[i] replaces the token embedding of row
-   *  embedRows[i] of this forward (spec §3.6). */
+   *  embedRows[i] of this forward (docs §3.6). */
   features?: Tensor;
   featureRows?: Int32Array;
   embedRows?: Int32Array;
@@ -228,7 +228,7 @@ export class Qwen2Text {
   }
 
   /**
-   * The forward as ops (spec §2), on a Queue (eager) or a Recorder. Everything that changes
+   * The forward as ops (docs §2), on a Queue (eager) or a Recorder. Everything that changes
    * between two forwards of one shape comes from `step` through o.input / o.bind / o.param.
    */
   private build(o: OpSet, s: BatchShape, step: StepValues): Tensor | null {
@@ -256,7 +256,7 @@ export class Qwen2Text {
       for (let l = 0; l < cfg.numLayers; l++) {
         const L = this.layers[l];
         const { k: kCache, v: vCache } = this.kv[l];
-        // Attention block (spec §2.3-2.5).
+        // Attention block (docs §2.3-2.5).
         const x = o.rmsNorm(h, L.inputNorm, cfg.rmsNormEps);
         const qh = o.rope(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
         const kh = o.rope(o.reshape(o.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), cos, sin);
@@ -265,14 +265,14 @@ export class Qwen2Text {
         o.kvCacheAppendBatch(vCache, vh, seqs);
         const att = o.attentionBatch(qh, kCache, vCache, seqs);
         h = o.add(h, o.matmul(o.reshape(att, [n, nh * hd]), L.oProj));
-        // MLP (spec §2.6).
+        // MLP (docs §2.6).
         const m = o.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
         const act = o.swiglu(o.matmul(m, L.gateProj), o.matmul(m, L.upProj));
         h = o.add(h, o.matmul(act, L.downProj));
       }
 
       if (s.rows !== 0) {
-        // Norm only the rows we score (RMSNorm is per row), then the lm_head (spec §2.7).
+        // Norm only the rows we score (RMSNorm is per row), then the lm_head (docs §2.7).
         const picked = s.rows < 0 ? h : o.gatherRows(h, o.input('rows', 'i32', [s.rows], step.rows as Int32Array));
         logits = o.matmul(o.rmsNorm(picked, this.finalNorm, cfg.rmsNormEps), this.lmHead);
       }

@@ -1,4 +1,4 @@
-// qwen25vl_vision.ts — the Qwen2.5-VL vision tower and PatchMerger over the op set (spec §1.3,
+// qwen25vl_vision.ts — the Qwen2.5-VL vision tower and PatchMerger over the op set (docs §1.3,
 // §3.2–3.4): pixel_values rows → merged image tokens in the text model's hidden size.
 //
 // Legend: R patch rows (all images), C tower hidden (1280), nh heads (16), hd head dim (80),
@@ -23,9 +23,9 @@ import { eagerFromEnv, PlanCache, Recorder } from '../native/plan.js';
 import type { QwenVisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
 
-/** RMSNorm epsilon everywhere in the ViT and the merger (spec §1.3; not in the config). */
+/** RMSNorm epsilon everywhere in the ViT and the merger (docs §1.3; not in the config). */
 export const VISION_RMS_EPS = 1e-6;
-/** Rotary base of the 2-D table (spec §3.3 step 2). */
+/** Rotary base of the 2-D table (docs §3.3 step 2). */
 const ROPE_THETA = 10000;
 
 /** One preprocessed image (lib/image/qwen2vl.ts `preprocessQwen2vl`). */
@@ -49,7 +49,7 @@ export interface WindowLayout {
 }
 
 /**
- * The window permutation of spec §3.3 step 3. Per image and frame: the (gh/m)×(gw/m) unit grid
+ * The window permutation of docs §3.3 step 3. Per image and frame: the (gh/m)×(gw/m) unit grid
  * padded to multiples of M = window/(m·ps) (the reference always appends M − n mod M, so an
  * exact multiple gets a whole empty window, which then vanishes), cut into M×M windows visited
  * row-major, units inside a window row-major, padding skipped.

@@ -1,4 +1,4 @@
-// siglip.ts — the SigLIP route of DiffusionVL-Qwen2.5-7B (spec §1.7, §3.5 steps 5-8): the
+// siglip.ts — the SigLIP route of DiffusionVL-Qwen2.5-7B (docs §1.7, §3.5 steps 5-8): the
 // SigLIP2 encoder per crop, the mlp2x_gelu projector, and the LLaVA-OneVision anyres merge
 // (spatial_unpad, anyres_max_N downsample, image_newline after every row).
 //

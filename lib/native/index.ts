@@ -123,7 +123,7 @@ export abstract class OpSet {
   /**
    * rope_cos_sin: positions i32 [T] → [cos, sin] f32 [T, dim], rotate-half layout:
    * inv_freq[j] = 1 / theta^(2j/dim) (f32), ang = p · inv_freq[j] (f32), cos = [cos(ang), cos(ang)].
-   * (rope.cpp; spec §2.4)
+   * (rope.cpp; docs §2.4)
    */
   ropeCosSin(positions: NativeTensor, theta: number, dim: number): [NativeTensor, NativeTensor] {
     const [c, s] = this.op('rope_cos_sin', [positions], { theta, dim });
@@ -181,7 +181,7 @@ export abstract class OpSet {
   /** concat_rows: [a; b] along dim 0 (same trailing dims and dtype). (shape.cpp) */
   concatRows(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('concat_rows', [a, b]); }
   /**
-   * confidence_remask (spec §5.7-5.8): logits f32 [n, V] of the still-masked positions →
+   * confidence_remask (docs §5.7-5.8): logits f32 [n, V] of the still-masked positions →
    * [ids i32 [n], confidence f32 [n], reveal i32 [n] (1 = reveal now)]. (sample.cpp; the TS
    * reference is lib/decode/sample.ts + remask.ts and must agree exactly.)
    */
@@ -194,13 +194,13 @@ export abstract class OpSet {
   }
   /** stream_read: reads `bytes` of a scratch buffer `repeat` times (bandwidth probe); returns f32 [1] checksum. (probe.cpp) */
   streamRead(buf: NativeTensor, repeat: number): NativeTensor { return this.one('stream_read', [buf], { repeat }); }
-  /** image_resize: u8 [H, W, 3] → u8 [h, w, 3], Pillow-exact bicubic (spec §3.1). (image.cpp) */
+  /** image_resize: u8 [H, W, 3] → u8 [h, w, 3], Pillow-exact bicubic (docs §3.1). (image.cpp) */
   imageResize(img: NativeTensor, width: number, height: number): NativeTensor {
     return this.one('image_resize', [img], { width, height });
   }
   /**
    * resize_bilinear: x f32 [h, w, C] → f32 [height, width, C], torch interpolate
-   * mode 'bilinear', align_corners = false, no antialias (spec §3.5 step 7). (bilinear.cpp)
+   * mode 'bilinear', align_corners = false, no antialias (docs §3.5 step 7). (bilinear.cpp)
    */
   resizeBilinear(x: NativeTensor, height: number, width: number): NativeTensor {
     return this.one('resize_bilinear', [x], { height, width });

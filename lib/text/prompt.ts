@@ -1,7 +1,7 @@
 // prompt.ts — chat messages → prompt text → token ids, with the −200 image sentinels.
 //
 // Two formats:
-//  'diffusionvl' (default): the trained and benchmarked `qwen_2_5` conversation of REFERENCE.md
+//  'diffusionvl' (default): the trained and benchmarked `qwen_2_5` conversation of docs
 //     §4.1 — Qwen's default system prompt unless a system message is given, each turn
 //     `<|im_start|>{role}\n{text}<|im_end|>\n`, the generation prompt `<|im_start|>assistant\n`.
 //     Image parts become `<image>` placeholders at the front of their turn (one image:

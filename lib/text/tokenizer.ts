@@ -1,8 +1,8 @@
 // tokenizer.ts — a model's tokenizer: HF `tokenizer.json` (byte-level BPE for Qwen) through
 // @huggingface/tokenizers, plus the chat template and the ids the decoder needs.
 //
-// Spec: REFERENCE.md §4.2 (special tokens; MASK 151671 is an embedding row beyond the tokenizer),
-// §3.6 (no BOS for Qwen), ECOSYSTEM.md (d)10 (the library is I/O-free: we read the files).
+// See docs §4.2 (special tokens; MASK 151671 is an embedding row beyond the tokenizer),
+// §3.6 (no BOS for Qwen), docs/packaging.md §B7 (the library is I/O-free: we read the files).
 //
 // The tokenizer's `size` is one past its highest id (151665 for Qwen2.5, 151669 for Qwen3). Ids at
 // or beyond it (MASK, the untrained padding rows of the embedding) and negative ids (the −200 image

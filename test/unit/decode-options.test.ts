@@ -17,7 +17,7 @@ function errorOf(opts: unknown, lim: typeof limits & { promptLength?: number } =
 }
 
 describe('defaults', () => {
-  it('resolve to the benchmark settings (spec §7.2) with the model block size and EOS', () => {
+  it('resolve to the benchmark settings (docs §7.2) with the model block size and EOS', () => {
     expect(validateDecodeOptions(undefined, limits)).toEqual({
       maxTokens: 128, blockSize: 8, steps: 8, remasking: 'static', threshold: 0.85,
       temperature: 0, topK: 0, topP: 1, seed: 0, stopTokens: [151645], signal: undefined,

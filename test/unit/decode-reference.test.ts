@@ -1,4 +1,4 @@
-// decode-reference.test.ts — lib/decode/reference.ts, the plain reference decoder (spec §5), on
+// decode-reference.test.ts — lib/decode/reference.ts, the plain reference decoder (docs §5), on
 // hand-traced cases (traces in the comments) and on random logits across option combinations.
 import { describe, expect, it } from 'vitest';
 import { OutOfRangeError, OptionError } from '../../lib/errors.js';

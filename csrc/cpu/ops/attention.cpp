@@ -1,4 +1,4 @@
-// attention.cpp — flash-style scaled dot-product attention over a KV cache (spec §2.5, §5.3,
+// attention.cpp — flash-style scaled dot-product attention over a KV cache (docs §2.5, §5.3,
 // vision windows §3.3 item 4).
 //
 // Legend: Tq query rows, nh query heads, nkv kv heads, hd head dim, cap cache capacity.
@@ -9,7 +9,7 @@
 // query row, so no mask matrix exists:
 //   causal   [0, p + 1)
 //   block    [0, min(kvLen, (floor(p/bs) + 1)·bs))   (block-causal: the cache plus the whole
-//            own block, spec §5.3)
+//            own block, docs §5.3)
 //   full     [0, kvLen)
 //   segments [cu[s], cu[s+1]) for the s with cu[s] ≤ i < cu[s+1]  (vision windows; Tq = kvLen,
 //            qPos0 = 0)

@@ -1,4 +1,4 @@
-// kv_cache.cpp — kv_cache_append: store a pass's K or V rows in the layer cache (spec §5.9).
+// kv_cache.cpp — kv_cache_append: store a pass's K or V rows in the layer cache (docs §5.9).
 //
 // cache f32|bf16|f16 [nkv, cap, hd] (head-major, so attention streams one head's keys
 // contiguously), x f32 [T, nkv, hd] (token-major, as the K/V projection produces it); attr
