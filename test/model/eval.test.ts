@@ -89,6 +89,16 @@ describe('held-out eval', () => {
     expect(lines[1]).toMatch(/^eval 6\/6: exact match 50\.0%/);
   });
 
+  it('concurrent clients (batched) give the same answers, in item order', async () => {
+    const set = await readHeldout(dir);
+    const one = await evalHeldout(model, set.items, { maxTokens: 12, steps: 4 });
+    const four = await evalHeldout(model, set.items, { maxTokens: 12, steps: 4, concurrency: 4 });
+    expect(four.items).toEqual(one.items);
+    expect(four.correct).toBe(one.correct);
+    expect(four.tokensPerSecond).toBeGreaterThan(0);
+    await expect(evalHeldout(model, set.items, { concurrency: 0 })).rejects.toThrow(/concurrency/);
+  });
+
   it('n takes the first items; ar mode counts one forward per token', async () => {
     const set = await readHeldout(dir);
     const r = await evalHeldout(model, set.items, { n: 2, mode: 'ar', maxTokens: 6 });
