@@ -22,12 +22,17 @@ import { readConfig, type ModelConfig } from '../weights/config.js';
 import { loadWeights, type LoadProgress, type LoadedWeights } from '../weights/load.js';
 import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat } from '../text/prompt.js';
-import { IncrementalDecoder } from '../text/stream.js';
+import { IncrementalDecoder, StopStringMatcher, stopAt } from '../text/stream.js';
 import { decodeImage, type ImageInput, type RgbImage } from '../image/decode.js';
 import { preprocessQwen2vl } from '../image/qwen2vl.js';
 import { Qwen2Text } from './qwen2.js';
 import { Qwen25VisionTower } from './qwen25vl_vision.js';
-import { encodeSiglipImages } from './siglip.js';
+import { encodeSiglipImages, siglipTokenCount } from './siglip.js';
+import { smartResize } from '../image/qwen2vl.js';
+import type { KvTenant, ReuseHost } from './kv-reuse.js';
+import { streamReusing } from './kv-reuse.js';
+import { ChatSession, type ChatSessionOptions } from './session.js';
+import { PrefixCache, type PrefixCacheOptions } from './prefix-cache.js';
 
 export interface LoadModelOptions {
   /** Kernel threads (default: physical cores). */
@@ -71,7 +76,14 @@ export interface GenerateRequest extends DecodeOptions {
   /** Emit `step` events (canvas snapshots) from stream(). */
   stepEvents?: boolean;
   /** Engine switches for tests and benchmarks. */
-  engine?: RunnerFlags;
+  engine?: Pick<RunnerFlags, 'mergeCommit'>;
+  /**
+   * Stop strings: decoding ends after the block where one appears; the text ends before it
+   * (finishReason 'stop'). Streamed text never shows a stop string, even one split across blocks.
+   */
+  stop?: string | readonly string[];
+  /** Reuse K/V of earlier requests with the same prefix (Model.createPrefixCache). */
+  prefixCache?: PrefixCache;
 }
 
 export interface GenerateStats extends DecodeStats {
@@ -85,10 +97,23 @@ export interface GenerateResult extends DecodeResult {
   text: string;
   mode: GenerationMode;
   stats: GenerateStats;
+  /** The stop string that ended the text, when one did. */
+  stopString?: string;
+}
+
+/** What a prompt costs in positions, without running the model (Model.countTokens). */
+export interface TokenCount {
+  /** Positions the prompt takes: text tokens plus every image's feature rows (stats.promptTokens of a run). */
+  promptTokens: number;
+  textTokens: number;
+  /** Feature rows per image, in prompt order. */
+  imageTokens: number[];
+  /** The prompt's ids with one −200 per image (Model.promptIds). */
+  ids: number[];
 }
 
 /** A prompt with its images encoded: ids expanded to one position per feature row. */
-interface EncodedPrompt {
+export interface EncodedPrompt {
   /** Token ids; image positions hold 0 (overridden by the features). */
   ids: number[];
   /** Per prompt position: its feature row, or −1 for a text token. */
@@ -104,7 +129,10 @@ export type StreamEvent =
   | { type: 'step'; block: number; iteration: number; ids: number[]; masked: boolean[]; revealed: number[] }
   | { type: 'done'; result: GenerateResult };
 
-const REQUEST_KEYS = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine']);
+const REQUEST_KEYS = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine', 'stop', 'prefixCache']);
+
+/** Key of the model's engine lent to sessions and prefix caches (kv-reuse.ts); not public API. */
+export const REUSE_HOST = Symbol('diffusionvl.reuseHost');
 
 export class Model {
   readonly config: ModelConfig;
@@ -122,6 +150,10 @@ export class Model {
   private active: EncodedPrompt | null = null;
   private _disposed = false;
   private chain: Promise<unknown> = Promise.resolve();
+  /** Whose committed prefix the KV cache holds between runs (a session, a prefix cache), or null. */
+  private tenant: KvTenant | null = null;
+  /** Sessions and prefix caches made by this model: disposed with it. */
+  private readonly children = new Set<{ dispose(): void }>();
 
   private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo) {
     this.queue = queue;
@@ -218,7 +250,7 @@ export class Model {
    * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model. An
    * abort cancels the queued tower work and rejects with signal.reason.
    */
-  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
+  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal, multiImage?: boolean): Promise<EncodedPrompt> {
     if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
@@ -242,7 +274,7 @@ export class Model {
     } else {
       // SigLIP route (DiffusionVL-Qwen2.5-7B, §3.5): several images in one prompt are each
       // padded to a square and take one crop (step 8).
-      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
+      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: multiImage ?? decoded.length > 1 }));
     }
     // The tower is one long batch of queued ops: an abort cancels what has not run yet.
     const onAbort = () => this.queue.cancel();
@@ -293,11 +325,13 @@ export class Model {
   /** Generates a reply as events: `block` (newly final text), optional `step`, then `done`. */
   async *stream(req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
     this.ensureAlive();
+    if (req?.prefixCache !== undefined) { yield* streamReusing(this[REUSE_HOST](), req, this.checkPrefixCache(req.prefixCache)); return; }
     const { decodeOptions, mode } = this.splitRequest(req);
     const { ids, images } = this.prompt(req);
     const release = await this.acquire();
     try {
       this.ensureAlive();
+      this.evictTenant();
       const p = await this.encodePrompt(ids, images, req.signal);
       this.active = p;
       try {
@@ -324,6 +358,7 @@ export class Model {
     const release = await this.acquire();
     try {
       this.ensureAlive();
+      this.evictTenant();
       const p = await this.encodePrompt(ids, images);
       this.active = p;
       try {
@@ -353,6 +388,7 @@ export class Model {
     if (req === null || typeof req !== 'object') throw new OptionError('generate: expected a request object', 'request');
     const decodeOptions: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(req)) if (!REQUEST_KEYS.has(k)) decodeOptions[k] = v;
+    stopStrings(req.stop);   // checked before any work
     const mode = req.mode ?? this.config.defaultMode;
     if (mode !== 'diffusion' && mode !== 'ar') throw new OptionError(`Expected 'diffusion' or 'ar' for mode but received ${JSON.stringify(mode)}`, 'mode');
     if (mode === 'diffusion' && !this.isDiffusion && req.blockSize === undefined) {
@@ -361,11 +397,14 @@ export class Model {
     return { decodeOptions: decodeOptions as DecodeOptions, mode };
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
     const eosId = cfg.eosTokenId;
+    const stops = stopStrings(req.stop);
+    const matcher = stops.length > 0 ? new StopStringMatcher(stops) : null;
+    const flags: RunnerFlags = { cachedLength: reuse.cachedLength, stopRequested: matcher ? () => matcher.stopped !== undefined : undefined };
     let gen: AsyncGenerator<DecodeEvent, DecodeResult>;
     if (mode === 'diffusion') {
       const dm: DecodeModel = {
@@ -375,10 +414,10 @@ export class Model {
         route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
       };
       gen = runBlockDiffusion({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) },
-        ids, opts, dm, { ...req.engine, stepEvents: req.stepEvents });
+        ids, opts, dm, { mergeCommit: req.engine?.mergeCommit, stepEvents: req.stepEvents, ...flags });
     } else {
       gen = runAutoregressive({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) },
-        ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
+        ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength }, flags);
     }
     const stopTokens = new Set(opts.stopTokens ?? [eosId]);
     for await (const ev of gen) {
@@ -388,15 +427,26 @@ export class Model {
         let keep = ev.ids;
         const s = keep.findIndex((t) => stopTokens.has(t));
         if (s >= 0) keep = keep.slice(0, s);
-        const text = dec.push(keep);
-        yield { type: 'block', text: ev.stop ? text + dec.flush() : text, ids: ev.ids, block: ev.block };
+        let text = dec.push(keep);
+        if (ev.stop) text += dec.flush();
+        if (matcher) text = matcher.push(text) + (ev.stop ? matcher.flush() : '');
+        yield { type: 'block', text, ids: ev.ids, block: ev.block };
       } else if (ev.type === 'step') {
         yield ev;
       } else {
         const r = ev.result;
-        const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
+        let ids = r.ids;
+        let text = this.tokenizer.decode(r.finishReason === 'stop' && stopTokens.has(ids[ids.length - 1]) ? ids.slice(0, -1) : ids);
+        let stopString: string | undefined;
+        const hit = matcher?.stopped !== undefined ? stopAt(text, stops) : undefined;
+        if (hit?.stop !== undefined) {
+          // The text ends before the stop string; the ids end with the token that completed it.
+          text = hit.text;
+          stopString = hit.stop;
+          ids = ids.slice(0, tokensCovering(this.tokenizer, ids, hit.text.length + hit.stop.length));
+        }
         const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens };
-        yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
+        yield { type: 'done', result: { ...r, ids, mode, text, stats, ...(stopString !== undefined ? { stopString } : {}) } };
       }
     }
   }
@@ -439,10 +489,113 @@ export class Model {
     }
   }
 
+  // ---- tokens ------------------------------------------------------------------------------------
+
+  /** Text → token ids (no BOS/EOS added; special-token strings such as `<|im_end|>` become their ids). */
+  tokenize(text: string): number[] {
+    this.ensureAlive();
+    if (typeof text !== 'string') throw new OptionError(`Expected string for text but received ${typeof text}`, 'text');
+    return this.tokenizer.encode(text);
+  }
+
+  /** Token ids → text; special tokens are dropped unless `skipSpecial` is false. Ids without text (MASK) vanish. */
+  detokenize(ids: ArrayLike<number>, opts: { skipSpecial?: boolean } = {}): string {
+    this.ensureAlive();
+    if (ids === null || typeof ids !== 'object' || typeof ids.length !== 'number') throw new OptionError('Expected an array of token ids for ids', 'ids');
+    return this.tokenizer.decode(ids, { skipSpecial: opts.skipSpecial ?? true });
+  }
+
+  /**
+   * Positions a request's prompt takes, as generate() would lay it out: text tokens plus each
+   * image's feature rows (images are decoded for their size; the vision tower does not run).
+   */
+  async countTokens(req: Pick<GenerateRequest, 'messages' | 'prompt' | 'promptIds' | 'format' | 'systemPrompt'>): Promise<TokenCount> {
+    this.ensureAlive();
+    if (req === null || typeof req !== 'object') throw new OptionError('countTokens: expected a request object', 'request');
+    const { ids, images } = this.prompt(req);
+    const imageTokens: number[] = [];
+    const v = this.config.vision;
+    for (const im of images) {
+      const d = await decodeImage(im as ImageInput);
+      if (v?.kind === 'qwen2_5_vl') {
+        const f = v.patchSize * v.spatialMergeSize;
+        const r = smartResize(d.height, d.width, { factor: f, minPixels: v.minPixels, maxPixels: v.maxPixels });
+        imageTokens.push((r.height / f) * (r.width / f));
+      } else if (v) {
+        imageTokens.push(siglipTokenCount(v, [d.width, d.height], { multiImage: images.length > 1 }));
+      }
+    }
+    const textTokens = ids.length - images.length;
+    return { promptTokens: textTokens + imageTokens.reduce((a, b) => a + b, 0), textTokens, imageTokens, ids };
+  }
+
+  // ---- sessions and the prefix cache (lib/model/session.ts, prefix-cache.ts, kv-reuse.ts) -------
+
+  /**
+   * A chat session: a conversation that keeps its committed K/V between turns, so each turn
+   * prefills only its new tokens and images are encoded once (see ChatSession).
+   */
+  createSession(opts: ChatSessionOptions = {}): ChatSession {
+    this.ensureAlive();
+    const s = new ChatSession(this[REUSE_HOST](), opts, (x) => this.children.delete(x));
+    this.children.add(s);
+    return s;
+  }
+
+  /** A cache of K/V prefixes across requests: pass it as `prefixCache` to generate()/stream(). */
+  createPrefixCache(opts: PrefixCacheOptions = {}): PrefixCache {
+    this.ensureAlive();
+    const c = new PrefixCache(this, this[REUSE_HOST](), opts, (x) => this.children.delete(x));
+    this.children.add(c);
+    return c;
+  }
+
+  private checkPrefixCache(c: unknown): PrefixCache {
+    if (!(c instanceof PrefixCache)) throw new OptionError('prefixCache: expected a PrefixCache from model.createPrefixCache()', 'prefixCache');
+    if (c.owner !== this) throw new OptionError('prefixCache: this cache belongs to another model', 'prefixCache');
+    c.ensureAlive();
+    return c;
+  }
+
+  /** The tenant copies out what it keeps before another run overwrites the cache. */
+  private evictTenant(): void {
+    const t = this.tenant;
+    this.tenant = null;
+    t?.evict();
+  }
+
+  /** The engine lent to ChatSession and PrefixCache. */
+  [REUSE_HOST](): ReuseHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const m = this;
+    return {
+      queue: this.queue,
+      text: this.text,
+      hiddenSize: this.config.text.hiddenSize,
+      defaultBlockSize: this.config.diffusion?.blockSize ?? 8,
+      get tenant() { return m.tenant; },
+      set tenant(t) { m.tenant = t; },
+      evictTenant: () => this.evictTenant(),
+      ensureAlive: () => this.ensureAlive(),
+      splitRequest: (req) => this.splitRequest(req),
+      prompt: (req) => this.prompt(req),
+      acquire: () => this.acquire(),
+      encodeImages: async (images, signal, multiImage) => {
+        const p = await this.encodePrompt(images.map(() => IMAGE_TOKEN_INDEX), images, signal, this.config.vision?.kind === 'qwen2_5_vl' ? undefined : multiImage);
+        return { features: p.features!, imageTokens: p.imageTokens, visionMs: p.visionMs };
+      },
+      imageVariant: (total) => (this.config.vision && this.config.vision.kind !== 'qwen2_5_vl' ? (total > 1 ? 'multi' : 'one') : ''),
+      setActive: (p) => { this.active = p; },
+      run: (p, opts, mode, req, flags) => this.run(p, opts, mode, req, flags),
+    };
+  }
+
   /** Frees every native resource now. Idempotent. */
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
+    for (const c of [...this.children]) c.dispose();
+    this.tenant = null;
     this.text.dispose();
     this.tower?.dispose();
     this.weights.dispose();
@@ -450,6 +603,26 @@ export class Model {
   }
 
   async [Symbol.asyncDispose](): Promise<void> { this.dispose(); }
+}
+
+/** The request's stop strings, checked: a string or an array of non-empty strings. */
+function stopStrings(stop: unknown): string[] {
+  if (stop === undefined || stop === null) return [];
+  const list = typeof stop === 'string' ? [stop] : stop;
+  if (!Array.isArray(list) || list.length > 16 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw new OptionError(`Expected a non-empty string or an array of up to 16 non-empty strings for stop but received ${JSON.stringify(stop)}`, 'stop');
+  }
+  return list as string[];
+}
+
+/** The fewest leading ids whose text is at least `chars` long (the text grows with the ids). */
+function tokensCovering(tok: TextTokenizer, ids: readonly number[], chars: number): number {
+  let lo = 0, hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (tok.decode(ids.slice(0, mid)).length >= chars) hi = mid; else lo = mid + 1;
+  }
+  return lo;
 }
 
 /**

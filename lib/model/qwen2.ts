@@ -187,6 +187,48 @@ export class Qwen2Text {
     }
   }
 
+  // ---- copies of the committed prefix (chat sessions, prefix cache: lib/model/kv-reuse.ts) ----
+
+  /**
+   * Copies the K/V of positions [0, length) out of the cache (queued like any op): per layer
+   * k, v f32 [length, nkv, hd], the layout kv_cache_append takes back (restoreCache).
+   */
+  saveCache(length: number): { k: Tensor; v: Tensor }[] {
+    const { numKvHeads: nkv, headDim: hd } = this.cfg;
+    if (!Number.isInteger(length) || length < 1 || length > this.cap) {
+      throw new ShapeError(`saveCache: length ${length} outside 1..${this.cap}`);
+    }
+    // Row (p, h) of the copy is row h·cap + p of the cache seen as [nkv·cap, hd].
+    const rows = new Int32Array(length * nkv);
+    for (let p = 0; p < length; p++) for (let h = 0; h < nkv; h++) rows[p * nkv + h] = h * this.cap + p;
+    const scope = new TensorScope();
+    const out: { k: Tensor; v: Tensor }[] = [];
+    try {
+      const idx = scope.track(tensorFromArray('i32', [rows.length], rows));
+      const copy = (c: Tensor) => {
+        const flat = scope.track(this.q.reshape(c, [nkv * this.cap, hd]));
+        const g = scope.track(this.q.gatherRows(flat, idx));
+        return this.q.reshape(g, [length, nkv, hd]);
+      };
+      for (const { k, v } of this.kv) out.push({ k: copy(k), v: copy(v) });
+      return out;
+    } catch (e) {
+      for (const t of out) { t.k.dispose(); t.v.dispose(); }
+      throw e;
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** Writes a saveCache copy back at positions [0, its length). */
+  restoreCache(saved: readonly { k: Tensor; v: Tensor }[]): void {
+    if (saved.length !== this.kv.length) throw new ShapeError(`restoreCache: ${saved.length} layers saved, the model has ${this.kv.length}`);
+    this.kv.forEach(({ k, v }, l) => {
+      this.q.kvCacheAppend(k, saved[l].k, 0);
+      this.q.kvCacheAppend(v, saved[l].v, 0);
+    });
+  }
+
   dispose(): void {
     this.freeCache();
   }
