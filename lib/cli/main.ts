@@ -6,20 +6,24 @@
 //   diffusionvl bench [--n N] [--heldout DIR] [--json]                         bundled AR parent vs diffusion child
 //   diffusionvl bench <model> [--max-tokens N] [--steps 8,4,2]                AR vs block diffusion, same weights
 //   diffusionvl inspect [model]                                              backend (CPU ISA, CUDA) and model facts
+//   diffusionvl chat [model] [--image PATH …] [decode options]               interactive chat on a session (chat.ts)
+//   diffusionvl serve [model] [--port N …]                                   the OpenAI-compatible server (serve.ts)
 //
 // [model] is a model folder, or a bundled model's name (shapes-diffusionvl, shapes-ar); left
 // out, the bundled DiffusionVL child (lib/models.ts).
 // Decode options: --max-tokens --steps --block-size --remasking static|dynamic --threshold
 // --temperature --top-k --top-p --seed --mode diffusion|ar --threads --json --show-steps
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendName, getBackendInfo, type GpuOption } from '../native/backend.js';
 import { loadModel } from '../model/model.js';
 import { readConfig } from '../weights/config.js';
 import { DiffusionVLError, ImageError } from '../errors.js';
-import { bundledHeldoutDir, bundledModelDir, resolveModelDir } from '../models.js';
+import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult } from '../model/model.js';
+import { loadProgress, progressBar } from './progress.js';
 
 const USAGE = `usage:
   diffusionvl run [model] --prompt "text" [--image PATH ...] [options]
@@ -28,6 +32,9 @@ const USAGE = `usage:
   diffusionvl bench [--n N] [--heldout DIR] [--repeat R] [--json]
   diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
   diffusionvl inspect [model]
+  diffusionvl chat [model] [--image PATH ...] [--system TEXT] [options]
+  diffusionvl serve [model] [--port N] [--api-key KEY] ...   (diffusionvl serve --help)
+  diffusionvl help | --help | --version
 
 [model]: a model folder, or the name of a bundled model (shapes-diffusionvl, shapes-ar);
 default: the bundled DiffusionVL child, shapes-diffusionvl.
@@ -45,7 +52,11 @@ options for run:
   --threads N         kernel threads (default: physical cores)
   --gpu G             auto (default: the GPU when the CUDA backend is usable) | cuda | cpu
   --show-steps        print each denoising step's canvas
-  --json              print the result as JSON
+  --json              print the result as JSON (no progress bars)
+
+chat: an interactive conversation on a session that keeps its KV cache between turns (each
+turn prefills only what is new). Lines starting with / are commands: /image PATH (attach to
+the next message), /reset, /stats, /help, /exit. The run options above apply to every turn.
 
 eval: greedy (temperature 0) over the held-out set (default: the bundled one), exact match of
 the trimmed answer text overall and per kind, forwards per answer token, tokens/s; progress on
@@ -64,10 +75,11 @@ const OPTIONS = {
   seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
-  gpu: { type: 'string' }, repeat: { type: 'string' },
+  gpu: { type: 'string' }, repeat: { type: 'string' }, system: { type: 'string' },
+  version: { type: 'boolean', short: 'v' },
 } as const;
 
-type Values = ReturnType<typeof parse>['values'];
+export type Values = ReturnType<typeof parse>['values'];
 function parse(argv: string[]) {
   return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
 }
@@ -100,7 +112,12 @@ function imagePaths(v: Values): string[] {
 function request(v: Values): GenerateRequest {
   const images = imagePaths(v);
   const text = v.prompt ?? (images.length ? 'Describe the image.' : 'Hello!');
-  const r: GenerateRequest = images.length ? { messages: userMessage(text, images) } : { prompt: text };
+  return { ...(images.length ? { messages: userMessage(text, images) } : { prompt: text }), ...decodeOptions(v) };
+}
+
+/** The decode options and mode given on the command line (run, chat). */
+export function decodeOptions(v: Values): GenerateRequest {
+  const r: GenerateRequest = {};
   const set = <K extends keyof GenerateRequest>(k: K, x: GenerateRequest[K] | undefined) => { if (x !== undefined) r[k] = x; };
   set('maxTokens', num(v['max-tokens'], 'max-tokens'));
   set('steps', num(v.steps, 'steps'));
@@ -121,9 +138,19 @@ function statsLine(r: GenerateResult): string {
     `prefill ${s.prefillMs.toFixed(0)} ms, ${s.msPerForward.toFixed(1)} ms/forward, ${s.tokensPerSecond.toFixed(1)} tok/s, finish: ${r.finishReason}`;
 }
 
+/** loadModel with a progress bar on stderr (a terminal only, not with --json). */
+export async function loadWithProgress(dir: string, v: Values): Promise<Awaited<ReturnType<typeof loadModel>>> {
+  const bar = loadProgress(v.json ?? false);
+  try {
+    return await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v), onProgress: bar.onProgress });
+  } finally {
+    bar.done();
+  }
+}
+
 async function cmdRun(dir: string, v: Values): Promise<void> {
   const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
-  const model = await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) });
+  const model = await loadWithProgress(dir, v);
   try {
     let result: GenerateResult | undefined;
     for await (const ev of model.stream(req)) {
@@ -192,16 +219,19 @@ async function cmdEval(dir: string, v: Values): Promise<void> {
   const n = num(v.n, 'n');
   const mode = v.mode as GenerateRequest['mode'];
   const remasking = v.remasking as GenerateRequest['remasking'];
-  const model = await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) });
+  const model = await loadWithProgress(dir, v);
+  const bar = progressBar('eval', { quiet: v.json });
   let res: EvalResult;
   try {
     res = await evalHeldout(model, set.items, {
       n: n === undefined ? undefined : Math.min(n, set.items.length), mode, remasking,
       steps: num(v.steps, 'steps'), threshold: num(v.threshold, 'threshold'),
       maxTokens: num(v['max-tokens'], 'max-tokens'), blockSize: num(v['block-size'], 'block-size'),
-      log: (s) => process.stderr.write(s + '\n'),
+      log: bar.active ? undefined : (s) => process.stderr.write(s + '\n'),
+      onItem: (done, total) => bar.update(done, total),
     });
   } finally {
+    bar.stop();
     model.dispose();
   }
   if (v.json) {
@@ -224,7 +254,14 @@ async function cmdEval(dir: string, v: Values): Promise<void> {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+/** The package's version (package.json). */
+function version(): string {
+  return (JSON.parse(readFileSync(join(packageRootDir(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 export async function main(argv: string[]): Promise<number> {
+  // serve has its own options (serve.ts).
+  if (argv[0] === 'serve') return (await import('./serve.js')).serveMain(argv.slice(1));
   let parsed;
   try {
     parsed = parse(argv);
@@ -233,7 +270,9 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const { values: v, positionals: [cmd, dir] } = parsed;
-  if (v.help || !cmd) { process.stdout.write(USAGE + '\n'); return cmd ? 0 : 2; }
+  if (v.version) { process.stdout.write(`diffusionvl ${version()}\n`); return 0; }
+  if (v.help || cmd === 'help') { process.stdout.write(USAGE + '\n'); return 0; }
+  if (!cmd) { process.stderr.write(USAGE + '\n'); return 2; }
   try {
     if (cmd === 'run') {
       await cmdRun(resolveModelDir(dir), v);
@@ -241,6 +280,9 @@ export async function main(argv: string[]): Promise<number> {
       await cmdEval(resolveModelDir(dir), v);
     } else if (cmd === 'inspect') {
       await cmdInspect(dir);
+    } else if (cmd === 'chat') {
+      const { cmdChat } = await import('./chat.js');
+      await cmdChat(resolveModelDir(dir), v);
     } else if (cmd === 'bench') {
       if (dir === undefined) await cmdCompare(v);
       else await cmdBench(resolveModelDir(dir), v);

@@ -57,10 +57,14 @@ export interface StepEvent {
   type: 'step';
   block: number;
   iteration: number;
+  /** Canvas position of the block's first cell (ids[0]). */
+  start: number;
   /** Canvas ids of the current block, the mask id where still masked. */
   ids: number[];
   masked: boolean[];
+  /** Canvas positions revealed by this iteration, and the confidence of each (§5.7). */
   revealed: number[];
+  confidence: number[];
 }
 
 export interface BlockEvent {
@@ -212,10 +216,10 @@ export async function* runBlockDiffusion(
       }
       if (flags.stepEvents) {
         yield {
-          type: 'step', block: block.index, iteration: i,
+          type: 'step', block: block.index, iteration: i, start: block.start,
           ids: Array.from(ids.subarray(block.start, block.end)),
           masked: Array.from(masked.subarray(block.start, block.end), (m) => m === 1),
-          revealed: newly,
+          revealed: newly, confidence: newly.map((j) => revealed[j]!.confidence),
         };
       }
     }

@@ -126,7 +126,7 @@ export interface EncodedPrompt {
 
 export type StreamEvent =
   | { type: 'block'; text: string; ids: number[]; block: number }
-  | { type: 'step'; block: number; iteration: number; ids: number[]; masked: boolean[]; revealed: number[] }
+  | { type: 'step'; block: number; iteration: number; start: number; ids: number[]; masked: boolean[]; revealed: number[]; confidence: number[] }
   | { type: 'done'; result: GenerateResult };
 
 const REQUEST_KEYS = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine', 'stop', 'prefixCache']);
