@@ -19,7 +19,7 @@ export function progressBar(label: string, opts: { quiet?: boolean; unit?: 'byte
   const bytes = opts.unit === 'bytes';
   const bar = new cliProgress.SingleBar({
     stream: process.stderr,
-    format: `${label.padEnd(12)} {bar} {percentage}% | {shown} | {eta_formatted}`,
+    format: `${label.padEnd(12)} {bar} {percentage}% | {shown} | {duration_formatted}`,
     hideCursor: true, clearOnComplete: true, etaBuffer: 20, fps: 10,
   }, cliProgress.Presets.shades_classic);
   const shown = (v: number, t: number) => (bytes ? `${mib(v)}/${mib(t)} MiB` : `${v}/${t}`);
