@@ -221,23 +221,17 @@ const dvl_backend_api& need_api() {
   throw Error(code, what + ": " + e.message);
 }
 
-// Device memory: a Storage whose data is a device pointer. Storage's only constructor
-// allocates host memory and refuses Device::Cuda, so this asks it for a zero-byte host
-// block (always the heap path: tensor.cpp maps only large buffers), returns that block at once
-// and adopts the plugin's pointer instead; ~Storage then frees nullptr. (A Storage constructor
-// that adopts a pointer and a release function would remove the detour: see the C1 report.)
+// Device memory: a Storage whose data is a device pointer the plugin allocated and frees (a
+// slot-style Storage: the base class neither owns nor frees it).
 struct DeviceStorage : Storage {
   const dvl_backend_api* api;
   int dev;
-  DeviceStorage(const dvl_backend_api& a, int device, size_t nbytes) : Storage(0, Device::Cpu), api(&a), dev(device) {
-    std::free(data);
-    data = nullptr;
+  DeviceStorage(const dvl_backend_api& a, int device, size_t nbytes)
+      : Storage(SlotTag{}, nbytes, Device::Cuda), api(&a), dev(device) {
     dvl_backend_error err{};
     void* p = nullptr;
     if (a.alloc(device, nbytes, &p, &err) != 0) throw_backend(err, "cuda alloc of " + std::to_string(nbytes) + " bytes");
     data = p;
-    bytes = nbytes;
-    this->device = Device::Cuda;
   }
   ~DeviceStorage() {
     if (data) api->free(dev, data);

@@ -25,6 +25,9 @@ struct CpuKernels;
 struct OpContext {
   ThreadPool& pool;
   const CpuKernels& k;
+  // This context with another pool (plans run small ops on a one-thread pool). Copies every
+  // other field: extend it when adding one.
+  OpContext on(ThreadPool& p) const { return OpContext{p, k}; }
 };
 
 class ExecQueue {

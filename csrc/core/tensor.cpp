@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -28,6 +29,10 @@ bool dtype_parse(const std::string& s, DType* out) {
 // (a memset here blocked the event loop ~1 ms per MB). Small ones use the heap.
 static constexpr size_t kMmapThreshold = size_t(1) << 20;
 
+static std::atomic<int64_t> g_live_count{0}, g_live_bytes{0};
+
+LiveStorage live_host_storage() { return {g_live_count.load(), g_live_bytes.load()}; }
+
 Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   if (dev != Device::Cpu) throw Error(DVL_ERR_BACKEND, "device storage is owned by the CUDA plugin");
   size_t rounded = (nbytes + 63) / 64 * 64;
@@ -43,19 +48,39 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
 #endif
     data = p;
     mapped_ = rounded;
-    return;
+  } else {
+    data = std::aligned_alloc(64, rounded);
+    if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
+    std::memset(data, 0, rounded);
   }
-  data = std::aligned_alloc(64, rounded);
-  if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
-  std::memset(data, 0, rounded);
+  g_live_count.fetch_add(1, std::memory_order_relaxed);
+  g_live_bytes.fetch_add(int64_t(nbytes), std::memory_order_relaxed);
+}
+
+Storage::Storage(SlotTag, size_t nbytes, Device dev) : bytes(nbytes), device(dev), owned_(false) {}
+
+std::shared_ptr<Storage> Storage::slot(size_t nbytes, Device dev, std::shared_ptr<Storage> base) {
+  struct Slot : Storage {
+    Slot(size_t n, Device d) : Storage(SlotTag{}, n, d) {}
+  };
+  auto s = std::make_shared<Slot>(nbytes, dev);
+  s->base_ = std::move(base);
+  return s;
 }
 
 Storage::~Storage() {
+  if (!owned_) return;
   if (mapped_) munmap(data, mapped_);
   else std::free(data);
+  g_live_count.fetch_sub(1, std::memory_order_relaxed);
+  g_live_bytes.fetch_sub(int64_t(bytes), std::memory_order_relaxed);
 }
 
 static thread_local Device t_alloc_device = Device::Cpu;
+static thread_local bool t_defer_alloc = false;
+
+DeferAllocScope::DeferAllocScope() : prev_(t_defer_alloc) { t_defer_alloc = true; }
+DeferAllocScope::~DeferAllocScope() { t_defer_alloc = prev_; }
 static DeviceStorageFn g_device_storage = nullptr;
 
 DeviceAllocScope::DeviceAllocScope(Device dev) : prev_(t_alloc_device) { t_alloc_device = dev; }
@@ -71,7 +96,9 @@ TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   t->dtype = dt;
   t->shape = std::move(shape);
   if (dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "q8_0 tensors are not supported yet");
-  if (dev == Device::Cpu) {
+  if (t_defer_alloc) {
+    t->storage = Storage::slot(t->nbytes(), dev);
+  } else if (dev == Device::Cpu) {
     t->storage = std::make_shared<Storage>(t->nbytes(), dev);
   } else {
     if (!g_device_storage) throw Error(DVL_ERR_BACKEND, "no CUDA backend is loaded to allocate " + t->describe());

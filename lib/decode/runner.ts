@@ -201,7 +201,7 @@ export async function* runBlockDiffusion(
       });
       let x0: Int32Array, conf: Float32Array, reveal: Int32Array;
       try {
-        [x0, conf, reveal] = await Promise.all([q.readI32(xT), q.readF32(cT), q.readI32(rT)]);
+        [x0, conf, reveal] = await q.readMany([xT, cT, rT]) as [Int32Array, Float32Array, Int32Array];
       } finally {
         logits!.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
       }
@@ -321,7 +321,7 @@ export async function* runAutoregressive(
     });
     let x: Int32Array, c: Float32Array;
     try {
-      [x, c] = await Promise.all([q.readI32(xT), q.readF32(cT)]);
+      [x, c] = await q.readMany([xT, cT]) as [Int32Array, Float32Array];
     } finally {
       logits.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
     }

@@ -60,11 +60,11 @@ export interface ReuseHost {
   /** The model lock (one user of the KV cache at a time). */
   acquire(): Promise<() => void>;
   /** Encodes images in one tower call: features [Σ tokens, H] in image order. */
-  encodeImages(images: readonly unknown[], signal: AbortSignal | undefined, multiImage: boolean): Promise<{ features: Tensor; imageTokens: number[]; visionMs: number }>;
+  encodeImages(images: readonly unknown[], signal: AbortSignal | undefined, multiImage: boolean): Promise<{ features: Tensor; imageTokens: number[]; visionMs: number; imageMs: number; towerMs: number }>;
   /** How an image is encoded when the prompt holds `total` images ('' when it does not matter). */
   imageVariant(total: number): string;
   setActive(p: EncodedPrompt | null): void;
-  run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, flags: Pick<RunnerFlags, 'cachedLength'>): AsyncGenerator<StreamEvent, void>;
+  run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, promptMs: number, flags: Pick<RunnerFlags, 'cachedLength'>): AsyncGenerator<StreamEvent, void>;
 }
 
 /** A source of reusable K/V and image features: a chat session or a prefix cache. */
@@ -116,7 +116,9 @@ export function kvSignature(mode: GenerationMode, blockSize: number): string {
 export async function* streamReusing(host: ReuseHost, req: GenerateRequest, reuser: KvReuser, onImages?: (encoded: number, reused: number) => void): AsyncGenerator<StreamEvent, void> {
   host.ensureAlive();
   const { decodeOptions, mode } = host.splitRequest(req);
+  const tPrompt = performance.now();
   const { ids, images } = host.prompt(req);
+  const promptMs = performance.now() - tPrompt;
   const variant = host.imageVariant(images.length);
   const imageKeys: string[] = [];
   for (let k = 0; k < images.length; k++) imageKeys.push(`${await reuser.imageKey(k, images[k])}${variant ? `|${variant}` : ''}`);
@@ -132,10 +134,10 @@ export async function* streamReusing(host: ReuseHost, req: GenerateRequest, reus
     // tower call, so several images see each other exactly as in a cold prompt).
     const missing: number[] = [];
     imageKeys.forEach((key, k) => { if (!reuser.image(key) && !missing.some((m) => imageKeys[m] === key)) missing.push(k); });
-    let visionMs = 0;
+    let visionMs = 0, imageMs = 0, towerMs = 0;
     if (missing.length > 0) {
       const enc = await host.encodeImages(missing.map((k) => images[k]), req.signal, variant === 'multi');
-      visionMs = enc.visionMs;
+      ({ visionMs, imageMs, towerMs } = enc);
       try {
         let off = 0;
         missing.forEach((k, i) => {
@@ -182,9 +184,10 @@ export async function* streamReusing(host: ReuseHost, req: GenerateRequest, reus
       features?.dispose();
       features = next;
     }
-    active = { ids: expanded, featureRow, features, imageTokens: recs.map((r) => r.tokens), visionMs };
-    host.setActive(active);
-    for await (const ev of host.run(active, decodeOptions, mode, req, { cachedLength: L0 })) {
+    const p: EncodedPrompt = { ids: expanded, featureRow, features, imageTokens: recs.map((r) => r.tokens), visionMs, imageMs, towerMs };
+    active = p;
+    host.setActive(p);
+    for await (const ev of host.run(p, decodeOptions, mode, req, promptMs, { cachedLength: L0 })) {
       if (ev.type === 'done') {
         const r = ev.result;
         const all = keys.concat(r.raw);

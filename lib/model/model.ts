@@ -13,7 +13,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, OptionError } from '../errors.js';
-import { Queue, tensorFromArray, type Isa, type Tensor } from '../native/index.js';
+import { Queue, type Isa, type Tensor } from '../native/index.js';
+import type { PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
@@ -56,6 +57,12 @@ export interface LoadModelOptions {
   device?: number;
   /** Extra places to look for libdiffusionvl_cuda.so (files or folders). */
   cudaPluginPaths?: readonly string[];
+  /**
+   * Run every forward op by op instead of recording each pass shape once and replaying it with
+   * one native call (default false; DIFFUSIONVL_EAGER=1 does the same). Results are identical
+   * bit for bit; eager is for debugging and tests.
+   */
+  eager?: boolean;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -87,8 +94,12 @@ export interface GenerateRequest extends DecodeOptions {
 }
 
 export interface GenerateStats extends DecodeStats {
-  /** Milliseconds spent on images: decode, preprocess, vision tower (0 without images). */
+  /** Milliseconds spent on images in all: imageMs + the vision tower (0 without images). */
   visionMs: number;
+  /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
+   *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
+   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs). */
+  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];
 }
@@ -122,6 +133,8 @@ export interface EncodedPrompt {
   features: Tensor | null;
   imageTokens: number[];
   visionMs: number;
+  imageMs: number;
+  towerMs: number;
 }
 
 export type StreamEvent =
@@ -168,6 +181,11 @@ export class Model {
     this.text.allocateCache({ capacity: contextLength });
   }
 
+  /** How forwards run: recorded plans (with their cache counters) or op by op. */
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats } {
+    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats } };
+  }
+
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */
   static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
     const config = await readConfig(dir);
@@ -192,6 +210,10 @@ export class Model {
       }
       weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend);
+      if (opts.eager !== undefined) {
+        m.text.eager = opts.eager === true;
+        if (m.tower) m.tower.eager = opts.eager === true;
+      }
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
       return m;
@@ -251,7 +273,7 @@ export class Model {
    * abort cancels the queued tower work and rejects with signal.reason.
    */
   private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal, multiImage?: boolean): Promise<EncodedPrompt> {
-    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
+    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
     checkAbort();
@@ -259,6 +281,7 @@ export class Model {
     for (const im of images) decoded.push(await decodeImage(im as ImageInput));
     checkAbort();
     let features: Tensor, imageTokens: number[];
+    let tTower = performance.now();
     const v = this.config.vision!;
     if (v.kind === 'qwen2_5_vl') {
       const pre = [];
@@ -269,6 +292,7 @@ export class Model {
         }));
       }
       checkAbort();
+      tTower = performance.now();
       features = this.tower!.encode(pre);
       imageTokens = pre.map((p) => p.tokens);
     } else {
@@ -299,7 +323,8 @@ export class Model {
       for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
       off += imageTokens[k++];
     }
-    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
+    const t1 = performance.now();
+    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: t1 - t0, imageMs: tTower - t0, towerMs: t1 - tTower };
   }
 
   /**
@@ -327,7 +352,9 @@ export class Model {
     this.ensureAlive();
     if (req?.prefixCache !== undefined) { yield* streamReusing(this[REUSE_HOST](), req, this.checkPrefixCache(req.prefixCache)); return; }
     const { decodeOptions, mode } = this.splitRequest(req);
+    const tPrompt = performance.now();
     const { ids, images } = this.prompt(req);
+    const promptMs = performance.now() - tPrompt;
     const release = await this.acquire();
     try {
       this.ensureAlive();
@@ -335,7 +362,7 @@ export class Model {
       const p = await this.encodePrompt(ids, images, req.signal);
       this.active = p;
       try {
-        yield* this.run(p, decodeOptions, mode, req);
+        yield* this.run(p, decodeOptions, mode, req, promptMs);
       } finally {
         this.active = null;
         p.features?.dispose();
@@ -397,7 +424,7 @@ export class Model {
     return { decodeOptions: decodeOptions as DecodeOptions, mode };
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, promptMs: number, reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
@@ -445,7 +472,8 @@ export class Model {
           stopString = hit.stop;
           ids = ids.slice(0, tokensCovering(this.tokenizer, ids, hit.text.length + hit.stop.length));
         }
-        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens };
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs };
+        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, ids, mode, text, stats, ...(stopString !== undefined ? { stopString } : {}) } };
       }
     }
@@ -454,39 +482,28 @@ export class Model {
   /** Block-mask forward (diffusion): see BlockForwarder. */
   private forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, embeds, embedRows }));
+    return this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, ...this.spliced(pos0, ids.length) });
   }
 
   /** Causal forward (AR): see CausalForwarder. */
   private forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null {
     this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, embeds, embedRows }));
+    return this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, ...this.spliced(pos0, ids.length) });
   }
 
   /**
-   * Runs `fwd` with the image feature rows of positions [pos0, pos0 + n), if any: the rows are
-   * gathered from the features (in the order of their positions) and handed over with their
-   * offsets in the forward. The forward's ops hold their own references, so the gathered
-   * tensor is released as soon as it is queued.
+   * The image feature rows of positions [pos0, pos0 + n), if any: which rows of the features
+   * (in the order of their positions) replace which rows of the forward. The forward gathers
+   * and scatters them itself, inside its plan.
    */
-  private spliced(pos0: number, n: number, fwd: (embeds?: Tensor, embedRows?: Int32Array) => Tensor | null): Tensor | null {
+  private spliced(pos0: number, n: number): { features?: Tensor; featureRows?: Int32Array; embedRows?: Int32Array } {
     const p = this.active;
-    if (!p?.features || pos0 >= p.featureRow.length) return fwd();
+    if (!p?.features || pos0 >= p.featureRow.length) return {};
     const at: number[] = [], src: number[] = [];
     const end = Math.min(pos0 + n, p.featureRow.length);
     for (let j = pos0; j < end; j++) if (p.featureRow[j] >= 0) { at.push(j - pos0); src.push(p.featureRow[j]); }
-    if (at.length === 0) return fwd();
-    const idx = tensorFromArray('i32', [src.length], Int32Array.from(src));
-    let embeds: Tensor | undefined;
-    try {
-      embeds = this.queue.gatherRows(p.features, idx);
-      return fwd(embeds, Int32Array.from(at));
-    } finally {
-      embeds?.dispose();
-      idx.dispose();
-    }
+    if (at.length === 0) return {};
+    return { features: p.features, featureRows: Int32Array.from(src), embedRows: Int32Array.from(at) };
   }
 
   // ---- tokens ------------------------------------------------------------------------------------
@@ -582,11 +599,11 @@ export class Model {
       acquire: () => this.acquire(),
       encodeImages: async (images, signal, multiImage) => {
         const p = await this.encodePrompt(images.map(() => IMAGE_TOKEN_INDEX), images, signal, this.config.vision?.kind === 'qwen2_5_vl' ? undefined : multiImage);
-        return { features: p.features!, imageTokens: p.imageTokens, visionMs: p.visionMs };
+        return { features: p.features!, imageTokens: p.imageTokens, visionMs: p.visionMs, imageMs: p.imageMs, towerMs: p.towerMs };
       },
       imageVariant: (total) => (this.config.vision && this.config.vision.kind !== 'qwen2_5_vl' ? (total > 1 ? 'multi' : 'one') : ''),
       setActive: (p) => { this.active = p; },
-      run: (p, opts, mode, req, flags) => this.run(p, opts, mode, req, flags),
+      run: (p, opts, mode, req, promptMs, flags) => this.run(p, opts, mode, req, promptMs, flags),
     };
   }
 

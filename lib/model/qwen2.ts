@@ -20,18 +20,20 @@
 // Positions are plain 1-D (spec §2.8): a DiffusionVL-Qwen2.5VL model's mRoPE with three equal
 // position rows is exactly this RoPE.
 import { ShapeError } from '../errors.js';
-import { Queue, TensorScope, tensorFromArray, type Tensor } from '../native/index.js';
+import { plus, tensorFromArray, TensorScope, type OpSet, type Queue, type Tensor } from '../native/index.js';
+import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
 import type { TextConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
 
 export type AttentionMask = 'causal' | 'block';
 
 export interface ForwardArgs {
-  /** Token ids at positions pos0..pos0+n-1 (i32), or null when `embeds` gives every row. */
-  ids: Int32Array | null;
-  /** Input embedding rows f32 [n, H] replacing the token embeddings (image features). When
-   *  `embedRows` is given, only those rows of the n are replaced. */
-  embeds?: Tensor;
+  /** Token ids at positions pos0..pos0+n-1 (i32). */
+  ids: Int32Array;
+  /** Image features f32 [F, H]: row featureRows[i] replaces the token embedding of row
+   *  embedRows[i] of this forward (spec §3.6). */
+  features?: Tensor;
+  featureRows?: Int32Array;
   embedRows?: Int32Array;
   /** Absolute position of the first token; keys [0, pos0) come from the cache. */
   pos0: number;
@@ -51,6 +53,18 @@ interface LayerWeights {
   gateProj: Tensor; upProj: Tensor; downProj: Tensor;
 }
 
+/** What decides a forward's plan: everything but the step's values. */
+interface ForwardShape {
+  n: number;
+  mask: AttentionMask;
+  blockSize: number;
+  /** −1: logits for every row in order; 0: none; k: k gathered rows. */
+  rows: number;
+  /** Rows of the bound image features (0: none) and how many rows they replace. */
+  features: number;
+  embedRows: number;
+}
+
 export interface KvCacheOptions {
   /** Positions the cache holds (prompt + canvas); allocated once. */
   capacity: number;
@@ -67,6 +81,10 @@ export class Qwen2Text {
   /** Per layer: K and V caches [nkv, cap, hd]. */
   private kv: { k: Tensor; v: Tensor }[] = [];
   private cap = 0;
+  /** Recorded forwards by shape signature; they point at the KV cache, so they go with it. */
+  plans = new PlanCache();
+  /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by tests). */
+  eager = eagerFromEnv();
 
   constructor(private readonly q: Queue, weights: LoadedWeights, cfg: TextConfig) {
     this.cfg = cfg;
@@ -108,6 +126,7 @@ export class Qwen2Text {
   }
 
   freeCache(): void {
+    this.plans.clear();
     for (const { k, v } of this.kv) { k.dispose(); v.dispose(); }
     this.kv = [];
     this.cap = 0;
@@ -115,74 +134,106 @@ export class Qwen2Text {
 
   /**
    * Enqueues one forward pass; returns logits f32 [logitsRows.length, V] or null. Nothing is
-   * awaited: read the logits (or sync) to wait.
+   * awaited: read the logits (or sync) to wait. The first forward of each shape signature is
+   * recorded into a plan; it and every later one of that shape is one replay call. The logits
+   * of a replay are valid until the next forward of the same shape (read them first).
    */
   forward(a: ForwardArgs): Tensor | null {
-    const { cfg, q } = this;
     const { n, pos0 } = a;
     if (!Number.isInteger(n) || n < 1) throw new ShapeError(`forward: n must be an integer ≥ 1, got ${n}`);
+    if (!Number.isInteger(pos0) || pos0 < 0) throw new ShapeError(`forward: pos0 must be an integer ≥ 0, got ${pos0}`);
     if (pos0 + n > this.cap) {
       throw new ShapeError(`forward: positions ${pos0}..${pos0 + n - 1} exceed the KV cache of ${this.cap} positions`);
     }
-    if (a.ids && a.ids.length !== n) throw new ShapeError(`forward: ${a.ids.length} ids for n = ${n}`);
+    if (a.ids.length !== n) throw new ShapeError(`forward: ${a.ids.length} ids for n = ${n}`);
     if (a.mask === 'block' && !(a.blockSize && a.blockSize >= 1)) throw new ShapeError('forward: the block mask needs blockSize');
-    const H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
+    const rows = a.logitsRows ?? [];
+    for (const r of rows) {
+      if (!Number.isInteger(r) || r < 0 || r >= n) throw new ShapeError(`forward: logits row ${r} outside 0..${n - 1}`);
+    }
+    const spliced = a.features && a.embedRows && a.embedRows.length > 0;
+    if (spliced && a.featureRows?.length !== a.embedRows!.length) {
+      throw new ShapeError(`forward: ${a.featureRows?.length ?? 0} feature rows for ${a.embedRows!.length} embedding rows`);
+    }
+    const allRows = rows.length === n && rows.every((r, i) => r === i);
+    const step: StepValues = {
+      ids: a.ids,
+      positions: Int32Array.from({ length: n }, (_, i) => pos0 + i),
+      pos0,
+      rows: allRows || rows.length === 0 ? undefined : Int32Array.from(rows),
+      features: spliced ? a.features : undefined,
+      featureRows: spliced ? a.featureRows : undefined,
+      embedRows: spliced ? a.embedRows : undefined,
+    };
+    const shape: ForwardShape = {
+      n, mask: a.mask, blockSize: a.blockSize ?? 0, rows: allRows ? -1 : rows.length,
+      features: spliced ? a.features!.shape![0] : 0, embedRows: spliced ? a.embedRows!.length : 0,
+    };
+    if (this.eager) return this.build(this.q, shape, step);
+    const key = `${shape.mask}:${n}:${shape.blockSize}:${shape.rows}:${shape.features}:${shape.embedRows}`;
+    const plan = this.plans.get(key, () => {
+      const rec = new Recorder(this.q);
+      const out = this.build(rec, shape, step);
+      try {
+        return rec.finish(out ? [out] : []);
+      } finally {
+        out?.dispose();
+      }
+    });
+    return plan.run(this.q, step)[0] ?? null;
+  }
 
+  /**
+   * The forward as ops (spec §2), on a Queue (eager) or a Recorder. Everything that changes
+   * between two forwards of one shape comes from `step` through o.input / o.bind / o.param.
+   */
+  private build(o: OpSet, s: ForwardShape, step: StepValues): Tensor | null {
+    const { cfg } = this;
+    const { n } = s;
+    const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
     const scope = new TensorScope();
-    const prev = q.scope;
-    q.scope = scope;
+    const prev = o.scope;
+    o.scope = scope;
     let logits: Tensor | null = null;
     try {
       // Embeddings [n, H], with image-feature rows spliced in where asked.
-      let h: Tensor;
-      if (a.ids) {
-        h = q.embedding(scope.track(tensorFromArray('i32', [n], a.ids)), this.embedTokens);
-        if (a.embeds) {
-          const rows = a.embedRows ?? Int32Array.from({ length: n }, (_, i) => i);
-          q.scatterRows(h, a.embeds, scope.track(tensorFromArray('i32', [rows.length], rows)));
-        }
-      } else {
-        if (!a.embeds) throw new ShapeError('forward: neither ids nor embeds were given');
-        h = a.embeds;
+      const h0 = o.embedding(o.input('ids', 'i32', [n], step.ids as Int32Array), this.embedTokens);
+      if (s.embedRows > 0) {
+        const feats = o.bind('features', step.features as Tensor);
+        const src = o.input('featureRows', 'i32', [s.embedRows], step.featureRows as Int32Array);
+        o.scatterRows(h0, o.gatherRows(feats, src), o.input('embedRows', 'i32', [s.embedRows], step.embedRows as Int32Array));
       }
-
-      const positions = scope.track(tensorFromArray('i32', [n], Int32Array.from({ length: n }, (_, i) => pos0 + i)));
-      const [cos, sin] = q.ropeCosSin(positions, cfg.ropeTheta, hd);
-      const kvLen = pos0 + n;
+      let h = h0;
+      const pos0 = o.param('pos0', step.pos0 as number);
+      const [cos, sin] = o.ropeCosSin(o.input('positions', 'i32', [n], step.positions as Int32Array), cfg.ropeTheta, hd);
+      const kvLen = plus(pos0, n);
 
       for (let l = 0; l < cfg.numLayers; l++) {
         const L = this.layers[l];
         const { k: kCache, v: vCache } = this.kv[l];
         // Attention block (spec §2.3-2.5).
-        const x = q.rmsNorm(h, L.inputNorm, cfg.rmsNormEps);
-        const qh = q.rope(q.reshape(q.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
-        const kh = q.rope(q.reshape(q.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), cos, sin);
-        const vh = q.reshape(q.matmul(x, L.vProj, L.vBias), [n, nkv, hd]);
-        q.kvCacheAppend(kCache, kh, pos0);
-        q.kvCacheAppend(vCache, vh, pos0);
-        const att = q.attention(qh, kCache, vCache, { kvLen, qPos0: pos0, mask: a.mask, blockSize: a.blockSize });
-        h = q.add(h, q.matmul(q.reshape(att, [n, nh * hd]), L.oProj));
+        const x = o.rmsNorm(h, L.inputNorm, cfg.rmsNormEps);
+        const qh = o.rope(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
+        const kh = o.rope(o.reshape(o.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), cos, sin);
+        const vh = o.reshape(o.matmul(x, L.vProj, L.vBias), [n, nkv, hd]);
+        o.kvCacheAppend(kCache, kh, pos0);
+        o.kvCacheAppend(vCache, vh, pos0);
+        const att = o.attention(qh, kCache, vCache, { kvLen, qPos0: pos0, mask: s.mask, blockSize: s.blockSize || undefined });
+        h = o.add(h, o.matmul(o.reshape(att, [n, nh * hd]), L.oProj));
         // MLP (spec §2.6).
-        const m = q.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
-        const act = q.swiglu(q.matmul(m, L.gateProj), q.matmul(m, L.upProj));
-        h = q.add(h, q.matmul(act, L.downProj));
+        const m = o.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
+        const act = o.swiglu(o.matmul(m, L.gateProj), o.matmul(m, L.upProj));
+        h = o.add(h, o.matmul(act, L.downProj));
       }
 
-      const rows = a.logitsRows ?? [];
-      if (rows.length > 0) {
-        for (const r of rows) {
-          if (!Number.isInteger(r) || r < 0 || r >= n) throw new ShapeError(`forward: logits row ${r} outside 0..${n - 1}`);
-        }
+      if (s.rows !== 0) {
         // Norm only the rows we score (RMSNorm is per row), then the lm_head (spec §2.7).
-        const picked = rows.length === n && rows.every((r, i) => r === i)
-          ? h
-          : q.gatherRows(h, scope.track(tensorFromArray('i32', [rows.length], Int32Array.from(rows))));
-        logits = q.matmul(q.rmsNorm(picked, this.finalNorm, cfg.rmsNormEps), this.lmHead);
+        const picked = s.rows < 0 ? h : o.gatherRows(h, o.input('rows', 'i32', [s.rows], step.rows as Int32Array));
+        logits = o.matmul(o.rmsNorm(picked, this.finalNorm, cfg.rmsNormEps), this.lmHead);
       }
-      void H;
       return logits;
     } finally {
-      q.scope = prev;
+      o.scope = prev;
       scope.dispose(logits ? [logits] : []);
     }
   }

@@ -5,9 +5,9 @@
 // Intermediate tensors should be disposed as soon as the last op that reads them is queued
 // (`TensorScope` does it for a block of code); the queued op keeps its own reference.
 import { loadAddon } from './load.js';
-import type { Attrs, DType, Isa, NativeInfo, NativeQueue, NativeTensor } from './types.js';
+import type { Attrs, DType, Isa, NativeInfo, NativePlan, NativePlanBuilder, NativeQueue, NativeTensor } from './types.js';
 
-export type { DType, Isa, NativeInfo, NativeTensor as Tensor } from './types.js';
+export type { DType, Isa, NativeInfo, NativePlan, NativeTensor as Tensor } from './types.js';
 export { addonPath, loadAddon, packageRoot } from './load.js';
 
 export function nativeInfo(): NativeInfo {
@@ -46,44 +46,51 @@ export interface QueueOptions {
   device?: 'cpu' | 'cuda';
 }
 
-/** A per-model execution queue with the op set as methods. */
-export class Queue {
-  readonly native: NativeQueue;
+/**
+ * A value an op attribute takes at each replay of a recorded plan: parameter `index` of the
+ * replay plus `offset` (e.g. kvLen = pos0 + n). Only a Recorder hands these out; `value` is the
+ * number the recording itself was made with.
+ */
+export class PlanParam {
+  constructor(readonly index: number, readonly offset: number, readonly value: number) {}
+}
+/** A number, or (while recording a plan) a per-replay parameter. */
+export type Num = number | PlanParam;
+/** a + k, keeping a recorded parameter symbolic. */
+export function plus(a: Num, k: number): Num {
+  return typeof a === 'number' ? a + k : new PlanParam(a.index, a.offset + k, a.value + k);
+}
+export type OpAttrs = Record<string, Attrs[string] | PlanParam>;
+
+/**
+ * The op set, written once for both ways of running it: a Queue runs each op (eager), a
+ * Recorder (lib/native/plan.ts) records them into a plan replayed later with one call. Model
+ * code takes an OpSet and declares its per-step values through input/bind/param, so the same
+ * forward runs eagerly or records itself.
+ */
+export abstract class OpSet {
   /** When set, every tensor an op returns is tracked here (see TensorScope). */
   scope: TensorScope | undefined;
 
-  constructor(opts: QueueOptions = {}) {
-    const addon = loadAddon();
-    this.native = new addon.Queue(opts);
-  }
+  /** Enqueues (or records) a raw op by name (see csrc/cpu/ops). */
+  abstract op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: OpAttrs): NativeTensor[];
+  /**
+   * A per-step data input (ids, positions, row indices): a new tensor holding `data` when
+   * eager; a plan input filled at each replay from the step's value of that name when recording.
+   */
+  abstract input(name: string, dtype: DType, shape: readonly number[], data: ArrayBufferView): NativeTensor;
+  /** A per-step tensor the caller owns (image features): itself when eager; a bound plan input when recording. */
+  abstract bind(name: string, t: NativeTensor): NativeTensor;
+  /** A per-step number used in op attributes (a cache position): itself when eager; a plan parameter when recording. */
+  abstract param(name: string, value: number): Num;
 
-  get threads(): number { return this.native.threads; }
-  get isa(): Isa | null { return this.native.isa; }
-  get disposed(): boolean { return this.native.disposed; }
-  get device(): 'cpu' | 'cuda' { return this.native.device; }
-
-  /** Enqueues a raw op by name (see csrc/cpu/ops). */
-  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: Attrs = {}): NativeTensor[] {
-    const out = this.native.op(name, inputs, attrs);
-    if (this.scope) for (const t of out) this.scope.track(t);
-    return out;
-  }
-
-  private one(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: Attrs = {}): NativeTensor {
+  protected one(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor {
     return this.op(name, inputs, attrs)[0];
   }
 
-  sync(): Promise<void> { return this.native.sync(); }
-  read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array> { return this.native.read(t); }
-  async readF32(t: NativeTensor): Promise<Float32Array> { return (await this.native.read(t)) as Float32Array; }
-  async readI32(t: NativeTensor): Promise<Int32Array> { return (await this.native.read(t)) as Int32Array; }
-  write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
-  cancel(): void { this.native.cancel(); }
-  dispose(): void { this.native.dispose(); }
-
   // ---- op set -------------------------------------------------------------------------------
 
-  /** A new zero-filled tensor (allocated now, natively). */
+  /** A new zero-filled tensor (allocated now, natively; in a recorded plan: scratch of undefined contents). */
   empty(dtype: DType, shape: readonly number[]): NativeTensor { return this.one('empty', [], { dtype, shape }); }
   /** ids i32 [T], table [V, H] → f32 [T, H]. */
   embedding(ids: NativeTensor, table: NativeTensor): NativeTensor { return this.one('embedding', [ids, table]); }
@@ -143,7 +150,7 @@ export class Queue {
     });
   }
   /** kv_cache_append: writes x f32 [T, nkv, hd] into cache [nkv, cap, hd] rows pos0..pos0+T-1 (in place). (kv_cache.cpp) */
-  kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: number): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
+  kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: Num): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
   /** reshape: same storage, new shape (numel must match). (shape.cpp) */
   reshape(x: NativeTensor, shape: readonly number[]): NativeTensor { return this.one('reshape', [x], { shape }); }
   /** gather_rows: x [R, C] (any dtype), idx i32 [n] → [n, C]. (shape.cpp) */
@@ -181,9 +188,61 @@ export class Queue {
   }
 }
 
+/** A per-model execution queue: the op set run eagerly on a native thread, plus sync/read/write and plan replay. */
+export class Queue extends OpSet {
+  readonly native: NativeQueue;
+
+  constructor(opts: QueueOptions = {}) {
+    super();
+    const addon = loadAddon();
+    this.native = new addon.Queue(opts);
+  }
+
+  get threads(): number { return this.native.threads; }
+  get isa(): Isa | null { return this.native.isa; }
+  get disposed(): boolean { return this.native.disposed; }
+  get device(): 'cpu' | 'cuda' { return this.native.device; }
+
+  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor[] {
+    // A PlanParam here is a bug (only a Recorder hands them out): the addon rejects it as an
+    // attribute of unsupported type, naming the op and key.
+    const out = this.native.op(name, inputs, attrs as Attrs);
+    if (this.scope) for (const t of out) this.scope.track(t);
+    return out;
+  }
+  input(_name: string, dtype: DType, shape: readonly number[], data: ArrayBufferView): NativeTensor {
+    const t = tensorFromArray(dtype, shape, data);
+    return this.scope ? this.scope.track(t) : t;
+  }
+  bind(_name: string, t: NativeTensor): NativeTensor { return t; }
+  param(_name: string, value: number): number { return value; }
+
+  /** Runs a recorded plan with one step's values (see lib/native/plan.ts); returns its outputs. */
+  replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[] {
+    return this.native.replay(plan, values, params);
+  }
+  /** A builder recording a plan for this queue's device (use lib/native/plan.ts's Recorder). */
+  record(): NativePlanBuilder { return this.native.record(); }
+
+  sync(): Promise<void> { return this.native.sync(); }
+  read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array> { return this.native.read(t); }
+  async readF32(t: NativeTensor): Promise<Float32Array> { return (await this.native.read(t)) as Float32Array; }
+  async readI32(t: NativeTensor): Promise<Int32Array> { return (await this.native.read(t)) as Int32Array; }
+  /** Copies of several tensors after queued ops ran, in one settle. */
+  readMany(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]> { return this.native.read(ts); }
+  write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
+  cancel(): void { this.native.cancel(); }
+  dispose(): void { this.native.dispose(); }
+}
+
+/** Host buffers the engine owns now, process-wide (tests: dispose frees everything). */
+export function nativeMemory(): { hostStorages: number; hostBytes: number } {
+  return loadAddon().memory();
+}
+
 export interface AttentionOptions {
-  kvLen: number;
-  qPos0?: number;
+  kvLen: Num;
+  qPos0?: Num;
   mask: 'causal' | 'block' | 'full' | 'segments';
   blockSize?: number;
   segments?: readonly number[];

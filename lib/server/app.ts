@@ -61,7 +61,7 @@ function timings(r: GenerateResult, queueMs: number) {
   const s = r.stats;
   return {
     queue_ms: round(queueMs), prompt_tokens: s.promptTokens, cached_tokens: s.cachedTokens, prefill_tokens: s.prefillTokens,
-    vision_ms: round(s.visionMs), prefill_ms: round(s.prefillMs), decode_ms: round(s.totalMs - s.prefillMs), total_ms: round(s.totalMs),
+    vision_ms: round(s.visionMs), image_ms: round(s.timings.imageMs), tower_ms: round(s.timings.towerMs), prefill_ms: round(s.prefillMs), decode_ms: round(s.totalMs - s.prefillMs), total_ms: round(s.totalMs),
     forwards: s.forwards, tokens_per_forward: round(s.tokensPerForward, 3), ms_per_forward: round(s.msPerForward, 3),
     tokens_per_second: round(s.tokensPerSecond, 2), completion_tokens: r.ids.length, mode: r.mode,
     steps: r.options.steps, block_size: r.mode === 'ar' ? 1 : r.options.blockSize, remasking: r.options.remasking,
