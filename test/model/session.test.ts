@@ -62,8 +62,8 @@ function expectReuse(runs: { warm: GenerateResult; cold: GenerateResult }[], blo
 describe('ChatSession on the bundled models', () => {
   let child: Model, parent: Model;
   beforeAll(async () => {
-    child = await loadModel('shapes-diffusionvl', { threads: 2 });
-    parent = await loadModel('shapes-ar', { threads: 2 });
+    child = await loadModel('shapes-diffusionvl', { threads: 1 });
+    parent = await loadModel('shapes-ar', { threads: 1 });
   });
   afterAll(() => { child?.dispose(); parent?.dispose(); });
 
@@ -199,7 +199,7 @@ describe('ChatSession on the bundled models', () => {
 
 describe('PrefixCache', () => {
   let child: Model;
-  beforeAll(async () => { child = await loadModel('shapes-diffusionvl', { threads: 2 }); });
+  beforeAll(async () => { child = await loadModel('shapes-diffusionvl', { threads: 1 }); });
   afterAll(() => child?.dispose());
 
   it('a resent conversation reuses its prefix (hit), ids equal a cold run; the image is not encoded again', async () => {
@@ -257,7 +257,7 @@ describe('both vision routes, random tiny checkpoints', () => {
   const TURNS: Turn[] = [{ text: 'What is it?', images: [SMALL] }, { text: 'And now?' }, { text: 'Compare.', images: [THREE] }, { text: 'Done?' }];
 
   it('SigLIP route (ar-lm): exact turns; going from one image to two re-encodes the first, as a cold prompt does', async () => {
-    await using model = await loadModel(siglip.dir, { threads: 2 });
+    await using model = await loadModel(siglip.dir, { threads: 1 });
     const runs = await converse(model, TURNS, { maxTokens: 16, steps: 4 });
     expectReuse(runs.slice(0, 2), 8);
     runs.forEach(({ warm, cold }, i) => expect(warm.ids, `turn ${i + 1}`).toEqual(cold.ids));
@@ -268,7 +268,7 @@ describe('both vision routes, random tiny checkpoints', () => {
   });
 
   it('Qwen2.5-VL route, both modes on one random checkpoint', async () => {
-    await using model = await loadModel(qwen.dir, { threads: 2 });
+    await using model = await loadModel(qwen.dir, { threads: 1 });
     expectReuse(await converse(model, TURNS, { maxTokens: 16, steps: 4 }), 8);
     expectReuse(await converse(model, TURNS, { maxTokens: 12, mode: 'ar' }), 'ar');
   });

@@ -19,8 +19,8 @@ async function collect(model: Model, req: GenerateRequest): Promise<{ blocks: st
 
 let child: Model, parent: Model;
 beforeAll(async () => {
-  child = await loadModel('shapes-diffusionvl', { threads: 2 });
-  parent = await loadModel('shapes-ar', { threads: 2 });
+  child = await loadModel('shapes-diffusionvl', { threads: 1 });
+  parent = await loadModel('shapes-ar', { threads: 1 });
 });
 afterAll(() => { child?.dispose(); parent?.dispose(); });
 
