@@ -236,14 +236,20 @@ describe('lifecycle', () => {
     expect(s.state).toBe('draining');
   });
 
-  it('SIGTERM drains: the request in flight completes, then the process exits 0', async () => {
-    const s = await startServe(['--threads', '1']);
-    const res = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ stream: true, max_tokens: 120, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] }) });
+  /** Starts a long stream on `s`, sends SIGTERM after its first block, and returns the rest of the stream. */
+  async function sigtermDuringStream(s: ServeProcess, maxTokens: number): Promise<string> {
+    const res = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ stream: true, max_tokens: maxTokens, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] }) });
     const reader = res.body!.getReader();
     await reader.read();
     s.proc.kill('SIGTERM');
     let text = '';
     for (;;) { const { value, done } = await reader.read(); if (done) break; text += new TextDecoder().decode(value); }
+    return text;
+  }
+
+  it('SIGTERM drains: the request in flight completes, then the process exits 0', async () => {
+    const s = await startServe(['--threads', '1']);
+    const text = await sigtermDuringStream(s, 120);
     expect(text).toContain('"finish_reason":"length"');
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     expect(await s.exited).toBe(0);
@@ -252,13 +258,7 @@ describe('lifecycle', () => {
 
   it('SIGTERM with a short --drain-timeout aborts what is still running and exits 0', async () => {
     const s = await startServe(['--threads', '1', '--drain-timeout', '0.2']);
-    const res = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ stream: true, max_tokens: 900, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] }) });
-    const reader = res.body!.getReader();
-    await reader.read();
-    s.proc.kill('SIGTERM');
-    let text = '';
-    for (;;) { const { value, done } = await reader.read(); if (done) break; text += new TextDecoder().decode(value); }
-    expect(text).toContain('shutting_down');
+    expect(await sigtermDuringStream(s, 900)).toContain('shutting_down');
     expect(await s.exited).toBe(0);
   });
 });
