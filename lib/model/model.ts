@@ -23,13 +23,13 @@ import { readConfig, type ModelConfig } from '../weights/config.js';
 import { loadWeights, type LoadProgress, type LoadedWeights } from '../weights/load.js';
 import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat } from '../text/prompt.js';
-import { IncrementalDecoder, StopStringMatcher, stopAt } from '../text/stream.js';
+import { IncrementalDecoder, StopStringMatcher, stopAt, stopStrings, tokensCovering } from '../text/stream.js';
 import { decodeImage, type ImageInput, type RgbImage } from '../image/decode.js';
 import { preprocessQwen2vl } from '../image/qwen2vl.js';
 import { Qwen2Text } from './qwen2.js';
 import { Qwen25VisionTower } from './qwen25vl_vision.js';
-import { encodeSiglipImages, siglipTokenCount } from './siglip.js';
-import { smartResize } from '../image/qwen2vl.js';
+import { encodeSiglipImages } from './siglip.js';
+import { imageTokenCount } from './image-tokens.js';
 import type { KvTenant, ReuseHost } from './kv-reuse.js';
 import { streamReusing } from './kv-reuse.js';
 import { ChatSession, type ChatSessionOptions } from './session.js';
@@ -531,16 +531,9 @@ export class Model {
     if (req === null || typeof req !== 'object') throw new OptionError('countTokens: expected a request object', 'request');
     const { ids, images } = this.prompt(req);
     const imageTokens: number[] = [];
-    const v = this.config.vision;
     for (const im of images) {
       const d = await decodeImage(im as ImageInput);
-      if (v?.kind === 'qwen2_5_vl') {
-        const f = v.patchSize * v.spatialMergeSize;
-        const r = smartResize(d.height, d.width, { factor: f, minPixels: v.minPixels, maxPixels: v.maxPixels });
-        imageTokens.push((r.height / f) * (r.width / f));
-      } else if (v) {
-        imageTokens.push(siglipTokenCount(v, [d.width, d.height], { multiImage: images.length > 1 }));
-      }
+      imageTokens.push(imageTokenCount(this.config.vision!, d.width, d.height, images.length > 1));
     }
     const textTokens = ids.length - images.length;
     return { promptTokens: textTokens + imageTokens.reduce((a, b) => a + b, 0), textTokens, imageTokens, ids };
@@ -620,26 +613,6 @@ export class Model {
   }
 
   async [Symbol.asyncDispose](): Promise<void> { this.dispose(); }
-}
-
-/** The request's stop strings, checked: a string or an array of non-empty strings. */
-function stopStrings(stop: unknown): string[] {
-  if (stop === undefined || stop === null) return [];
-  const list = typeof stop === 'string' ? [stop] : stop;
-  if (!Array.isArray(list) || list.length > 16 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
-    throw new OptionError(`Expected a non-empty string or an array of up to 16 non-empty strings for stop but received ${JSON.stringify(stop)}`, 'stop');
-  }
-  return list as string[];
-}
-
-/** The fewest leading ids whose text is at least `chars` long (the text grows with the ids). */
-function tokensCovering(tok: TextTokenizer, ids: readonly number[], chars: number): number {
-  let lo = 0, hi = ids.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (tok.decode(ids.slice(0, mid)).length >= chars) hi = mid; else lo = mid + 1;
-  }
-  return lo;
 }
 
 /**

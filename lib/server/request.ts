@@ -7,6 +7,7 @@
 // tools, penalties ≠ 0, a non-text response_format) are refused rather than ignored.
 import type { ChatMessage, ContentPart } from '../text/prompt.js';
 import type { GenerateRequest } from '../model/model.js';
+import { stopStrings } from '../text/stream.js';
 import { badRequest } from './errors.js';
 
 export interface ParsedChatRequest {
@@ -139,14 +140,8 @@ export function parseChatRequest(body: unknown): ParsedChatRequest {
   if (topK !== undefined) options.topK = topK;
   const seed = intField(body, 'seed', 0, 2 ** 53 - 1);
   if (seed !== undefined) options.seed = seed;
-  if (body.stop !== undefined && body.stop !== null) {
-    const s = body.stop;
-    const list = typeof s === 'string' ? [s] : s;
-    if (!Array.isArray(list) || list.length > 16 || list.some((x) => typeof x !== 'string' || x.length === 0)) {
-      throw badRequest('stop', 'stop must be a non-empty string or an array of up to 16 non-empty strings');
-    }
-    options.stop = list as string[];
-  }
+  const stop = stopStrings(body.stop);   // an OptionError naming 'stop' → 400 with param 'stop'
+  if (stop.length > 0) options.stop = stop;
   const steps = intField(body, 'steps', 1, 1024);
   if (steps !== undefined) options.steps = steps;
   const blockSize = intField(body, 'block_size', 1, 4096);
