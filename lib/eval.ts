@@ -134,6 +134,10 @@ export interface EvalResult {
   forwardsPerToken: number;
   /** Σ answer tokens ÷ Σ generate wall time. */
   tokensPerSecond: number;
+  /** Tokens decoded after the prefill ÷ their time (AR's first token comes with the prefill): the decoder alone. */
+  decodeTokensPerSecond: number;
+  /** Mean per-request fixed work (ms): template and tokenisation, images, tower, prefill. */
+  fixedMs: { prompt: number; image: number; tower: number; prefill: number };
   seconds: number;
   /** The settings the items were generated with (temperature 0). */
   settings: { mode: GenerationMode; maxTokens: number; steps?: number; remasking?: string; threshold?: number; blockSize?: number };
@@ -159,13 +163,20 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
   const results: EvalItemResult[] = [];
   const failures: EvalItemResult[] = [];
   const perKind: Record<string, KindScore> = {};
-  let correct = 0, forwards = 0, tokens = 0, ms = 0;
+  let correct = 0, forwards = 0, tokens = 0, ms = 0, decodeMs = 0, decodeTokens = 0;
+  const fixed = { prompt: 0, image: 0, tower: 0, prefill: 0 };
   let last: GenerateResult | undefined;
   const t0 = performance.now();
   for (const it of todo) {
     const t = performance.now();
     const r = await model.generate({ ...base, messages: userMessage(it.question, it.image === null ? [] : [it.image]) });
     ms += performance.now() - t;
+    decodeMs += r.stats.timings.decodeMs;
+    decodeTokens += r.stats.timings.decodeTokens;
+    fixed.prompt += r.stats.timings.promptMs;
+    fixed.image += r.stats.timings.imageMs;
+    fixed.tower += r.stats.timings.towerMs;
+    fixed.prefill += r.stats.timings.prefillMs;
     last = r;
     const got = r.text.trim();
     const ok = got === it.answer;
@@ -204,6 +215,11 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
     perKind: sortedKinds, mode: finalMode, forwards, answerTokens: tokens,
     forwardsPerToken: tokens ? forwards / tokens : 0,
     tokensPerSecond: ms > 0 ? (tokens / ms) * 1000 : 0,
+    decodeTokensPerSecond: decodeMs > 0 ? (decodeTokens / decodeMs) * 1000 : 0,
+    fixedMs: {
+      prompt: fixed.prompt / Math.max(1, results.length), image: fixed.image / Math.max(1, results.length),
+      tower: fixed.tower / Math.max(1, results.length), prefill: fixed.prefill / Math.max(1, results.length),
+    },
     seconds: (performance.now() - t0) / 1000,
     settings, items: results, failures,
   };

@@ -58,9 +58,11 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   need_recording("op");
   const std::string name = def.name;
   for (const AttrPatch& p : patches) {
-    if (p.param < 0) throw Error(DVL_ERR_ARG, name + ": a patched attribute needs a parameter index >= 0");
-    if (!attrs.num.count(p.key))
+    if (p.param < 0 || p.len < 0) throw Error(DVL_ERR_ARG, name + ": a patched attribute needs a parameter index and length >= 0");
+    if (p.len == 0 && !attrs.num.count(p.key))
       throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs a numeric value at record time");
+    if (p.len > 0 && (!attrs.arr.count(p.key) || attrs.arr.at(p.key).size() != size_t(p.len)))
+      throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs an array of " + std::to_string(p.len) + " numbers at record time");
   }
   auto ip = std::make_shared<Tensors>(std::move(in));
   auto ap = std::make_shared<Attrs>(std::move(attrs));
@@ -84,7 +86,18 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
 
 TensorP Plan::add_data_input(DType dt, std::vector<int64_t> shape) {
   need_recording("input");
-  TensorP t = Tensor::alloc(dt, std::move(shape), dev_);
+  TensorP t;
+  if (dev_ == Device::Cuda) {
+    // A place in the plan's one device input block (finish), uploaded with one copy per replay.
+    t = std::make_shared<Tensor>();
+    t->dtype = dt;
+    t->shape = std::move(shape);
+    for (int64_t d : t->shape)
+      if (d < 0) throw Error(DVL_ERR_SHAPE, "plan: negative dimension in input " + t->describe());
+    t->storage = Storage::slot(t->nbytes(), dev_);
+  } else {
+    t = Tensor::alloc(dt, std::move(shape), dev_);
+  }
   inputs_.push_back({false, t});
   return t;
 }
@@ -141,12 +154,21 @@ size_t place(std::vector<Life*>& items) {
 
 }  // namespace
 
+void Plan::apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params) {
+  if (p.len == 0) {
+    a.num[p.key] = params[size_t(p.param)] + p.offset;
+  } else {
+    std::vector<double>& v = a.arr[p.key];  // exists with this length (record checked it): no allocation
+    std::copy(params.begin() + p.param, params.begin() + p.param + p.len, v.begin());
+  }
+}
+
 void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   need_recording("finish");
   if (nparams < 0) throw Error(DVL_ERR_ARG, "plan: nparams must be >= 0");
   for (const Op& op : ops_)
     for (const AttrPatch& p : op.patches)
-      if (p.param >= nparams)
+      if (p.param + std::max(p.len, 1) > nparams)
         throw Error(DVL_ERR_ARG, std::string(op.def->name) + ": patched attribute '" + p.key + "' uses parameter " +
                                      std::to_string(p.param) + " of " + std::to_string(nparams));
   for (const TensorP& t : outputs)
@@ -156,7 +178,7 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   // inputs are slots too, but their place is the caller's tensor at each replay.
   std::unordered_map<const Storage*, bool> bound;
   for (const Input& in : inputs_)
-    if (in.bound) bound[in.t->storage.get()] = true;
+    if (in.bound || dev_ == Device::Cuda) bound[in.t->storage.get()] = true;  // not arena intermediates
   std::unordered_map<const Storage*, Life> life;
   auto touch = [&](const TensorP& t, size_t i) {
     if (!t || !t->storage) return;
@@ -199,6 +221,21 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
       it->s->set_base(arena_);
     }
   }
+  if (dev_ == Device::Cuda) {
+    size_t total = 0;
+    for (const Input& in : inputs_)
+      if (!in.bound) total += round_up(in.t->nbytes() ? in.t->nbytes() : 1);
+    if (total) {
+      input_block_ = Tensor::alloc(DType::U8, {int64_t(total)}, dev_);
+      size_t off = 0;
+      for (const Input& in : inputs_) {
+        if (in.bound) continue;
+        in.t->storage->data = static_cast<char*>(input_block_->raw()) + off;
+        in.t->storage->set_base(input_block_->storage);
+        off += round_up(in.t->nbytes() ? in.t->nbytes() : 1);
+      }
+    }
+  }
   outputs_ = outputs;
   fresh_outputs_ = fresh_outputs;
   nparams_ = nparams;
@@ -234,7 +271,7 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   for (const Op& op : ops_) {
     if (op.patches.empty()) continue;
     Attrs a = *op.recorded;
-    for (const AttrPatch& p : op.patches) a.num[p.key] = params[size_t(p.param)] + p.offset;
+    for (const AttrPatch& p : op.patches) apply_patch(a, p, params);
     DeferAllocScope defer;
     op.def->plan(*op.in, a);
   }
@@ -267,6 +304,8 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::
   for (size_t i = 0; i < fresh.size(); ++i)
     if (fresh[i]) outputs_[i]->storage->data = fresh[i]->raw();
   Tensors uploaded;  // host tensors bound into a CUDA plan: their device copies, alive until the ops are enqueued
+  std::vector<char> packed;  // a CUDA plan's data inputs, laid out as its input block
+  if (input_block_) packed.resize(input_block_->nbytes());
   for (size_t i = 0; i < inputs_.size(); ++i) {
     Tensor& slot = *inputs_[i].t;
     if (inputs_[i].bound) {
@@ -274,14 +313,17 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::
       if (dev_ == Device::Cuda && !b->on_cuda()) uploaded.push_back(b = cuda_upload(*b));
       slot.storage->data = b->raw();
     } else if (!values[i].bytes.empty()) {
-      if (dev_ == Device::Cuda) cuda_write_from(slot, values[i].bytes.data(), values[i].bytes.size());
+      if (dev_ == Device::Cuda)
+        std::memcpy(packed.data() + (static_cast<char*>(slot.raw()) - static_cast<char*>(input_block_->raw())),
+                    values[i].bytes.data(), values[i].bytes.size());
       else std::memcpy(slot.raw(), values[i].bytes.data(), values[i].bytes.size());
     }
   }
+  if (input_block_) cuda_write_from(*input_block_, packed.data(), packed.size());  // one upload per replay
   static ThreadPool one_thread(1);  // no workers: run() calls the function in place
   OpContext serial = ctx.on(one_thread);
   for (Op& op : ops_) {
-    for (const AttrPatch& p : op.patches) op.attrs->num[p.key] = params[size_t(p.param)] + p.offset;
+    for (const AttrPatch& p : op.patches) apply_patch(*op.attrs, p, params);
     op.job(op.serial ? serial : ctx);
   }
 }

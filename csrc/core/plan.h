@@ -12,12 +12,13 @@
 //
 // Per-step values, in the order the recorder declared them:
 //   data inputs   small host arrays copied into the plan's own input tensors (ids, positions,
-//                 logit rows); on a CUDA plan those tensors live on the device and the replay
-//                 uploads them first, so no op uploads anything;
+//                 logit rows); on a CUDA plan those tensors are one device block that the replay
+//                 uploads with one copy first, so no op uploads anything;
 //   bound inputs  tensors the caller owns (image features): the slot points at their storage
 //                 for that replay (a host tensor bound into a CUDA plan is uploaded first);
 //   params        numbers patched into attributes: attrs.num[key] = params[i] + offset
-//                 (the cache position of a step: kv_cache_append pos0, attention kvLen/qPos0).
+//                 (the cache position of a step: kv_cache_append pos0, attention kvLen/qPos0),
+//                 or a run of them as an array attribute (a batch's sequence layout, seqs).
 // Threads are decided once per op at record time: an op whose work is a few microseconds runs
 // on the queue thread alone (a fork/join costs about as much, and far more when another process
 // holds the worker's core). Every kernel computes each output element the same way whatever
@@ -45,10 +46,12 @@ using Tensors = std::vector<TensorP>;
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
                            std::shared_ptr<Attrs> attrs);
 
+// attrs.num[key] = params[param] + offset (len 0), or attrs.arr[key] = params[param .. param + len).
 struct AttrPatch {
   std::string key;
   int param;
   double offset;
+  int len = 0;
 };
 
 // One value of a replay: bytes for a data input, or the tensor for a bound input.
@@ -102,6 +105,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   };
   void need_recording(const char* what) const;
   bool is_bound(const Storage* s) const;
+  static void apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params);
   void run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh);
 
   Device dev_;
@@ -112,6 +116,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   bool fresh_outputs_ = false;
   int nparams_ = 0;
   std::shared_ptr<Storage> arena_;
+  TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;
 };
 

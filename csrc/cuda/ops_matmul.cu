@@ -638,7 +638,12 @@ static bool tc_path(int device) {
     const cudaError_t e2 = e1 == cudaSuccess && major >= 8
                                ? cudaFuncGetAttributes(&a, matmul_tc_small_kernel<int(DType::BF16), true, 16>)
                                : cudaErrorNotSupported;
-    if (e1 != cudaSuccess || (major >= 8 && e2 != cudaSuccess)) cudaGetLastError();  // a failed query means "no", not a pending error
+    if (e1 != cudaSuccess || (major >= 8 && e2 != cudaSuccess)) {
+      // A failed query means "not now", not a pending error, and not "never": this call takes
+      // the SIMT path and the next one asks again (only an answer is cached).
+      cudaGetLastError();
+      return false;
+    }
     cache[device] = e2 == cudaSuccess && a.ptxVersion >= 80 ? 1 : -1;
   }
   return cache[device] > 0;

@@ -30,6 +30,9 @@ int fail(dvl_backend_error* err, const char* code, const char* fmt, ...) {
 }
 
 int fail_cuda(dvl_backend_error* err, cudaError_t e, const char* what) {
+  // Reset the runtime's last-error slot: a failed call leaves its error there, and the next
+  // op's launch check (cudaGetLastError) would report this failure again as its own.
+  cudaGetLastError();
   return fail(err, "cuda", "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 

@@ -5,6 +5,7 @@
 //   const feats = b.bind('f32', [F, H])             // bound input 1 (a tensor at each replay)
 //   const [y] = b.op('matmul', [x, w], {}, [])      // planned now, run at replay
 //   b.op('kv_cache_append', [c, k], { pos0: 8 }, [['pos0', 0, 0]])   // pos0 = params[0] + 0
+//   b.op('attention_batch', [q, k, v], { seqs }, [['seqs', 1, 0, 12]]) // seqs = params[1..13)
 //   const plan = b.finish([y], 1)
 //   const [out] = queue.replay(plan, [Int32Array.of(...), featsTensor], [pos0])
 //
@@ -146,10 +147,11 @@ class PlanBuilderWrap : public Napi::ObjectWrap<PlanBuilderWrap> {
         for (uint32_t i = 0; i < pa.Length(); ++i) {
           Napi::Value e = pa.Get(i);
           Napi::Array t = e.IsArray() ? e.As<Napi::Array>() : Napi::Array::New(env);
-          if (t.Length() != 3 || !t.Get(0u).IsString() || !t.Get(1u).IsNumber() || !t.Get(2u).IsNumber())
-            throw Error(DVL_ERR_ARG, name + ": patches must be [key, paramIndex, offset] triples");
+          if (t.Length() < 3 || t.Length() > 4 || !t.Get(0u).IsString() || !t.Get(1u).IsNumber() || !t.Get(2u).IsNumber() ||
+              (t.Length() == 4 && !t.Get(3u).IsNumber()))
+            throw Error(DVL_ERR_ARG, name + ": patches must be [key, paramIndex, offset, length?]");
           patches.push_back({t.Get(0u).As<Napi::String>().Utf8Value(), t.Get(1u).As<Napi::Number>().Int32Value(),
-                             t.Get(2u).As<Napi::Number>().DoubleValue()});
+                             t.Get(2u).As<Napi::Number>().DoubleValue(), t.Length() == 4 ? t.Get(3u).As<Napi::Number>().Int32Value() : 0});
         }
       }
       Tensors out = plan.record(*def, std::move(in), std::move(attrs), std::move(patches));

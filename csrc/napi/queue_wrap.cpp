@@ -106,6 +106,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                        {
                            InstanceMethod("op", &QueueWrap::JS_op),
                            InstanceMethod("record", &QueueWrap::JS_record),
+                           InstanceMethod("stats", &QueueWrap::JS_stats),
                            InstanceMethod("replay", &QueueWrap::JS_replay),
                            InstanceMethod("sync", &QueueWrap::JS_sync),
                            InstanceMethod("read", &QueueWrap::JS_read),
@@ -196,6 +197,17 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       result = ra;
     });
     return result;
+  }
+
+  // stats() → { jobs, idleStarts, idleWaitMs }: see ExecQueue::Stats.
+  Napi::Value JS_stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    ExecQueue::Stats s = queue_ ? queue_->stats() : ExecQueue::Stats{0, 0, 0};
+    o.Set("jobs", double(s.jobs));
+    o.Set("idleStarts", double(s.idle_starts));
+    o.Set("idleWaitMs", double(s.idle_wait_ns) / 1e6);
+    return o;
   }
 
   // record() → a PlanBuilder for this queue's device (plan_wrap.cpp).

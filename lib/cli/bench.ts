@@ -28,6 +28,11 @@ export interface BenchRow {
   speedupVsAr: number;
   /** ms per forward ÷ AR ms per forward */
   forwardCostVsAr: number;
+  /** Host work per decode forward (ms): the decode loop's JS time between waits (stats.hostMs)
+   *  plus the queue thread's wake-up after each push onto an idle queue. */
+  hostMsPerForward: number;
+  /** hostMsPerForward ÷ msPerForward, in percent. */
+  hostPercent: number;
 }
 
 export interface BenchModelResult {
@@ -58,18 +63,29 @@ export async function benchModel(dir: string, o: BenchModelOptions): Promise<Ben
     await model.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
     for (const [name, req] of settings) {
       const runs: GenerateResult[] = [];
-      for (let i = 0; i < repeat; i++) runs.push(await model.generate(req));
+      const wakes: number[] = [];
+      for (let i = 0; i < repeat; i++) {
+        const q0 = model.execution.queue;
+        runs.push(await model.generate(req));
+        const q1 = model.execution.queue;
+        const decodeForwards = Math.max(1, runs[i].stats.forwards - 1);
+        wakes.push((q1.idleWaitMs - q0.idleWaitMs) / decodeForwards);
+      }
       const r = runs[0];
+      const host = median(runs.map((x) => x.stats.hostMs / Math.max(1, x.stats.forwards - 1))) + median(wakes);
+      const msPerForward = median(runs.map((x) => x.stats.msPerForward));
       const row: BenchRow = {
         setting: name,
         tokens: r.stats.generatedTokens,
         forwards: r.stats.forwards,
         forwardsPerToken: r.stats.forwards / r.stats.generatedTokens,
-        msPerForward: median(runs.map((x) => x.stats.msPerForward)),
+        msPerForward,
         tokensPerSecond: median(runs.map((x) => x.stats.tokensPerSecond)),
         prefillMs: median(runs.map((x) => x.stats.prefillMs)),
         speedupVsAr: 0,
         forwardCostVsAr: 0,
+        hostMsPerForward: host,
+        hostPercent: (host / msPerForward) * 100,
       };
       rows.push(row);
     }
@@ -78,7 +94,8 @@ export async function benchModel(dir: string, o: BenchModelOptions): Promise<Ben
       r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
       r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
       log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
-        `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}`);
+        `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}  ` +
+        `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)`);
     }
     return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), rows };
   } finally {

@@ -97,6 +97,19 @@ export interface DecodeStats {
   steps: (RevealRecord | null)[];
   /** Denoising iterations per decoded block. */
   blockIterations: number[];
+  /** JS time of the decode loop after the prefill, excluding waits for the native side and
+   *  the consumer (building inputs, the replay calls, remask enqueue, bookkeeping): the host
+   *  work that sits between forwards. */
+  hostMs: number;
+}
+
+/** Accumulates the JS time of a loop between its waits (DecodeStats.hostMs). */
+class HostClock {
+  ms = 0;
+  private t = -1;
+  start(): void { this.t = performance.now(); }
+  /** Before an await or a yield. */
+  pause(): void { if (this.t >= 0) this.ms += performance.now() - this.t; this.t = -1; }
 }
 
 export interface DecodeResult {
@@ -171,6 +184,8 @@ export async function* runBlockDiffusion(
   }
   let committedLength = geom.prefillLength;
   const tPrefill = performance.now();
+  const host = new HostClock();
+  host.start();
 
   let pending: CanvasBlock | null = null;   // finished block whose commit is deferred (merge)
   let stopped = false;
@@ -201,7 +216,9 @@ export async function* runBlockDiffusion(
       });
       let x0: Int32Array, conf: Float32Array, reveal: Int32Array;
       try {
+        host.pause();
         [x0, conf, reveal] = await q.readMany([xT, cT, rT]) as [Int32Array, Float32Array, Int32Array];
+        host.start();
       } finally {
         logits!.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
       }
@@ -215,17 +232,21 @@ export async function* runBlockDiffusion(
         newly.push(j);
       }
       if (flags.stepEvents) {
+        host.pause();
         yield {
           type: 'step', block: block.index, iteration: i, start: block.start,
           ids: Array.from(ids.subarray(block.start, block.end)),
           masked: Array.from(masked.subarray(block.start, block.end), (m) => m === 1),
           revealed: newly, confidence: newly.map((j) => revealed[j]!.confidence),
         };
+        host.start();
       }
     }
     blockIterations.push(iterations);
     stopped = blockHasStop(ids, P, block, o.stopTokens);
+    host.pause();
     yield { type: 'block', block: block.index, ids: Array.from(ids.subarray(block.genStart, Math.min(block.end, P + G))), stop: stopped };
+    host.start();
     const requested = !stopped && (flags.stopRequested?.() ?? false);
     if (stopped || requested || block === geom.blocks[geom.blocks.length - 1]) {
       if (requested) stopRequested = Math.min(block.end, P + G);
@@ -242,6 +263,7 @@ export async function* runBlockDiffusion(
     }
   }
 
+  host.pause();
   const out = finishOutput(ids, P, G, o.stopTokens);
   if (stopRequested > 0) {
     // Ended by the caller (stop strings): the output is what was decoded, nothing after.
@@ -269,6 +291,7 @@ export async function* runBlockDiffusion(
       totalMs: tEnd - t0,
       steps: revealed.slice(P, P + G),
       blockIterations,
+      hostMs: host.ms,
     },
   };
   yield { type: 'done', result };
@@ -309,6 +332,7 @@ export async function* runAutoregressive(
   let input = Int32Array.from(promptIds.slice(L0));
   let pos0 = L0;
   let fed = L0;   // positions whose K/V the cache holds
+  const host = new HostClock();
   for (let t = 0; t < o.maxTokens; t++) {
     if (signal?.aborted) throw signal.reason;
     const logits = fw.forwardCausal(input, pos0, [input.length - 1])!;
@@ -321,19 +345,24 @@ export async function* runAutoregressive(
     });
     let x: Int32Array, c: Float32Array;
     try {
+      host.pause();
       [x, c] = await q.readMany([xT, cT]) as [Int32Array, Float32Array];
     } finally {
       logits.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
     }
     if (t === 0) tPrefill = performance.now();
+    host.start();   // from the first token on: the prefill's own JS is not per-forward host work
     out.push(x[0]);
     steps.push({ block: t, iteration: 0, confidence: c[0] });
     const stop = o.stopTokens.includes(x[0]);
+    host.pause();
     yield { type: 'block', block: t, ids: [x[0]], stop };
+    host.start();
     if (stop || (flags.stopRequested?.() ?? false)) { finishReason = 'stop'; break; }
     pos0 = pos;
     input = Int32Array.of(x[0]);
   }
+  host.pause();
   const tEnd = performance.now();
   const decodeMs = tEnd - tPrefill;
   const result: DecodeResult = {
@@ -344,7 +373,7 @@ export async function* runAutoregressive(
       prefillMs: tPrefill - t0,
       msPerForward: forwards > 1 ? decodeMs / (forwards - 1) : 0,
       tokensPerSecond: decodeMs > 0 ? ((out.length - 1) / decodeMs) * 1000 : 0,
-      totalMs: tEnd - t0, steps, blockIterations: [],
+      totalMs: tEnd - t0, steps, blockIterations: [], hostMs: host.ms,
     },
   };
   yield { type: 'done', result };

@@ -98,8 +98,9 @@ export interface GenerateStats extends DecodeStats {
   visionMs: number;
   /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
    *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
-   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs). */
-  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number };
+   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs; in AR
+   *  mode it yields the first token); decode = the rest, which yields decodeTokens. */
+  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number; decodeTokens: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];
 }
@@ -181,9 +182,9 @@ export class Model {
     this.text.allocateCache({ capacity: contextLength });
   }
 
-  /** How forwards run: recorded plans (with their cache counters) or op by op. */
-  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats } {
-    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats } };
+  /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats; queue: { jobs: number; idleStarts: number; idleWaitMs: number } } {
+    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats }, queue: this.queue.stats() };
   }
 
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */
@@ -472,7 +473,9 @@ export class Model {
           stopString = hit.stop;
           ids = ids.slice(0, tokensCovering(this.tokenizer, ids, hit.text.length + hit.stop.length));
         }
-        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs };
+        // AR's first token comes out of the prefill forward; diffusion's prefill yields none.
+        const decodeTokens = mode === 'ar' ? Math.max(0, r.stats.generatedTokens - 1) : r.stats.generatedTokens;
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
         const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, ids, mode, text, stats, ...(stopString !== undefined ? { stopString } : {}) } };
       }

@@ -52,10 +52,13 @@ export interface QueueOptions {
  * number the recording itself was made with.
  */
 export class PlanParam {
-  constructor(readonly index: number, readonly offset: number, readonly value: number) {}
+  /** length 0: a number (value); length n: an array of n numbers (values) patched as a whole. */
+  constructor(readonly index: number, readonly offset: number, readonly value: number, readonly length = 0, readonly values: readonly number[] = []) {}
 }
 /** A number, or (while recording a plan) a per-replay parameter. */
 export type Num = number | PlanParam;
+/** An array of numbers, or (while recording a plan) a per-replay array parameter. */
+export type NumArray = readonly number[] | PlanParam;
 /** a + k, keeping a recorded parameter symbolic. */
 export function plus(a: Num, k: number): Num {
   return typeof a === 'number' ? a + k : new PlanParam(a.index, a.offset + k, a.value + k);
@@ -83,6 +86,8 @@ export abstract class OpSet {
   abstract bind(name: string, t: NativeTensor): NativeTensor;
   /** A per-step number used in op attributes (a cache position): itself when eager; a plan parameter when recording. */
   abstract param(name: string, value: number): Num;
+  /** A per-step array of numbers used as one op attribute (a batch layout): as param. */
+  abstract paramArray(name: string, values: readonly number[]): NumArray;
 
   protected one(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor {
     return this.op(name, inputs, attrs)[0];
@@ -149,6 +154,18 @@ export abstract class OpSet {
       kvLen: o.kvLen, qPos0: o.qPos0 ?? 0, mask: o.mask, blockSize: o.blockSize, segments: o.segments, scale: o.scale,
     });
   }
+  /**
+   * attention_batch: the rows of several sequences in one op. q f32 [T, nh, hd]; k, v
+   * [S, nkv, cap, hd] (S cache slots); seqs = 6 numbers per sequence: row0, row1 (its rows of q,
+   * in order, covering [0, T)), slot, pos0 (position of row0), mask (0 causal, 1 block, 2 full),
+   * bs. Each sequence equals one `attention` on its slot with kvLen = pos0 + n, qPos0 = pos0,
+   * bit for bit. (attention.cpp)
+   */
+  attentionBatch(q: NativeTensor, k: NativeTensor, v: NativeTensor, seqs: NumArray, scale?: number): NativeTensor {
+    return this.one('attention_batch', [q, k, v], { seqs, scale });
+  }
+  /** kv_cache_append_batch: x f32 [T, nkv, hd] rows of each sequence (seqs as attentionBatch) into its slot of cache [S, nkv, cap, hd]. (kv_cache.cpp) */
+  kvCacheAppendBatch(cache: NativeTensor, x: NativeTensor, seqs: NumArray): void { this.op('kv_cache_append_batch', [cache, x], { seqs }); }
   /** kv_cache_append: writes x f32 [T, nkv, hd] into cache [nkv, cap, hd] rows pos0..pos0+T-1 (in place). (kv_cache.cpp) */
   kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: Num): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
   /** reshape: same storage, new shape (numel must match). (shape.cpp) */
@@ -216,11 +233,14 @@ export class Queue extends OpSet {
   }
   bind(_name: string, t: NativeTensor): NativeTensor { return t; }
   param(_name: string, value: number): number { return value; }
+  paramArray(_name: string, values: readonly number[]): readonly number[] { return values; }
 
   /** Runs a recorded plan with one step's values (see lib/native/plan.ts); returns its outputs. */
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[] {
     return this.native.replay(plan, values, params);
   }
+  /** Jobs run so far and the queue thread's wake-up time (push to start on an idle queue). */
+  stats(): { jobs: number; idleStarts: number; idleWaitMs: number } { return this.native.stats(); }
   /** A builder recording a plan for this queue's device (use lib/native/plan.ts's Recorder). */
   record(): NativePlanBuilder { return this.native.record(); }
 

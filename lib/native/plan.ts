@@ -10,16 +10,18 @@
 // object keyed by name. PlanCache keeps a model's plans by shape signature (LRU, bounded in
 // count and arena bytes) and frees them on eviction, clear() and dispose().
 import { OptionError } from '../errors.js';
-import { OpSet, PlanParam, type Num, type OpAttrs, type Queue } from './index.js';
+import { OpSet, PlanParam, type Num, type NumArray, type OpAttrs, type Queue } from './index.js';
 import type { Attrs, DType, NativePlan, NativePlanBuilder, NativePlanInfo, NativeTensor } from './types.js';
 
 /** One step's values for a replay: every input and param name the recording declared. */
-export type StepValues = Record<string, ArrayBufferView | NativeTensor | number | null | undefined>;
+export type StepValues = Record<string, ArrayBufferView | NativeTensor | number | readonly number[] | null | undefined>;
 
 export class Recorder extends OpSet {
   private readonly b: NativePlanBuilder;
   private readonly inputs: string[] = [];
-  private readonly params: string[] = [];
+  /** Declared parameters in order: name and length (0: a number). */
+  private readonly params: { name: string; length: number; index: number }[] = [];
+  private nparams = 0;
 
   constructor(queue: Queue) {
     super();
@@ -28,12 +30,12 @@ export class Recorder extends OpSet {
 
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor[] {
     const plain: Attrs = {};
-    const patches: [string, number, number][] = [];
+    const patches: [string, number, number, number][] = [];
     for (const k of Object.keys(attrs)) {
       const v = attrs[k];
       if (v instanceof PlanParam) {
-        plain[k] = v.value;
-        patches.push([k, v.index, v.offset]);
+        plain[k] = v.length ? v.values : v.value;
+        patches.push([k, v.index, v.offset, v.length]);
       } else {
         plain[k] = v;
       }
@@ -57,9 +59,23 @@ export class Recorder extends OpSet {
   }
 
   param(name: string, value: number): Num {
-    let i = this.params.indexOf(name);
-    if (i < 0) i = this.params.push(name) - 1;
-    return new PlanParam(i, 0, value);
+    return new PlanParam(this.declareParam(name, 0), 0, value);
+  }
+
+  paramArray(name: string, values: readonly number[]): NumArray {
+    if (values.length === 0) throw new OptionError(`plan parameter '${name}': an array parameter needs at least one number`, name);
+    return new PlanParam(this.declareParam(name, values.length), 0, 0, values.length, values);
+  }
+
+  private declareParam(name: string, length: number): number {
+    const p = this.params.find((x) => x.name === name);
+    if (p) {
+      if (p.length !== length) throw new OptionError(`plan parameter '${name}' declared with lengths ${p.length} and ${length}`, name);
+      return p.index;
+    }
+    this.params.push({ name, length, index: this.nparams });
+    this.nparams += Math.max(1, length);
+    return this.nparams - Math.max(1, length);
   }
 
   /**
@@ -68,7 +84,7 @@ export class Recorder extends OpSet {
    * tensors each replay that the caller owns (results kept across replays, like image features).
    */
   finish(outputs: readonly NativeTensor[], opts: { fresh?: boolean } = {}): RecordedPlan {
-    return new RecordedPlan(this.b.finish(outputs, this.params.length, opts.fresh === true), this.inputs.slice(), this.params.slice());
+    return new RecordedPlan(this.b.finish(outputs, this.nparams, opts.fresh === true), this.inputs.slice(), this.params.map(({ name, length }) => ({ name, length })));
   }
 
   private declare(name: string): void {
@@ -78,7 +94,7 @@ export class Recorder extends OpSet {
 }
 
 export class RecordedPlan {
-  constructor(readonly native: NativePlan, readonly inputNames: readonly string[], readonly paramNames: readonly string[]) {}
+  constructor(readonly native: NativePlan, readonly inputNames: readonly string[], readonly paramSpecs: readonly { name: string; length: number }[]) {}
 
   get info(): NativePlanInfo | null { return this.native.info; }
 
@@ -86,14 +102,20 @@ export class RecordedPlan {
   run(queue: Queue, step: StepValues): NativeTensor[] {
     const values = this.inputNames.map((n) => {
       const v = step[n];
-      if (v === undefined || v === null || typeof v === 'number') throw new OptionError(`plan replay: no value for input '${n}'`, n);
-      return v;
+      if (v === undefined || v === null || typeof v === 'number' || Array.isArray(v)) throw new OptionError(`plan replay: no value for input '${n}'`, n);
+      return v as ArrayBufferView | NativeTensor;
     });
-    const params = this.paramNames.map((n) => {
-      const v = step[n];
-      if (typeof v !== 'number') throw new OptionError(`plan replay: no number for parameter '${n}'`, n);
-      return v;
-    });
+    const params: number[] = [];
+    for (const { name, length } of this.paramSpecs) {
+      const v = step[name];
+      if (length === 0) {
+        if (typeof v !== 'number') throw new OptionError(`plan replay: no number for parameter '${name}'`, name);
+        params.push(v);
+      } else {
+        if (!Array.isArray(v) || v.length !== length) throw new OptionError(`plan replay: parameter '${name}' needs ${length} numbers`, name);
+        for (const x of v as number[]) params.push(x);
+      }
+    }
     return queue.replay(this.native, values, params);
   }
 

@@ -41,7 +41,7 @@ export interface NativePlan {
 
 /** Records ops into a plan: placeholders out, nothing runs (csrc/napi/plan_wrap.cpp). */
 export interface NativePlanBuilder {
-  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs, patches?: readonly (readonly [string, number, number])[]): NativeTensor[];
+  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs, patches?: readonly (readonly [string, number, number, number?])[]): NativeTensor[];
   input(dtype: DType, shape: readonly number[]): NativeTensor;
   bind(dtype: DType, shape: readonly number[]): NativeTensor;
   finish(outputs: readonly NativeTensor[], nparams: number, freshOutputs?: boolean): NativePlan;
@@ -50,6 +50,8 @@ export interface NativePlanBuilder {
 export interface NativeQueue {
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs): NativeTensor[];
   record(): NativePlanBuilder;
+  /** Jobs run, and the push-to-start wait of those pushed onto an idle queue (its wake-up). */
+  stats(): { jobs: number; idleStarts: number; idleWaitMs: number };
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[];
   sync(): Promise<void>;
   read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array>;

@@ -51,6 +51,14 @@ void op_need_rank(const std::string& op, const Tensors& in, size_t i, int rank);
 // Leading dims product of t (all but the last).
 int64_t rows_of(const Tensor& t);
 
+// One sequence of a batched pass (attention_batch, kv_cache_append_batch: attention.cpp).
+struct BatchSeq {
+  int64_t row0, row1, slot, pos0, mask, bs;
+};
+// Reads attr seqs (6 numbers per sequence) and checks them against T rows and S cache slots of
+// capacity cap; fails naming `op` and the sequence.
+std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs& a, int64_t T, int64_t S, int64_t cap);
+
 // A file opened for reading (closed with the object); read_exact preads until `bytes` are in
 // dst. Failures, including a file that ends early, are Error(DVL_IO) naming the path. (io.cpp)
 class InputFile {
