@@ -3,28 +3,20 @@
 // back run as device-queue ops. Kernels are the CPU's there, so every turn must equal its cold
 // generate() exactly. (On a real GPU the same check would have to allow near-ties: small-M and
 // large-M matmuls sum in different orders.)
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../lib/native/index.js';
 import { findCompiler } from '../helpers/compiler.js';
+import { buildHostBackend, runOnHostBackend } from '../helpers/host-backend.js';
 
-const root = packageRoot();
 const cxx = findCompiler();
 const work = mkdtempSync(join(tmpdir(), 'dvl-session-host-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe.skipIf(!cxx)(`sessions on the host-memory CUDA test backend${cxx ? '' : ' (skipped: no C++ compiler on PATH)'}`, () => {
   it('two interleaved sessions: K/V copied out and back on the device queue, every turn equals a cold run', () => {
-    const lib = join(work, 'host-backend.so');
-    execFileSync(cxx!, ['-std=c++17', '-O1', '-shared', '-fPIC', '-fvisibility=hidden', `-I${join(root, 'csrc')}`,
-      join(root, 'test', 'helpers', 'host-backend.cpp'), '-o', lib]);
-    const r = spawnSync(process.execPath, ['--import', 'tsx', join('test', 'helpers', 'cuda-session-check.ts')], {
-      cwd: root, encoding: 'utf8', timeout: 200_000,
-      env: { ...process.env, DIFFUSIONVL_CUDA_PLUGIN: lib, DIFFUSIONVL_CUDA_DRIVER: 'libc.so.6', DIFFUSIONVL_GPU: '' },
-    });
+    const r = runOnHostBackend(buildHostBackend(cxx!, work), 'cuda-session-check.ts', 200_000);
     expect(r.status, r.stderr).toBe(0);
     const rep = JSON.parse(r.stdout) as { backend: string; turns: { session: number; same: boolean; cached: number; prefilled: number }[] };
     expect(rep.backend).toBe('cuda');
