@@ -88,6 +88,8 @@ export class DiffusionVLServer {
   private loadProgress = 0;
   private readonly queue: RequestQueue;
   private readonly inflight = new Set<AbortController>();
+  /** Called when the last request in flight ends (shutdown waits on it). */
+  private onIdle: (() => void) | null = null;
   private readonly opts: ServeOptions;
   private readonly modelId: string;
   private readonly images: ImagePolicy;
@@ -151,9 +153,13 @@ export class DiffusionVLServer {
     this._state = 'draining';
     this.closing = (async () => {
       this.queue.rejectWaiting(new ApiError(503, 'the server is shutting down', { code: 'shutting_down' }));
-      const closed = this.app.close();   // stops accepting; resolves when in-flight requests have ended
+      const closed = this.app.close();   // stops accepting; resolves once every connection is closed
       const timer = setTimeout(() => { for (const ac of this.inflight) ac.abort(new ApiError(503, 'the server is shutting down', { code: 'shutting_down' })); }, drainMs);
       try {
+        if (this.inflight.size > 0) await new Promise<void>((r) => { this.onIdle = r; });
+        // Every generation has ended: keep-alive connections that went idle during the drain
+        // would otherwise hold the close until their timeout.
+        this.app.server.closeAllConnections();
         await closed;
       } finally {
         clearTimeout(timer);
@@ -306,6 +312,7 @@ export class DiffusionVLServer {
       throw e;
     } finally {
       this.inflight.delete(ac);
+      if (this.inflight.size === 0) this.onIdle?.();
       reply.raw.off('close', onClose);
     }
   }

@@ -128,6 +128,19 @@ describe('the openai client against serve', () => {
     expect(await metric('diffusionvl_cancelled_requests_total')).toBe(before + 1);
     const health = await (await fetch(`${srv.url}/health`)).json() as { in_flight: number };
     expect(health.in_flight).toBe(0);
+
+    // A non-streaming request whose client gives up is cancelled too.
+    const ac2 = new AbortController();
+    const p = post({ max_tokens: 600, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] }, { authorization: `Bearer ${KEY}` });
+    void p.catch(() => undefined);
+    const posted = fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', signal: ac2.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify({ max_tokens: 600, ignore_eos: true, messages: [{ role: 'user', content: 'Reverse the letters: a b' }] }) });
+    for (let i = 0; i < 100 && (await metric('diffusionvl_queue_depth')) < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    ac2.abort();   // while it waits behind the first: it leaves the queue
+    await expect(posted).rejects.toThrow();
+    expect((await p).status).toBe(200);
+    for (let i = 0; i < 100 && (await metric('diffusionvl_cancelled_requests_total')) < before + 2; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await metric('diffusionvl_cancelled_requests_total')).toBe(before + 2);
+    expect(await metric('diffusionvl_queue_depth')).toBe(0);
   });
 
   it('stop strings and the diffusion knobs as extra fields', async () => {
