@@ -56,10 +56,18 @@ export type ServerState = 'loading' | 'ready' | 'draining' | 'failed';
 
 const VERSION = '0.1.0';
 
-/** A request's stats as the response's `timings` object. */
+/**
+ * A request's stats as the response's `timings` object: llama-server's keys (prompt_n/_ms/
+ * _per_second for the prefill, predicted_* for the decode, cache_n reused positions; what
+ * local tooling already scrapes, spec/ECOSYSTEM.md (d)11), then ours (vision, forwards, …).
+ */
 function timings(r: GenerateResult, queueMs: number) {
   const s = r.stats;
+  const decodeMs = s.timings.decodeMs;
   return {
+    prompt_n: s.prefillTokens, prompt_ms: round(s.prefillMs), prompt_per_second: s.prefillMs > 0 ? round((s.prefillTokens / s.prefillMs) * 1000, 2) : 0,
+    predicted_n: r.ids.length, predicted_ms: round(decodeMs), predicted_per_second: decodeMs > 0 ? round((s.timings.decodeTokens / decodeMs) * 1000, 2) : 0,
+    cache_n: s.cachedTokens,
     queue_ms: round(queueMs), prompt_tokens: s.promptTokens, cached_tokens: s.cachedTokens, prefill_tokens: s.prefillTokens,
     vision_ms: round(s.visionMs), image_ms: round(s.timings.imageMs), tower_ms: round(s.timings.towerMs), prefill_ms: round(s.prefillMs), decode_ms: round(s.totalMs - s.prefillMs), total_ms: round(s.totalMs),
     forwards: s.forwards, tokens_per_forward: round(s.tokensPerForward, 3), ms_per_forward: round(s.msPerForward, 3),

@@ -73,7 +73,10 @@ describe('the openai client against serve', () => {
     expect(t.forwards).toBe(ref.stats.forwards);
     expect(t.tokens_per_forward).toBeCloseTo(ref.stats.tokensPerForward, 2);
     expect(t.prompt_tokens).toBe(ref.stats.promptTokens);
-    for (const k of ['prefill_ms', 'vision_ms', 'decode_ms', 'tokens_per_second', 'queue_ms']) expect(typeof t[k]).toBe('number');
+    for (const k of ['prefill_ms', 'vision_ms', 'decode_ms', 'tokens_per_second', 'queue_ms', 'prompt_ms', 'prompt_per_second', 'predicted_ms', 'predicted_per_second']) expect(typeof t[k]).toBe('number');
+    expect(t.predicted_n).toBe(ref.ids.length);
+    expect(t.prompt_n).toBe(ref.stats.prefillTokens);
+    expect(t.cache_n).toBe(0);
   });
 
   it('streaming with an image (data URL): one chunk per committed block, the same text, usage at the end', async () => {
