@@ -348,37 +348,46 @@ export class DiffusionVLServer {
   /** SSE: one chunk per committed block, the finish chunk (with timings), usage if asked, [DONE]. */
   private async sendStream(reply: FastifyReply, events: AsyncGenerator<StreamEvent, void>, p: ParsedChatRequest, meta: Record<string, unknown>, queueMs: number, onFirstBlock: () => void, model: Model): Promise<GenerateResult> {
     const res = reply.raw;
-    reply.hijack();
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive', 'x-accel-buffering': 'no',
-    });
-    const send = (data: unknown, event?: string) => { if (!res.writableEnded && !res.destroyed) res.write(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(data)}\n\n`); };
-    const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}) =>
-      ({ ...meta, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra });
-    let first = true;
-    for await (const ev of events) {
-      if (ev.type === 'block') {
-        if (first) onFirstBlock();
-        send(chunk(first ? { role: 'assistant', content: ev.text } : { content: ev.text }, null, { diffusion: { block: ev.block } }));
-        first = false;
-      } else if (ev.type === 'step') {
-        send({
-          block: ev.block, iteration: ev.iteration, start: ev.start,
-          cells: ev.ids.map((id, i) => (ev.masked[i] ? null : { id, text: model.detokenize([id], { skipSpecial: false }) })),
-          revealed: ev.revealed.map((j) => j - ev.start), confidence: ev.confidence,
-        }, 'step');
-      } else {
-        const r = ev.result;
-        if (first) send(chunk({ role: 'assistant', content: '' }, null));
-        send(chunk({}, finishReason(r), { timings: timings(r, queueMs) }));
-        if (p.includeUsage) send({ ...meta, object: 'chat.completion.chunk', choices: [], usage: usage(r) });
-        res.write('data: [DONE]\n\n');
-        res.end();
-        return r;
+    // The first event before the headers: what fails early (options, images, the context
+    // length) stays a plain HTTP error with its status.
+    const it = events[Symbol.asyncIterator]();
+    try {
+      let next = await it.next();
+      reply.hijack();
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive', 'x-accel-buffering': 'no',
+      });
+      const send = (data: unknown, event?: string) => { if (!res.writableEnded && !res.destroyed) res.write(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(data)}\n\n`); };
+      const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}) =>
+        ({ ...meta, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra });
+      let first = true;
+      for (; !next.done; next = await it.next()) {
+        const ev = next.value;
+        if (ev.type === 'block') {
+          if (first) onFirstBlock();
+          send(chunk(first ? { role: 'assistant', content: ev.text } : { content: ev.text }, null, { diffusion: { block: ev.block } }));
+          first = false;
+        } else if (ev.type === 'step') {
+          send({
+            block: ev.block, iteration: ev.iteration, start: ev.start,
+            cells: ev.ids.map((id, i) => (ev.masked[i] ? null : { id, text: model.detokenize([id], { skipSpecial: false }) })),
+            revealed: ev.revealed.map((j) => j - ev.start), confidence: ev.confidence,
+          }, 'step');
+        } else {
+          const r = ev.result;
+          if (first) send(chunk({ role: 'assistant', content: '' }, null));
+          send(chunk({}, finishReason(r), { timings: timings(r, queueMs) }));
+          if (p.includeUsage) send({ ...meta, object: 'chat.completion.chunk', choices: [], usage: usage(r) });
+          res.write('data: [DONE]\n\n');
+          res.end();
+          return r;
+        }
       }
+      throw new ApiError(500, 'the generation ended without a result');
+    } finally {
+      await it.return(undefined);   // a generator left at its `done` yield still holds the model
     }
-    throw new ApiError(500, 'the generation ended without a result');
   }
 }
 

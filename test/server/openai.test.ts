@@ -172,6 +172,7 @@ describe('errors over raw HTTP, in OpenAI\'s shape', () => {
     const m = [{ role: 'user', content: 'x' }];
     await expectError(await post({ messages: m, max_tokens: -1 }), 400, 'max_tokens');
     await expectError(await post({ messages: m, max_tokens: 100_000 }), 400, 'max_tokens');   // over the context: the library's check
+    await expectError(await post({ messages: m, max_tokens: 100_000, stream: true }), 400, 'max_tokens');   // streaming too: no 200 before the first block
     await expectError(await post({ messages: m, temperature: 5 }), 400, 'temperature');
     await expectError(await post({ messages: m, steps: 0 }), 400, 'steps');
     await expectError(await post({ messages: m, remasking: 'sideways' }), 400, 'remasking');
