@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../lib/model/model.js';
 import { loadWeights } from '../lib/weights/load.js';
-import { benchModel } from '../lib/cli/bench.js';
+import { benchModel, benchTable } from '../lib/cli/bench.js';
 import { Queue, nativeInfo, packageRoot, tensorFromArray } from '../lib/native/index.js';
 import { QWEN25_05B, seedCheckpoint } from './seed.js';
 
@@ -92,6 +92,7 @@ const bytesPerForward = weightBytes;
 model.dispose();
 
 const dec = await benchModel(dir, { maxTokens, steps: [8, 4, 2], threads, repeat: Number(v.repeat), log });
+log(benchTable(dec));
 const ar = dec.rows[0];
 const rooflineMs = (bytesPerForward / 1e9 / bw) * 1000;
 log(`AR forward ${ar.msPerForward.toFixed(2)} ms vs roofline ${rooflineMs.toFixed(2)} ms (${bytesPerForward / 1e9 > 0 ? ((rooflineMs / ar.msPerForward) * 100).toFixed(0) : '?'}% of the memory roofline)`);

@@ -1,7 +1,7 @@
 // index.ts — the public API of diffusionvl.
 //
 //   import { loadModel } from 'diffusionvl';
-//   await using model = await loadModel();            // the bundled DiffusionVL child (models/)
+//   await using model = await loadModel();            // the bundled DiffusionVL child (models/); TS (Node 20 JS: try/finally + dispose())
 //   await using model = await loadModel('./my-model');
 //   await using model = await loadModel('./my-model', { gpu: 'cuda' });   // model.backend says where it runs
 //   const { text, stats } = await model.generate({ prompt: 'Hello', steps: 4 });
@@ -9,8 +9,10 @@
 //   await using chat = model.createSession();         // keeps its KV cache between turns
 //   await chat.send('What is at the top left?', { images: ['shapes.png'] });
 //   The OpenAI-compatible server: import { startServer } from 'diffusionvl/server'.
-export { loadModel, Model } from './model/model.js';
-export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, StreamEvent, TokenCount } from './model/model.js';
+export { loadModel, Model, ModelStream } from './model/model.js';
+export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, MemoryEstimate, ModelLimits, StreamEvent, TokenCount } from './model/model.js';
+export { LIMIT_DEFAULTS, LOAD_OPTIONS } from './model/load-options.js';
+export { estimateMemory } from './model/memory.js';
 export { ChatSession } from './model/session.js';
 export type { ChatSessionOptions, SessionStats, TurnOptions } from './model/session.js';
 export { PrefixCache, PREFIX_CACHE_DEFAULT_BYTES } from './model/prefix-cache.js';

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "../compat/glibc_compat.h"
 #include "error.h"
 
 namespace dvl {
@@ -35,11 +36,11 @@ std::map<std::string, CudaProbe> g_cache;
 
 bool is_file(const std::string& p) {
   struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  return dvl_path_stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 bool is_dir(const std::string& p) {
   struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  return dvl_path_stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 // The folder of the file holding this code (the addon .node, into which the engine is linked).

@@ -74,7 +74,7 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   }
   // A view (reshape) or an allocation (empty) has nothing to run: its storage is placed like
   // any other intermediate. (In a plan, `empty` is scratch: its contents are undefined.)
-  if (job && name != "reshape" && name != "empty") {
+  if (job && name != "reshape" && name != "empty" && name != "narrow_rows") {
     const bool serial = serial_op(def, *ip, *out, *ap);
     Op op{&def, ip, out, ap, std::make_shared<const Attrs>(*ap), std::move(patches), std::move(job), serial};
     ops_.push_back(std::move(op));

@@ -49,7 +49,8 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
     data = p;
     mapped_ = rounded;
   } else {
-    data = std::aligned_alloc(64, rounded);
+    // posix_memalign, not aligned_alloc: the same, and in every glibc (aligned_alloc needs 2.16).
+    if (posix_memalign(&data, 64, rounded) != 0) data = nullptr;
     if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
     std::memset(data, 0, rounded);
   }
@@ -89,9 +90,28 @@ void set_device_storage_fn(DeviceStorageFn fn) { g_device_storage = fn; }
 
 TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape) { return alloc(dt, std::move(shape), t_alloc_device); }
 
-TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
-  for (int64_t d : shape)
+// The largest tensor alloc accepts: 2^44 elements (64 TiB of f32). Far beyond any machine, but
+// small enough that element counts, byte counts and the 64-byte rounding below can never wrap:
+// a shape whose product overflows must fail here, not become a tiny buffer that ops then
+// write past.
+static constexpr int64_t kMaxTensorElements = int64_t(1) << 44;
+
+int64_t checked_numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
     if (d < 0) throw Error(DVL_ERR_SHAPE, "negative dimension in shape " + shape_str(shape));
+    if (d == 0) return 0;
+  }
+  for (int64_t d : shape) {
+    if (__builtin_mul_overflow(n, d, &n) || n > kMaxTensorElements)
+      throw Error(DVL_ERR_ALLOC, "tensor of shape " + shape_str(shape) + " has more than 2^44 elements (" +
+                                     "the sizes multiply past any memory; a config or option value is too large)");
+  }
+  return n;
+}
+
+TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
+  checked_numel(shape);
   auto t = std::make_shared<Tensor>();
   t->dtype = dt;
   t->shape = std::move(shape);

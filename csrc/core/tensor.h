@@ -106,4 +106,8 @@ void set_device_storage_fn(DeviceStorageFn fn);
 
 std::string shape_str(const std::vector<int64_t>& s);
 
+// The element count of `shape`, checked: a negative dimension is DVL_SHAPE, a product past
+// 2^44 elements (or one that overflows int64) is DVL_ALLOC. Tensor::alloc calls it first.
+int64_t checked_numel(const std::vector<int64_t>& shape);
+
 }  // namespace dvl

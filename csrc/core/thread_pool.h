@@ -1,9 +1,13 @@
 // thread_pool.h — a persistent pool of kernel threads with one fork/join primitive.
 //
-// run(fn) calls fn(tid, nth) once on every participant (the caller is tid 0) and returns
-// when all have finished. Workers spin briefly before sleeping: a forward issues hundreds of
-// short ops and a condition-variable wake costs tens of microseconds each time. The first
-// exception thrown by any participant is rethrown in the caller.
+// run(fn) calls fn(tid, nth) once for every tid in [0, nth) and returns when all have
+// finished. The tids are claimed, not assigned: the caller and every awake worker take the
+// next unclaimed tid until none is left, so a worker the OS has not scheduled (more threads
+// than free cores: several models, or a busy machine) never holds the caller up — the caller
+// runs its share itself. Partitions by tid are therefore unchanged, only who runs them varies.
+// Workers spin briefly before sleeping: a forward issues hundreds of short ops and a
+// condition-variable wake costs tens of microseconds each time. The first exception thrown by
+// any participant is rethrown in the caller.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -47,13 +51,17 @@ class ThreadPool {
   }
 
  private:
-  void worker_loop(int tid);
+  void worker_loop();
+  // Claims and runs tids of run `gen` until none is left (or that run is over).
+  void run_claims(uint64_t gen);
 
   int nthreads_;
   std::vector<std::thread> workers_;
   const std::function<void(int, int)>* job_ = nullptr;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // (run generation << 32) | next unclaimed tid: a claim is valid only for its own run.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> done_{0};  // tids finished in the current run
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;

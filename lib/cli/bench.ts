@@ -11,6 +11,8 @@ export interface BenchModelOptions {
   threads?: number;
   /** Backend choice, as loadModel's gpu option (default 'auto'). */
   gpu?: GpuOption;
+  /** loadModel's contextLength (default: the model's). */
+  contextLength?: number;
   /** Repetitions per setting; the median is reported (default 3). */
   repeat?: number;
   log?: (line: string) => void;
@@ -48,8 +50,17 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+/** The rows as an aligned text table (what `diffusionvl bench <model>` prints on stdout). */
+export function benchTable(res: BenchModelResult): string {
+  const lines = res.rows.map((r) =>
+    `${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
+    `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}  ` +
+    `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)`);
+  return [`${res.model} on ${res.backend}`, ...lines].join('\n');
+}
+
 export async function benchModel(dir: string, o: BenchModelOptions): Promise<BenchModelResult> {
-  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu });
+  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu, contextLength: o.contextLength });
   const log = o.log ?? (() => undefined);
   const repeat = o.repeat ?? 3;
   const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
@@ -93,10 +104,8 @@ export async function benchModel(dir: string, o: BenchModelOptions): Promise<Ben
     for (const r of rows) {
       r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
       r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
-      log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
-        `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}  ` +
-        `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)`);
     }
+    log(`${rows.length} settings measured`);
     return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), rows };
   } finally {
     model.dispose();

@@ -22,11 +22,13 @@
 // copies out what it keeps (saveCache, queued ahead of the newcomer's ops); a later claim
 // copies it back (restoreCache). One conversation driven in a loop copies nothing.
 import { tensorFromArray, type Queue, type Tensor } from '../native/index.js';
-import { DEFAULTS } from '../decode/options.js';
 import type { DecodeOptions } from '../decode/options.js';
+import type { DecodeModel } from '../decode/reference.js';
 import { IMAGE_TOKEN_INDEX } from '../text/prompt.js';
 import type { RunnerFlags } from '../decode/runner.js';
-import type { EncodedPrompt, GenerateRequest, GenerationMode, StreamEvent } from './model.js';
+import type { EncodedPrompt, GenerationMode, StreamEvent } from './model.js';
+import type { ModelStream } from './model-stream.js';
+import type { ReadRequest } from './request.js';
 
 /** K/V of positions [0, n) copied out of the cache: per layer k, v f32 [n, nkv, hd]. */
 export type SavedKv = { k: Tensor; v: Tensor }[];
@@ -40,6 +42,24 @@ export interface KvTenant {
 /** One image's encoded feature rows f32 [tokens, H]. */
 export interface ImageRecord { features: Tensor; tokens: number }
 
+/** A request read, rendered, tokenized and checked, before the model lock (Model.prepare). */
+export interface Prepared {
+  r: Record<string, unknown>;
+  decodeOptions: DecodeOptions;
+  mode: GenerationMode;
+  dm: DecodeModel | undefined;
+  /** Prompt ids with one −200 per image, the images in that order, and their positions each (from the headers). */
+  ids: number[];
+  images: unknown[];
+  imageTokens: number[];
+  promptMs: number;
+  probeMs: number;
+  signal: AbortSignal | undefined;
+  /** The resolved block size (1 for AR) and maxTokens. */
+  blockSize: number;
+  maxTokens: number;
+}
+
 /** What the model lends the pipeline (Model[REUSE_HOST]); not public API. */
 export interface ReuseHost {
   readonly queue: Queue;
@@ -49,22 +69,21 @@ export interface ReuseHost {
     kvBytesPerPosition(): number;
   };
   readonly hiddenSize: number;
-  /** Block size a diffusion run uses when the request gives none. */
-  readonly defaultBlockSize: number;
   tenant: KvTenant | null;
   /** The tenant (if any) copies out what it keeps; the cache is nobody's afterwards. */
   evictTenant(): void;
   ensureAlive(): void;
-  splitRequest(req: GenerateRequest): { decodeOptions: DecodeOptions; mode: GenerationMode };
-  prompt(req: GenerateRequest): { ids: number[]; images: unknown[] };
+  prepare(read: ReadRequest): Promise<Prepared>;
   /** The model lock (one user of the KV cache at a time). */
-  acquire(): Promise<() => void>;
+  acquire(signal: AbortSignal | undefined): Promise<() => void>;
   /** Encodes images in one tower call: features [Σ tokens, H] in image order. */
   encodeImages(images: readonly unknown[], signal: AbortSignal | undefined, multiImage: boolean): Promise<{ features: Tensor; imageTokens: number[]; visionMs: number; imageMs: number; towerMs: number }>;
   /** How an image is encoded when the prompt holds `total` images ('' when it does not matter). */
   imageVariant(total: number): string;
   setActive(p: EncodedPrompt | null): void;
-  run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, promptMs: number, flags: Pick<RunnerFlags, 'cachedLength'>): AsyncGenerator<StreamEvent, void>;
+  run(p: EncodedPrompt, prep: Prepared, flags: Pick<RunnerFlags, 'cachedLength'>): AsyncGenerator<StreamEvent, void>;
+  /** Wraps events as Model.stream does (released when dropped or idle; the request's signal). */
+  stream(gen: AsyncGenerator<StreamEvent, void, undefined>, signal: AbortSignal | undefined): ModelStream<StreamEvent>;
 }
 
 /** A source of reusable K/V and image features: a chat session or a prefix cache. */
@@ -108,41 +127,54 @@ export function kvSignature(mode: GenerationMode, blockSize: number): string {
 }
 
 /**
- * Model.stream() starting from reusable K/V: the prompt of the whole conversation is built as
- * usual, images already known are not encoded again, only positions from L0 on are computed,
- * and the committed prefix is handed back to `reuser` when the run ends. At temperature 0 the
- * events equal those of a cold stream() of the same request.
+ * Model.stream() starting from reusable K/V: the prompt of the whole conversation is built and
+ * checked as usual, only positions from L0 on are computed, images are encoded only when a
+ * forward will read them and none was kept, and the committed prefix is handed back to
+ * `reuser` when the run ends. At temperature 0 the events equal those of a cold stream().
  */
-export async function* streamReusing(host: ReuseHost, req: GenerateRequest, reuser: KvReuser, onImages?: (encoded: number, reused: number) => void): AsyncGenerator<StreamEvent, void> {
-  host.ensureAlive();
-  const { decodeOptions, mode } = host.splitRequest(req);
-  const tPrompt = performance.now();
-  const { ids, images } = host.prompt(req);
-  const promptMs = performance.now() - tPrompt;
+export async function* streamReusing(host: ReuseHost, read: ReadRequest, reuser: KvReuser, onImages?: (encoded: number, reused: number) => void): AsyncGenerator<StreamEvent, void, undefined> {
+  const prep = await host.prepare(read);
+  const { mode, ids, images, signal } = prep;
   const variant = host.imageVariant(images.length);
   const imageKeys: string[] = [];
   for (let k = 0; k < images.length; k++) imageKeys.push(`${await reuser.imageKey(k, images[k])}${variant ? `|${variant}` : ''}`);
-  const release = await host.acquire();
+
+  // Expand each −200 into its image's positions (counts from the headers); keys name the picture.
+  const keys: number[] = [];
+  const spans: { start: number; tokens: number; k: number }[] = [];
+  let k = 0, P = 0;
+  for (const t of ids) {
+    if (t !== IMAGE_TOKEN_INDEX) { keys.push(t); P++; continue; }
+    const n = prep.imageTokens[k];
+    const key = -1000 - reuser.imageId(imageKeys[k]);
+    spans.push({ start: P, tokens: n, k: k++ });
+    for (let i = 0; i < n; i++) keys.push(key);
+    P += n;
+  }
+  const sig = kvSignature(mode, prep.blockSize);
+
+  const release = await host.acquire(signal);
   let active: EncodedPrompt | null = null;
-  let keys: number[] = [];
-  let sig = '';
   let L0 = -1;   // ≥ 0 once claimed
   let committed = false;
   try {
     host.ensureAlive();
-    // Every image's feature rows: kept from an earlier call, or encoded now (the new ones in one
-    // tower call, so several images see each other exactly as in a cold prompt).
-    const missing: number[] = [];
-    imageKeys.forEach((key, k) => { if (!reuser.image(key) && !missing.some((m) => imageKeys[m] === key)) missing.push(k); });
+    L0 = reuser.claim(host, keys, sig, (common) => reusableLength(mode, common, P, prep.blockSize, prep.maxTokens));
+
+    // Feature rows only for the images a forward will read (those reaching past L0): kept ones,
+    // else encoded now, the missing ones in one tower call.
+    const needed = spans.filter((s) => s.start + s.tokens > L0);
+    const missing = needed.filter((s, i) => !reuser.image(imageKeys[s.k]) && needed.findIndex((x) => imageKeys[x.k] === imageKeys[s.k]) === i);
     let visionMs = 0, imageMs = 0, towerMs = 0;
     if (missing.length > 0) {
-      const enc = await host.encodeImages(missing.map((k) => images[k]), req.signal, variant === 'multi');
+      const enc = await host.encodeImages(missing.map((s) => images[s.k]), signal, variant === 'multi');
       ({ visionMs, imageMs, towerMs } = enc);
       try {
         let off = 0;
-        missing.forEach((k, i) => {
+        missing.forEach((s, i) => {
           const n = enc.imageTokens[i];
-          reuser.addImage(imageKeys[k], { features: rowsOf(host.queue, enc.features, off, n), tokens: n });
+          if (n !== s.tokens) throw new Error(`image ${s.k}: the encoder gave ${n} rows where its header promised ${s.tokens}`);
+          reuser.addImage(imageKeys[s.k], { features: rowsOf(host.queue, enc.features, off, n), tokens: n });
           off += n;
         });
       } finally {
@@ -150,48 +182,28 @@ export async function* streamReusing(host: ReuseHost, req: GenerateRequest, reus
       }
     }
     onImages?.(missing.length, images.length - missing.length);
-    const recs = imageKeys.map((key) => reuser.image(key)!);
+    visionMs += prep.probeMs;
+    imageMs += prep.probeMs;
 
-    // Expand each −200 into its image's positions; keys name the picture there.
-    const expanded: number[] = [];
-    const spans: { start: number; rec: ImageRecord }[] = [];
-    let k = 0;
-    for (const t of ids) {
-      if (t !== IMAGE_TOKEN_INDEX) { expanded.push(t); keys.push(t); continue; }
-      const rec = recs[k];
-      const key = -1000 - reuser.imageId(imageKeys[k++]);
-      spans.push({ start: expanded.length, rec });
-      for (let i = 0; i < rec.tokens; i++) { expanded.push(0); keys.push(key); }
-    }
-    const P = expanded.length;
-    const bs = decodeOptions.blockSize ?? host.defaultBlockSize;
-    const G = decodeOptions.maxTokens ?? DEFAULTS.maxTokens;
-    sig = kvSignature(mode, bs);
-    L0 = reuser.claim(host, keys, sig, (common) => reusableLength(mode, common, P, bs, G));
-
-    // Features only for the images a forward will read: those reaching past L0.
-    const needed = spans.filter((s) => s.start + s.rec.tokens > L0);
     const featureRow = new Int32Array(P).fill(-1);
-    let off = 0;
+    let features: Tensor | null = null, off = 0;
     for (const s of needed) {
-      for (let i = 0; i < s.rec.tokens; i++) featureRow[s.start + i] = off + i;
-      off += s.rec.tokens;
-    }
-    let features: Tensor | null = null;
-    for (const s of needed) {
+      const rec = reuser.image(imageKeys[s.k])!;
+      for (let i = 0; i < s.tokens; i++) featureRow[s.start + i] = off + i;
+      off += s.tokens;
       // The run owns its own handle (a view or a concatenation): the store may drop its own.
-      const next: Tensor = features ? host.queue.concatRows(features, s.rec.features) : host.queue.reshape(s.rec.features, [s.rec.tokens, host.hiddenSize]);
+      const next: Tensor = features ? host.queue.concatRows(features, rec.features) : host.queue.reshape(rec.features, [rec.tokens, host.hiddenSize]);
       features?.dispose();
       features = next;
     }
-    const p: EncodedPrompt = { ids: expanded, featureRow, features, imageTokens: recs.map((r) => r.tokens), visionMs, imageMs, towerMs };
+    const expanded = keys.map((t) => (t < 0 ? 0 : t));   // image positions hold 0 (overridden by the features)
+    const p: EncodedPrompt = { ids: expanded, featureRow, features, imageTokens: prep.imageTokens, visionMs, imageMs, towerMs };
     active = p;
     host.setActive(p);
-    for await (const ev of host.run(p, decodeOptions, mode, req, promptMs, { cachedLength: L0 })) {
+    for await (const ev of host.run(p, prep, { cachedLength: L0 })) {
       if (ev.type === 'done') {
         const r = ev.result;
-        const all = keys.concat(r.raw);
-        reuser.commit(host, all.slice(0, r.committedLength), sig);
+        reuser.commit(host, keys.concat(r.raw).slice(0, r.committedLength), sig);
         committed = true;
       }
       yield ev;
@@ -200,7 +212,7 @@ export async function* streamReusing(host: ReuseHost, req: GenerateRequest, reus
     // A failed or abandoned run wrote only at positions ≥ L0: [0, L0) is still good.
     if (L0 >= 0 && !committed) reuser.commit(host, keys.slice(0, L0), sig);
     host.setActive(null);
-    active?.features?.dispose();
+    (active as EncodedPrompt | null)?.features?.dispose();
     release();
   }
 }

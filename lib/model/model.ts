@@ -1,8 +1,17 @@
 // model.ts — a loaded model: queue, weights, tokenizer, text decoder, KV cache, and the
 // generate/stream entry points that pick the decoding mode.
 //
-// One generation runs at a time per model (they share the KV cache): calls queue up in order.
-// dispose() frees native memory at once; a generation in flight rejects with DisposedError.
+// One generation runs at a time per model (they share the KV cache): calls queue up in order
+// on the model lock (lock.ts); a queued call whose signal aborts leaves the queue at once.
+// stream() returns a ModelStream (model-stream.ts) that releases the lock when the consumer
+// returns, goes idle or drops it. dispose() frees native memory at once; a generation in
+// flight rejects with DisposedError.
+//
+// Before any heavy work a request is read once (request.ts: own keys only, types, prompt and
+// messages not both), its prompt rendered (a chat template in its own process, text/template.ts)
+// and tokenized in pieces against the context (text/encode.ts), its images probed from their
+// headers (size, pixels, the tokens they will take) and its decode options checked against the
+// resulting prompt length; only then are images decoded, one at a time.
 //
 // Images (spec §3.6): the prompt carries one −200 sentinel per image. Before decoding, each
 // image is decoded, preprocessed and encoded (Qwen2.5-VL tower, or the SigLIP route), and the
@@ -12,34 +21,49 @@
 // each step, the AR prefill) gathers those rows and scatters them over the token embeddings.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, DisposedError, OptionError } from '../errors.js';
+import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
 import { Queue, type Isa, type Tensor } from '../native/index.js';
-import type { PlanCacheStats } from '../native/plan.js';
+import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
-import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
-import type { DecodeOptions } from '../decode/options.js';
+import { forwarderStepper, runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
+import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
 import type { DecodeModel } from '../decode/reference.js';
-import { readConfig, type ModelConfig } from '../weights/config.js';
+import { DEFAULT_MASK_TOKEN_ID, readConfig, type ModelConfig } from '../weights/config.js';
 import { loadWeights, type LoadProgress, type LoadedWeights } from '../weights/load.js';
 import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
-import { buildPrompt, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat } from '../text/prompt.js';
+import { buildPrompt, buildPromptAsync, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat, type PromptOptions } from '../text/prompt.js';
+import type { EncodeLimits } from '../text/encode.js';
 import { IncrementalDecoder, StopStringMatcher, stopAt, stopStrings, tokensCovering } from '../text/stream.js';
-import { decodeImage, type ImageInput, type RgbImage } from '../image/decode.js';
-import { preprocessQwen2vl } from '../image/qwen2vl.js';
+import { decodeImage, probeImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
+import { preprocessQwen2vl, QWEN_IMAGE_DEFAULTS, smartResize, type QwenPixelValues } from '../image/qwen2vl.js';
 import { Qwen2Text } from './qwen2.js';
 import { Qwen25VisionTower } from './qwen25vl_vision.js';
-import { encodeSiglipImages } from './siglip.js';
-import { imageTokenCount } from './image-tokens.js';
-import type { KvTenant, ReuseHost } from './kv-reuse.js';
-import { streamReusing } from './kv-reuse.js';
+import { encodeSiglipImages, siglipTokenCount } from './siglip.js';
+import { resolveLimits, validateLoadOptions, type ModelLimits } from './load-options.js';
+import { availableHostMemory, checkMemory, estimateMemory, type MemoryEstimate } from './memory.js';
+import { ModelLock } from './lock.js';
+import { ModelStream } from './model-stream.js';
+import { readRequest } from './request.js';
+import { checkModelDir } from '../models.js';
+import { streamReusing, type KvTenant, type Prepared, type ReuseHost } from './kv-reuse.js';
 import { ChatSession, type ChatSessionOptions } from './session.js';
 import { PrefixCache, type PrefixCacheOptions } from './prefix-cache.js';
 
+export type { ModelLimits } from './load-options.js';
+export type { MemoryEstimate } from './memory.js';
+export { ModelStream } from './model-stream.js';
+
+/**
+ * loadModel's options. Each is checked by the table in load-options.ts (unknown keys with a
+ * hint, types, ranges) before anything is read.
+ */
 export interface LoadModelOptions {
-  /** Kernel threads (default: physical cores). */
+  /** Kernel threads (default: physical cores; at most 2 × the logical CPUs, min 4). */
   threads?: number;
-  /** Dtype for weight matrices (default: as stored). */
-  dtype?: 'bf16' | 'f16' | 'f32';
+  /** Dtype for weight matrices (default: as stored). 'q8' arrives with issue 13. */
+  dtype?: 'bf16' | 'f16' | 'f32' | 'q8';
+  /** CPU kernel precision (default 'exact'); 'fast' arrives with issue 13. */
+  precision?: 'exact' | 'fast';
   /** Force a CPU SIMD level (default: best available, or DIFFUSIONVL_CPU_ISA). */
   isa?: Isa;
   /** KV-cache capacity in positions (default: min(max_position_embeddings, 8192)). */
@@ -63,6 +87,14 @@ export interface LoadModelOptions {
    * bit for bit; eager is for debugging and tests.
    */
   eager?: boolean;
+  /**
+   * Refuse to load when the memory estimate (weights, KV cache at contextLength, activations,
+   * vision; `model.memory`) exceeds the memory available (default true): a MemoryError says
+   * what to change. false loads anyway.
+   */
+  memoryCheck?: boolean;
+  /** Work limits for requests (stream idle time, template, prompt and image sizes). */
+  limits?: ModelLimits;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -83,7 +115,7 @@ export interface GenerateRequest extends DecodeOptions {
   /** Emit `step` events (canvas snapshots) from stream(). */
   stepEvents?: boolean;
   /** Engine switches for tests and benchmarks. */
-  engine?: Pick<RunnerFlags, 'mergeCommit'>;
+  engine?: Pick<RunnerFlags, 'mergeCommit' | 'stepEvents'>;
   /**
    * Stop strings: decoding ends after the block where one appears; the text ends before it
    * (finishReason 'stop'). Streamed text never shows a stop string, even one split across blocks.
@@ -143,8 +175,6 @@ export type StreamEvent =
   | { type: 'step'; block: number; iteration: number; start: number; ids: number[]; masked: boolean[]; revealed: number[]; confidence: number[] }
   | { type: 'done'; result: GenerateResult };
 
-const REQUEST_KEYS = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine', 'stop', 'prefixCache']);
-
 /** Key of the model's engine lent to sessions and prefix caches (kv-reuse.ts); not public API. */
 export const REUSE_HOST = Symbol('diffusionvl.reuseHost');
 
@@ -155,23 +185,32 @@ export class Model {
   readonly weightBytes: number;
   /** Where the model runs, and when not on the GPU, why (see getBackendInfo). */
   readonly backend: BackendInfo;
+  /** The load-time memory estimate (memory.ts) the load was checked against. */
+  readonly memory: MemoryEstimate;
+  /** The work limits in force (LoadModelOptions.limits with defaults). */
+  readonly limits: Readonly<ReturnType<typeof resolveLimits>>;
   private readonly queue: Queue;
   private readonly weights: LoadedWeights;
   private readonly text: Qwen2Text;
   /** The Qwen2.5-VL tower (null for text-only loads and the SigLIP route). */
   private readonly tower: Qwen25VisionTower | null;
+  /** The SigLIP route's recorded crop passes (one per pass size). */
+  private readonly siglipPlans = new PlanCache(4, 512 * 2 ** 20);
   /** The prompt of the generation in flight (its image positions), or null. */
   private active: EncodedPrompt | null = null;
   private _disposed = false;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly lock = new ModelLock();
   /** Whose committed prefix the KV cache holds between runs (a session, a prefix cache), or null. */
   private tenant: KvTenant | null = null;
   /** Sessions and prefix caches made by this model: disposed with it. */
   private readonly children = new Set<{ dispose(): void }>();
 
-  private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo) {
+  private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo,
+    memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>) {
     this.queue = queue;
     this.backend = backend;
+    this.memory = memory;
+    this.limits = Object.freeze({ ...limits });
     this.weights = weights;
     this.config = weights.config;
     this.tokenizer = tokenizer;
@@ -188,17 +227,26 @@ export class Model {
   }
 
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */
-  static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+  static async load(dir: string, optsIn: LoadModelOptions = {}): Promise<Model> {
+    const opts = validateLoadOptions(optsIn) as LoadModelOptions;
+    const limits = resolveLimits(opts.limits);
+    checkModelDir(dir);
     const config = await readConfig(dir);
     if (!existsSync(join(dir, 'tokenizer.json'))) {
       throw new OptionError(`${dir}: no tokenizer.json (a model folder needs its tokenizer files)`, 'dir');
     }
-    const tokenizer = await loadTokenizer(dir);
     const contextLength = opts.contextLength ?? Math.min(config.text.maxPositionEmbeddings, 8192);
-    if (!Number.isInteger(contextLength) || contextLength < 1) {
-      throw new OptionError(`Expected integer ≥ 1 for contextLength but received ${contextLength}`, 'contextLength');
-    }
     const backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
+    // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
+    // an absurd config or contextLength fails here in milliseconds.
+    const memory = estimateMemory(config, {
+      contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend,
+    });
+    if (opts.memoryCheck !== false) {
+      const gpuBytes = backend.cuda.device?.memoryBytes;
+      checkMemory(memory, backend.backend === 'cuda' && gpuBytes ? gpuBytes : availableHostMemory(), dir);
+    }
+    const tokenizer = await loadTokenizer(dir);
     const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend });
     let weights: LoadedWeights | undefined;
     try {
@@ -209,8 +257,9 @@ export class Model {
           throw new ConfigError(`${dir}: vision out_hidden_size ${out} differs from the text hidden size ${config.text.hiddenSize}`, { field: 'vision_config.out_hidden_size' });
         }
       }
-      weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
-      const m = new Model(queue, weights, tokenizer, contextLength, backend);
+      // 'q8' is refused by the option table until issue 13's loader lands.
+      weights = await loadWeights(dir, queue, { dtype: opts.dtype as 'bf16' | 'f16' | 'f32' | undefined, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
+      const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits);
       if (opts.eager !== undefined) {
         m.text.eager = opts.eager === true;
         if (m.tower) m.tower.eager = opts.eager === true;
@@ -236,28 +285,56 @@ export class Model {
 
   /** Token ids of the request's prompt; each image is one IMAGE_TOKEN_INDEX (−200) sentinel. */
   promptIds(req: GenerateRequest): number[] {
-    return this.prompt(req).ids;
+    const { req: r } = readRequest(req);
+    const prep = this.promptSource(r);
+    if ('ids' in prep) return prep.ids;
+    return buildPrompt(this.tokenizer, prep.messages, prep.options, this.encodeLimits()).ids;
   }
 
-  /** The prompt's ids (with sentinels) and its images in sentinel order; checks everything cheap. */
-  private prompt(req: GenerateRequest): { ids: number[]; images: unknown[] } {
+  /** What the text prompt must fit: the context (one position left to generate) and the byte cap. */
+  private encodeLimits(signal?: AbortSignal): EncodeLimits {
+    return { maxTokens: this.contextLength - 1, maxBytes: this.limits.promptBytes, signal };
+  }
+
+  /** promptIds as given (checked), or the messages and prompt options to render. */
+  private promptSource(r: Record<string, unknown>): { ids: number[] } | { messages: readonly ChatMessage[]; options: PromptOptions } {
+    if (r.promptIds !== undefined) {
+      const given = r.promptIds as ArrayLike<number>;
+      if (given.length > this.contextLength) {
+        throw new OptionError(`promptIds holds ${given.length} ids, more than the context length ${this.contextLength}`, 'promptIds');
+      }
+      return { ids: Array.from(given) };
+    }
+    const messages: readonly ChatMessage[] = (r.messages as readonly ChatMessage[] | undefined) ?? [{ role: 'user', content: r.prompt as string }];
+    // DiffusionVL-layout checkpoints (child or AR parent) use the §4.1 format; others their template.
+    const dvlLayout = this.isDiffusion || this.config.family === 'diffusionvl_qwenvl' || this.config.family === 'diffusionvl_qwen';
+    const format = (r.format as PromptFormat | undefined) ?? (dvlLayout ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
+    return {
+      messages,
+      options: {
+        format, systemPrompt: r.systemPrompt as string | null | undefined,
+        templateLimits: { timeMs: this.limits.templateMs, maxChars: this.limits.templateChars },
+      },
+    };
+  }
+
+  /**
+   * The prompt's ids (with sentinels) and its images in sentinel order, without blocking the
+   * event loop: a template renders in its own process, the text is tokenized in pieces against
+   * the context. Then the cheap checks on images (sentinel count, a tower loaded).
+   */
+  private async prompt(r: Record<string, unknown>, signal?: AbortSignal): Promise<{ ids: number[]; images: unknown[] }> {
+    const prep = this.promptSource(r);
     let ids: number[], images: unknown[];
-    if (req.promptIds) {
-      ids = Array.from(req.promptIds);
+    if ('ids' in prep) {
+      ids = prep.ids;
       images = [];
     } else {
-      const messages: readonly ChatMessage[] | undefined = req.messages ?? (req.prompt !== undefined ? [{ role: 'user', content: req.prompt }] : undefined);
-      if (!messages) throw new OptionError('generate: give messages, prompt or promptIds', 'messages');
-      // DiffusionVL-layout checkpoints (child or AR parent) use the §4.1 format; others their template.
-      const dvlLayout = this.isDiffusion || this.config.family === 'diffusionvl_qwenvl' || this.config.family === 'diffusionvl_qwen';
-      const format = req.format ?? (dvlLayout ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
-      const p = buildPrompt(this.tokenizer, messages, { format, systemPrompt: req.systemPrompt });
-      ids = p.ids;
-      images = p.images;
+      ({ ids, images } = await buildPromptAsync(this.tokenizer, prep.messages, prep.options, this.encodeLimits(signal)));
     }
     const sentinels = ids.reduce((n, t) => n + (t === IMAGE_TOKEN_INDEX ? 1 : 0), 0);
     if (sentinels !== images.length) {
-      throw new OptionError(`the prompt has ${sentinels} image sentinel(s) (${IMAGE_TOKEN_INDEX}) but ${images.length} image(s) were given`, req.promptIds ? 'promptIds' : 'messages');
+      throw new OptionError(`the prompt has ${sentinels} image sentinel(s) (${IMAGE_TOKEN_INDEX}) but ${images.length} image(s) were given`, r.promptIds ? 'promptIds' : 'messages');
     }
     if (sentinels > 0) {
       const v = this.config.vision;
@@ -268,25 +345,59 @@ export class Model {
     return { ids, images };
   }
 
+  /** The decodeImage options of this model's limits. */
+  private imageOptions(): ImageDecodeOptions {
+    return { maxPixels: this.limits.imagePixels, maxBytes: this.limits.imageBytes };
+  }
+
+  /**
+   * Header-first image checks (no pixel decoded): each image readable, a regular file within
+   * the byte and pixel limits, all of them within the request's pixel budget; returns the
+   * prompt positions each will take (the same numbers preprocessing gives).
+   */
+  private async probeImages(images: readonly unknown[], signal?: AbortSignal): Promise<number[]> {
+    const v = this.config.vision;
+    if (images.length === 0 || !v) return [];
+    const tokens: number[] = [];
+    let pixels = 0;
+    for (const im of images) {
+      if (signal?.aborted) throw signal.reason;
+      const p = await probeImage(im as ImageInput, this.imageOptions());
+      pixels += p.width * p.height;
+      if (pixels > this.limits.requestPixels) {
+        throw new ImageError(`the request's images hold more than ${this.limits.requestPixels} pixels in all (limits.requestPixels; ` +
+          `${images.length} image(s), ${p.label} is ${p.width}×${p.height}); send fewer or smaller images`, p.label);
+      }
+      if (v.kind === 'qwen2_5_vl') {
+        const side = QWEN_IMAGE_DEFAULTS.pad ? Math.max(p.width, p.height) : 0;
+        const size = smartResize(side || p.height, side || p.width, { factor: v.patchSize * v.spatialMergeSize, minPixels: v.minPixels, maxPixels: v.maxPixels });
+        tokens.push((size.height / v.patchSize) * (size.width / v.patchSize) / (v.spatialMergeSize * v.spatialMergeSize));
+      } else {
+        tokens.push(siglipTokenCount(v, [p.width, p.height], { multiImage: images.length > 1 }));
+      }
+    }
+    return tokens;
+  }
+
   /**
    * Decodes, preprocesses and encodes the images, and expands each sentinel into one position
    * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model. An
-   * abort cancels the queued tower work and rejects with signal.reason.
+   * abort cancels the queued tower work and rejects with signal.reason. Images are decoded one
+   * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
    */
   private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal, multiImage?: boolean): Promise<EncodedPrompt> {
     if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
     checkAbort();
-    const decoded: RgbImage[] = [];
-    for (const im of images) decoded.push(await decodeImage(im as ImageInput));
-    checkAbort();
     let features: Tensor, imageTokens: number[];
     let tTower = performance.now();
     const v = this.config.vision!;
     if (v.kind === 'qwen2_5_vl') {
-      const pre = [];
-      for (const img of decoded) {
+      const pre: QwenPixelValues[] = [];
+      for (const im of images) {
+        const img = await decodeImage(im as ImageInput, this.imageOptions());
+        checkAbort();
         pre.push(await preprocessQwen2vl(img, {
           minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
           spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.queue,
@@ -299,7 +410,11 @@ export class Model {
     } else {
       // SigLIP route (DiffusionVL-Qwen2.5-7B, §3.5): several images in one prompt are each
       // padded to a square and take one crop (step 8).
-      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: multiImage ?? decoded.length > 1 }));
+      const decoded = [];
+      for (const im of images) { decoded.push(await decodeImage(im as ImageInput, this.imageOptions())); checkAbort(); }
+      tTower = performance.now();
+      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
+        { multiImage: multiImage ?? decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
     }
     // The tower is one long batch of queued ops: an abort cancels what has not run yet.
     const onAbort = () => this.queue.cancel();
@@ -328,19 +443,6 @@ export class Model {
     return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: t1 - t0, imageMs: tTower - t0, towerMs: t1 - tTower };
   }
 
-  /**
-   * One user of the KV cache at a time: waits until the previous generation (or scoring) has
-   * finished and returns the function that lets the next one in. The chain is extended
-   * synchronously, so calls keep their order.
-   */
-  private async acquire(): Promise<() => void> {
-    const prev = this.chain;
-    let release!: () => void;
-    this.chain = new Promise<void>((r) => { release = r; });
-    await prev.catch(() => undefined);
-    return release;
-  }
-
   /** Generates a reply; resolves with text, ids, finish reason and stats. */
   async generate(req: GenerateRequest): Promise<GenerateResult> {
     let result: GenerateResult | undefined;
@@ -348,22 +450,70 @@ export class Model {
     return result!;
   }
 
-  /** Generates a reply as events: `block` (newly final text), optional `step`, then `done`. */
-  async *stream(req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
+  /**
+   * Generates a reply as events: `block` (newly final text), optional `step`, then `done`.
+   * The model is held from the first next() until the stream ends; call `return()` (or
+   * `break` out of `for await`) to stop early and release it at once. A stream left idle for
+   * limits.streamIdleMs (default 60 s), one whose signal aborts while idle, or one dropped and
+   * garbage-collected is closed and releases the model too (model-stream.ts).
+   */
+  stream(req: GenerateRequest): ModelStream<StreamEvent> {
+    // Read now, so a caller changing the object afterwards changes nothing; errors surface at
+    // the first next(), as they did from the plain generator.
+    let read: ReturnType<typeof readRequest> | undefined, err: unknown;
+    try { read = readRequest(req); } catch (e) { err = e; }
+    const signal = read?.decodeOptions.signal as AbortSignal | undefined;
+    // With a prefix cache the reuse pipeline (kv-reuse.ts) runs the request instead.
+    const cache = read?.req.prefixCache;
+    const events = cache !== undefined ? this.reuseEvents(read!, cache) : this.generateEvents(read, err);
+    return new ModelStream(events, { idleMs: this.limits.streamIdleMs, signal: isSignal(signal) ? signal : undefined });
+  }
+
+  private async *reuseEvents(read: ReturnType<typeof readRequest>, cache: unknown): AsyncGenerator<StreamEvent, void, undefined> {
+    yield* streamReusing(this[REUSE_HOST](), read, this.checkPrefixCache(cache));
+  }
+
+  /**
+   * Everything before the model lock: the request's prompt rendered and tokenized, every
+   * option checked against the text alone and then against the prompt's real length (image
+   * tokens from the headers), so nothing heavy starts for a request that would fail.
+   */
+  private async prepare(read: ReturnType<typeof readRequest>): Promise<Prepared> {
     this.ensureAlive();
-    if (req?.prefixCache !== undefined) { yield* streamReusing(this[REUSE_HOST](), req, this.checkPrefixCache(req.prefixCache)); return; }
-    const { decodeOptions, mode } = this.splitRequest(req);
+    const { req: r, decodeOptions } = read;
+    const mode = this.modeOf(r, decodeOptions);
+    const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
     const tPrompt = performance.now();
-    const { ids, images } = this.prompt(req);
+    const { ids, images } = await this.prompt(r, signal);
     const promptMs = performance.now() - tPrompt;
-    const release = await this.acquire();
+    const dm = mode === 'diffusion' ? this.decodeModel(decodeOptions) : undefined;
+    const check = (P: number) => validateDecodeOptions(decodeOptions as DecodeOptions, dm
+      ? { ...dm, promptLength: P }
+      : { blockSize: 1, eosId: this.config.eosTokenId, vocabSize: this.config.text.vocabSize, contextLength: this.contextLength, promptLength: P, autoregressive: true });
+    const resolved = check(ids.length - images.length);
+    const tProbe = performance.now();
+    let imageTokens: number[] = [];
+    if (images.length > 0) {
+      imageTokens = await this.probeImages(images, signal);
+      check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
+    }
+    const probeMs = images.length > 0 ? performance.now() - tProbe : 0;
+    return { r, decodeOptions: decodeOptions as DecodeOptions, mode, dm, ids, images, imageTokens, promptMs, probeMs, signal, blockSize: resolved.blockSize, maxTokens: resolved.maxTokens };
+  }
+
+  private async *generateEvents(read: ReturnType<typeof readRequest> | undefined, err: unknown): AsyncGenerator<StreamEvent, void, undefined> {
+    if (!read) throw err;
+    const { r, decodeOptions, mode, dm, ids, images, promptMs, probeMs, signal } = await this.prepare(read);
+    const release = await this.lock.acquire(signal);
     try {
       this.ensureAlive();
       this.evictTenant();
-      const p = await this.encodePrompt(ids, images, req.signal);
+      const p = await this.encodePrompt(ids, images, signal);
       this.active = p;
       try {
-        yield* this.run(p, decodeOptions, mode, req, promptMs);
+        p.imageMs += probeMs;   // reading the image headers counts as image work
+        p.visionMs += probeMs;
+        yield* this.run(p, decodeOptions, mode, r as GenerateRequest, dm, promptMs);
       } finally {
         this.active = null;
         p.features?.dispose();
@@ -382,12 +532,15 @@ export class Model {
    */
   async promptLogits(req: GenerateRequest, opts: { rows?: readonly number[]; mask?: 'block' | 'causal'; blockSize?: number } = {}): Promise<{ logits: Float32Array; ids: number[]; imageTokens: number[] }> {
     this.ensureAlive();
-    const { ids, images } = this.prompt(req);
-    const release = await this.acquire();
+    const { req: r, decodeOptions } = readRequest(req);
+    const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
+    const { ids, images } = await this.prompt(r, signal);
+    await this.probeImages(images, signal);
+    const release = await this.lock.acquire(signal);
     try {
       this.ensureAlive();
       this.evictTenant();
-      const p = await this.encodePrompt(ids, images);
+      const p = await this.encodePrompt(ids, images, signal);
       this.active = p;
       try {
         const n = p.ids.length;
@@ -412,20 +565,41 @@ export class Model {
     }
   }
 
-  private splitRequest(req: GenerateRequest): { decodeOptions: DecodeOptions; mode: GenerationMode } {
-    if (req === null || typeof req !== 'object') throw new OptionError('generate: expected a request object', 'request');
-    const decodeOptions: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(req)) if (!REQUEST_KEYS.has(k)) decodeOptions[k] = v;
-    stopStrings(req.stop);   // checked before any work
-    const mode = req.mode ?? this.config.defaultMode;
-    if (mode !== 'diffusion' && mode !== 'ar') throw new OptionError(`Expected 'diffusion' or 'ar' for mode but received ${JSON.stringify(mode)}`, 'mode');
-    if (mode === 'diffusion' && !this.isDiffusion && req.blockSize === undefined) {
+  private modeOf(r: Record<string, unknown>, decodeOptions: Record<string, unknown>): GenerationMode {
+    const mode = (r.mode as GenerationMode | undefined) ?? this.config.defaultMode;
+    if (mode === 'diffusion' && !this.isDiffusion && decodeOptions.blockSize === undefined) {
       throw new OptionError('this checkpoint is autoregressive (no bd3lm_block_size in its config): use mode \'ar\', or give blockSize to run it as block diffusion', 'mode');
     }
-    return { decodeOptions: decodeOptions as DecodeOptions, mode };
+    return mode;
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, promptMs: number, reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
+  /**
+   * The decoder's view of the model in diffusion mode. MASK: the config's mask token, or for a
+   * checkpoint without a diffusion config (run as block diffusion with an explicit blockSize)
+   * the same default the loader uses everywhere, 151671 (spec §4.2), which must be an
+   * embedding row of this model.
+   */
+  private decodeModel(decodeOptions: Record<string, unknown>): DecodeModel {
+    const cfg = this.config;
+    let maskId = cfg.diffusion?.maskTokenId;
+    if (maskId === undefined) {
+      maskId = DEFAULT_MASK_TOKEN_ID;
+      if (maskId >= cfg.text.vocabSize) {
+        throw new OptionError(`block diffusion needs a MASK token: this checkpoint has no diffusion config and its ${cfg.text.vocabSize} embedding rows ` +
+          `do not include the default MASK id ${DEFAULT_MASK_TOKEN_ID} (add mask_token_id and enable_bd3lm to config.json, or use mode 'ar')`, 'blockSize');
+      }
+    }
+    const bs = decodeOptions.blockSize;
+    return {
+      maskId,
+      blockSize: cfg.diffusion?.blockSize ?? (typeof bs === 'number' ? bs : 8),
+      eosId: cfg.eosTokenId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
+      route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
+    };
+  }
+
+  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number,
+    reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
@@ -435,16 +609,10 @@ export class Model {
     const flags: RunnerFlags = { cachedLength: reuse.cachedLength, stopRequested: matcher ? () => matcher.stopped !== undefined : undefined };
     let gen: AsyncGenerator<DecodeEvent, DecodeResult>;
     if (mode === 'diffusion') {
-      const dm: DecodeModel = {
-        maskId: cfg.diffusion?.maskTokenId ?? cfg.text.vocabSize - 1,
-        blockSize: cfg.diffusion?.blockSize ?? opts.blockSize ?? 8,
-        eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
-        route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
-      };
-      gen = runBlockDiffusion({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) },
-        ids, opts, dm, { mergeCommit: req.engine?.mergeCommit, stepEvents: req.stepEvents, ...flags });
+      gen = runBlockDiffusion(forwarderStepper({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) }),
+        ids, opts, dm!, { ...req.engine, stepEvents: req.stepEvents, ...flags });
     } else {
-      gen = runAutoregressive({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) },
+      gen = runAutoregressive(forwarderStepper({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) }),
         ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength }, flags);
     }
     const stopTokens = new Set(opts.stopTokens ?? [eosId]);
@@ -526,18 +694,14 @@ export class Model {
   }
 
   /**
-   * Positions a request's prompt takes, as generate() would lay it out: text tokens plus each
-   * image's feature rows (images are decoded for their size; the vision tower does not run).
+   * Positions a request's prompt takes, as generate() lays it out: text tokens plus each
+   * image's feature rows (from the image headers; nothing is decoded, the tower does not run).
    */
   async countTokens(req: Pick<GenerateRequest, 'messages' | 'prompt' | 'promptIds' | 'format' | 'systemPrompt'>): Promise<TokenCount> {
     this.ensureAlive();
-    if (req === null || typeof req !== 'object') throw new OptionError('countTokens: expected a request object', 'request');
-    const { ids, images } = this.prompt(req);
-    const imageTokens: number[] = [];
-    for (const im of images) {
-      const d = await decodeImage(im as ImageInput);
-      imageTokens.push(imageTokenCount(this.config.vision!, d.width, d.height, images.length > 1));
-    }
+    const { req: r } = readRequest(req);
+    const { ids, images } = await this.prompt(r);
+    const imageTokens = await this.probeImages(images);
     const textTokens = ids.length - images.length;
     return { promptTokens: textTokens + imageTokens.reduce((a, b) => a + b, 0), textTokens, imageTokens, ids };
   }
@@ -585,21 +749,20 @@ export class Model {
       queue: this.queue,
       text: this.text,
       hiddenSize: this.config.text.hiddenSize,
-      defaultBlockSize: this.config.diffusion?.blockSize ?? 8,
       get tenant() { return m.tenant; },
       set tenant(t) { m.tenant = t; },
       evictTenant: () => this.evictTenant(),
       ensureAlive: () => this.ensureAlive(),
-      splitRequest: (req) => this.splitRequest(req),
-      prompt: (req) => this.prompt(req),
-      acquire: () => this.acquire(),
+      prepare: (read) => this.prepare(read),
+      acquire: (signal) => this.lock.acquire(signal),
       encodeImages: async (images, signal, multiImage) => {
         const p = await this.encodePrompt(images.map(() => IMAGE_TOKEN_INDEX), images, signal, this.config.vision?.kind === 'qwen2_5_vl' ? undefined : multiImage);
         return { features: p.features!, imageTokens: p.imageTokens, visionMs: p.visionMs, imageMs: p.imageMs, towerMs: p.towerMs };
       },
       imageVariant: (total) => (this.config.vision && this.config.vision.kind !== 'qwen2_5_vl' ? (total > 1 ? 'multi' : 'one') : ''),
       setActive: (p) => { this.active = p; },
-      run: (p, opts, mode, req, promptMs, flags) => this.run(p, opts, mode, req, promptMs, flags),
+      run: (p, prep, flags) => this.run(p, prep.decodeOptions, prep.mode, prep.r as GenerateRequest, prep.dm, prep.promptMs, flags),
+      stream: (gen, signal) => new ModelStream(gen, { idleMs: this.limits.streamIdleMs, signal }),
     };
   }
 
@@ -611,6 +774,7 @@ export class Model {
     this.tenant = null;
     this.text.dispose();
     this.tower?.dispose();
+    this.siglipPlans.clear();
     this.weights.dispose();
     this.queue.dispose();
   }
@@ -624,5 +788,10 @@ export class Model {
  * model (lib/models.ts).
  */
 export async function loadModel(dir?: string, opts: LoadModelOptions = {}): Promise<Model> {
+  validateLoadOptions(opts);
   return Model.load((await import('../models.js')).resolveModelDir(dir), opts);
+}
+
+function isSignal(v: unknown): v is AbortSignal {
+  return typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean' && typeof (v as AbortSignal).addEventListener === 'function';
 }

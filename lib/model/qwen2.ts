@@ -20,7 +20,7 @@
 // Positions are plain 1-D (spec §2.8): a DiffusionVL-Qwen2.5VL model's mRoPE with three equal
 // position rows is exactly this RoPE.
 import { ShapeError } from '../errors.js';
-import { plus, tensorFromArray, TensorScope, type OpSet, type Queue, type Tensor } from '../native/index.js';
+import { tensorFromArray, TensorScope, type OpSet, type Queue, type Tensor } from '../native/index.js';
 import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
 import type { TextConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
@@ -53,21 +53,30 @@ interface LayerWeights {
   gateProj: Tensor; upProj: Tensor; downProj: Tensor;
 }
 
-/** What decides a forward's plan: everything but the step's values. */
-interface ForwardShape {
-  n: number;
-  mask: AttentionMask;
-  blockSize: number;
+/** One sequence's part of a batched forward (forwardBatch). */
+export interface SeqPass extends ForwardArgs {
+  /** Its KV-cache slot (0 .. slots − 1). */
+  slot: number;
+}
+
+/** What decides a batched forward's plan: everything but the step's values. */
+interface BatchShape {
+  /** Rows per sequence, in order (their sum is the forward's rows). */
+  n: number[];
   /** −1: logits for every row in order; 0: none; k: k gathered rows. */
   rows: number;
-  /** Rows of the bound image features (0: none) and how many rows they replace. */
-  features: number;
-  embedRows: number;
+  /** Per sequence: rows of its bound image features and how many rows they replace (0, 0: none). */
+  features: [number, number][];
 }
 
 export interface KvCacheOptions {
-  /** Positions the cache holds (prompt + canvas); allocated once. */
+  /** Positions the cache holds per sequence (prompt + canvas); allocated once. */
   capacity: number;
+  /**
+   * Sequences that can decode at once, each in its own slot of `capacity` positions (default
+   * 1). Host slots are reserved address space: a slot's memory is touched only once used.
+   */
+  slots?: number;
   /** Storage dtype of the cache (default f32). */
   dtype?: 'f32' | 'bf16' | 'f16';
 }
@@ -78,9 +87,10 @@ export class Qwen2Text {
   readonly lmHead: Tensor;
   readonly finalNorm: Tensor;
   private readonly layers: LayerWeights[];
-  /** Per layer: K and V caches [nkv, cap, hd]. */
+  /** Per layer: K and V caches [slots, nkv, cap, hd]. */
   private kv: { k: Tensor; v: Tensor }[] = [];
   private cap = 0;
+  private nslots = 0;
   /** Recorded forwards by shape signature; they point at the KV cache, so they go with it. */
   plans = new PlanCache();
   /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by tests). */
@@ -108,21 +118,25 @@ export class Qwen2Text {
   }
 
   get capacity(): number { return this.cap; }
+  get slots(): number { return this.nslots; }
 
   /** KV-cache bytes per position (all layers, K and V). */
   kvBytesPerPosition(dtype: 'f32' | 'bf16' | 'f16' = 'f32'): number {
     return this.cfg.numLayers * 2 * this.cfg.numKvHeads * this.cfg.headDim * (dtype === 'f32' ? 4 : 2);
   }
 
-  /** (Re)allocates the KV cache for `capacity` positions; the old one is freed. */
+  /** (Re)allocates the KV cache: `slots` sequences of `capacity` positions; the old one is freed. */
   allocateCache(opts: KvCacheOptions): void {
     this.freeCache();
     const { numKvHeads: nkv, headDim: hd } = this.cfg;
     const dt = opts.dtype ?? 'f32';
+    const slots = opts.slots ?? 1;
+    if (!Number.isInteger(slots) || slots < 1) throw new ShapeError(`allocateCache: slots must be an integer ≥ 1, got ${slots}`);
     for (let l = 0; l < this.cfg.numLayers; l++) {
-      this.kv.push({ k: this.q.empty(dt, [nkv, opts.capacity, hd]), v: this.q.empty(dt, [nkv, opts.capacity, hd]) });
+      this.kv.push({ k: this.q.empty(dt, [slots, nkv, opts.capacity, hd]), v: this.q.empty(dt, [slots, nkv, opts.capacity, hd]) });
     }
     this.cap = opts.capacity;
+    this.nslots = slots;
   }
 
   freeCache(): void {
@@ -130,47 +144,77 @@ export class Qwen2Text {
     for (const { k, v } of this.kv) { k.dispose(); v.dispose(); }
     this.kv = [];
     this.cap = 0;
+    this.nslots = 0;
   }
 
   /**
-   * Enqueues one forward pass; returns logits f32 [logitsRows.length, V] or null. Nothing is
-   * awaited: read the logits (or sync) to wait. The first forward of each shape signature is
-   * recorded into a plan; it and every later one of that shape is one replay call. The logits
-   * of a replay are valid until the next forward of the same shape (read them first).
+   * Enqueues one forward pass of one sequence (slot 0); returns logits f32 [logitsRows.length, V]
+   * or null. Nothing is awaited: read the logits (or sync) to wait. See forwardBatch.
    */
   forward(a: ForwardArgs): Tensor | null {
-    const { n, pos0 } = a;
-    if (!Number.isInteger(n) || n < 1) throw new ShapeError(`forward: n must be an integer ≥ 1, got ${n}`);
-    if (!Number.isInteger(pos0) || pos0 < 0) throw new ShapeError(`forward: pos0 must be an integer ≥ 0, got ${pos0}`);
-    if (pos0 + n > this.cap) {
-      throw new ShapeError(`forward: positions ${pos0}..${pos0 + n - 1} exceed the KV cache of ${this.cap} positions`);
-    }
-    if (a.ids.length !== n) throw new ShapeError(`forward: ${a.ids.length} ids for n = ${n}`);
-    if (a.mask === 'block' && !(a.blockSize && a.blockSize >= 1)) throw new ShapeError('forward: the block mask needs blockSize');
-    const rows = a.logitsRows ?? [];
-    for (const r of rows) {
-      if (!Number.isInteger(r) || r < 0 || r >= n) throw new ShapeError(`forward: logits row ${r} outside 0..${n - 1}`);
-    }
-    const spliced = a.features && a.embedRows && a.embedRows.length > 0;
-    if (spliced && a.featureRows?.length !== a.embedRows!.length) {
-      throw new ShapeError(`forward: ${a.featureRows?.length ?? 0} feature rows for ${a.embedRows!.length} embedding rows`);
-    }
-    const allRows = rows.length === n && rows.every((r, i) => r === i);
-    const step: StepValues = {
-      ids: a.ids,
-      positions: Int32Array.from({ length: n }, (_, i) => pos0 + i),
-      pos0,
-      rows: allRows || rows.length === 0 ? undefined : Int32Array.from(rows),
-      features: spliced ? a.features : undefined,
-      featureRows: spliced ? a.featureRows : undefined,
-      embedRows: spliced ? a.embedRows : undefined,
-    };
-    const shape: ForwardShape = {
-      n, mask: a.mask, blockSize: a.blockSize ?? 0, rows: allRows ? -1 : rows.length,
-      features: spliced ? a.features!.shape![0] : 0, embedRows: spliced ? a.embedRows!.length : 0,
-    };
+    return this.forwardBatch([{ ...a, slot: 0 }]);
+  }
+
+  /**
+   * Enqueues one forward over the rows of several sequences, each against its own cache slot
+   * and with its own positions and mask; returns logits f32 [Σ logitsRows, V], sequence after
+   * sequence, or null when no sequence asks for any. Every row is computed exactly as in a
+   * forward of its sequence alone (row-wise ops; attention per sequence), so batching never
+   * changes a bit of anyone's logits. The first forward of each shape (row counts, logit rows,
+   * image features) is recorded into a plan; it and every later one of that shape is one
+   * replay call. A replay's logits are valid until the next forward of the same shape.
+   */
+  forwardBatch(passes: readonly SeqPass[]): Tensor | null {
+    if (passes.length === 0) throw new ShapeError('forward: no sequences');
+    const slotsUsed = new Set<number>();
+    const ids: Int32Array[] = [], positions: number[] = [], rows: number[] = [], seqs: number[] = [];
+    const step: StepValues = {};
+    const shape: BatchShape = { n: [], rows: 0, features: [] };
+    let T = 0;
+    passes.forEach((a, b) => {
+      const { n, pos0 } = a;
+      const at = passes.length > 1 ? `forward (sequence ${b})` : 'forward';
+      if (!Number.isInteger(n) || n < 1) throw new ShapeError(`${at}: n must be an integer ≥ 1, got ${n}`);
+      if (!Number.isInteger(pos0) || pos0 < 0) throw new ShapeError(`${at}: pos0 must be an integer ≥ 0, got ${pos0}`);
+      if (pos0 + n > this.cap) throw new ShapeError(`${at}: positions ${pos0}..${pos0 + n - 1} exceed the KV cache of ${this.cap} positions`);
+      if (!Number.isInteger(a.slot) || a.slot < 0 || a.slot >= this.nslots) throw new ShapeError(`${at}: slot ${a.slot} outside 0..${this.nslots - 1}`);
+      if (slotsUsed.has(a.slot)) throw new ShapeError(`${at}: slot ${a.slot} appears twice in one forward`);
+      slotsUsed.add(a.slot);
+      if (a.ids.length !== n) throw new ShapeError(`${at}: ${a.ids.length} ids for n = ${n}`);
+      if (a.mask === 'block' && !(a.blockSize && a.blockSize >= 1)) throw new ShapeError(`${at}: the block mask needs blockSize`);
+      for (const r of a.logitsRows ?? []) {
+        if (!Number.isInteger(r) || r < 0 || r >= n) throw new ShapeError(`${at}: logits row ${r} outside 0..${n - 1}`);
+        rows.push(T + r);
+      }
+      const spliced = a.features && a.embedRows && a.embedRows.length > 0;
+      if (spliced) {
+        if (a.featureRows?.length !== a.embedRows!.length) {
+          throw new ShapeError(`${at}: ${a.featureRows?.length ?? 0} feature rows for ${a.embedRows!.length} embedding rows`);
+        }
+        step[`features${b}`] = a.features;
+        step[`featureRows${b}`] = a.featureRows;
+        step[`embedRows${b}`] = Int32Array.from(a.embedRows!, (r) => T + r);
+      }
+      shape.features.push(spliced ? [a.features!.shape![0], a.embedRows!.length] : [0, 0]);
+      ids.push(a.ids);
+      for (let i = 0; i < n; i++) positions.push(pos0 + i);
+      seqs.push(T, T + n, a.slot, pos0, a.mask === 'causal' ? 0 : 1, a.mask === 'block' ? a.blockSize! : 0);
+      shape.n.push(n);
+      T += n;
+    });
+    const allRows = rows.length === T && rows.every((r, i) => r === i);
+    shape.rows = allRows ? -1 : rows.length;
+    const idsAll = new Int32Array(T);
+    let off = 0;
+    for (const x of ids) { idsAll.set(x, off); off += x.length; }
+    Object.assign(step, {
+      ids: idsAll, positions: Int32Array.from(positions), seqs,
+      rows: shape.rows > 0 ? Int32Array.from(rows) : undefined,
+    });
     if (this.eager) return this.build(this.q, shape, step);
-    const key = `${shape.mask}:${n}:${shape.blockSize}:${shape.rows}:${shape.features}:${shape.embedRows}`;
+    // The layout (rows per sequence, slots, positions, masks) is the seqs parameter: one plan
+    // serves every batch of these totals.
+    const key = `${T}:${passes.length}:${shape.rows}:${shape.features.map((f, b) => (f[1] ? `${b}=${f.join('x')}` : '')).join(',')}`;
     const plan = this.plans.get(key, () => {
       const rec = new Recorder(this.q);
       const out = this.build(rec, shape, step);
@@ -187,9 +231,9 @@ export class Qwen2Text {
    * The forward as ops (spec §2), on a Queue (eager) or a Recorder. Everything that changes
    * between two forwards of one shape comes from `step` through o.input / o.bind / o.param.
    */
-  private build(o: OpSet, s: ForwardShape, step: StepValues): Tensor | null {
+  private build(o: OpSet, s: BatchShape, step: StepValues): Tensor | null {
     const { cfg } = this;
-    const { n } = s;
+    const n = s.n.reduce((a, b) => a + b, 0);
     const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
     const scope = new TensorScope();
     const prev = o.scope;
@@ -198,15 +242,16 @@ export class Qwen2Text {
     try {
       // Embeddings [n, H], with image-feature rows spliced in where asked.
       const h0 = o.embedding(o.input('ids', 'i32', [n], step.ids as Int32Array), this.embedTokens);
-      if (s.embedRows > 0) {
-        const feats = o.bind('features', step.features as Tensor);
-        const src = o.input('featureRows', 'i32', [s.embedRows], step.featureRows as Int32Array);
-        o.scatterRows(h0, o.gatherRows(feats, src), o.input('embedRows', 'i32', [s.embedRows], step.embedRows as Int32Array));
-      }
+      s.features.forEach(([, e], b) => {
+        if (e === 0) return;
+        const feats = o.bind(`features${b}`, step[`features${b}`] as Tensor);
+        const src = o.input(`featureRows${b}`, 'i32', [e], step[`featureRows${b}`] as Int32Array);
+        o.scatterRows(h0, o.gatherRows(feats, src), o.input(`embedRows${b}`, 'i32', [e], step[`embedRows${b}`] as Int32Array));
+      });
       let h = h0;
-      const pos0 = o.param('pos0', step.pos0 as number);
+      // The batch layout (rows, slot, position, mask per sequence): one array parameter.
+      const seqs = o.paramArray('seqs', step.seqs as number[]);
       const [cos, sin] = o.ropeCosSin(o.input('positions', 'i32', [n], step.positions as Int32Array), cfg.ropeTheta, hd);
-      const kvLen = plus(pos0, n);
 
       for (let l = 0; l < cfg.numLayers; l++) {
         const L = this.layers[l];
@@ -216,9 +261,9 @@ export class Qwen2Text {
         const qh = o.rope(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
         const kh = o.rope(o.reshape(o.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), cos, sin);
         const vh = o.reshape(o.matmul(x, L.vProj, L.vBias), [n, nkv, hd]);
-        o.kvCacheAppend(kCache, kh, pos0);
-        o.kvCacheAppend(vCache, vh, pos0);
-        const att = o.attention(qh, kCache, vCache, { kvLen, qPos0: pos0, mask: s.mask, blockSize: s.blockSize || undefined });
+        o.kvCacheAppendBatch(kCache, kh, seqs);
+        o.kvCacheAppendBatch(vCache, vh, seqs);
+        const att = o.attentionBatch(qh, kCache, vCache, seqs);
         h = o.add(h, o.matmul(o.reshape(att, [n, nh * hd]), L.oProj));
         // MLP (spec §2.6).
         const m = o.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
@@ -241,23 +286,25 @@ export class Qwen2Text {
   // ---- copies of the committed prefix (chat sessions, prefix cache: lib/model/kv-reuse.ts) ----
 
   /**
-   * Copies the K/V of positions [0, length) out of the cache (queued like any op): per layer
-   * k, v f32 [length, nkv, hd], the layout kv_cache_append takes back (restoreCache).
+   * Copies the K/V of positions [0, length) of `slot` out of the cache (queued like any op):
+   * per layer k, v f32 [length, nkv, hd], the row layout kv_cache_append_batch takes back
+   * (restoreCache).
    */
-  saveCache(length: number): { k: Tensor; v: Tensor }[] {
+  saveCache(length: number, slot = 0): { k: Tensor; v: Tensor }[] {
     const { numKvHeads: nkv, headDim: hd } = this.cfg;
     if (!Number.isInteger(length) || length < 1 || length > this.cap) {
       throw new ShapeError(`saveCache: length ${length} outside 1..${this.cap}`);
     }
-    // Row (p, h) of the copy is row h·cap + p of the cache seen as [nkv·cap, hd].
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.nslots) throw new ShapeError(`saveCache: slot ${slot} outside 0..${this.nslots - 1}`);
+    // Row (p, h) of the copy is row (slot·nkv + h)·cap + p of the cache seen as [S·nkv·cap, hd].
     const rows = new Int32Array(length * nkv);
-    for (let p = 0; p < length; p++) for (let h = 0; h < nkv; h++) rows[p * nkv + h] = h * this.cap + p;
+    for (let p = 0; p < length; p++) for (let h = 0; h < nkv; h++) rows[p * nkv + h] = (slot * nkv + h) * this.cap + p;
     const scope = new TensorScope();
     const out: { k: Tensor; v: Tensor }[] = [];
     try {
       const idx = scope.track(tensorFromArray('i32', [rows.length], rows));
       const copy = (c: Tensor) => {
-        const flat = scope.track(this.q.reshape(c, [nkv * this.cap, hd]));
+        const flat = scope.track(this.q.reshape(c, [this.nslots * nkv * this.cap, hd]));
         const g = scope.track(this.q.gatherRows(flat, idx));
         return this.q.reshape(g, [length, nkv, hd]);
       };
@@ -271,12 +318,14 @@ export class Qwen2Text {
     }
   }
 
-  /** Writes a saveCache copy back at positions [0, its length). */
-  restoreCache(saved: readonly { k: Tensor; v: Tensor }[]): void {
+  /** Writes a saveCache copy back into `slot` at positions [0, its length). */
+  restoreCache(saved: readonly { k: Tensor; v: Tensor }[], slot = 0): void {
     if (saved.length !== this.kv.length) throw new ShapeError(`restoreCache: ${saved.length} layers saved, the model has ${this.kv.length}`);
     this.kv.forEach(({ k, v }, l) => {
-      this.q.kvCacheAppend(k, saved[l].k, 0);
-      this.q.kvCacheAppend(v, saved[l].v, 0);
+      // One sequence: rows [0, n) to `slot` from position 0 (the mask fields are unused by the append).
+      const seqs = [0, saved[l].k.shape![0], slot, 0, 0, 0];
+      this.q.kvCacheAppendBatch(k, saved[l].k, seqs);
+      this.q.kvCacheAppendBatch(v, saved[l].v, seqs);
     });
   }
 

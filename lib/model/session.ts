@@ -21,6 +21,8 @@ import { DisposedError, OptionError } from '../errors.js';
 import type { ChatMessage, ContentPart, PromptFormat } from '../text/prompt.js';
 import type { GenerateRequest, GenerateResult, StreamEvent } from './model.js';
 import { commonPrefix, streamReusing, type ImageRecord, type KvReuser, type ReuseHost, type SavedKv } from './kv-reuse.js';
+import type { ModelStream } from './model-stream.js';
+import { readRequest } from './request.js';
 
 /** A turn's options: decode options and engine switches, plus images for this message. */
 export type TurnOptions = Omit<GenerateRequest, 'messages' | 'prompt' | 'promptIds' | 'prefixCache' | 'format' | 'systemPrompt'> & {
@@ -102,8 +104,16 @@ export class ChatSession implements KvReuser {
     return result!;
   }
 
-  /** Sends a user message; yields the reply as Model.stream() does. */
-  async *stream(content: string | readonly ContentPart[], options: TurnOptions = {}): AsyncGenerator<StreamEvent, void> {
+  /**
+   * Sends a user message; yields the reply as Model.stream() does, and like it releases the
+   * model (and this session's turn) when the consumer returns, goes idle or drops the stream.
+   */
+  stream(content: string | readonly ContentPart[], options: TurnOptions = {}): ModelStream<StreamEvent> {
+    const signal = (options as { signal?: unknown } | null)?.signal;
+    return this.host.stream(this.turn(content, options), signal instanceof AbortSignal ? signal : undefined);
+  }
+
+  private async *turn(content: string | readonly ContentPart[], options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined> {
     this.ensureAlive();
     if (options === null || typeof options !== 'object') throw new OptionError('session turn: expected an options object', 'options');
     const { images, ...decode } = { ...this.opts.defaults, ...options };
@@ -117,7 +127,7 @@ export class ChatSession implements KvReuser {
       const req: GenerateRequest = { ...decode, messages: [...this.history, user] };
       if (this.opts.format !== undefined) req.format = this.opts.format;
       if (this.opts.systemPrompt !== undefined) req.systemPrompt = this.opts.systemPrompt;
-      const gen = streamReusing(this.host, req, this, (encoded, reused) => {
+      const gen = streamReusing(this.host, readRequest(req), this, (encoded, reused) => {
         this.counters.imagesEncoded += encoded;
         this.counters.imagesReused += reused;
       });

@@ -170,6 +170,8 @@ export abstract class OpSet {
   kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: Num): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
   /** reshape: same storage, new shape (numel must match). (shape.cpp) */
   reshape(x: NativeTensor, shape: readonly number[]): NativeTensor { return this.one('reshape', [x], { shape }); }
+  /** narrow_rows: x [R, ...] → a view [len, ...] of rows start..start+len-1, same memory (eager only). (shape.cpp) */
+  narrowRows(x: NativeTensor, start: number, len: number): NativeTensor { return this.one('narrow_rows', [x], { start, len }); }
   /** gather_rows: x [R, C] (any dtype), idx i32 [n] → [n, C]. (shape.cpp) */
   gatherRows(x: NativeTensor, idx: NativeTensor): NativeTensor { return this.one('gather_rows', [x, idx]); }
   /** scatter_rows: dst [R, C] f32 (in place) rows idx[i] ← src [n, C] row i. (shape.cpp) */

@@ -81,6 +81,46 @@ describe.each(nativeInfo().isaLevels as Isa[])('Qwen2 forward at isa %s: replay 
   });
 });
 
+describe.each(nativeInfo().isaLevels as Isa[])('batched forward at isa %s: each sequence = its forward alone, bit for bit', (isa) => {
+  it('three sequences in different phases (prefill chunks, block steps, merged commits, AR steps), eager and planned', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-batch-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 60, numLayers: 2, numHeads: 6, numKvHeads: 2, intermediateSize: 70, vocabSize: 131 },
+      { dtype: 'bf16', tied: true, shards: 1, layout: 'plain', seed: 17 });
+    const q = new Queue({ threads: 2, isa });
+    const w = await loadWeights(dir, q);
+    const ids = (n: number, s: number) => Int32Array.from({ length: n }, (_, i) => (i * 11 + s) % 130);
+    // Per sequence, its passes in order; a forward takes the next pass of each sequence still going.
+    const seqs: ForwardArgs[][] = [
+      [{ ids: ids(16, 1), pos0: 0, n: 16, mask: 'block', blockSize: 8 }, { ids: ids(8, 2), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [0, 1, 2, 3, 4, 5, 6, 7] },
+        { ids: ids(8, 3), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [2, 6] }, { ids: ids(16, 4), pos0: 16, n: 16, mask: 'block', blockSize: 8, logitsRows: [9, 12] }],
+      [{ ids: ids(5, 5), pos0: 0, n: 5, mask: 'causal' }, { ids: ids(6, 6), pos0: 5, n: 6, mask: 'causal', logitsRows: [5] },
+        { ids: ids(1, 7), pos0: 11, n: 1, mask: 'causal', logitsRows: [0] }, { ids: ids(1, 8), pos0: 12, n: 1, mask: 'causal', logitsRows: [0] },
+        { ids: ids(1, 9), pos0: 13, n: 1, mask: 'causal', logitsRows: [0] }],
+      [{ ids: ids(8, 10), pos0: 0, n: 8, mask: 'block', blockSize: 4, logitsRows: [0, 7] }, { ids: ids(8, 11), pos0: 8, n: 8, mask: 'block', blockSize: 4, logitsRows: [1] }],
+    ];
+    for (const eager of [true, false]) {
+      const batched = new Qwen2Text(q, w, w.config.text), alone = new Qwen2Text(q, w, w.config.text);
+      for (const m of [batched, alone]) { m.eager = eager; m.allocateCache({ capacity: 48, slots: 3 }); }
+      const slotOf = [2, 0, 1];
+      for (let t = 0; t < 5; t++) {
+        const passes = seqs.map((p, i) => ({ p: p[t], i })).filter((x) => x.p);
+        const lb = batched.forwardBatch(passes.map(({ p, i }) => ({ ...p, slot: slotOf[i] })));
+        const got = lb ? await q.readF32(lb) : new Float32Array(0);
+        const want: number[] = [];
+        for (const { p, i } of passes) {
+          const la = alone.forwardBatch([{ ...p, slot: slotOf[i] }]);
+          if (la) want.push(...await q.readF32(la));
+        }
+        expect(got.some(Number.isNaN)).toBe(false);
+        expect(bits(got)).toEqual(bits(Float32Array.from(want)));
+      }
+      batched.dispose(); alone.dispose();
+    }
+    w.dispose(); q.dispose();
+  });
+});
+
 describe('plans through the public API', () => {
   let text: TinyModel, vlm: TinyModel;
   beforeAll(async () => {
@@ -184,6 +224,33 @@ describe('the Qwen2.5-VL tower through plans', () => {
   });
 });
 
+describe('SigLIP crop passes through plans', () => {
+  it('equal eager bit for bit for passes of 2 and 1 crops; the plan is reused by the next image', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-siglip-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 20, numLayers: 1, numHeads: 1, numKvHeads: 1, intermediateSize: 24, vocabSize: 50,
+      vision: { kind: 'siglip', hiddenSize: 24, numLayers: 2, numHeads: 2, intermediateSize: 19, patchSize: 14, imageSize: 384 } },
+    { dtype: 'bf16', tied: true, shards: 1, layout: 'siglip', seed: 23, diffusion: { blockSize: 4, maskTokenId: 49 } });
+    const q = new Queue({ threads: 2 });
+    const w = await loadWeights(dir, q);
+    const cfg = w.config.vision as import('../../lib/weights/config.js').SiglipVisionConfig;
+    const { encodeSiglipCrops } = await import('../../lib/model/siglip.js');
+    const plans = new PlanCache(4);
+    for (const seed of [1, 2]) {
+      const n = 3, S = cfg.imageSize;
+      const pixels = Float32Array.from({ length: n * 3 * S * S }, (_, i) => Math.sin(i * 0.011 + seed));
+      const eager = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2 });
+      const planned = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2, plans });
+      const [a, b] = [await q.readF32(eager), await q.readF32(planned)];
+      expect(b.some(Number.isNaN)).toBe(false);
+      expect(bits(b)).toEqual(bits(a));
+      eager.dispose(); planned.dispose();
+    }
+    expect(plans.stats).toMatchObject({ recorded: 2, replays: 4 });
+    plans.clear(); w.dispose(); q.dispose();
+  });
+});
+
 describe('plan cache and replay errors', () => {
   let q: Queue, w: LoadedWeights, m: Qwen2Text;
   beforeAll(async () => {
@@ -243,9 +310,12 @@ describe('plan cache and replay errors', () => {
   it('a patched cache position outside the cache fails at the replay call, naming the op', () => {
     const a: ForwardArgs = { ids: Int32Array.of(1, 2), pos0: 0, n: 2, mask: 'causal', logitsRows: [1] };
     m.forward(a)!.dispose();
-    const key = [...(m.plans as unknown as { plans: Map<string, unknown> }).plans.keys()].find((k) => k.startsWith('causal:2:'))!;
-    const plan = (m.plans as unknown as { plans: Map<string, import('../../lib/native/plan.js').RecordedPlan> }).plans.get(key)!;
-    expect(() => plan.run(q, { ids: Int32Array.of(1, 2), positions: Int32Array.of(39, 40), rows: Int32Array.of(1), pos0: 39 })).toThrow(/kv_cache_append: positions pos0 = 39/);
+    const cache = m.plans as unknown as { plans: Map<string, import('../../lib/native/plan.js').RecordedPlan> };
+    const plan = cache.plans.get([...cache.plans.keys()].find((k) => k.startsWith('2:1:'))!)!;
+    const step = { ids: Int32Array.of(1, 2), positions: Int32Array.of(39, 40), rows: Int32Array.of(1) };
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 39, 0, 0] })).toThrow(/kv_cache_append_batch: sequence 0: positions 39..41 exceed the cache capacity 40/);
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 1, 0, 0, 0] })).toThrow(/slot 1 of 1/);
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 0] })).toThrow(/parameter 'seqs' needs 6 numbers/);
   });
 });
 

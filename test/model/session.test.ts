@@ -78,9 +78,9 @@ describe('ChatSession on the bundled models', () => {
     const runs = await converse(child, TURNS, { maxTokens: 48 });
     expectReuse(runs, 8);
     expect(runs[0].warm.text).toBe(runs[0].cold.text);
-    expect(runs[0].warm.stats.visionMs).toBeGreaterThan(0);
-    expect(runs[1].warm.stats.visionMs).toBe(0);   // no image encoded again
-    expect(runs[3].warm.stats.visionMs).toBe(0);
+    expect(runs[0].warm.stats.timings.towerMs).toBeGreaterThan(0);
+    expect(runs[1].warm.stats.timings.towerMs).toBe(0);   // no image encoded again
+    expect(runs[3].warm.stats.timings.towerMs).toBe(0);
     // Turn 2 computes (prefill + forwards) far fewer prompt positions than its cold twin.
     expect(runs[1].warm.stats.prefillTokens).toBeLessThan(runs[1].cold.stats.prefillTokens / 3);
   });
@@ -105,7 +105,7 @@ describe('ChatSession on the bundled models', () => {
       const L0 = runs[1].warm.stats.cachedTokens;
       expect(L0).toBeGreaterThan(start);
       expect(L0).toBeLessThan(end);
-      expect(runs[1].warm.stats.visionMs).toBe(0);
+      expect(runs[1].warm.stats.timings.towerMs).toBe(0);
     }
   });
 
@@ -113,7 +113,7 @@ describe('ChatSession on the bundled models', () => {
     const runs = await converse(parent, TURNS, { maxTokens: 48 });
     expectReuse(runs, 'ar');
     expect(runs.every((r) => r.warm.mode === 'ar')).toBe(true);
-    expect(runs[1].warm.stats.visionMs).toBe(0);
+    expect(runs[1].warm.stats.timings.towerMs).toBe(0);
   });
 
   it('stats count turns, reused positions and images; reset starts over', async () => {
@@ -213,7 +213,7 @@ describe('PrefixCache', () => {
     const cold2 = await child.generate({ messages: m2, maxTokens: 48 });
     expect(r2.ids).toEqual(cold2.ids);
     expect(r2.stats.cachedTokens).toBeGreaterThanOrEqual(Math.floor(r1.stats.promptTokens / 8) * 8);
-    expect(r2.stats.visionMs).toBe(0);
+    expect(r2.stats.timings.towerMs).toBe(0);
     // cold2 took the model cache, so the entry was copied out; a third request restores it.
     expect(cache.stats.bytes).toBeGreaterThan(0);
     const m3: ChatMessage[] = [...m2, { role: 'assistant', content: r2.text }, { role: 'user', content: 'How many shapes are there?' }];
@@ -261,9 +261,9 @@ describe('both vision routes, random tiny checkpoints', () => {
     const runs = await converse(model, TURNS, { maxTokens: 16, steps: 4 });
     expectReuse(runs.slice(0, 2), 8);
     runs.forEach(({ warm, cold }, i) => expect(warm.ids, `turn ${i + 1}`).toEqual(cold.ids));
-    expect(runs[1].warm.stats.visionMs).toBe(0);
+    expect(runs[1].warm.stats.timings.towerMs).toBe(0);
     expect(runs[2].warm.stats.imageTokens).toEqual([730, 730]);
-    expect(runs[3].warm.stats.visionMs).toBe(0);
+    expect(runs[3].warm.stats.timings.towerMs).toBe(0);
     expect(runs[3].warm.stats.cachedTokens).toBeGreaterThan(1460);
   });
 
