@@ -96,6 +96,8 @@ export class DiffusionVLServer {
   private loadProgress = 0;
   private readonly queue: RequestQueue;
   private readonly inflight = new Set<AbortController>();
+  /** Those of them still waiting for the model (shutdown turns them away at once). */
+  private readonly waiting = new Set<AbortController>();
   /** Called when the last request in flight ends (shutdown waits on it). */
   private onIdle: (() => void) | null = null;
   private readonly opts: ServeOptions;
@@ -160,7 +162,7 @@ export class DiffusionVLServer {
     if (this._state === 'draining') return this.closing;
     this._state = 'draining';
     this.closing = (async () => {
-      this.queue.rejectWaiting(new ApiError(503, 'the server is shutting down', { code: 'shutting_down' }));
+      for (const ac of this.waiting) ac.abort(new ApiError(503, 'the server is shutting down', { code: 'shutting_down' }));
       const closed = this.app.close();   // stops accepting; resolves once every connection is closed
       const timer = setTimeout(() => { for (const ac of this.inflight) ac.abort(new ApiError(503, 'the server is shutting down', { code: 'shutting_down' })); }, drainMs);
       try {
@@ -280,7 +282,13 @@ export class DiffusionVLServer {
     try {
       const messages = await this.resolveImages(parsed, ac.signal);
       const tq = performance.now();
-      const release = await this.queue.acquire(ac.signal);
+      this.waiting.add(ac);
+      let release: () => void;
+      try {
+        release = await this.queue.acquire(ac.signal);
+      } finally {
+        this.waiting.delete(ac);
+      }
       const queueMs = performance.now() - tq;
       this.metrics.queueSeconds.observe(queueMs / 1000);
       try {

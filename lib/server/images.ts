@@ -1,7 +1,7 @@
 // images.ts — the bytes behind a request's image_url: data: URLs always (the body cap bounds
 // them), file: URLs only under --image-root, http(s) URLs only with --allow-http-images; both
 // with a byte cap and (http) a time cap. Every refusal is a 400 naming the field.
-import { open, realpath } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { badRequest } from './errors.js';
@@ -17,7 +17,7 @@ export interface ImagePolicy {
   timeoutMs: number;
 }
 
-/** Resolves one image URL to what Model accepts: the data: URL as is, or the bytes. */
+/** Resolves one image URL to what Model accepts: the data: URL as is, a checked path, or fetched bytes. */
 export async function resolveImageUrl(url: string, param: string, policy: ImagePolicy, signal?: AbortSignal): Promise<string | Uint8Array> {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'data') return url;
@@ -32,7 +32,11 @@ export async function resolveImageUrl(url: string, param: string, policy: ImageP
   throw badRequest(param, `unsupported image URL scheme ${scheme ? `'${scheme}:'` : '(none)'}: use a data: URL${policy.fileRoot ? ', file:' : ''}${policy.allowHttp ? ', http(s):' : ''}`, 'invalid_image_url');
 }
 
-async function readUnder(url: string, param: string, policy: ImagePolicy): Promise<Uint8Array> {
+/**
+ * A file: URL → its path, once it is known to be a regular file under the root within the cap;
+ * the model reads it (and checks it again against its own limits) like any image path.
+ */
+async function readUnder(url: string, param: string, policy: ImagePolicy): Promise<string> {
   let path: string;
   try {
     path = fileURLToPath(url);
@@ -49,22 +53,10 @@ async function readUnder(url: string, param: string, policy: ImagePolicy): Promi
   if (rel === '' || rel.startsWith('..' + sep) || rel === '..' || isAbsolute(rel)) {
     throw badRequest(param, `image file ${path} is outside the allowed --image-root`, 'image_url_not_allowed');
   }
-  const fh = await open(real, 'r');
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw badRequest(param, `${path} is not a file`, 'invalid_image_url');
-    if (st.size > policy.maxBytes) throw badRequest(param, `image file is ${st.size} bytes, over the ${policy.maxBytes}-byte cap (--image-max-bytes)`, 'image_too_large');
-    const buf = new Uint8Array(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const { bytesRead } = await fh.read(buf, off, buf.length - off, off);
-      if (bytesRead === 0) break;
-      off += bytesRead;
-    }
-    return buf.subarray(0, off);
-  } finally {
-    await fh.close();
-  }
+  const st = await stat(real);
+  if (!st.isFile()) throw badRequest(param, `${path} is not a regular file`, 'invalid_image_url');
+  if (st.size > policy.maxBytes) throw badRequest(param, `image file is ${st.size} bytes, over the ${policy.maxBytes}-byte cap (--image-max-mb)`, 'image_too_large');
+  return real;
 }
 
 async function fetchCapped(url: string, param: string, policy: ImagePolicy, signal?: AbortSignal): Promise<Uint8Array> {
@@ -82,14 +74,14 @@ async function fetchCapped(url: string, param: string, policy: ImagePolicy, sign
   const declared = Number(res.headers.get('content-length') ?? NaN);
   if (declared > policy.maxBytes) {
     await res.body?.cancel();
-    throw badRequest(param, `the image is ${declared} bytes, over the ${policy.maxBytes}-byte cap (--image-max-bytes)`, 'image_too_large');
+    throw badRequest(param, `the image is ${declared} bytes, over the ${policy.maxBytes}-byte cap (--image-max-mb)`, 'image_too_large');
   }
   const chunks: Uint8Array[] = [];
   let n = 0;
   try {
     for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) {
       n += c.length;
-      if (n > policy.maxBytes) throw badRequest(param, `the image is over the ${policy.maxBytes}-byte cap (--image-max-bytes)`, 'image_too_large');
+      if (n > policy.maxBytes) throw badRequest(param, `the image is over the ${policy.maxBytes}-byte cap (--image-max-mb)`, 'image_too_large');
       chunks.push(c);
     }
   } catch (e) {

@@ -1,55 +1,24 @@
-// queue.ts — admission for generations: `concurrency` run at once (1 while the model decodes one
-// sequence at a time), up to `maxWaiting` wait in FIFO order, more get a 429. A waiting request
-// whose client goes away leaves the queue at once (its signal aborts the wait).
+// queue.ts — admission for generations: one runs at a time (the model decodes one sequence), up
+// to `maxWaiting` wait in arrival order, more get a 429. The waiting itself is the model lock's
+// (ModelLock: FIFO, and a waiter whose signal aborts — its client went away — leaves at once).
+import { ModelLock } from '../model/lock.js';
 import { ApiError } from './errors.js';
 
-interface Waiter { resolve: (release: () => void) => void; reject: (e: unknown) => void; cleanup: () => void }
-
 export class RequestQueue {
-  private running = 0;
-  private readonly waiting: Waiter[] = [];
+  private readonly lock = new ModelLock();
 
-  constructor(readonly maxWaiting: number, readonly concurrency = 1) {}
+  constructor(readonly maxWaiting: number) {}
 
   /** Requests waiting for their turn. */
-  get depth(): number { return this.waiting.length; }
+  get depth(): number { return this.lock.queued; }
   /** Requests generating now. */
-  get active(): number { return this.running; }
+  get active(): number { return this.lock.locked ? 1 : 0; }
 
   /** Resolves with the release function once it is this request's turn; 429 when the queue is full. */
   acquire(signal?: AbortSignal): Promise<() => void> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.running < this.concurrency && this.waiting.length === 0) {
-      this.running++;
-      return Promise.resolve(this.releaser());
+    if (this.lock.locked && this.lock.queued >= this.maxWaiting) {
+      return Promise.reject(new ApiError(429, `the server is busy: ${this.lock.queued} requests are already waiting (--max-queue ${this.maxWaiting}); retry later`, { type: 'rate_limit_error', code: 'queue_full' }));
     }
-    if (this.waiting.length >= this.maxWaiting) {
-      return Promise.reject(new ApiError(429, `the server is busy: ${this.waiting.length} requests are already waiting (--max-queue ${this.maxWaiting}); retry later`, { type: 'rate_limit_error', code: 'queue_full' }));
-    }
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        const i = this.waiting.indexOf(w);
-        if (i >= 0) this.waiting.splice(i, 1);
-        reject(signal!.reason);
-      };
-      const w: Waiter = { resolve, reject, cleanup: () => signal?.removeEventListener('abort', onAbort) };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiting.push(w);
-    });
-  }
-
-  /** Rejects every waiting request (shutdown). */
-  rejectWaiting(e: unknown): void {
-    for (const w of this.waiting.splice(0)) { w.cleanup(); w.reject(e); }
-  }
-
-  private releaser(): () => void {
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const next = this.waiting.shift();
-      if (next) { next.cleanup(); next.resolve(this.releaser()); } else this.running--;
-    };
+    return this.lock.acquire(signal);
   }
 }
