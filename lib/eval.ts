@@ -99,6 +99,8 @@ export interface EvalRequest {
   /** Called with a progress line every `progressEvery` items (default 25) and at the end. */
   log?: (line: string) => void;
   progressEvery?: number;
+  /** Called after every item with the count done and the total (progress bars). */
+  onItem?: (done: number, total: number) => void;
   /** Failures kept in the result (default 20). */
   maxFailures?: number;
   signal?: AbortSignal;
@@ -223,6 +225,7 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
     tokens += r.stats.generatedTokens;
     const done = results.length;
     if (concurrency > 1) ms = performance.now() - t0;
+    request.onItem?.(done, todo.length);
     if ((every > 0 && done % every === 0) || done === todo.length) {
       log(`eval ${done}/${todo.length}: exact match ${(correct / done * 100).toFixed(1)}%, ` +
         `${tokens ? (forwards / tokens).toFixed(3) : '-'} fwd/tok, ${ms > 0 ? (tokens / ms * 1000).toFixed(1) : '-'} tok/s`);

@@ -6,6 +6,8 @@
 //   diffusionvl bench [--n N] [--heldout DIR] [--json]                         bundled AR parent vs diffusion child
 //   diffusionvl bench <model> [--max-tokens N] [--steps 8,4,2]                AR vs block diffusion, same weights
 //   diffusionvl inspect [model]                                              backend (CPU ISA, CUDA), model facts, memory estimate
+//   diffusionvl chat [model] [--image PATH …] [decode options]               interactive chat on a session (chat.ts)
+//   diffusionvl serve [model] [--port N …]                                   the OpenAI-compatible server (serve.ts)
 //   diffusionvl help | --help | --version
 //
 // Exit codes: 0 success; 1 a typed error (the message names its class and code); 2 bad usage
@@ -28,6 +30,7 @@ import { availableHostMemory, describeEstimate, estimateMemory, formatBytes } fr
 import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult } from '../model/model.js';
+import { loadProgress, progressBar } from './progress.js';
 
 const USAGE = `usage:
   diffusionvl run [model] --prompt "text" [--image PATH ...] [options]
@@ -36,6 +39,8 @@ const USAGE = `usage:
   diffusionvl bench [--n N] [--heldout DIR] [--repeat R] [--json]
   diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
   diffusionvl inspect [model] [--context-length N]
+  diffusionvl chat [model] [--image PATH ...] [--system TEXT] [options]
+  diffusionvl serve [model] [--port N] [--api-key KEY] ...   (diffusionvl serve --help)
   diffusionvl help | --help | --version
 
 [model]: a model folder, or the name of a bundled model (shapes-diffusionvl, shapes-ar);
@@ -55,11 +60,16 @@ options for run:
   --gpu G             auto (default: the GPU when the CUDA backend is usable) | cuda | cpu
   --context-length N  KV-cache positions (default: min(max_position_embeddings, 8192))
   --show-steps        print each denoising step's canvas (text; masked tokens as ▒)
-  --json              print the result as JSON
+  --json              print the result as JSON (no progress bars)
+
+chat: an interactive conversation on a session that keeps its KV cache between turns (each
+turn prefills only what is new). Lines starting with / are commands: /image PATH (attach to
+the next message), /reset, /stats, /help, /exit. The run options above apply to every turn;
+--system TEXT sets the system prompt.
 
 eval: greedy (temperature 0) over the held-out set (default: the bundled one), exact match of
 the trimmed answer text overall and per kind, forwards per answer token, tokens/s; progress on
-stderr every 25 items. --max-tokens defaults to 64 there.
+stderr (a bar on a terminal, else a line every 25 items). --max-tokens defaults to 64 there.
 
 bench without a model: the bundled AR parent (shapes-ar) against its DiffusionVL child
 (shapes-diffusionvl) on the held-out set — exact match, forwards per answer token, tokens/s,
@@ -74,7 +84,7 @@ context length, activations, vision) against the memory available.
 exit codes: 0 ok, 1 error (typed: OptionError, ConfigError, WeightsError, ImageError, ...),
 2 bad usage, 3 a bench quality bar failed.`;
 
-const COMMANDS = ['run', 'eval', 'bench', 'inspect', 'help'];
+const COMMANDS = ['run', 'eval', 'bench', 'inspect', 'chat', 'serve', 'help'];
 
 const OPTIONS = {
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, steps: { type: 'string' },
@@ -84,10 +94,10 @@ const OPTIONS = {
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
   gpu: { type: 'string' }, repeat: { type: 'string' }, 'context-length': { type: 'string' },
-  version: { type: 'boolean', short: 'v' },
+  system: { type: 'string' }, version: { type: 'boolean', short: 'v' },
 } as const;
 
-type Values = ReturnType<typeof parse>['values'];
+export type Values = ReturnType<typeof parse>['values'];
 function parse(argv: string[]) {
   return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
 }
@@ -137,7 +147,12 @@ function imagePaths(v: Values): string[] {
 function request(v: Values): GenerateRequest {
   const images = imagePaths(v);
   const text = v.prompt ?? (images.length ? 'Describe the image.' : 'Hello!');
-  const r: GenerateRequest = images.length ? { messages: userMessage(text, images) } : { prompt: text };
+  return { ...(images.length ? { messages: userMessage(text, images) } : { prompt: text }), ...decodeOptions(v) };
+}
+
+/** The decode options and mode given on the command line (run, chat). */
+export function decodeOptions(v: Values): GenerateRequest {
+  const r: GenerateRequest = {};
   const set = <K extends keyof GenerateRequest>(k: K, x: GenerateRequest[K] | undefined) => { if (x !== undefined) r[k] = x; };
   set('maxTokens', num(v['max-tokens'], 'max-tokens'));
   set('steps', num(v.steps, 'steps'));
@@ -158,9 +173,19 @@ function statsLine(r: GenerateResult): string {
     `prefill ${s.prefillMs.toFixed(0)} ms, ${s.msPerForward.toFixed(1)} ms/forward, ${s.tokensPerSecond.toFixed(1)} tok/s, finish: ${r.finishReason}`;
 }
 
+/** loadModel with the shared flags and a progress bar on stderr (a terminal only, not with --json). */
+export async function loadWithProgress(dir: string, v: Values): Promise<Model> {
+  const bar = loadProgress(v.json ?? false);
+  try {
+    return await loadModel(dir, { ...loadOpts(v), onProgress: bar.onProgress });
+  } finally {
+    bar.done();
+  }
+}
+
 async function cmdRun(dir: string, v: Values): Promise<void> {
   const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
-  const model = await loadModel(dir, loadOpts(v));
+  const model = await loadWithProgress(dir, v);
   try {
     let result: GenerateResult | undefined;
     for await (const ev of model.stream(req)) {
@@ -239,16 +264,19 @@ async function cmdEval(dir: string, v: Values): Promise<void> {
   const n = num(v.n, 'n');
   const mode = v.mode as GenerateRequest['mode'];
   const remasking = v.remasking as GenerateRequest['remasking'];
-  const model = await loadModel(dir, loadOpts(v));
+  const model = await loadWithProgress(dir, v);
+  const bar = progressBar('eval', { quiet: v.json });
   let res: EvalResult;
   try {
     res = await evalHeldout(model, set.items, {
       n: n === undefined ? undefined : Math.min(n, set.items.length), mode, remasking,
       steps: num(v.steps, 'steps'), threshold: num(v.threshold, 'threshold'),
       maxTokens: num(v['max-tokens'], 'max-tokens'), blockSize: num(v['block-size'], 'block-size'),
-      log: (s) => process.stderr.write(s + '\n'),
+      log: bar.active ? undefined : (s) => process.stderr.write(s + '\n'),
+      onItem: (done, total) => bar.update(done, total),
     });
   } finally {
+    bar.stop();
     model.dispose();
   }
   if (v.json) {
@@ -286,6 +314,8 @@ function version(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // serve has options of its own (serve.ts).
+  if (argv[0] === 'serve') return (await import('./serve.js')).serveMain(argv.slice(1));
   let parsed;
   try {
     parsed = parse(argv);
@@ -309,6 +339,9 @@ export async function main(argv: string[]): Promise<number> {
       await cmdEval(resolveModelDir(dir), v);
     } else if (cmd === 'inspect') {
       await cmdInspect(dir, v);
+    } else if (cmd === 'chat') {
+      const { cmdChat } = await import('./chat.js');
+      await cmdChat(resolveModelDir(dir), v);
     } else if (dir === undefined) {
       return await cmdCompare(v);
     } else {

@@ -91,16 +91,32 @@ export interface RunnerFlags {
   mergeCommit?: boolean;
   /** Emit a `step` event after every denoising iteration (canvas snapshot). */
   stepEvents?: boolean;
+  /**
+   * L0: the cache already holds the clean K/V of prompt positions [0, L0) (a chat session's
+   * earlier turns, a prefix-cache hit); only [L0, …) is prefilled. Diffusion: a multiple of
+   * the block size, at most the prefill length (whole blocks only, as training aligns them);
+   * AR: below P (the last prompt token is always run, its logits pick the first token).
+   */
+  cachedLength?: number;
+  /**
+   * Asked after each `block` event has been consumed: true ends decoding there, as a stop token
+   * would (finishReason 'stop'). The caller's stop strings use it.
+   */
+  stopRequested?: () => boolean;
 }
 
 export interface StepEvent {
   type: 'step';
   block: number;
   iteration: number;
+  /** Canvas position of the block's first cell (ids[0]). */
+  start: number;
   /** Canvas ids of the current block, the mask id where still masked. */
   ids: number[];
   masked: boolean[];
+  /** Canvas positions revealed by this iteration, and the confidence of each (§5.7). */
   revealed: number[];
+  confidence: number[];
 }
 
 export interface BlockEvent {
@@ -114,6 +130,10 @@ export interface BlockEvent {
 
 export interface DecodeStats {
   promptTokens: number;
+  /** Prompt positions whose K/V came from the cache (RunnerFlags.cachedLength), not computed. */
+  cachedTokens: number;
+  /** Prompt positions run by the prefill forward (0 when everything was cached or P < bs). */
+  prefillTokens: number;
   generatedTokens: number;
   /** Forward passes (NFE): prefill, denoising iterations and commits as run. */
   forwards: number;
@@ -148,6 +168,11 @@ export interface DecodeResult {
   ids: number[];
   raw: number[];
   finishReason: FinishReason;
+  /**
+   * Canvas positions [0, committedLength) whose clean K/V the cache holds when decoding ends
+   * (prompt + committed blocks; AR: every token fed): what a next turn may reuse.
+   */
+  committedLength: number;
   stats: DecodeStats;
   options: ResolvedDecodeOptions;
 }
@@ -187,6 +212,11 @@ export async function* runBlockDiffusion(
   const signal = o.signal;
   const checkAbort = () => { if (signal?.aborted) throw signal.reason; };
 
+  const L0 = flags.cachedLength ?? 0;
+  if (!Number.isInteger(L0) || L0 < 0 || L0 % bs !== 0 || L0 > geom.prefillLength) {
+    throw new OptionError(`cachedLength ${L0} must be a multiple of the block size ${bs} within the prefill length ${geom.prefillLength}`, 'cachedLength');
+  }
+
   const T = geom.canvasLength;
   const ids = new Int32Array(T).fill(model.maskId);
   const masked = new Uint8Array(T).fill(1);
@@ -195,18 +225,21 @@ export async function* runBlockDiffusion(
   const blockIterations: number[] = [];
   let forwards = 0;
 
-  // Prefill the whole prompt blocks (§5.4).
+  // Prefill the whole prompt blocks (§5.4), those the cache does not hold already.
   checkAbort();
-  if (geom.prefillLength > 0) {
-    await fw.step({ ids: ids.subarray(0, geom.prefillLength), pos0: 0, blockSize: bs, rows: [], prefill: true });
+  const prefillTokens = geom.prefillLength - L0;
+  if (prefillTokens > 0) {
+    await fw.step({ ids: ids.subarray(L0, geom.prefillLength), pos0: L0, blockSize: bs, rows: [], prefill: true });
     forwards++;
   }
+  let committedLength = geom.prefillLength;
   const tPrefill = performance.now();
   const host = new HostClock();
   host.start();
 
   let pending: CanvasBlock | null = null;   // finished block whose commit is deferred (merge)
   let stopped = false;
+  let stopRequested = 0;   // > 0: the caller ended decoding after the block ending there
   for (const block of geom.blocks) {
     let iterations = 0;
     for (let i = 0; i <= o.steps; i++) {
@@ -241,21 +274,25 @@ export async function* runBlockDiffusion(
       if (flags.stepEvents) {
         host.pause();
         yield {
-          type: 'step', block: block.index, iteration: i,
+          type: 'step', block: block.index, iteration: i, start: block.start,
           ids: Array.from(ids.subarray(block.start, block.end)),
           masked: Array.from(masked.subarray(block.start, block.end), (m) => m === 1),
-          revealed: newly,
+          revealed: newly, confidence: newly.map((j) => revealed[j]!.confidence),
         };
         host.start();
       }
     }
     blockIterations.push(iterations);
     stopped = blockHasStop(ids, P, block, o.stopTokens);
-    const isLast = stopped || block === geom.blocks[geom.blocks.length - 1];
     host.pause();
     yield { type: 'block', block: block.index, ids: Array.from(ids.subarray(block.genStart, Math.min(block.end, P + G))), stop: stopped };
     host.start();
-    if (isLast) break;
+    const requested = !stopped && (flags.stopRequested?.() ?? false);
+    if (stopped || requested || block === geom.blocks[geom.blocks.length - 1]) {
+      if (requested) stopRequested = Math.min(block.end, P + G);
+      break;
+    }
+    committedLength = block.end;   // its commit runs now, or in the next forward (merge)
     // Commit (§5.6): store the clean block's K/V; deferred into the next forward when merging.
     if (merge) {
       pending = block;
@@ -270,15 +307,23 @@ export async function* runBlockDiffusion(
 
   host.pause();
   const out = finishOutput(ids, P, G, o.stopTokens);
+  if (stopRequested > 0) {
+    // Ended by the caller (stop strings): the output is what was decoded, nothing after.
+    out.ids = out.ids.slice(0, stopRequested - P);
+    out.finishReason = 'stop';
+  }
   const tEnd = performance.now();
   const generated = out.ids.length;
   const decodeMs = tEnd - tPrefill;
-  const decodeForwards = forwards - (geom.prefillLength > 0 ? 1 : 0);
+  const decodeForwards = forwards - (prefillTokens > 0 ? 1 : 0);
   const result: DecodeResult = {
     ...out,
+    committedLength,
     options: o,
     stats: {
       promptTokens: P,
+      cachedTokens: L0,
+      prefillTokens,
       generatedTokens: generated,
       forwards,
       tokensPerForward: forwards ? generated / forwards : 0,
@@ -310,10 +355,13 @@ export interface CausalForwarder {
 export async function* runAutoregressive(
   fw: Stepper, promptIds: readonly number[], options: DecodeOptions | undefined,
   model: { eosId: number; vocabSize?: number; contextLength?: number },
+  flags: Pick<RunnerFlags, 'cachedLength' | 'stopRequested'> = {},
 ): AsyncGenerator<DecodeEvent, DecodeResult> {
   const t0 = performance.now();
   const P = promptIds.length;
   if (P < 1) throw new OptionError('autoregressive decoding needs a prompt of at least one token', 'prompt');
+  const L0 = flags.cachedLength ?? 0;
+  if (!Number.isInteger(L0) || L0 < 0 || L0 >= P) throw new OptionError(`cachedLength ${L0} must be an integer in [0, ${P}) (the prompt length)`, 'cachedLength');
   const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P, autoregressive: true });
   checkPromptIds(promptIds, model.vocabSize);
   const signal = o.signal;
@@ -322,12 +370,14 @@ export async function* runAutoregressive(
   let forwards = 0;
   let tPrefill = 0;
   let finishReason: FinishReason = 'length';
-  let input = Int32Array.from(promptIds);
-  let pos0 = 0;
+  let input = Int32Array.from(promptIds.slice(L0));
+  let pos0 = L0;
+  let fed = L0;   // positions whose K/V the cache holds
   const host = new HostClock();
   for (let t = 0; t < o.maxTokens; t++) {
     if (signal?.aborted) throw signal.reason;
     const pos = pos0 + input.length;   // position of the token being chosen
+    fed = pos;
     host.pause();
     const r = (await fw.step({
       ids: input, pos0, rows: [input.length - 1], prefill: t === 0,
@@ -346,7 +396,7 @@ export async function* runAutoregressive(
     host.pause();
     yield { type: 'block', block: t, ids: [x[0]], stop };
     host.start();
-    if (stop) { finishReason = 'stop'; break; }
+    if (stop || (flags.stopRequested?.() ?? false)) { finishReason = 'stop'; break; }
     pos0 = pos;
     input = Int32Array.of(x[0]);
   }
@@ -354,9 +404,9 @@ export async function* runAutoregressive(
   const tEnd = performance.now();
   const decodeMs = tEnd - tPrefill;
   const result: DecodeResult = {
-    ids: out, raw: out.slice(), finishReason, options: o,
+    ids: out, raw: out.slice(), finishReason, options: o, committedLength: fed,
     stats: {
-      promptTokens: P, generatedTokens: out.length, forwards,
+      promptTokens: P, cachedTokens: L0, prefillTokens: P - L0, generatedTokens: out.length, forwards,
       tokensPerForward: forwards ? out.length / forwards : 0,
       prefillMs: tPrefill - t0,
       msPerForward: forwards > 1 ? decodeMs / (forwards - 1) : 0,

@@ -35,7 +35,7 @@ import { loadWeights, type LoadProgress, type LoadedWeights } from '../weights/l
 import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, buildPromptAsync, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat, type PromptOptions } from '../text/prompt.js';
 import type { EncodeLimits } from '../text/encode.js';
-import { IncrementalDecoder } from '../text/stream.js';
+import { IncrementalDecoder, StopStringMatcher, stopAt, stopStrings, tokensCovering } from '../text/stream.js';
 import { decodeImage, probeImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
 import { preprocessQwen2vl, QWEN_IMAGE_DEFAULTS, smartResize, type QwenPixelValues } from '../image/qwen2vl.js';
 import { Qwen2Text } from './qwen2.js';
@@ -47,6 +47,9 @@ import { BatchScheduler, type SchedulerStats, type Sequence } from './scheduler.
 import { ModelStream } from './model-stream.js';
 import { readRequest } from './request.js';
 import { checkModelDir } from '../models.js';
+import { streamReusing, type KvTenant, type Prepared, type ReuseHost } from './kv-reuse.js';
+import { ChatSession, type ChatSessionOptions } from './session.js';
+import { PrefixCache, type PrefixCacheOptions } from './prefix-cache.js';
 
 export type { ModelLimits } from './load-options.js';
 export type { MemoryEstimate } from './memory.js';
@@ -125,7 +128,14 @@ export interface GenerateRequest extends DecodeOptions {
   /** Emit `step` events (canvas snapshots) from stream(). */
   stepEvents?: boolean;
   /** Engine switches for tests and benchmarks. */
-  engine?: RunnerFlags;
+  engine?: Pick<RunnerFlags, 'mergeCommit' | 'stepEvents'>;
+  /**
+   * Stop strings: decoding ends after the block where one appears; the text ends before it
+   * (finishReason 'stop'). Streamed text never shows a stop string, even one split across blocks.
+   */
+  stop?: string | readonly string[];
+  /** Reuse K/V of earlier requests with the same prefix (Model.createPrefixCache). */
+  prefixCache?: PrefixCache;
 }
 
 export interface GenerateStats extends DecodeStats {
@@ -144,10 +154,23 @@ export interface GenerateResult extends DecodeResult {
   text: string;
   mode: GenerationMode;
   stats: GenerateStats;
+  /** The stop string that ended the text, when one did. */
+  stopString?: string;
+}
+
+/** What a prompt costs in positions, without running the model (Model.countTokens). */
+export interface TokenCount {
+  /** Positions the prompt takes: text tokens plus every image's feature rows (stats.promptTokens of a run). */
+  promptTokens: number;
+  textTokens: number;
+  /** Feature rows per image, in prompt order. */
+  imageTokens: number[];
+  /** The prompt's ids with one −200 per image (Model.promptIds). */
+  ids: number[];
 }
 
 /** A prompt with its images encoded: ids expanded to one position per feature row. */
-interface EncodedPrompt {
+export interface EncodedPrompt {
   /** Token ids; image positions hold 0 (overridden by the features). */
   ids: number[];
   /** Per prompt position: its feature row, or −1 for a text token. */
@@ -162,8 +185,11 @@ interface EncodedPrompt {
 
 export type StreamEvent =
   | { type: 'block'; text: string; ids: number[]; block: number }
-  | { type: 'step'; block: number; iteration: number; ids: number[]; masked: boolean[]; revealed: number[] }
+  | { type: 'step'; block: number; iteration: number; start: number; ids: number[]; masked: boolean[]; revealed: number[]; confidence: number[] }
   | { type: 'done'; result: GenerateResult };
+
+/** Key of the model's engine lent to sessions and prefix caches (kv-reuse.ts); not public API. */
+export const REUSE_HOST = Symbol('diffusionvl.reuseHost');
 
 export class Model {
   readonly config: ModelConfig;
@@ -186,6 +212,10 @@ export class Model {
   /** Continuous batching: the cache slots and the batched forwards of all requests in flight. */
   private readonly sched: BatchScheduler;
   private _disposed = false;
+  /** Per cache slot: whose committed prefix it holds between runs (a session, a prefix cache), or null. */
+  private readonly tenants: (KvTenant | null)[] = [];
+  /** Sessions and prefix caches made by this model: disposed with it. */
+  private readonly children = new Set<{ dispose(): void }>();
 
   private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo,
     memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>, batch: { maxBatch: number; maxRows: number }) {
@@ -374,7 +404,7 @@ export class Model {
    * rejects with signal.reason once the queued tower work ran (other requests share the queue). Images are decoded one
    * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
    */
-  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
+  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal, multiImage?: boolean): Promise<EncodedPrompt> {
     if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
@@ -403,7 +433,7 @@ export class Model {
       for (const im of images) { decoded.push(await decodeImage(im as ImageInput, this.imageOptions())); checkAbort(); }
       tTower = performance.now();
       ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
-        { multiImage: decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
+        { multiImage: multiImage ?? decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
     }
     // The tower's ops are queued among other requests' steps (the queue is shared), so an
     // abort cannot cancel them: it takes effect once they ran.
@@ -448,40 +478,56 @@ export class Model {
     let read: ReturnType<typeof readRequest> | undefined, err: unknown;
     try { read = readRequest(req); } catch (e) { err = e; }
     const signal = read?.decodeOptions.signal as AbortSignal | undefined;
-    return new ModelStream(this.generateEvents(read, err), { idleMs: this.limits.streamIdleMs, signal: isSignal(signal) ? signal : undefined });
+    // With a prefix cache the reuse pipeline (kv-reuse.ts) runs the request instead.
+    const cache = read?.req.prefixCache;
+    const events = cache !== undefined ? this.reuseEvents(read!, cache) : this.generateEvents(read, err);
+    return new ModelStream(events, { idleMs: this.limits.streamIdleMs, signal: isSignal(signal) ? signal : undefined });
   }
 
-  private async *generateEvents(read: ReturnType<typeof readRequest> | undefined, err: unknown): AsyncGenerator<StreamEvent, void, undefined> {
-    if (!read) throw err;
+  private async *reuseEvents(read: ReturnType<typeof readRequest>, cache: unknown): AsyncGenerator<StreamEvent, void, undefined> {
+    yield* streamReusing(this[REUSE_HOST](), read, this.checkPrefixCache(cache));
+  }
+
+  /**
+   * Everything before the model lock: the request's prompt rendered and tokenized, every
+   * option checked against the text alone and then against the prompt's real length (image
+   * tokens from the headers), so nothing heavy starts for a request that would fail.
+   */
+  private async prepare(read: ReturnType<typeof readRequest>): Promise<Prepared> {
     this.ensureAlive();
     const { req: r, decodeOptions } = read;
     const mode = this.modeOf(r, decodeOptions);
-    const signal = decodeOptions.signal as AbortSignal | undefined;
+    const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
     const tPrompt = performance.now();
-    const { ids, images } = await this.prompt(r, isSignal(signal) ? signal : undefined);
+    const { ids, images } = await this.prompt(r, signal);
     const promptMs = performance.now() - tPrompt;
-    // Every option checked before any image is read (against the text alone), then again
-    // against the prompt's real length (image tokens from the headers) before any image is
-    // decoded or the model is waited for.
     const dm = mode === 'diffusion' ? this.decodeModel(decodeOptions) : undefined;
     const check = (P: number) => validateDecodeOptions(decodeOptions as DecodeOptions, dm
       ? { ...dm, promptLength: P }
       : { blockSize: 1, eosId: this.config.eosTokenId, vocabSize: this.config.text.vocabSize, contextLength: this.contextLength, promptLength: P, autoregressive: true });
-    check(ids.length - images.length);
+    const resolved = check(ids.length - images.length);
     const tProbe = performance.now();
+    let imageTokens: number[] = [];
     if (images.length > 0) {
-      const imageTokens = await this.probeImages(images, isSignal(signal) ? signal : undefined);
+      imageTokens = await this.probeImages(images, signal);
       check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
     }
     const probeMs = images.length > 0 ? performance.now() - tProbe : 0;
-    const seq = await this.sched.open(isSignal(signal) ? signal : undefined);
+    return { r, decodeOptions: decodeOptions as DecodeOptions, mode, dm, ids, images, imageTokens, promptMs, probeMs, signal, blockSize: resolved.blockSize, maxTokens: resolved.maxTokens };
+  }
+
+  private async *generateEvents(read: ReturnType<typeof readRequest> | undefined, err: unknown): AsyncGenerator<StreamEvent, void, undefined> {
+    if (!read) throw err;
+    const { r, decodeOptions, mode, dm, ids, images, promptMs, probeMs, signal } = await this.prepare(read);
+    const seq = await this.sched.open(signal);
     try {
       this.ensureAlive();
-      const p = await this.encodePrompt(ids, images, isSignal(signal) ? signal : undefined);
+      this.evictTenant(seq.slot);
+      const p = await this.encodePrompt(ids, images, signal);
       try {
         p.imageMs += probeMs;   // reading the image headers counts as image work
         p.visionMs += probeMs;
-        yield* this.run(p, seq, decodeOptions as DecodeOptions, mode, r as GenerateRequest, dm, promptMs);
+        yield* this.run(p, seq, decodeOptions, mode, r as GenerateRequest, dm, promptMs);
       } finally {
         p.features?.dispose();
       }
@@ -506,6 +552,7 @@ export class Model {
     const seq = await this.sched.open(signal);
     try {
       this.ensureAlive();
+      this.evictTenant(seq.slot);
       const p = await this.encodePrompt(ids, images, signal);
       try {
         const n = p.ids.length;
@@ -565,16 +612,20 @@ export class Model {
     };
   }
 
-  private async *run(p: EncodedPrompt, seq: Sequence, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number): AsyncGenerator<StreamEvent, void> {
+  private async *run(p: EncodedPrompt, seq: Sequence, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number,
+    reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
     const eosId = cfg.eosTokenId;
+    const stops = stopStrings(req.stop);
+    const matcher = stops.length > 0 ? new StopStringMatcher(stops) : null;
+    const flags: RunnerFlags = { cachedLength: reuse.cachedLength, stopRequested: matcher ? () => matcher.stopped !== undefined : undefined };
     let gen: AsyncGenerator<DecodeEvent, DecodeResult>;
     if (mode === 'diffusion') {
-      gen = runBlockDiffusion(this.stepper(p, seq, opts.signal), ids, opts, dm!, { ...req.engine, stepEvents: req.stepEvents });
+      gen = runBlockDiffusion(this.stepper(p, seq, opts.signal), ids, opts, dm!, { ...req.engine, stepEvents: req.stepEvents, ...flags });
     } else {
-      gen = runAutoregressive(this.stepper(p, seq, opts.signal), ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
+      gen = runAutoregressive(this.stepper(p, seq, opts.signal), ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength }, flags);
     }
     const stopTokens = new Set(opts.stopTokens ?? [eosId]);
     for await (const ev of gen) {
@@ -584,18 +635,29 @@ export class Model {
         let keep = ev.ids;
         const s = keep.findIndex((t) => stopTokens.has(t));
         if (s >= 0) keep = keep.slice(0, s);
-        const text = dec.push(keep);
-        yield { type: 'block', text: ev.stop ? text + dec.flush() : text, ids: ev.ids, block: ev.block };
+        let text = dec.push(keep);
+        if (ev.stop) text += dec.flush();
+        if (matcher) text = matcher.push(text) + (ev.stop ? matcher.flush() : '');
+        yield { type: 'block', text, ids: ev.ids, block: ev.block };
       } else if (ev.type === 'step') {
         yield ev;
       } else {
         const r = ev.result;
-        const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
+        let ids = r.ids;
+        let text = this.tokenizer.decode(r.finishReason === 'stop' && stopTokens.has(ids[ids.length - 1]) ? ids.slice(0, -1) : ids);
+        let stopString: string | undefined;
+        const hit = matcher?.stopped !== undefined ? stopAt(text, stops) : undefined;
+        if (hit?.stop !== undefined) {
+          // The text ends before the stop string; the ids end with the token that completed it.
+          text = hit.text;
+          stopString = hit.stop;
+          ids = ids.slice(0, tokensCovering(this.tokenizer, ids, hit.text.length + hit.stop.length));
+        }
         // AR's first token comes out of the prefill forward; diffusion's prefill yields none.
         const decodeTokens = mode === 'ar' ? Math.max(0, r.stats.generatedTokens - 1) : r.stats.generatedTokens;
         const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
         const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
-        yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
+        yield { type: 'done', result: { ...r, ids, mode, text, stats, ...(stopString !== undefined ? { stopString } : {}) } };
       }
     }
   }
@@ -627,11 +689,105 @@ export class Model {
     return { features: p.features, featureRows: Int32Array.from(src), embedRows: Int32Array.from(at) };
   }
 
+  // ---- tokens ------------------------------------------------------------------------------------
+
+  /** Text → token ids (no BOS/EOS added; special-token strings such as `<|im_end|>` become their ids). */
+  tokenize(text: string): number[] {
+    this.ensureAlive();
+    if (typeof text !== 'string') throw new OptionError(`Expected string for text but received ${typeof text}`, 'text');
+    return this.tokenizer.encode(text);
+  }
+
+  /** Token ids → text; special tokens are dropped unless `skipSpecial` is false. Ids without text (MASK) vanish. */
+  detokenize(ids: ArrayLike<number>, opts: { skipSpecial?: boolean } = {}): string {
+    this.ensureAlive();
+    if (ids === null || typeof ids !== 'object' || typeof ids.length !== 'number') throw new OptionError('Expected an array of token ids for ids', 'ids');
+    return this.tokenizer.decode(ids, { skipSpecial: opts.skipSpecial ?? true });
+  }
+
+  /**
+   * Positions a request's prompt takes, as generate() lays it out: text tokens plus each
+   * image's feature rows (from the image headers; nothing is decoded, the tower does not run).
+   */
+  async countTokens(req: Pick<GenerateRequest, 'messages' | 'prompt' | 'promptIds' | 'format' | 'systemPrompt'>): Promise<TokenCount> {
+    this.ensureAlive();
+    const { req: r } = readRequest(req);
+    const { ids, images } = await this.prompt(r);
+    const imageTokens = await this.probeImages(images);
+    const textTokens = ids.length - images.length;
+    return { promptTokens: textTokens + imageTokens.reduce((a, b) => a + b, 0), textTokens, imageTokens, ids };
+  }
+
+  // ---- sessions and the prefix cache (lib/model/session.ts, prefix-cache.ts, kv-reuse.ts) -------
+
+  /**
+   * A chat session: a conversation that keeps its committed K/V between turns, so each turn
+   * prefills only its new tokens and images are encoded once (see ChatSession).
+   */
+  createSession(opts: ChatSessionOptions = {}): ChatSession {
+    this.ensureAlive();
+    const s = new ChatSession(this[REUSE_HOST](), opts, (x) => this.children.delete(x));
+    this.children.add(s);
+    return s;
+  }
+
+  /** A cache of K/V prefixes across requests: pass it as `prefixCache` to generate()/stream(). */
+  createPrefixCache(opts: PrefixCacheOptions = {}): PrefixCache {
+    this.ensureAlive();
+    const c = new PrefixCache(this, this[REUSE_HOST](), opts, (x) => this.children.delete(x));
+    this.children.add(c);
+    return c;
+  }
+
+  private checkPrefixCache(c: unknown): PrefixCache {
+    if (!(c instanceof PrefixCache)) throw new OptionError('prefixCache: expected a PrefixCache from model.createPrefixCache()', 'prefixCache');
+    if (c.owner !== this) throw new OptionError('prefixCache: this cache belongs to another model', 'prefixCache');
+    c.ensureAlive();
+    return c;
+  }
+
+  /** The slot's tenant copies out what it keeps before another run overwrites that slot. */
+  private evictTenant(slot: number): void {
+    const t = this.tenants[slot] ?? null;
+    this.tenants[slot] = null;
+    t?.evict(slot);
+  }
+
+  /** The engine lent to ChatSession and PrefixCache. */
+  [REUSE_HOST](): ReuseHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const m = this;
+    return {
+      queue: this.queue,
+      text: this.text,
+      hiddenSize: this.config.text.hiddenSize,
+      tenantOf: (slot) => m.tenants[slot] ?? null,
+      setTenant: (slot, t) => { m.tenants[slot] = t; },
+      slotOf: (t) => m.tenants.indexOf(t),
+      evictTenant: (slot) => this.evictTenant(slot),
+      ensureAlive: () => this.ensureAlive(),
+      prepare: (read) => this.prepare(read),
+      acquire: async (signal, prefer) => {
+        const seq = await this.sched.open(signal, prefer);
+        return { slot: seq.slot, seq, release: () => this.sched.close(seq) };
+      },
+      encodeImages: async (images, signal, multiImage) => {
+        const p = await this.encodePrompt(images.map(() => IMAGE_TOKEN_INDEX), images, signal, this.config.vision?.kind === 'qwen2_5_vl' ? undefined : multiImage);
+        return { features: p.features!, imageTokens: p.imageTokens, visionMs: p.visionMs, imageMs: p.imageMs, towerMs: p.towerMs };
+      },
+      imageVariant: (total) => (this.config.vision && this.config.vision.kind !== 'qwen2_5_vl' ? (total > 1 ? 'multi' : 'one') : ''),
+      run: (p, seq, prep, flags) => this.run(p, seq as Sequence, prep.decodeOptions, prep.mode, prep.r as GenerateRequest, prep.dm, prep.promptMs, flags),
+      stream: (gen, signal) => new ModelStream(gen, { idleMs: this.limits.streamIdleMs, signal }),
+    };
+  }
+
   /** Frees every native resource now. Idempotent. */
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
     this.sched.shutdown(new DisposedError('the model was disposed'));
+    for (const c of [...this.children]) c.dispose();
+    this.tenants.fill(null);
     this.text.dispose();
     this.tower?.dispose();
     this.siglipPlans.clear();

@@ -20,7 +20,7 @@
 // Positions are plain 1-D (docs §2.8): a DiffusionVL-Qwen2.5VL model's mRoPE with three equal
 // position rows is exactly this RoPE.
 import { ShapeError } from '../errors.js';
-import { TensorScope, type OpSet, type Queue, type Tensor } from '../native/index.js';
+import { tensorFromArray, TensorScope, type OpSet, type Queue, type Tensor } from '../native/index.js';
 import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
 import type { TextConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
@@ -281,6 +281,52 @@ export class Qwen2Text {
       o.scope = prev;
       scope.dispose(logits ? [logits] : []);
     }
+  }
+
+  // ---- copies of the committed prefix (chat sessions, prefix cache: lib/model/kv-reuse.ts) ----
+
+  /**
+   * Copies the K/V of positions [0, length) of `slot` out of the cache (queued like any op):
+   * per layer k, v f32 [length, nkv, hd], the row layout kv_cache_append_batch takes back
+   * (restoreCache).
+   */
+  saveCache(length: number, slot = 0): { k: Tensor; v: Tensor }[] {
+    const { numKvHeads: nkv, headDim: hd } = this.cfg;
+    if (!Number.isInteger(length) || length < 1 || length > this.cap) {
+      throw new ShapeError(`saveCache: length ${length} outside 1..${this.cap}`);
+    }
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.nslots) throw new ShapeError(`saveCache: slot ${slot} outside 0..${this.nslots - 1}`);
+    // Row (p, h) of the copy is row (slot·nkv + h)·cap + p of the cache seen as [S·nkv·cap, hd].
+    const rows = new Int32Array(length * nkv);
+    for (let p = 0; p < length; p++) for (let h = 0; h < nkv; h++) rows[p * nkv + h] = (slot * nkv + h) * this.cap + p;
+    const scope = new TensorScope();
+    const out: { k: Tensor; v: Tensor }[] = [];
+    try {
+      const idx = scope.track(tensorFromArray('i32', [rows.length], rows));
+      const copy = (c: Tensor) => {
+        const flat = scope.track(this.q.reshape(c, [this.nslots * nkv * this.cap, hd]));
+        const g = scope.track(this.q.gatherRows(flat, idx));
+        return this.q.reshape(g, [length, nkv, hd]);
+      };
+      for (const { k, v } of this.kv) out.push({ k: copy(k), v: copy(v) });
+      return out;
+    } catch (e) {
+      for (const t of out) { t.k.dispose(); t.v.dispose(); }
+      throw e;
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** Writes a saveCache copy back into `slot` at positions [0, its length). */
+  restoreCache(saved: readonly { k: Tensor; v: Tensor }[], slot = 0): void {
+    if (saved.length !== this.kv.length) throw new ShapeError(`restoreCache: ${saved.length} layers saved, the model has ${this.kv.length}`);
+    this.kv.forEach(({ k, v }, l) => {
+      // One sequence: rows [0, n) to `slot` from position 0 (the mask fields are unused by the append).
+      const seqs = [0, saved[l].k.shape![0], slot, 0, 0, 0];
+      this.q.kvCacheAppendBatch(k, saved[l].k, seqs);
+      this.q.kvCacheAppendBatch(v, saved[l].v, seqs);
+    });
   }
 
   dispose(): void {

@@ -5,9 +5,10 @@
 import { OptionError } from '../errors.js';
 import { invalidOption } from '../decode/options.js';
 import { ownCopy } from './load-options.js';
+import { stopStrings } from '../text/stream.js';
 
 /** Keys of a request that are not decode options. */
-export const REQUEST_KEYS: ReadonlySet<string> = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine']);
+export const REQUEST_KEYS: ReadonlySet<string> = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine', 'stop', 'prefixCache']);
 const ENGINE_KEYS: ReadonlySet<string> = new Set(['mergeCommit', 'stepEvents']);
 
 /** The checked own-keys copy of a request, and its decode options apart. */
@@ -32,6 +33,7 @@ export function readRequest(reqIn: unknown): ReadRequest {
   if (has('format') && req.format !== 'diffusionvl' && req.format !== 'template') throw invalidOption('format', "'diffusionvl' or 'template'", req.format);
   if (has('systemPrompt') && req.systemPrompt !== null && typeof req.systemPrompt !== 'string') throw invalidOption('systemPrompt', 'string or null', req.systemPrompt);
   if (has('stepEvents') && typeof req.stepEvents !== 'boolean') throw invalidOption('stepEvents', 'boolean', req.stepEvents);
+  if (has('stop')) stopStrings(req.stop);   // a string or up to 16 non-empty strings (text/stream.ts)
   if (has('engine')) {
     if (req.engine === null || typeof req.engine !== 'object' || Array.isArray(req.engine)) throw invalidOption('engine', 'object', req.engine);
     const engine = ownCopy(req.engine as object);

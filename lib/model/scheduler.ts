@@ -81,6 +81,8 @@ interface Pending {
   spec: StepSpec;
   /** Rows of spec.ids already run (prefill chunks). */
   done: number;
+  /** In the forward running now: an abort waits for its result (the runner checks the signal). */
+  running: boolean;
   resolve: (v: StepOut | null) => void;
   reject: (e: unknown) => void;
   signal?: AbortSignal;
@@ -102,10 +104,14 @@ export class BatchScheduler {
     for (let s = opts.maxBatch - 1; s >= 0; s--) this.free.push(s);
   }
 
-  /** A cache slot for a new sequence; waits (first come, first served) while all are taken. */
-  open(signal?: AbortSignal): Promise<Sequence> {
+  /**
+   * A cache slot for a new sequence; waits (first come, first served) while all are taken.
+   * `prefer`: the slot to take if it is free (a session's prefix is resident there).
+   */
+  open(signal?: AbortSignal, prefer?: number): Promise<Sequence> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const slot = this.free.pop();
+    const at = prefer !== undefined && prefer >= 0 ? this.free.indexOf(prefer) : -1;
+    const slot = at >= 0 ? this.free.splice(at, 1)[0] : this.free.pop();
     if (slot !== undefined) {
       this.stats.open++;
       return Promise.resolve(new Sequence(slot));
@@ -134,7 +140,7 @@ export class BatchScheduler {
     this.pending = this.pending.filter((p) => {
       if (p.seq !== seq) return true;
       this.settle(p, () => p.reject(new AbortError('the sequence was closed')));
-      return false;
+      return p.running;   // a running step stays until its forward ends (flush drops it then)
     });
     const w = this.waiters.shift();
     this.stats.waiting = this.waiters.length;
@@ -169,19 +175,24 @@ export class BatchScheduler {
     if (spec.rows.length > 0 && !spec.remask) return Promise.reject(new OptionError('a step with rows needs remask options', 'remask'));
     if (this.pending.some((p) => p.seq === seq)) return Promise.reject(new OptionError('a sequence has one step in flight at a time', 'step'));
     return new Promise<StepOut | null>((resolve, reject) => {
-      const p: Pending = { seq, spec, done: 0, resolve, reject, signal };
+      const p: Pending = { seq, spec, done: 0, running: false, resolve, reject, signal };
       if (signal) {
         p.onAbort = () => {
-          const i = this.pending.indexOf(p);
-          if (i < 0) return;   // already in a forward: its result comes, the runner checks the signal
-          this.pending.splice(i, 1);
+          if (p.running) return;   // in the forward running now: its result comes, the runner checks the signal
+          this.remove(p);
           reject(signal.reason);
+          this.kick();
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
       this.pending.push(p);
       this.kick();
     });
+  }
+
+  private remove(p: Pending): void {
+    const i = this.pending.indexOf(p);
+    if (i >= 0) this.pending.splice(i, 1);
   }
 
   private settle(p: Pending, f: () => void): void {
@@ -207,7 +218,7 @@ export class BatchScheduler {
     let rows = 0;
     const isPrefill = (p: Pending) => p.spec.prefill === true;
     for (const p of this.pending) {
-      if (picked.length >= maxBatch || isPrefill(p)) continue;
+      if (picked.length >= maxBatch || isPrefill(p) || p.seq.closed) continue;
       const n = p.spec.ids.length;
       if (picked.length > 0 && rows + n > maxRows) continue;
       picked.push({ p, n });
@@ -216,7 +227,7 @@ export class BatchScheduler {
     // A prefill runs whole when no other sequence is open (nobody to stall), else in chunks.
     const alone = this.stats.open <= 1;
     for (const p of this.pending) {
-      if (picked.length >= maxBatch || !isPrefill(p)) continue;
+      if (picked.length >= maxBatch || !isPrefill(p) || p.seq.closed) continue;
       const left = p.spec.ids.length - p.done;
       let n = alone ? left : Math.min(left, Math.max(0, maxRows - rows));
       if (n < left && p.spec.mask === 'block') {
@@ -240,6 +251,7 @@ export class BatchScheduler {
     this.busy = true;
     try {
       const picked = this.form();
+      for (const x of picked) x.p.running = true;
       let results: (StepOut | null | { error: unknown })[];
       try {
         results = await this.run(picked);
@@ -255,15 +267,21 @@ export class BatchScheduler {
         }
       }
       picked.forEach(({ p, n }, i) => {
+        p.running = false;
         const r = results[i];
         if (r && typeof r === 'object' && 'error' in r) {
-          this.pending.splice(this.pending.indexOf(p), 1);
+          this.remove(p);
           this.settle(p, () => p.reject(r.error));
           return;
         }
         p.done += n;
-        if (p.done < p.spec.ids.length) return;   // more prefill chunks to go
-        this.pending.splice(this.pending.indexOf(p), 1);
+        if (p.seq.closed) { this.remove(p); return; }   // closed meanwhile: close() rejected it
+        if (p.done < p.spec.ids.length) {
+          // More prefill chunks to go — unless it was aborted meanwhile.
+          if (p.signal?.aborted) { this.remove(p); this.settle(p, () => p.reject(p.signal!.reason)); }
+          return;
+        }
+        this.remove(p);
         this.settle(p, () => p.resolve(r as StepOut | null));
       });
     } finally {

@@ -8,6 +8,7 @@
 //
 // See docs §4.3 (the eval keeps the text before the first "\n" or stop string, strips
 // it and drops one trailing "."; the decode skips special tokens and MASK ids).
+import { OptionError } from '../errors.js';
 import type { DecodeOptions, TextTokenizer } from './tokenizer.js';
 
 const REPLACEMENT = 0xfffd;
@@ -135,6 +136,26 @@ export class StopStringMatcher {
     this.buf = '';
     return out;
   }
+}
+
+/** The request's stop strings, checked: a string or an array of non-empty strings. */
+export function stopStrings(stop: unknown): string[] {
+  if (stop === undefined || stop === null) return [];
+  const list = typeof stop === 'string' ? [stop] : stop;
+  if (!Array.isArray(list) || list.length > 16 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw new OptionError(`Expected a non-empty string or an array of up to 16 non-empty strings for stop but received ${JSON.stringify(stop)}`, 'stop');
+  }
+  return list as string[];
+}
+
+/** The fewest leading ids whose text is at least `chars` long (the text grows with the ids). */
+export function tokensCovering(tok: Pick<TextTokenizer, 'decode'>, ids: readonly number[], chars: number): number {
+  let lo = 0, hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (tok.decode(ids.slice(0, mid)).length >= chars) hi = mid; else lo = mid + 1;
+  }
+  return lo;
 }
 
 /**

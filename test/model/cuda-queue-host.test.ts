@@ -8,7 +8,6 @@
 //
 // The trained models run in a child process (test/helpers/cuda-model-check.ts): the loader keeps
 // one plugin per process, and this one must not meet the fake plugins of test/ops/backend.test.ts.
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { loadModel } from '../../lib/model/model.js';
 import { getBackendInfo } from '../../lib/native/backend.js';
 import { packageRoot, Queue } from '../../lib/native/index.js';
 import { findCompiler } from '../helpers/compiler.js';
+import { buildHostBackend, runOnHostBackend } from '../helpers/host-backend.js';
 import { LOGIT_TOLERANCE, readFixtures } from '../helpers/trained-fixtures.js';
 
 const root = packageRoot();
@@ -48,13 +48,7 @@ describe('loadModel gpu option on a machine without a usable CUDA backend', () =
 
 describe.skipIf(!cxx)(`the trained models on the host-memory test backend${cxx ? '' : ' (skipped: no C++ compiler on PATH)'}`, () => {
   it('reproduce the PyTorch reference ids, logits within the CPU bound, no device memory left', () => {
-    const lib = join(work, 'host-backend.so');
-    execFileSync(cxx!, ['-std=c++17', '-O1', '-shared', '-fPIC', '-fvisibility=hidden', `-I${join(root, 'csrc')}`,
-      join(root, 'test', 'helpers', 'host-backend.cpp'), '-o', lib]);
-    const r = spawnSync(process.execPath, ['--import', 'tsx', join('test', 'helpers', 'cuda-model-check.ts')], {
-      cwd: root, encoding: 'utf8', timeout: 280_000,
-      env: { ...process.env, DIFFUSIONVL_CUDA_PLUGIN: lib, DIFFUSIONVL_CUDA_DRIVER: 'libc.so.6', DIFFUSIONVL_GPU: '' },
-    });
+    const r = runOnHostBackend(buildHostBackend(cxx!, work), 'cuda-model-check.ts', 280_000);
     expect(r.status, r.stderr).toBe(0);
     const rep = JSON.parse(r.stdout);
     expect(rep.backend).toBe('cuda');
