@@ -60,7 +60,7 @@ const VERSION = '0.1.0';
 /**
  * A request's stats as the response's `timings` object: llama-server's keys (prompt_n/_ms/
  * _per_second for the prefill, predicted_* for the decode, cache_n reused positions; what
- * local tooling already scrapes, spec/ECOSYSTEM.md (d)11), then ours (vision, forwards, …).
+ * local tooling already scrapes, docs/packaging.md §B8), then ours (vision, forwards, …).
  */
 function timings(r: GenerateResult, queueMs: number) {
   const s = r.stats;
