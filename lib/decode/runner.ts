@@ -35,6 +35,8 @@ export interface StepRequest {
   rows: readonly number[];
   /** The prompt's prefill (may run in chunks beside other requests' steps). */
   prefill?: boolean;
+  /** Before the request's first block (or token) is out: a scheduler may run it first. */
+  first?: boolean;
   remask?: ConfidenceRemaskOptions;
 }
 
@@ -258,7 +260,7 @@ export async function* runBlockDiffusion(
         k: schedule[i], mode: o.remasking, threshold: o.threshold, confidence,
       };
       host.pause();
-      const res = (await fw.step({ ids: ids.slice(start, block.end), pos0: start, blockSize: bs, rows: rows.map((j) => j - start), remask }))!;
+      const res = (await fw.step({ ids: ids.slice(start, block.end), pos0: start, blockSize: bs, rows: rows.map((j) => j - start), remask, first: block === geom.blocks[0] }))!;
       host.start();
       forwards++;
       const x0 = res.ids, conf = res.conf, reveal = res.reveal;
@@ -380,7 +382,7 @@ export async function* runAutoregressive(
     fed = pos;
     host.pause();
     const r = (await fw.step({
-      ids: input, pos0, rows: [input.length - 1], prefill: t === 0,
+      ids: input, pos0, rows: [input.length - 1], prefill: t === 0, first: t === 0,
       remask: {
         temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
         counters: o.temperature > 0 ? [sampleCounter(pos, 0)] : undefined, k: 1, mode: 'static', confidence: 'modified',

@@ -669,7 +669,7 @@ export class Model {
         this.ensureAlive();
         return this.sched.step(seq, {
           ids: s.ids, pos0: s.pos0, mask: s.blockSize !== undefined ? 'block' : 'causal', blockSize: s.blockSize,
-          rows: s.rows, prefill: s.prefill, remask: s.remask, ...this.spliced(p, s.pos0, s.ids.length),
+          rows: s.rows, prefill: s.prefill, first: s.first, remask: s.remask, ...this.spliced(p, s.pos0, s.ids.length),
         }, isSignal(signal) ? signal : undefined);
       },
     };

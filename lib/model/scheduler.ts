@@ -6,6 +6,8 @@
 // rows), a commit, an AR token — and awaits its result. The scheduler runs a forward as soon as
 // every open sequence has a step waiting, or on the next turn of the event loop otherwise, so a
 // lone request never waits and a slow consumer never holds the others back. Each forward takes:
+//   0. when newcomers are waiting for their first block (StepSpec.first): only their steps, so
+//      time to first block stays close to an idle model's;
 //   1. the waiting decode steps, oldest first (a block step of 8 or 16 rows, an AR step of 1),
 //   2. then prefill chunks in the rows left under maxRows (block-aligned for the block mask,
 //      so every chunk is exactly a prefill of whole blocks); a long prompt is prefilled over
@@ -40,6 +42,12 @@ export interface StepSpec {
   rows: readonly number[];
   /** A prompt prefill: may run in chunks over several forwards (its rows must be its last). */
   prefill?: boolean;
+  /**
+   * Before the sequence's first block (or token) is out. While such steps wait, a forward runs
+   * only them: a request arriving while others decode gets its first block about as soon as
+   * on an idle model (the others wait those few forwards), instead of sharing every forward.
+   */
+  first?: boolean;
   /** The remask of those rows (required when rows is non-empty). */
   remask?: ConfidenceRemaskOptions;
   /** Image features spliced into this step's rows (prompt positions): see ForwardArgs. */
@@ -217,17 +225,20 @@ export class BatchScheduler {
     const picked: { p: Pending; n: number }[] = [];
     let rows = 0;
     const isPrefill = (p: Pending) => p.spec.prefill === true;
+    const urgent = this.pending.some((p) => p.spec.first && !p.seq.closed);
+    const skip = (p: Pending) => p.seq.closed || (urgent && !p.spec.first);
     for (const p of this.pending) {
-      if (picked.length >= maxBatch || isPrefill(p) || p.seq.closed) continue;
+      if (picked.length >= maxBatch || isPrefill(p) || skip(p)) continue;
       const n = p.spec.ids.length;
       if (picked.length > 0 && rows + n > maxRows) continue;
       picked.push({ p, n });
       rows += n;
     }
-    // A prefill runs whole when no other sequence is open (nobody to stall), else in chunks.
-    const alone = this.stats.open <= 1;
+    // A prefill runs whole when no other sequence is open (nobody to stall) or the others are
+    // held back for newcomers anyway, else in chunks.
+    const alone = this.stats.open <= 1 || (urgent && this.pending.every((p) => p.spec.first || p.seq.closed));
     for (const p of this.pending) {
-      if (picked.length >= maxBatch || !isPrefill(p) || p.seq.closed) continue;
+      if (picked.length >= maxBatch || !isPrefill(p) || skip(p)) continue;
       const left = p.spec.ids.length - p.done;
       let n = alone ? left : Math.min(left, Math.max(0, maxRows - rows));
       if (n < left && p.spec.mask === 'block') {
