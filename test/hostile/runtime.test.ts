@@ -11,7 +11,8 @@ const withTimeout = (what: string, ms = 20_000) =>
 const lockCases: HostileCase[] = [
   {
     name: 'stream: abandoned after one next() is closed by the idle timeout, and the model serves the next request',
-    body: `const m = await dvl.loadModel(undefined, { threads: 1, limits: { streamIdleMs: 300 } });
+    // One cache slot (maxBatch 1): the next request needs exactly the slot the abandoned stream holds.
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1, limits: { streamIdleMs: 300 } });
       const it = m.stream(${REQ}); await it.next();
       const r = ${withTimeout(`m.generate(${REQ})`)};
       let late; try { await it.next(); } catch (e) { late = e.code; }
@@ -21,7 +22,7 @@ const lockCases: HostileCase[] = [
   {
     name: 'stream: abandoned and garbage-collected releases the model (no idle timeout)',
     nodeArgs: ['--expose-gc'], alone: true,
-    body: `const m = await dvl.loadModel(undefined, { threads: 1, limits: { streamIdleMs: 0 } });
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1, limits: { streamIdleMs: 0 } });
       await (async () => { const it = m.stream(${REQ}); await it.next(); })();
       const next = m.generate(${REQ});
       for (let i = 0; i < 40; i++) { globalThis.gc(); await sleep(25); }
@@ -31,7 +32,7 @@ const lockCases: HostileCase[] = [
   },
   {
     name: 'stream: its signal aborting while it is idle releases the model',
-    body: `const m = await dvl.loadModel(undefined, { threads: 1, limits: { streamIdleMs: 0 } });
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1, limits: { streamIdleMs: 0 } });
       const ac = new AbortController();
       const it = m.stream({ ...${REQ}, signal: ac.signal }); await it.next();
       ac.abort(new Error('client went away'));
@@ -42,20 +43,20 @@ const lockCases: HostileCase[] = [
   },
   {
     name: 'stream: return() releases at once',
-    body: `const m = await dvl.loadModel(undefined, { threads: 1, limits: { streamIdleMs: 0 } });
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1, limits: { streamIdleMs: 0 } });
       const it = m.stream(${REQ}); await it.next(); await it.return();
       const r = ${withTimeout(`m.generate(${REQ})`, 10_000)}; m.dispose(); return (await it.next()).done;`,
     check: (r) => { if (r.value !== true) throw new Error(JSON.stringify(r)); },
   },
   {
     name: 'stream: break out of for await releases at once',
-    body: `const m = await dvl.loadModel(undefined, { threads: 1, limits: { streamIdleMs: 0 } });
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1, limits: { streamIdleMs: 0 } });
       for await (const ev of m.stream(${REQ})) break;
       const r = ${withTimeout(`m.generate(${REQ})`, 10_000)}; m.dispose(); return r.stats.generatedTokens;`,
   },
   {
     name: 'lock: a queued request whose signal aborts rejects at once, not when the one ahead ends',
-    body: `const m = await dvl.loadModel(undefined, { threads: 1 });
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1 });
       let aDone = false;
       const a = m.generate({ ...${REQ}, maxTokens: 512 }).then(() => { aDone = true; });
       await sleep(5);
@@ -70,8 +71,8 @@ const lockCases: HostileCase[] = [
     throws: { name: 'Error', message: /^no$/ },
   },
   {
-    name: 'lock: three concurrent generations all finish, in order',
-    body: `const m = await dvl.loadModel(undefined, { threads: 1 }); const order = [];
+    name: 'lock: three concurrent generations all finish, in order (one slot: one after another)',
+    body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1 }); const order = [];
       await Promise.all([1, 2, 3].map((k) => m.generate({ ...${REQ}, maxTokens: 16 }).then(() => order.push(k))));
       m.dispose(); return order;`,
     check: (r) => { if (JSON.stringify(r.value) !== '[1,2,3]') throw new Error(JSON.stringify(r)); },
