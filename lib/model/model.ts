@@ -25,7 +25,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
 import { Queue, type Isa, type Tensor } from '../native/index.js';
-import { PlanCache, type PlanCacheStats } from '../native/plan.js';
+import type { PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags, type Stepper } from '../decode/runner.js';
 import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
@@ -37,10 +37,9 @@ import { buildPrompt, buildPromptAsync, IMAGE_TOKEN_INDEX, type ChatMessage, typ
 import type { EncodeLimits } from '../text/encode.js';
 import { IncrementalDecoder, StopStringMatcher, stopAt, stopStrings, tokensCovering } from '../text/stream.js';
 import { decodeImage, probeImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
-import { preprocessQwen2vl, QWEN_IMAGE_DEFAULTS, smartResize, type QwenPixelValues } from '../image/qwen2vl.js';
-import { Qwen2Text } from './qwen2.js';
-import { Qwen25VisionTower } from './qwen25vl_vision.js';
-import { encodeSiglipImages, siglipTokenCount } from './siglip.js';
+import type { TextDecoder } from './decoder.js';
+import { createTextDecoder } from './families.js';
+import { createVisionEncoder, visionOutputSize, type VisionEncoder } from './vision.js';
 import { resolveLimits, validateLoadOptions, type ModelLimits } from './load-options.js';
 import { availableHostMemory, checkMemory, estimateMemory, type MemoryEstimate } from './memory.js';
 import { BatchScheduler, type SchedulerStats, type Sequence } from './scheduler.js';
@@ -204,11 +203,10 @@ export class Model {
   readonly limits: Readonly<ReturnType<typeof resolveLimits>>;
   private readonly queue: Queue;
   private readonly weights: LoadedWeights;
-  private readonly text: Qwen2Text;
-  /** The Qwen2.5-VL tower (null for text-only loads and the SigLIP route). */
-  private readonly tower: Qwen25VisionTower | null;
-  /** The SigLIP route's recorded crop passes (one per pass size). */
-  private readonly siglipPlans = new PlanCache(4, 512 * 2 ** 20);
+  /** The text decoder of the checkpoint's family (families.ts). */
+  private readonly text: TextDecoder;
+  /** The vision route (vision.ts): null without one, or for a load with vision: false. */
+  private readonly vision: VisionEncoder | null;
   /** Continuous batching: the cache slots and the batched forwards of all requests in flight. */
   private readonly sched: BatchScheduler;
   private _disposed = false;
@@ -227,9 +225,8 @@ export class Model {
     this.config = weights.config;
     this.tokenizer = tokenizer;
     this.weightBytes = weights.bytes;
-    this.text = new Qwen2Text(queue, weights, weights.config.text);
-    const v = weights.config.vision;
-    this.tower = v?.kind === 'qwen2_5_vl' && weights.has('visual.patch_embed.proj.weight') ? new Qwen25VisionTower(queue, weights, v) : null;
+    this.text = createTextDecoder(queue, weights);
+    this.vision = createVisionEncoder(queue, weights);
     this.text.allocateCache({ capacity: contextLength, slots: batch.maxBatch });
     this.sched = new BatchScheduler(this.text, queue, batch);
   }
@@ -271,7 +268,7 @@ export class Model {
     try {
       const v = config.vision;
       if (v && opts.vision !== false) {
-        const out = v.kind === 'qwen2_5_vl' ? v.outHiddenSize : config.text.hiddenSize;
+        const out = visionOutputSize(config);
         if (out !== config.text.hiddenSize) {
           throw new ConfigError(`${dir}: vision out_hidden_size ${out} differs from the text hidden size ${config.text.hiddenSize}`, { field: 'vision_config.out_hidden_size' });
         }
@@ -281,7 +278,7 @@ export class Model {
       const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits, batch);
       if (opts.eager !== undefined) {
         m.text.eager = opts.eager === true;
-        if (m.tower) m.tower.eager = opts.eager === true;
+        if (m.vision) m.vision.eager = opts.eager === true;
       }
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
@@ -358,8 +355,7 @@ export class Model {
     if (sentinels > 0) {
       const v = this.config.vision;
       if (!v) throw new OptionError(`this model (${this.config.modelType}) has no vision tower: remove the images from the prompt`, 'messages');
-      const loaded = v.kind === 'qwen2_5_vl' ? this.tower !== null : this.weights.has('image_newline');
-      if (!loaded) throw new OptionError('the model was loaded with vision: false: load it again without that option to use images', 'messages');
+      if (!this.vision) throw new OptionError('the model was loaded with vision: false: load it again without that option to use images', 'messages');
     }
     return { ids, images };
   }
@@ -375,7 +371,7 @@ export class Model {
    * prompt positions each will take (the same numbers preprocessing gives).
    */
   private async probeImages(images: readonly unknown[], signal?: AbortSignal): Promise<number[]> {
-    const v = this.config.vision;
+    const v = this.vision;
     if (images.length === 0 || !v) return [];
     const tokens: number[] = [];
     let pixels = 0;
@@ -387,13 +383,7 @@ export class Model {
         throw new ImageError(`the request's images hold more than ${this.limits.requestPixels} pixels in all (limits.requestPixels; ` +
           `${images.length} image(s), ${p.label} is ${p.width}×${p.height}); send fewer or smaller images`, p.label);
       }
-      if (v.kind === 'qwen2_5_vl') {
-        const side = QWEN_IMAGE_DEFAULTS.pad ? Math.max(p.width, p.height) : 0;
-        const size = smartResize(side || p.height, side || p.width, { factor: v.patchSize * v.spatialMergeSize, minPixels: v.minPixels, maxPixels: v.maxPixels });
-        tokens.push((size.height / v.patchSize) * (size.width / v.patchSize) / (v.spatialMergeSize * v.spatialMergeSize));
-      } else {
-        tokens.push(siglipTokenCount(v, [p.width, p.height], { multiImage: images.length > 1 }));
-      }
+      tokens.push(v.tokenCount(p.width, p.height, { multiImage: images.length > 1 }));
     }
     return tokens;
   }
@@ -409,32 +399,20 @@ export class Model {
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
     checkAbort();
-    let features: Tensor, imageTokens: number[];
-    let tTower = performance.now();
-    const v = this.config.vision!;
-    if (v.kind === 'qwen2_5_vl') {
-      const pre: QwenPixelValues[] = [];
-      for (const im of images) {
-        const img = await decodeImage(im as ImageInput, this.imageOptions());
-        checkAbort();
-        pre.push(await preprocessQwen2vl(img, {
-          minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
-          spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.queue,
-        }));
-      }
+    // Each image is decoded, then prepared at once (so at most one decoded image is held where
+    // the route allows), then all go through the encoder. On the SigLIP route (§3.5) several
+    // images in one prompt are each padded to a square and take one crop (step 8).
+    const enc = this.vision!;
+    const opts = { multiImage: multiImage ?? images.length > 1 };
+    const prepared: unknown[] = [];
+    for (const im of images) {
+      const img = await decodeImage(im as ImageInput, this.imageOptions());
       checkAbort();
-      tTower = performance.now();
-      features = this.tower!.encode(pre);
-      imageTokens = pre.map((p) => p.tokens);
-    } else {
-      // SigLIP route (DiffusionVL-Qwen2.5-7B, §3.5): several images in one prompt are each
-      // padded to a square and take one crop (step 8).
-      const decoded = [];
-      for (const im of images) { decoded.push(await decodeImage(im as ImageInput, this.imageOptions())); checkAbort(); }
-      tTower = performance.now();
-      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
-        { multiImage: multiImage ?? decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
+      prepared.push(await enc.prepare(img, opts));
     }
+    checkAbort();
+    const tTower = performance.now();
+    const { features, tokensPerImage: imageTokens } = await enc.encode(prepared, opts);
     // The tower's ops are queued among other requests' steps (the queue is shared), so an
     // abort cannot cancel them: it takes effect once they ran.
     try {
@@ -772,10 +750,10 @@ export class Model {
         return { slot: seq.slot, seq, release: () => this.sched.close(seq) };
       },
       encodeImages: async (images, signal, multiImage) => {
-        const p = await this.encodePrompt(images.map(() => IMAGE_TOKEN_INDEX), images, signal, this.config.vision?.kind === 'qwen2_5_vl' ? undefined : multiImage);
+        const p = await this.encodePrompt(images.map(() => IMAGE_TOKEN_INDEX), images, signal, this.vision?.countSensitive ? multiImage : undefined);
         return { features: p.features!, imageTokens: p.imageTokens, visionMs: p.visionMs, imageMs: p.imageMs, towerMs: p.towerMs };
       },
-      imageVariant: (total) => (this.config.vision && this.config.vision.kind !== 'qwen2_5_vl' ? (total > 1 ? 'multi' : 'one') : ''),
+      imageVariant: (total) => (this.vision?.countSensitive ? (total > 1 ? 'multi' : 'one') : ''),
       run: (p, seq, prep, flags) => this.run(p, seq as Sequence, prep.decodeOptions, prep.mode, prep.r as GenerateRequest, prep.dm, prep.promptMs, flags),
       stream: (gen, signal) => new ModelStream(gen, { idleMs: this.limits.streamIdleMs, signal }),
     };
@@ -789,8 +767,7 @@ export class Model {
     for (const c of [...this.children]) c.dispose();
     this.tenants.fill(null);
     this.text.dispose();
-    this.tower?.dispose();
-    this.siglipPlans.clear();
+    this.vision?.dispose();
     this.weights.dispose();
     this.queue.dispose();
   }

@@ -18,10 +18,13 @@
 // Attention is bidirectional within a segment, so the window order only decides which rows
 // share a segment; the float64 reference (test/model/vision_reference.ts) never permutes.
 import { ShapeError } from '../errors.js';
+import type { RgbImage } from '../image/decode.js';
+import { preprocessQwen2vl, QWEN_IMAGE_DEFAULTS, smartResize, type QwenPixelValues } from '../image/qwen2vl.js';
 import { TensorScope, tensorFromArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
 import { eagerFromEnv, PlanCache, Recorder } from '../native/plan.js';
 import type { QwenVisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
+import type { VisionEncoder, VisionFeatures } from './vision.js';
 
 /** RMSNorm epsilon everywhere in the ViT and the merger (docs §1.3; not in the config). */
 export const VISION_RMS_EPS = 1e-6;
@@ -315,4 +318,45 @@ export class Qwen25VisionTower {
     this.plans.clear();
     this.patch.dispose();
   }
+}
+
+/**
+ * The Qwen2.5-VL route behind the VisionEncoder interface (vision.ts): each image preprocessed
+ * with the model's pixel limits as soon as it is decoded (docs §3.1, §3.2), all of a prompt's
+ * images through the tower in one call.
+ */
+export class QwenVisionEncoder implements VisionEncoder<QwenPixelValues> {
+  readonly kind = 'qwen2_5_vl';
+  readonly countSensitive = false;
+  private readonly tower: Qwen25VisionTower;
+
+  constructor(private readonly q: Queue, weights: LoadedWeights, readonly cfg: QwenVisionConfig) {
+    this.tower = new Qwen25VisionTower(q, weights, cfg);
+  }
+
+  get plans(): PlanCache { return this.tower.plans; }
+  get eager(): boolean { return this.tower.eager; }
+  set eager(v: boolean) { this.tower.eager = v; }
+
+  /** Merged tokens of an image of this size: the §3.4 count of its smart-resized (padded) size. */
+  tokenCount(width: number, height: number): number {
+    const v = this.cfg;
+    const side = QWEN_IMAGE_DEFAULTS.pad ? Math.max(width, height) : 0;
+    const size = smartResize(side || height, side || width, { factor: v.patchSize * v.spatialMergeSize, minPixels: v.minPixels, maxPixels: v.maxPixels });
+    return (size.height / v.patchSize) * (size.width / v.patchSize) / (v.spatialMergeSize * v.spatialMergeSize);
+  }
+
+  prepare(image: RgbImage): Promise<QwenPixelValues> {
+    const v = this.cfg;
+    return preprocessQwen2vl(image, {
+      minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
+      spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.q,
+    });
+  }
+
+  async encode(images: readonly QwenPixelValues[]): Promise<VisionFeatures> {
+    return { features: this.tower.encode(images), tokensPerImage: images.map((p) => p.tokens) };
+  }
+
+  dispose(): void { this.tower.dispose(); }
 }

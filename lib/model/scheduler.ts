@@ -1,5 +1,5 @@
 // scheduler.ts — continuous batching: the steps of every sequence in flight go through one
-// batched forward (Qwen2Text.forwardBatch), re-formed at every forward.
+// batched forward (TextDecoder.forwardBatch, lib/model/decoder.ts), re-formed at every forward.
 //
 // A sequence is a KV-cache slot held from open() to close(). Its decode loop (lib/decode/runner)
 // submits one step at a time — a prefill, a denoising iteration (with the remask of its masked
@@ -16,14 +16,14 @@
 // of the forward's logits, with that sequence's options; one read brings every result back.
 //
 // Exactness: every row of a batched forward is computed as in a forward of its sequence alone
-// (row-wise ops, attention per sequence on its slot: Qwen2Text.forwardBatch), a prefill split
+// (row-wise ops, attention per sequence on its slot: TextDecoder.forwardBatch), a prefill split
 // at block boundaries gives the same K/V as one pass, and the remask is per sequence — so at
 // temperature 0 a request's ids equal its unbatched run, whatever else shares its forwards.
 // Isolation: a forward that fails is retried sequence by sequence, so only the sequence whose
 // step fails gets the error.
 import { AbortError, OptionError } from '../errors.js';
 import type { ConfidenceRemaskOptions, Queue, Tensor } from '../native/index.js';
-import type { AttentionMask, Qwen2Text, SeqPass } from './qwen2.js';
+import type { AttentionMask, SeqPass, TextDecoder } from './decoder.js';
 
 export interface SchedulerOptions {
   /** Sequences decoded at once (cache slots). */
@@ -105,7 +105,7 @@ export class BatchScheduler {
   private busy = false;
   private flushScheduled = false;
 
-  constructor(private readonly text: Qwen2Text, private readonly queue: Queue, readonly opts: SchedulerOptions) {
+  constructor(private readonly text: TextDecoder, private readonly queue: Queue, readonly opts: SchedulerOptions) {
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new OptionError(`maxBatch must be an integer ≥ 1, got ${opts.maxBatch}`, 'maxBatch');
     if (!Number.isInteger(opts.maxRows) || opts.maxRows < 1) throw new OptionError(`maxRows must be an integer ≥ 1, got ${opts.maxRows}`, 'maxRows');
     if (text.slots < opts.maxBatch) throw new OptionError(`the KV cache has ${text.slots} slots for maxBatch ${opts.maxBatch}`, 'maxBatch');

@@ -24,9 +24,10 @@ import { ConfigError, OptionError, ShapeError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { SIGLIP_CROP, preprocessSiglipAnyres, preprocessSiglipSingle, selectBestResolution, type SiglipPixelValues } from '../image/siglip.js';
 import { TensorScope, tensorFromArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
-import { eagerFromEnv, Recorder, type PlanCache, type StepValues } from '../native/plan.js';
+import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
 import type { SiglipVisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
+import type { EncodeImagesOptions, VisionEncoder, VisionFeatures } from './vision.js';
 
 // ---- layout: pure numbers (§3.5 step 7) ------------------------------------------------------
 
@@ -428,4 +429,31 @@ function concatF32(parts: readonly Float32Array[]): Float32Array {
   let o = 0;
   for (const a of parts) { out.set(a, o); o += a.length; }
   return out;
+}
+
+/**
+ * The SigLIP route behind the VisionEncoder interface (vision.ts). Preprocessing depends on
+ * whether the prompt holds several images (§3.5 step 8), so `prepare` keeps the decoded image
+ * and `encode` runs steps 1-8 for all of them; the crop passes are recorded in its own plans.
+ */
+export class SiglipVisionEncoder implements VisionEncoder<RgbImage> {
+  readonly kind = 'siglip';
+  readonly countSensitive = true;
+  /** Recorded crop passes (one per pass size). */
+  readonly plans = new PlanCache(4, 512 * 2 ** 20);
+  eager = eagerFromEnv();
+
+  constructor(private readonly q: Queue, private readonly weights: LoadedWeights, readonly cfg: SiglipVisionConfig) {}
+
+  tokenCount(width: number, height: number, opts: EncodeImagesOptions): number {
+    return siglipTokenCount(this.cfg, [width, height], opts);
+  }
+
+  async prepare(image: RgbImage): Promise<RgbImage> { return image; }
+
+  encode(images: readonly RgbImage[], opts: EncodeImagesOptions): Promise<VisionFeatures> {
+    return encodeSiglipImages(this.q, this.weights, this.cfg, images, { multiImage: opts.multiImage, plans: this.plans, eager: this.eager });
+  }
+
+  dispose(): void { this.plans.clear(); }
 }

@@ -1,21 +1,27 @@
 // config.ts — reads a model folder's config.json (and generation_config.json, vision_config.json,
 // preprocessor_config.json where they matter) into one checked ModelConfig.
 //
-// Families (docs §1.1, §1.2, §1.4, §1.5, §1.7):
+// Model types (docs §1.1, §1.2, §1.4, §1.5, §1.7, §2.10; the registry is lib/model/families.ts,
+// which also names each type's text family, whose file reads the text fields):
 //   qwen2               stock Qwen2 / Qwen2.5 text model; block diffusion only if enable_bd3lm
 //   qwen2_5_vl          stock Qwen2.5-VL: text fields flat (hub format) or in text_config (≥ 4.52)
 //   diffusionvl_qwenvl  converted or released DiffusionVL-Qwen2.5VL: text_config authoritative,
 //                       the top-level copies can be stale in the converter output (§1.4)
 //   diffusionvl_qwen    DiffusionVL-Qwen2.5-7B (AR-LM route): Qwen2 text + SigLIP + MLP projector
+//   qwen3               stock Qwen3 text model (q/k norms, no biases); block diffusion only if
+//                       enable_bd3lm
 // Every missing or ill-typed field raises ConfigError naming the file and the field path
 // (e.g. `text_config.num_attention_heads`). Defaults are those of the HF config classes and are
 // only used for fields real checkpoints may omit.
-import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { MODEL_TYPES, modelTypeOf, type SupportedModelType } from '../model/families.js';
+import { Fields, isObj, readJson, type Obj } from './fields.js';
 
-export const SUPPORTED_MODEL_TYPES = ['qwen2', 'qwen2_5_vl', 'diffusionvl_qwenvl', 'diffusionvl_qwen'] as const;
-export type ModelFamily = (typeof SUPPORTED_MODEL_TYPES)[number];
+/** model_type strings the loader accepts (the registry, lib/model/families.ts). */
+export const SUPPORTED_MODEL_TYPES: readonly SupportedModelType[] = MODEL_TYPES.map((e) => e.modelType);
+/** A config's model_type; its registry entry names the text family and vision route. */
+export type ModelFamily = SupportedModelType;
 
 /** MASK id when the config has no mask_token_id (docs §4.2; never looked up from a string). */
 export const DEFAULT_MASK_TOKEN_ID = 151671;
@@ -108,104 +114,13 @@ export interface ModelConfig {
   raw: Record<string, unknown>;
 }
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-/** Typed field access over one or more JSON objects searched in order (first hit wins). */
-class Fields {
-  constructor(readonly file: string, readonly sources: { obj: Obj; prefix: string }[]) {}
-
-  private find(name: string): { value: unknown; path: string } | undefined {
-    for (const s of this.sources) {
-      if (Object.hasOwn(s.obj, name) && s.obj[name] !== null) return { value: s.obj[name], path: s.prefix + name };
-    }
-    return undefined;
-  }
-
-  private bad(path: string, expected: string, v: unknown): never {
-    throw new ConfigError(`${this.file}: expected ${expected} for ${path} but got ${JSON.stringify(v)}`, { file: this.file, field: path });
-  }
-
-  has(name: string): boolean { return this.find(name) !== undefined; }
-
-  /** A positive integer (or ≥ min). */
-  int(name: string, dflt?: number, min = 1): number {
-    const f = this.find(name);
-    if (!f) {
-      const path = (this.sources[0]?.prefix ?? '') + name;
-      if (dflt === undefined) throw new ConfigError(`${this.file}: missing field ${path}`, { file: this.file, field: path });
-      return dflt;
-    }
-    if (!Number.isSafeInteger(f.value) || (f.value as number) < min) this.bad(f.path, `an integer ≥ ${min}`, f.value);
-    return f.value as number;
-  }
-
-  /** A finite positive number. */
-  num(name: string, dflt: number): number {
-    const f = this.find(name);
-    if (!f) return dflt;
-    if (typeof f.value !== 'number' || !Number.isFinite(f.value) || f.value <= 0) this.bad(f.path, 'a positive number', f.value);
-    return f.value;
-  }
-
-  bool(name: string, dflt: boolean): boolean {
-    const f = this.find(name);
-    if (!f) return dflt;
-    if (typeof f.value !== 'boolean') this.bad(f.path, 'true or false', f.value);
-    return f.value;
-  }
-
-  str(name: string, dflt: string): string {
-    const f = this.find(name);
-    if (!f) return dflt;
-    if (typeof f.value !== 'string') this.bad(f.path, 'a string', f.value);
-    return f.value;
-  }
-
-  intList(name: string, dflt: number[]): number[] {
-    const f = this.find(name);
-    if (!f) return dflt;
-    if (!Array.isArray(f.value) || !f.value.every((x) => Number.isSafeInteger(x) && x >= 0)) this.bad(f.path, 'a list of integers ≥ 0', f.value);
-    return (f.value as number[]).slice();
-  }
-
-  /** An integer id, or a list of them (first is used: the stop id), or absent. */
-  tokenId(name: string): number | undefined {
-    const f = this.find(name);
-    if (!f) return undefined;
-    const v = Array.isArray(f.value) ? f.value[0] : f.value;
-    if (!Number.isSafeInteger(v) || (v as number) < 0) this.bad(f.path, 'a token id (integer ≥ 0) or a list of them', f.value);
-    return v as number;
-  }
-}
-
-async function readJson(file: string, required: boolean): Promise<Obj | null> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    if (!required && (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new ConfigError(`${file}: cannot read: ${(e as Error).message}`, { file });
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError(`${file}: not valid JSON: ${(e as Error).message}`, { file });
-  }
-  if (!isObj(v)) throw new ConfigError(`${file}: expected a JSON object`, { file });
-  return v;
-}
-
 /** Reads and checks `dir/config.json` (plus the side files it needs). */
 export async function readConfig(dirIn: string): Promise<ModelConfig> {
   const dir = resolve(dirIn);
   const file = join(dir, 'config.json');
   const raw = (await readJson(file, true))!;
-  const modelType = raw.model_type;
-  if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
-    throw new ConfigError(`${file}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`, { file, field: 'model_type' });
-  }
+  const entry = modelTypeOf(file, raw.model_type, raw.architectures);
+  const modelType = entry.modelType;
   const family = modelType as ModelFamily;
 
   // Where text fields live. text_config first when it exists (authoritative for the converted
@@ -220,13 +135,14 @@ export async function readConfig(dirIn: string): Promise<ModelConfig> {
   const tf = new Fields(file, [...tc, top]);
   // Stock Qwen2.5-VL keeps tie_word_embeddings on the top-level config (3B hub config: true);
   // the converted layout's text_config is authoritative there too.
-  const tieFields = family === 'qwen2_5_vl' ? new Fields(file, [top, ...tc]) : tf;
+  const tieFields = entry.tieAtTop ? new Fields(file, [top, ...tc]) : tf;
 
-  const text = readText(tf, tieFields, file);
+  const text = entry.text.readText(tf, tieFields, file);
 
   const f = new Fields(file, [top, ...tc]);
   let diffusion: DiffusionConfig | null = null;
-  if (family === 'diffusionvl_qwenvl' || family === 'diffusionvl_qwen' || f.bool('enable_bd3lm', false)) {
+  const isDvlFamily = entry.diffusionvl === true;
+  if (isDvlFamily || f.bool('enable_bd3lm', false)) {
     diffusion = {
       blockSize: f.int('bd3lm_block_size', DEFAULT_BLOCK_SIZE),
       maskTokenId: f.int('mask_token_id', DEFAULT_MASK_TOKEN_ID, 0),
@@ -242,43 +158,16 @@ export async function readConfig(dirIn: string): Promise<ModelConfig> {
   const padTokenId = f.tokenId('pad_token_id') ?? genFields?.tokenId('pad_token_id');
 
   let vision: VisionConfig | null = null;
-  if (family === 'qwen2_5_vl' || family === 'diffusionvl_qwenvl') vision = await readQwenVision(dir, file, raw, f, family, text);
-  else if (family === 'diffusionvl_qwen') vision = readSiglip(file, raw, f);
+  if (entry.vision === 'qwen2_5_vl') vision = await readQwenVision(dir, file, raw, f, isDvlFamily, text);
+  else if (entry.vision === 'siglip') vision = readSiglip(file, raw, f);
 
-  const isDvlFamily = family === 'diffusionvl_qwenvl' || family === 'diffusionvl_qwen';
   const defaultMode = diffusion !== null && f.bool('enable_bd3lm', isDvlFamily) ? 'diffusion' : 'ar';
   const cfg: ModelConfig = { dir, modelType, family, text, diffusion, defaultMode, vision, eosTokenId, raw };
   if (padTokenId !== undefined) cfg.padTokenId = padTokenId;
   return cfg;
 }
 
-function readText(tf: Fields, tieFields: Fields, file: string): TextConfig {
-  const hiddenSize = tf.int('hidden_size');
-  const numHeads = tf.int('num_attention_heads');
-  const numKvHeads = tf.int('num_key_value_heads', numHeads);
-  const prefix = (name: string) => (tf.sources.find((s) => Object.hasOwn(s.obj, name))?.prefix ?? '') + name;
-  if (numHeads % numKvHeads !== 0) {
-    throw new ConfigError(`${file}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`, { file, field: prefix('num_key_value_heads') });
-  }
-  if (!tf.has('head_dim') && hiddenSize % numHeads !== 0) {
-    throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and no head_dim is given`, { file, field: prefix('num_attention_heads') });
-  }
-  return {
-    hiddenSize,
-    numLayers: tf.int('num_hidden_layers'),
-    numHeads,
-    numKvHeads,
-    headDim: tf.int('head_dim', hiddenSize / numHeads),
-    intermediateSize: tf.int('intermediate_size'),
-    vocabSize: tf.int('vocab_size'),
-    ropeTheta: tf.num('rope_theta', 10000),
-    rmsNormEps: tf.num('rms_norm_eps', 1e-6),
-    tieWordEmbeddings: tieFields.bool('tie_word_embeddings', false),
-    maxPositionEmbeddings: tf.int('max_position_embeddings', 32768),
-  };
-}
-
-async function readQwenVision(dir: string, file: string, raw: Obj, f: Fields, family: ModelFamily, text: TextConfig): Promise<QwenVisionConfig | null> {
+async function readQwenVision(dir: string, file: string, raw: Obj, f: Fields, diffusionvl: boolean, text: TextConfig): Promise<QwenVisionConfig | null> {
   // config.json's vision_config; the converted layout also writes vision_config.json (§1.4).
   let vc: Obj | null = null;
   let vfile = file;
@@ -307,7 +196,7 @@ async function readQwenVision(dir: string, file: string, raw: Obj, f: Fields, fa
   // Pixel limits: the model config, else DiffusionVL's defaults (§3.1) for DiffusionVL, else the
   // stock preprocessor's.
   let minPixels: number, maxPixels: number;
-  if (family === 'diffusionvl_qwenvl') {
+  if (diffusionvl) {
     minPixels = f.int('min_pixels', 147456);
     maxPixels = f.int('max_pixels', 262144);
   } else {

@@ -3,7 +3,8 @@
 //
 // Canonical names (what lib/model asks for):
 //   text      model.embed_tokens.weight [V, H]; model.layers.{i}.… ; model.norm.weight [H];
-//             lm_head.weight [V, H] (absent when tied)
+//             lm_head.weight [V, H] (absent when tied); the per-layer list is the text
+//             family's (docs §2.10)
 //   Qwen ViT  visual.patch_embed.proj.weight, visual.blocks.{j}.…, visual.merger.{ln_q, mlp.0, mlp.2}.*
 //   SigLIP    siglip.vision_model.…, projector mm_projector.{0,2}.*, image_newline
 // Stored layouts (docs §1.4–§1.7): the suffix below a prefix is the same everywhere, so each
@@ -14,6 +15,7 @@
 //   converted        vision_tower.safetensors (unprefixed), projector.safetensors (merger. stripped)
 //   AR-LM (SigLIP)   model.vision_tower.vision_tower.vision_model.*, model.mm_projector.{0,2}.*,
 //                    model.image_newline
+import { textFamilyOf } from '../model/families.js';
 import type { FileRole } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 
@@ -59,27 +61,9 @@ export function canonicalName(role: FileRole, stored: string): string | null {
 
 /** Canonical name → shape, for everything `config` needs (vision only when `vision`). */
 export function expectedTensors(config: ModelConfig, opts: { vision?: boolean } = {}): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const t = config.text;
-  const H = t.hiddenSize, Hq = t.numHeads * t.headDim, Hkv = t.numKvHeads * t.headDim, I = t.intermediateSize, V = t.vocabSize;
-  m.set('model.embed_tokens.weight', [V, H]);
-  for (let i = 0; i < t.numLayers; i++) {
-    const p = `model.layers.${i}.`;
-    m.set(`${p}input_layernorm.weight`, [H]);
-    m.set(`${p}self_attn.q_proj.weight`, [Hq, H]);
-    m.set(`${p}self_attn.q_proj.bias`, [Hq]);
-    m.set(`${p}self_attn.k_proj.weight`, [Hkv, H]);
-    m.set(`${p}self_attn.k_proj.bias`, [Hkv]);
-    m.set(`${p}self_attn.v_proj.weight`, [Hkv, H]);
-    m.set(`${p}self_attn.v_proj.bias`, [Hkv]);
-    m.set(`${p}self_attn.o_proj.weight`, [H, Hq]);
-    m.set(`${p}post_attention_layernorm.weight`, [H]);
-    m.set(`${p}mlp.gate_proj.weight`, [I, H]);
-    m.set(`${p}mlp.up_proj.weight`, [I, H]);
-    m.set(`${p}mlp.down_proj.weight`, [H, I]);
-  }
-  m.set('model.norm.weight', [H]);
-  if (!t.tieWordEmbeddings) m.set('lm_head.weight', [V, H]);
+  // The text tensors are the text family's own list (lib/model/qwen2.ts, qwen3.ts).
+  const m = textFamilyOf(config).tensors(config.text);
+  const H = config.text.hiddenSize;
 
   const v = config.vision;
   if (!v || opts.vision === false) return m;

@@ -1,0 +1,396 @@
+// decoder.ts — what every text family shares (docs §2.10): the KV cache in slots, the batched
+// forward with its recorded plans, the copies of a committed prefix, and the skeleton of the
+// forward around the layers. A family (qwen2.ts, qwen3.ts) subclasses TextDecoder with its
+// layer weights and its per-layer build, and describes itself as a TextFamily (its config
+// fields and tensor list); families.ts maps config.json's model_type to it.
+//
+// Legend: n tokens in this forward, H hidden, nh / nkv query / key-value heads, hd head dim,
+// V vocab rows, L layers, S cache slots, cap KV-cache capacity (positions).
+//
+// One entry point, `forwardBatch` (and `forward` for one sequence), serves every pass the
+// engine runs:
+//   AR prefill        mask 'causal', pos0 = 0
+//   AR decode step    mask 'causal', n = 1
+//   diffusion prefill mask 'block' over the whole prompt blocks [0, Lpre) (docs §5.4)
+//   block step        mask 'block' over one block [L, L + bs): bidirectional inside the block,
+//                     the whole cache before it (docs §5.3: the mask is all zeros there)
+//   commit            the same pass over the finished block; merged commit: 2·bs tokens, the
+//                     finished block and the next block's first step (rows of the second block
+//                     see the first; the block mask gives exactly that)
+// Every pass writes its post-RoPE K/V at [pos0, pos0 + n) of its slot of the preallocated cache.
+// Which of those positions count as committed is the caller's bookkeeping (the decoder advances
+// its cache length only after a commit), so a denoising step's K/V are scratch that the next
+// pass overwrites — no copy, no "store_kv" flag in the kernels.
+//
+// The forward skeleton (build): token embeddings [n, H] with image-feature rows spliced in
+// (docs §3.6), the batch layout as one array parameter, the RoPE table of the rows' positions
+// (plain 1-D, docs §2.8), then each layer as the family writes it (`layer`, which reaches the
+// cache through `attend`), then the final RMSNorm and the lm_head on the rows asked for (§2.7).
+import { ConfigError, ShapeError } from '../errors.js';
+import { tensorFromArray, TensorScope, type NumArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
+import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
+import type { TextConfig } from '../weights/config.js';
+import type { Fields } from '../weights/fields.js';
+import type { LoadedWeights } from '../weights/load.js';
+
+export type AttentionMask = 'causal' | 'block';
+
+export interface ForwardArgs {
+  /** Token ids at positions pos0..pos0+n-1 (i32). */
+  ids: Int32Array;
+  /** Image features f32 [F, H]: row featureRows[i] replaces the token embedding of row
+   *  embedRows[i] of this forward (docs §3.6). */
+  features?: Tensor;
+  featureRows?: Int32Array;
+  embedRows?: Int32Array;
+  /** Absolute position of the first token; keys [0, pos0) come from the cache. */
+  pos0: number;
+  n: number;
+  mask: AttentionMask;
+  /** Block size for the 'block' mask. */
+  blockSize?: number;
+  /** Rows (0..n-1) whose logits to compute; empty or absent: no lm_head at all. */
+  logitsRows?: readonly number[];
+}
+
+/** One sequence's part of a batched forward (forwardBatch). */
+export interface SeqPass extends ForwardArgs {
+  /** Its KV-cache slot (0 .. slots − 1). */
+  slot: number;
+}
+
+export interface KvCacheOptions {
+  /** Positions the cache holds per sequence (prompt + canvas); allocated once. */
+  capacity: number;
+  /**
+   * Sequences that can decode at once, each in its own slot of `capacity` positions (default
+   * 1). Host slots are reserved address space: a slot's memory is touched only once used.
+   */
+  slots?: number;
+  /** Storage dtype of the cache (default f32). */
+  dtype?: 'f32' | 'bf16' | 'f16';
+}
+
+/** What decides a batched forward's plan: everything but the step's values. */
+interface BatchShape {
+  /** Rows per sequence, in order (their sum is the forward's rows). */
+  n: number[];
+  /** −1: logits for every row in order; 0: none; k: k gathered rows. */
+  rows: number;
+  /** Per sequence: rows of its bound image features and how many rows they replace (0, 0: none). */
+  features: [number, number][];
+}
+
+/** What a family's layer build gets besides the hidden rows: the forward's shared tensors. */
+export interface LayerContext {
+  /** Rows of this forward (all sequences). */
+  n: number;
+  /** RoPE table f32 [n, hd] of the rows' positions (rotate-half layout, docs §2.4). */
+  cos: Tensor;
+  sin: Tensor;
+  /** The batch layout (6 numbers per sequence, see OpSet.attentionBatch). */
+  seqs: NumArray;
+}
+
+/**
+ * A text family: its config.json fields, its tensors and its decoder. Registered by model_type
+ * in families.ts; lib/weights asks it for the text config (readConfig) and the text tensors
+ * (expectedTensors), the model for the decoder.
+ */
+export interface TextFamily<C extends TextConfig = TextConfig> {
+  /** 'qwen2', 'qwen3'. */
+  readonly name: string;
+  /**
+   * The text fields of config.json. `tf` searches text_config first, then the top level;
+   * `tie` is where tie_word_embeddings is read (the top level first for stock Qwen2.5-VL).
+   */
+  readText(tf: Fields, tie: Fields, file: string): C;
+  /** Canonical name → shape of every text tensor (docs §1.6 table), in load order. */
+  tensors(cfg: C): Map<string, number[]>;
+  /** The decoder over loaded weights. */
+  create(q: Queue, weights: LoadedWeights, cfg: C): TextDecoder;
+}
+
+/**
+ * The text fields every family here reads alike (docs §1.2), with the HF config classes'
+ * defaults. `headDim`: the default head dim when config.json has none (Qwen2: H / nh, which
+ * must then divide; Qwen3's config class: 128).
+ */
+export function readDecoderText(tf: Fields, tieFields: Fields, file: string, opts: { headDim?: number } = {}): TextConfig {
+  const hiddenSize = tf.int('hidden_size');
+  const numHeads = tf.int('num_attention_heads');
+  const numKvHeads = tf.int('num_key_value_heads', numHeads);
+  const prefix = (name: string) => (tf.sources.find((s) => Object.hasOwn(s.obj, name))?.prefix ?? '') + name;
+  if (numHeads % numKvHeads !== 0) {
+    throw new ConfigError(`${file}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`, { file, field: prefix('num_key_value_heads') });
+  }
+  if (opts.headDim === undefined && !tf.has('head_dim') && hiddenSize % numHeads !== 0) {
+    throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and no head_dim is given`, { file, field: prefix('num_attention_heads') });
+  }
+  return {
+    hiddenSize,
+    numLayers: tf.int('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim: tf.int('head_dim', opts.headDim ?? hiddenSize / numHeads),
+    intermediateSize: tf.int('intermediate_size'),
+    vocabSize: tf.int('vocab_size'),
+    ropeTheta: tf.num('rope_theta', 10000),
+    rmsNormEps: tf.num('rms_norm_eps', 1e-6),
+    tieWordEmbeddings: tieFields.bool('tie_word_embeddings', false),
+    maxPositionEmbeddings: tf.int('max_position_embeddings', 32768),
+  };
+}
+
+/**
+ * The tensor list of a decoder: embed_tokens, the layers (each family names its own: `layer`
+ * gets the prefix `model.layers.{i}.` and the map), the final norm, lm_head unless tied.
+ */
+export function decoderTensors(t: TextConfig, layer: (prefix: string, m: Map<string, number[]>) => void): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  m.set('model.embed_tokens.weight', [t.vocabSize, t.hiddenSize]);
+  for (let i = 0; i < t.numLayers; i++) layer(`model.layers.${i}.`, m);
+  m.set('model.norm.weight', [t.hiddenSize]);
+  if (!t.tieWordEmbeddings) m.set('lm_head.weight', [t.vocabSize, t.hiddenSize]);
+  return m;
+}
+
+export abstract class TextDecoder {
+  readonly cfg: TextConfig;
+  readonly embedTokens: Tensor;
+  readonly lmHead: Tensor;
+  readonly finalNorm: Tensor;
+  /** Per layer: K and V caches [slots, nkv, cap, hd]. */
+  private kv: { k: Tensor; v: Tensor }[] = [];
+  private cap = 0;
+  private nslots = 0;
+  /** Recorded forwards by shape signature; they point at the KV cache, so they go with it. */
+  plans = new PlanCache();
+  /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by tests). */
+  eager = eagerFromEnv();
+
+  /** Loads the shared tensors (embedding, final norm, lm_head or the tied embedding); the family loads its layers. */
+  constructor(protected readonly q: Queue, weights: LoadedWeights, cfg: TextConfig) {
+    this.cfg = cfg;
+    this.embedTokens = weights.get('model.embed_tokens.weight');
+    this.lmHead = cfg.tieWordEmbeddings ? this.embedTokens : weights.get('lm_head.weight');
+    this.finalNorm = weights.get('model.norm.weight');
+  }
+
+  /**
+   * One layer of the forward as ops: hidden rows f32 [n, H] in, f32 [n, H] out. Its attention
+   * goes through `attend` (the KV cache of layer `l`).
+   */
+  protected abstract layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor;
+
+  /**
+   * Layer `l`'s attention over the cache: writes the rows' post-RoPE K and V (f32 [n, nkv, hd])
+   * into each sequence's slot at its positions, then attends q f32 [n, nh, hd] to every visible
+   * key of its slot (mask per sequence); returns f32 [n, nh, hd].
+   */
+  protected attend(o: OpSet, l: number, q: Tensor, k: Tensor, v: Tensor, a: LayerContext): Tensor {
+    const { k: kCache, v: vCache } = this.kv[l];
+    o.kvCacheAppendBatch(kCache, k, a.seqs);
+    o.kvCacheAppendBatch(vCache, v, a.seqs);
+    return o.attentionBatch(q, kCache, vCache, a.seqs);
+  }
+
+  get capacity(): number { return this.cap; }
+  get slots(): number { return this.nslots; }
+
+  /** KV-cache bytes per position (all layers, K and V). */
+  kvBytesPerPosition(dtype: 'f32' | 'bf16' | 'f16' = 'f32'): number {
+    return this.cfg.numLayers * 2 * this.cfg.numKvHeads * this.cfg.headDim * (dtype === 'f32' ? 4 : 2);
+  }
+
+  /** (Re)allocates the KV cache: `slots` sequences of `capacity` positions; the old one is freed. */
+  allocateCache(opts: KvCacheOptions): void {
+    this.freeCache();
+    const { numKvHeads: nkv, headDim: hd } = this.cfg;
+    const dt = opts.dtype ?? 'f32';
+    const slots = opts.slots ?? 1;
+    if (!Number.isInteger(slots) || slots < 1) throw new ShapeError(`allocateCache: slots must be an integer ≥ 1, got ${slots}`);
+    for (let l = 0; l < this.cfg.numLayers; l++) {
+      this.kv.push({ k: this.q.empty(dt, [slots, nkv, opts.capacity, hd]), v: this.q.empty(dt, [slots, nkv, opts.capacity, hd]) });
+    }
+    this.cap = opts.capacity;
+    this.nslots = slots;
+  }
+
+  freeCache(): void {
+    this.plans.clear();
+    for (const { k, v } of this.kv) { k.dispose(); v.dispose(); }
+    this.kv = [];
+    this.cap = 0;
+    this.nslots = 0;
+  }
+
+  /**
+   * Enqueues one forward pass of one sequence (slot 0); returns logits f32 [logitsRows.length, V]
+   * or null. Nothing is awaited: read the logits (or sync) to wait. See forwardBatch.
+   */
+  forward(a: ForwardArgs): Tensor | null {
+    return this.forwardBatch([{ ...a, slot: 0 }]);
+  }
+
+  /**
+   * Enqueues one forward over the rows of several sequences, each against its own cache slot
+   * and with its own positions and mask; returns logits f32 [Σ logitsRows, V], sequence after
+   * sequence, or null when no sequence asks for any. Every row is computed exactly as in a
+   * forward of its sequence alone (row-wise ops; attention per sequence), so batching never
+   * changes a bit of anyone's logits. The first forward of each shape (row counts, logit rows,
+   * image features) is recorded into a plan; it and every later one of that shape is one
+   * replay call. A replay's logits are valid until the next forward of the same shape.
+   */
+  forwardBatch(passes: readonly SeqPass[]): Tensor | null {
+    if (passes.length === 0) throw new ShapeError('forward: no sequences');
+    const slotsUsed = new Set<number>();
+    const ids: Int32Array[] = [], positions: number[] = [], rows: number[] = [], seqs: number[] = [];
+    const step: StepValues = {};
+    const shape: BatchShape = { n: [], rows: 0, features: [] };
+    let T = 0;
+    passes.forEach((a, b) => {
+      const { n, pos0 } = a;
+      const at = passes.length > 1 ? `forward (sequence ${b})` : 'forward';
+      if (!Number.isInteger(n) || n < 1) throw new ShapeError(`${at}: n must be an integer ≥ 1, got ${n}`);
+      if (!Number.isInteger(pos0) || pos0 < 0) throw new ShapeError(`${at}: pos0 must be an integer ≥ 0, got ${pos0}`);
+      if (pos0 + n > this.cap) throw new ShapeError(`${at}: positions ${pos0}..${pos0 + n - 1} exceed the KV cache of ${this.cap} positions`);
+      if (!Number.isInteger(a.slot) || a.slot < 0 || a.slot >= this.nslots) throw new ShapeError(`${at}: slot ${a.slot} outside 0..${this.nslots - 1}`);
+      if (slotsUsed.has(a.slot)) throw new ShapeError(`${at}: slot ${a.slot} appears twice in one forward`);
+      slotsUsed.add(a.slot);
+      if (a.ids.length !== n) throw new ShapeError(`${at}: ${a.ids.length} ids for n = ${n}`);
+      if (a.mask === 'block' && !(a.blockSize && a.blockSize >= 1)) throw new ShapeError(`${at}: the block mask needs blockSize`);
+      for (const r of a.logitsRows ?? []) {
+        if (!Number.isInteger(r) || r < 0 || r >= n) throw new ShapeError(`${at}: logits row ${r} outside 0..${n - 1}`);
+        rows.push(T + r);
+      }
+      const spliced = a.features && a.embedRows && a.embedRows.length > 0;
+      if (spliced) {
+        if (a.featureRows?.length !== a.embedRows!.length) {
+          throw new ShapeError(`${at}: ${a.featureRows?.length ?? 0} feature rows for ${a.embedRows!.length} embedding rows`);
+        }
+        step[`features${b}`] = a.features;
+        step[`featureRows${b}`] = a.featureRows;
+        step[`embedRows${b}`] = Int32Array.from(a.embedRows!, (r) => T + r);
+      }
+      shape.features.push(spliced ? [a.features!.shape![0], a.embedRows!.length] : [0, 0]);
+      ids.push(a.ids);
+      for (let i = 0; i < n; i++) positions.push(pos0 + i);
+      seqs.push(T, T + n, a.slot, pos0, a.mask === 'causal' ? 0 : 1, a.mask === 'block' ? a.blockSize! : 0);
+      shape.n.push(n);
+      T += n;
+    });
+    const allRows = rows.length === T && rows.every((r, i) => r === i);
+    shape.rows = allRows ? -1 : rows.length;
+    const idsAll = new Int32Array(T);
+    let off = 0;
+    for (const x of ids) { idsAll.set(x, off); off += x.length; }
+    Object.assign(step, {
+      ids: idsAll, positions: Int32Array.from(positions), seqs,
+      rows: shape.rows > 0 ? Int32Array.from(rows) : undefined,
+    });
+    if (this.eager) return this.build(this.q, shape, step);
+    // The layout (rows per sequence, slots, positions, masks) is the seqs parameter: one plan
+    // serves every batch of these totals.
+    const key = `${T}:${passes.length}:${shape.rows}:${shape.features.map((f, b) => (f[1] ? `${b}=${f.join('x')}` : '')).join(',')}`;
+    const plan = this.plans.get(key, () => {
+      const rec = new Recorder(this.q);
+      const out = this.build(rec, shape, step);
+      try {
+        return rec.finish(out ? [out] : []);
+      } finally {
+        out?.dispose();
+      }
+    });
+    return plan.run(this.q, step)[0] ?? null;
+  }
+
+  /**
+   * The forward as ops (docs §2), on a Queue (eager) or a Recorder. Everything that changes
+   * between two forwards of one shape comes from `step` through o.input / o.bind / o.param.
+   */
+  private build(o: OpSet, s: BatchShape, step: StepValues): Tensor | null {
+    const { cfg } = this;
+    const n = s.n.reduce((a, b) => a + b, 0);
+    const scope = new TensorScope();
+    const prev = o.scope;
+    o.scope = scope;
+    let logits: Tensor | null = null;
+    try {
+      // Embeddings [n, H], with image-feature rows spliced in where asked.
+      const h0 = o.embedding(o.input('ids', 'i32', [n], step.ids as Int32Array), this.embedTokens);
+      s.features.forEach(([, e], b) => {
+        if (e === 0) return;
+        const feats = o.bind(`features${b}`, step[`features${b}`] as Tensor);
+        const src = o.input(`featureRows${b}`, 'i32', [e], step[`featureRows${b}`] as Int32Array);
+        o.scatterRows(h0, o.gatherRows(feats, src), o.input(`embedRows${b}`, 'i32', [e], step[`embedRows${b}`] as Int32Array));
+      });
+      let h = h0;
+      // The batch layout (rows, slot, position, mask per sequence): one array parameter.
+      const seqs = o.paramArray('seqs', step.seqs as number[]);
+      const [cos, sin] = o.ropeCosSin(o.input('positions', 'i32', [n], step.positions as Int32Array), cfg.ropeTheta, cfg.headDim);
+      const a: LayerContext = { n, cos, sin, seqs };
+      for (let l = 0; l < cfg.numLayers; l++) h = this.layer(o, l, h, a);
+
+      if (s.rows !== 0) {
+        // Norm only the rows we score (RMSNorm is per row), then the lm_head (docs §2.7).
+        const picked = s.rows < 0 ? h : o.gatherRows(h, o.input('rows', 'i32', [s.rows], step.rows as Int32Array));
+        logits = o.matmul(o.rmsNorm(picked, this.finalNorm, cfg.rmsNormEps), this.lmHead);
+      }
+      return logits;
+    } finally {
+      o.scope = prev;
+      scope.dispose(logits ? [logits] : []);
+    }
+  }
+
+  // ---- copies of the committed prefix (chat sessions, prefix cache: lib/model/kv-reuse.ts) ----
+
+  /**
+   * Copies the K/V of positions [0, length) of `slot` out of the cache (queued like any op):
+   * per layer k, v f32 [length, nkv, hd], the row layout kv_cache_append_batch takes back
+   * (restoreCache).
+   */
+  saveCache(length: number, slot = 0): { k: Tensor; v: Tensor }[] {
+    const { numKvHeads: nkv, headDim: hd } = this.cfg;
+    if (!Number.isInteger(length) || length < 1 || length > this.cap) {
+      throw new ShapeError(`saveCache: length ${length} outside 1..${this.cap}`);
+    }
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.nslots) throw new ShapeError(`saveCache: slot ${slot} outside 0..${this.nslots - 1}`);
+    // Row (p, h) of the copy is row (slot·nkv + h)·cap + p of the cache seen as [S·nkv·cap, hd].
+    const rows = new Int32Array(length * nkv);
+    for (let p = 0; p < length; p++) for (let h = 0; h < nkv; h++) rows[p * nkv + h] = (slot * nkv + h) * this.cap + p;
+    const scope = new TensorScope();
+    const out: { k: Tensor; v: Tensor }[] = [];
+    try {
+      const idx = scope.track(tensorFromArray('i32', [rows.length], rows));
+      const copy = (c: Tensor) => {
+        const flat = scope.track(this.q.reshape(c, [this.nslots * nkv * this.cap, hd]));
+        const g = scope.track(this.q.gatherRows(flat, idx));
+        return this.q.reshape(g, [length, nkv, hd]);
+      };
+      for (const { k, v } of this.kv) out.push({ k: copy(k), v: copy(v) });
+      return out;
+    } catch (e) {
+      for (const t of out) { t.k.dispose(); t.v.dispose(); }
+      throw e;
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** Writes a saveCache copy back into `slot` at positions [0, its length). */
+  restoreCache(saved: readonly { k: Tensor; v: Tensor }[], slot = 0): void {
+    if (saved.length !== this.kv.length) throw new ShapeError(`restoreCache: ${saved.length} layers saved, the model has ${this.kv.length}`);
+    this.kv.forEach(({ k, v }, l) => {
+      // One sequence: rows [0, n) to `slot` from position 0 (the mask fields are unused by the append).
+      const seqs = [0, saved[l].k.shape![0], slot, 0, 0, 0];
+      this.q.kvCacheAppendBatch(k, saved[l].k, seqs);
+      this.q.kvCacheAppendBatch(v, saved[l].v, seqs);
+    });
+  }
+
+  dispose(): void {
+    this.freeCache();
+  }
+}
