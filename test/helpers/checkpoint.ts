@@ -6,7 +6,10 @@
 // streamed tensor by tensor through a file handle.
 // writeQwen2Checkpoint: random weights (matrices std 0.08, embeddings 0.1, biases 0.02, norm
 // weights 1 + 0.05·N(0,1): logits spread but not degenerate), config.json and
-// generation_config.json. The returned Float32Arrays hold the values actually stored (after
+// generation_config.json. With `family: 'qwen3'` (writeQwen3Checkpoint) it writes a Qwen3 text
+// model instead: q_norm / k_norm [hd] per layer (1 + 0.3·N(0,1), uneven like trained ones, so
+// where the norm sits shows in the logits), no attention biases unless `attentionBias` (then on
+// q, k, v and o), a model_type 'qwen3' config with head_dim always written. The returned Float32Arrays hold the values actually stored (after
 // bf16/f16 rounding), keyed by canonical name (lib/weights/names.ts), for float64 reference
 // forwards. The shape list here is written independently of lib/weights so the loader's
 // expectations are checked, not copied. No tokenizer (see test/helpers/tokenizer.ts).
@@ -99,6 +102,10 @@ export interface TinyQwen2Config {
   ropeTheta?: number;
   rmsNormEps?: number;
   vision?: QwenVisionDims | SiglipDims;
+  /** Text family (default 'qwen2'); 'qwen3' is text only. */
+  family?: 'qwen2' | 'qwen3';
+  /** Qwen3's attention_bias (default false). */
+  attentionBias?: boolean;
 }
 
 /**
@@ -135,7 +142,7 @@ export interface WrittenCheckpoint {
   config: Record<string, unknown>;
 }
 
-interface Spec { name: string; shape: number[]; init: 'matrix' | 'embed' | 'bias' | 'norm' }
+interface Spec { name: string; shape: number[]; init: 'matrix' | 'embed' | 'bias' | 'norm' | 'headNorm' }
 
 function textSpecs(c: TinyQwen2Config, tied: boolean): Spec[] {
   const hd = c.headDim ?? c.hiddenSize / c.numHeads;
@@ -143,6 +150,28 @@ function textSpecs(c: TinyQwen2Config, tied: boolean): Spec[] {
   const s: Spec[] = [{ name: 'model.embed_tokens.weight', shape: [V, H], init: 'embed' }];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`;
+    if (c.family === 'qwen3') {
+      // HF's Qwen3 state-dict order: attention (projections, then the two head norms), MLP, norms.
+      const b = c.attentionBias === true;
+      s.push(
+        { name: `${p}self_attn.q_proj.weight`, shape: [Hq, H], init: 'matrix' },
+        ...(b ? [{ name: `${p}self_attn.q_proj.bias`, shape: [Hq], init: 'bias' as const }] : []),
+        { name: `${p}self_attn.k_proj.weight`, shape: [Hkv, H], init: 'matrix' },
+        ...(b ? [{ name: `${p}self_attn.k_proj.bias`, shape: [Hkv], init: 'bias' as const }] : []),
+        { name: `${p}self_attn.v_proj.weight`, shape: [Hkv, H], init: 'matrix' },
+        ...(b ? [{ name: `${p}self_attn.v_proj.bias`, shape: [Hkv], init: 'bias' as const }] : []),
+        { name: `${p}self_attn.o_proj.weight`, shape: [H, Hq], init: 'matrix' },
+        ...(b ? [{ name: `${p}self_attn.o_proj.bias`, shape: [H], init: 'bias' as const }] : []),
+        { name: `${p}self_attn.q_norm.weight`, shape: [hd], init: 'headNorm' },
+        { name: `${p}self_attn.k_norm.weight`, shape: [hd], init: 'headNorm' },
+        { name: `${p}mlp.gate_proj.weight`, shape: [I, H], init: 'matrix' },
+        { name: `${p}mlp.up_proj.weight`, shape: [I, H], init: 'matrix' },
+        { name: `${p}mlp.down_proj.weight`, shape: [H, I], init: 'matrix' },
+        { name: `${p}input_layernorm.weight`, shape: [H], init: 'norm' },
+        { name: `${p}post_attention_layernorm.weight`, shape: [H], init: 'norm' },
+      );
+      continue;
+    }
     s.push(
       { name: `${p}input_layernorm.weight`, shape: [H], init: 'norm' },
       { name: `${p}self_attn.q_proj.weight`, shape: [Hq, H], init: 'matrix' },
@@ -259,8 +288,14 @@ function storedName(layout: CheckpointLayout, canonical: string): { name: string
 
 const ST_DTYPE = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const;
 
+/** writeQwen2Checkpoint for a Qwen3 text model (family 'qwen3'; layout 'plain'). */
+export function writeQwen3Checkpoint(dir: string, cfg: Omit<TinyQwen2Config, 'family' | 'vision'>, opts: WriteCheckpointOptions): Promise<WrittenCheckpoint> {
+  return writeQwen2Checkpoint(dir, { ...cfg, family: 'qwen3' }, opts);
+}
+
 /** Writes a random checkpoint into `dir` (created if needed). */
 export async function writeQwen2Checkpoint(dir: string, cfg: TinyQwen2Config, opts: WriteCheckpointOptions): Promise<WrittenCheckpoint> {
+  if (cfg.family === 'qwen3' && (cfg.vision || opts.layout !== 'plain')) throw new Error('writeQwen2Checkpoint: a qwen3 checkpoint is text only, in the plain layout');
   await mkdir(dir, { recursive: true });
   const r = rng(opts.seed);
   const specs = [...textSpecs(cfg, opts.tied), ...(cfg.vision ? visionSpecs(cfg.vision, cfg.hiddenSize) : [])];
@@ -270,7 +305,7 @@ export async function writeQwen2Checkpoint(dir: string, cfg: TinyQwen2Config, op
   for (const s of specs) {
     const n = s.shape.reduce((a, b) => a * b, 1);
     let x: Float32Array;
-    if (s.init === 'norm') { x = normal(r, n, 0.05); for (let i = 0; i < n; i++) x[i] += 1; }
+    if (s.init === 'norm' || s.init === 'headNorm') { x = normal(r, n, s.init === 'norm' ? 0.05 : 0.3); for (let i = 0; i < n; i++) x[i] += 1; }
     else x = normal(r, n, s.init === 'matrix' ? 0.08 : s.init === 'embed' ? 0.1 : 0.02);
     let data: ArrayBufferView;
     if (opts.dtype === 'bf16') { const h = toBf16(x); data = h; x = fromBf16(h); }
@@ -338,6 +373,15 @@ function configJson(cfg: TinyQwen2Config, opts: WriteCheckpointOptions): Record<
   };
   if (cfg.headDim !== undefined) text.head_dim = cfg.headDim;
   const bd3lm = opts.diffusion ? { enable_bd3lm: true, bd3lm_block_size: opts.diffusion.blockSize, mask_token_id: opts.diffusion.maskTokenId } : {};
+  if (cfg.family === 'qwen3') {
+    // As the Qwen3 hub configs: head_dim always present, no sliding window; a translated
+    // block-diffusion checkpoint adds the bd3lm flags at the top level (docs §2.10).
+    return {
+      model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], ...text, head_dim: cfg.headDim ?? cfg.hiddenSize / cfg.numHeads,
+      attention_bias: cfg.attentionBias === true, attention_dropout: 0, use_sliding_window: false, sliding_window: null,
+      max_window_layers: cfg.numLayers, rope_scaling: null, ...bd3lm, bos_token_id: 151643, eos_token_id: 151645,
+    };
+  }
   const v = cfg.vision;
   if (v?.kind === 'siglip') {
     return {

@@ -26,6 +26,8 @@ export interface TinyModelOptions {
   vision?: QwenVisionDims | SiglipDims;
   /** Override config.json's min_pixels / max_pixels (vision models; small images keep tests fast). */
   pixels?: { min: number; max: number };
+  /** Tied lm_head (default true). */
+  tied?: boolean;
 }
 
 export async function writeTinyModel(opts: TinyModelOptions = {}): Promise<TinyModel> {
@@ -39,7 +41,7 @@ export async function writeTinyModel(opts: TinyModelOptions = {}): Promise<TinyM
   };
   const diffusion = opts.diffusion ?? true;
   const ck = await writeQwen2Checkpoint(dir, dims, {
-    dtype: opts.dtype ?? 'bf16', tied: true, shards: 1, layout: !opts.vision ? 'plain' : opts.vision.kind === 'siglip' ? 'siglip' : 'released', seed: opts.seed ?? 1,
+    dtype: opts.dtype ?? 'bf16', tied: opts.tied ?? true, shards: 1, layout: !opts.vision ? 'plain' : opts.vision.kind === 'siglip' ? 'siglip' : 'released', seed: opts.seed ?? 1,
     diffusion: diffusion ? { blockSize: opts.blockSize ?? 8, maskTokenId: maskId } : undefined,
   });
   for (const f of ['config.json', 'generation_config.json']) {

@@ -1,13 +1,22 @@
-// reference.ts — a float64 Qwen2 forward over a whole sequence, no KV cache: the yardstick for
-// lib/model/qwen2.ts. Plain loops straight from docs §2; the attention mask is a predicate
-// (query position, key position) → visible, so one function covers causal, block-causal and
-// the merged-commit pattern.
+// reference.ts — a float64 forward of the Qwen2 and Qwen3 text families over a whole sequence,
+// no KV cache: the yardstick for lib/model/qwen2.ts and lib/model/qwen3.ts. Plain loops straight
+// from docs §2 (Qwen3's differences: docs §2.10); the attention mask is a predicate (query
+// position, key position) → visible, so one function covers causal, block-causal and the
+// merged-commit pattern.
 //
 // Legend: T tokens, H hidden, nh/nkv heads, hd head dim, I intermediate, V vocab.
 
 export interface RefConfig {
   hiddenSize: number; numLayers: number; numHeads: number; numKvHeads: number; headDim: number;
   intermediateSize: number; vocabSize: number; ropeTheta: number; rmsNormEps: number; tieWordEmbeddings: boolean;
+  /**
+   * 'qwen2' (default): biases on q, k, v. 'qwen3': q and k RMS-normalised per head (q_norm,
+   * k_norm) between the projection and RoPE; biases on q, k, v and o only with attentionBias.
+   */
+  family?: 'qwen2' | 'qwen3';
+  attentionBias?: boolean;
+  /** Sensitivity checks only: where Qwen3's q/k norms go ('none' drops them). */
+  qkNorm?: 'before-rope' | 'after-rope' | 'none';
 }
 
 export type Visible = (q: number, k: number) => boolean;
@@ -34,6 +43,11 @@ function linear(x: Float64Array, w: Float32Array, N: number, b?: Float32Array): 
     y[n] = acc;
   }
   return y;
+}
+
+/** RMSNorm of each of `heads` head vectors of hd values, in place (Qwen3's q_norm / k_norm). */
+function headNorm(x: Float64Array, heads: number, hd: number, w: Float32Array, eps: number): void {
+  for (let h = 0; h < heads; h++) x.set(rmsNorm(x.subarray(h * hd, (h + 1) * hd), w, eps), h * hd);
 }
 
 /** RoPE as docs §2.4: inv_freq and the angle rounded to f32 like torch, cos/sin in double. */
@@ -65,17 +79,27 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
     return t;
   };
   const emb = get('model.embed_tokens.weight');
+  const qwen3 = cfg.family === 'qwen3';
+  const qkvBias = !qwen3 || cfg.attentionBias === true, oBias = qwen3 && cfg.attentionBias === true;
+  const qkNorm = qwen3 ? cfg.qkNorm ?? 'before-rope' : 'none';
+  const bias = (n: string, on: boolean) => (on ? get(n) : undefined);
   let h: Float64Array[] = ids.map((id) => Float64Array.from(emb.subarray(id * H, (id + 1) * H)));
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const Q: Float64Array[] = [], K: Float64Array[] = [], Vv: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
       const x = rmsNorm(h[t], get(p + 'input_layernorm.weight'), cfg.rmsNormEps);
-      const q = linear(x, get(p + 'self_attn.q_proj.weight'), nh * hd, get(p + 'self_attn.q_proj.bias'));
-      const k = linear(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, get(p + 'self_attn.k_proj.bias'));
-      const v = linear(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, get(p + 'self_attn.v_proj.bias'));
+      const q = linear(x, get(p + 'self_attn.q_proj.weight'), nh * hd, bias(p + 'self_attn.q_proj.bias', qkvBias));
+      const k = linear(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, bias(p + 'self_attn.k_proj.bias', qkvBias));
+      const v = linear(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, bias(p + 'self_attn.v_proj.bias', qkvBias));
+      const norms = () => {
+        headNorm(q, nh, hd, get(p + 'self_attn.q_norm.weight'), cfg.rmsNormEps);
+        headNorm(k, nkv, hd, get(p + 'self_attn.k_norm.weight'), cfg.rmsNormEps);
+      };
+      if (qkNorm === 'before-rope') norms();
       rope(q, nh, hd, t, cfg.ropeTheta);
       rope(k, nkv, hd, t, cfg.ropeTheta);
+      if (qkNorm === 'after-rope') norms();
       Q.push(q); K.push(k); Vv.push(v);
     }
     const group = nh / nkv;
@@ -102,7 +126,7 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
           for (let i = 0; i < hd; i++) o[head * hd + i] += pw * Vv[keys[j]][kvh * hd + i];
         }
       }
-      const y = linear(o, get(p + 'self_attn.o_proj.weight'), H);
+      const y = linear(o, get(p + 'self_attn.o_proj.weight'), H, bias(p + 'self_attn.o_proj.bias', oBias));
       const h1 = h[t].map((v, i) => v + y[i]);
       const m = rmsNorm(h1, get(p + 'post_attention_layernorm.weight'), cfg.rmsNormEps);
       const g = linear(m, get(p + 'mlp.gate_proj.weight'), I);
