@@ -16,8 +16,9 @@ import { loadModel, type Model } from '../../lib/index.js';
 import { nativeInfo, nativeMemory, Queue, tensorFromArray, type Isa } from '../../lib/native/index.js';
 import { PlanCache, Recorder } from '../../lib/native/plan.js';
 import { Qwen2Text, type ForwardArgs } from '../../lib/model/qwen2.js';
+import { Qwen3Text, type Qwen3TextConfig } from '../../lib/model/qwen3.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
-import { writeQwen2Checkpoint } from '../helpers/checkpoint.js';
+import { writeQwen2Checkpoint, writeQwen3Checkpoint } from '../helpers/checkpoint.js';
 import { writeTinyModel, type TinyModel } from '../helpers/tinyModel.js';
 
 const dirs: string[] = [];
@@ -118,6 +119,71 @@ describe.each(nativeInfo().isaLevels as Isa[])('batched forward at isa %s: each 
       batched.dispose(); alone.dispose();
     }
     w.dispose(); q.dispose();
+  });
+});
+
+// The Qwen3 family (lib/model/qwen3.ts) through the same shared forward (decoder.ts): its layer
+// adds two rms_norm ops per layer on reshaped views, and drops the bias inputs.
+describe.each(nativeInfo().isaLevels as Isa[])('Qwen3 forward at isa %s: replay = eager and batched = alone, bit for bit', (isa) => {
+  let q: Queue, w: LoadedWeights;
+  const make = (opts: { eager: boolean; slots?: number; capacity?: number }) => {
+    const m = new Qwen3Text(q, w, w.config.text as Qwen3TextConfig);
+    m.eager = opts.eager;
+    m.allocateCache({ capacity: opts.capacity ?? 64, slots: opts.slots ?? 1 });
+    return m;
+  };
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-qwen3-'));
+    dirs.push(dir);
+    await writeQwen3Checkpoint(dir, { hiddenSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, intermediateSize: 64, vocabSize: 131 },
+      { dtype: 'bf16', tied: false, shards: 1, layout: 'plain', seed: 41 });
+    q = new Queue({ threads: 2, isa });
+    w = await loadWeights(dir, q);
+  });
+  afterAll(() => { w.dispose(); q.dispose(); });
+
+  it('every pass kind, twice over (recorded, then replayed)', async () => {
+    const eager = make({ eager: true }), planned = make({ eager: false });
+    for (let round = 0; round < 2; round++) {
+      for (const a of passes(131)) {
+        const te = eager.forward(a), tp = planned.forward(a);
+        expect(tp === null).toBe(te === null);
+        if (!te || !tp) continue;
+        const [le, lp] = [await q.readF32(te), await q.readF32(tp)];
+        te.dispose(); tp.dispose();
+        expect(lp.some(Number.isNaN)).toBe(false);
+        expect(bits(lp)).toEqual(bits(le));
+      }
+    }
+    expect(planned.plans.stats).toMatchObject({ recorded: 8, replays: 22 });
+    eager.dispose(); planned.dispose();
+  });
+
+  it('a diffusion, an AR and a block-4 sequence in shared forwards, eager and planned', async () => {
+    const all = passes(131);
+    const seqs: ForwardArgs[][] = [
+      all.slice(0, 5),                                            // prefill, steps, merged commit
+      all.slice(7, 11),                                           // AR prefill and steps
+      [{ ids: Int32Array.from({ length: 8 }, (_, i) => (i * 5 + 2) % 130), pos0: 0, n: 8, mask: 'block', blockSize: 4, logitsRows: [0, 7] },
+        { ids: Int32Array.from({ length: 8 }, (_, i) => (i * 3 + 9) % 130), pos0: 8, n: 8, mask: 'block', blockSize: 4, logitsRows: [5] }],
+    ];
+    const slotOf = [1, 2, 0];
+    for (const eager of [true, false]) {
+      const batched = make({ eager, slots: 3, capacity: 48 }), alone = make({ eager, slots: 3, capacity: 48 });
+      for (let t = 0; t < 5; t++) {
+        const now = seqs.map((p, i) => ({ p: p[t], i })).filter((x) => x.p);
+        const lb = batched.forwardBatch(now.map(({ p, i }) => ({ ...p, slot: slotOf[i] })));
+        const got = lb ? await q.readF32(lb) : new Float32Array(0);
+        const want: number[] = [];
+        for (const { p, i } of now) {
+          const la = alone.forwardBatch([{ ...p, slot: slotOf[i] }]);
+          if (la) want.push(...await q.readF32(la));
+        }
+        expect(got.some(Number.isNaN)).toBe(false);
+        expect(bits(got)).toEqual(bits(Float32Array.from(want)));
+      }
+      batched.dispose(); alone.dispose();
+    }
   });
 });
 

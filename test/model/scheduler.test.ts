@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from '../../lib/native/index.js';
 import { Qwen2Text } from '../../lib/model/qwen2.js';
+import { Qwen3Text, type Qwen3TextConfig } from '../../lib/model/qwen3.js';
 import { BatchScheduler, type Sequence, type StepOut } from '../../lib/model/scheduler.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
-import { writeQwen2Checkpoint } from '../helpers/checkpoint.js';
+import { writeQwen2Checkpoint, writeQwen3Checkpoint } from '../helpers/checkpoint.js';
 
 const V = 131;
 let dir: string, q: Queue, w: LoadedWeights;
@@ -137,5 +138,50 @@ describe('BatchScheduler', () => {
     expect(r!.ids.length).toBe(1);
     s.close(x); s.close(y);
     m.dispose();
+  });
+});
+
+describe('BatchScheduler on a Qwen3 checkpoint', () => {
+  it('concurrent sequences = each alone, exactly (eager and planned)', async () => {
+    const d3 = mkdtempSync(join(tmpdir(), 'dvl-sched-qwen3-'));
+    await writeQwen3Checkpoint(d3, { hiddenSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, intermediateSize: 64, vocabSize: V },
+      { dtype: 'bf16', tied: true, shards: 1, layout: 'plain', seed: 31 });
+    const w3 = await loadWeights(d3, q);
+    const make = (slots: number, eager: boolean) => {
+      const m = new Qwen3Text(q, w3, w3.config.text as Qwen3TextConfig);
+      m.eager = eager;
+      m.allocateCache({ capacity: 96, slots });
+      return m;
+    };
+    try {
+      const alone: number[][][] = [];
+      const m1 = make(1, false);
+      const s1 = new BatchScheduler(m1, q, { maxBatch: 1, maxRows: 1024 });
+      for (const j of JOBS) {
+        const seq = await s1.open();
+        alone.push(await decode(s1, seq, j.kind, j.P, j.blocks, j.seed));
+        s1.close(seq);
+      }
+      m1.dispose();
+      for (const eager of [true, false]) {
+        const m = make(3, eager);
+        const s = new BatchScheduler(m, q, { maxBatch: 3, maxRows: 24 });
+        const together = await Promise.all(JOBS.map(async (j) => {
+          const seq = await s.open();
+          try {
+            return await decode(s, seq, j.kind, j.P, j.blocks, j.seed);
+          } finally {
+            s.close(seq);
+          }
+        }));
+        expect(together).toEqual(alone);
+        expect(s.stats.maxSequences).toBe(3);
+        expect(s.stats.prefillChunks).toBeGreaterThan(0);
+        m.dispose();
+      }
+    } finally {
+      w3.dispose();
+      rmSync(d3, { recursive: true, force: true });
+    }
   });
 });
