@@ -39,7 +39,8 @@ async function fixture(tiny: Omit<TinyQwen2Config, 'family'>, dtype: 'f32' | 'bf
   const dir = mkdtempSync(join(tmpdir(), 'dvl-qwen3-'));
   dirs.push(dir);
   const ck = await writeQwen3Checkpoint(dir, tiny, { dtype, tied, shards: 1, layout: 'plain', seed });
-  const q = new Queue({ threads: 2 });
+  // Float64 references: the exact kernels (a queue without the precision option of issue 13 ignores it).
+  const q = new Queue({ threads: 2, precision: 'exact' } as ConstructorParameters<typeof Queue>[0]);
   const w = await loadWeights(dir, q);
   const t = w.config.text as Qwen3TextConfig;
   const m = new Qwen3Text(q, w, t);
@@ -176,7 +177,7 @@ describe('a Qwen3 checkpoint through loadModel', () => {
   }
 
   it('enable_bd3lm: block diffusion by default; generate() ids = the reference decoder over float64 logits', async () => {
-    await using model = await loadModel(bd.dir, { threads: 2 });
+    await using model = await loadModel(bd.dir, { threads: 2, precision: 'exact' });
     expect(model.config.family).toBe('qwen3');
     expect(model.config.defaultMode).toBe('diffusion');
     expect(model.config.diffusion).toEqual({ blockSize: 4, maskTokenId: bd.maskId });
@@ -192,7 +193,7 @@ describe('a Qwen3 checkpoint through loadModel', () => {
   }, 120_000);
 
   it('a chat session on it: turn 2 reuses the cache and equals a cold generate()', async () => {
-    await using model = await loadModel(bd.dir, { threads: 2 });
+    await using model = await loadModel(bd.dir, { threads: 2, precision: 'exact' });
     const chat = model.createSession();
     try {
       const first = await chat.send('hello there', { maxTokens: 8, steps: 4 });
@@ -208,7 +209,7 @@ describe('a Qwen3 checkpoint through loadModel', () => {
   }, 60_000);
 
   it('without enable_bd3lm: AR by default; greedy ids = float64 argmax, token by token', async () => {
-    await using model = await loadModel(ar.dir, { threads: 2 });
+    await using model = await loadModel(ar.dir, { threads: 2, precision: 'exact' });
     expect(model.config.defaultMode).toBe('ar');
     expect(model.isDiffusion).toBe(false);
     const cfg: RefConfig = { ...model.config.text, family: 'qwen3' };
