@@ -104,6 +104,8 @@ export class BatchScheduler {
   private pending: Pending[] = [];
   private busy = false;
   private flushScheduled = false;
+  /** Called with the slots of every forward, in batch order (tests and tracing). */
+  onForward: ((slots: number[]) => void) | null = null;
 
   constructor(private readonly text: TextDecoder, private readonly queue: Queue, readonly opts: SchedulerOptions) {
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new OptionError(`maxBatch must be an integer ≥ 1, got ${opts.maxBatch}`, 'maxBatch');
@@ -322,6 +324,7 @@ export class BatchScheduler {
     });
     for (const x of passes) for (const r of x.logitsRows!) if (r < 0) throw new OptionError('logit rows must lie in the last prefill chunk', 'rows');
     const logits = this.text.forwardBatch(passes);
+    this.onForward?.(passes.map((x) => x.slot));
     this.stats.forwards++;
     this.stats.sequences += passes.length;
     this.stats.rows += passes.reduce((s, x) => s + x.n, 0);

@@ -103,6 +103,31 @@ describe('BatchScheduler', () => {
     }
   });
 
+  it("a newcomer's steps before its first block run in forwards of their own", async () => {
+    const m = model(2);
+    const s = new BatchScheduler(m, q, { maxBatch: 2, maxRows: 64 });
+    const forwards: number[][] = [];
+    s.onForward = (slots) => forwards.push(slots);
+    const [a, b] = [await s.open(), await s.open()];
+    const remask = { temperature: 0, k: 2, mode: 'static' as const };
+    const step = (seq: Sequence, pos0: number, first: boolean) =>
+      s.step(seq, { ids: new Int32Array(8).fill(V - 1), pos0, mask: 'block', blockSize: 8, rows: [0, 1, 2, 3, 4, 5, 6, 7], remask, first });
+    await s.step(a, { ids: new Int32Array(8).fill(5), pos0: 0, mask: 'block', blockSize: 8, rows: [], prefill: true, first: true });
+    // a decodes (past its first block); b arrives with its prefill and first-block steps.
+    const aSteps = (async () => { for (let i = 0; i < 6; i++) await step(a, 16, false); })();
+    await s.step(b, { ids: new Int32Array(8).fill(7), pos0: 0, mask: 'block', blockSize: 8, rows: [], prefill: true, first: true });
+    for (let i = 0; i < 3; i++) await step(b, 8, true);
+    await aSteps;
+    for (let i = 0; i < 3; i++) await step(b, 16, false);
+    // Every forward that ran a step of b's first phase ran nothing else; later ones are shared.
+    const bSlot = b.slot;
+    const firstPhase = forwards.filter((f) => f.includes(bSlot)).slice(0, 4);
+    expect(firstPhase).toHaveLength(4);
+    expect(firstPhase.every((f) => f.length === 1)).toBe(true);
+    s.close(a); s.close(b);
+    m.dispose();
+  });
+
   it('waits for a free slot in order; aborts reject at once, waiting or stepping', async () => {
     const m = model(1);
     const s = new BatchScheduler(m, q, { maxBatch: 1, maxRows: 64 });
