@@ -105,7 +105,7 @@ export interface TextFamily<C extends TextConfig = TextConfig> {
    * `tie` is where tie_word_embeddings is read (the top level first for stock Qwen2.5-VL).
    */
   readText(tf: Fields, tie: Fields, file: string): C;
-  /** Canonical name → shape of every text tensor (docs §1.6 table), in load order. */
+  /** Canonical name → shape of every text tensor (the table of docs §1.4 for Qwen2). */
   tensors(cfg: C): Map<string, number[]>;
   /** The decoder over loaded weights. */
   create(q: Queue, weights: LoadedWeights, cfg: C): TextDecoder;
