@@ -18,7 +18,7 @@ bool dtype_parse(const std::string& s, DType* out) {
   else if (l == "bf16" || l == "bfloat16") *out = DType::BF16;
   else if (l == "i32" || l == "int32") *out = DType::I32;
   else if (l == "u8" || l == "uint8") *out = DType::U8;
-  else if (l == "q8_0") *out = DType::Q8_0;
+  else if (l == "q8") *out = DType::Q8;
   else return false;
   return true;
 }
@@ -70,7 +70,8 @@ TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   auto t = std::make_shared<Tensor>();
   t->dtype = dt;
   t->shape = std::move(shape);
-  if (dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "q8_0 tensors are not supported yet");
+  if (dt == DType::Q8 && t->shape.empty()) throw Error(DVL_ERR_SHAPE, "a q8 tensor needs rank ≥ 1 (rows of K values)");
+  if (dt == DType::Q8 && dev != Device::Cpu) throw Error(DVL_ERR_DTYPE, "q8 tensors live on the CPU only (no CUDA kernel reads them)");
   if (dev == Device::Cpu) {
     t->storage = std::make_shared<Storage>(t->nbytes(), dev);
   } else {
@@ -86,7 +87,13 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-size_t Tensor::nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+size_t Tensor::nbytes() const {
+  if (dtype == DType::Q8) {
+    const int64_t K = shape.empty() ? 1 : shape.back();
+    return K == 0 ? 0 : size_t(numel() / K) * size_t(q8_row_bytes(K));
+  }
+  return size_t(numel()) * dtype_size(dtype);
+}
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";

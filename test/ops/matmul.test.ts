@@ -1,4 +1,5 @@
-// matmul: y = x · Wᵀ (+ bias), x f32 [.., K], W f32|bf16|f16 [N, K] (HF layout), bias f32 [N].
+// matmul, precision 'exact' (the default is 'fast': test/ops/matmul-fast.test.ts): y = x · Wᵀ (+ bias),
+// x f32 [.., K], W f32|bf16|f16 [N, K] (HF layout), bias f32 [N].
 // Every ISA level this machine has (nativeInfo().isaLevels, one Queue({ isa }) each) against a
 // float64 reference on the exact values the kernel sees (W decoded from its stored bits).
 //
@@ -113,7 +114,7 @@ describe('matmul', () => {
 
   for (const isa of levels) {
     it(`${isa}: every weight dtype, odd M, K, N, with and without bias`, async () => {
-      const q = new Queue({ isa, threads: 2 });
+      const q = new Queue({ isa, threads: 2, precision: 'exact' });
       expect(q.isa).toBe(isa);
       for (const p of all) {
         const got = await run(q, p);
@@ -123,7 +124,7 @@ describe('matmul', () => {
     });
 
     it(`${isa}: NaN in x or W reaches exactly the outputs it feeds`, async () => {
-      const q = new Queue({ isa, threads: 2 });
+      const q = new Queue({ isa, threads: 2, precision: 'exact' });
       for (const wt of wtypes)
         for (const [M, K, N] of [[8, 37, 21], [1, 20, 9], [9, 4097, 5]]) {
           const r = rng(M * 1000 + K);
@@ -150,7 +151,7 @@ describe('matmul', () => {
     const w = new Float32Array(N * K).fill(2 ** -70);
     const { ref, tol } = reference(x, Float64Array.from(w), null, M, K, N);
     for (const isa of levels) {
-      const q = new Queue({ isa, threads: 1 });
+      const q = new Queue({ isa, threads: 1, precision: 'exact' });
       const got = await run(q, { M, K, N, wt: 'f32', bias: false, seed: 0, x, wData: w, b: null, ref, tol });
       check(got, ref, tol, `${isa} large`);
       q.dispose();
@@ -158,7 +159,7 @@ describe('matmul', () => {
   });
 
   it('throws typed errors naming the op for bad shapes and dtypes', () => {
-    const q = new Queue({ threads: 1 });
+    const q = new Queue({ threads: 1, precision: 'exact' });
     const x = tensorFromArray('f32', [2, 3], new Float32Array(6));
     const w = tensorFromArray('f32', [4, 3], new Float32Array(12));
     const wBadK = tensorFromArray('f32', [4, 5], new Float32Array(20));
@@ -179,7 +180,7 @@ describe('matmul', () => {
 
   it('K = 0: every output is its bias (or 0), at every level', async () => {
     for (const isa of levels) {
-      const q = new Queue({ isa, threads: 2 });
+      const q = new Queue({ isa, threads: 2, precision: 'exact' });
       for (const wt of wtypes) {
         const x = tensorFromArray('f32', [3, 0], new Float32Array(0));
         const w = tensorFromArray(wt, [5, 0], wt === 'f32' ? new Float32Array(0) : new Uint16Array(0));
@@ -192,7 +193,7 @@ describe('matmul', () => {
   });
 
   it('handles M = 0 rows and returns an empty result', async () => {
-    const q = new Queue({ threads: 2 });
+    const q = new Queue({ threads: 2, precision: 'exact' });
     const x = tensorFromArray('f32', [0, 7], new Float32Array(0));
     const w = tensorFromArray('bf16', [5, 7], new Uint16Array(35));
     const y = q.matmul(x, w);

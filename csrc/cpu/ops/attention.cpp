@@ -126,7 +126,7 @@ static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out,
 
   auto item = attention_item_base;
 #if defined(DVL_HAVE_X86_KERNELS)
-  if (ctx.k.isa == Isa::Avx2) item = attention_item_avx2;
+  if (ctx.k.isa == Isa::Avx2 || ctx.k.isa == Isa::Avx2Vnni) item = attention_item_avx2;
   if (ctx.k.isa == Isa::Avx512 || ctx.k.isa == Isa::Avx512Bf16) item = attention_item_avx512;
 #endif
 
