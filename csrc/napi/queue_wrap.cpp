@@ -92,6 +92,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
           }
         }
       }
+      // A CUDA queue's matmuls run the CUDA kernels; the CPU ops it falls back to keep the exact
+      // precision those kernels compute with.
+      if (device_ == Device::Cuda) precision = Precision::Exact;
       queue_ = std::make_unique<ExecQueue>(threads, *k, precision);
       pending_ = std::make_shared<Pending>();
       pending_->tsfn = Tsfn::New(env, "diffusionvl.queue", 0, 1);

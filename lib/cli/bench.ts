@@ -1,7 +1,7 @@
 // bench.ts — the decoding benchmark behind `diffusionvl bench` and `npm run bench`: on one model,
 // in one run, AR (next-token mode, same weights) against block diffusion at several step
 // counts, with and without the merged commit. Ratios are taken within the run (PERFORMANCE.md §d).
-import { loadModel, type GenerateRequest, type GenerateResult } from '../model/model.js';
+import { loadModel, type GenerateRequest, type GenerateResult, type LoadModelOptions } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
 
 export interface BenchModelOptions {
@@ -11,6 +11,9 @@ export interface BenchModelOptions {
   threads?: number;
   /** Backend choice, as loadModel's gpu option (default 'auto'). */
   gpu?: GpuOption;
+  /** loadModel's precision and dtype (defaults: 'fast', as stored). */
+  precision?: LoadModelOptions['precision'];
+  dtype?: LoadModelOptions['dtype'];
   /** Repetitions per setting; the median is reported (default 3). */
   repeat?: number;
   log?: (line: string) => void;
@@ -35,6 +38,10 @@ export interface BenchModelResult {
   threads: number;
   /** 'cpu (avx2)' or 'cuda (NVIDIA H100 80GB HBM3)': where the numbers were taken. */
   backend: string;
+  /** The CPU matmul kernels per weight dtype (CPU backend). */
+  kernels?: Record<string, string>;
+  /** Native bytes of the weights (what an AR forward streams). */
+  weightBytes: number;
   rows: BenchRow[];
 }
 
@@ -44,7 +51,7 @@ function median(xs: number[]): number {
 }
 
 export async function benchModel(dir: string, o: BenchModelOptions): Promise<BenchModelResult> {
-  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu });
+  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu, precision: o.precision, dtype: o.dtype });
   const log = o.log ?? (() => undefined);
   const repeat = o.repeat ?? 3;
   const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
@@ -56,9 +63,13 @@ export async function benchModel(dir: string, o: BenchModelOptions): Promise<Ben
   const rows: BenchRow[] = [];
   try {
     await model.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
-    for (const [name, req] of settings) {
-      const runs: GenerateResult[] = [];
-      for (let i = 0; i < repeat; i++) runs.push(await model.generate(req));
+    // Round-robin over the settings, `repeat` times: load that comes and goes on a shared
+    // machine then lands on every setting alike, and the medians stay comparable.
+    const runsOf = settings.map((): GenerateResult[] => []);
+    for (let i = 0; i < repeat; i++)
+      for (const [j, [, req]] of settings.entries()) runsOf[j].push(await model.generate(req));
+    for (const [j, [name]] of settings.entries()) {
+      const runs = runsOf[j];
       const r = runs[0];
       const row: BenchRow = {
         setting: name,
@@ -80,7 +91,8 @@ export async function benchModel(dir: string, o: BenchModelOptions): Promise<Ben
       log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
         `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}`);
     }
-    return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), rows };
+    const kernels = model.backend.cpu.kernels as Record<string, string> | undefined;
+    return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows };
   } finally {
     model.dispose();
   }

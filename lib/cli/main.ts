@@ -19,7 +19,8 @@ import { readConfig } from '../weights/config.js';
 import { DiffusionVLError, ImageError } from '../errors.js';
 import { bundledHeldoutDir, bundledModelDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
-import type { GenerateRequest, GenerateResult } from '../model/model.js';
+import type { GenerateRequest, GenerateResult, LoadModelOptions } from '../model/model.js';
+import { Queue } from '../native/index.js';
 
 const USAGE = `usage:
   diffusionvl run [model] --prompt "text" [--image PATH ...] [options]
@@ -44,6 +45,8 @@ options for run:
   --mode M            diffusion | ar (default: diffusion for DiffusionVL checkpoints)
   --threads N         kernel threads (default: physical cores)
   --gpu G             auto (default: the GPU when the CUDA backend is usable) | cuda | cpu
+  --precision P       fast (default: bf16-rounded / int8 activations) | exact (f32 activations)
+  --dtype D           weight dtype: as stored (default) | bf16 | f16 | f32 | q8 (int8, CPU only)
   --show-steps        print each denoising step's canvas
   --json              print the result as JSON
 
@@ -64,7 +67,7 @@ const OPTIONS = {
   seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
-  gpu: { type: 'string' }, repeat: { type: 'string' },
+  gpu: { type: 'string' }, repeat: { type: 'string' }, precision: { type: 'string' }, dtype: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parse>['values'];
@@ -85,6 +88,20 @@ function gpuOpt(v: Values): GpuOption | undefined {
   if (g === undefined) return undefined;
   if (g !== 'auto' && g !== 'cuda' && g !== 'cpu') throw new DiffusionVLError('DVL_OPTION', `--gpu: expected auto, cuda or cpu, got '${g}'`);
   return g;
+}
+
+/** --precision, --dtype and the other loadModel options every command that loads a model takes. */
+function loadOpts(v: Values): LoadModelOptions {
+  const o: LoadModelOptions = { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) };
+  if (v.precision !== undefined) {
+    if (v.precision !== 'exact' && v.precision !== 'fast') throw new DiffusionVLError('DVL_OPTION', `--precision: expected exact or fast, got '${v.precision}'`);
+    o.precision = v.precision;
+  }
+  if (v.dtype !== undefined) {
+    if (!['bf16', 'f16', 'f32', 'q8'].includes(v.dtype)) throw new DiffusionVLError('DVL_OPTION', `--dtype: expected bf16, f16, f32 or q8, got '${v.dtype}'`);
+    o.dtype = v.dtype as LoadModelOptions['dtype'];
+  }
+  return o;
 }
 
 /** The --image files, checked before the model loads: a missing one is an ImageError naming it. */
@@ -123,7 +140,7 @@ function statsLine(r: GenerateResult): string {
 
 async function cmdRun(dir: string, v: Values): Promise<void> {
   const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
-  const model = await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) });
+  const model = await loadModel(dir, loadOpts(v));
   try {
     let result: GenerateResult | undefined;
     for await (const ev of model.stream(req)) {
@@ -145,7 +162,14 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
 
 async function cmdInspect(arg: string | undefined): Promise<void> {
   const info = getBackendInfo({ gpu: 'auto' });
-  const out: Record<string, unknown> = { backend: info };
+  // The CPU matmul kernels per weight dtype, for each precision (loadModel's default: fast).
+  const kernels: Record<string, unknown> = {};
+  for (const precision of ['fast', 'exact'] as const) {
+    const q = new Queue({ threads: 1, precision });
+    kernels[precision] = q.kernels;
+    q.dispose();
+  }
+  const out: Record<string, unknown> = { backend: info, cpuKernels: kernels };
   // No folder given: the bundled child when it is installed, else the backend alone.
   let dir = arg;
   if (dir === undefined) {
@@ -167,7 +191,7 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
   const { benchModel } = await import('./bench.js');
   const stepsList = (v.steps ?? '8,4,2').split(',').map((s) => Number(s));
   const res = await benchModel(dir, {
-    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, threads: num(v.threads, 'threads'), gpu: gpuOpt(v),
+    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, ...loadOpts(v),
     log: v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n'),
   });
   if (v.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
@@ -176,7 +200,7 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
 async function cmdCompare(v: Values): Promise<void> {
   const { compareParentChild, compareTable } = await import('./compare.js');
   const log = v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
-  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), gpu: gpuOpt(v), repeat: num(v.repeat, 'repeat'), log });
+  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), ...loadOpts(v), repeat: num(v.repeat, 'repeat'), log });
   if (v.json) {
     const { results: _items, ...summary } = res;
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
@@ -192,7 +216,7 @@ async function cmdEval(dir: string, v: Values): Promise<void> {
   const n = num(v.n, 'n');
   const mode = v.mode as GenerateRequest['mode'];
   const remasking = v.remasking as GenerateRequest['remasking'];
-  const model = await loadModel(dir, { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) });
+  const model = await loadModel(dir, loadOpts(v));
   let res: EvalResult;
   try {
     res = await evalHeldout(model, set.items, {

@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, OptionError } from '../errors.js';
-import { Queue, tensorFromArray, type Isa, type Tensor } from '../native/index.js';
+import { Queue, tensorFromArray, type Isa, type Precision, type Tensor } from '../native/index.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
 import type { DecodeOptions } from '../decode/options.js';
@@ -32,8 +32,18 @@ import { encodeSiglipImages } from './siglip.js';
 export interface LoadModelOptions {
   /** Kernel threads (default: physical cores). */
   threads?: number;
-  /** Dtype for weight matrices (default: as stored). */
-  dtype?: 'bf16' | 'f16' | 'f32';
+  /**
+   * Dtype for weight matrices (default: as stored). 'q8': int8 with a bf16 scale per block of
+   * 32, quantised while loading (2-D matrices; conv kernels and 1-D tensors keep theirs), about
+   * half the bytes of bf16; CPU only (README "Precision").
+   */
+  dtype?: 'bf16' | 'f16' | 'f32' | 'q8';
+  /**
+   * CPU matmul precision (default 'fast'): 'fast' rounds activations to bf16 for bf16 weights
+   * (vdpbf16ps, on CPUs with AVX512_BF16) and to int8 blocks for q8 weights; 'exact' keeps them
+   * f32 (the reference kernels). model.backend.cpu.kernels says what runs. No effect on CUDA.
+   */
+  precision?: Precision;
   /** Force a CPU SIMD level (default: best available, or DIFFUSIONVL_CPU_ISA). */
   isa?: Isa;
   /** KV-cache capacity in positions (default: min(max_position_embeddings, 8192)). */
@@ -147,8 +157,13 @@ export class Model {
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new OptionError(`Expected integer ≥ 1 for contextLength but received ${contextLength}`, 'contextLength');
     }
-    const backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
-    const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend });
+    if (opts.precision !== undefined && opts.precision !== 'exact' && opts.precision !== 'fast') {
+      throw new OptionError(`Expected 'exact' or 'fast' for precision but received ${JSON.stringify(opts.precision)}`, 'precision');
+    }
+    let backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
+    if (opts.dtype === 'q8' && backend.backend === 'cuda') backend = q8OnCpu(backend, opts.gpu);
+    const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend, precision: opts.precision });
+    if (backend.backend === 'cpu') backend = { ...backend, cpu: { ...backend.cpu, kernels: queue.kernels ?? undefined } };
     let weights: LoadedWeights | undefined;
     try {
       const v = config.vision;
@@ -450,6 +465,18 @@ export class Model {
   }
 
   async [Symbol.asyncDispose](): Promise<void> { this.dispose(); }
+}
+
+/**
+ * q8 weights have no CUDA kernels: an explicit CUDA request is an OptionError; 'auto' stays on
+ * the CPU and says why in backend.cuda.
+ */
+function q8OnCpu(backend: BackendInfo, gpu: GpuOption | undefined): BackendInfo {
+  const env = process.env.DIFFUSIONVL_GPU?.trim().toLowerCase();
+  if (env === 'cuda' || (!env && gpu === 'cuda')) {
+    throw new OptionError("dtype 'q8' runs on the CPU only (no CUDA kernel reads int8 weights): load with gpu: false, or with another dtype on the GPU", 'dtype');
+  }
+  return { ...backend, backend: 'cpu', cuda: { ...backend.cuda, reason: 'dtype-cpu-only', detail: "dtype 'q8' runs on the CPU only; load without it to use the GPU" } };
 }
 
 /**
