@@ -52,11 +52,20 @@ function rope(x: Float64Array, heads: number, hd: number, pos: number, theta: nu
   }
 }
 
+export interface ReferenceOptions {
+  /**
+   * Applied to the input of every linear layer (q/k/v, o, gate/up, down, lm_head) before the
+   * product: a model of the fast precisions' activation rounding (test/model/precision.test.ts).
+   */
+  linearInput?: (x: Float64Array) => Float64Array;
+}
+
 /**
  * Logits [T][V] (as Float64Array rows) for every position of `ids` at positions 0..T-1 under
  * the visibility predicate.
  */
-export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], visible: Visible, rows?: readonly number[]): Float64Array[] {
+export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], visible: Visible, rows?: readonly number[], opts: ReferenceOptions = {}): Float64Array[] {
+  const lin = opts.linearInput ? (x: Float64Array, wt: Float32Array, N: number, b?: Float32Array) => linear(opts.linearInput!(x), wt, N, b) : linear;
   const T = ids.length, H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
   const I = cfg.intermediateSize, V = cfg.vocabSize;
   const get = (n: string) => {
@@ -71,9 +80,9 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
     const Q: Float64Array[] = [], K: Float64Array[] = [], Vv: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
       const x = rmsNorm(h[t], get(p + 'input_layernorm.weight'), cfg.rmsNormEps);
-      const q = linear(x, get(p + 'self_attn.q_proj.weight'), nh * hd, get(p + 'self_attn.q_proj.bias'));
-      const k = linear(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, get(p + 'self_attn.k_proj.bias'));
-      const v = linear(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, get(p + 'self_attn.v_proj.bias'));
+      const q = lin(x, get(p + 'self_attn.q_proj.weight'), nh * hd, get(p + 'self_attn.q_proj.bias'));
+      const k = lin(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, get(p + 'self_attn.k_proj.bias'));
+      const v = lin(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, get(p + 'self_attn.v_proj.bias'));
       rope(q, nh, hd, t, cfg.ropeTheta);
       rope(k, nkv, hd, t, cfg.ropeTheta);
       Q.push(q); K.push(k); Vv.push(v);
@@ -102,20 +111,20 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
           for (let i = 0; i < hd; i++) o[head * hd + i] += pw * Vv[keys[j]][kvh * hd + i];
         }
       }
-      const y = linear(o, get(p + 'self_attn.o_proj.weight'), H);
+      const y = lin(o, get(p + 'self_attn.o_proj.weight'), H);
       const h1 = h[t].map((v, i) => v + y[i]);
       const m = rmsNorm(h1, get(p + 'post_attention_layernorm.weight'), cfg.rmsNormEps);
-      const g = linear(m, get(p + 'mlp.gate_proj.weight'), I);
-      const u = linear(m, get(p + 'mlp.up_proj.weight'), I);
+      const g = lin(m, get(p + 'mlp.gate_proj.weight'), I);
+      const u = lin(m, get(p + 'mlp.up_proj.weight'), I);
       const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]);
-      const d = linear(a, get(p + 'mlp.down_proj.weight'), H);
+      const d = lin(a, get(p + 'mlp.down_proj.weight'), H);
       next.push(h1.map((v, i) => v + d[i]));
     }
     h = next;
   }
   const head = cfg.tieWordEmbeddings ? emb : get('lm_head.weight');
   const want = rows ?? ids.map((_, i) => i);
-  return want.map((t) => linear(rmsNorm(h[t], get('model.norm.weight'), cfg.rmsNormEps), head, V));
+  return want.map((t) => lin(rmsNorm(h[t], get('model.norm.weight'), cfg.rmsNormEps), head, V));
 }
 
 /** Index of the largest value (first on ties). */
