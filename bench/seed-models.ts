@@ -5,8 +5,11 @@
 // CPU, reporting load time, peak RSS, vision ms and ms per block forward. Not a test.
 //
 //   npx tsx bench/seed-models.ts [3b|7b|7b-siglip|all] [--dir .cache/seed-models] [--delete] [--image 640x480]
+//                                [--dtype q8] [--precision exact|fast] [--write-only]
 //
-// --delete removes each checkpoint after its run (they are large).
+// --delete removes each checkpoint after its run (they are large). --dtype / --precision are
+// loadModel's (q8: the weights quantised while loading; the peak RSS is the figure to watch).
+// --write-only writes the checkpoints and runs nothing.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -65,7 +68,9 @@ const MODELS: SeedModel[] = [
 const { values: v, positionals } = parseArgs({ allowPositionals: true, options: {
   dir: { type: 'string', default: join(packageRoot(), '.cache', 'seed-models') }, delete: { type: 'boolean', default: false },
   child: { type: 'string' }, image: { type: 'string', default: '640x480' },
+  dtype: { type: 'string' }, precision: { type: 'string' }, 'write-only': { type: 'boolean', default: false },
 } });
+const loadOpts = { dtype: v.dtype as 'q8' | 'bf16' | undefined, precision: v.precision as 'exact' | 'fast' | undefined };
 
 // Child mode: load one model and run one image + text generation, print JSON.
 if (v.child) {
@@ -74,11 +79,11 @@ if (v.child) {
   const [iw, ih] = v.image!.split('x').map(Number);
   const img = await sharp({ create: { width: iw, height: ih, channels: 3, background: { r: 200, g: 60, b: 40 } } }).png().toBuffer();
   const t0 = performance.now();
-  const model = await loadModel(v.child);
+  const model = await loadModel(v.child, loadOpts);
   const loadMs = performance.now() - t0;
   const r = await model.generate({ messages: [{ role: 'user', content: [{ type: 'image', image: img }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 8, steps: 8, stopTokens: [] });
   const rss = process.resourceUsage().maxRSS * 1024;
-  process.stdout.write(JSON.stringify({ image: v.image, loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
+  process.stdout.write(JSON.stringify({ image: v.image, ...loadOpts, kernels: model.backend.cpu.kernels, loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
     visionMs: (r.stats as { visionMs?: number }).visionMs, prefillMs: r.stats.prefillMs, msPerForward: r.stats.msPerForward, forwards: r.stats.forwards }) + '\n');
   model.dispose();
   process.exit(0);
@@ -95,8 +100,10 @@ for (const m of chosen) {
     writeFileSync(join(dir, 'config.json'), JSON.stringify(m.config(), null, 2));
     copyQwenTokenizer(dir);
   }
+  if (v['write-only']) continue;
   process.stderr.write(`running ${m.name} …\n`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir, '--image', v.image!], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const pass = [...(v.dtype ? ['--dtype', v.dtype] : []), ...(v.precision ? ['--precision', v.precision] : [])];
+  const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir, '--image', v.image!, ...pass], { encoding: 'utf8', maxBuffer: 1 << 24 });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   try { results[m.name] = JSON.parse(line); } catch { results[m.name] = { error: (r.stderr || r.stdout).slice(-2000) }; }
   process.stderr.write(`${m.name}: ${JSON.stringify(results[m.name])}\n`);

@@ -20,6 +20,14 @@ namespace dvl {
 // Spin iterations before a worker sleeps: about 50-100 µs on current cores, longer than the
 // gap between two consecutive ops of a forward, shorter than anything a user would notice.
 static constexpr int kSpinIters = 20000;
+// Every this many spins a waiter yields its core: a no-op on an idle machine (sched_yield
+// returns at once), and on a shared one it lets the thread being waited for run.
+static constexpr int kYieldEvery = 1024;
+
+static inline void spin_pause(int i) {
+  if ((i & (kYieldEvery - 1)) == kYieldEvery - 1) std::this_thread::yield();
+  else DVL_PAUSE();
+}
 
 ThreadPool::ThreadPool(int nthreads) : nthreads_(nthreads < 1 ? 1 : nthreads) {
   for (int t = 1; t < nthreads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
@@ -54,7 +62,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     std::lock_guard<std::mutex> lk(err_mu_);
     if (!err_) err_ = std::current_exception();
   }
-  while (pending_.load(std::memory_order_acquire) != 0) DVL_PAUSE();
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) spin_pause(i);
   job_ = nullptr;
   if (err_) {
     auto e = err_;
@@ -68,7 +76,7 @@ void ThreadPool::worker_loop(int tid) {
   for (;;) {
     uint64_t g = generation_.load(std::memory_order_acquire);
     for (int i = 0; g == seen && i < kSpinIters; ++i) {
-      DVL_PAUSE();
+      spin_pause(i);
       g = generation_.load(std::memory_order_acquire);
     }
     if (g == seen) {
