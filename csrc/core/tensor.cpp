@@ -35,12 +35,6 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   if (rounded >= kMmapThreshold) {
     void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
-#if defined(MADV_HUGEPAGE)
-    // Transparent huge pages where the system allows them on request: a weight matrix is
-    // streamed end to end on every forward, and 2 MiB pages cut the TLB misses of that stream
-    // and the page faults of the first write (the load). Advice only; failure is harmless.
-    madvise(p, rounded, MADV_HUGEPAGE);
-#endif
     data = p;
     mapped_ = rounded;
     return;
@@ -48,6 +42,13 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   data = std::aligned_alloc(64, rounded);
   if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
   std::memset(data, 0, rounded);
+}
+
+void Storage::advise_huge_pages() {
+#if defined(MADV_HUGEPAGE)
+  // Advice only; failure is harmless.
+  if (mapped_) madvise(data, mapped_, MADV_HUGEPAGE);
+#endif
 }
 
 Storage::~Storage() {

@@ -31,7 +31,7 @@ const CpuKernels kCpuKernelsAvx2Vnni = {
     q8ymm_matmul<true>,
     gen_cvt_f32_to_bf16_daz,
     q8ymm_quantize_act,
-    gen_quantize_rows_q8,
+    q8ymm_quantize_rows,
     gen_dequantize_rows_q8,
     simd_cvt_bf16_to_f32,
     simd_cvt_f16_to_f32,

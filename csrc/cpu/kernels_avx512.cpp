@@ -32,7 +32,7 @@ const CpuKernels kCpuKernelsAvx512 = {
     q8ymm_matmul<false>,
     gen_cvt_f32_to_bf16_daz,
     q8ymm_quantize_act,
-    gen_quantize_rows_q8,
+    q8ymm_quantize_rows,
     gen_dequantize_rows_q8,
     simd_cvt_bf16_to_f32,
     simd_cvt_f16_to_f32,

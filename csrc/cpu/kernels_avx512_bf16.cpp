@@ -31,7 +31,7 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     q8zmm_matmul,
     bf16dot_round,
     q8zmm_quantize_act,
-    gen_quantize_rows_q8,
+    q8zmm_quantize_rows,
     gen_dequantize_rows_q8,
     simd_cvt_bf16_to_f32,
     simd_cvt_f16_to_f32,

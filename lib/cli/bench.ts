@@ -1,7 +1,8 @@
 // bench.ts — the decoding benchmark behind `diffusionvl bench` and `npm run bench`: on one model,
 // in one run, AR (next-token mode, same weights) against block diffusion at several step
-// counts, with and without the merged commit. Ratios are taken within the run (PERFORMANCE.md §d).
-import { loadModel, type GenerateRequest, type GenerateResult, type LoadModelOptions } from '../model/model.js';
+// counts, with and without the merged commit, for one or several precisions / weight dtypes
+// (benchModels). Ratios are taken within the run (PERFORMANCE.md §d).
+import { loadModel, type GenerateRequest, type GenerateResult, type LoadModelOptions, type Model } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
 
 export interface BenchModelOptions {
@@ -50,50 +51,70 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+export interface BenchVariant {
+  /** A label for the tables ('exact', 'fast', 'q8'). */
+  name: string;
+  precision?: LoadModelOptions['precision'];
+  dtype?: LoadModelOptions['dtype'];
+}
+
 export async function benchModel(dir: string, o: BenchModelOptions): Promise<BenchModelResult> {
-  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu, precision: o.precision, dtype: o.dtype });
+  const [r] = await benchModels(dir, [{ name: o.precision ?? 'fast', precision: o.precision, dtype: o.dtype }], o);
+  return r;
+}
+
+/**
+ * benchModel for several precisions / dtypes of the same checkpoint in one run: every variant is
+ * loaded first, then the (variant, setting) pairs run round-robin `repeat` times, so the load of
+ * a shared machine lands on all of them alike and their ratios stay comparable.
+ */
+export async function benchModels(dir: string, variants: readonly BenchVariant[], o: BenchModelOptions): Promise<(BenchModelResult & { variant: string })[]> {
   const log = o.log ?? (() => undefined);
   const repeat = o.repeat ?? 3;
-  const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
-  const settings: [string, GenerateRequest][] = [['ar', { ...base, mode: 'ar' }]];
-  for (const s of o.steps) {
-    settings.push([`block${model.config.diffusion?.blockSize ?? 8} steps ${s} merged`, { ...base, mode: 'diffusion', steps: s, blockSize: model.config.diffusion?.blockSize ?? 8 }]);
-    settings.push([`block${model.config.diffusion?.blockSize ?? 8} steps ${s} separate commit`, { ...base, mode: 'diffusion', steps: s, blockSize: model.config.diffusion?.blockSize ?? 8, engine: { mergeCommit: false } }]);
-  }
-  const rows: BenchRow[] = [];
+  const models: Model[] = [];
   try {
-    await model.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
-    // Round-robin over the settings, `repeat` times: load that comes and goes on a shared
-    // machine then lands on every setting alike, and the medians stay comparable.
-    const runsOf = settings.map((): GenerateResult[] => []);
+    for (const v of variants) models.push(await loadModel(dir, { threads: o.threads, gpu: o.gpu, precision: v.precision, dtype: v.dtype }));
+    const bs = models[0].config.diffusion?.blockSize ?? 8;
+    const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
+    const settings: [string, GenerateRequest][] = [['ar', { ...base, mode: 'ar' }]];
+    for (const s of o.steps) {
+      settings.push([`block${bs} steps ${s} merged`, { ...base, mode: 'diffusion', steps: s, blockSize: bs }]);
+      settings.push([`block${bs} steps ${s} separate commit`, { ...base, mode: 'diffusion', steps: s, blockSize: bs, engine: { mergeCommit: false } }]);
+    }
+    for (const m of models) await m.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
+    // Round-robin over variants and settings, `repeat` times.
+    const runsOf = models.map(() => settings.map((): GenerateResult[] => []));
     for (let i = 0; i < repeat; i++)
-      for (const [j, [, req]] of settings.entries()) runsOf[j].push(await model.generate(req));
-    for (const [j, [name]] of settings.entries()) {
-      const runs = runsOf[j];
-      const r = runs[0];
-      const row: BenchRow = {
-        setting: name,
-        tokens: r.stats.generatedTokens,
-        forwards: r.stats.forwards,
-        forwardsPerToken: r.stats.forwards / r.stats.generatedTokens,
-        msPerForward: median(runs.map((x) => x.stats.msPerForward)),
-        tokensPerSecond: median(runs.map((x) => x.stats.tokensPerSecond)),
-        prefillMs: median(runs.map((x) => x.stats.prefillMs)),
-        speedupVsAr: 0,
-        forwardCostVsAr: 0,
-      };
-      rows.push(row);
-    }
-    const ar = rows[0];
-    for (const r of rows) {
-      r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
-      r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
-      log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
-        `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}`);
-    }
-    const kernels = model.backend.cpu.kernels as Record<string, string> | undefined;
-    return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows };
+      for (const [vi, m] of models.entries())
+        for (const [j, [, req]] of settings.entries()) runsOf[vi][j].push(await m.generate(req));
+    return models.map((model, vi) => {
+      const rows: BenchRow[] = settings.map(([name], j) => {
+        const runs = runsOf[vi][j];
+        const r = runs[0];
+        return {
+          setting: name,
+          tokens: r.stats.generatedTokens,
+          forwards: r.stats.forwards,
+          forwardsPerToken: r.stats.forwards / r.stats.generatedTokens,
+          msPerForward: median(runs.map((x) => x.stats.msPerForward)),
+          tokensPerSecond: median(runs.map((x) => x.stats.tokensPerSecond)),
+          prefillMs: median(runs.map((x) => x.stats.prefillMs)),
+          speedupVsAr: 0,
+          forwardCostVsAr: 0,
+        };
+      });
+      const ar = rows[0];
+      if (variants.length > 1) log(`-- ${variants[vi].name}`);
+      for (const r of rows) {
+        r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
+        r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
+        log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
+          `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}`);
+      }
+      const kernels = model.backend.cpu.kernels as Record<string, string> | undefined;
+      return { variant: variants[vi].name, model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows };
+    });
   } finally {
-    model.dispose();
+    for (const m of models) m.dispose();
   }
 }
