@@ -1,7 +1,7 @@
 // attention.ts — CPU attention timing for the kernel bench (bench/kernels.ts calls
 // benchAttention(); `npx tsx bench/attention.ts` runs it alone and prints a table). Not a test.
 //
-// The decode step of the block decoder (spec §5.6, PERFORMANCE.md c1): 8 query rows (one block)
+// The decode step of the block decoder (docs §5.6, docs/performance.md §c1): 8 query rows (one block)
 // against a cache of ctx = 1k and 4k positions, mask 'full' (cache + own block, no masking
 // needed), for the Qwen2.5-0.5B layout (14 heads, 2 kv heads, hd 64; the brief's target) and the
 // 7B layout (28 heads, 4 kv heads, hd 128), with f32 and bf16 caches; plus one prefill row (a

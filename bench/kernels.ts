@@ -2,7 +2,7 @@
 // bench/out/kernels.json (git-ignored).
 //
 // 1. Read bandwidth: stream_read over a 1 GiB buffer, 1 thread and all physical cores — the
-//    roofline every memory-bound kernel below is judged against (spec/PERFORMANCE.md (d) 5).
+//    roofline every memory-bound kernel below is judged against (docs/performance.md §d.5).
 // 2. Compute peaks: compute_peak (every kernel thread runs a register-only loop of the
 //    instruction a matmul kind uses: f32 FMA, the bf16 kernel's, the q8 kernel's) — what the
 //    GMAC/s of the matmuls below are judged against ("% peak").

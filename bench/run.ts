@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../lib/model/model.js';
 import { loadWeights } from '../lib/weights/load.js';
-import { benchModels, type BenchVariant } from '../lib/cli/bench.js';
+import { benchModels, benchTable, type BenchVariant } from '../lib/cli/bench.js';
 import { Queue, nativeInfo, packageRoot, tensorFromArray } from '../lib/native/index.js';
 import { QWEN25_05B, seedCheckpoint } from './seed.js';
 
@@ -129,6 +129,7 @@ log(`read bandwidth: ${bw.toFixed(1)} GB/s (stream_read, ${threads ?? info.physi
 model.dispose();
 
 const results = await benchModels(dir, variants, { maxTokens, steps: [8, 4, 2], threads, repeat: Number(v.repeat), log });
+for (const r of results) log(`-- ${r.variant}\n${benchTable(r)}`);
 const arExact = results.find((r) => r.variant === 'exact')?.rows[0];
 const summary = results.map((r) => {
   const row = (name: string) => r.rows.find((x) => x.setting === name)!;

@@ -1,6 +1,6 @@
 // seed-models.ts — the three released DiffusionVL models at their real shapes, with random
 // weights (real weights cannot be downloaded here): writes each checkpoint with the exact
-// released layout, config fields and tensor shapes (spec §1.2-1.7), bf16, streamed to disk
+// released layout, config fields and tensor shapes (docs §1.2-1.7), bf16, streamed to disk
 // (8-17 GB each), then loads it in a fresh process and runs one image + text generation on the
 // CPU, reporting load time, peak RSS, vision ms and ms per block forward. Not a test.
 //

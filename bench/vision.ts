@@ -5,7 +5,7 @@
 //                  real Qwen2.5-VL shape (hidden 1280, 32 layers, 16 heads, MLP 3420, merger
 //                  5120 → 2048): bf16 at precision 'exact' and 'fast', and q8 ('fast'), run
 //                  round-robin (3 passes, median), with the speed-up over 'exact'
-//   tokens         tokens per image for the spec §3.4 examples
+//   tokens         tokens per image for the docs §3.4 examples
 // Writes bench/out/vision.json. The tower checkpoint (1.3 GB) is generated once into .cache/.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -94,6 +94,6 @@ const examples = [[448, 448], [640, 480], [800, 600], [1024, 768], [1920, 1080],
   const r = smartResize(H, W, { minPixels: 147456, maxPixels: 262144 });
   return { input: `${W}×${H}`, resized: `${r.width}×${r.height}`, tokens: (r.width / 28) * (r.height / 28) };
 });
-log(`tokens per image (spec §3.4): ${examples.map((e) => `${e.input} → ${e.tokens}`).join(', ')}`);
+log(`tokens per image (docs §3.4): ${examples.map((e) => `${e.input} → ${e.tokens}`).join(', ')}`);
 mkdirSync(join(root, 'bench', 'out'), { recursive: true });
 writeFileSync(join(root, 'bench', 'out', 'vision.json'), JSON.stringify({ machine: { cpu: cpus()[0]?.model, isa: info.isa, cores: info.physicalCores }, preprocess: pre, tower: { image: '448×448', tokens: img448.tokens, ms: towerMs }, tokens: examples }, null, 2));

@@ -83,6 +83,23 @@ export class DisposedError extends DiffusionVLError {
   constructor(message = 'the object was disposed', code = 'DVL_DISPOSED') { super(code, message); }
 }
 
+/**
+ * Not enough memory: the load-time estimate (weights, KV cache, activations, vision) exceeds
+ * what the machine has available (code DVL_MEMORY, with the numbers), or a native allocation
+ * failed or was refused as impossibly large (code DVL_ALLOC).
+ */
+export class MemoryError extends DiffusionVLError {
+  /** Bytes the estimate says the load needs (DVL_MEMORY only). */
+  readonly requiredBytes?: number;
+  /** Bytes available when the estimate was taken (DVL_MEMORY only). */
+  readonly availableBytes?: number;
+  constructor(message: string, opts: { code?: string; requiredBytes?: number; availableBytes?: number } = {}) {
+    super(opts.code ?? 'DVL_MEMORY', message);
+    this.requiredBytes = opts.requiredBytes;
+    this.availableBytes = opts.availableBytes;
+  }
+}
+
 /** Native file I/O failed. */
 export class IOError extends DiffusionVLError {
   constructor(message: string, code = 'DVL_IO') { super(code, message); }
@@ -103,6 +120,7 @@ export function makeNativeError(code: string, message: string): DiffusionVLError
     case 'DVL_IO': return new IOError(message, code);
     case 'DVL_ABORTED': return new AbortError(message, code);
     case 'DVL_BACKEND': return new BackendError(message, { code });
+    case 'DVL_ALLOC': return new MemoryError(message, { code });
     default: return new DiffusionVLError(code, message);
   }
 }

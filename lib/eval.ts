@@ -102,6 +102,12 @@ export interface EvalRequest {
   /** Failures kept in the result (default 20). */
   maxFailures?: number;
   signal?: AbortSignal;
+  /**
+   * Clients generating at once (default 1): the model batches their steps (continuous
+   * batching). Answers are scored in item order either way; tokens/s is then the aggregate
+   * (Σ tokens ÷ the eval's wall time) rather than per request.
+   */
+  concurrency?: number;
 }
 
 export interface EvalItemResult {
@@ -134,6 +140,10 @@ export interface EvalResult {
   forwardsPerToken: number;
   /** Σ answer tokens ÷ Σ generate wall time. */
   tokensPerSecond: number;
+  /** Tokens decoded after the prefill ÷ their time (AR's first token comes with the prefill): the decoder alone. */
+  decodeTokensPerSecond: number;
+  /** Mean per-request fixed work (ms): template and tokenisation, images, tower, prefill. */
+  fixedMs: { prompt: number; image: number; tower: number; prefill: number };
   seconds: number;
   /** The settings the items were generated with (temperature 0). */
   settings: { mode: GenerationMode; maxTokens: number; steps?: number; remasking?: string; threshold?: number; blockSize?: number };
@@ -159,13 +169,46 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
   const results: EvalItemResult[] = [];
   const failures: EvalItemResult[] = [];
   const perKind: Record<string, KindScore> = {};
-  let correct = 0, forwards = 0, tokens = 0, ms = 0;
+  let correct = 0, forwards = 0, tokens = 0, ms = 0, decodeMs = 0, decodeTokens = 0;
+  const fixed = { prompt: 0, image: 0, tower: 0, prefill: 0 };
   let last: GenerateResult | undefined;
+  const concurrency = request.concurrency ?? 1;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new OptionError(`Expected integer ≥ 1 for concurrency but received ${String(concurrency)}`, 'concurrency');
   const t0 = performance.now();
-  for (const it of todo) {
-    const t = performance.now();
-    const r = await model.generate({ ...base, messages: userMessage(it.question, it.image === null ? [] : [it.image]) });
-    ms += performance.now() - t;
+  // Answers in item order: `concurrency` clients take the next item each; results are kept by
+  // index and scored in order as they complete.
+  const answers: (GenerateResult | undefined)[] = new Array(todo.length);
+  const wall = new Float64Array(todo.length);
+  const waiters: (() => void)[] = [];
+  let nextItem = 0, failed: unknown;
+  const client = async () => {
+    while (nextItem < todo.length && failed === undefined) {
+      const i = nextItem++;
+      const it = todo[i];
+      try {
+        const t = performance.now();
+        answers[i] = await model.generate({ ...base, messages: userMessage(it.question, it.image === null ? [] : [it.image]) });
+        wall[i] = performance.now() - t;
+      } catch (e) {
+        failed ??= e;
+      }
+      waiters.splice(0).forEach((w) => w());
+    }
+  };
+  const clients = Array.from({ length: Math.min(concurrency, Math.max(1, todo.length)) }, client);
+  for (let i = 0; i < todo.length; i++) {
+    const it = todo[i];
+    while (answers[i] === undefined && failed === undefined) await new Promise<void>((r) => waiters.push(r));
+    if (failed !== undefined) { await Promise.allSettled(clients); throw failed; }
+    const r = answers[i]!;
+    answers[i] = undefined;
+    if (concurrency === 1) ms += wall[i];
+    decodeMs += r.stats.timings.decodeMs;
+    decodeTokens += r.stats.timings.decodeTokens;
+    fixed.prompt += r.stats.timings.promptMs;
+    fixed.image += r.stats.timings.imageMs;
+    fixed.tower += r.stats.timings.towerMs;
+    fixed.prefill += r.stats.timings.prefillMs;
     last = r;
     const got = r.text.trim();
     const ok = got === it.answer;
@@ -181,11 +224,13 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
     forwards += r.stats.forwards;
     tokens += r.stats.generatedTokens;
     const done = results.length;
+    if (concurrency > 1) ms = performance.now() - t0;
     if ((every > 0 && done % every === 0) || done === todo.length) {
       log(`eval ${done}/${todo.length}: exact match ${(correct / done * 100).toFixed(1)}%, ` +
         `${tokens ? (forwards / tokens).toFixed(3) : '-'} fwd/tok, ${ms > 0 ? (tokens / ms * 1000).toFixed(1) : '-'} tok/s`);
     }
   }
+  await Promise.all(clients);
   for (const k of Object.values(perKind)) k.exactMatch = k.n ? k.correct / k.n : 0;
   const sortedKinds = Object.fromEntries(Object.entries(perKind).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   // The settings as the decoder resolved them (defaults filled in), from the last generation.
@@ -203,6 +248,11 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
     perKind: sortedKinds, mode: finalMode, forwards, answerTokens: tokens,
     forwardsPerToken: tokens ? forwards / tokens : 0,
     tokensPerSecond: ms > 0 ? (tokens / ms) * 1000 : 0,
+    decodeTokensPerSecond: decodeMs > 0 ? (decodeTokens / decodeMs) * 1000 : 0,
+    fixedMs: {
+      prompt: fixed.prompt / Math.max(1, results.length), image: fixed.image / Math.max(1, results.length),
+      tower: fixed.tower / Math.max(1, results.length), prefill: fixed.prefill / Math.max(1, results.length),
+    },
     seconds: (performance.now() - t0) / 1000,
     settings, items: results, failures,
   };

@@ -1,13 +1,15 @@
 // index.ts — the public API of diffusionvl.
 //
 //   import { loadModel } from 'diffusionvl';
-//   await using model = await loadModel();            // the bundled DiffusionVL child (models/)
+//   await using model = await loadModel();            // the bundled DiffusionVL child (models/); TS (Node 20 JS: try/finally + dispose())
 //   await using model = await loadModel('./my-model');
 //   await using model = await loadModel('./my-model', { gpu: 'cuda' });   // model.backend says where it runs
 //   const { text, stats } = await model.generate({ prompt: 'Hello', steps: 4 });
 //   for await (const ev of model.stream({ messages })) if (ev.type === 'block') process.stdout.write(ev.text);
-export { loadModel, Model } from './model/model.js';
-export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, StreamEvent } from './model/model.js';
+export { loadModel, Model, ModelStream } from './model/model.js';
+export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, MemoryEstimate, ModelLimits, StreamEvent } from './model/model.js';
+export { LIMIT_DEFAULTS, LOAD_OPTIONS } from './model/load-options.js';
+export { estimateMemory } from './model/memory.js';
 export type { DecodeOptions } from './decode/options.js';
 export type { DecodeStats } from './decode/runner.js';
 export type { ChatMessage, ContentPart } from './text/prompt.js';

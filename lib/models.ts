@@ -6,10 +6,11 @@
 //
 // The package root is found by walking up from this file to the folder whose package.json is
 // named "diffusionvl", so it works from lib/ (tsx, tests) and from dist/ (the built package).
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OptionError, WeightsError } from './errors.js';
+import { nearestKey } from './decode/options.js';
 
 export type BundledModelName = 'shapes-diffusionvl' | 'shapes-ar';
 
@@ -98,6 +99,24 @@ export function bundledHeldoutDir(): string {
  */
 export function resolveModelDir(dirOrName?: string): string {
   if (dirOrName === undefined) return bundledModelDir();
+  if (typeof dirOrName !== 'string' || dirOrName === '') {
+    throw new OptionError(`Expected a model folder path or a bundled model name (${BUNDLED_MODELS.join(', ')}) but received ${JSON.stringify(dirOrName)}`, 'dir');
+  }
   if (isBundledName(dirOrName) && !existsSync(dirOrName)) return bundledModelDir(dirOrName);
+  checkModelDir(dirOrName);
   return dirOrName;
+}
+
+/**
+ * Throws WeightsError (code DVL_MODEL_NOT_FOUND) unless `dir` is a folder holding config.json;
+ * a name close to a bundled model's gets "did you mean".
+ */
+export function checkModelDir(dir: string): void {
+  let isDir = false;
+  try { isDir = statSync(dir).isDirectory(); } catch { /* missing: below */ }
+  if (isDir && existsSync(join(dir, 'config.json'))) return;
+  const near = nearestKey(basename(dir), BUNDLED_MODELS);
+  const hint = near ? ` Did you mean the bundled model '${near}'?` : ` Give a model folder (config.json, tokenizer.json, *.safetensors) or a bundled model name: ${BUNDLED_MODELS.join(', ')}.`;
+  const what = isDir ? `${dir} has no config.json (not a model folder)` : existsSync(dir) ? `${dir} is not a folder` : `no model folder at ${dir}`;
+  throw new WeightsError(`${what}.${hint}`, { file: dir, code: MODEL_NOT_FOUND });
 }

@@ -1,5 +1,5 @@
 # batching.py — samples → tensors: tokenize, preprocess images, splice image features at the −200
-# sentinels (spec §3.6), block-aligned EOS padding (§6.5), right padding; shared by the training
+# sentinels (docs §3.6), block-aligned EOS padding (§6.5), right padding; shared by the training
 # scripts, eval.py, decode.py and fixtures.py. Also the run-wide setup (threads, tokenizer sizes).
 #
 # Shapes: B samples, L padded length (a multiple of bs when aligning), H text hidden, V rows.

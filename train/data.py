@@ -12,7 +12,7 @@
 # image only when the grid width is the same for every picture; with free aspect ratios a model
 # this small confuses quadrants (measured: 'where' 62 %, 'what is at' 67 % after 2500 steps).
 #
-# Sequences (spec §4.1, §3.6, §6.2, §6.5): one user turn, the Qwen system prompt, `<image>\n`
+# Sequences (docs §4.1, §3.6, §6.2, §6.5): one user turn, the Qwen system prompt, `<image>\n`
 # at the front of the user text for image samples; `render` returns ids with the −200 sentinel
 # where the image features go and the labels: assistant turn in full (header and trailing
 # `<|im_end|>\n` included), −100 elsewhere except `\n`, `<|im_start|>`, `<|im_end|>`.

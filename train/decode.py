@@ -1,4 +1,4 @@
-# decode.py — the block-diffusion decoder of spec §5 (`generate_with_bd3lm`), written as a plain
+# decode.py — the block-diffusion decoder of docs §5 (`generate_with_bd3lm`), written as a plain
 # transcription with the clean choices of §5.12 (explicit mask booleans, a position re-marked as
 # masked when MASK itself is revealed, always commit, lowest index wins ties), plus a greedy AR
 # decoder for the AR parent. Used by eval.py and fixtures.py.

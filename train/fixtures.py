@@ -124,7 +124,7 @@ def main():
               + (f" parent-ar={'ok' if case['parent_ar']['exact_match'] else 'x'}" if parent is not None else ''), flush=True)
     out = {
         'format': 'diffusionvl-fixtures/1',
-        'generated_by': 'train/fixtures.py (decode.py, a transcription of REFERENCE.md §5)',
+        'generated_by': 'train/fixtures.py (decode.py, a transcription of docs §5)',
         'model_dir': os.path.abspath(a.model), 'dtype': 'float64', 'temperature': 0.0,
         'seed': a.seed, 'block_size': bs, 'mask_token_id': mask_id, 'eos_token_id': eos,
         'gen_length': a.gen_length, 'system_prompt': data.SYSTEM_PROMPT,

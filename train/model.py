@@ -1,7 +1,7 @@
 # model.py — the small DiffusionVL (Qwen2.5-VL route) in plain PyTorch, with the released
-# checkpoint's tensor names and config fields (spec §1.5), and a safetensors reader/writer.
+# checkpoint's tensor names and config fields (docs §1.5), and a safetensors reader/writer.
 #
-# Spec: §2 (text decoder: RMSNorm, GQA attention with q/k/v biases, rotate-half RoPE, SwiGLU, tied
+# See docs §2 (text decoder: RMSNorm, GQA attention with q/k/v biases, rotate-half RoPE, SwiGLU, tied
 # lm_head), §2.8 (1-D positions everywhere), §3.3 (vision tower: Conv3d patch embed as a matmul,
 # 2-D rotary table, window reordering by merge units, windowed / full-attention blocks, merger).
 #
@@ -68,7 +68,7 @@ class RMSNorm(nn.Module):
 
 
 def acc(x):
-    """The fp32 accumulation the spec asks for (RMSNorm, softmax, vision RoPE) — but never a
+    """The fp32 accumulation the reference uses (RMSNorm, softmax, vision RoPE: docs §2.2, §2.5, §3.3) — but never a
     down-cast: float64 runs (fixtures) stay float64."""
     return x if x.dtype == torch.float64 else x.float()
 

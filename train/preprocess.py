@@ -1,4 +1,4 @@
-# preprocess.py — Qwen2.5-VL image preprocessing (spec §3.1) and the pixel_values row layout (§3.2),
+# preprocess.py — Qwen2.5-VL image preprocessing (docs §3.1) and the pixel_values row layout (§3.2),
 # the same steps as transformers' slow Qwen2VLImageProcessor, with this model's small pixel bounds.
 #
 # Shapes: image H×W uint8 RGB → resized h×w (multiples of factor = patch·merge = 28) →

@@ -2,7 +2,7 @@
 # as a Hugging Face `tokenizer.json` + `tokenizer_config.json` (with a chat template), and the
 # Python encoder/decoder the training scripts use.
 #
-# Spec: REFERENCE.md §4.1 (prompt format), §4.2 (special tokens; MASK lives only in config.json),
+# See docs §4.1 (prompt format), §4.2 (special tokens; MASK lives only in config.json),
 # §3.6 (the prompt is split on `<image>` and each chunk tokenized on its own, sentinel −200 between).
 #
 # Layout of ids (T = tokenizer size):

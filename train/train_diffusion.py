@@ -1,5 +1,5 @@
 # train_diffusion.py — stage 2: continue from the AR parent's weights with the block-diffusion
-# (BD3-LM) objective of spec §6, giving the DiffusionVL child.
+# (BD3-LM) objective of docs §6, giving the DiffusionVL child.
 #
 # Per batch (B samples, L = padded length, a multiple of bs = 8; nb = L / bs blocks):
 #   §6.5  each sample's real length padded to a multiple of bs with EOS labelled EOS

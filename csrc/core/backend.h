@@ -1,5 +1,5 @@
 // backend.h — the interface between the engine and a compute backend loaded at run time
-// (today: the CUDA plugin, libdiffusionvl_cuda.so). spec/ECOSYSTEM.md B1.3, B4; STYLE.md 3.
+// (today: the CUDA plugin, libdiffusionvl_cuda.so). docs/packaging.md §B1.3, §B4.
 //
 // The plugin exports one C symbol, dvl_cuda_plugin_init(api_version, out), which fills a
 // dvl_backend_api: a plain struct of function pointers. No C++ exception, allocation or

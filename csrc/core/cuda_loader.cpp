@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "../compat/glibc_compat.h"
 #include "error.h"
 
 namespace dvl {
@@ -35,11 +36,11 @@ std::map<std::string, CudaProbe> g_cache;
 
 bool is_file(const std::string& p) {
   struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  return dvl_path_stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 bool is_dir(const std::string& p) {
   struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  return dvl_path_stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 // The folder of the file holding this code (the addon .node, into which the engine is linked).
@@ -221,23 +222,17 @@ const dvl_backend_api& need_api() {
   throw Error(code, what + ": " + e.message);
 }
 
-// Device memory: a Storage whose data is a device pointer. Storage's only constructor
-// allocates host memory and refuses Device::Cuda, so this asks it for a zero-byte host
-// block (always the heap path: tensor.cpp maps only large buffers), returns that block at once
-// and adopts the plugin's pointer instead; ~Storage then frees nullptr. (A Storage constructor
-// that adopts a pointer and a release function would remove the detour: see the C1 report.)
+// Device memory: a Storage whose data is a device pointer the plugin allocated and frees (a
+// slot-style Storage: the base class neither owns nor frees it).
 struct DeviceStorage : Storage {
   const dvl_backend_api* api;
   int dev;
-  DeviceStorage(const dvl_backend_api& a, int device, size_t nbytes) : Storage(0, Device::Cpu), api(&a), dev(device) {
-    std::free(data);
-    data = nullptr;
+  DeviceStorage(const dvl_backend_api& a, int device, size_t nbytes)
+      : Storage(SlotTag{}, nbytes, Device::Cuda), api(&a), dev(device) {
     dvl_backend_error err{};
     void* p = nullptr;
     if (a.alloc(device, nbytes, &p, &err) != 0) throw_backend(err, "cuda alloc of " + std::to_string(nbytes) + " bytes");
     data = p;
-    bytes = nbytes;
-    this->device = Device::Cuda;
   }
   ~DeviceStorage() {
     if (data) api->free(dev, data);

@@ -1,6 +1,6 @@
 // cuda_loader.h — finds, loads and checks the CUDA plugin at run time; device tensors.
 //
-// spec/ECOSYSTEM.md B4.4: the addon never links CUDA. cuda_probe() dlopens libcuda.so.1 (the
+// docs/packaging.md §B4.4: the addon never links CUDA. cuda_probe() dlopens libcuda.so.1 (the
 // driver), then libdiffusionvl_cuda.so (the plugin, csrc/cuda), checks its API version
 // (csrc/core/backend.h), the devices and the compute capability, and reports either
 // "available" or one structured reason:

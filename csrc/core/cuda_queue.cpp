@@ -2,6 +2,8 @@
 #include "cuda_queue.h"
 
 #include <cstdlib>
+#include <future>
+#include <mutex>
 
 #include "../cpu/ops/ops.h"
 #include "cuda_loader.h"
@@ -64,7 +66,19 @@ class Staging {
 // 16 MiB: large enough that the per-copy overhead vanishes, small enough to pin without fuss.
 constexpr size_t kStagingBytes = size_t(16) << 20;
 
-// load: file bytes → device tensor, through the staging buffer; a dtype change is converted
+// Two staging buffers shared by every load of the process (pinning is a slow driver call: once,
+// not once per tensor), used in turn so the next chunk is read from the file while the previous
+// one is copied to the device. Loads of several queues take turns on the mutex.
+struct StagingPair {
+  std::mutex mu;
+  std::unique_ptr<Staging> buf[2];
+};
+StagingPair& staging_pair() {
+  static StagingPair* p = new StagingPair;  // never destroyed: a static destructor must not call into an unloaded plugin
+  return *p;
+}
+
+// load: file bytes → device tensor, through the staging buffers; a dtype change is converted
 // on the device (the plugin's convert) from a temporary of the file's dtype. (A backend
 // without that convert gets the CPU load's conversion, then one upload: cuda_queue_op.)
 void load_to_device(Tensor& dst, const Attrs& a) {
@@ -81,12 +95,24 @@ void load_to_device(Tensor& dst, const Attrs& a) {
     target = tmp->raw();
   }
   InputFile file(path);
-  Staging stage(api, bytes < kStagingBytes ? bytes : kStagingBytes);
-  for (size_t done = 0; done < bytes;) {
-    size_t n = bytes - done < kStagingBytes ? bytes - done : kStagingBytes;
-    file.read_exact(stage.data(), n, offset + long(done));
-    h2d(api, static_cast<char*>(target) + done, stage.data(), n, "load: upload of " + path);
-    done += n;
+  StagingPair& sp = staging_pair();
+  std::lock_guard<std::mutex> lk(sp.mu);
+  for (auto& b : sp.buf)
+    if (!b) b = std::make_unique<Staging>(api, kStagingBytes);
+  auto chunk = [&](size_t done) { return bytes - done < kStagingBytes ? bytes - done : kStagingBytes; };
+  std::future<void> reading;
+  if (bytes) reading = std::async(std::launch::async, [&] { file.read_exact(sp.buf[0]->data(), chunk(0), offset); });
+  for (size_t done = 0, i = 0; done < bytes; done += chunk(done), ++i) {
+    reading.get();  // chunk i is in buf[i % 2]
+    const size_t n = chunk(done), next = done + n;
+    if (next < bytes)
+      reading = std::async(std::launch::async, [&, next, i] { file.read_exact(sp.buf[(i + 1) % 2]->data(), chunk(next), offset + long(next)); });
+    try {
+      h2d(api, static_cast<char*>(target) + done, sp.buf[i % 2]->data(), n, "load: upload of " + path);
+    } catch (...) {
+      if (reading.valid()) reading.wait();  // never leave a read running into a buffer we give up
+      throw;
+    }
   }
   if (tmp) {
     Attrs conv;
@@ -118,7 +144,7 @@ ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<Tenso
     DeviceAllocScope scope(Device::Cuda);
     out = std::make_shared<std::vector<TensorP>>(def.plan(*in, *attrs));
   }
-  if (name == "empty" || name == "reshape") return nullptr;
+  if (name == "empty" || name == "reshape" || name == "narrow_rows") return nullptr;
   if (name == "load") {
     TensorP dst = (*in)[0];
     if (!on_device(dst)) {  // a host tensor: the CPU op does it

@@ -5,7 +5,7 @@
 // carry over unchanged. On the JS thread each op still runs the CPU op's plan() — the same
 // validation and error messages — but under a DeviceAllocScope, so the outputs it allocates
 // are device tensors. Then, per op:
-//   - "empty", "reshape": nothing to run (plan allocated zero-filled device memory / a view);
+//   - "empty", "reshape", "narrow_rows": nothing to run (plan allocated zero-filled device memory / a view);
 //   - "load": the file is read through a staging buffer (pinned when the plugin offers it)
 //     and copied to the device; a dtype change runs the plugin's convert on the device;
 //   - ops the plugin implements for the main input's dtype: host inputs (small tensors built

@@ -1,6 +1,8 @@
 // queue.cpp — see queue.h.
 #include "queue.h"
 
+#include <chrono>
+
 #include "error.h"
 
 namespace dvl {
@@ -17,10 +19,14 @@ ExecQueue::~ExecQueue() {
   thread_.join();
 }
 
+static int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 void ExecQueue::push(Job job) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    items_.push_back(Item{std::move(job), nullptr});
+    items_.push_back(Item{std::move(job), nullptr, items_.empty() && !busy_ ? now_ns() : 0});
   }
   cv_.notify_one();
 }
@@ -46,19 +52,27 @@ void ExecQueue::loop() {
     Item item;
     {
       std::unique_lock<std::mutex> lk(mu_);
+      busy_ = false;
       cv_.wait(lk, [&] { return stop_ || !items_.empty(); });
       if (items_.empty()) return;  // stop_ and drained
       item = std::move(items_.front());
       items_.pop_front();
+      busy_ = true;
       if (stop_ && item.job)
         item.job = [](OpContext&) { throw Error(DVL_ERR_DISPOSED, "the queue was disposed"); };
     }
     if (item.job) {
-      if (sticky_) continue;
-      try {
-        item.job(ctx);
-      } catch (...) {
-        sticky_ = std::current_exception();
+      jobs_.fetch_add(1, std::memory_order_relaxed);
+      if (item.pushed_ns) {
+        idle_starts_.fetch_add(1, std::memory_order_relaxed);
+        idle_wait_ns_.fetch_add(uint64_t(now_ns() - item.pushed_ns), std::memory_order_relaxed);
+      }
+      if (!sticky_) {
+        try {
+          item.job(ctx);
+        } catch (...) {
+          sticky_ = std::current_exception();
+        }
       }
     } else if (item.sync) {
       auto err = sticky_;

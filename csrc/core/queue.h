@@ -34,6 +34,9 @@ struct OpContext {
   // The queue's grow-only scratch; null in one-off contexts (tests, the CUDA self-test), where
   // an op that needs one makes its own.
   Scratch* scratch = nullptr;
+  // This context with another pool (plans run small ops on a one-thread pool). Copies every
+  // other field: extend it when adding one.
+  OpContext on(ThreadPool& p) const { return OpContext{p, k, precision, scratch}; }
 };
 
 class ExecQueue {
@@ -49,6 +52,14 @@ class ExecQueue {
   void push_sync(SyncFn fn);
   void cancel();
   int threads() const { return pool_.size(); }
+  // Jobs run so far, and the total time from push to start of those pushed onto an idle queue
+  // (the wake-up of the queue thread: the host latency before a forward's first kernel).
+  struct Stats {
+    uint64_t jobs;
+    uint64_t idle_starts;
+    uint64_t idle_wait_ns;
+  };
+  Stats stats() const { return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load()}; }
   const CpuKernels& kernels() const { return kernels_; }
   Precision precision() const { return precision_; }
 
@@ -56,6 +67,7 @@ class ExecQueue {
   struct Item {
     Job job;
     SyncFn sync;
+    int64_t pushed_ns = 0;  // set when pushed onto an empty queue, else 0
   };
   void loop();
 
@@ -69,6 +81,8 @@ class ExecQueue {
   bool stop_ = false;
   std::exception_ptr sticky_;
   std::atomic<uint64_t> cancel_epoch_{0};
+  std::atomic<uint64_t> jobs_{0}, idle_starts_{0}, idle_wait_ns_{0};
+  bool busy_ = false;  // the queue thread is running an item (guarded by mu_)
   std::thread thread_;
 };
 

@@ -1,4 +1,4 @@
-// remask.h — which masked rows a denoising step reveals (spec §5.8; the TS twin is
+// remask.h — which masked rows a denoising step reveals (docs §5.8; the TS twin is
 // lib/decode/remask.ts). Header-only so the CPU op (csrc/cpu/ops/sample.cpp) and the CUDA
 // plugin (csrc/cuda/ops_sample.cu, built without the engine) share one definition.
 //

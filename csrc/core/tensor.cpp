@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -28,6 +29,10 @@ bool dtype_parse(const std::string& s, DType* out) {
 // (a memset here blocked the event loop ~1 ms per MB). Small ones use the heap.
 static constexpr size_t kMmapThreshold = size_t(1) << 20;
 
+static std::atomic<int64_t> g_live_count{0}, g_live_bytes{0};
+
+LiveStorage live_host_storage() { return {g_live_count.load(), g_live_bytes.load()}; }
+
 Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   if (dev != Device::Cpu) throw Error(DVL_ERR_BACKEND, "device storage is owned by the CUDA plugin");
   size_t rounded = (nbytes + 63) / 64 * 64;
@@ -37,11 +42,25 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
     if (p == MAP_FAILED) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
     data = p;
     mapped_ = rounded;
-    return;
+  } else {
+    // posix_memalign, not aligned_alloc: the same, and in every glibc (aligned_alloc needs 2.16).
+    if (posix_memalign(&data, 64, rounded) != 0) data = nullptr;
+    if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
+    std::memset(data, 0, rounded);
   }
-  data = std::aligned_alloc(64, rounded);
-  if (!data) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
-  std::memset(data, 0, rounded);
+  g_live_count.fetch_add(1, std::memory_order_relaxed);
+  g_live_bytes.fetch_add(int64_t(nbytes), std::memory_order_relaxed);
+}
+
+Storage::Storage(SlotTag, size_t nbytes, Device dev) : bytes(nbytes), device(dev), owned_(false) {}
+
+std::shared_ptr<Storage> Storage::slot(size_t nbytes, Device dev, std::shared_ptr<Storage> base) {
+  struct Slot : Storage {
+    Slot(size_t n, Device d) : Storage(SlotTag{}, n, d) {}
+  };
+  auto s = std::make_shared<Slot>(nbytes, dev);
+  s->base_ = std::move(base);
+  return s;
 }
 
 void Storage::advise_huge_pages() {
@@ -52,11 +71,18 @@ void Storage::advise_huge_pages() {
 }
 
 Storage::~Storage() {
+  if (!owned_) return;
   if (mapped_) munmap(data, mapped_);
   else std::free(data);
+  g_live_count.fetch_sub(1, std::memory_order_relaxed);
+  g_live_bytes.fetch_sub(int64_t(bytes), std::memory_order_relaxed);
 }
 
 static thread_local Device t_alloc_device = Device::Cpu;
+static thread_local bool t_defer_alloc = false;
+
+DeferAllocScope::DeferAllocScope() : prev_(t_defer_alloc) { t_defer_alloc = true; }
+DeferAllocScope::~DeferAllocScope() { t_defer_alloc = prev_; }
 static DeviceStorageFn g_device_storage = nullptr;
 
 DeviceAllocScope::DeviceAllocScope(Device dev) : prev_(t_alloc_device) { t_alloc_device = dev; }
@@ -65,15 +91,36 @@ void set_device_storage_fn(DeviceStorageFn fn) { g_device_storage = fn; }
 
 TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape) { return alloc(dt, std::move(shape), t_alloc_device); }
 
-TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
-  for (int64_t d : shape)
+// The largest tensor alloc accepts: 2^44 elements (64 TiB of f32). Far beyond any machine, but
+// small enough that element counts, byte counts and the 64-byte rounding below can never wrap:
+// a shape whose product overflows must fail here, not become a tiny buffer that ops then
+// write past.
+static constexpr int64_t kMaxTensorElements = int64_t(1) << 44;
+
+int64_t checked_numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
     if (d < 0) throw Error(DVL_ERR_SHAPE, "negative dimension in shape " + shape_str(shape));
+    if (d == 0) return 0;
+  }
+  for (int64_t d : shape) {
+    if (__builtin_mul_overflow(n, d, &n) || n > kMaxTensorElements)
+      throw Error(DVL_ERR_ALLOC, "tensor of shape " + shape_str(shape) + " has more than 2^44 elements (" +
+                                     "the sizes multiply past any memory; a config or option value is too large)");
+  }
+  return n;
+}
+
+TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
+  checked_numel(shape);
   auto t = std::make_shared<Tensor>();
   t->dtype = dt;
   t->shape = std::move(shape);
   if (dt == DType::Q8 && t->shape.empty()) throw Error(DVL_ERR_SHAPE, "a q8 tensor needs rank ≥ 1 (rows of K values)");
   if (dt == DType::Q8 && dev != Device::Cpu) throw Error(DVL_ERR_DTYPE, "q8 tensors live on the CPU only (no CUDA kernel reads them)");
-  if (dev == Device::Cpu) {
+  if (t_defer_alloc) {
+    t->storage = Storage::slot(t->nbytes(), dev);
+  } else if (dev == Device::Cpu) {
     t->storage = std::make_shared<Storage>(t->nbytes(), dev);
   } else {
     if (!g_device_storage) throw Error(DVL_ERR_BACKEND, "no CUDA backend is loaded to allocate " + t->describe());

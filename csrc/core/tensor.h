@@ -31,9 +31,31 @@ struct Storage {
   // for buffers filled piecemeal (a KV cache): one touched byte would make 2 MiB resident.
   void advise_huge_pages();
 
+  // A slot: `bytes` of memory it does not own, whose `data` is set later — by a recorded plan
+  // (csrc/core/plan.h) to a place in its arena, or at each replay to a bound input. `base`
+  // (may be null) is kept alive as long as the slot: the arena its data points into.
+  static std::shared_ptr<Storage> slot(size_t nbytes, Device dev, std::shared_ptr<Storage> base = nullptr);
+  bool owned() const { return owned_; }
+  void set_base(std::shared_ptr<Storage> b) { base_ = std::move(b); }
+  const std::shared_ptr<Storage>& base() const { return base_; }
+
+ protected:
+  struct SlotTag {};
+  Storage(SlotTag, size_t nbytes, Device dev);
+
  private:
   size_t mapped_ = 0;  // bytes mapped when the buffer came from mmap, else 0
+  bool owned_ = true;
+  std::shared_ptr<Storage> base_;
 };
+
+// Host storage the engine owns right now (tests count it to prove that plans and models free
+// everything they allocated).
+struct LiveStorage {
+  int64_t count;
+  int64_t bytes;
+};
+LiveStorage live_host_storage();
 
 struct Tensor {
   DType dtype = DType::F32;
@@ -71,8 +93,26 @@ class DeviceAllocScope {
   Device prev_;
 };
 using DeviceStorageFn = std::shared_ptr<Storage> (*)(size_t bytes);
+
+// While one lives, Tensor::alloc gives new tensors slot storage (no memory yet) on this thread:
+// a plan being recorded runs the ops' plan() under it, then places every intermediate in one
+// arena (plan.cpp). Nests with DeviceAllocScope (the slot's device is the allocation device).
+class DeferAllocScope {
+ public:
+  DeferAllocScope();
+  ~DeferAllocScope();
+  DeferAllocScope(const DeferAllocScope&) = delete;
+  DeferAllocScope& operator=(const DeferAllocScope&) = delete;
+
+ private:
+  bool prev_;
+};
 void set_device_storage_fn(DeviceStorageFn fn);
 
 std::string shape_str(const std::vector<int64_t>& s);
+
+// The element count of `shape`, checked: a negative dimension is DVL_SHAPE, a product past
+// 2^44 elements (or one that overflows int64) is DVL_ALLOC. Tensor::alloc calls it first.
+int64_t checked_numel(const std::vector<int64_t>& shape);
 
 }  // namespace dvl

@@ -30,7 +30,7 @@ static inline void spin_pause(int i) {
 }
 
 ThreadPool::ThreadPool(int nthreads) : nthreads_(nthreads < 1 ? 1 : nthreads) {
-  for (int t = 1; t < nthreads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+  for (int t = 1; t < nthreads_; ++t) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -43,6 +43,25 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
+void ThreadPool::run_claims(uint64_t gen) {
+  const uint64_t mine = gen << 32;
+  for (;;) {
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    if ((c & ~uint64_t(0xffffffff)) != mine) return;        // that run is over
+    const int tid = int(c & 0xffffffff);
+    if (tid >= nthreads_) return;                            // nothing left to claim
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
+    // The run cannot finish before this tid is done, so job_ is still its job.
+    try {
+      (*job_)(tid, nthreads_);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(err_mu_);
+      if (!err_) err_ = std::current_exception();
+    }
+    done_.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
 void ThreadPool::run(const std::function<void(int, int)>& fn) {
   if (nthreads_ == 1) {
     fn(0, 1);
@@ -50,19 +69,22 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
   err_ = nullptr;
   job_ = &fn;
-  pending_.store(nthreads_ - 1, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  uint64_t gen = (generation_.load(std::memory_order_relaxed) + 1) & 0xffffffff;
+  if (gen == 0) gen = 1;   // claim_ == 0 means "no run"
+  claim_.store(gen << 32, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lk(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+    generation_.store(gen, std::memory_order_release);
   }
   cv_.notify_all();
-  try {
-    fn(0, nthreads_);
-  } catch (...) {
-    std::lock_guard<std::mutex> lk(err_mu_);
-    if (!err_) err_ = std::current_exception();
+  run_claims(gen);
+  // Spin, then yield: the tids still running belong to workers that may be descheduled.
+  for (int i = 0; done_.load(std::memory_order_acquire) != nthreads_; ++i) {
+    if (i < kSpinIters) spin_pause(i);
+    else std::this_thread::yield();
   }
-  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) spin_pause(i);
+  claim_.store(0, std::memory_order_release);   // late workers see a finished run
   job_ = nullptr;
   if (err_) {
     auto e = err_;
@@ -71,7 +93,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
 }
 
-void ThreadPool::worker_loop(int tid) {
+void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
     uint64_t g = generation_.load(std::memory_order_acquire);
@@ -86,13 +108,7 @@ void ThreadPool::worker_loop(int tid) {
     }
     seen = g;
     if (stop_.load()) return;
-    try {
-      (*job_)(tid, nthreads_);
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(err_mu_);
-      if (!err_) err_ = std::current_exception();
-    }
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    run_claims(g);
   }
 }
 

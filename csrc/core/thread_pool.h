@@ -1,16 +1,19 @@
 // thread_pool.h — a persistent pool of kernel threads with one fork/join primitive.
 //
-// run(fn) calls fn(tid, nth) once on every participant (the caller is tid 0) and returns
-// when all have finished. Workers spin briefly before sleeping: a forward issues hundreds of
-// short ops and a condition-variable wake costs tens of microseconds each time. The first
+// run(fn) calls fn(tid, nth) once for every tid in [0, nth) and returns when all have
+// finished. The tids are claimed, not assigned: the caller and every awake worker take the
+// next unclaimed tid until none is left, so a worker the OS has not scheduled (more threads
+// than free cores: several models, or a busy machine) never holds the caller up — the caller
+// runs its share itself. Partitions by tid are therefore unchanged, only who runs them varies.
+// Workers spin briefly before sleeping: a forward issues hundreds of short ops and a
+// condition-variable wake costs tens of microseconds each time; spinning waits yield the core
+// now and then, so an oversubscribed machine runs the thread being waited for. The first
 // exception thrown by any participant is rethrown in the caller.
 //
-// parallel_for hands out [0, n) in a few contiguous pieces per participant, claimed from a
-// shared counter: on a machine shared with other processes a participant that loses its core
-// mid-op no longer holds a fixed half of the work — the others take its remaining pieces. The
-// ops' results do not depend on how the range is cut (csrc/cpu/kernels.h: every element is
-// computed on its own), only on n. Spinning waits yield the core now and then, so an
-// oversubscribed machine runs the thread being waited for instead of the waiter.
+// parallel_for goes one step further: it hands out [0, n) in a few contiguous pieces per
+// participant from a shared counter, so a participant that loses its core in the middle of an
+// op holds one small piece, not a fixed share. The ops' results do not depend on how the range
+// is cut (csrc/cpu/kernels.h: every element is computed on its own), only on n.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -59,13 +62,17 @@ class ThreadPool {
   }
 
  private:
-  void worker_loop(int tid);
+  void worker_loop();
+  // Claims and runs tids of run `gen` until none is left (or that run is over).
+  void run_claims(uint64_t gen);
 
   int nthreads_;
   std::vector<std::thread> workers_;
   const std::function<void(int, int)>* job_ = nullptr;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // (run generation << 32) | next unclaimed tid: a claim is valid only for its own run.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> done_{0};  // tids finished in the current run
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;

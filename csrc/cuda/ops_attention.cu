@@ -1,5 +1,5 @@
 // ops_attention.cu — flash-style scaled dot-product attention over a KV cache on the GPU
-// (csrc/cpu/ops/attention.cpp, spec §2.5, §5.3, §3.3 item 4; PERFORMANCE.md §c1).
+// (csrc/cpu/ops/attention.cpp, docs §2.5, §5.3, §3.3 item 4; docs/performance.md §c1).
 //
 // Legend: Tq query rows, nh query heads, nkv kv heads (GQA: head h reads kv head
 // g = h / (nh/nkv)), hd head dim ≤ 512, cap cache capacity.
@@ -20,7 +20,7 @@
 // attention_tiled_kernel (the default, below): the same step for 8 rows of one kv head that
 // share each K/V tile through shared memory, with a split of the key axis (flash-decoding) when
 // the blocks alone would leave SMs idle.
-// Throughput work left (PERFORMANCE.md §c1): tensor-core Q·Kᵀ and P·V (mma.sync / wgmma), a
+// Throughput work left (docs/performance.md §c1): tensor-core Q·Kᵀ and P·V (mma.sync / wgmma), a
 // 56–64-row GQA tile per block, exp2 with a pre-scaled log2 e, cp.async/TMA tile pipelining.
 #include <algorithm>
 #include <cmath>
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const AttnParams
 // ---- tiled kernel (the default when its shared memory fits: hd ≤ 128 or so) ------------------
 //
 // A block is one kv head g (blockIdx.y), a run of kTW consecutive rows of that head's Tq·group
-// (query row, head) rows — query-major, so a decode block's GQA group shares it (PERFORMANCE.md
+// (query row, head) rows — query-major, so a decode block's GQA group shares it (docs/performance.md
 // §c1) — and one split of the key axis (blockIdx.z). Its 8 warps walk the union of their rows'
 // visible ranges in tiles of 32 keys; each tile of K and V is loaded ONCE per block into shared
 // memory (coalesced, converted to f32), then every warp does the warp-per-row step above from
@@ -372,6 +372,63 @@ static dvl_status attention_run(const OpCall& c) {
   return st;
 }
 
-void register_attention(std::vector<OpEntry>& t) { t.push_back({"attention", kF32, attention_run}); }
+// The launch shared by attention and each sequence of attention_batch (P filled but for q/k/v/o).
+static dvl_status attention_launch(const OpCall& c, AttnParams& P) {
+  const int64_t rows = P.Tq * P.nh;
+  if (rows == 0 || P.hd == 0) return 0;
+  if ((rows + kWarps - 1) / kWarps > 0x7fffffff) return fail(c.err, "DVL_SHAPE", "cuda attention: too many rows for one grid");
+  int st = attention_tiled(c, P);
+  if (st < 0) {
+    attention_kernel<<<unsigned((rows + kWarps - 1) / kWarps), kWarps * 32, 0, c.stream>>>(P);
+    st = check_launch(c, "attention_kernel");
+  }
+  return st;
+}
+
+// attention_batch (csrc/cpu/ops/attention.cpp): per sequence of attr seqs (row0, row1, slot,
+// pos0, mask 0 causal | 1 block | 2 full, bs), the attention launch above on its rows of q/o and
+// its slot of the [S, nkv, cap, hd] caches — the same kernels as an unbatched call. (One launch
+// per sequence; a fused varlen kernel is the next step for large batches.)
+static dvl_status attention_batch_run(const OpCall& c) {
+  if (!check_io(c, 3, 3, 1)) return 1;
+  const Tensor &q = *c.in[0], &k = *c.in[1], &v = *c.in[2], &o = *c.out[0];
+  if (!need_dtype(c, q, kF32, "q") || !need_dtype(c, k, kFloats, "k") || !need_dtype(c, o, kF32, "o")) return 1;
+  if (k.dtype != v.dtype) return fail(c.err, "DVL_DTYPE", "cuda attention_batch: k and v must have the same dtype");
+  if (q.shape.size() != 3 || k.shape.size() != 4 || k.shape != v.shape || o.shape != q.shape || k.shape[3] != q.shape[2])
+    return fail(c.err, "DVL_SHAPE", "cuda attention_batch: q [T, nh, hd], k = v [S, nkv, cap, hd], o q's shape");
+  const std::vector<double>* seqs = c.attrs.geta("seqs");
+  if (!seqs || seqs->empty() || seqs->size() % 6) return fail(c.err, "DVL_ARG", "cuda attention_batch: attr seqs must hold 6 numbers per sequence");
+  const int64_t S = k.shape[0], T = q.shape[0], nh = q.shape[1], hd = q.shape[2], nkv = k.shape[1], cap = k.shape[2];
+  if (hd > 512 || nkv < 1 || nh % nkv) return fail(c.err, "DVL_SHAPE", "cuda attention_batch: hd <= 512, nh a multiple of nkv");
+  const size_t slot_bytes = size_t(nkv * cap * hd) * (k.dtype == DType::F32 ? 4 : 2);
+  const float scale = float(c.attrs.has("scale") ? c.attrs.get("scale", 1) : 1.0 / std::sqrt(double(hd)));
+  int64_t next = 0;
+  for (size_t i = 0; i < seqs->size(); i += 6) {
+    const int64_t row0 = int64_t((*seqs)[i]), row1 = int64_t((*seqs)[i + 1]), slot = int64_t((*seqs)[i + 2]);
+    const int64_t pos0 = int64_t((*seqs)[i + 3]), mask = int64_t((*seqs)[i + 4]), bs = int64_t((*seqs)[i + 5]);
+    if (row0 != next || row1 <= row0 || row1 > T || slot < 0 || slot >= S || pos0 < 0 || pos0 + (row1 - row0) > cap || mask < 0 ||
+        mask > 2 || (mask == 1 && bs < 1))
+      return fail(c.err, "DVL_RANGE", "cuda attention_batch: sequence %d has a bad layout", int(i / 6));
+    next = row1;
+    AttnParams P{};
+    P.Tq = row1 - row0, P.nh = nh, P.hd = hd, P.nkv = nkv, P.cap = cap, P.group = nh / nkv;
+    P.kvLen = pos0 + P.Tq, P.qPos0 = pos0, P.scale = scale;
+    P.mask = mask == 0 ? 1 : mask == 1 ? 2 : 0;  // this file's codes: 0 full, 1 causal, 2 block
+    P.bs = bs;
+    P.q = dptr<const float>(q) + row0 * nh * hd;
+    P.o = dptr<float>(o) + row0 * nh * hd;
+    P.k = static_cast<const char*>(k.storage->data) + size_t(slot) * slot_bytes;
+    P.v = static_cast<const char*>(v.storage->data) + size_t(slot) * slot_bytes;
+    P.kv_dtype = int(k.dtype);
+    if (dvl_status st = attention_launch(c, P)) return st;
+  }
+  if (next != T) return fail(c.err, "DVL_SHAPE", "cuda attention_batch: seqs do not cover q's rows");
+  return 0;
+}
+
+void register_attention(std::vector<OpEntry>& t) {
+  t.push_back({"attention", kF32, attention_run});
+  t.push_back({"attention_batch", kF32, attention_batch_run});
+}
 
 }  // namespace dvl_cuda

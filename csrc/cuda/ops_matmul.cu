@@ -1,4 +1,4 @@
-// ops_matmul.cu — y = x · Wᵀ (+ b) on the GPU (csrc/cpu/ops/matmul.cpp; spec PERFORMANCE.md §c4).
+// ops_matmul.cu — y = x · Wᵀ (+ b) on the GPU (csrc/cpu/ops/matmul.cpp; docs/performance.md §c4).
 //
 // Legend: x f32 [.., K] (M rows after flattening), W f32|bf16|f16 [N, K] as stored in the
 // checkpoint, b f32 [N] (optional) → y f32 [.., N]. Activations stay f32, weights are widened
@@ -29,7 +29,7 @@
 //     (no real layer) takes a scalar warp-per-row kernel.
 //   tiled (M > 16, prefill): 64×64 output tile per 256-thread block, K in steps of 16 through
 //     shared memory (weights converted to f32 on the way in), 4×4 outputs per thread.
-// Not here yet (PERFORMANCE.md §c4): fused epilogues (bias+activation, residual), wgmma (sm_90a)
+// Not here yet (docs/performance.md §c4): fused epilogues (bias+activation, residual), wgmma (sm_90a)
 // for large prefill, and f32 weights on tensor cores (they would need a 3-way split of W too).
 #include <cuda_fp16.h>
 
@@ -638,7 +638,12 @@ static bool tc_path(int device) {
     const cudaError_t e2 = e1 == cudaSuccess && major >= 8
                                ? cudaFuncGetAttributes(&a, matmul_tc_small_kernel<int(DType::BF16), true, 16>)
                                : cudaErrorNotSupported;
-    if (e1 != cudaSuccess || (major >= 8 && e2 != cudaSuccess)) cudaGetLastError();  // a failed query means "no", not a pending error
+    if (e1 != cudaSuccess || (major >= 8 && e2 != cudaSuccess)) {
+      // A failed query means "not now", not a pending error, and not "never": this call takes
+      // the SIMT path and the next one asks again (only an answer is cached).
+      cudaGetLastError();
+      return false;
+    }
     cache[device] = e2 == cudaSuccess && a.ptxVersion >= 80 ? 1 : -1;
   }
   return cache[device] > 0;

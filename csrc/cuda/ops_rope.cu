@@ -1,4 +1,4 @@
-// ops_rope.cu — rotary position embedding, rotate-half layout (csrc/cpu/ops/rope.cpp, spec §2.4).
+// ops_rope.cu — rotary position embedding, rotate-half layout (csrc/cpu/ops/rope.cpp, docs §2.4).
 //
 // rope_cos_sin: positions i32 [T]; attrs theta, dim → cos, sin f32 [T, dim].
 //   inv_freq[j] is computed on the host exactly as the CPU op does (same expression, same libm)

@@ -1,5 +1,5 @@
 // ops_sample.cu — confidence_remask on the GPU: one denoising iteration's sampling and
-// remasking decision (spec §5.7–5.8). The contract is csrc/cpu/ops/sample.cpp, which follows
+// remasking decision (docs §5.7–5.8). The contract is csrc/cpu/ops/sample.cpp, which follows
 // lib/decode/sample.ts, remask.ts and rng.ts bit for bit; this file follows the same steps.
 //
 // Legend: n rows (still-masked positions), V vocabulary; logits f32 [n, V] → ids i32 [n],

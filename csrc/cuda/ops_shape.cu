@@ -223,7 +223,33 @@ static dvl_status kv_append_run(const OpCall& c) {
   return check_launch(c, "kv_append_kernel");
 }
 
+// kv_cache_append_batch (csrc/cpu/ops/kv_cache.cpp): per sequence of attr seqs, the
+// kv_cache_append kernel on its rows of x and its slot of the [S, nkv, cap, hd] cache.
+static dvl_status kv_append_batch_run(const OpCall& c) {
+  if (!check_io(c, 2, 2, 0)) return 1;
+  const Tensor &cache = *c.in[0], &x = *c.in[1];
+  if (!need_dtype(c, cache, kFloats, "cache") || !need_dtype(c, x, kF32, "x")) return 1;
+  if (cache.shape.size() != 4 || x.shape.size() != 3 || x.shape[1] != cache.shape[1] || x.shape[2] != cache.shape[3])
+    return fail(c.err, "DVL_SHAPE", "cuda kv_cache_append_batch: x must be [T, nkv, hd] with the cache's nkv and hd");
+  const std::vector<double>* seqs = c.attrs.geta("seqs");
+  if (!seqs || seqs->empty() || seqs->size() % 6) return fail(c.err, "DVL_ARG", "cuda kv_cache_append_batch: attr seqs must hold 6 numbers per sequence");
+  const int64_t S = cache.shape[0], nkv = cache.shape[1], cap = cache.shape[2], hd = cache.shape[3], T = x.shape[0];
+  const size_t slot_elems = size_t(nkv * cap * hd), es = cache.dtype == DType::F32 ? 4 : 2;
+  for (size_t i = 0; i < seqs->size(); i += 6) {
+    const int64_t row0 = int64_t((*seqs)[i]), row1 = int64_t((*seqs)[i + 1]), slot = int64_t((*seqs)[i + 2]), pos0 = int64_t((*seqs)[i + 3]);
+    if (row0 < 0 || row1 <= row0 || row1 > T || slot < 0 || slot >= S || pos0 < 0 || pos0 + (row1 - row0) > cap)
+      return fail(c.err, "DVL_RANGE", "cuda kv_cache_append_batch: sequence %d has a bad layout", int(i / 6));
+    const int64_t n = (row1 - row0) * nkv * hd;
+    void* base = static_cast<char*>(cache.storage->data) + size_t(slot) * slot_elems * es;
+    kv_append_kernel<<<grid_for(n, 256), 256, 0, c.stream>>>(base, int(cache.dtype), dptr<const float>(x) + row0 * nkv * hd, row1 - row0, nkv,
+                                                             cap, hd, pos0);
+    if (dvl_status st = check_launch(c, "kv_append_kernel")) return st;
+  }
+  return 0;
+}
+
 void register_shape(std::vector<OpEntry>& t) {
+  t.push_back({"kv_cache_append_batch", kFloats, kv_append_batch_run});
   t.push_back({"embedding", kI32, embedding_run});
   t.push_back({"reshape", kFloats | kI32 | kU8, reshape_run});
   t.push_back({"gather_rows", kFloats | kI32 | kU8, gather_rows_run});

@@ -1,5 +1,5 @@
 // plugin.cu — the CUDA plugin's entry point and its device, memory and copy functions
-// (csrc/core/backend.h, spec/ECOSYSTEM.md B1.3).
+// (csrc/core/backend.h, docs/packaging.md §B1.3).
 //
 // Built into libdiffusionvl_cuda.so with the CUDA runtime linked statically, so a user needs
 // only the NVIDIA driver (libcuda.so.1). The engine dlopens this file at run time
@@ -30,6 +30,9 @@ int fail(dvl_backend_error* err, const char* code, const char* fmt, ...) {
 }
 
 int fail_cuda(dvl_backend_error* err, cudaError_t e, const char* what) {
+  // Reset the runtime's last-error slot: a failed call leaves its error there, and the next
+  // op's launch check (cudaGetLastError) would report this failure again as its own.
+  cudaGetLastError();
   return fail(err, "cuda", "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 

@@ -12,9 +12,11 @@ DvlAddon::DvlAddon(Napi::Env env, Napi::Object exports) {
   DefineAddon(exports, {
                            InstanceMethod("init", &DvlAddon::JS_init),
                            InstanceMethod("info", &DvlAddon::JS_info),
+                           InstanceMethod("memory", &DvlAddon::JS_memory),
                        });
   tensor_class_init(env, exports, this);
   queue_class_init(env, exports, this);
+  plan_class_init(env, exports, this);
   { void backend_wrap_init(Napi::Env, Napi::Object); backend_wrap_init(env, exports); }  // backend_wrap.cpp (C1)
 }
 
@@ -89,6 +91,17 @@ Napi::Value DvlAddon::JS_info(const Napi::CallbackInfo& info) {
   for (const std::string& s : op_names()) ops.Set(n++, s);
   r.Set("ops", ops);
   r.Set("napiVersion", NAPI_VERSION);
+  return r;
+}
+
+// memory() → { hostStorages, hostBytes }: host buffers the engine owns now (all models, plans
+// and tensors of the process); tests use it to prove that dispose frees everything.
+Napi::Value DvlAddon::JS_memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  LiveStorage l = live_host_storage();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("hostStorages", double(l.count));
+  r.Set("hostBytes", double(l.bytes));
   return r;
 }
 

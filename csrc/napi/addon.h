@@ -20,6 +20,8 @@ class DvlAddon : public Napi::Addon<DvlAddon> {
 
   Napi::FunctionReference tensor_ctor;
   Napi::FunctionReference queue_ctor;
+  Napi::FunctionReference plan_ctor;          // plan_wrap.cpp
+  Napi::FunctionReference plan_builder_ctor;  // plan_wrap.cpp
   Napi::FunctionReference make_error;  // (code, message) => Error, set by lib/native
 
   // Throws a JS exception built by make_error (or a plain Error carrying `code`).
@@ -32,6 +34,7 @@ class DvlAddon : public Napi::Addon<DvlAddon> {
  private:
   Napi::Value JS_init(const Napi::CallbackInfo& info);
   Napi::Value JS_info(const Napi::CallbackInfo& info);
+  Napi::Value JS_memory(const Napi::CallbackInfo& info);
 };
 
 // Runs fn, converting dvl::Error and std::exception into a pending JS exception.
@@ -61,5 +64,12 @@ void attrs_from_js(const std::string& op, Napi::Object o, Attrs& a);
 
 void tensor_class_init(Napi::Env env, Napi::Object exports, DvlAddon* addon);
 void queue_class_init(Napi::Env env, Napi::Object exports, DvlAddon* addon);
+void plan_class_init(Napi::Env env, Napi::Object exports, DvlAddon* addon);
+
+class Plan;
+// A new PlanBuilder handle recording for a queue of device `dev` (plan_wrap.cpp).
+Napi::Object new_plan_builder(Napi::Env env, Device dev);
+// The plan behind a Plan handle; throws dvl::Error when v is not one or was disposed.
+std::shared_ptr<Plan> unwrap_plan(Napi::Env env, Napi::Value v);
 
 }  // namespace dvl

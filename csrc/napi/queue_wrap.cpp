@@ -18,6 +18,7 @@
 #include "../core/cuda_loader.h"
 #include "../core/cuda_queue.h"
 #include "../core/error.h"
+#include "../core/plan.h"
 #include "../core/queue.h"
 #include "../cpu/kernels.h"
 #include "../cpu/ops/ops.h"
@@ -45,6 +46,9 @@ struct Settle {
   bool has_data = false;
   DType dtype = DType::F32;
   std::vector<char> data;
+  // read([a, b, ...]): one copy per tensor, resolved together as an array.
+  bool many = false;
+  std::vector<std::pair<DType, std::vector<char>>> parts;
 };
 
 }  // namespace
@@ -113,6 +117,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return DefineClass(env, "Queue",
                        {
                            InstanceMethod("op", &QueueWrap::JS_op),
+                           InstanceMethod("record", &QueueWrap::JS_record),
+                           InstanceMethod("stats", &QueueWrap::JS_stats),
+                           InstanceMethod("replay", &QueueWrap::JS_replay),
                            InstanceMethod("sync", &QueueWrap::JS_sync),
                            InstanceMethod("read", &QueueWrap::JS_read),
                            InstanceMethod("write", &QueueWrap::JS_write),
@@ -149,7 +156,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
   // Creates a promise settled on the JS thread after every job queued so far has run.
   Napi::Promise enqueue_settle(Napi::Env env, std::function<void(Settle*)> fill) {
     auto d = Napi::Promise::Deferred::New(env);
-    Settle* s = new Settle{pending_, d, nullptr, false, DType::F32, {}};
+    Settle* s = new Settle{pending_, d, nullptr, false, DType::F32, {}, false, {}};
     if (pending_->n++ == 0) pending_->tsfn.Ref(env);
     Tsfn tsfn = pending_->tsfn;
     queue_->push_sync([tsfn, s, fill](std::exception_ptr err) mutable {
@@ -190,18 +197,80 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       }
       auto attrs = std::make_shared<Attrs>();
       if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), *attrs);
-      std::shared_ptr<Tensors> out;
-      if (device_ == Device::Cuda) {
-        ExecQueue::Job job = cuda_queue_op(*def, in, out, attrs);
-        if (job) q.push(std::move(job));
-      } else {
-        check_host_inputs(name, *in);
-        out = std::make_shared<Tensors>(def->plan(*in, *attrs));
-        auto run = def->run;
-        q.push([run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); });
+      for (size_t i = 0; i < in->size(); ++i) {
+        const TensorP& t = (*in)[i];
+        if (t && t->storage && !t->storage->owned() && !t->storage->data && t->nbytes())
+          throw Error(DVL_ERR_ARG, name + ": input " + std::to_string(i) + " (" + t->describe() +
+                                       ") is a placeholder of a recorded plan; it has no memory outside the plan");
       }
+      std::shared_ptr<Tensors> out;
+      ExecQueue::Job job = make_op_job(device_, *def, in, out, attrs);
+      if (job) q.push(std::move(job));
       Napi::Array ra = Napi::Array::New(env, out->size());
       for (size_t i = 0; i < out->size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, (*out)[i]));
+      result = ra;
+    });
+    return result;
+  }
+
+  // stats() → { jobs, idleStarts, idleWaitMs }: see ExecQueue::Stats.
+  Napi::Value JS_stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    ExecQueue::Stats s = queue_ ? queue_->stats() : ExecQueue::Stats{0, 0, 0};
+    o.Set("jobs", double(s.jobs));
+    o.Set("idleStarts", double(s.idle_starts));
+    o.Set("idleWaitMs", double(s.idle_wait_ns) / 1e6);
+    return o;
+  }
+
+  // record() → a PlanBuilder for this queue's device (plan_wrap.cpp).
+  Napi::Value JS_record(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    guarded(env, [&] {
+      need_queue();
+      result = new_plan_builder(env, device_);
+    });
+    return result;
+  }
+
+  // replay(plan, values[], params[]) → output tensors; one job runs the whole plan.
+  Napi::Value JS_replay(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    guarded(env, [&] {
+      ExecQueue& q = need_queue();
+      DvlAddon* addon = env.GetInstanceData<DvlAddon>();
+      if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
+        throw Error(DVL_ERR_ARG, "Queue.replay(plan, values[], params[]): bad arguments");
+      std::shared_ptr<Plan> plan = unwrap_plan(env, info[0]);
+      if (plan->device() != device_) throw Error(DVL_ERR_ARG, "Queue.replay: the plan was recorded for another device");
+      Napi::Array va = info[1].As<Napi::Array>();
+      std::vector<PlanValue> values(va.Length());
+      for (uint32_t i = 0; i < va.Length(); ++i) {
+        Napi::Value v = va.Get(i);
+        if (v.IsTypedArray()) {
+          Napi::TypedArray ta = v.As<Napi::TypedArray>();
+          const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+          values[i].bytes.assign(src, src + ta.ByteLength());
+        } else {
+          std::string what = "Queue.replay: value " + std::to_string(i);
+          values[i].bound = addon->unwrap_tensor(env, v, what.c_str());
+        }
+      }
+      Napi::Array pa = info[2].As<Napi::Array>();
+      std::vector<double> params(pa.Length());
+      for (uint32_t i = 0; i < pa.Length(); ++i) {
+        Napi::Value v = pa.Get(i);
+        if (!v.IsNumber()) throw Error(DVL_ERR_ARG, "Queue.replay: params must be numbers");
+        params[i] = v.As<Napi::Number>().DoubleValue();
+      }
+      Tensors outs;
+      ExecQueue::Job job = plan->replay(std::move(values), std::move(params), outs);
+      q.push(std::move(job));
+      Napi::Array ra = Napi::Array::New(env, outs.size());
+      for (size_t i = 0; i < outs.size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, outs[i]));
       result = ra;
     });
     return result;
@@ -219,23 +288,43 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return result;
   }
 
-  // read(tensor) → Promise<TypedArray> holding a copy of the tensor after queued ops ran.
+  // read(tensor) → Promise<TypedArray> holding a copy of the tensor after queued ops ran;
+  // read([t0, t1, ...]) → Promise<TypedArray[]>: one settle for several (the decoder reads a
+  // step's ids, confidences and reveal flags together).
   Napi::Value JS_read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Value result = env.Undefined();
     guarded(env, [&] {
       need_queue();
       if (info.Length() < 1) throw Error(DVL_ERR_ARG, "Queue.read(tensor): missing tensor");
-      TensorP t = env.GetInstanceData<DvlAddon>()->unwrap_tensor(env, info[0], "Queue.read: argument");
-      bool dev = t->on_cuda();
-      if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
-      result = enqueue_settle(env, [t, dev](Settle* s) {
-        s->has_data = true;
-        s->dtype = t->dtype;
-        s->data.resize(t->nbytes());
-        if (!t->nbytes()) return;
-        if (dev) cuda_read_into(*t, s->data.data());
-        else std::memcpy(s->data.data(), t->raw(), t->nbytes());
+      DvlAddon* addon = env.GetInstanceData<DvlAddon>();
+      const bool many = info[0].IsArray();
+      Tensors ts;
+      if (many) {
+        Napi::Array a = info[0].As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); ++i) ts.push_back(addon->unwrap_tensor(env, a.Get(i), "Queue.read: element"));
+      } else {
+        ts.push_back(addon->unwrap_tensor(env, info[0], "Queue.read: argument"));
+      }
+      for (const TensorP& t : ts)
+        if (t->on_cuda() && device_ != Device::Cuda)
+          throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
+      result = enqueue_settle(env, [ts, many](Settle* s) {
+        s->many = many;
+        for (const TensorP& t : ts) {
+          std::vector<char> data(t->nbytes());
+          if (!data.empty()) {
+            if (t->on_cuda()) cuda_read_into(*t, data.data());
+            else std::memcpy(data.data(), t->raw(), data.size());
+          }
+          if (many) {
+            s->parts.emplace_back(t->dtype, std::move(data));
+          } else {
+            s->has_data = true;
+            s->dtype = t->dtype;
+            s->data = std::move(data);
+          }
+        }
       });
     });
     return result;
@@ -359,6 +448,10 @@ void settle_on_js_impl(Napi::Env env, Napi::Function, void*, Settle* s) {
     } catch (...) {
     }
     s->deferred.Reject(DvlAddon::make_error_value(env, code, msg));
+  } else if (s->many) {
+    Napi::Array a = Napi::Array::New(env, s->parts.size());
+    for (size_t i = 0; i < s->parts.size(); ++i) a.Set(uint32_t(i), typed_copy(env, s->parts[i].first, s->parts[i].second));
+    s->deferred.Resolve(a);
   } else if (s->has_data) {
     s->deferred.Resolve(typed_copy(env, s->dtype, s->data));
   } else {

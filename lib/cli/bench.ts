@@ -1,7 +1,7 @@
 // bench.ts — the decoding benchmark behind `diffusionvl bench` and `npm run bench`: on one model,
 // in one run, AR (next-token mode, same weights) against block diffusion at several step
 // counts, with and without the merged commit, for one or several precisions / weight dtypes
-// (benchModels). Ratios are taken within the run (PERFORMANCE.md §d).
+// (benchModels). Ratios are taken within the run (docs/performance.md §d).
 import { loadModel, type GenerateRequest, type GenerateResult, type LoadModelOptions, type Model } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
 
@@ -12,6 +12,8 @@ export interface BenchModelOptions {
   threads?: number;
   /** Backend choice, as loadModel's gpu option (default 'auto'). */
   gpu?: GpuOption;
+  /** loadModel's contextLength (default: the model's). */
+  contextLength?: number;
   /** loadModel's precision and dtype (defaults: 'fast', as stored). */
   precision?: LoadModelOptions['precision'];
   dtype?: LoadModelOptions['dtype'];
@@ -32,6 +34,11 @@ export interface BenchRow {
   speedupVsAr: number;
   /** ms per forward ÷ AR ms per forward */
   forwardCostVsAr: number;
+  /** Host work per decode forward (ms): the decode loop's JS time between waits (stats.hostMs)
+   *  plus the queue thread's wake-up after each push onto an idle queue. */
+  hostMsPerForward: number;
+  /** hostMsPerForward ÷ msPerForward, in percent. */
+  hostPercent: number;
 }
 
 export interface BenchModelResult {
@@ -42,13 +49,22 @@ export interface BenchModelResult {
   /** The CPU matmul kernels per weight dtype (CPU backend). */
   kernels?: Record<string, string>;
   /** Native bytes of the weights (what an AR forward streams). */
-  weightBytes: number;
+  weightBytes?: number;
   rows: BenchRow[];
 }
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
+}
+
+/** The rows as an aligned text table (what `diffusionvl bench <model>` prints on stdout). */
+export function benchTable(res: BenchModelResult): string {
+  const lines = res.rows.map((r) =>
+    `${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
+    `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}  ` +
+    `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)`);
+  return [`${res.model} on ${res.backend}`, ...lines].join('\n');
 }
 
 export interface BenchVariant {
@@ -73,7 +89,7 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
   const repeat = o.repeat ?? 3;
   const models: Model[] = [];
   try {
-    for (const v of variants) models.push(await loadModel(dir, { threads: o.threads, gpu: o.gpu, precision: v.precision, dtype: v.dtype }));
+    for (const v of variants) models.push(await loadModel(dir, { threads: o.threads, gpu: o.gpu, contextLength: o.contextLength, precision: v.precision, dtype: v.dtype }));
     const bs = models[0].config.diffusion?.blockSize ?? 8;
     const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
     const settings: [string, GenerateRequest][] = [['ar', { ...base, mode: 'ar' }]];
@@ -84,33 +100,42 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
     for (const m of models) await m.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
     // Round-robin over variants and settings, `repeat` times.
     const runsOf = models.map(() => settings.map((): GenerateResult[] => []));
+    const wakesOf = models.map(() => settings.map((): number[] => []));
     for (let i = 0; i < repeat; i++)
       for (const [vi, m] of models.entries())
-        for (const [j, [, req]] of settings.entries()) runsOf[vi][j].push(await m.generate(req));
+        for (const [j, [, req]] of settings.entries()) {
+          const q0 = m.execution.queue;
+          const r = await m.generate(req);
+          const q1 = m.execution.queue;
+          runsOf[vi][j].push(r);
+          wakesOf[vi][j].push((q1.idleWaitMs - q0.idleWaitMs) / Math.max(1, r.stats.forwards - 1));
+        }
     return models.map((model, vi) => {
       const rows: BenchRow[] = settings.map(([name], j) => {
         const runs = runsOf[vi][j];
         const r = runs[0];
+        const host = median(runs.map((x) => x.stats.hostMs / Math.max(1, x.stats.forwards - 1))) + median(wakesOf[vi][j]);
+        const msPerForward = median(runs.map((x) => x.stats.msPerForward));
         return {
           setting: name,
           tokens: r.stats.generatedTokens,
           forwards: r.stats.forwards,
           forwardsPerToken: r.stats.forwards / r.stats.generatedTokens,
-          msPerForward: median(runs.map((x) => x.stats.msPerForward)),
+          msPerForward,
           tokensPerSecond: median(runs.map((x) => x.stats.tokensPerSecond)),
           prefillMs: median(runs.map((x) => x.stats.prefillMs)),
           speedupVsAr: 0,
           forwardCostVsAr: 0,
+          hostMsPerForward: host,
+          hostPercent: (host / msPerForward) * 100,
         };
       });
       const ar = rows[0];
-      if (variants.length > 1) log(`-- ${variants[vi].name}`);
       for (const r of rows) {
         r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
         r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
-        log(`${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
-          `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}`);
       }
+      log(`${variants[vi].name}: ${rows.length} settings measured`);
       const kernels = model.backend.cpu.kernels as Record<string, string> | undefined;
       return { variant: variants[vi].name, model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows };
     });

@@ -35,6 +35,11 @@ export interface CompareRow {
   tokensPerSecond: number;
   /** tokens/s ÷ the parent's tokens/s (the first row). */
   speedupVsParent: number;
+  /** The decoder alone (after each prefill): tokens/s and its ratio to the parent's. */
+  decodeTokensPerSecond: number;
+  decodeSpeedupVsParent: number;
+  /** Mean fixed work per request (ms): template + tokenisation, images, tower, prefill. */
+  fixedMs: { prompt: number; image: number; tower: number; prefill: number };
   n: number;
   seconds: number;
 }
@@ -76,7 +81,10 @@ export interface CompareResult {
 function row(name: string, r: EvalResult): CompareRow {
   const perKind: Record<string, number> = {};
   for (const [k, v] of Object.entries(r.perKind)) perKind[k] = v.exactMatch;
-  return { setting: name, exactMatch: r.exactMatch, perKind, forwardsPerToken: r.forwardsPerToken, tokensPerSecond: r.tokensPerSecond, speedupVsParent: 0, n: r.n, seconds: r.seconds };
+  return {
+    setting: name, exactMatch: r.exactMatch, perKind, forwardsPerToken: r.forwardsPerToken, tokensPerSecond: r.tokensPerSecond, speedupVsParent: 0,
+    decodeTokensPerSecond: r.decodeTokensPerSecond, decodeSpeedupVsParent: 0, fixedMs: r.fixedMs, n: r.n, seconds: r.seconds,
+  };
 }
 
 /** The bar: parent ≥ 90 %, child static 8 ≥ 85 %, dynamic 0.9 within 3 points of static 8 at ≤ 0.7 forwards per token. */
@@ -129,6 +137,7 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
       const r = [...passes[i]].sort((a, b) => a.tokensPerSecond - b.tokensPerSecond)[Math.floor(repeat / 2)];
       results[s.name] = r;
       const x = row(s.name, r);
+      x.decodeTokensPerSecond = [...passes[i]].map((p) => p.decodeTokensPerSecond).sort((a, b) => a - b)[Math.floor(repeat / 2)];
       rows.push(x);
       log(`${s.name.padEnd(20)} exact ${(100 * x.exactMatch).toFixed(1).padStart(5)} %  ${x.forwardsPerToken.toFixed(3)} fwd/tok  ${x.tokensPerSecond.toFixed(1).padStart(7)} tok/s` +
         (repeat > 1 ? ` (median of ${repeat}: ${passes[i].map((p) => p.tokensPerSecond.toFixed(0)).join(', ')})` : `  (${x.seconds.toFixed(1)} s)`));
@@ -137,17 +146,21 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
     models.parent?.dispose();
     models.child?.dispose();
   }
-  const base = rows[0]?.tokensPerSecond ?? 0;
-  for (const r of rows) r.speedupVsParent = base > 0 ? r.tokensPerSecond / base : 0;
+  const base = rows[0]?.tokensPerSecond ?? 0, baseDecode = rows[0]?.decodeTokensPerSecond ?? 0;
+  for (const r of rows) {
+    r.speedupVsParent = base > 0 ? r.tokensPerSecond / base : 0;
+    r.decodeSpeedupVsParent = baseDecode > 0 ? r.decodeTokensPerSecond / baseDecode : 0;
+  }
   return { parent: parentDir, child: childDir, heldout: heldoutDir, n, backend, rows, bar: qualityBar(rows), results };
 }
 
 /** The markdown table bench/RESULTS.md and the README carry. */
 export function compareTable(res: CompareResult): string {
   const kinds = [...new Set(res.rows.flatMap((r) => Object.keys(r.perKind)))].sort();
-  const head = `| setting | exact match | ${kinds.join(' | ')} | forwards / token | tokens/s | vs parent |`;
-  const sep = `|${'---|'.repeat(5 + kinds.length)}`;
+  const head = `| setting | exact match | ${kinds.join(' | ')} | forwards / token | tokens/s | vs parent | decode tokens/s | vs parent (decode) | fixed ms / request (prompt + image + tower + prefill) |`;
+  const sep = `|${'---|'.repeat(8 + kinds.length)}`;
+  const f = (x: CompareRow['fixedMs']) => `${(x.prompt + x.image + x.tower + x.prefill).toFixed(2)} (${x.prompt.toFixed(2)} + ${x.image.toFixed(2)} + ${x.tower.toFixed(2)} + ${x.prefill.toFixed(2)})`;
   const lines = res.rows.map((r) => `| ${r.setting} | ${(100 * r.exactMatch).toFixed(1)} % | ${kinds.map((k) => r.perKind[k] === undefined ? '' : `${(100 * r.perKind[k]).toFixed(0)} %`).join(' | ')} | ` +
-    `${r.forwardsPerToken.toFixed(3)} | ${r.tokensPerSecond.toFixed(0)} | ×${r.speedupVsParent.toFixed(2)} |`);
+    `${r.forwardsPerToken.toFixed(3)} | ${r.tokensPerSecond.toFixed(0)} | ×${r.speedupVsParent.toFixed(2)} | ${r.decodeTokensPerSecond.toFixed(0)} | ×${r.decodeSpeedupVsParent.toFixed(2)} | ${f(r.fixedMs)} |`);
   return [head, sep, ...lines].join('\n');
 }

@@ -5,19 +5,27 @@
 //   diffusionvl eval [model] [--heldout DIR] [--n N] [decode options]        exact match on a held-out set
 //   diffusionvl bench [--n N] [--heldout DIR] [--json]                         bundled AR parent vs diffusion child
 //   diffusionvl bench <model> [--max-tokens N] [--steps 8,4,2]                AR vs block diffusion, same weights
-//   diffusionvl inspect [model]                                              backend (CPU ISA, CUDA) and model facts
+//   diffusionvl inspect [model]                                              backend (CPU ISA, CUDA), model facts, memory estimate
+//   diffusionvl help | --help | --version
+//
+// Exit codes: 0 success; 1 a typed error (the message names its class and code); 2 bad usage
+// (unknown command or flag, with a did-you-mean); 3 a benchmark quality bar failed. Results and
+// tables go to stdout, progress and stats lines to stderr.
 //
 // [model] is a model folder, or a bundled model's name (shapes-diffusionvl, shapes-ar); left
 // out, the bundled DiffusionVL child (lib/models.ts).
 // Decode options: --max-tokens --steps --block-size --remasking static|dynamic --threshold
 // --temperature --top-k --top-p --seed --mode diffusion|ar --threads --json --show-steps
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendName, getBackendInfo, type GpuOption } from '../native/backend.js';
-import { loadModel } from '../model/model.js';
+import { loadModel, type Model } from '../model/model.js';
 import { readConfig } from '../weights/config.js';
-import { DiffusionVLError, ImageError } from '../errors.js';
-import { bundledHeldoutDir, bundledModelDir, resolveModelDir } from '../models.js';
+import { ImageError, OptionError } from '../errors.js';
+import { nearestKey } from '../decode/options.js';
+import { availableHostMemory, describeEstimate, estimateMemory, formatBytes } from '../model/memory.js';
+import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult, LoadModelOptions } from '../model/model.js';
 import { Queue } from '../native/index.js';
@@ -28,7 +36,8 @@ const USAGE = `usage:
                    [--remasking static|dynamic] [--threshold T] [--max-tokens G] [--json]
   diffusionvl bench [--n N] [--heldout DIR] [--repeat R] [--json]
   diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
-  diffusionvl inspect [model]
+  diffusionvl inspect [model] [--context-length N]
+  diffusionvl help | --help | --version
 
 [model]: a model folder, or the name of a bundled model (shapes-diffusionvl, shapes-ar);
 default: the bundled DiffusionVL child, shapes-diffusionvl.
@@ -45,9 +54,10 @@ options for run:
   --mode M            diffusion | ar (default: diffusion for DiffusionVL checkpoints)
   --threads N         kernel threads (default: physical cores)
   --gpu G             auto (default: the GPU when the CUDA backend is usable) | cuda | cpu
+  --context-length N  KV-cache positions (default: min(max_position_embeddings, 8192))
   --precision P       fast (default: bf16-rounded / int8 activations) | exact (f32 activations)
   --dtype D           weight dtype: as stored (default) | bf16 | f16 | f32 | q8 (int8, CPU only)
-  --show-steps        print each denoising step's canvas
+  --show-steps        print each denoising step's canvas (text; masked tokens as ▒)
   --json              print the result as JSON
 
 eval: greedy (temperature 0) over the held-out set (default: the bundled one), exact match of
@@ -57,8 +67,17 @@ stderr every 25 items. --max-tokens defaults to 64 there.
 bench without a model: the bundled AR parent (shapes-ar) against its DiffusionVL child
 (shapes-diffusionvl) on the held-out set — exact match, forwards per answer token, tokens/s,
 speed-up, and the model's quality bar; --repeat R times each setting R times, round-robin, and
-reports the median tokens/s (answers must repeat exactly). With a model: AR vs block diffusion
-on that model's weights for one long generation (speed only).`;
+reports the median tokens/s (answers must repeat exactly); exit code 3 when a quality bar
+fails. With a model: AR vs block diffusion on that model's weights for one long generation
+(speed only).
+
+inspect: the backend, the model's config and its memory estimate (weights, KV cache at the
+context length, activations, vision) against the memory available.
+
+exit codes: 0 ok, 1 error (typed: OptionError, ConfigError, WeightsError, ImageError, ...),
+2 bad usage, 3 a bench quality bar failed.`;
+
+const COMMANDS = ['run', 'eval', 'bench', 'inspect', 'help'];
 
 const OPTIONS = {
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, steps: { type: 'string' },
@@ -67,7 +86,8 @@ const OPTIONS = {
   seed: { type: 'string' }, mode: { type: 'string' }, threads: { type: 'string' },
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
-  gpu: { type: 'string' }, repeat: { type: 'string' }, precision: { type: 'string' }, dtype: { type: 'string' },
+  gpu: { type: 'string' }, repeat: { type: 'string' }, 'context-length': { type: 'string' },
+  version: { type: 'boolean', short: 'v' }, precision: { type: 'string' }, dtype: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parse>['values'];
@@ -77,8 +97,8 @@ function parse(argv: string[]) {
 
 function num(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new DiffusionVLError('DVL_OPTION', `--${name}: expected a number, got '${v}'`);
+  const n = v.trim() === '' ? NaN : Number(v);
+  if (!Number.isFinite(n)) throw new OptionError(`--${name}: expected a number, got '${v}'`, name);
   return n;
 }
 
@@ -86,22 +106,33 @@ function num(v: string | undefined, name: string): number | undefined {
 function gpuOpt(v: Values): GpuOption | undefined {
   const g = v.gpu;
   if (g === undefined) return undefined;
-  if (g !== 'auto' && g !== 'cuda' && g !== 'cpu') throw new DiffusionVLError('DVL_OPTION', `--gpu: expected auto, cuda or cpu, got '${g}'`);
+  if (g !== 'auto' && g !== 'cuda' && g !== 'cpu') throw new OptionError(`--gpu: expected auto, cuda or cpu, got '${g}'`, 'gpu');
   return g;
 }
 
-/** --precision, --dtype and the other loadModel options every command that loads a model takes. */
-function loadOpts(v: Values): LoadModelOptions {
-  const o: LoadModelOptions = { threads: num(v.threads, 'threads'), gpu: gpuOpt(v) };
+/** loadModel options from the flags every loading command shares. */
+function loadOpts(v: Values): Pick<LoadModelOptions, 'threads' | 'gpu' | 'contextLength' | 'precision' | 'dtype'> {
+  const o: Pick<LoadModelOptions, 'threads' | 'gpu' | 'contextLength' | 'precision' | 'dtype'> = {};
+  const threads = num(v.threads, 'threads');
+  if (threads !== undefined) o.threads = threads;
+  const gpu = gpuOpt(v);
+  if (gpu !== undefined) o.gpu = gpu;
+  const ctx = num(v['context-length'], 'context-length');
+  if (ctx !== undefined) o.contextLength = ctx;
   if (v.precision !== undefined) {
-    if (v.precision !== 'exact' && v.precision !== 'fast') throw new DiffusionVLError('DVL_OPTION', `--precision: expected exact or fast, got '${v.precision}'`);
+    if (v.precision !== 'exact' && v.precision !== 'fast') throw new OptionError(`--precision: expected exact or fast, got '${v.precision}'`, 'precision');
     o.precision = v.precision;
   }
   if (v.dtype !== undefined) {
-    if (!['bf16', 'f16', 'f32', 'q8'].includes(v.dtype)) throw new DiffusionVLError('DVL_OPTION', `--dtype: expected bf16, f16, f32 or q8, got '${v.dtype}'`);
+    if (!['bf16', 'f16', 'f32', 'q8'].includes(v.dtype)) throw new OptionError(`--dtype: expected bf16, f16, f32 or q8, got '${v.dtype}'`, 'dtype');
     o.dtype = v.dtype as LoadModelOptions['dtype'];
   }
   return o;
+}
+
+/** One token's text for the canvas display (newlines and tabs visible). */
+function tokenText(model: Model, id: number): string {
+  return model.tokenizer.decode([id], { skipSpecial: false }).replace(/\n/g, '⏎').replace(/\t/g, '⇥');
 }
 
 /** The --image files, checked before the model loads: a missing one is an ImageError naming it. */
@@ -146,21 +177,23 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
     for await (const ev of model.stream(req)) {
       if (ev.type === 'block' && !v.json) process.stdout.write(ev.text);
       else if (ev.type === 'step' && !v.json) {
-        process.stderr.write(`\n  block ${ev.block} step ${ev.iteration}: ${ev.ids.map((id, i) => (ev.masked[i] ? '_' : String(id))).join(' ')}`);
+        const canvas = ev.ids.map((id, i) => (ev.masked[i] ? '▒' : tokenText(model, id))).join('');
+        process.stderr.write(`\n  block ${ev.block} step ${ev.iteration}: ${canvas}`);
       } else if (ev.type === 'done') result = ev.result;
     }
     if (v.json) {
       process.stdout.write(JSON.stringify({ text: result!.text, ids: result!.ids, finishReason: result!.finishReason, mode: result!.mode, stats: result!.stats }, null, 2) + '\n');
     } else {
       process.stdout.write('\n');
-      process.stderr.write(`${statsLine(result!)}, on ${backendName(model.backend)}\n`);
+      // The step lines start with a newline and leave the last one open: close it first.
+      process.stderr.write(`${v['show-steps'] ? '\n' : ''}${statsLine(result!)}, on ${backendName(model.backend)}\n`);
     }
   } finally {
     model.dispose();
   }
 }
 
-async function cmdInspect(arg: string | undefined): Promise<void> {
+async function cmdInspect(arg: string | undefined, v: Values): Promise<void> {
   const info = getBackendInfo({ gpu: 'auto' });
   // The CPU matmul kernels per weight dtype, for each precision (loadModel's default: fast).
   const kernels: Record<string, unknown> = {};
@@ -183,6 +216,10 @@ async function cmdInspect(arg: string | undefined): Promise<void> {
       dir, modelType: c.modelType, family: c.family, text: c.text, diffusion: c.diffusion,
       vision: c.vision ? { kind: c.vision.kind } : null, eosTokenId: c.eosTokenId,
     };
+    const contextLength = num(v['context-length'], 'context-length') ?? Math.min(c.text.maxPositionEmbeddings, 8192);
+    const est = estimateMemory(c, { contextLength, device: info.backend, dtype: loadOpts(v).dtype });
+    const available = info.backend === 'cuda' && info.cuda.device ? info.cuda.device.memoryBytes : availableHostMemory();
+    out.memory = { ...est, availableBytes: available, fits: est.totalBytes <= available, summary: `${formatBytes(est.totalBytes)} of ${formatBytes(available)} available: ${describeEstimate(est)}` };
   }
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
 }
@@ -190,24 +227,29 @@ async function cmdInspect(arg: string | undefined): Promise<void> {
 async function cmdBench(dir: string, v: Values): Promise<void> {
   const { benchModel } = await import('./bench.js');
   const stepsList = (v.steps ?? '8,4,2').split(',').map((s) => Number(s));
+  for (const s of stepsList) if (!Number.isInteger(s) || s < 1) throw new OptionError(`--steps: expected a comma-separated list of integers ≥ 1, got '${v.steps}'`, 'steps');
+  const { benchTable } = await import('./bench.js');
   const res = await benchModel(dir, {
     maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, ...loadOpts(v),
     log: v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n'),
   });
-  if (v.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+  process.stdout.write(v.json ? JSON.stringify(res, null, 2) + '\n' : benchTable(res) + '\n');
 }
 
-async function cmdCompare(v: Values): Promise<void> {
+/** Returns 3 when a quality bar failed (the exit code), else 0. */
+async function cmdCompare(v: Values): Promise<number> {
   const { compareParentChild, compareTable } = await import('./compare.js');
   const log = v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
-  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), ...loadOpts(v), repeat: num(v.repeat, 'repeat'), log });
+  const lo = loadOpts(v);
+  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: lo.threads, gpu: lo.gpu, precision: lo.precision, dtype: lo.dtype, repeat: num(v.repeat, 'repeat'), log });
   if (v.json) {
     const { results: _items, ...summary } = res;
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
-    return;
+  } else {
+    process.stdout.write(`${compareTable(res)}\n\n${res.n} held-out prompts (${res.heldout}); temperature 0; forwards count prefill, denoising and commit passes; ${res.backend}.\n`);
+    for (const b of res.bar) process.stdout.write(`${b.pass ? 'PASS' : 'FAIL'}  ${b.name}: ${b.detail}\n`);
   }
-  process.stdout.write(`${compareTable(res)}\n\n${res.n} held-out prompts (${res.heldout}); temperature 0; forwards count prefill, denoising and commit passes; ${res.backend}.\n`);
-  for (const b of res.bar) process.stdout.write(`${b.pass ? 'PASS' : 'FAIL'}  ${b.name}: ${b.detail}\n`);
+  return res.bar.every((b) => b.pass) ? 0 : 3;
 }
 
 async function cmdEval(dir: string, v: Values): Promise<void> {
@@ -248,29 +290,48 @@ async function cmdEval(dir: string, v: Values): Promise<void> {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+/** "Unknown option '--stpes'" → the same with a did-you-mean from the flag table. */
+function usageError(e: Error & { code?: string }): string {
+  const m = /option '(-{1,2})([^'=]+)'/.exec(e.message);
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && m) {
+    const near = nearestKey(m[2], Object.keys(OPTIONS));
+    return `diffusionvl: unknown option ${m[1]}${m[2]}${near ? ` (did you mean --${near}?)` : ''}`;
+  }
+  return `diffusionvl: ${e.message}`;
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(join(packageRootDir(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parse(argv);
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n\n${USAGE}\n`);
+    process.stderr.write(`${usageError(e as Error)}\n\n${USAGE}\n`);
     return 2;
   }
   const { values: v, positionals: [cmd, dir] } = parsed;
-  if (v.help || !cmd) { process.stdout.write(USAGE + '\n'); return cmd ? 0 : 2; }
+  if (v.version) { process.stdout.write(`diffusionvl ${version()} (node ${process.version})\n`); return 0; }
+  if (v.help || cmd === 'help') { process.stdout.write(USAGE + '\n'); return 0; }
+  if (!cmd) { process.stderr.write(`diffusionvl: no command given\n\n${USAGE}\n`); return 2; }
+  if (!COMMANDS.includes(cmd)) {
+    const near = nearestKey(cmd, COMMANDS);
+    process.stderr.write(`diffusionvl: unknown command '${cmd}'${near ? ` (did you mean '${near}'?)` : ''}; commands: ${COMMANDS.join(', ')}\n\n${USAGE}\n`);
+    return 2;
+  }
   try {
     if (cmd === 'run') {
       await cmdRun(resolveModelDir(dir), v);
     } else if (cmd === 'eval') {
       await cmdEval(resolveModelDir(dir), v);
     } else if (cmd === 'inspect') {
-      await cmdInspect(dir);
-    } else if (cmd === 'bench') {
-      if (dir === undefined) await cmdCompare(v);
-      else await cmdBench(resolveModelDir(dir), v);
+      await cmdInspect(dir, v);
+    } else if (dir === undefined) {
+      return await cmdCompare(v);
     } else {
-      process.stderr.write(`unknown command '${cmd}'\n\n${USAGE}\n`);
-      return 2;
+      await cmdBench(resolveModelDir(dir), v);
     }
     return 0;
   } catch (e) {

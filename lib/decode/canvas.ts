@@ -1,4 +1,4 @@
-// canvas.ts — canvas geometry of block-diffusion decoding (spec §5.2, §5.4, §5.11).
+// canvas.ts — canvas geometry of block-diffusion decoding (docs §5.2, §5.4, §5.11).
 //
 // Legend: P prompt length (embedding positions after image splicing), G generation length
 // (maxTokens), bs block size, nb number of blocks, T canvas length, nfull whole prompt blocks,
@@ -16,7 +16,7 @@
 
 import { OptionError, OutOfRangeError } from '../errors.js';
 
-/** Which reference model family's decoding rules apply (spec §5.7, §5.11):
+/** Which reference model family's decoding rules apply (docs §5.7, §5.11):
  *  'qwen2.5-vl' (DiffusionVL-Qwen2.5VL-3B/7B) or 'ar-lm' (DiffusionVL-Qwen2.5-7B, SigLIP). */
 export type DecodeRoute = 'qwen2.5-vl' | 'ar-lm';
 

@@ -1,10 +1,10 @@
 // options.ts — the user-facing decode options: their defaults (one object, each entry citing
-// the spec), and validateDecodeOptions, which rejects absurd values with an OptionError before
+// docs §5.1), and validateDecodeOptions, which rejects absurd values with an OptionError before
 // any work starts and returns the resolved options the decoders read.
 //
 // Legend: P prompt length, G = maxTokens, bs = blockSize, S = steps, V vocabulary size.
 //
-// Names follow the spec §5 / paper vocabulary in camelCase. The reference's own keyword names
+// Names follow the docs §5 / paper vocabulary in camelCase. The reference's own keyword names
 // (gen_length, remasking_strategy, confidence_threshold, top_k, …) are not accepted as keys but
 // get a "did you mean" hint; its remasking values `low_confidence_static` /
 // `low_confidence_dynamic` are accepted as synonyms of 'static' / 'dynamic'.
@@ -65,7 +65,22 @@ export interface DecodeLimits {
   promptLength?: number;
   /** V, when known: stop tokens must be < V. */
   vocabSize?: number;
+  /** Autoregressive decoding: blockSize and steps are not used, so they are not bounded by each other. */
+  autoregressive?: boolean;
 }
+
+/**
+ * Upper bounds for options when the model does not impose a tighter one (no contextLength
+ * given): far above any real use, low enough that the arrays sized by them (canvas, schedule)
+ * stay small. With a model, maxTokens and the canvas are bounded by its context length and
+ * steps by the block size.
+ */
+export const OPTION_LIMITS = Object.freeze({
+  /** G and bs without a context length: 2^20 positions. */
+  positions: 1 << 20,
+  /** topK is an int32 natively. */
+  topK: 2 ** 31 - 1,
+});
 
 /** Defaults of every option, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -148,11 +163,20 @@ function editDistance(a: string, b: string): number {
 
 /** The known key an unknown one most likely meant, if any. */
 export function nearestOption(key: string): string | undefined {
-  if (key in ALIASES) return ALIASES[key];
+  return nearestKey(key, KNOWN_KEYS, ALIASES);
+}
+
+/**
+ * The entry of `known` that `key` most likely misspells (an alias first, then the closest by
+ * edit distance, case and separators ignored), or undefined when none is close. Shared by every
+ * option table (decode options here, loadModel's in lib/model/load-options.ts, the CLI's flags).
+ */
+export function nearestKey(key: string, known: readonly string[], aliases: Readonly<Record<string, string>> = {}): string | undefined {
+  if (Object.hasOwn(aliases, key)) return aliases[key];
   const flat = (s: string) => s.toLowerCase().replace(/[_\-\s]/g, '');
   let best: string | undefined;
   let bestD = Infinity;
-  for (const k of KNOWN_KEYS) {
+  for (const k of known) {
     const d = flat(k) === flat(key) ? 0 : editDistance(key.toLowerCase(), k.toLowerCase());
     if (d < bestD) { bestD = d; best = k; }
   }
@@ -185,12 +209,15 @@ export function validateDecodeOptions(opts: DecodeOptions | undefined, limits: D
       ` (known options: ${KNOWN_KEYS.join(', ')})`, key);
   }
   const o = opts as Record<string, unknown>;
-  const get = (k: keyof DecodeOptions) => (o[k] === undefined ? DEFAULTS[k] : o[k]);
+  // Own properties only: an inherited value (a prototype set by JSON.parse's "__proto__" key or
+  // by Object.create) is never an option.
+  const get = (k: keyof DecodeOptions) => (!Object.hasOwn(o, k) || o[k] === undefined ? DEFAULTS[k] : o[k]);
 
   // G, and the context it has to fit in.
   const maxTokens = get('maxTokens');
   const P = limits.promptLength ?? 0;
   if (!isInt(maxTokens) || maxTokens < 1) throw invalidOption('maxTokens', 'integer ≥ 1', maxTokens);
+  if (limits.contextLength === undefined && maxTokens > OPTION_LIMITS.positions) throw invalidOption('maxTokens', `integer in [1, ${OPTION_LIMITS.positions}]`, maxTokens);
   if (limits.contextLength !== undefined && P + maxTokens > limits.contextLength) {
     const room = limits.contextLength - P;
     throw invalidOption('maxTokens', room >= 1
@@ -199,11 +226,34 @@ export function validateDecodeOptions(opts: DecodeOptions | undefined, limits: D
   }
 
   const blockSize = get('blockSize') ?? limits.blockSize;
-  if (!isInt(blockSize) || blockSize < 1) throw invalidOption('blockSize', 'integer ≥ 1', blockSize);
+  const maxBlock = limits.contextLength ?? OPTION_LIMITS.positions;
+  if (!isInt(blockSize) || blockSize < 1 || blockSize > maxBlock) {
+    throw invalidOption('blockSize', `integer in [1, ${maxBlock}]${limits.contextLength !== undefined ? ' (the context length)' : ''}`, blockSize);
+  }
+  // The canvas is whole blocks (§5.2): its last block must fit the KV cache too, or the final
+  // forward would run past it after all the work before it.
+  if (!limits.autoregressive && limits.contextLength !== undefined && blockSize < P + maxTokens) {
+    const canvas = Math.ceil((P + maxTokens) / blockSize) * blockSize;
+    if (canvas > limits.contextLength) {
+      const room = Math.floor(limits.contextLength / blockSize) * blockSize - P;
+      throw invalidOption('maxTokens', room >= 1
+        ? `integer ≤ ${room} (the canvas is padded to whole blocks of ${blockSize}: prompt ${P} + maxTokens must end by position ${Math.floor(limits.contextLength / blockSize) * blockSize} of the context length ${limits.contextLength})`
+        : `a shorter prompt: prompt length ${P} leaves no whole block of ${blockSize} in the context length ${limits.contextLength}`, maxTokens);
+    }
+  }
 
-  // S ≥ 1 (S = 0 crashes the reference); S > bs is allowed, it only adds zero schedule entries (§5.12 #7).
-  const steps = get('steps');
+  // 1 ≤ S ≤ bs. S = 0 crashes the reference; S > bs only appends zero entries to the schedule
+  // (§5.12 #7: iterations that reveal nothing), so it is refused rather than run (S = 10^9 would
+  // allocate a 10^9-entry schedule). Left out, S is min(8, bs): the same
+  // reveals as 8 unless the model samples MASK itself (§5.12 #1).
+  const stepsIn = get('steps');
+  const explicitSteps = Object.hasOwn(o, 'steps') && o.steps !== undefined;
+  const maxSteps = limits.autoregressive ? OPTION_LIMITS.positions : blockSize;
+  const steps = explicitSteps || limits.autoregressive ? stepsIn : Math.min(stepsIn as number, blockSize);
   if (!isInt(steps) || steps < 1) throw invalidOption('steps', 'integer ≥ 1', steps);
+  if (steps > maxSteps) {
+    throw invalidOption('steps', `integer ≤ ${maxSteps}${limits.autoregressive ? '' : ` (the block size: steps beyond it reveal nothing, §5.12 #7)`}`, steps);
+  }
 
   const remaskingIn = get('remasking');
   const remasking = typeof remaskingIn === 'string' ? REMASKING[remaskingIn] : undefined;
@@ -221,7 +271,7 @@ export function validateDecodeOptions(opts: DecodeOptions | undefined, limits: D
   }
 
   const topK = get('topK');
-  if (!isInt(topK) || topK < 0) throw invalidOption('topK', 'integer ≥ 0 (0 = off)', topK);
+  if (!isInt(topK) || topK < 0 || topK > OPTION_LIMITS.topK) throw invalidOption('topK', `integer in [0, ${OPTION_LIMITS.topK}] (0 = off)`, topK);
 
   const topP = get('topP');
   if (!isNum(topP) || !(topP > 0 && topP <= 1)) throw invalidOption('topP', 'number in (0, 1] (1 = off)', topP);

@@ -1,5 +1,5 @@
 // reference.ts — the PLAIN REFERENCE DECODER: a direct, slow transcription of the reference's
-// `generate_with_bd3lm` (spec §5) that reads logits from a function instead of a model. It is
+// `generate_with_bd3lm` (docs §5) that reads logits from a function instead of a model. It is
 // the yardstick for lib/decode/runner.ts: on the same logits source and options, the runner's
 // ids must equal these. Keep it plain; speed lives in the runner.
 //
@@ -40,7 +40,7 @@ import { blockHasStop, finishOutput, type FinishReason } from './stop.js';
  *  same answer); it must not keep or modify `visible`. */
 export type LogitsSource = (visible: readonly number[], pos: number) => Float32Array;
 
-/** The model facts the decoder needs (spec §5.1). */
+/** The model facts the decoder needs (docs §5.1). */
 export interface DecodeModel extends Omit<DecodeLimits, 'promptLength'> {
   /** MASK id (151671 for the released models). */
   maskId: number;

@@ -1,4 +1,4 @@
-// remask.ts — which still-masked positions of a block to reveal on one iteration (spec §5.8,
+// remask.ts — which still-masked positions of a block to reveal on one iteration (docs §5.8,
 // `low_confidence_static` / `low_confidence_dynamic`; contract shared with the native op
 // confidence_remask, see lib/decode/sample.ts).
 //

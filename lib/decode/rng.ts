@@ -1,4 +1,4 @@
-// rng.ts — the counter-based random numbers of the sampling contract (spec §5.7; contract in
+// rng.ts — the counter-based random numbers of the sampling contract (docs §5.7; contract in
 // csrc/cpu/ops/sample.cpp and lib/decode/sample.ts).
 //
 // Why counter-based: the CPU op, the CUDA op and this TypeScript reference must draw the same

@@ -1,12 +1,15 @@
-// runner.ts — the block decoder that drives a real model through the native op set: spec §5
+// runner.ts — the block decoder that drives a real model through the native op set: docs §5
 // with the output-preserving shortcuts of §5.12, each switchable so tests can compare it with
 // lib/decode/reference.ts (the plain transcription) on the same logits.
 //
 // Legend: P prompt length, G = maxTokens, bs block size, S steps, L committed cache length.
 //
-// Per block: denoising iterations (one forward over the block, logits only for the masked
-// rows, confidence + remask in one native op, a single small read back: ids, confidences,
-// reveal flags), then a commit forward that stores the clean block's K/V. Shortcuts:
+// Per block: denoising iterations (one step: a forward over the block, logits only for the
+// masked rows, confidence + remask in one native op, a single small read back: ids,
+// confidences, reveal flags), then a commit forward that stores the clean block's K/V. A step
+// goes through a Stepper: the model's batch scheduler (lib/model/scheduler.ts: the steps of
+// every request in flight share forwards), or forwarderStepper over a plain forwarder (tests).
+// Shortcuts:
 //   - no prompt argmax (#3), no logits for unmasked rows (#6), no lm_head on the commit (#6)
 //   - mergeCommit: the commit of block k rides in the first denoising forward of block k+1
 //     (one forward of 2·bs tokens; the block mask makes block k's rows see only [0, L + bs),
@@ -14,7 +17,7 @@
 //   - the last block is never committed (nothing would read its K/V)
 // Every forward writes its K/V at its own positions; only a commit advances L (in this file).
 import { OptionError, OutOfRangeError } from '../errors.js';
-import type { Queue, Tensor } from '../native/index.js';
+import type { ConfidenceRemaskOptions, Queue, Tensor } from '../native/index.js';
 import { canvasGeometry, scheduleLength, type CanvasBlock, type DecodeRoute } from './canvas.js';
 import { validateDecodeOptions, type DecodeOptions, type ResolvedDecodeOptions } from './options.js';
 import type { DecodeModel, RevealRecord } from './reference.js';
@@ -22,7 +25,56 @@ import { sampleCounter } from './rng.js';
 import { transferSchedule } from './schedule.js';
 import { blockHasStop, finishOutput, type FinishReason } from './stop.js';
 
-/** What the runner needs from a model: one forward with the block mask. */
+/** One step of a decode: a forward over `ids` at [pos0, pos0 + n) and, for `rows`, the remask. */
+export interface StepRequest {
+  ids: Int32Array;
+  pos0: number;
+  /** Block size of the block mask; absent: the causal mask (AR). */
+  blockSize?: number;
+  /** Rows (indices into ids) to remask; empty: K/V only (a prefill or a commit). */
+  rows: readonly number[];
+  /** The prompt's prefill (may run in chunks beside other requests' steps). */
+  prefill?: boolean;
+  remask?: ConfidenceRemaskOptions;
+}
+
+/** Per remasked row: the token, its confidence and whether it is revealed now. */
+export interface StepResult {
+  ids: Int32Array;
+  conf: Float32Array;
+  reveal: Int32Array;
+}
+
+/** What the decoders need from a model: one step at a time, awaited. */
+export interface Stepper {
+  step(s: StepRequest): Promise<StepResult | null>;
+}
+
+/** A stepper over a forwarder that returns logits: forward, remask, one read (tests, single runs). */
+export function forwarderStepper(fw: BlockForwarder | CausalForwarder): Stepper {
+  return {
+    async step(s) {
+      const q = fw.queue;
+      const logits = s.blockSize !== undefined
+        ? (fw as BlockForwarder).forwardBlock(s.ids, s.pos0, s.blockSize, s.rows)
+        : (fw as CausalForwarder).forwardCausal(s.ids, s.pos0, s.rows);
+      if (!logits || s.rows.length === 0) {
+        logits?.dispose();
+        await q.sync();
+        return null;
+      }
+      const [xT, cT, rT] = q.confidenceRemask(logits, s.remask!);
+      try {
+        const [ids, conf, reveal] = await q.readMany([xT, cT, rT]) as [Int32Array, Float32Array, Int32Array];
+        return { ids, conf, reveal };
+      } finally {
+        logits.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
+      }
+    },
+  };
+}
+
+/** What forwarderStepper needs for the block decoder: one forward with the block mask. */
 export interface BlockForwarder {
   queue: Queue;
   /**
@@ -77,6 +129,19 @@ export interface DecodeStats {
   steps: (RevealRecord | null)[];
   /** Denoising iterations per decoded block. */
   blockIterations: number[];
+  /** JS time of the decode loop after the prefill, excluding waits for the native side and
+   *  the consumer (building inputs, the replay calls, remask enqueue, bookkeeping): the host
+   *  work that sits between forwards. */
+  hostMs: number;
+}
+
+/** Accumulates the JS time of a loop between its waits (DecodeStats.hostMs). */
+class HostClock {
+  ms = 0;
+  private t = -1;
+  start(): void { this.t = performance.now(); }
+  /** Before an await or a yield. */
+  pause(): void { if (this.t >= 0) this.ms += performance.now() - this.t; this.t = -1; }
 }
 
 export interface DecodeResult {
@@ -90,7 +155,7 @@ export interface DecodeResult {
 export interface DoneEvent { type: 'done'; result: DecodeResult }
 export type DecodeEvent = StepEvent | BlockEvent | DoneEvent;
 
-/** −200: an image placeholder the model's forwarder replaces with feature rows (spec §3.6). */
+/** −200: an image placeholder the model's forwarder replaces with feature rows (docs §3.6). */
 const IMAGE_SENTINEL = -200;
 
 /** Prompt ids must be token rows of the model (or image sentinels): a typed error before any work. */
@@ -104,9 +169,9 @@ function checkPromptIds(ids: readonly number[], vocabSize: number | undefined): 
   }
 }
 
-/** Block diffusion decoding (spec §5), as an async generator of events ending with `done`. */
+/** Block diffusion decoding (docs §5), as an async generator of events ending with `done`. */
 export async function* runBlockDiffusion(
-  fw: BlockForwarder, promptIds: readonly number[], options: DecodeOptions | undefined, model: DecodeModel,
+  fw: Stepper, promptIds: readonly number[], options: DecodeOptions | undefined, model: DecodeModel,
   flags: RunnerFlags = {},
 ): AsyncGenerator<DecodeEvent, DecodeResult> {
   const t0 = performance.now();
@@ -119,7 +184,6 @@ export async function* runBlockDiffusion(
   const schedule = transferSchedule(scheduleLength(geom, route), o.steps);
   const confidence = route === 'ar-lm' ? 'raw' : 'modified';
   const merge = flags.mergeCommit ?? true;
-  const q = fw.queue;
   const signal = o.signal;
   const checkAbort = () => { if (signal?.aborted) throw signal.reason; };
 
@@ -134,11 +198,12 @@ export async function* runBlockDiffusion(
   // Prefill the whole prompt blocks (§5.4).
   checkAbort();
   if (geom.prefillLength > 0) {
-    fw.forwardBlock(ids.subarray(0, geom.prefillLength), 0, bs, []);
+    await fw.step({ ids: ids.subarray(0, geom.prefillLength), pos0: 0, blockSize: bs, rows: [], prefill: true });
     forwards++;
-    await q.sync();
   }
   const tPrefill = performance.now();
+  const host = new HostClock();
+  host.start();
 
   let pending: CanvasBlock | null = null;   // finished block whose commit is deferred (merge)
   let stopped = false;
@@ -152,26 +217,18 @@ export async function* runBlockDiffusion(
       iterations++;
 
       // One forward: this block, or the deferred commit of the previous one plus this block.
-      let logits: Tensor | null;
-      if (pending) {
-        const start = pending.start;
-        logits = fw.forwardBlock(ids.subarray(start, block.end), start, bs, rows.map((j) => j - start));
-        pending = null;
-      } else {
-        logits = fw.forwardBlock(ids.subarray(block.start, block.end), block.start, bs, rows.map((j) => j - block.start));
-      }
-      forwards++;
-      const [xT, cT, rT] = q.confidenceRemask(logits!, {
+      const start = pending ? pending.start : block.start;
+      pending = null;
+      const remask: ConfidenceRemaskOptions = {
         temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
         counters: o.temperature > 0 ? rows.map((j) => sampleCounter(j, i)) : undefined,
         k: schedule[i], mode: o.remasking, threshold: o.threshold, confidence,
-      });
-      let x0: Int32Array, conf: Float32Array, reveal: Int32Array;
-      try {
-        [x0, conf, reveal] = await Promise.all([q.readI32(xT), q.readF32(cT), q.readI32(rT)]);
-      } finally {
-        logits!.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
-      }
+      };
+      host.pause();
+      const res = (await fw.step({ ids: ids.slice(start, block.end), pos0: start, blockSize: bs, rows: rows.map((j) => j - start), remask }))!;
+      host.start();
+      forwards++;
+      const x0 = res.ids, conf = res.conf, reveal = res.reveal;
       const newly: number[] = [];
       for (let r = 0; r < rows.length; r++) {
         if (!reveal[r]) continue;
@@ -182,29 +239,36 @@ export async function* runBlockDiffusion(
         newly.push(j);
       }
       if (flags.stepEvents) {
+        host.pause();
         yield {
           type: 'step', block: block.index, iteration: i,
           ids: Array.from(ids.subarray(block.start, block.end)),
           masked: Array.from(masked.subarray(block.start, block.end), (m) => m === 1),
           revealed: newly,
         };
+        host.start();
       }
     }
     blockIterations.push(iterations);
     stopped = blockHasStop(ids, P, block, o.stopTokens);
     const isLast = stopped || block === geom.blocks[geom.blocks.length - 1];
+    host.pause();
     yield { type: 'block', block: block.index, ids: Array.from(ids.subarray(block.genStart, Math.min(block.end, P + G))), stop: stopped };
+    host.start();
     if (isLast) break;
     // Commit (§5.6): store the clean block's K/V; deferred into the next forward when merging.
     if (merge) {
       pending = block;
     } else {
       checkAbort();
-      fw.forwardBlock(ids.subarray(block.start, block.end), block.start, bs, []);
+      host.pause();
+      await fw.step({ ids: ids.slice(block.start, block.end), pos0: block.start, blockSize: bs, rows: [] });
+      host.start();
       forwards++;
     }
   }
 
+  host.pause();
   const out = finishOutput(ids, P, G, o.stopTokens);
   const tEnd = performance.now();
   const generated = out.ids.length;
@@ -222,8 +286,9 @@ export async function* runBlockDiffusion(
       msPerForward: decodeForwards ? decodeMs / decodeForwards : 0,
       tokensPerSecond: decodeMs > 0 ? (generated / decodeMs) * 1000 : 0,
       totalMs: tEnd - t0,
-      steps: revealed.slice(P, P + G),
+      steps: revealed.slice(P, P + generated),   // one record per returned token
       blockIterations,
+      hostMs: host.ms,
     },
   };
   yield { type: 'done', result };
@@ -243,15 +308,14 @@ export interface CausalForwarder {
  * and RNG as the diffusion decoder (counter = position of the new token · 64).
  */
 export async function* runAutoregressive(
-  fw: CausalForwarder, promptIds: readonly number[], options: DecodeOptions | undefined,
+  fw: Stepper, promptIds: readonly number[], options: DecodeOptions | undefined,
   model: { eosId: number; vocabSize?: number; contextLength?: number },
 ): AsyncGenerator<DecodeEvent, DecodeResult> {
   const t0 = performance.now();
   const P = promptIds.length;
   if (P < 1) throw new OptionError('autoregressive decoding needs a prompt of at least one token', 'prompt');
-  const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P });
+  const o = validateDecodeOptions(options, { blockSize: 1, eosId: model.eosId, vocabSize: model.vocabSize, contextLength: model.contextLength, promptLength: P, autoregressive: true });
   checkPromptIds(promptIds, model.vocabSize);
-  const q = fw.queue;
   const signal = o.signal;
   const out: number[] = [];
   const steps: (RevealRecord | null)[] = [];
@@ -260,30 +324,33 @@ export async function* runAutoregressive(
   let finishReason: FinishReason = 'length';
   let input = Int32Array.from(promptIds);
   let pos0 = 0;
+  const host = new HostClock();
   for (let t = 0; t < o.maxTokens; t++) {
     if (signal?.aborted) throw signal.reason;
-    const logits = fw.forwardCausal(input, pos0, [input.length - 1])!;
-    forwards++;
     const pos = pos0 + input.length;   // position of the token being chosen
-    const [xT, cT, rT] = q.confidenceRemask(logits, {
-      temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
-      counters: o.temperature > 0 ? [sampleCounter(pos, 0)] : undefined, k: 1, mode: 'static', confidence: 'modified',
-    });
-    let x: Int32Array, c: Float32Array;
-    try {
-      [x, c] = await Promise.all([q.readI32(xT), q.readF32(cT)]);
-    } finally {
-      logits.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
-    }
+    host.pause();
+    const r = (await fw.step({
+      ids: input, pos0, rows: [input.length - 1], prefill: t === 0,
+      remask: {
+        temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
+        counters: o.temperature > 0 ? [sampleCounter(pos, 0)] : undefined, k: 1, mode: 'static', confidence: 'modified',
+      },
+    }))!;
+    forwards++;
+    const x = r.ids, c = r.conf;
     if (t === 0) tPrefill = performance.now();
+    host.start();   // from the first token on: the prefill's own JS is not per-forward host work
     out.push(x[0]);
     steps.push({ block: t, iteration: 0, confidence: c[0] });
     const stop = o.stopTokens.includes(x[0]);
+    host.pause();
     yield { type: 'block', block: t, ids: [x[0]], stop };
+    host.start();
     if (stop) { finishReason = 'stop'; break; }
     pos0 = pos;
     input = Int32Array.of(x[0]);
   }
+  host.pause();
   const tEnd = performance.now();
   const decodeMs = tEnd - tPrefill;
   const result: DecodeResult = {
@@ -294,7 +361,7 @@ export async function* runAutoregressive(
       prefillMs: tPrefill - t0,
       msPerForward: forwards > 1 ? decodeMs / (forwards - 1) : 0,
       tokensPerSecond: decodeMs > 0 ? ((out.length - 1) / decodeMs) * 1000 : 0,
-      totalMs: tEnd - t0, steps, blockIterations: [],
+      totalMs: tEnd - t0, steps, blockIterations: [], hostMs: host.ms,
     },
   };
   yield { type: 'done', result };

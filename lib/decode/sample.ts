@@ -1,5 +1,5 @@
 // sample.ts — one masked position's logits → (token, confidence): the plain float64 reference of
-// the sampling contract (spec §5.7). The native op confidence_remask (csrc/cpu/ops/sample.cpp,
+// the sampling contract (docs §5.7). The native op confidence_remask (csrc/cpu/ops/sample.cpp,
 // and its CUDA twin) is tested against this file, so it states the contract literally.
 //
 // Legend: V vocabulary size; l[j] the f32 logits of one row (one still-masked position), held

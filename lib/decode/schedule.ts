@@ -1,5 +1,5 @@
 // schedule.ts — the transfer schedule: how many masks to reveal on each iteration of a block
-// (spec §5.5, `get_bd3lm_num_transfer_tokens`).
+// (docs §5.5, `get_bd3lm_num_transfer_tokens`).
 //
 // Legend: bs block size, S steps (denoising iterations planned per block).
 //

@@ -1,4 +1,4 @@
-// stop.ts — the stop rule and the output slice (spec §5.10, §5.12 #5 and #9).
+// stop.ts — the stop rule and the output slice (docs §5.10, §5.12 #5 and #9).
 //
 // Legend: ids the canvas ids [T]; P prompt length; G generation length; a block [start, end).
 //

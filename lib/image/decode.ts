@@ -1,4 +1,4 @@
-// decode.ts — any accepted image input → interleaved RGB u8 [H, W, 3] (spec §3.1, before step 1).
+// decode.ts — any accepted image input → interleaved RGB u8 [H, W, 3] (docs §3.1, before step 1).
 //
 // The reference opens images with PIL and calls `.convert('RGB')`; this file matches that:
 //  * alpha is dropped, not composited (PIL's RGBA → RGB keeps the colour channels as stored;
@@ -15,7 +15,14 @@
 // Decoding is sharp's (libvips: libpng, mozjpeg, libwebp), checked against Pillow's bytes by
 // test/unit/image-decode.test.ts. Every failure is an ImageError naming the input: the path,
 // "Buffer of N bytes", "data: URL (…)" or "raw RGB W×H".
-import { readFile } from 'node:fs/promises';
+//
+// Hostile inputs: a path must be a regular file (opened non-blocking and fstat'ed before a
+// byte is read, so a FIFO, /dev/zero or a directory is refused at once, never read forever),
+// no larger than `maxBytes`, read to its stat'ed size and no further. `probeImage` reads only
+// the header (sharp's metadata: format, width, height, EXIF orientation), so a caller can check
+// dimensions and token counts of every image before decoding any.
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { ImageError } from '../errors.js';
 
 /** Raw pixels already decoded: interleaved RGB, row-major, width·height·3 bytes. */
@@ -38,11 +45,13 @@ export interface RgbImage {
 export interface DecodeOptions {
   /** Largest accepted width·height, checked from the header before decoding. Default 64 Mpx. */
   maxPixels?: number;
+  /** Largest accepted file or encoded buffer in bytes. Default 64 MiB. */
+  maxBytes?: number;
   /** Apply the EXIF orientation tag (default true; false = what PIL's Image.open gives). */
   autoOrient?: boolean;
 }
 
-export const DECODE_DEFAULTS = { maxPixels: 64 * 1024 * 1024, autoOrient: true } as const;
+export const DECODE_DEFAULTS = { maxPixels: 64 * 1024 * 1024, maxBytes: 64 * 1024 * 1024, autoOrient: true } as const;
 
 /** A short name for an input, used in every error about it. */
 export function describeImageInput(input: unknown): string {
@@ -67,10 +76,13 @@ function checkOptions(o: DecodeOptions): Required<DecodeOptions> {
   const maxPixels = o.maxPixels ?? DECODE_DEFAULTS.maxPixels;
   if (!Number.isInteger(maxPixels) || maxPixels < 1)
     throw new ImageError(`Expected integer ≥ 1 for maxPixels but received ${String(maxPixels)} (${typeof maxPixels})`);
+  const maxBytes = o.maxBytes ?? DECODE_DEFAULTS.maxBytes;
+  if (!Number.isInteger(maxBytes) || maxBytes < 1)
+    throw new ImageError(`Expected integer ≥ 1 for maxBytes but received ${String(maxBytes)} (${typeof maxBytes})`);
   const autoOrient = o.autoOrient ?? DECODE_DEFAULTS.autoOrient;
   if (typeof autoOrient !== 'boolean')
     throw new ImageError(`Expected boolean for autoOrient but received ${String(autoOrient)} (${typeof autoOrient})`);
-  return { maxPixels, autoOrient };
+  return { maxPixels, maxBytes, autoOrient };
 }
 
 /** Decodes a data: URL's payload (base64 or percent-encoded). */
@@ -99,17 +111,59 @@ function dataUrlBytes(s: string, label: string): Uint8Array {
   return new Uint8Array(out);
 }
 
-async function inputBytes(input: string | Uint8Array | ArrayBuffer, label: string): Promise<Uint8Array> {
-  if (input instanceof Uint8Array) return input;
-  if (input instanceof ArrayBuffer) return new Uint8Array(input);
-  if (input.startsWith('data:')) return dataUrlBytes(input, label);
+/**
+ * Reads an image file: opened read-only and non-blocking (opening a FIFO must not wait for a
+ * writer), fstat'ed, refused unless a regular file of at most `maxBytes`, then read to its
+ * stat'ed size. A file that shrinks meanwhile gives what is there.
+ */
+export async function readImageFile(path: string, maxBytes: number, label = path): Promise<Uint8Array> {
+  let fh;
   try {
-    return await readFile(input);
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.message;
+    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.code === 'EACCES' ? 'permission denied' : err.message;
     throw new ImageError(`${label}: cannot read image file (${why})`, label);
   }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' :
+        st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a regular file';
+      throw new ImageError(`${label}: cannot read image file (is ${kind}; only regular files are read)`, label);
+    }
+    if (st.size > maxBytes) {
+      throw new ImageError(`${label}: the file is ${st.size} bytes, more than the limit of ${maxBytes} (option maxBytes / limits.imageBytes)`, label);
+    }
+    const buf = new Uint8Array(st.size);
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done === buf.length ? buf : buf.subarray(0, done);
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    throw new ImageError(`${label}: cannot read image file (${(e as Error).message})`, label);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+async function inputBytes(input: string | Uint8Array | ArrayBuffer, label: string, maxBytes: number): Promise<Uint8Array> {
+  const checked = (b: Uint8Array) => {
+    if (b.length > maxBytes) throw new ImageError(`${label}: ${b.length} bytes of encoded image, more than the limit of ${maxBytes} (option maxBytes / limits.imageBytes)`, label);
+    return b;
+  };
+  if (input instanceof Uint8Array) return checked(input);
+  if (input instanceof ArrayBuffer) return checked(new Uint8Array(input));
+  if (input.startsWith('data:')) {
+    // base64 holds 3 bytes per 4 chars: refuse before decoding a payload that cannot fit.
+    if (input.length > maxBytes * 4 / 3 + 1024) throw new ImageError(`${label}: the data: URL is longer than an image of ${maxBytes} bytes (option maxBytes / limits.imageBytes)`, label);
+    return checked(dataUrlBytes(input, label));
+  }
+  return readImageFile(input, maxBytes, label);
 }
 
 function rawImage(input: RawRgbImage, label: string, maxPixels: number): RgbImage {
@@ -132,23 +186,85 @@ function loadSharp(): Promise<SharpModule> {
   return sharpModule;
 }
 
-/** Decodes an image to RGB u8 [H, W, 3] the way the reference's PIL `.convert('RGB')` sees it. */
-export async function decodeImage(input: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
-  const label = describeImageInput(input);
-  const { maxPixels, autoOrient } = checkOptions(options);
-  if (isRawShape(input)) return rawImage(input, label, maxPixels);
-  if (typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof ArrayBuffer))
-    throw new ImageError(`Expected a path, data: URL, Buffer/Uint8Array or { data, width, height } but received ${label}`, label);
-  const bytes = await inputBytes(input, label);
-  if (bytes.length === 0) throw new ImageError(`${label}: the image is empty (0 bytes)`, label);
+/** Raster formats Pillow (the reference) opens that sharp decodes. Vector formats (SVG), PDF and
+ *  the rest sharp could read are refused: the reference never sees them, and rendering them is
+ *  open-ended work. */
+export const IMAGE_FORMATS: readonly string[] = ['png', 'jpeg', 'webp', 'gif', 'tiff'];
 
-  let sharp: SharpModule;
+function checkFormat(format: string | undefined, label: string): void {
+  if (format === undefined || !IMAGE_FORMATS.includes(format)) {
+    throw new ImageError(`${label}: ${format ?? 'unknown'} images are not accepted (formats: ${IMAGE_FORMATS.join(', ')})`, label);
+  }
+}
+
+async function sharpOrError(label: string): Promise<SharpModule> {
   try {
-    sharp = await loadSharp();
+    return await loadSharp();
   } catch (e) {
     throw new ImageError(`${label}: cannot decode: the 'sharp' package failed to load (${(e as Error).message.split('\n')[0]}); ` +
       'install it with: npm install sharp@0.35.5, or pass raw RGB { data, width, height }', label);
   }
+}
+
+/** The encoded bytes of a non-raw input, checked (type, size cap, not empty). */
+async function encodedBytes(input: unknown, label: string, maxBytes: number): Promise<Uint8Array> {
+  if (typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof ArrayBuffer))
+    throw new ImageError(`Expected a path, data: URL, Buffer/Uint8Array or { data, width, height } but received ${label}`, label);
+  const bytes = await inputBytes(input, label, maxBytes);
+  if (bytes.length === 0) throw new ImageError(`${label}: the image is empty (0 bytes)`, label);
+  return bytes;
+}
+
+/** What the header says: the size decodeImage will return (EXIF orientation applied when
+ *  autoOrient is on), read without decoding any pixel. */
+export interface ImageProbe {
+  width: number;
+  height: number;
+  /** 'png', 'jpeg', 'webp', … or 'raw'. */
+  format: string;
+  label: string;
+}
+
+/**
+ * Reads an image's header only and checks it: a supported, readable input within maxBytes and
+ * maxPixels. Cheap (no pixel is decoded), so every image of a request can be probed before any
+ * is decoded.
+ */
+export async function probeImage(input: ImageInput, options: DecodeOptions = {}): Promise<ImageProbe> {
+  const label = describeImageInput(input);
+  const { maxPixels, maxBytes, autoOrient } = checkOptions(options);
+  if (isRawShape(input)) {
+    const { width, height } = input;
+    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
+      throw new ImageError(`${label}: width and height must be integers ≥ 1`, label);
+    if (width * height > maxPixels)
+      throw new ImageError(`${label}: ${width}×${height} exceeds the pixel limit of ${maxPixels} (option maxPixels)`, label);
+    return { width, height, format: 'raw', label };
+  }
+  const bytes = await encodedBytes(input, label, maxBytes);
+  const sharp = await sharpOrError(label);
+  let meta;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false, pages: 1 }).metadata();
+  } catch (e) {
+    throw new ImageError(`${label}: cannot decode image (${(e as Error).message.split('\n')[0]})`, label);
+  }
+  let { width, height } = meta;
+  checkFormat(meta.format, label);
+  if (!width || !height) throw new ImageError(`${label}: the image header gives no size`, label);
+  if (autoOrient && (meta.orientation ?? 1) >= 5) [width, height] = [height, width];
+  if (width * height > maxPixels)
+    throw new ImageError(`${label}: ${width}×${height} exceeds the pixel limit of ${maxPixels} (option maxPixels / limits.imagePixels)`, label);
+  return { width, height, format: meta.format ?? 'unknown', label };
+}
+
+/** Decodes an image to RGB u8 [H, W, 3] the way the reference's PIL `.convert('RGB')` sees it. */
+export async function decodeImage(input: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
+  const label = describeImageInput(input);
+  const { maxPixels, maxBytes, autoOrient } = checkOptions(options);
+  if (isRawShape(input)) return rawImage(input, label, maxPixels);
+  const bytes = await encodedBytes(input, label, maxBytes);
+  const sharp = await sharpOrError(label);
   try {
     const pipeline = sharp(bytes, {
       failOn: 'error', // like PIL: corrupt or truncated data is an error, harmless warnings are not
@@ -157,6 +273,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
       ignoreIcc: true,
       pages: 1,
     });
+    checkFormat((await pipeline.metadata()).format, label);
     const { data, info } = await pipeline.removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3 || data.length !== info.width * info.height * 3)
       throw new ImageError(`${label}: decoder returned ${info.channels} channels, expected RGB`, label);

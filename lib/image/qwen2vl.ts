@@ -1,4 +1,4 @@
-// qwen2vl.ts — Qwen2.5-VL image preprocessing: RGB u8 → pixel_values rows (spec §3.1, §3.2, §3.4).
+// qwen2vl.ts — Qwen2.5-VL image preprocessing: RGB u8 → pixel_values rows (docs §3.1, §3.2, §3.4).
 //
 // Legend: H, W input size; h, w resized size (multiples of factor = patchSize·mergeSize = 28);
 // gt = 1 (one image = one temporal group), gh = h/14, gw = w/14 patch rows/cols;

@@ -1,5 +1,5 @@
 // resample.ts — plain TypeScript twin of the native image_resize op: Pillow's BICUBIC resize
-// on interleaved u8 pixels, bit for bit (spec §3.1 step 2).
+// on interleaved u8 pixels, bit for bit (docs §3.1 step 2).
 //
 // Shapes: src u8 [H, W, C] → u8 [h, w, C], C = 1..4.
 //

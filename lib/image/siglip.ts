@@ -1,5 +1,5 @@
 // siglip.ts — LLaVA-OneVision "anyres_max_4" image preprocessing for the SigLIP route
-// (DiffusionVL-Qwen2.5-7B), spec §3.5 steps 1-4 and 8.
+// (DiffusionVL-Qwen2.5-7B), docs §3.5 steps 1-4 and 8.
 //
 // Legend: W, H input size; (tw, th) the chosen pinpoint; nW = tw/384 tile columns, nH = th/384
 // tile rows; n = 1 + nW·nH crops (the global view first, then tiles row-major); S = 384.

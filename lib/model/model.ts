@@ -1,10 +1,21 @@
 // model.ts — a loaded model: queue, weights, tokenizer, text decoder, KV cache, and the
 // generate/stream entry points that pick the decoding mode.
 //
-// One generation runs at a time per model (they share the KV cache): calls queue up in order.
-// dispose() frees native memory at once; a generation in flight rejects with DisposedError.
+// Generations run concurrently, up to maxBatch at once: each holds a KV-cache slot of the batch
+// scheduler (scheduler.ts) from its prefill to its end, and every forward carries the steps of
+// all of them (continuous batching; at temperature 0 each request's ids equal its run alone).
+// Further calls wait for a slot in order; a waiting call whose signal aborts leaves at once.
+// stream() returns a ModelStream (model-stream.ts) that releases the slot when the consumer
+// returns, goes idle or drops it. dispose() frees native memory at once; a generation in
+// flight rejects with DisposedError.
 //
-// Images (spec §3.6): the prompt carries one −200 sentinel per image. Before decoding, each
+// Before any heavy work a request is read once (request.ts: own keys only, types, prompt and
+// messages not both), its prompt rendered (a chat template in its own process, text/template.ts)
+// and tokenized in pieces against the context (text/encode.ts), its images probed from their
+// headers (size, pixels, the tokens they will take) and its decode options checked against the
+// resulting prompt length; only then are images decoded, one at a time.
+//
+// Images (docs §3.6): the prompt carries one −200 sentinel per image. Before decoding, each
 // image is decoded, preprocessed and encoded (Qwen2.5-VL tower, or the SigLIP route), and the
 // prompt is expanded: each sentinel becomes N placeholder positions (id 0, a valid row for the
 // embedding gather), N = the image's feature rows. `featureRow[p]` maps a prompt position to its
@@ -12,30 +23,46 @@
 // each step, the AR prefill) gathers those rows and scatters them over the token embeddings.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, DisposedError, OptionError } from '../errors.js';
-import { Queue, tensorFromArray, type Isa, type Precision, type Tensor } from '../native/index.js';
+import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
+import { Queue, type Isa, type Precision, type Tensor } from '../native/index.js';
+import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
-import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags } from '../decode/runner.js';
-import type { DecodeOptions } from '../decode/options.js';
+import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags, type Stepper } from '../decode/runner.js';
+import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
 import type { DecodeModel } from '../decode/reference.js';
-import { readConfig, type ModelConfig } from '../weights/config.js';
+import { DEFAULT_MASK_TOKEN_ID, readConfig, type ModelConfig } from '../weights/config.js';
 import { loadWeights, type LoadProgress, type LoadedWeights } from '../weights/load.js';
 import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
-import { buildPrompt, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat } from '../text/prompt.js';
+import { buildPrompt, buildPromptAsync, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat, type PromptOptions } from '../text/prompt.js';
+import type { EncodeLimits } from '../text/encode.js';
 import { IncrementalDecoder } from '../text/stream.js';
-import { decodeImage, type ImageInput, type RgbImage } from '../image/decode.js';
-import { preprocessQwen2vl } from '../image/qwen2vl.js';
+import { decodeImage, probeImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
+import { preprocessQwen2vl, QWEN_IMAGE_DEFAULTS, smartResize, type QwenPixelValues } from '../image/qwen2vl.js';
 import { Qwen2Text } from './qwen2.js';
 import { Qwen25VisionTower } from './qwen25vl_vision.js';
-import { encodeSiglipImages } from './siglip.js';
+import { encodeSiglipImages, siglipTokenCount } from './siglip.js';
+import { resolveLimits, validateLoadOptions, type ModelLimits } from './load-options.js';
+import { availableHostMemory, checkMemory, estimateMemory, type MemoryEstimate } from './memory.js';
+import { BatchScheduler, type SchedulerStats, type Sequence } from './scheduler.js';
+import { ModelStream } from './model-stream.js';
+import { readRequest } from './request.js';
+import { checkModelDir } from '../models.js';
 
+export type { ModelLimits } from './load-options.js';
+export type { MemoryEstimate } from './memory.js';
+export { ModelStream } from './model-stream.js';
+
+/**
+ * loadModel's options. Each is checked by the table in load-options.ts (unknown keys with a
+ * hint, types, ranges) before anything is read.
+ */
 export interface LoadModelOptions {
-  /** Kernel threads (default: physical cores). */
+  /** Kernel threads (default: physical cores; at most 2 × the logical CPUs, min 4). */
   threads?: number;
   /**
    * Dtype for weight matrices (default: as stored). 'q8': int8 with a bf16 scale per block of
    * 32, quantised while loading (2-D matrices; conv kernels and 1-D tensors keep theirs), about
-   * half the bytes of bf16; CPU only (README "Precision").
+   * half the bytes of bf16; CPU only (README "Precision (CPU)").
    */
   dtype?: 'bf16' | 'f16' | 'f32' | 'q8';
   /**
@@ -61,6 +88,31 @@ export interface LoadModelOptions {
   device?: number;
   /** Extra places to look for libdiffusionvl_cuda.so (files or folders). */
   cudaPluginPaths?: readonly string[];
+  /**
+   * Run every forward op by op instead of recording each pass shape once and replaying it with
+   * one native call (default false; DIFFUSIONVL_EAGER=1 does the same). Results are identical
+   * bit for bit; eager is for debugging and tests.
+   */
+  eager?: boolean;
+  /**
+   * Refuse to load when the memory estimate (weights, KV cache at contextLength, activations,
+   * vision; `model.memory`) exceeds the memory available (default true): a MemoryError says
+   * what to change. false loads anyway.
+   */
+  memoryCheck?: boolean;
+  /** Work limits for requests (stream idle time, template, prompt and image sizes). */
+  limits?: ModelLimits;
+  /**
+   * Requests decoded together (continuous batching): each takes a KV-cache slot of
+   * contextLength positions (default 4; host slots are memory only once used). Further
+   * requests wait for a slot.
+   */
+  maxBatch?: number;
+  /**
+   * Rows per forward that prompt prefills may fill up to while other requests decode (default
+   * 64 on the CPU, 512 on the GPU): a long prompt is prefilled in chunks between their steps.
+   */
+  maxBatchRows?: number;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
@@ -85,8 +137,13 @@ export interface GenerateRequest extends DecodeOptions {
 }
 
 export interface GenerateStats extends DecodeStats {
-  /** Milliseconds spent on images: decode, preprocess, vision tower (0 without images). */
+  /** Milliseconds spent on images in all: imageMs + the vision tower (0 without images). */
   visionMs: number;
+  /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
+   *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
+   *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs; in AR
+   *  mode it yields the first token); decode = the rest, which yields decodeTokens. */
+  timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number; decodeTokens: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];
 }
@@ -107,14 +164,14 @@ interface EncodedPrompt {
   features: Tensor | null;
   imageTokens: number[];
   visionMs: number;
+  imageMs: number;
+  towerMs: number;
 }
 
 export type StreamEvent =
   | { type: 'block'; text: string; ids: number[]; block: number }
   | { type: 'step'; block: number; iteration: number; ids: number[]; masked: boolean[]; revealed: number[] }
   | { type: 'done'; result: GenerateResult };
-
-const REQUEST_KEYS = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine']);
 
 export class Model {
   readonly config: ModelConfig;
@@ -123,19 +180,27 @@ export class Model {
   readonly weightBytes: number;
   /** Where the model runs, and when not on the GPU, why (see getBackendInfo). */
   readonly backend: BackendInfo;
+  /** The load-time memory estimate (memory.ts) the load was checked against. */
+  readonly memory: MemoryEstimate;
+  /** The work limits in force (LoadModelOptions.limits with defaults). */
+  readonly limits: Readonly<ReturnType<typeof resolveLimits>>;
   private readonly queue: Queue;
   private readonly weights: LoadedWeights;
   private readonly text: Qwen2Text;
   /** The Qwen2.5-VL tower (null for text-only loads and the SigLIP route). */
   private readonly tower: Qwen25VisionTower | null;
-  /** The prompt of the generation in flight (its image positions), or null. */
-  private active: EncodedPrompt | null = null;
+  /** The SigLIP route's recorded crop passes (one per pass size). */
+  private readonly siglipPlans = new PlanCache(4, 512 * 2 ** 20);
+  /** Continuous batching: the cache slots and the batched forwards of all requests in flight. */
+  private readonly sched: BatchScheduler;
   private _disposed = false;
-  private chain: Promise<unknown> = Promise.resolve();
 
-  private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo) {
+  private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo,
+    memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>, batch: { maxBatch: number; maxRows: number }) {
     this.queue = queue;
     this.backend = backend;
+    this.memory = memory;
+    this.limits = Object.freeze({ ...limits });
     this.weights = weights;
     this.config = weights.config;
     this.tokenizer = tokenizer;
@@ -143,25 +208,43 @@ export class Model {
     this.text = new Qwen2Text(queue, weights, weights.config.text);
     const v = weights.config.vision;
     this.tower = v?.kind === 'qwen2_5_vl' && weights.has('visual.patch_embed.proj.weight') ? new Qwen25VisionTower(queue, weights, v) : null;
-    this.text.allocateCache({ capacity: contextLength });
+    this.text.allocateCache({ capacity: contextLength, slots: batch.maxBatch });
+    this.sched = new BatchScheduler(this.text, queue, batch);
+  }
+
+  /** Continuous batching counters: forwards, rows and sequences per forward, open and waiting requests. */
+  get batching(): SchedulerStats & { maxBatch: number; maxRows: number } {
+    return { ...this.sched.stats, ...this.sched.opts };
+  }
+
+  /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats; queue: { jobs: number; idleStarts: number; idleWaitMs: number } } {
+    return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats }, queue: this.queue.stats() };
   }
 
   /** Loads config, tokenizer and weights from a model folder (see loadModel). */
-  static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+  static async load(dir: string, optsIn: LoadModelOptions = {}): Promise<Model> {
+    const opts = validateLoadOptions(optsIn) as LoadModelOptions;
+    const limits = resolveLimits(opts.limits);
+    checkModelDir(dir);
     const config = await readConfig(dir);
     if (!existsSync(join(dir, 'tokenizer.json'))) {
       throw new OptionError(`${dir}: no tokenizer.json (a model folder needs its tokenizer files)`, 'dir');
     }
-    const tokenizer = await loadTokenizer(dir);
     const contextLength = opts.contextLength ?? Math.min(config.text.maxPositionEmbeddings, 8192);
-    if (!Number.isInteger(contextLength) || contextLength < 1) {
-      throw new OptionError(`Expected integer ≥ 1 for contextLength but received ${contextLength}`, 'contextLength');
-    }
-    if (opts.precision !== undefined && opts.precision !== 'exact' && opts.precision !== 'fast') {
-      throw new OptionError(`Expected 'exact' or 'fast' for precision but received ${JSON.stringify(opts.precision)}`, 'precision');
-    }
     let backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
     if (opts.dtype === 'q8' && backend.backend === 'cuda') backend = q8OnCpu(backend, opts.gpu);
+    // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
+    // an absurd config or contextLength fails here in milliseconds.
+    const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64) };
+    const memory = estimateMemory(config, {
+      contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend, slots: batch.maxBatch,
+    });
+    if (opts.memoryCheck !== false) {
+      const gpuBytes = backend.cuda.device?.memoryBytes;
+      checkMemory(memory, backend.backend === 'cuda' && gpuBytes ? gpuBytes : availableHostMemory(), dir);
+    }
+    const tokenizer = await loadTokenizer(dir);
     const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend, precision: opts.precision });
     if (backend.backend === 'cpu') backend = { ...backend, cpu: { ...backend.cpu, kernels: queue.kernels ?? undefined } };
     let weights: LoadedWeights | undefined;
@@ -174,7 +257,11 @@ export class Model {
         }
       }
       weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
-      const m = new Model(queue, weights, tokenizer, contextLength, backend);
+      const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits, batch);
+      if (opts.eager !== undefined) {
+        m.text.eager = opts.eager === true;
+        if (m.tower) m.tower.eager = opts.eager === true;
+      }
       await queue.sync();
       if (opts.signal?.aborted) { m.dispose(); throw opts.signal.reason; }
       return m;
@@ -196,28 +283,56 @@ export class Model {
 
   /** Token ids of the request's prompt; each image is one IMAGE_TOKEN_INDEX (−200) sentinel. */
   promptIds(req: GenerateRequest): number[] {
-    return this.prompt(req).ids;
+    const { req: r } = readRequest(req);
+    const prep = this.promptSource(r);
+    if ('ids' in prep) return prep.ids;
+    return buildPrompt(this.tokenizer, prep.messages, prep.options, this.encodeLimits()).ids;
   }
 
-  /** The prompt's ids (with sentinels) and its images in sentinel order; checks everything cheap. */
-  private prompt(req: GenerateRequest): { ids: number[]; images: unknown[] } {
+  /** What the text prompt must fit: the context (one position left to generate) and the byte cap. */
+  private encodeLimits(signal?: AbortSignal): EncodeLimits {
+    return { maxTokens: this.contextLength - 1, maxBytes: this.limits.promptBytes, signal };
+  }
+
+  /** promptIds as given (checked), or the messages and prompt options to render. */
+  private promptSource(r: Record<string, unknown>): { ids: number[] } | { messages: readonly ChatMessage[]; options: PromptOptions } {
+    if (r.promptIds !== undefined) {
+      const given = r.promptIds as ArrayLike<number>;
+      if (given.length > this.contextLength) {
+        throw new OptionError(`promptIds holds ${given.length} ids, more than the context length ${this.contextLength}`, 'promptIds');
+      }
+      return { ids: Array.from(given) };
+    }
+    const messages: readonly ChatMessage[] = (r.messages as readonly ChatMessage[] | undefined) ?? [{ role: 'user', content: r.prompt as string }];
+    // DiffusionVL-layout checkpoints (child or AR parent) use the §4.1 format; others their template.
+    const dvlLayout = this.isDiffusion || this.config.family === 'diffusionvl_qwenvl' || this.config.family === 'diffusionvl_qwen';
+    const format = (r.format as PromptFormat | undefined) ?? (dvlLayout ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
+    return {
+      messages,
+      options: {
+        format, systemPrompt: r.systemPrompt as string | null | undefined,
+        templateLimits: { timeMs: this.limits.templateMs, maxChars: this.limits.templateChars },
+      },
+    };
+  }
+
+  /**
+   * The prompt's ids (with sentinels) and its images in sentinel order, without blocking the
+   * event loop: a template renders in its own process, the text is tokenized in pieces against
+   * the context. Then the cheap checks on images (sentinel count, a tower loaded).
+   */
+  private async prompt(r: Record<string, unknown>, signal?: AbortSignal): Promise<{ ids: number[]; images: unknown[] }> {
+    const prep = this.promptSource(r);
     let ids: number[], images: unknown[];
-    if (req.promptIds) {
-      ids = Array.from(req.promptIds);
+    if ('ids' in prep) {
+      ids = prep.ids;
       images = [];
     } else {
-      const messages: readonly ChatMessage[] | undefined = req.messages ?? (req.prompt !== undefined ? [{ role: 'user', content: req.prompt }] : undefined);
-      if (!messages) throw new OptionError('generate: give messages, prompt or promptIds', 'messages');
-      // DiffusionVL-layout checkpoints (child or AR parent) use the §4.1 format; others their template.
-      const dvlLayout = this.isDiffusion || this.config.family === 'diffusionvl_qwenvl' || this.config.family === 'diffusionvl_qwen';
-      const format = req.format ?? (dvlLayout ? 'diffusionvl' : (this.tokenizer.chatTemplate ? 'template' : 'diffusionvl'));
-      const p = buildPrompt(this.tokenizer, messages, { format, systemPrompt: req.systemPrompt });
-      ids = p.ids;
-      images = p.images;
+      ({ ids, images } = await buildPromptAsync(this.tokenizer, prep.messages, prep.options, this.encodeLimits(signal)));
     }
     const sentinels = ids.reduce((n, t) => n + (t === IMAGE_TOKEN_INDEX ? 1 : 0), 0);
     if (sentinels !== images.length) {
-      throw new OptionError(`the prompt has ${sentinels} image sentinel(s) (${IMAGE_TOKEN_INDEX}) but ${images.length} image(s) were given`, req.promptIds ? 'promptIds' : 'messages');
+      throw new OptionError(`the prompt has ${sentinels} image sentinel(s) (${IMAGE_TOKEN_INDEX}) but ${images.length} image(s) were given`, r.promptIds ? 'promptIds' : 'messages');
     }
     if (sentinels > 0) {
       const v = this.config.vision;
@@ -228,50 +343,86 @@ export class Model {
     return { ids, images };
   }
 
+  /** The decodeImage options of this model's limits. */
+  private imageOptions(): ImageDecodeOptions {
+    return { maxPixels: this.limits.imagePixels, maxBytes: this.limits.imageBytes };
+  }
+
+  /**
+   * Header-first image checks (no pixel decoded): each image readable, a regular file within
+   * the byte and pixel limits, all of them within the request's pixel budget; returns the
+   * prompt positions each will take (the same numbers preprocessing gives).
+   */
+  private async probeImages(images: readonly unknown[], signal?: AbortSignal): Promise<number[]> {
+    const v = this.config.vision;
+    if (images.length === 0 || !v) return [];
+    const tokens: number[] = [];
+    let pixels = 0;
+    for (const im of images) {
+      if (signal?.aborted) throw signal.reason;
+      const p = await probeImage(im as ImageInput, this.imageOptions());
+      pixels += p.width * p.height;
+      if (pixels > this.limits.requestPixels) {
+        throw new ImageError(`the request's images hold more than ${this.limits.requestPixels} pixels in all (limits.requestPixels; ` +
+          `${images.length} image(s), ${p.label} is ${p.width}×${p.height}); send fewer or smaller images`, p.label);
+      }
+      if (v.kind === 'qwen2_5_vl') {
+        const side = QWEN_IMAGE_DEFAULTS.pad ? Math.max(p.width, p.height) : 0;
+        const size = smartResize(side || p.height, side || p.width, { factor: v.patchSize * v.spatialMergeSize, minPixels: v.minPixels, maxPixels: v.maxPixels });
+        tokens.push((size.height / v.patchSize) * (size.width / v.patchSize) / (v.spatialMergeSize * v.spatialMergeSize));
+      } else {
+        tokens.push(siglipTokenCount(v, [p.width, p.height], { multiImage: images.length > 1 }));
+      }
+    }
+    return tokens;
+  }
+
   /**
    * Decodes, preprocesses and encodes the images, and expands each sentinel into one position
-   * per feature row (spec §3.6). Runs on the model's queue; the caller holds the model. An
-   * abort cancels the queued tower work and rejects with signal.reason.
+   * per feature row (docs §3.6). Runs on the model's queue; the caller holds a slot. An abort
+   * rejects with signal.reason once the queued tower work ran (other requests share the queue). Images are decoded one
+   * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
    */
   private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal): Promise<EncodedPrompt> {
-    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0 };
+    if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
     checkAbort();
-    const decoded: RgbImage[] = [];
-    for (const im of images) decoded.push(await decodeImage(im as ImageInput));
-    checkAbort();
     let features: Tensor, imageTokens: number[];
+    let tTower = performance.now();
     const v = this.config.vision!;
     if (v.kind === 'qwen2_5_vl') {
-      const pre = [];
-      for (const img of decoded) {
+      const pre: QwenPixelValues[] = [];
+      for (const im of images) {
+        const img = await decodeImage(im as ImageInput, this.imageOptions());
+        checkAbort();
         pre.push(await preprocessQwen2vl(img, {
           minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
           spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.queue,
         }));
       }
       checkAbort();
+      tTower = performance.now();
       features = this.tower!.encode(pre);
       imageTokens = pre.map((p) => p.tokens);
     } else {
       // SigLIP route (DiffusionVL-Qwen2.5-7B, §3.5): several images in one prompt are each
       // padded to a square and take one crop (step 8).
-      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded, { multiImage: decoded.length > 1 }));
+      const decoded = [];
+      for (const im of images) { decoded.push(await decodeImage(im as ImageInput, this.imageOptions())); checkAbort(); }
+      tTower = performance.now();
+      ({ features, tokensPerImage: imageTokens } = await encodeSiglipImages(this.queue, this.weights, v, decoded,
+        { multiImage: decoded.length > 1, plans: this.siglipPlans, eager: this.text.eager }));
     }
-    // The tower is one long batch of queued ops: an abort cancels what has not run yet.
-    const onAbort = () => this.queue.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // The tower's ops are queued among other requests' steps (the queue is shared), so an
+    // abort cannot cancel them: it takes effect once they ran.
     try {
-      if (signal?.aborted) onAbort();
       await this.queue.sync();
       checkAbort();
     } catch (e) {
       features.dispose();
       if (signal?.aborted) throw signal.reason;
       throw e;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
     }
     // Expand: sentinel k → imageTokens[k] positions holding feature rows off_k .. off_k + N_k − 1.
     const out: number[] = [];
@@ -282,20 +433,8 @@ export class Model {
       for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
       off += imageTokens[k++];
     }
-    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: performance.now() - t0 };
-  }
-
-  /**
-   * One user of the KV cache at a time: waits until the previous generation (or scoring) has
-   * finished and returns the function that lets the next one in. The chain is extended
-   * synchronously, so calls keep their order.
-   */
-  private async acquire(): Promise<() => void> {
-    const prev = this.chain;
-    let release!: () => void;
-    this.chain = new Promise<void>((r) => { release = r; });
-    await prev.catch(() => undefined);
-    return release;
+    const t1 = performance.now();
+    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: t1 - t0, imageMs: tTower - t0, towerMs: t1 - tTower };
   }
 
   /** Generates a reply; resolves with text, ids, finish reason and stats. */
@@ -305,24 +444,58 @@ export class Model {
     return result!;
   }
 
-  /** Generates a reply as events: `block` (newly final text), optional `step`, then `done`. */
-  async *stream(req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
+  /**
+   * Generates a reply as events: `block` (newly final text), optional `step`, then `done`.
+   * The model is held from the first next() until the stream ends; call `return()` (or
+   * `break` out of `for await`) to stop early and release it at once. A stream left idle for
+   * limits.streamIdleMs (default 60 s), one whose signal aborts while idle, or one dropped and
+   * garbage-collected is closed and releases the model too (model-stream.ts).
+   */
+  stream(req: GenerateRequest): ModelStream<StreamEvent> {
+    // Read now, so a caller changing the object afterwards changes nothing; errors surface at
+    // the first next(), as they did from the plain generator.
+    let read: ReturnType<typeof readRequest> | undefined, err: unknown;
+    try { read = readRequest(req); } catch (e) { err = e; }
+    const signal = read?.decodeOptions.signal as AbortSignal | undefined;
+    return new ModelStream(this.generateEvents(read, err), { idleMs: this.limits.streamIdleMs, signal: isSignal(signal) ? signal : undefined });
+  }
+
+  private async *generateEvents(read: ReturnType<typeof readRequest> | undefined, err: unknown): AsyncGenerator<StreamEvent, void, undefined> {
+    if (!read) throw err;
     this.ensureAlive();
-    const { decodeOptions, mode } = this.splitRequest(req);
-    const { ids, images } = this.prompt(req);
-    const release = await this.acquire();
+    const { req: r, decodeOptions } = read;
+    const mode = this.modeOf(r, decodeOptions);
+    const signal = decodeOptions.signal as AbortSignal | undefined;
+    const tPrompt = performance.now();
+    const { ids, images } = await this.prompt(r, isSignal(signal) ? signal : undefined);
+    const promptMs = performance.now() - tPrompt;
+    // Every option checked before any image is read (against the text alone), then again
+    // against the prompt's real length (image tokens from the headers) before any image is
+    // decoded or the model is waited for.
+    const dm = mode === 'diffusion' ? this.decodeModel(decodeOptions) : undefined;
+    const check = (P: number) => validateDecodeOptions(decodeOptions as DecodeOptions, dm
+      ? { ...dm, promptLength: P }
+      : { blockSize: 1, eosId: this.config.eosTokenId, vocabSize: this.config.text.vocabSize, contextLength: this.contextLength, promptLength: P, autoregressive: true });
+    check(ids.length - images.length);
+    const tProbe = performance.now();
+    if (images.length > 0) {
+      const imageTokens = await this.probeImages(images, isSignal(signal) ? signal : undefined);
+      check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
+    }
+    const probeMs = images.length > 0 ? performance.now() - tProbe : 0;
+    const seq = await this.sched.open(isSignal(signal) ? signal : undefined);
     try {
       this.ensureAlive();
-      const p = await this.encodePrompt(ids, images, req.signal);
-      this.active = p;
+      const p = await this.encodePrompt(ids, images, isSignal(signal) ? signal : undefined);
       try {
-        yield* this.run(p, decodeOptions, mode, req);
+        p.imageMs += probeMs;   // reading the image headers counts as image work
+        p.visionMs += probeMs;
+        yield* this.run(p, seq, decodeOptions as DecodeOptions, mode, r as GenerateRequest, dm, promptMs);
       } finally {
-        this.active = null;
         p.features?.dispose();
       }
     } finally {
-      release();
+      this.sched.close(seq);
     }
   }
 
@@ -335,20 +508,25 @@ export class Model {
    */
   async promptLogits(req: GenerateRequest, opts: { rows?: readonly number[]; mask?: 'block' | 'causal'; blockSize?: number } = {}): Promise<{ logits: Float32Array; ids: number[]; imageTokens: number[] }> {
     this.ensureAlive();
-    const { ids, images } = this.prompt(req);
-    const release = await this.acquire();
+    const { req: r, decodeOptions } = readRequest(req);
+    const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
+    const { ids, images } = await this.prompt(r, signal);
+    await this.probeImages(images, signal);
+    const seq = await this.sched.open(signal);
     try {
       this.ensureAlive();
-      const p = await this.encodePrompt(ids, images);
-      this.active = p;
+      const p = await this.encodePrompt(ids, images, signal);
       try {
         const n = p.ids.length;
         if (n > this.contextLength) throw new OptionError(`the prompt takes ${n} positions, more than the context length ${this.contextLength}`, 'contextLength');
         const rows = opts.rows ?? [n - 1];
-        const x = Int32Array.from(p.ids);
         const mask = opts.mask ?? 'block';
         const bs = opts.blockSize ?? this.config.diffusion?.blockSize ?? 8;
-        const t = mask === 'block' ? this.forwardBlock(x, 0, bs, rows) : this.forwardCausal(x, 0, rows);
+        // One forward of its own (not through the scheduler: it reads raw logits), on its own slot.
+        const t = this.text.forwardBatch([{
+          slot: seq.slot, ids: Int32Array.from(p.ids), pos0: 0, n, mask, blockSize: mask === 'block' ? bs : undefined, logitsRows: rows,
+          ...this.spliced(p, 0, n),
+        }]);
         if (!t) return { logits: new Float32Array(0), ids: p.ids, imageTokens: p.imageTokens };
         try {
           return { logits: await this.queue.readF32(t), ids: p.ids, imageTokens: p.imageTokens };
@@ -356,44 +534,56 @@ export class Model {
           t.dispose();
         }
       } finally {
-        this.active = null;
         p.features?.dispose();
       }
     } finally {
-      release();
+      this.sched.close(seq);
     }
   }
 
-  private splitRequest(req: GenerateRequest): { decodeOptions: DecodeOptions; mode: GenerationMode } {
-    if (req === null || typeof req !== 'object') throw new OptionError('generate: expected a request object', 'request');
-    const decodeOptions: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(req)) if (!REQUEST_KEYS.has(k)) decodeOptions[k] = v;
-    const mode = req.mode ?? this.config.defaultMode;
-    if (mode !== 'diffusion' && mode !== 'ar') throw new OptionError(`Expected 'diffusion' or 'ar' for mode but received ${JSON.stringify(mode)}`, 'mode');
-    if (mode === 'diffusion' && !this.isDiffusion && req.blockSize === undefined) {
+  private modeOf(r: Record<string, unknown>, decodeOptions: Record<string, unknown>): GenerationMode {
+    const mode = (r.mode as GenerationMode | undefined) ?? this.config.defaultMode;
+    if (mode === 'diffusion' && !this.isDiffusion && decodeOptions.blockSize === undefined) {
       throw new OptionError('this checkpoint is autoregressive (no bd3lm_block_size in its config): use mode \'ar\', or give blockSize to run it as block diffusion', 'mode');
     }
-    return { decodeOptions: decodeOptions as DecodeOptions, mode };
+    return mode;
   }
 
-  private async *run(p: EncodedPrompt, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest): AsyncGenerator<StreamEvent, void> {
+  /**
+   * The decoder's view of the model in diffusion mode. MASK: the config's mask token, or for a
+   * checkpoint without a diffusion config (run as block diffusion with an explicit blockSize)
+   * the same default the loader uses everywhere, 151671 (docs §4.2), which must be an
+   * embedding row of this model.
+   */
+  private decodeModel(decodeOptions: Record<string, unknown>): DecodeModel {
+    const cfg = this.config;
+    let maskId = cfg.diffusion?.maskTokenId;
+    if (maskId === undefined) {
+      maskId = DEFAULT_MASK_TOKEN_ID;
+      if (maskId >= cfg.text.vocabSize) {
+        throw new OptionError(`block diffusion needs a MASK token: this checkpoint has no diffusion config and its ${cfg.text.vocabSize} embedding rows ` +
+          `do not include the default MASK id ${DEFAULT_MASK_TOKEN_ID} (add mask_token_id and enable_bd3lm to config.json, or use mode 'ar')`, 'blockSize');
+      }
+    }
+    const bs = decodeOptions.blockSize;
+    return {
+      maskId,
+      blockSize: cfg.diffusion?.blockSize ?? (typeof bs === 'number' ? bs : 8),
+      eosId: cfg.eosTokenId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
+      route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
+    };
+  }
+
+  private async *run(p: EncodedPrompt, seq: Sequence, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number): AsyncGenerator<StreamEvent, void> {
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
     const eosId = cfg.eosTokenId;
     let gen: AsyncGenerator<DecodeEvent, DecodeResult>;
     if (mode === 'diffusion') {
-      const dm: DecodeModel = {
-        maskId: cfg.diffusion?.maskTokenId ?? cfg.text.vocabSize - 1,
-        blockSize: cfg.diffusion?.blockSize ?? opts.blockSize ?? 8,
-        eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
-        route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
-      };
-      gen = runBlockDiffusion({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) },
-        ids, opts, dm, { ...req.engine, stepEvents: req.stepEvents });
+      gen = runBlockDiffusion(this.stepper(p, seq, opts.signal), ids, opts, dm!, { ...req.engine, stepEvents: req.stepEvents });
     } else {
-      gen = runAutoregressive({ queue: this.queue, forwardCausal: (x, pos0, rows) => this.forwardCausal(x, pos0, rows) },
-        ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
+      gen = runAutoregressive(this.stepper(p, seq, opts.signal), ids, opts, { eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength });
     }
     const stopTokens = new Set(opts.stopTokens ?? [eosId]);
     for await (const ev of gen) {
@@ -410,56 +600,50 @@ export class Model {
       } else {
         const r = ev.result;
         const textIds = r.finishReason === 'stop' ? r.ids.slice(0, -1) : r.ids;
-        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens };
+        // AR's first token comes out of the prefill forward; diffusion's prefill yields none.
+        const decodeTokens = mode === 'ar' ? Math.max(0, r.stats.generatedTokens - 1) : r.stats.generatedTokens;
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
+        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, mode, text: this.tokenizer.decode(textIds), stats } };
       }
     }
   }
 
-  /** Block-mask forward (diffusion): see BlockForwarder. */
-  private forwardBlock(ids: Int32Array, pos0: number, blockSize: number, rows: readonly number[]): Tensor | null {
-    this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'block', blockSize, logitsRows: rows, embeds, embedRows }));
-  }
-
-  /** Causal forward (AR): see CausalForwarder. */
-  private forwardCausal(ids: Int32Array, pos0: number, rows: readonly number[]): Tensor | null {
-    this.ensureAlive();
-    return this.spliced(pos0, ids.length, (embeds, embedRows) =>
-      this.text.forward({ ids, pos0, n: ids.length, mask: 'causal', logitsRows: rows, embeds, embedRows }));
+  /** A request's steps, through the batch scheduler on its slot, with its image rows spliced. */
+  private stepper(p: EncodedPrompt, seq: Sequence, signal: AbortSignal | undefined): Stepper {
+    return {
+      step: (s) => {
+        this.ensureAlive();
+        return this.sched.step(seq, {
+          ids: s.ids, pos0: s.pos0, mask: s.blockSize !== undefined ? 'block' : 'causal', blockSize: s.blockSize,
+          rows: s.rows, prefill: s.prefill, remask: s.remask, ...this.spliced(p, s.pos0, s.ids.length),
+        }, isSignal(signal) ? signal : undefined);
+      },
+    };
   }
 
   /**
-   * Runs `fwd` with the image feature rows of positions [pos0, pos0 + n), if any: the rows are
-   * gathered from the features (in the order of their positions) and handed over with their
-   * offsets in the forward. The forward's ops hold their own references, so the gathered
-   * tensor is released as soon as it is queued.
+   * The image feature rows of positions [pos0, pos0 + n), if any: which rows of the features
+   * (in the order of their positions) replace which rows of the forward. The forward gathers
+   * and scatters them itself, inside its plan.
    */
-  private spliced(pos0: number, n: number, fwd: (embeds?: Tensor, embedRows?: Int32Array) => Tensor | null): Tensor | null {
-    const p = this.active;
-    if (!p?.features || pos0 >= p.featureRow.length) return fwd();
+  private spliced(p: EncodedPrompt, pos0: number, n: number): { features?: Tensor; featureRows?: Int32Array; embedRows?: Int32Array } {
+    if (!p.features || pos0 >= p.featureRow.length) return {};
     const at: number[] = [], src: number[] = [];
     const end = Math.min(pos0 + n, p.featureRow.length);
     for (let j = pos0; j < end; j++) if (p.featureRow[j] >= 0) { at.push(j - pos0); src.push(p.featureRow[j]); }
-    if (at.length === 0) return fwd();
-    const idx = tensorFromArray('i32', [src.length], Int32Array.from(src));
-    let embeds: Tensor | undefined;
-    try {
-      embeds = this.queue.gatherRows(p.features, idx);
-      return fwd(embeds, Int32Array.from(at));
-    } finally {
-      embeds?.dispose();
-      idx.dispose();
-    }
+    if (at.length === 0) return {};
+    return { features: p.features, featureRows: Int32Array.from(src), embedRows: Int32Array.from(at) };
   }
 
   /** Frees every native resource now. Idempotent. */
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
+    this.sched.shutdown(new DisposedError('the model was disposed'));
     this.text.dispose();
     this.tower?.dispose();
+    this.siglipPlans.clear();
     this.weights.dispose();
     this.queue.dispose();
   }
@@ -485,5 +669,10 @@ function q8OnCpu(backend: BackendInfo, gpu: GpuOption | undefined): BackendInfo 
  * model (lib/models.ts).
  */
 export async function loadModel(dir?: string, opts: LoadModelOptions = {}): Promise<Model> {
+  validateLoadOptions(opts);
   return Model.load((await import('../models.js')).resolveModelDir(dir), opts);
+}
+
+function isSignal(v: unknown): v is AbortSignal {
+  return typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean' && typeof (v as AbortSignal).addEventListener === 'function';
 }

@@ -1,4 +1,4 @@
-// qwen25vl_vision.ts — the Qwen2.5-VL vision tower and PatchMerger over the op set (spec §1.3,
+// qwen25vl_vision.ts — the Qwen2.5-VL vision tower and PatchMerger over the op set (docs §1.3,
 // §3.2–3.4): pixel_values rows → merged image tokens in the text model's hidden size.
 //
 // Legend: R patch rows (all images), C tower hidden (1280), nh heads (16), hd head dim (80),
@@ -18,13 +18,14 @@
 // Attention is bidirectional within a segment, so the window order only decides which rows
 // share a segment; the float64 reference (test/model/vision_reference.ts) never permutes.
 import { ShapeError } from '../errors.js';
-import { Queue, TensorScope, tensorFromArray, type Tensor } from '../native/index.js';
+import { TensorScope, tensorFromArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
+import { eagerFromEnv, PlanCache, Recorder } from '../native/plan.js';
 import type { QwenVisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
 
-/** RMSNorm epsilon everywhere in the ViT and the merger (spec §1.3; not in the config). */
+/** RMSNorm epsilon everywhere in the ViT and the merger (docs §1.3; not in the config). */
 export const VISION_RMS_EPS = 1e-6;
-/** Rotary base of the 2-D table (spec §3.3 step 2). */
+/** Rotary base of the 2-D table (docs §3.3 step 2). */
 const ROPE_THETA = 10000;
 
 /** One preprocessed image (lib/image/qwen2vl.ts `preprocessQwen2vl`). */
@@ -48,7 +49,7 @@ export interface WindowLayout {
 }
 
 /**
- * The window permutation of spec §3.3 step 3. Per image and frame: the (gh/m)×(gw/m) unit grid
+ * The window permutation of docs §3.3 step 3. Per image and frame: the (gh/m)×(gw/m) unit grid
  * padded to multiples of M = window/(m·ps) (the reference always appends M − n mod M, so an
  * exact multiple gets a whole empty window, which then vanishes), cut into M×M windows visited
  * row-major, units inside a window row-major, padding skipped.
@@ -173,6 +174,10 @@ export class Qwen25VisionTower {
   private readonly mlp0: Tensor; private readonly mlp0Bias: Tensor;
   private readonly mlp2: Tensor; private readonly mlp2Bias: Tensor;
   private readonly rowLength: number;
+  /** Recorded towers by grid list (bounded: a stream of odd image sizes must not pin memory). */
+  readonly plans = new PlanCache(16, 128 * 2 ** 20);
+  /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by the model / tests). */
+  eager = eagerFromEnv();
 
   constructor(private readonly q: Queue, weights: LoadedWeights, cfg: QwenVisionConfig) {
     this.cfg = cfg;
@@ -222,12 +227,39 @@ export class Qwen25VisionTower {
   /**
    * Enqueues the tower for all images (each with its own windows and frames); returns f32
    * [Σ tokens, O], image after image, tokens row-major over each merge grid. Nothing is awaited.
+   * The tower for a list of grids is recorded once into a plan (its window layout, rotary table
+   * and permutations are constants of the grids); each later image list of the same grids is one
+   * replay binding the new pixels. The result is the caller's own tensor (not the plan's arena).
    */
   encode(images: readonly VisionImage[]): Tensor {
     this.check(images);
-    const { q, cfg } = this;
-    const C = cfg.hiddenSize, nh = cfg.numHeads, hd = C / nh, m = cfg.spatialMergeSize, u = m * m;
+    const R = images.reduce((n, im) => n + im.grid[0] * im.grid[1] * im.grid[2], 0);
+    const pixels = new Float32Array(R * this.rowLength);
+    let off = 0;
+    for (const im of images) { pixels.set(im.pixelValues, off); off += im.pixelValues.length; }
+    const px = tensorFromArray('f32', [R, this.rowLength], roundTo(this.patch.dtype, pixels));
     const grids = images.map((im) => Array.from(im.grid));
+    try {
+      if (this.eager) return this.build(this.q, grids, px);
+      const plan = this.plans.get(JSON.stringify(grids), () => {
+        const rec = new Recorder(this.q);
+        const out = this.build(rec, grids, px);
+        try {
+          return rec.finish([out], { fresh: true });
+        } finally {
+          out.dispose();
+        }
+      });
+      return plan.run(this.q, { pixels: px })[0];
+    } finally {
+      px.dispose();
+    }
+  }
+
+  /** The tower as ops on a Queue (eager) or a Recorder; `pixels` f32 [R, rowLength] is the one per-call input. */
+  private build(o: OpSet, grids: number[][], pixels: Tensor): Tensor {
+    const { cfg } = this;
+    const C = cfg.hiddenSize, nh = cfg.numHeads, hd = C / nh, m = cfg.spatialMergeSize, u = m * m;
     const lay = windowLayout(grids, cfg);
     const R = lay.rows, U = R / u;
     const fullAtt = new Set(cfg.fullAttBlockIndexes);
@@ -237,52 +269,50 @@ export class Qwen25VisionTower {
     for (let i = 0; i < U; i++) for (let k = 0; k < u; k++) rowPerm[i * u + k] = lay.windowIndex[i] * u + k;
     const unitInv = new Int32Array(U);
     for (let i = 0; i < U; i++) unitInv[lay.windowIndex[i]] = i;
-
-    const pixels = new Float32Array(R * this.rowLength);
-    let off = 0;
-    for (const im of images) { pixels.set(im.pixelValues, off); off += im.pixelValues.length; }
     const { cos: cosW, sin: sinW } = visionRotaryTable(grids, hd, m, rowPerm);
 
     const scope = new TensorScope();
-    const prev = q.scope;
-    q.scope = scope;
+    const prev = o.scope;
+    o.scope = scope;
     let out: Tensor | undefined;
     try {
+      // Constants of the grids: in a recorded plan they are the plan's own tensors.
       const t = <T extends Tensor>(x: T) => scope.track(x);
-      const px = t(tensorFromArray('f32', [R, this.rowLength], roundTo(this.patch.dtype, pixels)));
       const cos = t(tensorFromArray('f32', [R, hd], cosW));
       const sin = t(tensorFromArray('f32', [R, hd], sinW));
+      const px = o.bind('pixels', pixels);
       // Patch embed, then window order (the embed is per row, so permuting after it is the same).
-      let h = q.gatherRows(q.matmul(px, this.patch), t(tensorFromArray('i32', [R], rowPerm)));
+      let h = o.gatherRows(o.matmul(px, this.patch), t(tensorFromArray('i32', [R], rowPerm)));
       // Head-major K/V scratch for the attention op, rewritten by every block.
-      const kS = q.empty('f32', [nh, R, hd]), vS = q.empty('f32', [nh, R, hd]);
+      const kS = o.empty('f32', [nh, R, hd]), vS = o.empty('f32', [nh, R, hd]);
       for (let j = 0; j < cfg.depth; j++) {
         const B = this.blocks[j];
-        const x = q.rmsNorm(h, B.norm1, VISION_RMS_EPS);
-        const qkv = q.matmul(x, B.qkv, B.qkvBias);   // [R, 3C]: Q | K | V, head h at cols h·hd.. within each
-        const qh = q.rope(q.reshape(q.sliceCols(qkv, 0, C), [R, nh, hd]), cos, sin);
-        const kh = q.rope(q.reshape(q.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin);
-        q.kvCacheAppend(kS, kh, 0);
-        q.kvCacheAppend(vS, q.reshape(q.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
+        const x = o.rmsNorm(h, B.norm1, VISION_RMS_EPS);
+        const qkv = o.matmul(x, B.qkv, B.qkvBias);   // [R, 3C]: Q | K | V, head h at cols h·hd.. within each
+        const qh = o.rope(o.reshape(o.sliceCols(qkv, 0, C), [R, nh, hd]), cos, sin);
+        const kh = o.rope(o.reshape(o.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin);
+        o.kvCacheAppend(kS, kh, 0);
+        o.kvCacheAppend(vS, o.reshape(o.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
         const segments = fullAtt.has(j) ? lay.cuSeqlens : lay.cuWindowSeqlens;
-        const att = q.attention(qh, kS, vS, { kvLen: R, mask: 'segments', segments });
-        h = q.add(h, q.matmul(q.reshape(att, [R, C]), B.proj, B.projBias));
-        const z = q.rmsNorm(h, B.norm2, VISION_RMS_EPS);
-        const a = q.swiglu(q.matmul(z, B.gate, B.gateBias), q.matmul(z, B.up, B.upBias));
-        h = q.add(h, q.matmul(a, B.down, B.downBias));
+        const att = o.attention(qh, kS, vS, { kvLen: R, mask: 'segments', segments });
+        h = o.add(h, o.matmul(o.reshape(att, [R, C]), B.proj, B.projBias));
+        const z = o.rmsNorm(h, B.norm2, VISION_RMS_EPS);
+        const a = o.swiglu(o.matmul(z, B.gate, B.gateBias), o.matmul(z, B.up, B.upBias));
+        h = o.add(h, o.matmul(a, B.down, B.downBias));
       }
       // Merger on window-ordered rows: a unit's u rows are consecutive, so the concat is a reshape.
-      const n = q.reshape(q.rmsNorm(h, this.lnQ, VISION_RMS_EPS), [U, u * C]);
-      const y = q.matmul(q.gelu(q.matmul(n, this.mlp0, this.mlp0Bias)), this.mlp2, this.mlp2Bias);
-      out = q.gatherRows(y, t(tensorFromArray('i32', [U], unitInv)));
+      const n = o.reshape(o.rmsNorm(h, this.lnQ, VISION_RMS_EPS), [U, u * C]);
+      const y = o.matmul(o.gelu(o.matmul(n, this.mlp0, this.mlp0Bias)), this.mlp2, this.mlp2Bias);
+      out = o.gatherRows(y, t(tensorFromArray('i32', [U], unitInv)));
       return out;
     } finally {
-      q.scope = prev;
+      o.scope = prev;
       scope.dispose(out ? [out] : []);
     }
   }
 
   dispose(): void {
+    this.plans.clear();
     this.patch.dispose();
   }
 }

@@ -1,4 +1,4 @@
-// siglip.ts — the SigLIP route of DiffusionVL-Qwen2.5-7B (spec §1.7, §3.5 steps 5-8): the
+// siglip.ts — the SigLIP route of DiffusionVL-Qwen2.5-7B (docs §1.7, §3.5 steps 5-8): the
 // SigLIP2 encoder per crop, the mlp2x_gelu projector, and the LLaVA-OneVision anyres merge
 // (spatial_unpad, anyres_max_N downsample, image_newline after every row).
 //
@@ -23,7 +23,8 @@
 import { ConfigError, OptionError, ShapeError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { SIGLIP_CROP, preprocessSiglipAnyres, preprocessSiglipSingle, selectBestResolution, type SiglipPixelValues } from '../image/siglip.js';
-import { Queue, TensorScope, tensorFromArray, type Tensor } from '../native/index.js';
+import { TensorScope, tensorFromArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
+import { eagerFromEnv, Recorder, type PlanCache, type StepValues } from '../native/plan.js';
 import type { SiglipVisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
 
@@ -182,6 +183,12 @@ export interface EncodeCropsOptions {
    * (c·P·I·4 bytes for fc1 alone); measured no faster on the CPU. A GPU backend may want more.
    */
   cropsPerPass?: number;
+  /**
+   * Where to keep the recorded crop pass (one plan per pass size; the model keeps one cache).
+   * Without it, or with `eager`, every op runs eagerly.
+   */
+  plans?: PlanCache;
+  eager?: boolean;
 }
 
 /**
@@ -206,42 +213,25 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
     const patchW = withScope(q, outer, () => q.reshape(tw.patchWeight, [C, K]));
     // Position embedding in f32 (the add op takes f32), repeated per crop of a pass by a gather.
     const pos = tw.positionEmbedding.dtype === 'f32' ? tw.positionEmbedding : withScope(q, outer, () => q.convert(tw.positionEmbedding, 'f32'));
+    const dims = { T: 0, c: 0, P, C, K, nh, hd, eps };
     for (let k0 = 0; k0 < n; k0 += per) {
       const c = Math.min(per, n - k0), T = c * P;
       const pass = new TensorScope();
       try {
         // Patch rows are built per pass, so the JS heap holds one pass of them, not the image's.
         const x = pass.track(tensorFromArray('f32', [T, K], siglipPatchRows(pixels.subarray(k0 * 3 * S * S, (k0 + c) * 3 * S * S), c, S, p)));
-        const posIdx = pass.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => i % P)));
-        // K/V scratch [nh, T, hd], rewritten by every layer (the queue runs a layer's attention
-        // before the next layer's append, so one buffer serves all layers).
-        const [kS, vS] = withScope(q, pass, () => [q.empty('f32', [nh, T, hd]), q.empty('f32', [nh, T, hd])]);
-        const segments = Array.from({ length: c + 1 }, (_, i) => i * P);
-        let h = withScope(q, pass, () => q.add(q.matmul(x, patchW, tw.patchBias), q.gatherRows(pos, posIdx)));
-        for (const L of tw.layers) {
-          // Each layer's intermediates are disposed once queued: large tensors are lazily
-          // committed pages, so the physical peak is about one layer, not the whole tower.
-          const hIn = h;
-          h = withScope(q, null, () => {
-            const a = q.layerNorm(hIn, L.layerNorm1[0], L.layerNorm1[1], eps);
-            const qh = q.reshape(q.matmul(a, L.qProj[0], L.qProj[1]), [T, nh, hd]);
-            q.kvCacheAppend(kS, q.reshape(q.matmul(a, L.kProj[0], L.kProj[1]), [T, nh, hd]), 0);
-            q.kvCacheAppend(vS, q.reshape(q.matmul(a, L.vProj[0], L.vProj[1]), [T, nh, hd]), 0);
-            const att = q.attention(qh, kS, vS, { kvLen: T, qPos0: 0, mask: 'segments', segments, scale: 1 / Math.sqrt(hd) });
-            const r = q.add(hIn, q.matmul(q.reshape(att, [T, C]), L.outProj[0], L.outProj[1]));
-            const m = q.layerNorm(r, L.layerNorm2[0], L.layerNorm2[1], eps);
-            return q.add(r, q.matmul(q.geluTanh(q.matmul(m, L.fc1[0], L.fc1[1])), L.fc2[0], L.fc2[1]));
-          });
-          pass.track(h);
-          hIn.dispose();
+        const step: StepValues = { x, proj, projRows: Int32Array.from({ length: T }, (_, i) => k0 * P + i) };
+        const d = { ...dims, T, c };
+        if (!opts.plans || opts.eager || eagerFromEnv()) {
+          cropPass(q, tw, patchW, pos, d, step);
+        } else {
+          // One plan per pass size (and output rows: proj is bound, so its size is part of the shape).
+          opts.plans.get(`${c}:${n * P}`, () => {
+            const rec = new Recorder(q);
+            cropPass(rec, tw, patchW, pos, d, step);
+            return rec.finish([]);
+          }).run(q, step);
         }
-        // Projector (step 6) straight after the tower: mlp2x_gelu = Linear, exact GELU, Linear.
-        const hOut = h;
-        withScope(q, pass, () => {
-          const y = q.matmul(q.gelu(q.matmul(hOut, tw.projector0[0], tw.projector0[1])), tw.projector2[0], tw.projector2[1]);
-          q.scatterRows(proj, y, pass.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => k0 * P + i))));
-          return [];
-        });
       } finally {
         pass.dispose();
       }
@@ -252,6 +242,50 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
     throw e;
   } finally {
     outer.dispose();
+  }
+}
+
+/**
+ * One encoder + projector pass over c crops (T = c·P rows) on a Queue (eager) or a Recorder:
+ * step.x f32 [T, K] patch rows in, the projected rows scattered into step.proj at step.projRows.
+ */
+function cropPass(o: OpSet, tw: TowerWeights, patchW: Tensor, pos: Tensor,
+  d: { T: number; c: number; P: number; C: number; K: number; nh: number; hd: number; eps: number }, step: StepValues): void {
+  const { T, c, P, C, K, nh, hd, eps } = d;
+  const scope = new TensorScope(), prev = o.scope;
+  o.scope = scope;
+  try {
+    const x = o.bind('x', step.x as Tensor);
+    const posIdx = scope.track(tensorFromArray('i32', [T], Int32Array.from({ length: T }, (_, i) => i % P)));
+    // K/V scratch [nh, T, hd], rewritten by every layer (the queue runs a layer's attention
+    // before the next layer's append, so one buffer serves all layers).
+    const kS = o.empty('f32', [nh, T, hd]), vS = o.empty('f32', [nh, T, hd]);
+    const segments = Array.from({ length: c + 1 }, (_, i) => i * P);
+    let h = o.add(o.matmul(x, patchW, tw.patchBias), o.gatherRows(pos, posIdx));
+    void K;
+    for (const L of tw.layers) {
+      // Eagerly, each layer's intermediates are released once queued (large tensors are lazily
+      // committed pages, so the physical peak is about one layer); in a plan they share its arena.
+      const hIn = h;
+      const a = o.layerNorm(hIn, L.layerNorm1[0], L.layerNorm1[1], eps);
+      const qh = o.reshape(o.matmul(a, L.qProj[0], L.qProj[1]), [T, nh, hd]);
+      o.kvCacheAppend(kS, o.reshape(o.matmul(a, L.kProj[0], L.kProj[1]), [T, nh, hd]), 0);
+      o.kvCacheAppend(vS, o.reshape(o.matmul(a, L.vProj[0], L.vProj[1]), [T, nh, hd]), 0);
+      const att = o.attention(qh, kS, vS, { kvLen: T, qPos0: 0, mask: 'segments', segments, scale: 1 / Math.sqrt(hd) });
+      const r = o.add(hIn, o.matmul(o.reshape(att, [T, C]), L.outProj[0], L.outProj[1]));
+      const m = o.layerNorm(r, L.layerNorm2[0], L.layerNorm2[1], eps);
+      h = o.add(r, o.matmul(o.geluTanh(o.matmul(m, L.fc1[0], L.fc1[1])), L.fc2[0], L.fc2[1]));
+      scope.dispose([h, kS, vS]);
+      scope.track(h);
+      scope.track(kS);
+      scope.track(vS);
+    }
+    // Projector (step 6) straight after the tower: mlp2x_gelu = Linear, exact GELU, Linear.
+    const y = o.matmul(o.gelu(o.matmul(h, tw.projector0[0], tw.projector0[1])), tw.projector2[0], tw.projector2[1]);
+    o.scatterRows(o.bind('proj', step.proj as Tensor), y, o.input('projRows', 'i32', [T], step.projRows as Int32Array));
+  } finally {
+    o.scope = prev;
+    scope.dispose();
   }
 }
 

@@ -1,5 +1,5 @@
 // backend.ts — which backend runs the model: CPU always, CUDA when the plugin, the driver and
-// a usable GPU are all there (spec/ECOSYSTEM.md B4; STYLE.md 3 and 13).
+// a usable GPU are all there (docs/packaging.md §B4).
 //
 // getBackendInfo({ gpu }) decides once per call from, in order:
 //   DIFFUSIONVL_GPU=cpu|cuda|auto   (environment; overrides the option, so a user can force CPU

@@ -5,9 +5,9 @@
 // Intermediate tensors should be disposed as soon as the last op that reads them is queued
 // (`TensorScope` does it for a block of code); the queued op keeps its own reference.
 import { loadAddon } from './load.js';
-import type { Attrs, CpuKernelInfo, DType, Isa, NativeInfo, NativeQueue, NativeTensor, Precision } from './types.js';
+import type { Attrs, CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativePlanBuilder, NativeQueue, NativeTensor, Precision } from './types.js';
 
-export type { CpuKernelInfo, DType, Isa, NativeInfo, NativeTensor as Tensor, Precision } from './types.js';
+export type { CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativeTensor as Tensor, Precision } from './types.js';
 export { addonPath, loadAddon, packageRoot } from './load.js';
 
 export function nativeInfo(): NativeInfo {
@@ -48,52 +48,62 @@ export interface QueueOptions {
    * CPU matmul precision (default 'fast'): 'exact' keeps activations f32 and every product
    * exact; 'fast' rounds activations once per matmul input — to bf16 for bf16 weights (the
    * vdpbf16ps kernel on AVX512_BF16; other levels run the exact kernel), to int8 blocks for q8
-   * weights. f32 and f16 weights always run exact. README "Precision" states the error bounds.
+   * weights. f32 and f16 weights always run exact. README "Precision (CPU)" states the bounds.
+   * A CUDA queue runs its CPU fallbacks exact.
    */
   precision?: Precision;
 }
 
-/** A per-model execution queue with the op set as methods. */
-export class Queue {
-  readonly native: NativeQueue;
+/**
+ * A value an op attribute takes at each replay of a recorded plan: parameter `index` of the
+ * replay plus `offset` (e.g. kvLen = pos0 + n). Only a Recorder hands these out; `value` is the
+ * number the recording itself was made with.
+ */
+export class PlanParam {
+  /** length 0: a number (value); length n: an array of n numbers (values) patched as a whole. */
+  constructor(readonly index: number, readonly offset: number, readonly value: number, readonly length = 0, readonly values: readonly number[] = []) {}
+}
+/** A number, or (while recording a plan) a per-replay parameter. */
+export type Num = number | PlanParam;
+/** An array of numbers, or (while recording a plan) a per-replay array parameter. */
+export type NumArray = readonly number[] | PlanParam;
+/** a + k, keeping a recorded parameter symbolic. */
+export function plus(a: Num, k: number): Num {
+  return typeof a === 'number' ? a + k : new PlanParam(a.index, a.offset + k, a.value + k);
+}
+export type OpAttrs = Record<string, Attrs[string] | PlanParam>;
+
+/**
+ * The op set, written once for both ways of running it: a Queue runs each op (eager), a
+ * Recorder (lib/native/plan.ts) records them into a plan replayed later with one call. Model
+ * code takes an OpSet and declares its per-step values through input/bind/param, so the same
+ * forward runs eagerly or records itself.
+ */
+export abstract class OpSet {
   /** When set, every tensor an op returns is tracked here (see TensorScope). */
   scope: TensorScope | undefined;
 
-  constructor(opts: QueueOptions = {}) {
-    const addon = loadAddon();
-    this.native = new addon.Queue(opts);
-  }
+  /** Enqueues (or records) a raw op by name (see csrc/cpu/ops). */
+  abstract op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: OpAttrs): NativeTensor[];
+  /**
+   * A per-step data input (ids, positions, row indices): a new tensor holding `data` when
+   * eager; a plan input filled at each replay from the step's value of that name when recording.
+   */
+  abstract input(name: string, dtype: DType, shape: readonly number[], data: ArrayBufferView): NativeTensor;
+  /** A per-step tensor the caller owns (image features): itself when eager; a bound plan input when recording. */
+  abstract bind(name: string, t: NativeTensor): NativeTensor;
+  /** A per-step number used in op attributes (a cache position): itself when eager; a plan parameter when recording. */
+  abstract param(name: string, value: number): Num;
+  /** A per-step array of numbers used as one op attribute (a batch layout): as param. */
+  abstract paramArray(name: string, values: readonly number[]): NumArray;
 
-  get threads(): number { return this.native.threads; }
-  get isa(): Isa | null { return this.native.isa; }
-  get disposed(): boolean { return this.native.disposed; }
-  get device(): 'cpu' | 'cuda' { return this.native.device; }
-  get precision(): Precision | null { return this.native.precision; }
-  /** What the CPU matmul runs for each weight dtype (null once disposed). */
-  get kernels(): CpuKernelInfo | null { return this.native.kernels; }
-
-  /** Enqueues a raw op by name (see csrc/cpu/ops). */
-  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: Attrs = {}): NativeTensor[] {
-    const out = this.native.op(name, inputs, attrs);
-    if (this.scope) for (const t of out) this.scope.track(t);
-    return out;
-  }
-
-  private one(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: Attrs = {}): NativeTensor {
+  protected one(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor {
     return this.op(name, inputs, attrs)[0];
   }
 
-  sync(): Promise<void> { return this.native.sync(); }
-  read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array> { return this.native.read(t); }
-  async readF32(t: NativeTensor): Promise<Float32Array> { return (await this.native.read(t)) as Float32Array; }
-  async readI32(t: NativeTensor): Promise<Int32Array> { return (await this.native.read(t)) as Int32Array; }
-  write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
-  cancel(): void { this.native.cancel(); }
-  dispose(): void { this.native.dispose(); }
-
   // ---- op set -------------------------------------------------------------------------------
 
-  /** A new zero-filled tensor (allocated now, natively). */
+  /** A new zero-filled tensor (allocated now, natively; in a recorded plan: scratch of undefined contents). */
   empty(dtype: DType, shape: readonly number[]): NativeTensor { return this.one('empty', [], { dtype, shape }); }
   /** ids i32 [T], table [V, H] → f32 [T, H]. */
   embedding(ids: NativeTensor, table: NativeTensor): NativeTensor { return this.one('embedding', [ids, table]); }
@@ -122,7 +132,7 @@ export class Queue {
   /**
    * rope_cos_sin: positions i32 [T] → [cos, sin] f32 [T, dim], rotate-half layout:
    * inv_freq[j] = 1 / theta^(2j/dim) (f32), ang = p · inv_freq[j] (f32), cos = [cos(ang), cos(ang)].
-   * (rope.cpp; spec §2.4)
+   * (rope.cpp; docs §2.4)
    */
   ropeCosSin(positions: NativeTensor, theta: number, dim: number): [NativeTensor, NativeTensor] {
     const [c, s] = this.op('rope_cos_sin', [positions], { theta, dim });
@@ -153,10 +163,24 @@ export class Queue {
       kvLen: o.kvLen, qPos0: o.qPos0 ?? 0, mask: o.mask, blockSize: o.blockSize, segments: o.segments, scale: o.scale,
     });
   }
+  /**
+   * attention_batch: the rows of several sequences in one op. q f32 [T, nh, hd]; k, v
+   * [S, nkv, cap, hd] (S cache slots); seqs = 6 numbers per sequence: row0, row1 (its rows of q,
+   * in order, covering [0, T)), slot, pos0 (position of row0), mask (0 causal, 1 block, 2 full),
+   * bs. Each sequence equals one `attention` on its slot with kvLen = pos0 + n, qPos0 = pos0,
+   * bit for bit. (attention.cpp)
+   */
+  attentionBatch(q: NativeTensor, k: NativeTensor, v: NativeTensor, seqs: NumArray, scale?: number): NativeTensor {
+    return this.one('attention_batch', [q, k, v], { seqs, scale });
+  }
+  /** kv_cache_append_batch: x f32 [T, nkv, hd] rows of each sequence (seqs as attentionBatch) into its slot of cache [S, nkv, cap, hd]. (kv_cache.cpp) */
+  kvCacheAppendBatch(cache: NativeTensor, x: NativeTensor, seqs: NumArray): void { this.op('kv_cache_append_batch', [cache, x], { seqs }); }
   /** kv_cache_append: writes x f32 [T, nkv, hd] into cache [nkv, cap, hd] rows pos0..pos0+T-1 (in place). (kv_cache.cpp) */
-  kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: number): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
+  kvCacheAppend(cache: NativeTensor, x: NativeTensor, pos0: Num): void { this.op('kv_cache_append', [cache, x], { pos0 }); }
   /** reshape: same storage, new shape (numel must match). (shape.cpp) */
   reshape(x: NativeTensor, shape: readonly number[]): NativeTensor { return this.one('reshape', [x], { shape }); }
+  /** narrow_rows: x [R, ...] → a view [len, ...] of rows start..start+len-1, same memory (eager only). (shape.cpp) */
+  narrowRows(x: NativeTensor, start: number, len: number): NativeTensor { return this.one('narrow_rows', [x], { start, len }); }
   /** gather_rows: x [R, C] (any dtype), idx i32 [n] → [n, C]. (shape.cpp) */
   gatherRows(x: NativeTensor, idx: NativeTensor): NativeTensor { return this.one('gather_rows', [x, idx]); }
   /** scatter_rows: dst [R, C] f32 (in place) rows idx[i] ← src [n, C] row i. (shape.cpp) */
@@ -166,7 +190,7 @@ export class Queue {
   /** concat_rows: [a; b] along dim 0 (same trailing dims and dtype). (shape.cpp) */
   concatRows(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('concat_rows', [a, b]); }
   /**
-   * confidence_remask (spec §5.7-5.8): logits f32 [n, V] of the still-masked positions →
+   * confidence_remask (docs §5.7-5.8): logits f32 [n, V] of the still-masked positions →
    * [ids i32 [n], confidence f32 [n], reveal i32 [n] (1 = reveal now)]. (sample.cpp; the TS
    * reference is lib/decode/sample.ts + remask.ts and must agree exactly.)
    */
@@ -181,22 +205,80 @@ export class Queue {
   streamRead(buf: NativeTensor, repeat: number): NativeTensor { return this.one('stream_read', [buf], { repeat }); }
   /** compute_peak: every kernel thread runs `iters` rounds of the level's register-only multiply-add loop for `kind`; f32 [2] = [multiply-adds, seconds]. (probe.cpp) */
   computePeak(kind: 'f32' | 'bf16' | 'q8', iters: number): NativeTensor { return this.one('compute_peak', [], { kind, iters }); }
-  /** image_resize: u8 [H, W, 3] → u8 [h, w, 3], Pillow-exact bicubic (spec §3.1). (image.cpp) */
+  /** image_resize: u8 [H, W, 3] → u8 [h, w, 3], Pillow-exact bicubic (docs §3.1). (image.cpp) */
   imageResize(img: NativeTensor, width: number, height: number): NativeTensor {
     return this.one('image_resize', [img], { width, height });
   }
   /**
    * resize_bilinear: x f32 [h, w, C] → f32 [height, width, C], torch interpolate
-   * mode 'bilinear', align_corners = false, no antialias (spec §3.5 step 7). (bilinear.cpp)
+   * mode 'bilinear', align_corners = false, no antialias (docs §3.5 step 7). (bilinear.cpp)
    */
   resizeBilinear(x: NativeTensor, height: number, width: number): NativeTensor {
     return this.one('resize_bilinear', [x], { height, width });
   }
 }
 
+/** A per-model execution queue: the op set run eagerly on a native thread, plus sync/read/write and plan replay. */
+export class Queue extends OpSet {
+  readonly native: NativeQueue;
+
+  constructor(opts: QueueOptions = {}) {
+    super();
+    const addon = loadAddon();
+    this.native = new addon.Queue(opts);
+  }
+
+  get threads(): number { return this.native.threads; }
+  get isa(): Isa | null { return this.native.isa; }
+  get disposed(): boolean { return this.native.disposed; }
+  get device(): 'cpu' | 'cuda' { return this.native.device; }
+  get precision(): Precision | null { return this.native.precision; }
+  /** What the CPU matmul runs for each weight dtype (null once disposed). */
+  get kernels(): CpuKernelInfo | null { return this.native.kernels; }
+
+  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor[] {
+    // A PlanParam here is a bug (only a Recorder hands them out): the addon rejects it as an
+    // attribute of unsupported type, naming the op and key.
+    const out = this.native.op(name, inputs, attrs as Attrs);
+    if (this.scope) for (const t of out) this.scope.track(t);
+    return out;
+  }
+  input(_name: string, dtype: DType, shape: readonly number[], data: ArrayBufferView): NativeTensor {
+    const t = tensorFromArray(dtype, shape, data);
+    return this.scope ? this.scope.track(t) : t;
+  }
+  bind(_name: string, t: NativeTensor): NativeTensor { return t; }
+  param(_name: string, value: number): number { return value; }
+  paramArray(_name: string, values: readonly number[]): readonly number[] { return values; }
+
+  /** Runs a recorded plan with one step's values (see lib/native/plan.ts); returns its outputs. */
+  replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[] {
+    return this.native.replay(plan, values, params);
+  }
+  /** Jobs run so far and the queue thread's wake-up time (push to start on an idle queue). */
+  stats(): { jobs: number; idleStarts: number; idleWaitMs: number } { return this.native.stats(); }
+  /** A builder recording a plan for this queue's device (use lib/native/plan.ts's Recorder). */
+  record(): NativePlanBuilder { return this.native.record(); }
+
+  sync(): Promise<void> { return this.native.sync(); }
+  read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array> { return this.native.read(t); }
+  async readF32(t: NativeTensor): Promise<Float32Array> { return (await this.native.read(t)) as Float32Array; }
+  async readI32(t: NativeTensor): Promise<Int32Array> { return (await this.native.read(t)) as Int32Array; }
+  /** Copies of several tensors after queued ops ran, in one settle. */
+  readMany(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]> { return this.native.read(ts); }
+  write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
+  cancel(): void { this.native.cancel(); }
+  dispose(): void { this.native.dispose(); }
+}
+
+/** Host buffers the engine owns now, process-wide (tests: dispose frees everything). */
+export function nativeMemory(): { hostStorages: number; hostBytes: number } {
+  return loadAddon().memory();
+}
+
 export interface AttentionOptions {
-  kvLen: number;
-  qPos0?: number;
+  kvLen: Num;
+  qPos0?: Num;
   mask: 'causal' | 'block' | 'full' | 'segments';
   blockSize?: number;
   segments?: readonly number[];

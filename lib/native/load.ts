@@ -1,6 +1,6 @@
 // load.ts — find and load the native addon, explaining every failure.
 //
-// Order (spec/ECOSYSTEM.md B4): DIFFUSIONVL_ADDON=/abs/file.node, then a local build
+// Order (docs/packaging.md §B4): DIFFUSIONVL_ADDON=/abs/file.node, then a local build
 // (build/Release), then prebuilds/<platform>-<arch> through node-gyp-build. Each attempt's
 // error is kept; if none loads, one BackendError lists the platform, what was tried and the
 // command that fixes the failure seen.

@@ -23,10 +23,41 @@ export interface NativeTensorClass {
   prototype: NativeTensor;
 }
 
+export interface NativePlanInfo {
+  ops: number;
+  inputs: number;
+  params: number;
+  /** Bytes of the one arena all intermediates share. */
+  arenaBytes: number;
+  /** Σ intermediate sizes before reuse (arenaBytes / this = what lifetime packing saved). */
+  intermediateBytes: number;
+  device: 'cpu' | 'cuda';
+}
+
+/** A recorded plan (csrc/core/plan.h). */
+export interface NativePlan {
+  readonly info: NativePlanInfo | null;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+/** Records ops into a plan: placeholders out, nothing runs (csrc/napi/plan_wrap.cpp). */
+export interface NativePlanBuilder {
+  op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs, patches?: readonly (readonly [string, number, number, number?])[]): NativeTensor[];
+  input(dtype: DType, shape: readonly number[]): NativeTensor;
+  bind(dtype: DType, shape: readonly number[]): NativeTensor;
+  finish(outputs: readonly NativeTensor[], nparams: number, freshOutputs?: boolean): NativePlan;
+}
+
 export interface NativeQueue {
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs): NativeTensor[];
+  record(): NativePlanBuilder;
+  /** Jobs run, and the push-to-start wait of those pushed onto an idle queue (its wake-up). */
+  stats(): { jobs: number; idleStarts: number; idleWaitMs: number };
+  replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[];
   sync(): Promise<void>;
   read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array>;
+  read(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]>;
   write(t: NativeTensor, data: ArrayBufferView): void;
   cancel(): void;
   dispose(): void;
@@ -61,6 +92,7 @@ export interface NativeInfo {
 export interface NativeAddon {
   init(opts: { makeError: (code: string, message: string) => Error }): void;
   info(): NativeInfo;
+  memory(): { hostStorages: number; hostBytes: number };
   Tensor: NativeTensorClass;
   Queue: new (opts?: { threads?: number; isa?: Isa; device?: 'cpu' | 'cuda'; precision?: Precision }) => NativeQueue;
 }

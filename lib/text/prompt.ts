@@ -1,7 +1,7 @@
 // prompt.ts — chat messages → prompt text → token ids, with the −200 image sentinels.
 //
 // Two formats:
-//  'diffusionvl' (default): the trained and benchmarked `qwen_2_5` conversation of REFERENCE.md
+//  'diffusionvl' (default): the trained and benchmarked `qwen_2_5` conversation of docs
 //     §4.1 — Qwen's default system prompt unless a system message is given, each turn
 //     `<|im_start|>{role}\n{text}<|im_end|>\n`, the generation prompt `<|im_start|>assistant\n`.
 //     Image parts become `<image>` placeholders at the front of their turn (one image:
@@ -10,11 +10,17 @@
 //     −200 put between chunks (§3.6); the model splices image i's features in at sentinel i.
 //  'template': the model's own Jinja chat template (tokenizer_config.json / chat_template.*),
 //     rendered with add_generation_prompt — for stock Qwen2 / Qwen2.5 text models. Text only.
+//     It runs in a separate process with time and size limits (template.ts): renderPrompt and
+//     buildPrompt wait for it synchronously, renderPromptAsync does not block.
 //
 // Everything is validated (roles, parts, image count against placeholders) before any tokenizing.
-import { Template } from '@huggingface/jinja';
 import { ConfigError, ImageError, OptionError } from '../errors.js';
+import { checkTextBytes, encodeBounded, encodeBoundedSync, type EncodeLimits } from './encode.js';
+import { renderTemplate, renderTemplateSync, type TemplateLimits } from './template.js';
 import { tokenText, type TextTokenizer } from './tokenizer.js';
+
+/** Limits of one template render unless PromptOptions.templateLimits says otherwise. */
+export const TEMPLATE_LIMIT_DEFAULTS: Readonly<TemplateLimits> = Object.freeze({ timeMs: 2000, maxChars: 4 * 1024 * 1024 });
 
 /** The placeholder the prompt text carries for one image (LLaVA convention, §3.6). */
 export const IMAGE_PLACEHOLDER = '<image>';
@@ -53,6 +59,8 @@ export interface PromptOptions {
   addGenerationPrompt?: boolean;
   /** 'template': extra variables for the Jinja template (e.g. `{ enable_thinking: false }`). */
   templateVariables?: Record<string, unknown>;
+  /** 'template': wall time and output size of the render (default TEMPLATE_LIMIT_DEFAULTS). */
+  templateLimits?: Partial<TemplateLimits>;
 }
 
 export interface RenderedPrompt {
@@ -131,42 +139,38 @@ function renderDiffusionVL(turns: Turn[], opts: PromptOptions): string {
   return out;
 }
 
-function renderTemplate(turns: Turn[], tok: Pick<TextTokenizer, 'chatTemplate' | 'config'>, opts: PromptOptions): string {
+/** What a template render needs: the source, the variables (JSON) and the limits. */
+interface TemplateJob { source: string; context: Record<string, unknown>; limits: TemplateLimits }
+
+function templateJob(turns: Turn[], tok: Pick<TextTokenizer, 'chatTemplate' | 'config'>, opts: PromptOptions): TemplateJob {
   if (tok.chatTemplate === undefined) {
     throw new ConfigError("format 'template': the tokenizer has no chat template (tokenizer_config.json, chat_template.json or chat_template.jinja); use format 'diffusionvl'", { field: 'chat_template' });
   }
-  let template: Template;
-  try {
-    template = new Template(tok.chatTemplate);
-  } catch (e) {
-    throw new ConfigError(`chat_template does not parse: ${(e as Error).message}`, { field: 'chat_template' });
-  }
   const cfg = tok.config;
-  try {
-    return template.render({
+  const vars = opts.templateVariables;
+  if (vars !== undefined && (vars === null || typeof vars !== 'object' || Array.isArray(vars))) {
+    throw new OptionError('templateVariables: expected an object of JSON values', 'templateVariables');
+  }
+  return {
+    source: tok.chatTemplate,
+    context: {
       bos_token: tokenText(cfg.bos_token) ?? '',
       eos_token: tokenText(cfg.eos_token) ?? '',
       pad_token: tokenText(cfg.pad_token) ?? '',
       unk_token: tokenText(cfg.unk_token) ?? '',
-      ...opts.templateVariables,
+      ...vars,
       messages: turns.map((t) => ({ role: t.role, content: t.text })),
       add_generation_prompt: opts.addGenerationPrompt ?? true,
-    });
-  } catch (e) {
-    // raise_exception() in a template (bad role order …) lands here too.
-    throw new OptionError(`chat_template: ${(e as Error).message}`, 'messages');
-  }
+    },
+    limits: { ...TEMPLATE_LIMIT_DEFAULTS, ...opts.templateLimits },
+  };
 }
 
-/**
- * Messages → prompt text and the images in placeholder order. Needs the tokenizer only for the
- * 'template' format. Throws OptionError / ImageError / ConfigError before rendering anything.
- */
-export function renderPrompt(
-  messages: readonly ChatMessage[],
-  opts: PromptOptions = {},
-  tok?: Pick<TextTokenizer, 'chatTemplate' | 'config'>,
-): RenderedPrompt {
+/** A rendered prompt, or the template job still to run ('template' format). */
+type Prepared = RenderedPrompt | TemplateJob;
+
+/** Everything up to the template render: checks, and the 'diffusionvl' text. */
+function preparePrompt(messages: readonly ChatMessage[], opts: PromptOptions, tok?: Pick<TextTokenizer, 'chatTemplate' | 'config'>): Prepared {
   const format = opts.format ?? 'diffusionvl';
   if (format !== 'diffusionvl' && format !== 'template') {
     throw new OptionError(`format: ${JSON.stringify(format)} is not 'diffusionvl' or 'template'`, 'format');
@@ -183,7 +187,7 @@ export function renderPrompt(
       throw new OptionError("format 'template' is text-only (stock Qwen2/Qwen2.5 models); use format 'diffusionvl' for images", 'format');
     }
     if (!tok) throw new OptionError("format 'template' needs the tokenizer (its chat template)", 'format');
-    return { text: renderTemplate(turns, tok, opts), images: [] };
+    return templateJob(turns, tok, opts);
   }
   // Rendering is string work only; the count check still comes before any tokenizing or image work.
   const text = renderDiffusionVL(turns, opts);
@@ -200,6 +204,34 @@ export function renderPrompt(
 }
 
 /**
+ * Messages → prompt text and the images in placeholder order. Needs the tokenizer only for the
+ * 'template' format (rendered in a child process, waited for synchronously). Throws
+ * OptionError / ImageError / ConfigError before rendering anything.
+ */
+export function renderPrompt(
+  messages: readonly ChatMessage[],
+  opts: PromptOptions = {},
+  tok?: Pick<TextTokenizer, 'chatTemplate' | 'config'>,
+): RenderedPrompt {
+  const p = preparePrompt(messages, opts, tok);
+  if ('text' in p) return p;
+  return { text: renderTemplateSync(p.source, p.context, p.limits), images: [] };
+}
+
+/** renderPrompt without blocking: the template renders while the event loop runs; `signal`
+ *  aborts it (rejecting with signal.reason). */
+export async function renderPromptAsync(
+  messages: readonly ChatMessage[],
+  opts: PromptOptions = {},
+  tok?: Pick<TextTokenizer, 'chatTemplate' | 'config'>,
+  signal?: AbortSignal,
+): Promise<RenderedPrompt> {
+  const p = preparePrompt(messages, opts, tok);
+  if ('text' in p) return p;
+  return { text: await renderTemplate(p.source, p.context, p.limits, signal), images: [] };
+}
+
+/**
  * Prompt text → ids: split on `<image>`, tokenize each chunk separately, −200 between chunks
  * (§3.6). Splitting first keeps a chunk's boundary tokens from merging across an image.
  */
@@ -213,9 +245,37 @@ export function tokenizeWithImages(tok: Pick<TextTokenizer, 'encode'>, text: str
   return ids;
 }
 
-/** Messages → { text, ids (with −200 sentinels), images }. */
-export function buildPrompt(tok: TextTokenizer, messages: readonly ChatMessage[], opts: PromptOptions = {}): Prompt {
+/** The parts tokenized separately: the text split on `<image>` ('diffusionvl'), or all of it. */
+function promptParts(text: string, opts: PromptOptions): string[] {
+  return (opts.format ?? 'diffusionvl') === 'template' ? [text] : text.split(IMAGE_PLACEHOLDER);
+}
+
+/** Messages → { text, ids (with −200 sentinels), images }. With `bounds`, the text is refused
+ *  (OptionError) when its bytes or tokens exceed them (encode.ts). */
+export function buildPrompt(tok: TextTokenizer, messages: readonly ChatMessage[], opts: PromptOptions = {}, bounds?: EncodeLimits): Prompt {
   const r = renderPrompt(messages, opts, tok);
-  const ids = (opts.format ?? 'diffusionvl') === 'template' ? tok.encode(r.text) : tokenizeWithImages(tok, r.text);
+  if (bounds) checkTextBytes(tok, r.text, bounds);
+  const ids: number[] = [];
+  promptParts(r.text, opts).forEach((c, i) => {
+    if (i > 0) ids.push(IMAGE_TOKEN_INDEX);
+    // ids.length − i: the text tokens so far (ids holds i sentinels).
+    const part = bounds ? encodeBoundedSync(tok, c, { ...bounds, maxBytes: Infinity, maxTokens: bounds.maxTokens - (ids.length - i) }) : tok.encode(c);
+    for (const id of part) ids.push(id);
+  });
+  return { ...r, ids };
+}
+
+/** buildPrompt without blocking the event loop: the template renders in its process and the
+ *  text is tokenized in pieces with turns of the event loop between them, stopping as soon as
+ *  it exceeds `bounds.maxTokens` (encode.ts). */
+export async function buildPromptAsync(tok: TextTokenizer, messages: readonly ChatMessage[], opts: PromptOptions, bounds: EncodeLimits): Promise<Prompt> {
+  const r = await renderPromptAsync(messages, opts, tok, bounds.signal);
+  checkTextBytes(tok, r.text, bounds);
+  const parts = promptParts(r.text, opts);
+  const ids: number[] = [];
+  for (let i = 0; i < parts.length; i++) {
+    if (i > 0) ids.push(IMAGE_TOKEN_INDEX);
+    for (const id of await encodeBounded(tok, parts[i], { ...bounds, maxBytes: Infinity, maxTokens: bounds.maxTokens - (ids.length - i) })) ids.push(id);
+  }
   return { ...r, ids };
 }

@@ -6,7 +6,7 @@
 // of ids (the last emitted chunk + the ids since) and holds back a trailing run of U+FFFD until
 // more ids complete it, or flush() ends the stream.
 //
-// Spec: REFERENCE.md §4.3 (the eval keeps the text before the first "\n" or stop string, strips
+// See docs §4.3 (the eval keeps the text before the first "\n" or stop string, strips
 // it and drops one trailing "."; the decode skips special tokens and MASK ids).
 import type { DecodeOptions, TextTokenizer } from './tokenizer.js';
 

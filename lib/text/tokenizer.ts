@@ -1,8 +1,8 @@
 // tokenizer.ts — a model's tokenizer: HF `tokenizer.json` (byte-level BPE for Qwen) through
 // @huggingface/tokenizers, plus the chat template and the ids the decoder needs.
 //
-// Spec: REFERENCE.md §4.2 (special tokens; MASK 151671 is an embedding row beyond the tokenizer),
-// §3.6 (no BOS for Qwen), ECOSYSTEM.md (d)10 (the library is I/O-free: we read the files).
+// See docs §4.2 (special tokens; MASK 151671 is an embedding row beyond the tokenizer),
+// §3.6 (no BOS for Qwen), docs/packaging.md §B7 (the library is I/O-free: we read the files).
 //
 // The tokenizer's `size` is one past its highest id (151665 for Qwen2.5, 151669 for Qwen3). Ids at
 // or beyond it (MASK, the untrained padding rows of the embedding) and negative ids (the −200 image
@@ -37,6 +37,12 @@ export interface TextTokenizer {
   readonly chatTemplate: string | undefined;
   /** tokenizer_config.json as read (bos/eos/pad token strings for templates). */
   readonly config: Readonly<Record<string, unknown>>;
+  /** UTF-8 bytes of the longest token (at least 4): a text of N bytes has ≥ N / maxTokenBytes
+   *  tokens, so a prompt can be refused as too long before it is tokenized. */
+  readonly maxTokenBytes: number;
+  /** Whether `encode` may be run on pieces split at safe boundaries (see splitForEncode) and
+   *  give the same ids as on the whole text: true for Qwen's pre-tokenizer. */
+  readonly chunkable: boolean;
   /** Text → ids. Never adds BOS/EOS; special-token strings in the text become their ids. */
   encode(text: string): number[];
   /** Ids → text. Ids outside [0, size) are dropped (MASK 151671, −200, padding rows). */
@@ -99,7 +105,37 @@ export function createTokenizer(
   } catch (e) {
     throw new ConfigError(`${file}: cannot build the tokenizer: ${(e as Error).message}`, { file });
   }
-  return new HFTextTokenizer(tok, tj.model.vocab as Record<string, number>, tj.added_tokens, config, file, opts.chatTemplate);
+  return new HFTextTokenizer(tok, tj.model.vocab as Record<string, number>, tj.added_tokens, config, file, opts.chatTemplate,
+    isChunkable(tokenizerJson), JSON.stringify((tokenizerJson as { pre_tokenizer?: unknown }).pre_tokenizer ?? null).includes('"ByteLevel"'));
+}
+
+/** Qwen's pre-tokenizer split pattern (Qwen2, Qwen2.5, Qwen3 tokenizer.json). */
+const QWEN_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/**
+ * True when the tokenizer splits text into pre-tokens with exactly Qwen's pattern (then byte-level
+ * BPE inside each), normalizes with NFC at most, and has no added token holding "letter space
+ * letter". Then a space between two letters always starts a new pre-token (no alternative of
+ * the pattern matches a letter followed by a space), and encoding the text in pieces cut before
+ * such spaces gives the same ids as encoding it whole.
+ */
+function isChunkable(tj: unknown): boolean {
+  const j = tj as { pre_tokenizer?: unknown; normalizer?: unknown; added_tokens?: unknown };
+  const norm = j.normalizer as { type?: unknown } | null | undefined;
+  if (norm != null && norm.type !== 'NFC') return false;
+  const pre = j.pre_tokenizer as { type?: unknown; pretokenizers?: unknown } | null | undefined;
+  if (!pre || pre.type !== 'Sequence' || !Array.isArray(pre.pretokenizers) || pre.pretokenizers.length !== 2) return false;
+  const [split, bl] = pre.pretokenizers as Array<Record<string, unknown>>;
+  if (split?.type !== 'Split' || split.behavior !== 'Isolated' || split.invert !== false) return false;
+  if ((split.pattern as { Regex?: unknown } | undefined)?.Regex !== QWEN_SPLIT) return false;
+  if (bl?.type !== 'ByteLevel' || bl.use_regex !== false) return false;
+  if (Array.isArray(j.added_tokens)) {
+    for (const t of j.added_tokens as Array<{ content?: unknown }>) {
+      if (typeof t?.content === 'string' && /\p{L} \p{L}/u.test(t.content)) return false;
+    }
+  }
+  return true;
 }
 
 class HFTextTokenizer implements TextTokenizer {
@@ -108,13 +144,27 @@ class HFTextTokenizer implements TextTokenizer {
   readonly eosId: number;
   readonly chatTemplate: string | undefined;
   readonly config: Readonly<Record<string, unknown>>;
+  readonly maxTokenBytes: number;
+  readonly chunkable: boolean;
   private readonly tok: Tokenizer;
 
   constructor(tok: Tokenizer, vocab: Record<string, number>, addedTokens: unknown,
-    config: Record<string, unknown>, file: string, chatTemplate: string | undefined) {
+    config: Record<string, unknown>, file: string, chatTemplate: string | undefined, chunkable: boolean, byteLevel: boolean) {
     this.tok = tok;
     this.config = config;
     this.chatTemplate = chatTemplate;
+    this.chunkable = chunkable;
+
+    // A byte-level key has one char per byte of its text; any other key is at least as long in
+    // UTF-8 as its text (word-piece markers only add). Either way it bounds the token's bytes.
+    let maxBytes = 4;
+    for (const k of Object.keys(vocab)) maxBytes = Math.max(maxBytes, byteLevel ? k.length : Buffer.byteLength(k));
+    if (Array.isArray(addedTokens)) {
+      for (const t of addedTokens as Array<{ content?: unknown }>) {
+        if (typeof t?.content === 'string') maxBytes = Math.max(maxBytes, Buffer.byteLength(t.content));
+      }
+    }
+    this.maxTokenBytes = maxBytes;
 
     // size = max id + 1 over the base vocab and the added tokens (ids need not be dense).
     let maxId = -1;

@@ -1,6 +1,6 @@
 // checkpoint.ts — resolves a model folder into its safetensors files and reads their headers.
 //
-// Layouts (spec §1.4, §1.5, §1.7):
+// Layouts (docs §1.4, §1.5, §1.7):
 //   single    model.safetensors                         (converted text model; small checkpoints)
 //   sharded   model.safetensors.index.json → weight_map { tensor name → shard file }
 //   converted extras: vision_tower.safetensors (ViT, unprefixed names) and projector.safetensors

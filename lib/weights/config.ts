@@ -1,7 +1,7 @@
 // config.ts — reads a model folder's config.json (and generation_config.json, vision_config.json,
 // preprocessor_config.json where they matter) into one checked ModelConfig.
 //
-// Families (spec §1.1, §1.2, §1.4, §1.5, §1.7):
+// Families (docs §1.1, §1.2, §1.4, §1.5, §1.7):
 //   qwen2               stock Qwen2 / Qwen2.5 text model; block diffusion only if enable_bd3lm
 //   qwen2_5_vl          stock Qwen2.5-VL: text fields flat (hub format) or in text_config (≥ 4.52)
 //   diffusionvl_qwenvl  converted or released DiffusionVL-Qwen2.5VL: text_config authoritative,
@@ -17,11 +17,11 @@ import { ConfigError } from '../errors.js';
 export const SUPPORTED_MODEL_TYPES = ['qwen2', 'qwen2_5_vl', 'diffusionvl_qwenvl', 'diffusionvl_qwen'] as const;
 export type ModelFamily = (typeof SUPPORTED_MODEL_TYPES)[number];
 
-/** MASK id when the config has no mask_token_id (spec §4.2; never looked up from a string). */
+/** MASK id when the config has no mask_token_id (docs §4.2; never looked up from a string). */
 export const DEFAULT_MASK_TOKEN_ID = 151671;
-/** `<|im_end|>`, the decoder's stop id (spec §4.2). */
+/** `<|im_end|>`, the decoder's stop id (docs §4.2). */
 export const DEFAULT_EOS_TOKEN_ID = 151645;
-/** bd3lm_block_size when absent (every training and eval script uses 8; spec §5.1). */
+/** bd3lm_block_size when absent (every training and eval script uses 8; docs §5.1). */
 export const DEFAULT_BLOCK_SIZE = 8;
 
 export interface TextConfig {
@@ -45,7 +45,7 @@ export interface DiffusionConfig {
   maskTokenId: number;
 }
 
-/** Qwen2.5-VL ViT + PatchMerger (spec §1.3, §3.1, §3.3). */
+/** Qwen2.5-VL ViT + PatchMerger (docs §1.3, §3.1, §3.3). */
 export interface QwenVisionConfig {
   kind: 'qwen2_5_vl';
   depth: number;
@@ -65,7 +65,7 @@ export interface QwenVisionConfig {
   maxPixels: number;
 }
 
-/** SigLIP2-so400m tower + mlp2x_gelu projector, LLaVA-OneVision anyres (spec §1.7, §3.5). */
+/** SigLIP2-so400m tower + mlp2x_gelu projector, LLaVA-OneVision anyres (docs §1.7, §3.5). */
 export interface SiglipVisionConfig {
   kind: 'siglip';
   hiddenSize: number;

@@ -5,7 +5,7 @@
 // Missing tensors and wrong shapes are WeightsErrors naming file and tensor; stored tensors
 // nobody asked for are listed in `unused`. Then, per tensor in file order, `queue.empty`
 // allocates natively and the `load` op preads the bytes straight into its storage (converting
-// dtype there), so weights never pass through the JS heap (DESIGN.md).
+// dtype there), so weights never pass through the JS heap (docs/architecture.md).
 //
 // Dtypes: matrices (2-D and up) keep the stored dtype unless `dtype` asks otherwise; 1-D tensors
 // (norm weights, biases, image_newline) are always f32 because the ops take them in f32; 'q8'

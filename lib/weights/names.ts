@@ -6,7 +6,7 @@
 //             lm_head.weight [V, H] (absent when tied)
 //   Qwen ViT  visual.patch_embed.proj.weight, visual.blocks.{j}.…, visual.merger.{ln_q, mlp.0, mlp.2}.*
 //   SigLIP    siglip.vision_model.…, projector mm_projector.{0,2}.*, image_newline
-// Stored layouts (spec §1.4–§1.7): the suffix below a prefix is the same everywhere, so each
+// Stored layouts (docs §1.4–§1.7): the suffix below a prefix is the same everywhere, so each
 // layout is a prefix rewrite (role = which file the name came from, see checkpoint.ts):
 //   stock < 4.52     model.*, visual.*, lm_head.*
 //   stock ≥ 4.52     model.language_model.*, model.visual.*

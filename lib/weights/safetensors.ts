@@ -90,12 +90,21 @@ export function parseSafetensorsHeader(json: Uint8Array, file: string, fileSize:
   const dataOffset = 8 + headerBytes;
   const dataBytes = fileSize - dataOffset;
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+    parsed = JSON.parse(text);
   } catch (e) {
     fail(file, `header is not valid UTF-8 JSON: ${(e as Error).message}`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) fail(file, 'header is not a JSON object');
+  // JSON.parse keeps the last of two equal keys: a tensor stored twice would silently lose one.
+  const keys = topLevelKeys(text);
+  if (keys.length !== Object.keys(parsed).length) {
+    const seen = new Set<string>();
+    const dup = keys.find((k) => (seen.has(k) ? true : (seen.add(k), false)));
+    fail(file, `tensor ${dup} appears more than once in the header (corrupt or hand-edited file)`, dup);
+  }
 
   let metadata: Record<string, string> | null = null;
   const entries: SafetensorsEntry[] = [];
@@ -147,4 +156,35 @@ export function parseSafetensorsHeader(json: Uint8Array, file: string, fileSize:
   }
   entries.sort((a, b) => a.offset - b.offset);
   return { file, fileSize, headerBytes, dataOffset, metadata, tensors: new Map(entries.map((e) => [e.name, e])) };
+}
+
+/**
+ * The keys of the top-level object of valid JSON `text`, in order, repeats included (a scan
+ * that tracks nesting and skips strings; keys are decoded with JSON.parse).
+ */
+export function topLevelKeys(text: string): string[] {
+  const keys: string[] = [];
+  let depth = 0, expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {                       // "
+      let j = i + 1;
+      while (j < text.length) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c) j += 2;             // backslash escape
+        else if (d === 0x22) break;
+        else j++;
+      }
+      if (depth === 1 && expectKey) { keys.push(JSON.parse(text.slice(i, j + 1)) as string); expectKey = false; }
+      i = j;
+    } else if (c === 0x7b || c === 0x5b) {  // { [
+      depth++;
+      if (depth === 1) expectKey = true;
+    } else if (c === 0x7d || c === 0x5d) {  // } ]
+      depth--;
+    } else if (c === 0x2c && depth === 1) { // ,
+      expectKey = true;
+    }
+  }
+  return keys;
 }

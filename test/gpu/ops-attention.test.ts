@@ -8,7 +8,7 @@
 // sizes (|q|, |k| ≤ 1, hd ≤ 128) and both backends exponentiate with 1–2 ulp approximations;
 // outputs are O(1) averages of |v| ≤ 1.
 import { describe, it } from 'vitest';
-import { expectGpuMatchesCpu, expectSame, gpuProbe, randTensor, runBoth, title } from './ops-helpers.js';
+import { expectGpuMatchesCpu, expectSame, gpuProbe, randTensor, runBoth, title, values } from './ops-helpers.js';
 
 const p = gpuProbe();
 const TOL = { abs: 1e-4, rel: 1e-4 };
@@ -88,5 +88,32 @@ describe.skipIf(!p.available)(title('attention', p), () => {
     const { gpu } = await runBoth('attention', [q.t, k.t, v.t], attrs);
     if (!c.nanQ) expectSame(gpu[0], reference(c, q.f32, k.f32, v.f32), TOL, `${label} vs float64`);
     await expectGpuMatchesCpu('attention', [q.t, k.t, v.t], attrs, TOL, `${label} vs CPU op`);
+  });
+});
+
+// The batched ops of continuous batching (attention_batch, kv_cache_append_batch): several
+// sequences on their own cache slots in one op, against the CPU op (itself equal to per-sequence
+// attention bit for bit, test/ops/batch.test.ts). Same tolerance as above.
+describe.skipIf(!p.available)(title('attention_batch / kv_cache_append_batch', p), () => {
+  // row0, row1, slot, pos0, mask (0 causal, 1 block, 2 full), bs
+  const seqs = [0, 8, 2, 40, 1, 8, 8, 24, 0, 16, 1, 8, 24, 25, 3, 77, 0, 0, 25, 34, 1, 30, 2, 0];
+  it.each(['f32', 'bf16', 'f16'] as const)('%s caches: 4 sequences, 4 slots', async (dt) => {
+    const q = randTensor('f32', [34, 6, 64], 900);
+    const k = randTensor(dt, [4, 2, 96, 64], 901), v = randTensor(dt, [4, 2, 96, 64], 902);
+    await expectGpuMatchesCpu('attention_batch', [q.t, k.t, v.t], { seqs }, TOL, `attention_batch ${dt}`);
+    // In place: two identical copies of the cache, one per backend, compared exactly.
+    const { Queue } = await import('../../lib/native/index.js');
+    const { cudaRunOp } = await import('../../lib/native/backend.js');
+    const cq = new Queue({ threads: 2 });
+    try {
+      const cpuCache = cq.convert(k.t, dt), gpuCache = cq.convert(k.t, dt);
+      const x = randTensor('f32', [34, 2, 64], 903).t;
+      cq.kvCacheAppendBatch(cpuCache, x, seqs);
+      await cq.sync();
+      cudaRunOp('kv_cache_append_batch', [gpuCache, x], { seqs });
+      expectSame(values(await cq.read(gpuCache), dt), values(await cq.read(cpuCache), dt), { abs: 0, rel: 0 }, `kv_cache_append_batch ${dt}`);
+    } finally {
+      cq.dispose();
+    }
   });
 });

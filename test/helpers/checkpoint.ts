@@ -1,5 +1,5 @@
 // checkpoint.ts (test helper) — writes safetensors files and small random Qwen2 / DiffusionVL
-// checkpoints in every stored layout of spec §1.4–§1.7, and returns the stored values.
+// checkpoints in every stored layout of docs §1.4–§1.7, and returns the stored values.
 //
 // writeSafetensors: the format as specified (u64 LE header length, JSON header padded with
 // spaces so the data section starts 8-byte aligned, tensors back to back in the order given),

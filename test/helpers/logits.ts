@@ -107,7 +107,7 @@ export function tiedSource(vocabSize: number, answer: (pos: number) => number, p
 }
 
 /** Positions in `positions` answer the mask id (with confidence p) while `when(visible)` holds
- *  (default: always); others answer as `inner` does. Exercises spec §5.12 #1. */
+ *  (default: always); others answer as `inner` does. Exercises docs §5.12 #1. */
 export function maskingSource(
   inner: LogitsSource, vocabSize: number, maskId: number, positions: readonly number[],
   p = 0.99, when: (visible: readonly number[]) => boolean = () => true,

@@ -1,4 +1,4 @@
-// Images through the public API (spec §3.1–3.6) on a tiny random DiffusionVL-Qwen2.5VL
+// Images through the public API (docs §3.1–3.6) on a tiny random DiffusionVL-Qwen2.5VL
 // checkpoint (released layout, bf16) with real PNG/JPEG fixtures: decode → preprocess with the
 // model's min/max pixels → vision tower → −200 sentinels expanded and spliced → decode.
 //

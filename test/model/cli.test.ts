@@ -121,4 +121,74 @@ describe('diffusionvl CLI', () => {
       expect(r.stderr).toMatch(/WeightsError \(DVL_MODEL_NOT_FOUND\): the bundled model 'shapes-diffusionvl' is not installed/);
     }
   });
+
+  it('help, --help and --version exit 0 on stdout; no command is bad usage', () => {
+    for (const args of [['help'], ['--help'], ['-h'], ['run', '--help']]) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/^usage:\n  diffusionvl run/);
+    }
+    const v = cli('--version');
+    expect(v.status).toBe(0);
+    expect(v.stdout).toMatch(/^diffusionvl \d+\.\d+\.\d+ \(node v\d+/);
+    const none = cli();
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/no command given/);
+  });
+
+  it('unknown flags and commands get a did-you-mean (exit 2); a mistyped model name a typed error (exit 1)', () => {
+    const flag = cli('run', m.dir, '--stpes', '4');
+    expect(flag.status).toBe(2);
+    expect(flag.stderr).toMatch(/unknown option --stpes \(did you mean --steps\?\)/);
+    const cmd = cli('rnu');
+    expect(cmd.status).toBe(2);
+    expect(cmd.stderr).toMatch(/unknown command 'rnu' \(did you mean 'run'\?\)/);
+    const name = cli('run', 'shapes-diffusion', '--prompt', 'x');
+    expect(name.status).toBe(1);
+    expect(name.stderr).toMatch(/WeightsError \(DVL_MODEL_NOT_FOUND\): no model folder at shapes-diffusion\. Did you mean the bundled model 'shapes-diffusionvl'\?/);
+    const num = cli('run', m.dir, '--max-tokens', 'lots');
+    expect(num.status).toBe(1);
+    expect(num.stderr).toMatch(/OptionError \(DVL_OPTION\): --max-tokens: expected a number, got 'lots'/);
+    const thr = cli('run', m.dir, '--threads', '1024');
+    expect(thr.status).toBe(1);
+    expect(thr.stderr).toMatch(/OptionError \(DVL_OPTION\): Expected integer in \[1, \d+\] for threads/);
+  });
+
+  it('--show-steps prints each step\'s canvas as text, masked tokens as ▒', () => {
+    const r = cli('run', '--prompt', 'Reverse the letters: a b', '--max-tokens', '8', '--show-steps');
+    expect(r.status, r.stderr).toBe(0);
+    const steps = r.stderr.split('\n').filter((l) => /^  block \d+ step \d+: /.test(l));
+    expect(steps.length).toBeGreaterThan(1);
+    expect(steps[0]).toContain('▒');
+    expect(steps.some((l) => /Reversed|b|a/.test(l.replace(/^  block \d+ step \d+: /, '')))).toBe(true);
+    expect(steps.every((l) => !/\b\d{3}\b/.test(l.replace(/^  block \d+ step \d+: /, '')))).toBe(true);   // no raw ids
+    expect(r.stderr).toMatch(/\n\[diffusion\] \d+ tokens/);   // the stats line on a line of its own
+  });
+
+  it('inspect prints the memory estimate against the memory available', () => {
+    const r = cli('inspect', m.dir, '--context-length', '4096');
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.memory.contextLength).toBe(4096);
+    expect(out.memory.totalBytes).toBe(out.memory.weightsBytes + out.memory.kvCacheBytes + out.memory.activationBytes + out.memory.visionBytes);
+    expect(out.memory.availableBytes).toBeGreaterThan(0);
+    expect(out.memory.summary).toMatch(/KV cache .* \(4096 positions/);
+  });
+
+  it('bench <model> prints its table on stdout; bench exits 3 when a quality bar fails', () => {
+    const b = cli('bench', m.dir, '--max-tokens', '8', '--steps', '4');
+    expect(b.status, b.stderr).toBe(0);
+    expect(b.stdout).toMatch(/^ar +[\d.]+ tok\/s/m);
+    expect(b.stdout).toMatch(/^block8 steps 4 merged/m);
+    // A held-out set whose answers no model gives: every exact-match bar fails.
+    const dir = join(scratch, 'heldout-wrong');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'heldout.json'), JSON.stringify({ format: 'diffusionvl-heldout/1', seed: 0, items: [
+      { id: 'w-0', kind: 'text_reverse', question: 'Reverse the letters: a b', answer: 'no model says this', image: null },
+      { id: 'w-1', kind: 'text_count', question: 'How many letters are in: a b?', answer: 'nor this', image: null },
+    ] }));
+    const c = cli('bench', '--heldout', dir, '--n', '2');
+    expect(c.status, c.stderr).toBe(3);
+    expect(c.stdout).toMatch(/^FAIL /m);
+  });
 });

@@ -80,9 +80,23 @@ describe('held-out eval', () => {
     expect(r.answerTokens).toBe(tok);
     expect(r.forwardsPerToken).toBeCloseTo(fw / tok, 12);
     expect(r.tokensPerSecond).toBeGreaterThan(0);
+    // The decoder alone is faster than the whole request (the prefill and the prompt are out).
+    expect(r.decodeTokensPerSecond).toBeGreaterThan(r.tokensPerSecond);
+    expect(r.fixedMs.prefill).toBeGreaterThan(0);
+    expect(r.fixedMs.prompt).toBeGreaterThan(0);
     expect(r.settings).toEqual({ mode: 'diffusion', maxTokens: 12, steps: 4, remasking: 'static', blockSize: 8 });
     expect(lines).toHaveLength(2);   // after item 4 and at the end
     expect(lines[1]).toMatch(/^eval 6\/6: exact match 50\.0%/);
+  });
+
+  it('concurrent clients (batched) give the same answers, in item order', async () => {
+    const set = await readHeldout(dir);
+    const one = await evalHeldout(model, set.items, { maxTokens: 12, steps: 4 });
+    const four = await evalHeldout(model, set.items, { maxTokens: 12, steps: 4, concurrency: 4 });
+    expect(four.items).toEqual(one.items);
+    expect(four.correct).toBe(one.correct);
+    expect(four.tokensPerSecond).toBeGreaterThan(0);
+    await expect(evalHeldout(model, set.items, { concurrency: 0 })).rejects.toThrow(/concurrency/);
   });
 
   it('n takes the first items; ar mode counts one forward per token', async () => {

@@ -1,5 +1,5 @@
 // reference.ts — a float64 Qwen2 forward over a whole sequence, no KV cache: the yardstick for
-// lib/model/qwen2.ts. Plain loops straight from spec §2; the attention mask is a predicate
+// lib/model/qwen2.ts. Plain loops straight from docs §2; the attention mask is a predicate
 // (query position, key position) → visible, so one function covers causal, block-causal and
 // the merged-commit pattern.
 //
@@ -36,7 +36,7 @@ function linear(x: Float64Array, w: Float32Array, N: number, b?: Float32Array): 
   return y;
 }
 
-/** RoPE as spec §2.4: inv_freq and the angle rounded to f32 like torch, cos/sin in double. */
+/** RoPE as docs §2.4: inv_freq and the angle rounded to f32 like torch, cos/sin in double. */
 function rope(x: Float64Array, heads: number, hd: number, pos: number, theta: number): void {
   const half = hd / 2;
   for (let j = 0; j < half; j++) {

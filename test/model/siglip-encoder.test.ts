@@ -1,4 +1,4 @@
-// The SigLIP encoder + projector (lib/model/siglip.ts encodeSiglipCrops, spec §3.5 steps 5-6)
+// The SigLIP encoder + projector (lib/model/siglip.ts encodeSiglipCrops, docs §3.5 steps 5-6)
 // and the whole route encodeSiglipImages (steps 1-8) on small random towers written in the
 // released layout (model.vision_tower.vision_tower.*, model.mm_projector.{0,2}.*,
 // model.image_newline), against the float64 reference of test/model/siglip_reference.ts.

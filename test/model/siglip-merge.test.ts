@@ -1,4 +1,4 @@
-// The SigLIP merge (spec §3.5 steps 7-8) on the addon: the resize_bilinear op against the
+// The SigLIP merge (docs §3.5 steps 7-8) on the addon: the resize_bilinear op against the
 // float64 interpolate of test/model/siglip_reference.ts, then mergeSiglipFeatures (unpad,
 // anyres_max downsample, image_newline, square mode, several images in one call) on random
 // projected features against refMergeAnyres / refMergeSquare.

@@ -1,5 +1,5 @@
 // Token counting of the SigLIP route (lib/model/siglip.ts anyresLayout / siglipTokenCount,
-// spec §3.5 steps 7-8) as pure functions: the spec's worked examples, the CPython floor
+// docs §3.5 steps 7-8) as pure functions: the worked examples of docs §3.5, the CPython floor
 // division behind the τ downsample, and agreement with the independent float64 merge of
 // test/model/siglip_reference.ts on many image sizes. No addon, no encoder.
 import { describe, expect, it } from 'vitest';
@@ -8,7 +8,7 @@ import { anyresLayout, anyresMaxPatches, pyFloorDiv, siglipGridSide, siglipToken
 import type { SiglipVisionConfig } from '../../lib/weights/config.js';
 import { refMergeAnyres } from './siglip_reference.js';
 
-/** The released model's vision config (spec §1.7), as lib/weights/config.ts fills it by default. */
+/** The released model's vision config (docs §1.7), as lib/weights/config.ts fills it by default. */
 const CFG: SiglipVisionConfig = {
   kind: 'siglip', hiddenSize: 1152, numLayers: 26, numHeads: 16, headDim: 72, intermediateSize: 4304,
   patchSize: 14, imageSize: 384, layerNormEps: 1e-6, mmHiddenSize: 1152, projectorType: 'mlp2x_gelu',
@@ -22,10 +22,10 @@ describe('SigLIP token counts (§3.5)', () => {
     expect(siglipGridSide({ imageSize: 13, patchSize: 3 })).toBe(4);
   });
 
-  // [W, H, tiles, kept (h, w), after downsample (h, w), tokens] from spec §3.5 step 7.
+  // [W, H, tiles, kept (h, w), after downsample (h, w), tokens] from docs §3.5 step 7.
   const examples: [number, number, [number, number], [number, number], [number, number], number][] = [
     [640, 480, [2, 2], [40, 54], [40, 54], 2929],
-    [1024, 768, [3, 2], [54, 73], [46, 62], 3627],  // the spec gives the downsampled size only
+    [1024, 768, [3, 2], [54, 73], [46, 62], 3627],  // the upstream worked example gives only the downsampled size
     [1920, 1080, [5, 3], [75, 135], [40, 72], 3649],
     [300, 200, [1, 1], [19, 27], [19, 27], 1261],
   ];

@@ -1,5 +1,5 @@
-// siglip_reference.ts — a float64 SigLIP route (spec §3.5 steps 5-8): the yardstick for
-// lib/model/siglip.ts. Plain loops straight from the spec and the LLaVA-OneVision code paths it
+// siglip_reference.ts — a float64 SigLIP route (docs §3.5 steps 5-8): the yardstick for
+// lib/model/siglip.ts. Plain loops straight from docs §3.5 and the LLaVA-OneVision code paths it
 // describes: the conv as a sliding 14×14 window (no patch matrix), one crop at a time, full
 // attention per crop, the tile map built as the reference's [Ht, nH·g, nW·g] tensor, unpadded by
 // slicing, interpolated, then flattened with the newline column. Nothing is shared with the

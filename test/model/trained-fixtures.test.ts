@@ -1,6 +1,6 @@
 // trained-fixtures.test.ts — the bundled trained model (models/shapes-diffusionvl and its AR
 // parent models/shapes-ar) against an independent implementation: train/fixtures.py, a plain
-// PyTorch transcription of REFERENCE.md §5 run in float64 on the same bf16 weights, wrote
+// PyTorch transcription of docs §5 run in float64 on the same bf16 weights, wrote
 // test/fixtures/trained/fixtures.json. For each held-out case (pictures and text-only):
 //   - the prompt ids (§4.1 format, §3.6 image split) are identical;
 //   - the prompt's block-masked logits agree to 1e-5 of the row's largest |logit| (the engine in

@@ -62,7 +62,7 @@ async function check(t: Tower, images: RefImage[], dtype: 'f32' | 'bf16' | 'f16'
   expectClose(got, flat, { abs: 2e-5, rel: 2e-5 }, label);
 }
 
-describe('windowLayout (spec §3.3 step 3)', () => {
+describe('windowLayout (docs §3.3 step 3)', () => {
   const cfg = { windowSize: 112, spatialMergeSize: 2, patchSize: 14 };
   it('cuts the unit grid into 4×4 windows, row-major, padding skipped', () => {
     // 5×6 units: windows (rows 0-3 | 4) × (cols 0-3 | 4-5).

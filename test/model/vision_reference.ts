@@ -1,4 +1,4 @@
-// vision_reference.ts — a float64 Qwen2.5-VL vision tower + merger straight from spec §3.3, the
+// vision_reference.ts — a float64 Qwen2.5-VL vision tower + merger straight from docs §3.3, the
 // yardstick for lib/model/qwen25vl_vision.ts. Plain loops, no op set, and on purpose **no
 // window permutation**: attention is bidirectional inside a segment, so the reference keeps the
 // §3.2 row order and decides visibility per pair of rows (same image frame, and for window

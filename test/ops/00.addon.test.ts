@@ -23,6 +23,22 @@ describe('addon', () => {
     q.dispose();
   });
 
+  it('reads several tensors in one settle, each with its own type', async () => {
+    const q = new Queue({ threads: 1 });
+    const a = tensorFromArray('f32', [2], new Float32Array([1.5, -2]));
+    const b = tensorFromArray('i32', [3], new Int32Array([7, 8, 9]));
+    const e = tensorFromArray('u8', [0], new Uint8Array(0));
+    const [ra, rb, re] = await q.readMany([q.scale(a, 2), b, e]);
+    expect(ra).toBeInstanceOf(Float32Array);
+    expect(Array.from(ra)).toEqual([3, -4]);
+    expect(rb).toBeInstanceOf(Int32Array);
+    expect(Array.from(rb)).toEqual([7, 8, 9]);
+    expect(re.length).toBe(0);
+    expect(await q.readMany([])).toEqual([]);
+    expect(() => q.readMany([a, 3 as never])).toThrow(/Queue.read: element is not a Tensor/);
+    q.dispose();
+  });
+
   it('throws typed errors synchronously for bad shapes and dtypes', () => {
     const q = new Queue({ threads: 1 });
     const a = tensorFromArray('f32', [2, 3], new Float32Array(6));

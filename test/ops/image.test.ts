@@ -1,6 +1,6 @@
 // image_resize (csrc/cpu/ops/image.cpp) against Pillow's own bytes and against the TypeScript
 // twin (lib/image/resample.ts). Tolerance everywhere: none — the op must equal Pillow's
-// Image.resize(BICUBIC) bit for bit (spec §3.1 step 2), so every comparison is exact u8 equality.
+// Image.resize(BICUBIC) bit for bit (docs §3.1 step 2), so every comparison is exact u8 equality.
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DTypeError, OutOfRangeError, ShapeError } from '../../lib/errors.js';

@@ -33,7 +33,7 @@ export function layerNormRef(x: ArrayLike<number>, w: ArrayLike<number>, b: Arra
   return y;
 }
 
-// ---- RoPE (rope.cpp, spec §2.4) ----------------------------------------------------------------
+// ---- RoPE (rope.cpp, docs §2.4) ----------------------------------------------------------------
 
 /** cos/sin tables [T, dim] with the f32 roundings torch applies (inv_freq, the angle). */
 export function ropeCosSinRef(pos: ArrayLike<number>, theta: number, dim: number): { cos: Float64Array; sin: Float64Array } {

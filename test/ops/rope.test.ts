@@ -1,4 +1,4 @@
-// rope_cos_sin (the f32 rotary table, spec §2.4) and rope (rotate-half application) against
+// rope_cos_sin (the f32 rotary table, docs §2.4) and rope (rotate-half application) against
 // float64 references (test/ops/reference.ts) at every ISA level.
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';

@@ -23,6 +23,24 @@ describe.each(nativeInfo().isaLevels)('shape ops at isa %s', (isa) => {
     q.dispose();
   });
 
+  it('narrow_rows views rows in place (writes through the view show in the original); bad ranges are typed', async () => {
+    const q = new Queue({ isa, threads: 2 });
+    const x = tensorFromArray('f32', [5, 3], Float32Array.from({ length: 15 }, (_, i) => i));
+    const v = q.narrowRows(x, 1, 3);
+    expect(v.shape).toEqual([3, 3]);
+    expect(Array.from(await q.readF32(v))).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    q.scatterRows(v, tensorFromArray('f32', [1, 3], Float32Array.of(-1, -2, -3)), tensorFromArray('i32', [1], Int32Array.of(2)));
+    expect(Array.from(await q.readF32(x)).slice(9, 12)).toEqual([-1, -2, -3]);
+    x.dispose();   // the view keeps the memory alive
+    expect(Array.from(await q.readF32(v)).slice(6)).toEqual([-1, -2, -3]);
+    expect(q.narrowRows(v, 3, 0).shape).toEqual([0, 3]);
+    expect(() => q.narrowRows(v, 2, 2)).toThrow(OutOfRangeError);
+    expect(() => q.narrowRows(v, -1, 1)).toThrow(OutOfRangeError);
+    const b = q.narrowRows(tensorFromArray('bf16', [4, 2], toBf16(Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8))), 3, 1);
+    expect(Array.from(await q.read(b))).toEqual(Array.from(toBf16(Float32Array.of(7, 8))));
+    q.dispose();
+  });
+
   it('gather_rows copies rows of any dtype exactly', async () => {
     const q = new Queue({ isa, threads: 2 });
     const r = rng(13);

@@ -1,4 +1,4 @@
-// decode-canvas.test.ts — lib/decode/canvas.ts: geometry of spec §5.2, §5.4, §5.11 for prompts
+// decode-canvas.test.ts — lib/decode/canvas.ts: geometry of docs §5.2, §5.4, §5.11 for prompts
 // of 0..3 whole blocks with every remainder.
 import { describe, expect, it } from 'vitest';
 import { OptionError, OutOfRangeError } from '../../lib/errors.js';

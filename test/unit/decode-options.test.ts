@@ -17,7 +17,7 @@ function errorOf(opts: unknown, lim: typeof limits & { promptLength?: number } =
 }
 
 describe('defaults', () => {
-  it('resolve to the benchmark settings (spec §7.2) with the model block size and EOS', () => {
+  it('resolve to the benchmark settings (docs §7.2) with the model block size and EOS', () => {
     expect(validateDecodeOptions(undefined, limits)).toEqual({
       maxTokens: 128, blockSize: 8, steps: 8, remasking: 'static', threshold: 0.85,
       temperature: 0, topK: 0, topP: 1, seed: 0, stopTokens: [151645], signal: undefined,
@@ -28,17 +28,34 @@ describe('defaults', () => {
 
   it('keeps given values, accepts the reference remasking names, treats undefined as absent', () => {
     const r = validateDecodeOptions({
-      maxTokens: 5, blockSize: 4, steps: 12, remasking: 'low_confidence_dynamic', threshold: 0.5,
+      maxTokens: 5, blockSize: 4, steps: 3, remasking: 'low_confidence_dynamic', threshold: 0.5,
       temperature: 0.7, topK: 3, topP: 0.9, seed: 42, stopTokens: [1, 2],
     }, limits);
-    expect(r).toMatchObject({ maxTokens: 5, blockSize: 4, steps: 12, remasking: 'dynamic', threshold: 0.5, seed: 42, stopTokens: [1, 2] });
+    expect(r).toMatchObject({ maxTokens: 5, blockSize: 4, steps: 3, remasking: 'dynamic', threshold: 0.5, seed: 42, stopTokens: [1, 2] });
     expect(validateDecodeOptions({ steps: undefined }, limits).steps).toBe(8);
   });
 
-  it('draws a random seed when sampling without one, and allows S > bs', () => {
+  it('draws a random seed when sampling without one', () => {
     const r = validateDecodeOptions({ temperature: 1 }, limits);
     expect(Number.isInteger(r.seed) && r.seed >= 0 && r.seed < 2 ** 53).toBe(true);
-    expect(validateDecodeOptions({ steps: 100, blockSize: 4 }, limits).steps).toBe(100);
+  });
+
+  it('bounds steps by the block size: S > bs is refused when given, and the default shrinks to bs', () => {
+    expect(validateDecodeOptions({ steps: 4, blockSize: 4 }, limits).steps).toBe(4);
+    expect(errorOf({ steps: 100, blockSize: 4 }).message).toMatch(/^Expected integer ≤ 4 \(the block size.*for steps but received 100/);
+    expect(errorOf({ steps: 1e9 }).option).toBe('steps');
+    expect(errorOf({ steps: 2 ** 32 }).option).toBe('steps');
+    expect(validateDecodeOptions({ blockSize: 4 }, limits).steps).toBe(4);
+    expect(validateDecodeOptions({ blockSize: 16 }, limits).steps).toBe(8);
+    // AR decoding uses neither: steps stays as given (bounded only by the generic cap).
+    expect(validateDecodeOptions({ steps: 8 }, { ...limits, blockSize: 1, autoregressive: true }).steps).toBe(8);
+  });
+
+  it('reads own keys only: an inherited or __proto__ value is never an option', () => {
+    const inherited = Object.create({ maxTokens: 1e9 }) as DecodeOptions;
+    expect(validateDecodeOptions(inherited, limits).maxTokens).toBe(128);
+    const parsed = JSON.parse('{"__proto__": {"maxTokens": 1000000000}}') as DecodeOptions;
+    expect(errorOf(parsed).message).toMatch(/^Unknown option "__proto__"/);
   });
 });
 
@@ -76,6 +93,16 @@ describe('errors', () => {
     expect(e.message).toBe('Expected integer ≤ 3996 (context length 4096 minus prompt length 100) for maxTokens but received 4000 (number)');
     expect(validateDecodeOptions({ maxTokens: 3996 }, { ...limits, promptLength: 100 }).maxTokens).toBe(3996);
     expect(errorOf({ maxTokens: 1 }, { ...limits, promptLength: 4096 }).message).toMatch(/prompt length is 4096/);
+  });
+
+  it('the canvas (whole blocks) must fit the context, and sizes have upper bounds', () => {
+    // P 100 + G 3990 = 4090 → 512 blocks of 8 = 4096 fits; bs 7: 585 blocks = 4095 fits; bs 9 → 4095; bs 1000 → 5000 does not.
+    expect(validateDecodeOptions({ maxTokens: 3990 }, { ...limits, promptLength: 100 }).maxTokens).toBe(3990);
+    const e = errorOf({ maxTokens: 3990, blockSize: 1000 }, { ...limits, promptLength: 100 });
+    expect(e.message).toMatch(/^Expected integer ≤ 3900 \(the canvas is padded to whole blocks of 1000/);
+    expect(errorOf({ blockSize: 5000 }).message).toMatch(/integer in \[1, 4096\] \(the context length\) for blockSize/);
+    expect(errorOf({ maxTokens: 2 ** 32 }, { blockSize: 8, eosId: 1 }).message).toMatch(/integer in \[1, 1048576\] for maxTokens/);
+    expect(errorOf({ topK: 2 ** 40 }).option).toBe('topK');
   });
 
   it('blockSize, remasking, seed, stopTokens, signal', () => {

@@ -1,4 +1,4 @@
-// decode-remask.test.ts — lib/decode/remask.ts: static / dynamic selection of spec §5.8 with the
+// decode-remask.test.ts — lib/decode/remask.ts: static / dynamic selection of docs §5.8 with the
 // lowest-index tie rule (§5.12 #8) and the dynamic → static fallback.
 import { describe, expect, it } from 'vitest';
 import { OptionError, OutOfRangeError } from '../../lib/errors.js';

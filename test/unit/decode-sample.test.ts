@@ -1,6 +1,6 @@
 // decode-sample.test.ts — lib/decode/sample.ts on hand-checked rows: greedy ties, −Inf, NaN /
 // +Inf rejected, top-k ties at the threshold, the top-p shift rule, the inverse-CDF draw, and
-// the 'modified' / 'raw' confidence of spec §5.7.
+// the 'modified' / 'raw' confidence of docs §5.7.
 import { describe, expect, it } from 'vitest';
 import { OptionError, OutOfRangeError } from '../../lib/errors.js';
 import { uniform } from '../../lib/decode/rng.js';

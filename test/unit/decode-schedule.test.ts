@@ -1,10 +1,10 @@
-// decode-schedule.test.ts — lib/decode/schedule.ts against the examples of spec §5.5.
+// decode-schedule.test.ts — lib/decode/schedule.ts against the examples of docs §5.5.
 import { describe, expect, it } from 'vitest';
 import { OptionError } from '../../lib/errors.js';
 import { transferSchedule } from '../../lib/decode/schedule.js';
 
 describe('transferSchedule', () => {
-  it('reproduces the spec §5.5 examples (bs 8)', () => {
+  it('reproduces the docs §5.5 examples (bs 8)', () => {
     expect(transferSchedule(8, 8)).toEqual(new Array(9).fill(1));
     expect(transferSchedule(8, 4)).toEqual([2, 2, 2, 2, 2]);
     expect(transferSchedule(8, 3)).toEqual([3, 3, 2, 2]);

@@ -1,5 +1,5 @@
 // decode-stop.test.ts — lib/decode/stop.ts: the per-block stop rule over [max(P, start), end)
-// and the output slice of spec §5.10 / §5.12 #5.
+// and the output slice of docs §5.10 / §5.12 #5.
 import { describe, expect, it } from 'vitest';
 import { blockHasStop, finishOutput, firstStop } from '../../lib/decode/stop.js';
 

@@ -1,5 +1,5 @@
 // Qwen2.5-VL preprocessing (lib/image/qwen2vl.ts) without the addon: smart_resize against the
-// spec's §3.4 table and Python's own results (fixture manifest), the patch-row layout against
+// docs §3.4 table and Python's own results (fixture manifest), the patch-row layout against
 // numpy (scripts/fixtures/pillow.py), pad mode, and errors.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';

@@ -1,5 +1,5 @@
-// SigLIP anyres preprocessing (lib/image/siglip.ts, spec §3.5 steps 1-4 and 8) without the
-// addon: pinpoint choice against the spec's examples, u8 crops against Pillow (fixtures from
+// SigLIP anyres preprocessing (lib/image/siglip.ts, docs §3.5 steps 1-4 and 8) without the
+// addon: pinpoint choice against the examples of docs §3.5, u8 crops against Pillow (fixtures from
 // scripts/fixtures/pillow.py), normalised values against numpy.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';

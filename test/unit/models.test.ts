@@ -61,13 +61,29 @@ describe('bundled models', () => {
     }
   });
 
-  it('resolveModelDir: paths as given, bundled names to their folder', () => {
-    expect(resolveModelDir('/some/model')).toBe('/some/model');
-    expect(resolveModelDir(tmp)).toBe(tmp);
+  it('resolveModelDir: model folders as given, bundled names to their folder', () => {
+    const dir = join(tmp, 'a-model');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'config.json'), '{}');
+    expect(resolveModelDir(dir)).toBe(dir);
     if (existsSync(join(bundledModelsRoot(), 'shapes-ar', 'config.json'))) {
       expect(resolveModelDir('shapes-ar')).toBe(join(bundledModelsRoot(), 'shapes-ar'));
     } else {
       expect(() => resolveModelDir('shapes-ar')).toThrow(expect.objectContaining({ code: MODEL_NOT_FOUND }));
     }
+  });
+
+  it('a path that is no model folder, or a mistyped bundled name, is DVL_MODEL_NOT_FOUND with a hint (not a raw ENOENT)', () => {
+    const typo = (() => { try { resolveModelDir('shapes-diffusion'); } catch (e) { return e; } })() as WeightsError;
+    expect(typo).toBeInstanceOf(WeightsError);
+    expect(typo.code).toBe(MODEL_NOT_FOUND);
+    expect(typo.message).toMatch(/no model folder at shapes-diffusion\. Did you mean the bundled model 'shapes-diffusionvl'\?/);
+    expect(() => resolveModelDir('/some/model')).toThrow(expect.objectContaining({ code: MODEL_NOT_FOUND, message: expect.stringMatching(/no model folder at \/some\/model/) }));
+    expect(() => resolveModelDir(tmp)).toThrow(/has no config\.json/);
+    expect(() => resolveModelDir('')).toThrow(OptionError);
+  });
+
+  it('loadModel with a mistyped bundled name rejects with the same typed error', async () => {
+    await expect(loadModel('shapes-ar2')).rejects.toMatchObject({ name: 'WeightsError', code: MODEL_NOT_FOUND, message: expect.stringMatching(/shapes-ar/) });
   });
 });

@@ -1,4 +1,4 @@
-// config.json reading: every supported family, the defaults and precedence rules of spec §1
+// config.json reading: every supported family, the defaults and precedence rules of docs §1
 // (text_config authoritative for the converted layout, eos / mask / block-size defaults), and a
 // ConfigError naming file and field for every bad input.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';

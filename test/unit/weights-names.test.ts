@@ -1,4 +1,4 @@
-// The name table (one prefix rewrite per stored layout, spec §1.4–§1.7), checkpoint folder
+// The name table (one prefix rewrite per stored layout, docs §1.4–§1.7), checkpoint folder
 // resolution (single vs stale index vs shards, missing shard) and expectedTensors shapes at the
 // real model sizes of §1.2–§1.4 and §1.7.
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';

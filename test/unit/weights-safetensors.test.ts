@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WeightsError } from '../../lib/errors.js';
-import { MAX_HEADER_BYTES, readSafetensorsHeader } from '../../lib/weights/safetensors.js';
+import { MAX_HEADER_BYTES, readSafetensorsHeader, topLevelKeys } from '../../lib/weights/safetensors.js';
 import { writeRawSafetensors, writeSafetensors } from '../helpers/checkpoint.js';
 
 let dir: string;
@@ -148,5 +148,21 @@ describe('safetensors header', () => {
 
   it('refuses a missing file with a WeightsError', async () => {
     await refused(join(dir, 'nope.safetensors'), /cannot open/);
+  });
+
+  it('refuses a header that names a tensor twice (JSON.parse would keep the last silently)', async () => {
+    const f = join(dir, 'dup.safetensors');
+    const entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
+    const json = `{"a":${entry},"a":${entry}}`;
+    await writeRawSafetensors(f, json.length, json + '\0\0\0\0');
+    await refused(f, /tensor a appears more than once in the header/);
+  });
+});
+
+describe('topLevelKeys', () => {
+  it('lists the top-level keys of valid JSON in order, repeats included, skipping nested ones and strings', () => {
+    expect(topLevelKeys('{"a":1,"b":{"a":2,"c":[{"d":3},"x,\\"y"]},"a\\u0041":"}{","b":null}')).toEqual(['a', 'b', 'a\\u0041'.replace('\\u0041', 'A'), 'b']);
+    expect(topLevelKeys(' { } ')).toEqual([]);
+    expect(topLevelKeys('{"\\"k\\"": [1, {"z": {}}], "k2": "v,\\"w"}')).toEqual(['"k"', 'k2']);
   });
 });

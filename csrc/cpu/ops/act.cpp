@@ -1,10 +1,10 @@
 // act.cpp — elementwise activations and the row softmax, all f32 in / f32 out.
 //
-//   silu(x)      = x · σ(x) = x / (1 + e^−x)                    (Qwen2 MLP, spec §2.6)
+//   silu(x)      = x · σ(x) = x / (1 + e^−x)                    (Qwen2 MLP, docs §2.6)
 //   swiglu(g, u) = silu(g) ⊙ u, g and u of the same shape        (fused gate of the MLP)
 //   gelu(x)      = x/2 · (1 + erf(x/√2)), evaluated as x/2 · erfc(−x/√2) so that the
 //                  negative tail keeps its relative accuracy (no 1 − 0.99997 cancellation)
-//                  (vision merger, spec §3.3 item 5)
+//                  (vision merger, docs §3.3 item 5)
 //   gelu_tanh(x) = x/2 · (1 + tanh(u)), u = √(2/π)(x + 0.044715x³), evaluated as
 //                  x · σ(2u) (the same identity, again without cancellation) ("gelu_pytorch_tanh")
 //   softmax(x)   = e^(x − max) / Σ e^(x − max) over the last dim, Σ in double.

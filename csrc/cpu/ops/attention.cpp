@@ -1,4 +1,4 @@
-// attention.cpp — flash-style scaled dot-product attention over a KV cache (spec §2.5, §5.3,
+// attention.cpp — flash-style scaled dot-product attention over a KV cache (docs §2.5, §5.3,
 // vision windows §3.3 item 4).
 //
 // Legend: Tq query rows, nh query heads, nkv kv heads, hd head dim, cap cache capacity.
@@ -9,7 +9,7 @@
 // query row, so no mask matrix exists:
 //   causal   [0, p + 1)
 //   block    [0, min(kvLen, (floor(p/bs) + 1)·bs))   (block-causal: the cache plus the whole
-//            own block, spec §5.3)
+//            own block, docs §5.3)
 //   full     [0, kvLen)
 //   segments [cu[s], cu[s+1]) for the s with cu[s] ≤ i < cu[s+1]  (vision windows; Tq = kvLen,
 //            qPos0 = 0)
@@ -19,6 +19,7 @@
 // Non-finite inputs: NaN in q, or in a visible key or value, makes the affected rows NaN; a
 // row whose visible scores are all −∞ is NaN (softmax of nothing finite), a row with no visible
 // key (impossible with valid arguments) is zeros.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -83,9 +84,64 @@ static Tensors attention_plan(const Tensors& in, const Attrs& a) {
   return {Tensor::alloc(DType::F32, q.shape)};
 }
 
+// The arguments every item of one attention shares (pointers and ranges are the caller's).
+static AttnArgs base_args(OpContext& ctx, const Tensor& q, const Tensor& k, const Attrs& a) {
+  AttnArgs A{};
+  const int64_t nh = q.dim(1), hd = q.dim(2), nkv = k.dim(k.rank() - 3);
+  A.kv_dtype = k.dtype;
+  A.nh = nh;
+  A.nkv = nkv;
+  A.group = nh / nkv;
+  A.hd = hd;
+  A.cap = k.dim(k.rank() - 2);
+  A.scale = float(a.has("scale") ? a.get("scale", 1) : 1.0 / std::sqrt(double(hd)));
+  A.cvt_bf16 = ctx.k.cvt_bf16_to_f32;
+  A.cvt_f16 = ctx.k.cvt_f16_to_f32;
+  return A;
+}
+
+// One sequence's work: its arguments (q, o at its first row; k, v at its slot) and row count.
+struct SeqItems {
+  AttnArgs A;
+  int64_t Tq;
+};
+
+// Splits each sequence's kv heads × rows into items and runs them all over the pool.
+static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs) {
+  auto item = attention_item_base;
+#if defined(DVL_HAVE_X86_KERNELS)
+  if (ctx.k.isa == Isa::Avx2 || ctx.k.isa == Isa::Avx2Vnni) item = attention_item_avx2;
+  if (ctx.k.isa == Isa::Avx512 || ctx.k.isa == Isa::Avx512Bf16) item = attention_item_avx512;
+#endif
+  // Split each kv head's Tq·group rows into runs: enough items for every thread (twice over,
+  // for balance under causal masks), at most 64 rows (the item's scratch), and at least 8: every
+  // item re-reads and transposes its head's K/V tiles, which a run of 4 rows would not amortise.
+  // (How rows are grouped into items never changes a row's result: attention_kernel.h.)
+  struct Item {
+    const AttnArgs* A;
+    int64_t g, r0, r1;
+  };
+  std::vector<Item> items;
+  const int64_t nth = ctx.pool.size();
+  for (const SeqItems& s : seqs) {
+    const AttnArgs& A = s.A;
+    const int64_t rows = s.Tq * A.group;
+    int64_t per_head = (2 * nth + A.nkv - 1) / A.nkv;
+    int64_t run = (rows + per_head - 1) / per_head;
+    run = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(run, 8), kAttnMaxRows));
+    for (int64_t g = 0; g < A.nkv; ++g)
+      for (int64_t r0 = 0; r0 < rows; r0 += run) items.push_back({&s.A, g, r0, std::min(rows, r0 + run)});
+  }
+  const int64_t hd = seqs.empty() ? 0 : seqs[0].A.hd;
+  ctx.pool.parallel_for(int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
+    std::vector<float> scratch(size_t(attn_scratch_floats(hd)));
+    for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, scratch.data());
+  });
+}
+
 static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
   const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
-  const int64_t Tq = q.dim(0), nh = q.dim(1), hd = q.dim(2), nkv = k.dim(0), cap = k.dim(1);
+  const int64_t Tq = q.dim(0), nh = q.dim(1), hd = q.dim(2);
   const int64_t kvLen = a.geti("kvLen", 0), qPos0 = a.geti("qPos0", 0);
   const std::string mask = a.gets("mask", "");
   if (Tq == 0 || nh == 0 || hd == 0) return;
@@ -107,46 +163,113 @@ static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out,
     }
   }
 
-  AttnArgs A;
+  AttnArgs A = base_args(ctx, q, k, a);
   A.q = q.data<float>();
   A.k = k.raw();
   A.v = v.raw();
   A.o = out[0]->data<float>();
-  A.kv_dtype = k.dtype;
-  A.nh = nh;
-  A.nkv = nkv;
-  A.group = nh / nkv;
-  A.hd = hd;
-  A.cap = cap;
-  A.scale = float(a.has("scale") ? a.get("scale", 1) : 1.0 / std::sqrt(double(hd)));
   A.lo = lo.data();
   A.hi = hi.data();
-  A.cvt_bf16 = ctx.k.cvt_bf16_to_f32;
-  A.cvt_f16 = ctx.k.cvt_f16_to_f32;
-
-  auto item = attention_item_base;
-#if defined(DVL_HAVE_X86_KERNELS)
-  if (ctx.k.isa == Isa::Avx2 || ctx.k.isa == Isa::Avx2Vnni) item = attention_item_avx2;
-  if (ctx.k.isa == Isa::Avx512 || ctx.k.isa == Isa::Avx512Bf16) item = attention_item_avx512;
-#endif
-
-  // Split each kv head's Tq·group rows into runs: enough items for every thread (twice over,
-  // for balance under causal masks), at most 64 rows (the item's scratch), and at least 8: every
-  // item re-reads and transposes its head's K/V tiles, which a run of 4 rows would not amortise.
-  const int64_t rows = Tq * A.group, nth = ctx.pool.size();
-  int64_t per_head = (2 * nth + nkv - 1) / nkv;
-  int64_t run = (rows + per_head - 1) / per_head;
-  run = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(run, 8), kAttnMaxRows));
-  const int64_t runs = (rows + run - 1) / run, items = nkv * runs;
-  ctx.pool.parallel_for(items, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> scratch(size_t(attn_scratch_floats(hd)));
-    for (int64_t it = b; it < e; ++it) {
-      const int64_t g = it / runs, r0 = (it % runs) * run, r1 = std::min(rows, r0 + run);
-      item(A, g, r0, r1, scratch.data());
-    }
-  });
+  run_items(ctx, {SeqItems{A, Tq}});
 }
 
-void ops_register_attention(std::vector<OpDef>& t) { t.push_back({"attention", attention_plan, attention_run}); }
+// ---- attention_batch: several sequences in one op (continuous batching) --------------------------
+//
+// q f32 [T, nh, hd] holds the rows of B sequences one after another; k, v f32|bf16|f16
+// [S, nkv, cap, hd] hold S cache slots. attr seqs = B × 6 numbers per sequence:
+//   row0, row1   its rows [row0, row1) of q (in order, covering [0, T) without gaps)
+//   slot         its cache slot
+//   pos0         absolute position of row0 (its keys [0, pos0) are in the slot already; the
+//                pass's own keys are at [pos0, pos0 + n), n = row1 − row0)
+//   mask         0 causal, 1 block (block-causal, bs below), 2 full (every key < pos0 + n)
+//   bs           block size of the block mask
+// Each sequence is exactly one `attention` call on its own slot (kvLen = pos0 + n, qPos0 =
+// pos0): same items, same per-row arithmetic, so a batched row equals its unbatched self bit
+// for bit (attention_kernel.h: a row depends only on its keys and the absolute tile grid).
+
+std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs& a, int64_t T, int64_t S, int64_t cap) {
+  const std::vector<double>* v = a.geta("seqs");
+  if (!v || v->empty() || v->size() % 6) op_fail(DVL_ERR_ARG, op, "attr seqs must hold 6 numbers per sequence", in);
+  std::vector<BatchSeq> out;
+  int64_t next = 0;
+  for (size_t i = 0; i < v->size(); i += 6) {
+    int64_t f[6];
+    for (int j = 0; j < 6; ++j) {
+      const double d = (*v)[i + j];
+      if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_ARG, op, "seqs entries must be non-negative integers", in);
+      f[j] = int64_t(d);
+    }
+    BatchSeq s{f[0], f[1], f[2], f[3], f[4], f[5]};
+    const std::string at = "sequence " + std::to_string(i / 6) + ": ";
+    if (s.row0 != next || s.row1 <= s.row0) op_fail(DVL_ERR_RANGE, op, at + "rows must follow the previous sequence's and be non-empty", in);
+    if (s.slot >= S) op_fail(DVL_ERR_RANGE, op, at + "slot " + std::to_string(s.slot) + " of " + std::to_string(S), in);
+    if (s.pos0 + (s.row1 - s.row0) > cap)
+      op_fail(DVL_ERR_RANGE, op, at + "positions " + std::to_string(s.pos0) + ".." + std::to_string(s.pos0 + s.row1 - s.row0) +
+                                     " exceed the cache capacity " + std::to_string(cap), in);
+    if (s.mask > 2) op_fail(DVL_ERR_ARG, op, at + "mask must be 0 (causal), 1 (block) or 2 (full)", in);
+    if (s.mask == 1 && s.bs < 1) op_fail(DVL_ERR_RANGE, op, at + "the block mask needs bs >= 1", in);
+    next = s.row1;
+    out.push_back(s);
+  }
+  if (next != T) op_fail(DVL_ERR_SHAPE, op, "seqs cover rows 0.." + std::to_string(next) + ", q has " + std::to_string(T), in);
+  return out;
+}
+
+static Tensors attention_batch_plan(const Tensors& in, const Attrs& a) {
+  const char* op = "attention_batch";
+  op_need_inputs(op, in, 3, 3);
+  op_need_dtype(op, in, 0, {DType::F32});
+  op_need_dtype(op, in, 1, {DType::F32, DType::BF16, DType::F16});
+  op_need_dtype(op, in, 2, {DType::F32, DType::BF16, DType::F16});
+  op_need_rank(op, in, 0, 3);
+  op_need_rank(op, in, 1, 4);
+  op_need_rank(op, in, 2, 4);
+  const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
+  if (k.dtype != v.dtype || k.shape != v.shape) op_fail(DVL_ERR_SHAPE, op, "k and v must have the same dtype and shape [S, nkv, cap, hd]", in);
+  const int64_t nh = q.dim(1), hd = q.dim(2), nkv = k.dim(1);
+  if (k.dim(3) != hd) op_fail(DVL_ERR_SHAPE, op, "q's head dim differs from the cache's", in);
+  if (hd > 512) op_fail(DVL_ERR_SHAPE, op, "head dim " + std::to_string(hd) + " is above the supported 512", in);
+  if (nkv < 1 || nh % nkv) op_fail(DVL_ERR_SHAPE, op, "query heads must be a multiple of kv heads", in);
+  if (a.has("scale") && !std::isfinite(a.need(op, "scale"))) op_fail(DVL_ERR_RANGE, op, "scale must be finite", in);
+  batch_seqs(op, in, a, q.dim(0), k.dim(0), k.dim(2));
+  return {Tensor::alloc(DType::F32, q.shape)};
+}
+
+static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+  const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
+  const int64_t nh = q.dim(1), hd = q.dim(2), nkv = k.dim(1), cap = k.dim(2);
+  if (q.dim(0) == 0 || nh == 0 || hd == 0) return;
+  // A replay patches seqs: check them again here, where nothing can be planned around them.
+  const std::vector<BatchSeq> seqs = batch_seqs("attention_batch", in, a, q.dim(0), k.dim(0), cap);
+  const size_t es = dtype_size(k.dtype);
+  const size_t slot_bytes = size_t(nkv * cap * hd) * es;
+  std::vector<std::vector<int64_t>> lo(seqs.size()), hi(seqs.size());
+  std::vector<SeqItems> items;
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    const BatchSeq& s = seqs[b];
+    const int64_t n = s.row1 - s.row0, kvLen = s.pos0 + n;
+    lo[b].assign(size_t(n), 0);
+    hi[b].assign(size_t(n), kvLen);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = s.pos0 + i;
+      if (s.mask == 0) hi[b][i] = p + 1;
+      else if (s.mask == 1) hi[b][i] = std::min(kvLen, (p / s.bs + 1) * s.bs);
+    }
+    AttnArgs A = base_args(ctx, q, k, a);
+    A.q = q.data<float>() + s.row0 * nh * hd;
+    A.o = out[0]->data<float>() + s.row0 * nh * hd;
+    A.k = static_cast<const char*>(k.raw()) + size_t(s.slot) * slot_bytes;
+    A.v = static_cast<const char*>(v.raw()) + size_t(s.slot) * slot_bytes;
+    A.lo = lo[b].data();
+    A.hi = hi[b].data();
+    items.push_back({A, n});
+  }
+  run_items(ctx, items);
+}
+
+void ops_register_attention(std::vector<OpDef>& t) {
+  t.push_back({"attention", attention_plan, attention_run});
+  t.push_back({"attention_batch", attention_batch_plan, attention_batch_run});
+}
 
 }  // namespace dvl

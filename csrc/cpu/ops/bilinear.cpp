@@ -1,5 +1,5 @@
 // bilinear.cpp — resize_bilinear: a feature map resized with bilinear interpolation, the
-// anyres_max downsample of the SigLIP route (spec REFERENCE.md §3.5 step 7).
+// anyres_max downsample of the SigLIP route (docs §3.5 step 7).
 //
 // Legend: h, w input rows/cols; oh, ow output rows/cols; C channels.
 //   x f32 [h, w, C] → y f32 [oh, ow, C]   (attrs height = oh, width = ow)

@@ -1,4 +1,4 @@
-// image.cpp — image_resize: Pillow's BICUBIC resize, bit for bit (spec §3.1 step 2, §3.5).
+// image.cpp — image_resize: Pillow's BICUBIC resize, bit for bit (docs §3.1 step 2, §3.5).
 //
 // image_resize: img u8 [H, W, C] (C = 1..4, interleaved) + attrs width w, height h
 //               → u8 [h, w, C].

@@ -1,4 +1,4 @@
-// kv_cache.cpp — kv_cache_append: store a pass's K or V rows in the layer cache (spec §5.9).
+// kv_cache.cpp — kv_cache_append: store a pass's K or V rows in the layer cache (docs §5.9).
 //
 // cache f32|bf16|f16 [nkv, cap, hd] (head-major, so attention streams one head's keys
 // contiguously), x f32 [T, nkv, hd] (token-major, as the K/V projection produces it); attr
@@ -48,6 +48,50 @@ static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, con
   });
 }
 
-void ops_register_kv(std::vector<OpDef>& t) { t.push_back({"kv_cache_append", kv_append_plan, kv_append_run}); }
+// kv_cache_append_batch: cache [S, nkv, cap, hd] of S slots, x f32 [T, nkv, hd] holding the rows
+// of several sequences, attr seqs as attention_batch's (attention.cpp): rows [row0, row1) go to
+// slot `slot` at positions pos0.. — each sequence exactly a kv_cache_append on its own slot.
+static Tensors kv_append_batch_plan(const Tensors& in, const Attrs& a) {
+  const char* op = "kv_cache_append_batch";
+  op_need_inputs(op, in, 2, 2);
+  op_need_dtype(op, in, 0, {DType::F32, DType::BF16, DType::F16});
+  op_need_dtype(op, in, 1, {DType::F32});
+  op_need_rank(op, in, 0, 4);
+  op_need_rank(op, in, 1, 3);
+  const Tensor &c = *in[0], &x = *in[1];
+  if (x.dim(1) != c.dim(1) || x.dim(2) != c.dim(3))
+    op_fail(DVL_ERR_SHAPE, op, "x must be [T, nkv, hd] with the cache's nkv and hd", in);
+  batch_seqs(op, in, a, x.dim(0), c.dim(0), c.dim(2));
+  return {};
+}
+
+static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+  const Tensor &c = *in[0], &x = *in[1];
+  const int64_t nkv = c.dim(1), cap = c.dim(2), hd = c.dim(3);
+  const std::vector<BatchSeq> seqs = batch_seqs("kv_cache_append_batch", in, a, x.dim(0), c.dim(0), cap);
+  // Row r of x (token t of its sequence, kv head g) → cache[slot, g, pos0 + t − row0].
+  std::vector<int64_t> dst(size_t(x.dim(0)));
+  for (const BatchSeq& s : seqs)
+    for (int64_t t = s.row0; t < s.row1; ++t) dst[size_t(t)] = (s.slot * nkv * cap + s.pos0 + t - s.row0) * hd;
+  const float* xs = x.data<float>();
+  ctx.pool.parallel_for(x.dim(0) * nkv, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t t = r / nkv, g = r % nkv;
+      const float* src = xs + r * hd;
+      const int64_t d = dst[size_t(t)] + g * cap * hd;
+      switch (c.dtype) {
+        case DType::F32: std::memcpy(c.data<float>() + d, src, size_t(hd) * 4); break;
+        case DType::BF16: ctx.k.cvt_f32_to_bf16(src, c.data<uint16_t>() + d, hd); break;
+        case DType::F16: ctx.k.cvt_f32_to_f16(src, c.data<uint16_t>() + d, hd); break;
+        default: break;
+      }
+    }
+  });
+}
+
+void ops_register_kv(std::vector<OpDef>& t) {
+  t.push_back({"kv_cache_append", kv_append_plan, kv_append_run});
+  t.push_back({"kv_cache_append_batch", kv_append_batch_plan, kv_append_batch_run});
+}
 
 }  // namespace dvl

@@ -1,4 +1,4 @@
-// norm.cpp — rms_norm and layer_norm over the last dim (spec REFERENCE.md §2.2, §3.3 item 5).
+// norm.cpp — rms_norm and layer_norm over the last dim (docs §2.2, §3.3 item 5).
 //
 // Legend: x f32 [.., H] (R rows after flattening the leading dims), w, b f32 [H].
 //   rms_norm:   y = w ⊙ (x · r),  r = 1 / sqrt(mean(x²) + eps)

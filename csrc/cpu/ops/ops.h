@@ -53,6 +53,14 @@ int64_t rows_of(const Tensor& t);
 // Row r (of K values) of an f32|bf16|f16|q8 tensor, widened to f32 (q8: dequantised) into dst.
 void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, float* dst);
 
+// One sequence of a batched pass (attention_batch, kv_cache_append_batch: attention.cpp).
+struct BatchSeq {
+  int64_t row0, row1, slot, pos0, mask, bs;
+};
+// Reads attr seqs (6 numbers per sequence) and checks them against T rows and S cache slots of
+// capacity cap; fails naming `op` and the sequence.
+std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs& a, int64_t T, int64_t S, int64_t cap);
+
 // A file opened for reading (closed with the object); read_exact preads until `bytes` are in
 // dst. Failures, including a file that ends early, are Error(DVL_IO) naming the path. (io.cpp)
 class InputFile {

@@ -1,4 +1,4 @@
-// rope.cpp — rotary position embedding, non-interleaved ("rotate-half") layout (spec §2.4;
+// rope.cpp — rotary position embedding, non-interleaved ("rotate-half") layout (docs §2.4;
 // the vision tower's 2-D table of §3.3 is built elsewhere and applied with the same `rope`).
 //
 // rope_cos_sin: positions i32 [T]; attrs theta, dim (even) → cos, sin f32 [T, dim].

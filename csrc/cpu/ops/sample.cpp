@@ -1,5 +1,5 @@
 // sample.cpp — confidence_remask: one denoising iteration's sampling and remasking decision
-// (spec §5.7–5.8). The contract is written out in lib/decode/sample.ts, remask.ts and rng.ts;
+// (docs §5.7–5.8). The contract is written out in lib/decode/sample.ts, remask.ts and rng.ts;
 // this op must agree with them bit for bit (test/ops/sample.test.ts checks it).
 //
 // Legend: n rows = the still-masked positions of the block (increasing position order), V the

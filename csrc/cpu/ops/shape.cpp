@@ -55,6 +55,32 @@ static Tensors reshape_plan(const Tensors& in, const Attrs& a) {
 
 static void nothing_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}
 
+// narrow_rows: x [R, ...] (any dtype but block-quantized), attrs start, len → a view [len, ...] of
+// rows start..start+len-1 over the SAME memory (no copy), like reshape. The view keeps x's
+// storage alive. x must have its memory already: a placeholder of a plan being recorded has
+// none (use gather_rows there).
+static Tensors narrow_rows_plan(const Tensors& in, const Attrs& a) {
+  const char* op = "narrow_rows";
+  op_need_inputs(op, in, 1, 1);
+  const Tensor& x = *in[0];
+  if (x.dtype == DType::Q8) op_fail(DVL_ERR_DTYPE, op, "block-quantized tensors cannot be narrowed", in);
+  if (x.rank() < 1) op_fail(DVL_ERR_SHAPE, op, "x must have rank >= 1", in);
+  const int64_t start = a.needi(op, "start"), len = a.needi(op, "len");
+  if (start < 0 || len < 0 || start + len > x.dim(0))
+    op_fail(DVL_ERR_RANGE, op, "rows " + std::to_string(start) + ".." + std::to_string(start + len) + " outside the " + std::to_string(x.dim(0)) + " rows", in);
+  if (!x.storage->data && x.nbytes())
+    op_fail(DVL_ERR_ARG, op, "x is a placeholder of a plan being recorded (no memory to view); use gather_rows", in);
+  size_t row = dtype_size(x.dtype);
+  for (int i = 1; i < x.rank(); ++i) row *= size_t(x.shape[i]);
+  auto t = std::make_shared<Tensor>();
+  t->dtype = x.dtype;
+  t->shape = x.shape;
+  t->shape[0] = len;
+  t->storage = Storage::slot(row * size_t(len), x.storage->device, x.storage);
+  t->storage->data = static_cast<char*>(x.storage->data) + row * size_t(start);
+  return {t};
+}
+
 // Bytes of one dim-0 row.
 static size_t row_bytes(const Tensor& t) {
   size_t b = dtype_size(t.dtype);
@@ -162,6 +188,7 @@ static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, c
 
 void ops_register_shape(std::vector<OpDef>& t) {
   t.push_back({"reshape", reshape_plan, nothing_run});
+  t.push_back({"narrow_rows", narrow_rows_plan, nothing_run});
   t.push_back({"gather_rows", gather_rows_plan, gather_rows_run});
   t.push_back({"scatter_rows", scatter_rows_plan, scatter_rows_run});
   t.push_back({"slice_cols", slice_cols_plan, slice_cols_run});

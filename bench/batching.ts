@@ -1,0 +1,141 @@
+// batching.ts — `npm run bench:batching` (part of `npm run bench`): continuous batching on the
+// Qwen2.5-0.5B-shaped random checkpoint (bench/seed.ts) and the bundled trained models, all
+// figures from one run, ratios within it:
+//
+//   balance point   one forward of R rows (every row scored, as AR batching does) for R = 1..64:
+//                   ms and ms ÷ ms(R=1). The R where a forward's time doubles is where this
+//                   machine turns compute-bound: below it, more requests per forward are nearly
+//                   free; a bigger machine moves it up.
+//   AR mode         1, 4 and 8 concurrent requests (64 tokens each): aggregate tokens/s ÷ one's
+//   block 8         static 4 steps and dynamic 0.9, 1 vs 4 concurrent: aggregate ratio
+//   arrival         time to first block of a request arriving while 3 others decode, p50 of 5,
+//                   ÷ the same request unloaded
+//   held-out        the bundled child's held-out set, 8 concurrent clients vs one at a time:
+//                   aggregate tokens/s and exact match (must be equal)
+//
+// Writes bench/out/batching.json; prints the rows for bench/RESULTS.md. Flags: --threads N,
+// --tokens N (per request, default 64), --n N (held-out items, default 100), --skip-heldout.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadModel, type GenerateRequest, type Model } from '../lib/model/model.js';
+import { evalHeldout, readHeldout } from '../lib/eval.js';
+import { bundledHeldoutDir, bundledModelDir } from '../lib/models.js';
+import { nativeInfo, packageRoot } from '../lib/native/index.js';
+import { QWEN25_05B, seedCheckpoint } from './seed.js';
+
+const { values: v } = parseArgs({ options: {
+  threads: { type: 'string' }, tokens: { type: 'string', default: '64' }, n: { type: 'string', default: '100' },
+  'skip-heldout': { type: 'boolean', default: false },
+} });
+const threads = v.threads ? Number(v.threads) : undefined;
+const tokens = Number(v.tokens);
+const log = (s: string) => process.stdout.write(s + '\n');
+const root = packageRoot();
+const info = nativeInfo();
+const machine = { cpu: cpus()[0]?.model ?? 'unknown', physicalCores: info.physicalCores, isa: info.isa, date: new Date().toISOString() };
+log(`machine: ${machine.cpu}, ${machine.physicalCores} cores, ISA ${machine.isa}`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const result: Record<string, unknown> = { machine };
+
+const dir = await seedCheckpoint(join(root, '.cache', 'bench-qwen2.5-0.5b'), QWEN25_05B, log);
+const model = await loadModel(dir, { threads, maxBatch: 8, memoryCheck: false });
+
+// ---- balance point ------------------------------------------------------------------------
+{
+  const text = (model as unknown as { text: import('../lib/model/qwen2.js').Qwen2Text }).text;
+  const q = (model as unknown as { queue: import('../lib/native/index.js').Queue }).queue;
+  const rows: { R: number; ms: number; ratio: number }[] = [];
+  for (const R of [1, 2, 4, 8, 16, 32, 64]) {
+    const ids = Int32Array.from({ length: R }, (_, i) => 1000 + i);
+    const pass = { slot: 0, ids, pos0: 128, n: R, mask: 'causal' as const, logitsRows: Array.from({ length: R }, (_, i) => i) };
+    const times: number[] = [];
+    for (let k = 0; k < 6; k++) {
+      const t0 = performance.now();
+      const l = text.forwardBatch([pass])!;
+      await q.readF32(l);
+      l.dispose();
+      if (k > 0) times.push(performance.now() - t0);   // the first records the plan
+    }
+    const ms = median(times);
+    rows.push({ R, ms, ratio: ms / (rows[0]?.ms ?? ms) });
+  }
+  const doubled = rows.find((r) => r.ratio >= 2)?.R ?? null;
+  log(`balance point: forward ms by rows — ${rows.map((r) => `${r.R}: ${r.ms.toFixed(1)} (×${r.ratio.toFixed(2)})`).join(', ')}; time doubles at ${doubled ?? '> 64'} rows`);
+  result.balance = { rows, doublesAt: doubled };
+}
+
+// ---- concurrent requests --------------------------------------------------------------------
+async function aggregate(m: Model, req: GenerateRequest, n: number): Promise<{ tokS: number; tokens: number; ms: number }> {
+  const prompts = Array.from({ length: n }, (_, i) => `Request ${i}: write a story about lighthouse number ${i * 7 + 3}.`);
+  const t0 = performance.now();
+  const rs = await Promise.all(prompts.map((prompt) => m.generate({ ...req, prompt })));
+  const ms = performance.now() - t0;
+  const t = rs.reduce((s, r) => s + r.stats.generatedTokens, 0);
+  return { tokS: (t / ms) * 1000, tokens: t, ms };
+}
+
+const settings: [string, GenerateRequest, number[]][] = [
+  ['ar', { mode: 'ar', maxTokens: tokens, stopTokens: [] }, [1, 4, 8]],
+  ['block8 static 4', { mode: 'diffusion', blockSize: 8, steps: 4, maxTokens: tokens, stopTokens: [] }, [1, 4]],
+  ['block8 dynamic 0.9', { mode: 'diffusion', blockSize: 8, remasking: 'dynamic', threshold: 0.9, maxTokens: tokens, stopTokens: [] }, [1, 4]],
+];
+const conc: Record<string, unknown>[] = [];
+await model.generate({ prompt: 'warm up', maxTokens: 8, mode: 'ar' });
+for (const [name, req, ns] of settings) {
+  // Round-robin repeats so a slow spell of the shared machine hits every count alike.
+  const runs: Record<number, number[]> = {};
+  for (let rep = 0; rep < 3; rep++) for (const n of ns) (runs[n] ??= []).push((await aggregate(model, req, n)).tokS);
+  const base = median(runs[1]);
+  for (const n of ns) {
+    const tokS = median(runs[n]);
+    conc.push({ setting: name, concurrent: n, tokensPerSecond: tokS, vsOne: tokS / base });
+    log(`${name.padEnd(20)} ${String(n).padStart(2)} concurrent: ${tokS.toFixed(1).padStart(8)} tok/s aggregate  ×${(tokS / base).toFixed(2)} vs one`);
+  }
+}
+result.concurrent = conc;
+
+// ---- time to first block of a request arriving while 3 others decode -------------------------
+{
+  const req: GenerateRequest = { mode: 'diffusion', blockSize: 8, steps: 4, maxTokens: tokens, stopTokens: [] };
+  const firstBlock = async (m: Model): Promise<number> => {
+    const t0 = performance.now();
+    const s = m.stream({ ...req, prompt: 'The newcomer asks a question of its own.' });
+    for await (const ev of s) if (ev.type === 'block') { await s.return(undefined); break; }
+    return performance.now() - t0;
+  };
+  const unloaded: number[] = [], loaded: number[] = [];
+  for (let rep = 0; rep < 5; rep++) {
+    unloaded.push(await firstBlock(model));
+    const others = Array.from({ length: 3 }, (_, i) => model.generate({ ...req, maxTokens: tokens * 2, prompt: `Background request ${i}.` }));
+    await new Promise((r) => setTimeout(r, 50));   // they are decoding
+    loaded.push(await firstBlock(model));
+    await Promise.all(others);
+  }
+  const u = median(unloaded), l = median(loaded);
+  log(`time to first block: ${u.toFixed(0)} ms unloaded, ${l.toFixed(0)} ms while 3 others decode (×${(l / u).toFixed(2)}), p50 of 5`);
+  result.arrival = { unloadedMs: u, loadedMs: l, ratio: l / u };
+}
+model.dispose();
+
+// ---- the held-out set, 8 concurrent clients -------------------------------------------------
+if (!v['skip-heldout']) {
+  const child = await loadModel(bundledModelDir('shapes-diffusionvl'), { threads, maxBatch: 8 });
+  const set = await readHeldout(bundledHeldoutDir());
+  const n = Math.min(Number(v.n), set.items.length);
+  const req = { n, remasking: 'dynamic' as const, threshold: 0.9 };
+  await evalHeldout(child, set.items, { ...req, n: 2 });
+  const one = await evalHeldout(child, set.items, req);
+  const eight = await evalHeldout(child, set.items, { ...req, concurrency: 8 });
+  const same = eight.items.every((x, i) => x.got === one.items[i].got);
+  log(`held-out (child dynamic 0.9, ${n} prompts): sequential ${one.tokensPerSecond.toFixed(0)} tok/s, 8 clients ${eight.tokensPerSecond.toFixed(0)} tok/s aggregate ` +
+    `(×${(eight.tokensPerSecond / one.tokensPerSecond).toFixed(2)}); exact match ${(100 * one.exactMatch).toFixed(1)} % vs ${(100 * eight.exactMatch).toFixed(1)} %, answers ${same ? 'identical' : 'DIFFER'}`);
+  result.heldout = { n, sequential: one.tokensPerSecond, concurrent8: eight.tokensPerSecond, exactMatch: [one.exactMatch, eight.exactMatch], identical: same };
+  child.dispose();
+  if (!same) process.exitCode = 3;
+}
+
+mkdirSync(join(root, 'bench', 'out'), { recursive: true });
+writeFileSync(join(root, 'bench', 'out', 'batching.json'), JSON.stringify(result, null, 2));
+log('\nwrote bench/out/batching.json');

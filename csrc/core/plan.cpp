@@ -1,0 +1,331 @@
+// plan.cpp — see plan.h.
+#include "plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+#include "../cpu/ops/ops.h"
+#include "cuda_loader.h"
+#include "cuda_queue.h"
+#include "error.h"
+
+namespace dvl {
+
+ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
+                           std::shared_ptr<Attrs> attrs) {
+  if (dev == Device::Cuda) return cuda_queue_op(def, in, out, attrs);
+  check_host_inputs(def.name, *in);
+  out = std::make_shared<Tensors>(def.plan(*in, *attrs));
+  auto run = def.run;
+  return [run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); };
+}
+
+namespace {
+
+// Work below which an op runs on one thread: ≈ 10-20 µs on one core — a fork/join with a
+// spinning worker costs ~1 µs, with a sleeping or descheduled one 10 µs to a time slice.
+constexpr double kSerialMacs = double(1 << 17);       // matmul / attention multiply-adds
+constexpr double kSerialElements = double(1 << 17);   // elements touched by the other ops
+
+double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
+
+bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Attrs& a) {
+  const std::string name = def.name;
+  if (name == "matmul" && in.size() >= 2 && in[0] && in[1])
+    return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs;
+  if (name == "attention" && !in.empty() && in[0] && in[0]->rank() == 3) {
+    // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
+    const double keys = std::max(256.0, a.get("kvLen", 0));
+    return 2.0 * double(in[0]->numel()) * keys < kSerialMacs;
+  }
+  // Caches written in place count by the rows written, not by their capacity.
+  double n = 0;
+  if (name == "kv_cache_append" || name == "scatter_rows") n = numel_of(in.size() > 1 ? in[1] : nullptr);
+  else for (const TensorP& t : in) n += t && t->numel() < (int64_t(1) << 24) ? numel_of(t) : 0;
+  for (const TensorP& t : out) n += numel_of(t);
+  return n < kSerialElements;
+}
+
+}  // namespace
+
+void Plan::need_recording(const char* what) const {
+  if (finished_) throw Error(DVL_ERR_ARG, std::string("plan: ") + what + " after finish()");
+}
+
+Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<AttrPatch> patches) {
+  need_recording("op");
+  const std::string name = def.name;
+  for (const AttrPatch& p : patches) {
+    if (p.param < 0 || p.len < 0) throw Error(DVL_ERR_ARG, name + ": a patched attribute needs a parameter index and length >= 0");
+    if (p.len == 0 && !attrs.num.count(p.key))
+      throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs a numeric value at record time");
+    if (p.len > 0 && (!attrs.arr.count(p.key) || attrs.arr.at(p.key).size() != size_t(p.len)))
+      throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs an array of " + std::to_string(p.len) + " numbers at record time");
+  }
+  auto ip = std::make_shared<Tensors>(std::move(in));
+  auto ap = std::make_shared<Attrs>(std::move(attrs));
+  std::shared_ptr<Tensors> out;
+  ExecQueue::Job job;
+  {
+    DeferAllocScope defer;
+    job = make_op_job(dev_, def, ip, out, ap);
+  }
+  // A view (reshape) or an allocation (empty) has nothing to run: its storage is placed like
+  // any other intermediate. (In a plan, `empty` is scratch: its contents are undefined.)
+  if (job && name != "reshape" && name != "empty" && name != "narrow_rows") {
+    const bool serial = serial_op(def, *ip, *out, *ap);
+    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(*ap), std::move(patches), std::move(job), serial};
+    ops_.push_back(std::move(op));
+  } else if (!patches.empty()) {
+    throw Error(DVL_ERR_ARG, name + ": has nothing to run, so it cannot take patched attributes");
+  }
+  return *out;
+}
+
+TensorP Plan::add_data_input(DType dt, std::vector<int64_t> shape) {
+  need_recording("input");
+  TensorP t;
+  if (dev_ == Device::Cuda) {
+    // A place in the plan's one device input block (finish), uploaded with one copy per replay.
+    t = std::make_shared<Tensor>();
+    t->dtype = dt;
+    t->shape = std::move(shape);
+    for (int64_t d : t->shape)
+      if (d < 0) throw Error(DVL_ERR_SHAPE, "plan: negative dimension in input " + t->describe());
+    t->storage = Storage::slot(t->nbytes(), dev_);
+  } else {
+    t = Tensor::alloc(dt, std::move(shape), dev_);
+  }
+  inputs_.push_back({false, t});
+  return t;
+}
+
+TensorP Plan::add_bound_input(DType dt, std::vector<int64_t> shape) {
+  need_recording("bind");
+  auto t = std::make_shared<Tensor>();
+  t->dtype = dt;
+  t->shape = std::move(shape);
+  for (int64_t d : t->shape)
+    if (d < 0) throw Error(DVL_ERR_SHAPE, "plan: negative dimension in bound input " + t->describe());
+  t->storage = Storage::slot(t->nbytes(), dev_);
+  inputs_.push_back({true, t});
+  return t;
+}
+
+namespace {
+
+struct Life {
+  std::shared_ptr<Storage> s;
+  size_t first, last, bytes, offset = 0;
+};
+
+constexpr size_t kAlign = 64;
+
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// First fit, largest first: each buffer goes at the lowest offset that overlaps no placed
+// buffer whose lifetime [first, last] (op indices, inclusive) meets its own. Inclusive ends
+// matter: an op's inputs and outputs are both live at that op, so an output never lands on an
+// input it is computed from.
+size_t place(std::vector<Life*>& items) {
+  std::sort(items.begin(), items.end(), [](const Life* a, const Life* b) {
+    return a->bytes != b->bytes ? a->bytes > b->bytes : a->first < b->first;
+  });
+  std::vector<Life*> placed;
+  size_t total = 0;
+  for (Life* it : items) {
+    std::vector<std::pair<size_t, size_t>> busy;  // [offset, end) of live-overlapping buffers
+    for (const Life* p : placed)
+      if (p->first <= it->last && it->first <= p->last) busy.push_back({p->offset, p->offset + p->bytes});
+    std::sort(busy.begin(), busy.end());
+    size_t off = 0;
+    for (const auto& b : busy) {
+      if (off + it->bytes <= b.first) break;
+      off = std::max(off, b.second);
+    }
+    it->offset = off;
+    total = std::max(total, off + it->bytes);
+    placed.push_back(it);
+  }
+  return total;
+}
+
+}  // namespace
+
+void Plan::apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params) {
+  if (p.len == 0) {
+    a.num[p.key] = params[size_t(p.param)] + p.offset;
+  } else {
+    std::vector<double>& v = a.arr[p.key];  // exists with this length (record checked it): no allocation
+    std::copy(params.begin() + p.param, params.begin() + p.param + p.len, v.begin());
+  }
+}
+
+void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
+  need_recording("finish");
+  if (nparams < 0) throw Error(DVL_ERR_ARG, "plan: nparams must be >= 0");
+  for (const Op& op : ops_)
+    for (const AttrPatch& p : op.patches)
+      if (p.param + std::max(p.len, 1) > nparams)
+        throw Error(DVL_ERR_ARG, std::string(op.def->name) + ": patched attribute '" + p.key + "' uses parameter " +
+                                     std::to_string(p.param) + " of " + std::to_string(nparams));
+  for (const TensorP& t : outputs)
+    if (!t) throw Error(DVL_ERR_ARG, "plan: an output is missing");
+
+  // Intermediates: slot storage this plan created whose place is not yet decided. Bound
+  // inputs are slots too, but their place is the caller's tensor at each replay.
+  std::unordered_map<const Storage*, bool> bound;
+  for (const Input& in : inputs_)
+    if (in.bound || dev_ == Device::Cuda) bound[in.t->storage.get()] = true;  // not arena intermediates
+  std::unordered_map<const Storage*, Life> life;
+  auto touch = [&](const TensorP& t, size_t i) {
+    if (!t || !t->storage) return;
+    const std::shared_ptr<Storage>& s = t->storage;
+    if (s->owned() || s->data || bound.count(s.get())) return;
+    auto it = life.find(s.get());
+    if (it == life.end()) life.emplace(s.get(), Life{s, i, i, round_up(s->bytes ? s->bytes : 1)});
+    else it->second.last = std::max(it->second.last, i), it->second.first = std::min(it->second.first, i);
+  };
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    for (const TensorP& t : *ops_[i].in) touch(t, i);
+    for (const TensorP& t : *ops_[i].out) touch(t, i);
+  }
+  const size_t end = ops_.size();
+  for (const TensorP& t : outputs) {
+    touch(t, end);
+    auto it = life.find(t->storage.get());
+    if (it == life.end()) continue;
+    if (fresh_outputs) life.erase(it);  // placed in new memory at each replay
+    else it->second.last = end;         // outlives the op list
+  }
+
+  std::vector<Life*> items;
+  for (auto& kv : life) {
+    items.push_back(&kv.second);
+    intermediate_bytes_ += kv.second.bytes;
+  }
+  arena_bytes_ = place(items);
+  if (arena_bytes_) {
+    if (dev_ == Device::Cpu) {
+      arena_ = std::make_shared<Storage>(arena_bytes_, Device::Cpu);
+      // All-ones bytes are NaN in f32/bf16/f16: an op that read a slot before anything wrote
+      // it would show at once (tests compare replays with eager execution bit for bit).
+      std::memset(arena_->data, 0xff, arena_bytes_);
+    } else {
+      arena_ = Tensor::alloc(DType::U8, {int64_t(arena_bytes_)}, dev_)->storage;
+    }
+    for (Life* it : items) {
+      it->s->data = static_cast<char*>(arena_->data) + it->offset;
+      it->s->set_base(arena_);
+    }
+  }
+  if (dev_ == Device::Cuda) {
+    size_t total = 0;
+    for (const Input& in : inputs_)
+      if (!in.bound) total += round_up(in.t->nbytes() ? in.t->nbytes() : 1);
+    if (total) {
+      input_block_ = Tensor::alloc(DType::U8, {int64_t(total)}, dev_);
+      size_t off = 0;
+      for (const Input& in : inputs_) {
+        if (in.bound) continue;
+        in.t->storage->data = static_cast<char*>(input_block_->raw()) + off;
+        in.t->storage->set_base(input_block_->storage);
+        off += round_up(in.t->nbytes() ? in.t->nbytes() : 1);
+      }
+    }
+  }
+  outputs_ = outputs;
+  fresh_outputs_ = fresh_outputs;
+  nparams_ = nparams;
+  finished_ = true;
+}
+
+ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs) {
+  if (!finished_) throw Error(DVL_ERR_ARG, "plan: replay before finish()");
+  if (values.size() != inputs_.size())
+    throw Error(DVL_ERR_ARG, "plan: " + std::to_string(values.size()) + " input values given, the plan has " +
+                                 std::to_string(inputs_.size()));
+  if (params.size() != size_t(nparams_))
+    throw Error(DVL_ERR_ARG, "plan: " + std::to_string(params.size()) + " parameters given, the plan has " + std::to_string(nparams_));
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    const Tensor& slot = *inputs_[i].t;
+    const PlanValue& v = values[i];
+    if (!inputs_[i].bound) {
+      if (v.bound || v.bytes.size() != slot.nbytes())
+        throw Error(DVL_ERR_SHAPE, "plan: input " + std::to_string(i) + " needs " + std::to_string(slot.nbytes()) +
+                                       " bytes of data for " + slot.describe());
+      continue;
+    }
+    if (!v.bound) throw Error(DVL_ERR_ARG, "plan: input " + std::to_string(i) + " needs a tensor " + slot.describe());
+    if (v.bound->dtype != slot.dtype || v.bound->shape != slot.shape)
+      throw Error(DVL_ERR_SHAPE, "plan: input " + std::to_string(i) + " is " + v.bound->describe() + ", the plan was recorded with " +
+                                     slot.describe());
+    if (v.bound->on_cuda() && dev_ != Device::Cuda)
+      throw Error(DVL_ERR_ARG, "plan: input " + std::to_string(i) + " lives on the GPU, the plan runs on the CPU");
+  }
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!std::isfinite(params[i])) throw Error(DVL_ERR_ARG, "plan: parameter " + std::to_string(i) + " is not finite");
+  // The patched ops' own checks, with this step's values (positions inside the cache, ...).
+  for (const Op& op : ops_) {
+    if (op.patches.empty()) continue;
+    Attrs a = *op.recorded;
+    for (const AttrPatch& p : op.patches) apply_patch(a, p, params);
+    DeferAllocScope defer;
+    op.def->plan(*op.in, a);
+  }
+  outputs.clear();
+  Tensors fresh;
+  for (const TensorP& t : outputs_) {
+    const bool slot = !t->storage->owned() && !t->storage->base();
+    if (fresh_outputs_ && slot && !is_bound(t->storage.get())) {
+      TensorP o = Tensor::alloc(t->dtype, t->shape, dev_);   // this replay's own memory
+      fresh.push_back(o);
+      outputs.push_back(o);
+    } else {
+      fresh.push_back(nullptr);
+      outputs.push_back(std::make_shared<Tensor>(*t));  // same dtype, shape and storage (the arena slot)
+    }
+  }
+  auto self = shared_from_this();
+  return [self, values = std::move(values), params = std::move(params), fresh = std::move(fresh)](OpContext& ctx) {
+    self->run(ctx, values, params, fresh);
+  };
+}
+
+bool Plan::is_bound(const Storage* s) const {
+  for (const Input& in : inputs_)
+    if (in.bound && in.t->storage.get() == s) return true;
+  return false;
+}
+
+void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh) {
+  for (size_t i = 0; i < fresh.size(); ++i)
+    if (fresh[i]) outputs_[i]->storage->data = fresh[i]->raw();
+  Tensors uploaded;  // host tensors bound into a CUDA plan: their device copies, alive until the ops are enqueued
+  std::vector<char> packed;  // a CUDA plan's data inputs, laid out as its input block
+  if (input_block_) packed.resize(input_block_->nbytes());
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    Tensor& slot = *inputs_[i].t;
+    if (inputs_[i].bound) {
+      TensorP b = values[i].bound;
+      if (dev_ == Device::Cuda && !b->on_cuda()) uploaded.push_back(b = cuda_upload(*b));
+      slot.storage->data = b->raw();
+    } else if (!values[i].bytes.empty()) {
+      if (dev_ == Device::Cuda)
+        std::memcpy(packed.data() + (static_cast<char*>(slot.raw()) - static_cast<char*>(input_block_->raw())),
+                    values[i].bytes.data(), values[i].bytes.size());
+      else std::memcpy(slot.raw(), values[i].bytes.data(), values[i].bytes.size());
+    }
+  }
+  if (input_block_) cuda_write_from(*input_block_, packed.data(), packed.size());  // one upload per replay
+  static ThreadPool one_thread(1);  // no workers: run() calls the function in place
+  OpContext serial = ctx.on(one_thread);
+  for (Op& op : ops_) {
+    for (const AttrPatch& p : op.patches) apply_patch(*op.attrs, p, params);
+    op.job(op.serial ? serial : ctx);
+  }
+}
+
+}  // namespace dvl

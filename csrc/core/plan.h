@@ -1,0 +1,123 @@
+// plan.h — a pass recorded once and replayed with one call (docs/architecture.md §A4 "A forward is planned
+// once and replayed").
+//
+// Recording runs the same TypeScript forward against a recorder (lib/native/plan.ts): every op
+// is planned now — the same plan() validation and output shapes as eager execution — but its
+// outputs get slot storage (DeferAllocScope) instead of memory, and the op is appended to the
+// plan with the job that runs it. finish() then knows every intermediate's lifetime (first and
+// last op that touches its storage) and places them all in one arena, reusing memory whose
+// lifetimes do not overlap. A replay is one job on the queue: write the step's inputs, patch the
+// step's scalars into the attributes, run the op list. The jobs are the ones eager execution
+// runs (make_op_job), on the same inputs in the same order, so a replay equals eager bit for bit.
+//
+// Per-step values, in the order the recorder declared them:
+//   data inputs   small host arrays copied into the plan's own input tensors (ids, positions,
+//                 logit rows); on a CUDA plan those tensors are one device block that the replay
+//                 uploads with one copy first, so no op uploads anything;
+//   bound inputs  tensors the caller owns (image features): the slot points at their storage
+//                 for that replay (a host tensor bound into a CUDA plan is uploaded first);
+//   params        numbers patched into attributes: attrs.num[key] = params[i] + offset
+//                 (the cache position of a step: kv_cache_append pos0, attention kvLen/qPos0),
+//                 or a run of them as an array attribute (a batch's sequence layout, seqs).
+// Threads are decided once per op at record time: an op whose work is a few microseconds runs
+// on the queue thread alone (a fork/join costs about as much, and far more when another process
+// holds the worker's core). Every kernel computes each output element the same way whatever
+// the thread count, so this changes no bit of the result.
+// Outputs live in the arena unless the plan was finished with fresh outputs: a replay's outputs
+// are then valid until the next replay of the same plan (the decoder reads them at once). They keep the arena alive, so a disposed or evicted
+// plan never leaves a dangling tensor.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attrs.h"
+#include "queue.h"
+#include "tensor.h"
+
+namespace dvl {
+
+struct OpDef;
+using Tensors = std::vector<TensorP>;
+
+// Plans op `def` on the calling thread (validation; outputs allocated as the current scopes
+// say) and returns the job that runs it on a queue of device `dev`, or an empty function when
+// there is nothing to run (reshape, empty). Eager Queue.op and plan recording share it.
+ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
+                           std::shared_ptr<Attrs> attrs);
+
+// attrs.num[key] = params[param] + offset (len 0), or attrs.arr[key] = params[param .. param + len).
+struct AttrPatch {
+  std::string key;
+  int param;
+  double offset;
+  int len = 0;
+};
+
+// One value of a replay: bytes for a data input, or the tensor for a bound input.
+struct PlanValue {
+  std::vector<char> bytes;
+  TensorP bound;
+};
+
+class Plan : public std::enable_shared_from_this<Plan> {
+ public:
+  explicit Plan(Device dev) : dev_(dev) {}
+
+  Device device() const { return dev_; }
+  bool finished() const { return finished_; }
+
+  // ---- recording (JS thread) ----------------------------------------------------------------
+  Tensors record(const OpDef& def, Tensors in, Attrs attrs, std::vector<AttrPatch> patches);
+  TensorP add_data_input(DType dt, std::vector<int64_t> shape);
+  TensorP add_bound_input(DType dt, std::vector<int64_t> shape);
+  // Seals the plan: `outputs` are what each replay returns; `nparams` scalars per replay.
+  // fresh_outputs: each replay writes its outputs into new memory the returned tensors own
+  // (for results kept across replays, like image features), instead of the arena.
+  void finish(const Tensors& outputs, int nparams, bool fresh_outputs = false);
+
+  // ---- replay (JS thread) -------------------------------------------------------------------
+  // Checks the values (count, sizes, dtypes, shapes, device) and the patched attributes (each
+  // patched op's plan() runs again with them), then returns the job to push and the output
+  // tensors to hand to JS. Throws dvl::Error naming the culprit.
+  ExecQueue::Job replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs);
+
+  // ---- introspection ------------------------------------------------------------------------
+  size_t op_count() const { return ops_.size(); }
+  size_t arena_bytes() const { return arena_bytes_; }
+  size_t intermediate_bytes() const { return intermediate_bytes_; }  // Σ sizes before reuse
+  size_t input_count() const { return inputs_.size(); }
+  int param_count() const { return nparams_; }
+
+ private:
+  struct Op {
+    const OpDef* def;
+    std::shared_ptr<Tensors> in, out;
+    std::shared_ptr<Attrs> attrs;                  // the job's: patched on the queue thread
+    std::shared_ptr<const Attrs> recorded;         // as recorded: replay() validates from this copy
+    std::vector<AttrPatch> patches;
+    ExecQueue::Job job;
+    bool serial;  // too small to pay for waking the pool: runs on the queue thread alone
+  };
+  struct Input {
+    bool bound;
+    TensorP t;
+  };
+  void need_recording(const char* what) const;
+  bool is_bound(const Storage* s) const;
+  static void apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params);
+  void run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh);
+
+  Device dev_;
+  bool finished_ = false;
+  std::vector<Op> ops_;
+  std::vector<Input> inputs_;
+  Tensors outputs_;
+  bool fresh_outputs_ = false;
+  int nparams_ = 0;
+  std::shared_ptr<Storage> arena_;
+  TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
+  size_t arena_bytes_ = 0, intermediate_bytes_ = 0;
+};
+
+}  // namespace dvl

@@ -1,0 +1,327 @@
+// scheduler.ts — continuous batching: the steps of every sequence in flight go through one
+// batched forward (Qwen2Text.forwardBatch), re-formed at every forward.
+//
+// A sequence is a KV-cache slot held from open() to close(). Its decode loop (lib/decode/runner)
+// submits one step at a time — a prefill, a denoising iteration (with the remask of its masked
+// rows), a commit, an AR token — and awaits its result. The scheduler runs a forward as soon as
+// every open sequence has a step waiting, or on the next turn of the event loop otherwise, so a
+// lone request never waits and a slow consumer never holds the others back. Each forward takes:
+//   1. the waiting decode steps, oldest first (a block step of 8 or 16 rows, an AR step of 1),
+//   2. then prefill chunks in the rows left under maxRows (block-aligned for the block mask,
+//      so every chunk is exactly a prefill of whole blocks); a long prompt is prefilled over
+//      several forwards while the others keep decoding;
+// at most maxBatch sequences. Each sequence's logit rows are remasked by their own op on a view
+// of the forward's logits, with that sequence's options; one read brings every result back.
+//
+// Exactness: every row of a batched forward is computed as in a forward of its sequence alone
+// (row-wise ops, attention per sequence on its slot: Qwen2Text.forwardBatch), a prefill split
+// at block boundaries gives the same K/V as one pass, and the remask is per sequence — so at
+// temperature 0 a request's ids equal its unbatched run, whatever else shares its forwards.
+// Isolation: a forward that fails is retried sequence by sequence, so only the sequence whose
+// step fails gets the error.
+import { AbortError, OptionError } from '../errors.js';
+import type { ConfidenceRemaskOptions, Queue, Tensor } from '../native/index.js';
+import type { AttentionMask, Qwen2Text, SeqPass } from './qwen2.js';
+
+export interface SchedulerOptions {
+  /** Sequences decoded at once (cache slots). */
+  maxBatch: number;
+  /** Rows per forward that prefill chunks may fill up to (decode steps always go in whole). */
+  maxRows: number;
+}
+
+/** One step of a sequence. */
+export interface StepSpec {
+  ids: Int32Array;
+  pos0: number;
+  mask: AttentionMask;
+  blockSize?: number;
+  /** Rows (0..n-1) to remask; empty: no logits (a prefill or a commit). */
+  rows: readonly number[];
+  /** A prompt prefill: may run in chunks over several forwards (its rows must be its last). */
+  prefill?: boolean;
+  /** The remask of those rows (required when rows is non-empty). */
+  remask?: ConfidenceRemaskOptions;
+  /** Image features spliced into this step's rows (prompt positions): see ForwardArgs. */
+  features?: Tensor;
+  featureRows?: Int32Array;
+  embedRows?: Int32Array;
+}
+
+/** What a step with rows returns: per row its token, confidence and reveal flag. */
+export interface StepOut {
+  ids: Int32Array;
+  conf: Float32Array;
+  reveal: Int32Array;
+}
+
+export interface SchedulerStats {
+  /** Batched forwards run. */
+  forwards: number;
+  /** Rows and sequences over all forwards (÷ forwards: the mean batch). */
+  rows: number;
+  sequences: number;
+  /** Sequences open now, and waiting for a slot. */
+  open: number;
+  waiting: number;
+  /** Most sequences ever in one forward. */
+  maxSequences: number;
+  /** Prefill pieces run short of their whole remainder (a long prompt beside decodes). */
+  prefillChunks: number;
+}
+
+/** A sequence's hold on a cache slot, from open() to close(). */
+export class Sequence {
+  closed = false;
+  constructor(readonly slot: number) {}
+}
+
+interface Pending {
+  seq: Sequence;
+  spec: StepSpec;
+  /** Rows of spec.ids already run (prefill chunks). */
+  done: number;
+  resolve: (v: StepOut | null) => void;
+  reject: (e: unknown) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+export class BatchScheduler {
+  readonly stats: SchedulerStats = { forwards: 0, rows: 0, sequences: 0, open: 0, waiting: 0, maxSequences: 0, prefillChunks: 0 };
+  private readonly free: number[] = [];
+  private readonly waiters: { resolve: (s: Sequence) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void }[] = [];
+  private pending: Pending[] = [];
+  private busy = false;
+  private flushScheduled = false;
+
+  constructor(private readonly text: Qwen2Text, private readonly queue: Queue, readonly opts: SchedulerOptions) {
+    if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new OptionError(`maxBatch must be an integer ≥ 1, got ${opts.maxBatch}`, 'maxBatch');
+    if (!Number.isInteger(opts.maxRows) || opts.maxRows < 1) throw new OptionError(`maxRows must be an integer ≥ 1, got ${opts.maxRows}`, 'maxRows');
+    if (text.slots < opts.maxBatch) throw new OptionError(`the KV cache has ${text.slots} slots for maxBatch ${opts.maxBatch}`, 'maxBatch');
+    for (let s = opts.maxBatch - 1; s >= 0; s--) this.free.push(s);
+  }
+
+  /** A cache slot for a new sequence; waits (first come, first served) while all are taken. */
+  open(signal?: AbortSignal): Promise<Sequence> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const slot = this.free.pop();
+    if (slot !== undefined) {
+      this.stats.open++;
+      return Promise.resolve(new Sequence(slot));
+    }
+    return new Promise<Sequence>((resolve, reject) => {
+      const w: (typeof this.waiters)[number] = { resolve, reject, signal };
+      if (signal) {
+        w.onAbort = () => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          this.stats.waiting = this.waiters.length;
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
+      this.stats.waiting = this.waiters.length;
+    });
+  }
+
+  /** Gives the slot back (to the first waiter, if any). A step still waiting is rejected. */
+  close(seq: Sequence): void {
+    if (seq.closed) return;
+    seq.closed = true;
+    this.stats.open--;
+    this.pending = this.pending.filter((p) => {
+      if (p.seq !== seq) return true;
+      this.settle(p, () => p.reject(new AbortError('the sequence was closed')));
+      return false;
+    });
+    const w = this.waiters.shift();
+    this.stats.waiting = this.waiters.length;
+    if (w) {
+      if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
+      this.stats.open++;
+      w.resolve(new Sequence(seq.slot));
+    } else {
+      this.free.push(seq.slot);
+    }
+    this.kick();
+  }
+
+  /** Rejects everyone: waiting steps and slot waiters (the model is going away). */
+  shutdown(reason: unknown): void {
+    for (const p of this.pending) this.settle(p, () => p.reject(reason));
+    this.pending = [];
+    for (const w of this.waiters.splice(0)) {
+      if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
+      w.reject(reason);
+    }
+    this.stats.waiting = 0;
+  }
+
+  /**
+   * Submits the next step of `seq`; resolves with its remask outputs (null without rows) once
+   * the forward that ran it has been read back. An abort rejects at once while the step waits.
+   */
+  step(seq: Sequence, spec: StepSpec, signal?: AbortSignal): Promise<StepOut | null> {
+    if (seq.closed) return Promise.reject(new AbortError('the sequence was closed'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (spec.rows.length > 0 && !spec.remask) return Promise.reject(new OptionError('a step with rows needs remask options', 'remask'));
+    if (this.pending.some((p) => p.seq === seq)) return Promise.reject(new OptionError('a sequence has one step in flight at a time', 'step'));
+    return new Promise<StepOut | null>((resolve, reject) => {
+      const p: Pending = { seq, spec, done: 0, resolve, reject, signal };
+      if (signal) {
+        p.onAbort = () => {
+          const i = this.pending.indexOf(p);
+          if (i < 0) return;   // already in a forward: its result comes, the runner checks the signal
+          this.pending.splice(i, 1);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.pending.push(p);
+      this.kick();
+    });
+  }
+
+  private settle(p: Pending, f: () => void): void {
+    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+    f();
+  }
+
+  /** Runs a forward now when every open sequence is waiting, else on the next turn. */
+  private kick(): void {
+    if (this.busy || this.pending.length === 0) return;
+    if (this.pending.length >= this.stats.open) {
+      void this.flush();
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => { this.flushScheduled = false; if (!this.busy) void this.flush(); });
+    }
+  }
+
+  /** Picks this forward's passes: decode steps first, oldest first, then prefill chunks. */
+  private form(): { p: Pending; n: number }[] {
+    const { maxBatch, maxRows } = this.opts;
+    const picked: { p: Pending; n: number }[] = [];
+    let rows = 0;
+    const isPrefill = (p: Pending) => p.spec.prefill === true;
+    for (const p of this.pending) {
+      if (picked.length >= maxBatch || isPrefill(p)) continue;
+      const n = p.spec.ids.length;
+      if (picked.length > 0 && rows + n > maxRows) continue;
+      picked.push({ p, n });
+      rows += n;
+    }
+    // A prefill runs whole when no other sequence is open (nobody to stall), else in chunks.
+    const alone = this.stats.open <= 1;
+    for (const p of this.pending) {
+      if (picked.length >= maxBatch || !isPrefill(p)) continue;
+      const left = p.spec.ids.length - p.done;
+      let n = alone ? left : Math.min(left, Math.max(0, maxRows - rows));
+      if (n < left && p.spec.mask === 'block') {
+        // Chunks end on block boundaries (absolute positions): a block's rows see one another.
+        const bs = p.spec.blockSize!, end = p.spec.pos0 + p.done + n;
+        n -= end % bs;
+      }
+      if (n <= 0) {
+        if (picked.length > 0) continue;
+        n = Math.min(left, p.spec.mask === 'block' ? p.spec.blockSize! : 1);   // always progress
+      }
+      if (n < left) this.stats.prefillChunks++;
+      picked.push({ p, n });
+      rows += n;
+    }
+    return picked;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.busy || this.pending.length === 0) return;
+    this.busy = true;
+    try {
+      const picked = this.form();
+      let results: (StepOut | null | { error: unknown })[];
+      try {
+        results = await this.run(picked);
+      } catch {
+        // Isolation: one bad step must not fail the others. Run each alone; each gets its own outcome.
+        results = [];
+        for (const x of picked) {
+          try {
+            results.push((await this.run([x]))[0]);
+          } catch (e) {
+            results.push({ error: e });
+          }
+        }
+      }
+      picked.forEach(({ p, n }, i) => {
+        const r = results[i];
+        if (r && typeof r === 'object' && 'error' in r) {
+          this.pending.splice(this.pending.indexOf(p), 1);
+          this.settle(p, () => p.reject(r.error));
+          return;
+        }
+        p.done += n;
+        if (p.done < p.spec.ids.length) return;   // more prefill chunks to go
+        this.pending.splice(this.pending.indexOf(p), 1);
+        this.settle(p, () => p.resolve(r as StepOut | null));
+      });
+    } finally {
+      this.busy = false;
+    }
+    this.kick();
+  }
+
+  /** One batched forward of these chunks, the remask of each one's rows, one read back. */
+  private async run(picked: readonly { p: Pending; n: number }[]): Promise<(StepOut | null)[]> {
+    const q = this.queue;
+    const passes: SeqPass[] = picked.map(({ p, n }) => {
+      const s = p.spec, a = p.done, last = a + n === s.ids.length;
+      const pass: SeqPass = {
+        slot: p.seq.slot, ids: s.ids.subarray(a, a + n), pos0: s.pos0 + a, n, mask: s.mask, blockSize: s.blockSize,
+        logitsRows: last ? s.rows.map((r) => r - a) : [],
+      };
+      if (s.features && s.embedRows && s.featureRows) {
+        const at: number[] = [], src: number[] = [];
+        for (let i = 0; i < s.embedRows.length; i++) {
+          const r = s.embedRows[i];
+          if (r >= a && r < a + n) { at.push(r - a); src.push(s.featureRows[i]); }
+        }
+        if (at.length) Object.assign(pass, { features: s.features, featureRows: Int32Array.from(src), embedRows: Int32Array.from(at) });
+      }
+      return pass;
+    });
+    for (const x of passes) for (const r of x.logitsRows!) if (r < 0) throw new OptionError('logit rows must lie in the last prefill chunk', 'rows');
+    const logits = this.text.forwardBatch(passes);
+    this.stats.forwards++;
+    this.stats.sequences += passes.length;
+    this.stats.rows += passes.reduce((s, x) => s + x.n, 0);
+    this.stats.maxSequences = Math.max(this.stats.maxSequences, passes.length);
+    const outs: (Tensor[] | null)[] = [];
+    const toRead: Tensor[] = [];
+    try {
+      let r0 = 0;
+      for (let i = 0; i < passes.length; i++) {
+        const k = passes[i].logitsRows!.length;
+        if (k === 0) { outs.push(null); continue; }
+        const view = q.narrowRows(logits!, r0, k);
+        const o = q.confidenceRemask(view, picked[i].p.spec.remask!);
+        view.dispose();
+        outs.push(o);
+        toRead.push(o[0], o[1], o[2]);
+        r0 += k;
+      }
+      const data = toRead.length ? await q.readMany(toRead) : (await q.sync(), []);
+      let j = 0;
+      return outs.map((o) => {
+        if (!o) return null;
+        const r = { ids: data[j] as Int32Array, conf: data[j + 1] as Float32Array, reveal: data[j + 2] as Int32Array };
+        j += 3;
+        return r;
+      });
+    } finally {
+      logits?.dispose();
+      for (const o of outs) if (o) for (const t of o) t.dispose();
+    }
+  }
+}

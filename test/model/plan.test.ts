@@ -1,0 +1,323 @@
+// Recorded plans (lib/native/plan.ts, csrc/core/plan.h): a replay must equal eager execution
+// bit for bit — same kernels, same inputs, same order — for every pass kind the engine runs,
+// at every CPU level this machine has; plans must free what they allocate; a shape never seen
+// before records on the fly; bad replays are typed errors, never crashes.
+//
+// Bit-for-bit comparisons are exact (Uint32 views of the f32 logits): no tolerance applies.
+// The arena starts filled with NaN bytes, so an op that read an intermediate before anything
+// wrote it (a kernel relying on zero-filled outputs) would show up here as NaN.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, type Model } from '../../lib/index.js';
+import { nativeInfo, nativeMemory, Queue, tensorFromArray, type Isa } from '../../lib/native/index.js';
+import { PlanCache, Recorder } from '../../lib/native/plan.js';
+import { Qwen2Text, type ForwardArgs } from '../../lib/model/qwen2.js';
+import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
+import { writeQwen2Checkpoint } from '../helpers/checkpoint.js';
+import { writeTinyModel, type TinyModel } from '../helpers/tinyModel.js';
+
+const dirs: string[] = [];
+afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+function bits(a: Float32Array): Uint32Array { return new Uint32Array(a.buffer, a.byteOffset, a.length); }
+
+/** Every pass kind of both decoding modes, in an order that exercises the cache like a decode. */
+function passes(V: number): ForwardArgs[] {
+  const ids = (n: number, s: number) => Int32Array.from({ length: n }, (_, i) => (i * 7 + s) % (V - 1));
+  return [
+    { ids: ids(16, 1), pos0: 0, n: 16, mask: 'block', blockSize: 8 },                                  // diffusion prefill
+    { ids: ids(8, 2), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [0, 1, 2, 3, 4, 5, 6, 7] }, // block step, all rows
+    { ids: ids(8, 3), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [1, 4, 6] },            // later step, 3 masked
+    { ids: ids(8, 3), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [2, 5, 7] },            // same shape, other rows
+    { ids: ids(16, 4), pos0: 16, n: 16, mask: 'block', blockSize: 8, logitsRows: [8, 9, 10, 11, 12, 13, 14, 15] }, // merged commit + step
+    { ids: ids(8, 5), pos0: 24, n: 8, mask: 'block', blockSize: 8, logitsRows: [0, 3] },              // same shape, new position
+    { ids: ids(8, 5), pos0: 32, n: 8, mask: 'block', blockSize: 8 },                                  // commit alone (no logits)
+    { ids: ids(13, 6), pos0: 0, n: 13, mask: 'causal', logitsRows: [12] },                             // AR prefill
+    { ids: ids(1, 7), pos0: 13, n: 1, mask: 'causal', logitsRows: [0] },                               // AR steps
+    { ids: ids(1, 8), pos0: 14, n: 1, mask: 'causal', logitsRows: [0] },
+    { ids: ids(1, 9), pos0: 15, n: 1, mask: 'causal', logitsRows: [0] },
+  ];
+}
+
+describe.each(nativeInfo().isaLevels as Isa[])('Qwen2 forward at isa %s: replay = eager, bit for bit', (isa) => {
+  let q: Queue, w: LoadedWeights, eager: Qwen2Text, planned: Qwen2Text;
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 60, numLayers: 3, numHeads: 6, numKvHeads: 2, intermediateSize: 70, vocabSize: 131 },
+      { dtype: 'bf16', tied: false, shards: 1, layout: 'plain', seed: 5 });
+    q = new Queue({ threads: 2, isa });
+    w = await loadWeights(dir, q);
+    eager = new Qwen2Text(q, w, w.config.text);
+    eager.eager = true;
+    planned = new Qwen2Text(q, w, w.config.text);
+    planned.eager = false;
+    for (const m of [eager, planned]) m.allocateCache({ capacity: 64 });
+  });
+  afterAll(() => { eager.dispose(); planned.dispose(); w.dispose(); q.dispose(); });
+
+  it('every pass kind, twice over (recorded, then replayed)', async () => {
+    for (let round = 0; round < 2; round++) {
+      for (const a of passes(131)) {
+        const te = eager.forward(a), tp = planned.forward(a);
+        expect(tp === null).toBe(te === null);
+        if (!te || !tp) continue;
+        const [le, lp] = [await q.readF32(te), await q.readF32(tp)];
+        te.dispose(); tp.dispose();
+        expect(lp.some(Number.isNaN)).toBe(false);
+        expect(bits(lp)).toEqual(bits(le));
+      }
+    }
+    const s = planned.plans.stats;
+    expect(s.recorded).toBe(8);                       // distinct shapes among the 11 passes
+    expect(s.replays).toBe(22);
+  });
+});
+
+describe.each(nativeInfo().isaLevels as Isa[])('batched forward at isa %s: each sequence = its forward alone, bit for bit', (isa) => {
+  it('three sequences in different phases (prefill chunks, block steps, merged commits, AR steps), eager and planned', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-batch-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 60, numLayers: 2, numHeads: 6, numKvHeads: 2, intermediateSize: 70, vocabSize: 131 },
+      { dtype: 'bf16', tied: true, shards: 1, layout: 'plain', seed: 17 });
+    const q = new Queue({ threads: 2, isa });
+    const w = await loadWeights(dir, q);
+    const ids = (n: number, s: number) => Int32Array.from({ length: n }, (_, i) => (i * 11 + s) % 130);
+    // Per sequence, its passes in order; a forward takes the next pass of each sequence still going.
+    const seqs: ForwardArgs[][] = [
+      [{ ids: ids(16, 1), pos0: 0, n: 16, mask: 'block', blockSize: 8 }, { ids: ids(8, 2), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [0, 1, 2, 3, 4, 5, 6, 7] },
+        { ids: ids(8, 3), pos0: 16, n: 8, mask: 'block', blockSize: 8, logitsRows: [2, 6] }, { ids: ids(16, 4), pos0: 16, n: 16, mask: 'block', blockSize: 8, logitsRows: [9, 12] }],
+      [{ ids: ids(5, 5), pos0: 0, n: 5, mask: 'causal' }, { ids: ids(6, 6), pos0: 5, n: 6, mask: 'causal', logitsRows: [5] },
+        { ids: ids(1, 7), pos0: 11, n: 1, mask: 'causal', logitsRows: [0] }, { ids: ids(1, 8), pos0: 12, n: 1, mask: 'causal', logitsRows: [0] },
+        { ids: ids(1, 9), pos0: 13, n: 1, mask: 'causal', logitsRows: [0] }],
+      [{ ids: ids(8, 10), pos0: 0, n: 8, mask: 'block', blockSize: 4, logitsRows: [0, 7] }, { ids: ids(8, 11), pos0: 8, n: 8, mask: 'block', blockSize: 4, logitsRows: [1] }],
+    ];
+    for (const eager of [true, false]) {
+      const batched = new Qwen2Text(q, w, w.config.text), alone = new Qwen2Text(q, w, w.config.text);
+      for (const m of [batched, alone]) { m.eager = eager; m.allocateCache({ capacity: 48, slots: 3 }); }
+      const slotOf = [2, 0, 1];
+      for (let t = 0; t < 5; t++) {
+        const passes = seqs.map((p, i) => ({ p: p[t], i })).filter((x) => x.p);
+        const lb = batched.forwardBatch(passes.map(({ p, i }) => ({ ...p, slot: slotOf[i] })));
+        const got = lb ? await q.readF32(lb) : new Float32Array(0);
+        const want: number[] = [];
+        for (const { p, i } of passes) {
+          const la = alone.forwardBatch([{ ...p, slot: slotOf[i] }]);
+          if (la) want.push(...await q.readF32(la));
+        }
+        expect(got.some(Number.isNaN)).toBe(false);
+        expect(bits(got)).toEqual(bits(Float32Array.from(want)));
+      }
+      batched.dispose(); alone.dispose();
+    }
+    w.dispose(); q.dispose();
+  });
+});
+
+describe('plans through the public API', () => {
+  let text: TinyModel, vlm: TinyModel;
+  beforeAll(async () => {
+    text = await writeTinyModel({ diffusion: true, seed: 31 });
+    vlm = await writeTinyModel({
+      diffusion: true, seed: 32, pixels: { min: 28 * 28 * 4, max: 28 * 28 * 12 },
+      vision: { kind: 'qwen2_5_vl', depth: 2, hiddenSize: 32, numHeads: 2, intermediateSize: 48, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, fullAttBlockIndexes: [1] },
+    });
+    dirs.push(text.dir, vlm.dir);
+  });
+
+  const settings = [
+    { mode: 'diffusion' as const, steps: 8, remasking: 'static' as const },
+    { mode: 'diffusion' as const, steps: 4, remasking: 'dynamic' as const, threshold: 0.3 },
+    { mode: 'diffusion' as const, steps: 2, remasking: 'static' as const, engine: { mergeCommit: false } },
+    { mode: 'ar' as const },
+  ];
+
+  it.each(settings)('generate() ids equal eager: %o', async (opts) => {
+    const runs: number[][][] = [];
+    for (const eager of [true, false]) {
+      const m = await loadModel(text.dir, { threads: 2, eager });
+      expect(m.execution.mode).toBe(eager ? 'eager' : 'plan');
+      const out: number[][] = [];
+      for (const prompt of ['hello there', 'a much longer prompt that straddles a block or two of eight']) {
+        out.push((await m.generate({ prompt, maxTokens: 21, blockSize: 8, ...opts })).ids);
+      }
+      if (!eager) expect(m.execution.plans.recorded).toBeGreaterThan(0);
+      m.dispose();
+      runs.push(out);
+    }
+    expect(runs[1]).toEqual(runs[0]);
+  });
+
+  it('with an image (features bound into the prefill and the straddling block): logits and ids equal eager', async () => {
+    const image = { data: new Uint8Array(60 * 44 * 3).map((_, i) => (i * 37) % 251), width: 60, height: 44 };
+    const messages = [{ role: 'user' as const, content: [{ type: 'image' as const, image }, { type: 'text' as const, text: 'what is it' }] }];
+    const got: { ids: number[]; logits: Uint32Array }[] = [];
+    for (const eager of [true, false]) {
+      const m = await loadModel(vlm.dir, { threads: 2, eager });
+      const pl = await m.promptLogits({ messages }, { rows: [0, 3, 5] });
+      const r = await m.generate({ messages, maxTokens: 12, steps: 4 });
+      const r2 = await m.generate({ messages, maxTokens: 12, steps: 4 });   // replays of recorded shapes
+      expect(r2.ids).toEqual(r.ids);
+      got.push({ ids: r.ids, logits: new Uint32Array(pl.logits.buffer.slice(0)) });
+      m.dispose();
+    }
+    expect(got[1].logits).toEqual(got[0].logits);
+    expect(got[1].ids).toEqual(got[0].ids);
+  });
+
+  it('dispose and eviction free every native buffer a model and its plans allocated', async () => {
+    gc();
+    const before = nativeMemory();
+    const m = await loadModel(text.dir, { threads: 2 });
+    for (const maxTokens of [5, 13, 30]) await m.generate({ prompt: 'count the blocks', maxTokens, blockSize: 8, steps: 4 });
+    await m.generate({ prompt: 'count', maxTokens: 9, mode: 'ar' });
+    const loaded = nativeMemory();
+    expect(loaded.hostBytes).toBeGreaterThan(before.hostBytes);
+    expect(m.execution.plans.plans).toBeGreaterThan(2);
+    m.dispose();
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+    gc();
+    expect(nativeMemory()).toEqual(before);
+  });
+});
+
+describe('the Qwen2.5-VL tower through plans', () => {
+  it('equals eager bit for bit per grid list; each replay returns its own tensor', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-tower-'));
+    dirs.push(dir);
+    const vis = { kind: 'qwen2_5_vl' as const, depth: 3, hiddenSize: 32, numHeads: 2, intermediateSize: 48, patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, fullAttBlockIndexes: [1] };
+    await writeQwen2Checkpoint(dir, { hiddenSize: 48, numLayers: 1, numHeads: 4, numKvHeads: 2, intermediateSize: 40, vocabSize: 50, vision: vis },
+      { dtype: 'bf16', tied: true, shards: 1, layout: 'released', seed: 13 });
+    const q = new Queue({ threads: 2 });
+    const w = await loadWeights(dir, q);
+    const { Qwen25VisionTower } = await import('../../lib/model/qwen25vl_vision.js');
+    const cfg = w.config.vision as import('../../lib/weights/config.js').QwenVisionConfig;
+    const eager = new Qwen25VisionTower(q, w, cfg), planned = new Qwen25VisionTower(q, w, cfg);
+    eager.eager = true;
+    planned.eager = false;
+    const row = 3 * 2 * 14 * 14;
+    const image = (grid: number[], seed: number) => ({
+      grid, pixelValues: Float32Array.from({ length: grid[0] * grid[1] * grid[2] * row }, (_, i) => Math.sin(i * 0.37 + seed)),
+    });
+    const cases = [[image([1, 4, 6], 1)], [image([1, 6, 2], 2), image([1, 2, 2], 3)], [image([1, 4, 6], 4)], [image([1, 6, 2], 5), image([1, 2, 2], 6)]];
+    const kept: { t: import('../../lib/native/index.js').Tensor; want: Uint32Array }[] = [];
+    for (const c of cases) {
+      const te = eager.encode(c), tp = planned.encode(c);
+      const [fe, fp] = [await q.readF32(te), await q.readF32(tp)];
+      expect(fp.some(Number.isNaN)).toBe(false);
+      expect(bits(fp)).toEqual(bits(fe));
+      te.dispose();
+      kept.push({ t: tp, want: bits(fp).slice() });
+    }
+    expect(planned.plans.stats).toMatchObject({ recorded: 2, replays: 4 });
+    // Replays 3 and 4 reused the plans of 1 and 2: the earlier results are untouched.
+    for (const k of kept) { expect(bits(await q.readF32(k.t))).toEqual(k.want); k.t.dispose(); }
+    eager.dispose(); planned.dispose(); w.dispose(); q.dispose();
+  });
+});
+
+describe('SigLIP crop passes through plans', () => {
+  it('equal eager bit for bit for passes of 2 and 1 crops; the plan is reused by the next image', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-siglip-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 20, numLayers: 1, numHeads: 1, numKvHeads: 1, intermediateSize: 24, vocabSize: 50,
+      vision: { kind: 'siglip', hiddenSize: 24, numLayers: 2, numHeads: 2, intermediateSize: 19, patchSize: 14, imageSize: 384 } },
+    { dtype: 'bf16', tied: true, shards: 1, layout: 'siglip', seed: 23, diffusion: { blockSize: 4, maskTokenId: 49 } });
+    const q = new Queue({ threads: 2 });
+    const w = await loadWeights(dir, q);
+    const cfg = w.config.vision as import('../../lib/weights/config.js').SiglipVisionConfig;
+    const { encodeSiglipCrops } = await import('../../lib/model/siglip.js');
+    const plans = new PlanCache(4);
+    for (const seed of [1, 2]) {
+      const n = 3, S = cfg.imageSize;
+      const pixels = Float32Array.from({ length: n * 3 * S * S }, (_, i) => Math.sin(i * 0.011 + seed));
+      const eager = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2 });
+      const planned = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2, plans });
+      const [a, b] = [await q.readF32(eager), await q.readF32(planned)];
+      expect(b.some(Number.isNaN)).toBe(false);
+      expect(bits(b)).toEqual(bits(a));
+      eager.dispose(); planned.dispose();
+    }
+    expect(plans.stats).toMatchObject({ recorded: 2, replays: 4 });
+    plans.clear(); w.dispose(); q.dispose();
+  });
+});
+
+describe('plan cache and replay errors', () => {
+  let q: Queue, w: LoadedWeights, m: Qwen2Text;
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dvl-plan-'));
+    dirs.push(dir);
+    await writeQwen2Checkpoint(dir, { hiddenSize: 32, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 40, vocabSize: 50 },
+      { dtype: 'f32', tied: true, shards: 1, layout: 'plain', seed: 9 });
+    q = new Queue({ threads: 1 });
+    w = await loadWeights(dir, q);
+    m = new Qwen2Text(q, w, w.config.text);
+    m.eager = false;
+    m.allocateCache({ capacity: 40 });
+  });
+  afterAll(() => { m.dispose(); w.dispose(); q.dispose(); });
+
+  it('evicts the least recently used plan past its count and frees it', async () => {
+    m.plans = new PlanCache(2);
+    gc();
+    const ids = (n: number) => new Int32Array(n).fill(3);
+    m.forward({ ids: ids(2), pos0: 0, n: 2, mask: 'causal', logitsRows: [1] })!.dispose();
+    m.forward({ ids: ids(1), pos0: 0, n: 1, mask: 'causal', logitsRows: [0] })!.dispose();
+    await q.sync();
+    const two = nativeMemory();
+    m.forward({ ids: ids(3), pos0: 0, n: 3, mask: 'causal', logitsRows: [2] })!.dispose();
+    await q.sync();
+    expect(m.plans.size).toBe(2);
+    expect(m.plans.stats.evicted).toBe(1);
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+    gc();
+    // The n = 2 plan's arena and input tensors went; the n = 3 plan's (as many) came.
+    expect(nativeMemory().hostStorages).toBe(two.hostStorages);
+  });
+
+  it('a plan packs its intermediates into an arena smaller than their sum', () => {
+    const p = [...(m.plans as unknown as { plans: Map<string, { info: { arenaBytes: number; intermediateBytes: number } }> }).plans.values()][0];
+    expect(p.info.arenaBytes).toBeGreaterThan(0);
+    expect(p.info.arenaBytes).toBeLessThan(p.info.intermediateBytes / 3);
+  });
+
+  it('rejects replays with wrong values, and placeholders used eagerly, with typed errors', () => {
+    const rec = new Recorder(q);
+    const x = rec.input('x', 'f32', [2, 32], new Float32Array(64));
+    const pos0 = rec.param('pos0', 0);
+    const [y] = rec.op('rms_norm', [x, w.get('model.norm.weight')], { eps: 1e-6 });
+    expect(() => q.rmsNorm(y, w.get('model.norm.weight'), 1e-6)).toThrow(/placeholder of a recorded plan/);
+    const plan = rec.finish([y]);
+    expect(plan.info!.params).toBe(1);
+    expect(() => plan.run(q, { x: new Float32Array(63), pos0: 1 })).toThrow(/needs 256 bytes/);
+    expect(() => plan.run(q, { x: new Float32Array(64) })).toThrow(/no number for parameter 'pos0'/);
+    expect(() => plan.run(q, { x: tensorFromArray('f32', [2, 32], new Float32Array(64)), pos0: 0 })).toThrow(/needs 256 bytes/);
+    plan.dispose();
+    expect(() => q.replay(plan.native, [new Float32Array(64)], [0])).toThrow(/disposed/);
+    void pos0;
+  });
+
+  it('a patched cache position outside the cache fails at the replay call, naming the op', () => {
+    const a: ForwardArgs = { ids: Int32Array.of(1, 2), pos0: 0, n: 2, mask: 'causal', logitsRows: [1] };
+    m.forward(a)!.dispose();
+    const cache = m.plans as unknown as { plans: Map<string, import('../../lib/native/plan.js').RecordedPlan> };
+    const plan = cache.plans.get([...cache.plans.keys()].find((k) => k.startsWith('2:1:'))!)!;
+    const step = { ids: Int32Array.of(1, 2), positions: Int32Array.of(39, 40), rows: Int32Array.of(1) };
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 39, 0, 0] })).toThrow(/kv_cache_append_batch: sequence 0: positions 39..41 exceed the cache capacity 40/);
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 1, 0, 0, 0] })).toThrow(/slot 1 of 1/);
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 0] })).toThrow(/parameter 'seqs' needs 6 numbers/);
+  });
+});
+
+let _unused: Model | undefined;
+void _unused;
