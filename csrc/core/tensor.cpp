@@ -40,6 +40,13 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   if (rounded >= kMmapThreshold) {
     void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
+#if defined(MADV_HUGEPAGE)
+    // Transparent huge pages where the system grants them on request: an op's output is
+    // written whole (2 MiB pages cut the page faults — dear on a VM — and the TLB misses), and
+    // so is a weight matrix, streamed end to end every forward. Buffers filled piecemeal ask
+    // for small pages again (advise_small_pages). Advice only; failure is harmless.
+    madvise(p, rounded, MADV_HUGEPAGE);
+#endif
     data = p;
     mapped_ = rounded;
   } else {
@@ -65,8 +72,13 @@ std::shared_ptr<Storage> Storage::slot(size_t nbytes, Device dev, std::shared_pt
 
 void Storage::advise_huge_pages() {
 #if defined(MADV_HUGEPAGE)
-  // Advice only; failure is harmless.
   if (mapped_) madvise(data, mapped_, MADV_HUGEPAGE);
+#endif
+}
+
+void Storage::advise_small_pages() {
+#if defined(MADV_NOHUGEPAGE)
+  if (mapped_) madvise(data, mapped_, MADV_NOHUGEPAGE);
 #endif
 }
 

@@ -25,11 +25,12 @@ struct Storage {
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  // Asks for transparent huge pages (where the system grants them on request) for a large
-  // buffer that will be written whole and then streamed end to end — a weight matrix: 2 MiB
-  // pages cut the TLB misses of every forward's stream and the page faults of the load. Not
-  // for buffers filled piecemeal (a KV cache): one touched byte would make 2 MiB resident.
+  // Large buffers ask for transparent huge pages when mapped (where the system grants them on
+  // request): written whole, they take one page fault per 2 MiB. A buffer filled piecemeal — a
+  // KV cache, written position by position — asks for small pages instead, or one touched byte
+  // would make 2 MiB resident; the loader asks for huge pages again on the tensors it fills.
   void advise_huge_pages();
+  void advise_small_pages();
 
   // A slot: `bytes` of memory it does not own, whose `data` is set later — by a recorded plan
   // (csrc/core/plan.h) to a place in its arena, or at each replay to a bound input. `base`

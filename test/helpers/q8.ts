@@ -47,55 +47,42 @@ export interface Q8Rows {
   quant: Int8Array;
 }
 
-function finite(v: number): boolean { return Number.isFinite(v); }
-
-/** Weight quantisation (dtype.h): bf16 scale rounded up from amax/127, q = rne(w · (1/d)). */
-export function quantizeWeights(w: Float32Array, rows: number, K: number): Q8Rows {
+/**
+ * The shared block rule of both quantisers: per block of 32 (the last zero-padded), amax over the
+ * values; a non-finite value → scale NaN and quants 0; amax < 2^-96 → scale 0 and quants 0; else
+ * scaleOf(amax) gives the stored scale and the multiplier, and q = rne(v · multiplier) clamped.
+ */
+function quantize(v: Float32Array, rows: number, K: number, scaleOf: (amax: number) => { d: number; id: number }): Q8Rows {
   const nb = q8Blocks(K);
   const scale = new Float64Array(rows * nb), quant = new Int8Array(rows * nb * 32);
   for (let r = 0; r < rows; r++)
     for (let b = 0; b < nb; b++) {
       const k0 = b * 32, n = Math.min(32, K - k0);
       let amax = 0, ok = true;
-      for (let t = 0; t < n; t++) { const v = w[r * K + k0 + t]; if (!finite(v)) ok = false; amax = Math.max(amax, Math.abs(v)); }
-      let d = 0, id = 0;
-      if (!ok) d = NaN;
-      else if (amax >= TINY) {
-        let u = f32Bits(f32(amax / 127));
-        if (u & 0xffff) u = ((u + 0x10000) & 0xffff0000) >>> 0;
-        d = fromBits(u);
-        id = f32(1 / d);
-      }
+      for (let t = 0; t < n; t++) { const x = v[r * K + k0 + t]; if (!Number.isFinite(x)) ok = false; amax = Math.max(amax, Math.abs(x)); }
+      const { d, id } = !ok ? { d: NaN, id: 0 } : amax >= TINY ? scaleOf(amax) : { d: 0, id: 0 };
       scale[r * nb + b] = d;
       for (let t = 0; t < 32; t++) {
-        let q = t < n && ok ? rne(f32(w[r * K + k0 + t] * id)) : 0;
-        q = Math.max(-127, Math.min(127, q));
-        quant[(r * nb + b) * 32 + t] = q;
+        const q = t < n && ok ? rne(f32(v[r * K + k0 + t] * id)) : 0;
+        quant[(r * nb + b) * 32 + t] = Math.max(-127, Math.min(127, q));
       }
     }
   return { K, rows, scale, quant };
 }
 
+/** Weight quantisation (dtype.h): bf16 scale rounded up from amax/127, q = rne(w · (1/d)). */
+export function quantizeWeights(w: Float32Array, rows: number, K: number): Q8Rows {
+  return quantize(w, rows, K, (amax) => {
+    let u = f32Bits(f32(amax / 127));
+    if (u & 0xffff) u = ((u + 0x10000) & 0xffff0000) >>> 0;
+    const d = fromBits(u);
+    return { d, id: f32(1 / d) };
+  });
+}
+
 /** Activation quantisation (kernels.h ActQ8): f32 scale amax/127, q = rne(x · (127/amax)). */
 export function quantizeActivations(x: Float32Array, rows: number, K: number): Q8Rows {
-  const nb = q8Blocks(K);
-  const scale = new Float64Array(rows * nb), quant = new Int8Array(rows * nb * 32);
-  for (let r = 0; r < rows; r++)
-    for (let b = 0; b < nb; b++) {
-      const k0 = b * 32, n = Math.min(32, K - k0);
-      let amax = 0, ok = true;
-      for (let t = 0; t < n; t++) { const v = x[r * K + k0 + t]; if (!finite(v)) ok = false; amax = Math.max(amax, Math.abs(v)); }
-      let d = 0, id = 0;
-      if (!ok) d = NaN;
-      else if (amax >= TINY) { id = f32(127 / amax); d = f32(amax / 127); }
-      scale[r * nb + b] = d;
-      for (let t = 0; t < 32; t++) {
-        let q = t < n && ok ? rne(f32(x[r * K + k0 + t] * id)) : 0;
-        q = Math.max(-127, Math.min(127, q));
-        quant[(r * nb + b) * 32 + t] = q;
-      }
-    }
-  return { K, rows, scale, quant };
+  return quantize(x, rows, K, (amax) => ({ d: f32(amax / 127), id: f32(127 / amax) }));
 }
 
 /** The bytes of a q8 tensor holding these rows (dtype.h layout). */

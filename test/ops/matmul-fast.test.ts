@@ -19,6 +19,7 @@
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray, type Isa, type Precision, type Tensor } from '../../lib/native/index.js';
 import { DTypeError, ShapeError } from '../../lib/errors.js';
+import { checkBound } from '../helpers/compare.js';
 import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
 import {
   bf16Daz, bf16DazValue, dequantize, f32Bits, fromBits, q8Bytes, q8FastReference, q8RowBytes, quantizeActivations, quantizeWeights,
@@ -37,23 +38,6 @@ async function matmul(q: Queue, x: Float32Array, M: number, K: number, w: Tensor
   return out;
 }
 
-/** NaN first (positions must match), then infinities (exactly), then the bound. */
-function check(got: Float32Array, ref: ArrayLike<number>, tol: ArrayLike<number>, label: string): void {
-  expect(got.length, label).toBe(ref.length);
-  for (let i = 0; i < got.length; i++) {
-    const g = got[i], r = ref[i];
-    if (Number.isNaN(g) || Number.isNaN(r)) {
-      if (Number.isNaN(g) !== Number.isNaN(r)) throw new Error(`${label}: index ${i}: NaN mismatch (got ${g}, ref ${r})`);
-      continue;
-    }
-    if (!Number.isFinite(r)) {
-      if (g !== r) throw new Error(`${label}: index ${i}: infinity mismatch (got ${g}, ref ${r})`);
-      continue;
-    }
-    const d = Math.abs(g - r);
-    if (!(d <= tol[i])) throw new Error(`${label}: index ${i}: |${g} - ${r}| = ${d.toExponential(3)} > ${tol[i].toExponential(3)}`);
-  }
-}
 
 function sameBits(a: Float32Array, b: Float32Array, label: string): void {
   expect(a.length, label).toBe(b.length);
@@ -188,8 +172,8 @@ describe('bf16 weights, precision fast', () => {
               ref[i] = s + bv; tol[i] = (c.K + 2) * U * a + U * Math.abs(bv) + c.K * 2 ** -126;
               ref0[i] = s0 + bv; tol0[i] = tol[i] + 2 ** -9 * a0;
             }
-          check(got, ref, tol, label + ' (vs rounded activations)');
-          check(got, ref0, tol0, label + ' (vs f32 activations)');
+          checkBound(got, ref, tol, label + ' (vs rounded activations)');
+          checkBound(got, ref0, tol0, label + ' (vs f32 activations)');
         }
         wt.dispose();
       }
@@ -279,7 +263,7 @@ describe('q8 weights', () => {
         const label = `${isa} q8 M=${c.M} K=${c.K} N=${c.N}`;
         const fast = await matmul(qf, c.x, c.M, c.K, wt, c.b);
         const { ref, tol } = q8FastReference(xq, wq, c.b, c.M, c.N);
-        check(fast, ref, tol, label + ' fast (vs quantised values)');
+        checkBound(fast, ref, tol, label + ' fast (vs quantised values)');
         // Against the unquantised product: each value within half a step of its quant.
         const nb = Math.ceil(c.K / 32), wd = dequantize(wq);
         const ref0 = new Float64Array(c.M * c.N), tol0 = new Float64Array(c.M * c.N);
@@ -295,7 +279,7 @@ describe('q8 weights', () => {
             ref0[i] = s + (c.b ? c.b[n] : 0);
             tol0[i] = tol[i] + e * (1 + 2 ** -20);
           }
-        check(fast, ref0, tol0, label + ' fast (vs f32 values)');
+        checkBound(fast, ref0, tol0, label + ' fast (vs f32 values)');
         // exact: f32 activations times the dequantised weights.
         const exact = await matmul(qe, c.x, c.M, c.K, wt, c.b);
         const refE = new Float64Array(c.M * c.N), tolE = new Float64Array(c.M * c.N);
@@ -307,7 +291,7 @@ describe('q8 weights', () => {
             refE[m * c.N + n] = s + bv;
             tolE[m * c.N + n] = (c.K + 2) * U * a + U * Math.abs(bv) + 2 ** -149;
           }
-        check(exact, refE, tolE, label + ' exact');
+        checkBound(exact, refE, tolE, label + ' exact');
         wt.dispose();
       }
       expect(qf.kernels!.q8).toMatch(/int8/);

@@ -12,6 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray, type DType, type Isa } from '../../lib/native/index.js';
 import { DTypeError, ShapeError } from '../../lib/errors.js';
+import { checkBound } from '../helpers/compare.js';
 import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
 
 type WType = 'f32' | 'bf16' | 'f16';
@@ -44,23 +45,6 @@ function reference(x: Float32Array, w: Float64Array, b: Float32Array | null, M: 
   return { ref, tol };
 }
 
-/** NaN first (must match exactly), then infinities, then the per-element bound. */
-function check(got: Float32Array, ref: Float64Array, tol: Float64Array, label: string): void {
-  expect(got.length, label).toBe(ref.length);
-  for (let i = 0; i < got.length; i++) {
-    const g = got[i], r = ref[i];
-    if (Number.isNaN(g) || Number.isNaN(r)) {
-      if (Number.isNaN(g) !== Number.isNaN(r)) throw new Error(`${label}: index ${i}: NaN mismatch (got ${g}, ref ${r})`);
-      continue;
-    }
-    if (!Number.isFinite(r)) {
-      if (g !== r) throw new Error(`${label}: index ${i}: infinity mismatch (got ${g}, ref ${r})`);
-      continue;
-    }
-    const d = Math.abs(g - r);
-    if (!(d <= tol[i])) throw new Error(`${label}: index ${i}: |${g} - ${r}| = ${d.toExponential(3)} > ${tol[i].toExponential(3)}`);
-  }
-}
 
 const levels: Isa[] = nativeInfo().isaLevels;
 const Ms = [1, 2, 3, 7, 8, 9, 16, 33];
@@ -118,7 +102,7 @@ describe('matmul', () => {
       expect(q.isa).toBe(isa);
       for (const p of all) {
         const got = await run(q, p);
-        check(got, p.ref, p.tol, `${isa} ${p.wt} M=${p.M} K=${p.K} N=${p.N} bias=${p.bias}`);
+        checkBound(got, p.ref, p.tol, `${isa} ${p.wt} M=${p.M} K=${p.K} N=${p.N} bias=${p.bias}`);
       }
       q.dispose();
     });
@@ -138,7 +122,7 @@ describe('matmul', () => {
           for (let m = 0; m < M; m++)
             for (let n = 0; n < N; n++) expect(Number.isNaN(ref[m * N + n])).toBe(m === mNan || n === nNan);
           const got = await run(q, { M, K, N, wt, bias: false, seed: 0, x, wData: data, b: null, ref, tol });
-          check(got, ref, tol, `${isa} ${wt} NaN M=${M} K=${K} N=${N}`);
+          checkBound(got, ref, tol, `${isa} ${wt} NaN M=${M} K=${K} N=${N}`);
         }
       q.dispose();
     });
@@ -153,7 +137,7 @@ describe('matmul', () => {
     for (const isa of levels) {
       const q = new Queue({ isa, threads: 1, precision: 'exact' });
       const got = await run(q, { M, K, N, wt: 'f32', bias: false, seed: 0, x, wData: w, b: null, ref, tol });
-      check(got, ref, tol, `${isa} large`);
+      checkBound(got, ref, tol, `${isa} large`);
       q.dispose();
     }
   });

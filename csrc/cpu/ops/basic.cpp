@@ -167,7 +167,11 @@ static Tensors empty_plan(const Tensors& in, const Attrs& a) {
     if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_SHAPE, "empty", "shape entries must be non-negative integers", in);
     shape.push_back(int64_t(d));
   }
-  return {Tensor::alloc(dt, shape)};
+  // An empty tensor is filled later, piece by piece (a KV cache) or whole (the loader, which
+  // asks for huge pages itself): small pages keep its resident size to what is written.
+  TensorP t = Tensor::alloc(dt, shape);
+  if (!t->on_cuda() && t->storage) t->storage->advise_small_pages();
+  return {t};
 }
 
 static void empty_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}

@@ -91,7 +91,7 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   size_t bytes = size_t(a.get("bytes", 0));
   Tensor& t = *in[0];
   InputFile file(path);
-  if (!t.on_cuda() && t.storage) t.storage->advise_huge_pages();  // written whole, streamed every forward
+  if (!t.on_cuda() && t.storage) t.storage->advise_huge_pages();  // written whole, streamed every forward (see empty)
   if (src == t.dtype) {
     file.read_exact(t.raw(), bytes, offset);
     return;
