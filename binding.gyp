@@ -18,6 +18,14 @@
       }]]
     },
     {
+      "target_name": "dvl_avx2_vnni",
+      "type": "static_library",
+      "conditions": [["target_arch=='x64'", {
+        "sources": ["<!@(node -p \"require('fs').readdirSync('csrc/cpu').filter(f=>f.endsWith('_avx2_vnni.cpp')).map(f=>'csrc/cpu/'+f).concat(require('fs').readdirSync('csrc/cpu/ops').filter(f=>f.endsWith('_avx2_vnni.cpp')).map(f=>'csrc/cpu/ops/'+f)).join(' ')\")"],
+        "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"]
+      }]]
+    },
+    {
       "target_name": "dvl_avx512",
       "type": "static_library",
       "conditions": [["target_arch=='x64'", {
@@ -35,9 +43,9 @@
     },
     {
       "target_name": "diffusionvl",
-      "dependencies": ["dvl_avx2", "dvl_avx512", "dvl_avx512_bf16"],
+      "dependencies": ["dvl_avx2", "dvl_avx2_vnni", "dvl_avx512", "dvl_avx512_bf16"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "sources": ["<!@(node -p \"const fs=require('fs');const pick=(d)=>fs.readdirSync(d).filter(f=>f.endsWith('.cpp')&&!/_(avx2|avx512|avx512_bf16)\\.cpp$/.test(f)).map(f=>d+'/'+f);[...pick('csrc/core'),...pick('csrc/cpu'),...pick('csrc/cpu/ops'),...pick('csrc/napi')].join(' ')\")"],
+      "sources": ["<!@(node -p \"const fs=require('fs');const pick=(d)=>fs.readdirSync(d).filter(f=>f.endsWith('.cpp')&&!/_(avx2|avx2_vnni|avx512|avx512_bf16)\\.cpp$/.test(f)).map(f=>d+'/'+f);[...pick('csrc/core'),...pick('csrc/cpu'),...pick('csrc/cpu/ops'),...pick('csrc/napi')].join(' ')\")"],
       "cflags_cc": ["-fvisibility=hidden"],
       "ldflags": ["-Wl,-z,now"],
       "libraries": ["-ldl", "-lpthread"]

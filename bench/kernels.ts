@@ -3,13 +3,17 @@
 //
 // 1. Read bandwidth: stream_read over a 1 GiB buffer, 1 thread and all physical cores — the
 //    roofline every memory-bound kernel below is judged against (docs/performance.md §d.5).
-// 2. matmul (y = x·Wᵀ), M = 1 and M = 8 tokens, on the Qwen2.5-0.5B shapes W [4864, 896]
-//    (gate/up), [896, 4864] (down), [151936, 896] (lm_head) and the 7B FFN W [18944, 3584],
-//    bf16 and f32 weights: ms per op, GB/s (W + x + y bytes per op ÷ time), % of the measured
-//    all-thread bandwidth, and the M=8 / M=1 time ratio. Because a shared machine's bandwidth
-//    drifts from minute to minute, each weight matrix is also read with stream_read right
-//    before its matmuls ("W read"), and "% of W read" compares the two under the same load.
-//    The load average at start and end is recorded with the machine.
+// 2. Compute peaks: compute_peak (every kernel thread runs a register-only loop of the
+//    instruction a matmul kind uses: f32 FMA, the bf16 kernel's, the q8 kernel's) — what the
+//    GMAC/s of the matmuls below are judged against ("% peak").
+// 3. matmul (y = x·Wᵀ), M = 1, 8 and 16 tokens (and 512 for prefill), on the Qwen2.5-0.5B
+//    shapes W [4864, 896] (gate/up), [896, 4864] (down), [151936, 896] (lm_head) and the 7B FFN
+//    W [18944, 3584], per kind: f32 and bf16 weights at precision 'exact', bf16 at 'fast', q8 at
+//    'fast': ms per op, GB/s (W + x + y bytes per op ÷ time), % of the measured all-thread
+//    bandwidth, GMAC/s and % of the kind's peak, and the M / M=1 time ratio. Because a shared
+//    machine's bandwidth drifts from minute to minute, each weight matrix is also read with
+//    stream_read right before its matmuls ("W read"), and "% of W read" compares the two
+//    under the same load. The load average at start and end is recorded with the machine.
 // 3. Attention: a placeholder section (see ATTENTION below) for whoever writes the attention op.
 //
 // Method: each measurement is a batch of the same op enqueued `reps` times (reps sized so a
@@ -17,7 +21,8 @@
 // ≥ 5 timed batches. Inputs are filled with normal-range values (no subnormals, no NaN).
 //
 // Options: --isa=<level> (default: the best this CPU has), --threads=<n> (default: physical
-// cores), --runs=<n> (timed batches, default 5), --quick (smaller bandwidth buffer).
+// cores), --runs=<n> (timed batches, default 5), --quick (smaller bandwidth buffer, no 7B
+// shape, no prefill rows), --no-attention.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -94,11 +99,20 @@ const SHAPES: Shape[] = [
   { name: '7B FFN', N: 18944, K: 3584 },
 ];
 
+/** A weight dtype with the precision it runs at. */
+type Kind = 'f32 exact' | 'bf16 exact' | 'bf16 fast' | 'q8 fast';
+const KINDS: Kind[] = ['bf16 exact', 'bf16 fast', 'q8 fast', 'f32 exact'];
+const peakKind = (k: Kind): 'f32' | 'bf16' | 'q8' => (k.startsWith('q8') ? 'q8' : k === 'bf16 fast' ? 'bf16' : 'f32');
+
 interface MatmulRow {
-  shape: string; N: number; K: number; wdtype: 'bf16' | 'f32'; M: number;
+  shape: string; N: number; K: number; kind: Kind; M: number;
   ms: number; msMin: number; gbps: number; pctBw: number; gmacs: number;
+  /** GMAC/s as % of the measured peak of the kind's instruction (compute_peak). */
+  pctPeak: number;
   /** stream_read of the same W just before, GB/s, and this row's GB/s as % of it. */
-  wReadGbps: number; pctWRead: number; ratioM8toM1?: number;
+  wReadGbps: number; pctWRead: number;
+  /** This row's time ÷ the M = 1 row's of the same shape and kind. */
+  ratioToM1?: number;
 }
 
 function weights(wdtype: 'bf16' | 'f32', N: number, K: number): Tensor {
@@ -114,50 +128,80 @@ function weights(wdtype: 'bf16' | 'f32', N: number, K: number): Tensor {
   return tensorFromArray('f32', [N, K], a);
 }
 
-async function matmuls(q: Queue, bw: number): Promise<MatmulRow[]> {
+async function matmuls(bw: number, peaks: Record<string, number>): Promise<MatmulRow[]> {
   const rows: MatmulRow[] = [];
-  for (const s of SHAPES)
-    for (const wdtype of ['bf16', 'f32'] as const) {
-      const w = weights(wdtype, s.N, s.K);
-      const wBytes = s.N * s.K * (wdtype === 'bf16' ? 2 : 4);
-      const wRead = wBytes / (await timeOp(q, () => [q.streamRead(w, 1)])) / 1e9;
+  const queues = { exact: new Queue({ isa, threads, precision: 'exact' }), fast: new Queue({ isa, threads, precision: 'fast' }) };
+  for (const s of SHAPES) {
+    if (quick && s.K > 2000) continue;
+    const w16 = weights('bf16', s.N, s.K);
+    const w32 = weights('f32', s.N, s.K);
+    const wq = queues.fast.convert(w16, 'q8');
+    await queues.fast.sync();
+    const wOf = (k: Kind) => (k.startsWith('q8') ? wq : k.startsWith('bf16') ? w16 : w32);
+    for (const kind of KINDS) {
+      const w = wOf(kind);
+      const q = kind.endsWith('fast') ? queues.fast : queues.exact;
+      const wRead = w.nbytes / (await timeOp(q, () => [q.streamRead(w, 1)])) / 1e9;
       let t1 = 0;
-      for (const M of [1, 8]) {
+      const Ms = quick || s.N > 100000 ? [1, 8, 16] : [1, 8, 16, 512];
+      for (const M of Ms) {
+        if (kind === 'f32 exact' && M > 16) continue;
         const xs = new Float32Array(M * s.K);
         for (let i = 0; i < xs.length; i++) xs[i] = Math.sin(i) + 0.5;
         const x = tensorFromArray('f32', [M, s.K], xs);
         const sec = await timeOp(q, () => [q.matmul(x, w)]);
         x.dispose();
-        const bytes = s.N * s.K * (wdtype === 'bf16' ? 2 : 4) + M * s.K * 4 + M * s.N * 4;
+        const bytes = w.nbytes + M * s.K * 4 + M * s.N * 4;
+        const gmacs = (M * s.N * s.K) / sec / 1e9;
         const row: MatmulRow = {
-          shape: s.name, N: s.N, K: s.K, wdtype, M, ms: sec * 1e3, msMin: lastMin * 1e3, gbps: bytes / sec / 1e9,
-          pctBw: (100 * bytes) / sec / 1e9 / bw, gmacs: (M * s.N * s.K) / sec / 1e9,
+          shape: s.name, N: s.N, K: s.K, kind, M, ms: sec * 1e3, msMin: lastMin * 1e3, gbps: bytes / sec / 1e9,
+          pctBw: (100 * bytes) / sec / 1e9 / bw, gmacs, pctPeak: (100 * gmacs) / peaks[peakKind(kind)],
           wReadGbps: wRead, pctWRead: (100 * bytes) / sec / 1e9 / wRead,
         };
         if (M === 1) t1 = sec;
-        else row.ratioM8toM1 = sec / t1;
+        else row.ratioToM1 = sec / t1;
         rows.push(row);
         print(row);
       }
-      w.dispose();
     }
+    for (const t of [w16, w32, wq]) t.dispose();
+  }
+  queues.exact.dispose(); queues.fast.dispose();
   return rows;
 }
 
 function print(r: MatmulRow): void {
   const cells = [
-    r.shape.padEnd(14), `W[${r.N}, ${r.K}]`.padEnd(15), r.wdtype.padEnd(5), `M=${r.M}`.padEnd(5),
+    r.shape.padEnd(14), `W[${r.N}, ${r.K}]`.padEnd(15), r.kind.padEnd(10), `M=${r.M}`.padEnd(6),
     `${r.ms.toFixed(3)} ms`.padStart(11), `(min ${r.msMin.toFixed(3)})`.padStart(13), `${r.gbps.toFixed(1)} GB/s`.padStart(12), `${r.pctBw.toFixed(0)}%`.padStart(5),
-    `${r.gmacs.toFixed(1)} GMAC/s`.padStart(14), `W read ${r.wReadGbps.toFixed(1)} GB/s`.padStart(19),
-    `${r.pctWRead.toFixed(0)}%`.padStart(5), r.ratioM8toM1 ? `M8/M1 ${r.ratioM8toM1.toFixed(2)}×` : '',
+    `${r.gmacs.toFixed(1)} GMAC/s`.padStart(14), `${r.pctPeak.toFixed(0)}% peak`.padStart(10), `W read ${r.wReadGbps.toFixed(1)} GB/s`.padStart(19),
+    `${r.pctWRead.toFixed(0)}%`.padStart(5), r.ratioToM1 ? `M${r.M}/M1 ${r.ratioToM1.toFixed(2)}×` : '',
   ];
   console.log(cells.join(' '));
+}
+
+// ---- compute peaks ------------------------------------------------------------------------------
+
+async function computePeaks(): Promise<Record<string, number>> {
+  const q = new Queue({ isa, threads });
+  const out: Record<string, number> = {};
+  for (const kind of ['f32', 'bf16', 'q8'] as const) {
+    const gmacs: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      const [macs, sec] = await q.readF32(q.computePeak(kind, 2_000_000));
+      gmacs.push(macs / sec / 1e9);
+    }
+    out[kind] = median(gmacs);
+    console.log(`compute peak ${kind} (${threads} threads, ${kind === 'f32' ? 'FMA' : kind === 'bf16' ? 'the bf16 kernel\'s instruction' : 'the q8 kernel\'s instruction'}): ${out[kind].toFixed(1)} GMAC/s median of ${runs} (best ${Math.max(...gmacs).toFixed(1)})`);
+  }
+  q.dispose();
+  return out;
 }
 
 // ---- 3. attention -----------------------------------------------------------------------------
 // Decode step (8 queries against a cache of 1k/4k positions) and a block-causal prefill, on the
 // 0.5B and 7B head layouts: bench/attention.ts (the attention op's own bench) does the timing.
-async function attention(_q: Queue): Promise<unknown[] | null> {
+async function attention(): Promise<unknown[] | null> {
   const { benchAttention } = await import('./attention.js');
   const res = (await benchAttention({ isa, threads, runs })) as { rows?: Record<string, number | string>[] };
   for (const r of res.rows ?? []) {
@@ -179,13 +223,12 @@ async function main(): Promise<void> {
   const bw = await bandwidth();
   for (const b of bw) console.log(`read bandwidth, ${b.threads} thread(s): ${b.gbps.toFixed(1)} GB/s median, ${b.gbpsMax.toFixed(1)} best batch (${(b.bytes / 2 ** 30).toFixed(2)} GiB in ${b.ms.toFixed(2)} ms)`);
   const bwAll = bw[bw.length - 1].gbps;
-  const q = new Queue({ isa, threads });
-  const mm = await matmuls(q, bwAll);
-  const att = await attention(q);
-  q.dispose();
+  const peaks = await computePeaks();
+  const mm = await matmuls(bwAll, peaks);
+  const att = args.has('no-attention') ? null : await attention();
   machine.loadavgEnd = loadavg();
   console.log(`load average: start ${machine.loadavgStart.map((v) => v.toFixed(2)).join(' ')}, end ${machine.loadavgEnd.map((v) => v.toFixed(2)).join(' ')}`);
-  const out = { machine, method: { batchSeconds: BATCH_S, timedRuns: runs, statistic: 'median' }, bandwidth: bw, matmul: mm, attention: att };
+  const out = { machine, method: { batchSeconds: BATCH_S, timedRuns: runs, statistic: 'median' }, bandwidth: bw, peaks, matmul: mm, attention: att };
   const file = join(dirname(fileURLToPath(import.meta.url)), 'out', 'kernels.json');
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');

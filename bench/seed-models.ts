@@ -5,8 +5,13 @@
 // CPU, reporting load time, peak RSS, vision ms and ms per block forward. Not a test.
 //
 //   npx tsx bench/seed-models.ts [3b|7b|7b-siglip|all] [--dir .cache/seed-models] [--delete] [--image 640x480]
+//                                [--dtype q8] [--precision exact|fast] [--variants exact,fast,q8] [--write-only]
 //
-// --delete removes each checkpoint after its run (they are large).
+// --delete removes each checkpoint after its run (they are large). --dtype / --precision are
+// loadModel's (q8: the weights quantised while loading; the peak RSS is the figure to watch).
+// --variants runs one child per variant in turn (exact: bf16 at precision 'exact'; fast: bf16 at
+// 'fast'; q8: q8 at 'fast') and prints each one's time to the first block against exact's.
+// --write-only writes the checkpoints and runs nothing.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -65,7 +70,11 @@ const MODELS: SeedModel[] = [
 const { values: v, positionals } = parseArgs({ allowPositionals: true, options: {
   dir: { type: 'string', default: join(packageRoot(), '.cache', 'seed-models') }, delete: { type: 'boolean', default: false },
   child: { type: 'string' }, image: { type: 'string', default: '640x480' },
+  dtype: { type: 'string' }, precision: { type: 'string' }, 'write-only': { type: 'boolean', default: false },
+  variants: { type: 'string' },
 } });
+const VARIANT_ARGS: Record<string, string[]> = { exact: ['--precision', 'exact'], fast: ['--precision', 'fast'], q8: ['--precision', 'fast', '--dtype', 'q8'] };
+const loadOpts = { dtype: v.dtype as 'q8' | 'bf16' | undefined, precision: v.precision as 'exact' | 'fast' | undefined };
 
 // Child mode: load one model and run one image + text generation, print JSON.
 if (v.child) {
@@ -74,12 +83,21 @@ if (v.child) {
   const [iw, ih] = v.image!.split('x').map(Number);
   const img = await sharp({ create: { width: iw, height: ih, channels: 3, background: { r: 200, g: 60, b: 40 } } }).png().toBuffer();
   const t0 = performance.now();
-  const model = await loadModel(v.child);
+  const model = await loadModel(v.child, loadOpts);
   const loadMs = performance.now() - t0;
-  const r = await model.generate({ messages: [{ role: 'user', content: [{ type: 'image', image: img }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 8, steps: 8, stopTokens: [] });
+  // Time to the first block: from the call to the first block event (image decode, vision
+  // tower, prefill and the block's denoising steps).
+  const t1 = performance.now();
+  let firstBlockMs = 0;
+  let r: Awaited<ReturnType<typeof model.generate>> | undefined;
+  for await (const ev of model.stream({ messages: [{ role: 'user', content: [{ type: 'image', image: img }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 8, steps: 8, stopTokens: [] })) {
+    if (ev.type === 'block' && !firstBlockMs) firstBlockMs = performance.now() - t1;
+    if (ev.type === 'done') r = ev.result;
+  }
+  if (!r) throw new Error('no result');
   const rss = process.resourceUsage().maxRSS * 1024;
-  process.stdout.write(JSON.stringify({ image: v.image, loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
-    visionMs: (r.stats as { visionMs?: number }).visionMs, prefillMs: r.stats.prefillMs, msPerForward: r.stats.msPerForward, forwards: r.stats.forwards }) + '\n');
+  process.stdout.write(JSON.stringify({ image: v.image, ...loadOpts, kernels: model.backend.cpu.kernels, loadMs, peakRssBytes: rss, weightBytes: model.weightBytes, promptTokens: r.stats.promptTokens,
+    visionMs: (r.stats as { visionMs?: number }).visionMs, prefillMs: r.stats.prefillMs, firstBlockMs, msPerForward: r.stats.msPerForward, forwards: r.stats.forwards }) + '\n');
   model.dispose();
   process.exit(0);
 }
@@ -95,11 +113,27 @@ for (const m of chosen) {
     writeFileSync(join(dir, 'config.json'), JSON.stringify(m.config(), null, 2));
     copyQwenTokenizer(dir);
   }
-  process.stderr.write(`running ${m.name} …\n`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir, '--image', v.image!], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  try { results[m.name] = JSON.parse(line); } catch { results[m.name] = { error: (r.stderr || r.stdout).slice(-2000) }; }
-  process.stderr.write(`${m.name}: ${JSON.stringify(results[m.name])}\n`);
+  if (v['write-only']) continue;
+  const runs: [string, string[]][] = v.variants
+    ? v.variants.split(',').map((n) => [n, VARIANT_ARGS[n] ?? (() => { throw new Error(`--variants: unknown '${n}'`); })()])
+    : [['', [...(v.dtype ? ['--dtype', v.dtype] : []), ...(v.precision ? ['--precision', v.precision] : [])]]];
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [variant, pass] of runs) {
+    process.stderr.write(`running ${m.name}${variant ? ` (${variant})` : ''} …\n`);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', dir, '--image', v.image!, ...pass], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    try { out[variant] = JSON.parse(line); } catch { out[variant] = { error: (r.stderr || r.stdout).slice(-2000) }; }
+    process.stderr.write(`${m.name}${variant ? ` (${variant})` : ''}: ${JSON.stringify(out[variant])}\n`);
+  }
+  results[m.name] = v.variants ? out : out[''];
+  if (v.variants && out.exact && typeof out.exact.firstBlockMs === 'number') {
+    for (const [name, o] of Object.entries(out)) {
+      if (typeof o.firstBlockMs !== 'number') continue;
+      process.stderr.write(`${m.name} ${name}: first block after ${(o.firstBlockMs / 1000).toFixed(1)} s (vision ${((o.visionMs as number) / 1000).toFixed(1)} s, ` +
+        `prefill ${((o.prefillMs as number) / 1000).toFixed(1)} s), ${(o.msPerForward as number).toFixed(0)} ms per forward, peak RSS ${((o.peakRssBytes as number) / 1e9).toFixed(2)} GB; ` +
+        `${((o.firstBlockMs as number) / (out.exact.firstBlockMs as number)).toFixed(2)}× exact's time to the first block\n`);
+    }
+  }
   if (v.delete) rmSync(dir, { recursive: true, force: true });
 }
 mkdirSync(join(packageRoot(), 'bench', 'out'), { recursive: true });

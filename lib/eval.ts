@@ -122,6 +122,8 @@ export interface EvalItemResult {
   forwards: number;
   /** Answer tokens up to and including EOS. */
   tokens: number;
+  /** The answer's token ids (what greedy agreement between two runs compares). */
+  ids: number[];
   finishReason: 'stop' | 'length';
 }
 
@@ -214,7 +216,7 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
     const ok = got === it.answer;
     const row: EvalItemResult = {
       id: it.id, kind: it.kind, expected: it.answer, got, ok,
-      forwards: r.stats.forwards, tokens: r.stats.generatedTokens, finishReason: r.finishReason,
+      forwards: r.stats.forwards, tokens: r.stats.generatedTokens, ids: r.ids, finishReason: r.finishReason,
     };
     results.push(row);
     if (!ok && failures.length < maxFailures) failures.push(row);

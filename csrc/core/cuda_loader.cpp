@@ -328,7 +328,7 @@ std::shared_ptr<Storage> make_device_storage(size_t bytes) {
 TensorP cuda_tensor(DType dt, const std::vector<int64_t>& shape) {
   for (int64_t d : shape)
     if (d < 0) throw Error(DVL_ERR_SHAPE, "negative dimension in shape " + shape_str(shape));
-  if (dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "q8_0 tensors are not supported yet");
+  if (dt == DType::Q8) throw Error(DVL_ERR_DTYPE, "q8 tensors live on the CPU only (no CUDA kernel reads them)");
   auto t = std::make_shared<Tensor>();
   t->dtype = dt;
   t->shape = shape;

@@ -28,8 +28,8 @@ enum class DType : int32_t {
   BF16 = 2,
   I32 = 3,
   U8 = 4,
-  // Room for block-quantized weights (q8_0: 32 int8 + one f16 scale per block).
-  Q8_0 = 16,
+  // Block-quantized int8 weights, CPU only: see "q8 layout" below. Not ggml's q8_0.
+  Q8 = 16,
 };
 
 static inline size_t dtype_size(DType t) {
@@ -39,7 +39,7 @@ static inline size_t dtype_size(DType t) {
     case DType::BF16: return 2;
     case DType::I32: return 4;
     case DType::U8: return 1;
-    case DType::Q8_0: return 0;  // block type: use dtype_row_bytes
+    case DType::Q8: return 0;  // block type: use q8_row_bytes
   }
   return 0;
 }
@@ -51,7 +51,7 @@ static inline const char* dtype_name(DType t) {
     case DType::BF16: return "bf16";
     case DType::I32: return "i32";
     case DType::U8: return "u8";
-    case DType::Q8_0: return "q8_0";
+    case DType::Q8: return "q8";
   }
   return "?";
 }
@@ -73,6 +73,17 @@ DVL_HOST_DEVICE static inline uint16_t f32_to_bf16(float f) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
   return uint16_t(u >> 16);
+}
+
+// f32 → bf16 as the fast matmul rounds its activations (precision 'fast', bf16 weights): the
+// rule of vcvtneps2bf16, which that kernel uses. NaN → quiet NaN (as f32_to_bf16), f32
+// subnormals (|f| < 2^-126) → ±0, everything else rounds to nearest even (|f| ≥ 0x7f7f8000's
+// value, i.e. above the largest bf16 by half an ulp or more, becomes ±Inf).
+DVL_HOST_DEVICE static inline uint16_t f32_to_bf16_daz(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0) return uint16_t((u >> 16) & 0x8000u);  // ±0 and subnormals
+  return f32_to_bf16(f);
 }
 
 DVL_HOST_DEVICE static inline float f16_to_f32(uint16_t h) {
@@ -121,6 +132,54 @@ DVL_HOST_DEVICE static inline uint16_t f32_to_f16(float f) {
   uint32_t rem = r & 0x1fffu;
   if (rem > 0x1000u || (rem == 0x1000u && (out & 1u))) ++out;
   return uint16_t(sign | out);
+}
+
+// ---- q8 layout --------------------------------------------------------------------------------
+//
+// A q8 tensor [.., K] stores each of its rows of K values on its own (rows = numel / K), in
+// q8_row_bytes(K) bytes, a multiple of 64, so every row starts 64-byte aligned:
+//
+//   quants  nb·32 bytes, nb = ceil(K / 32) blocks of 32 values (the last zero-padded)
+//   scales  nb bf16, block b's scale d_b
+//   padding to the next multiple of 64 bytes
+//
+// Value k of the row is (quant − 128) · d_{k/32}: quants are stored offset by 128 (u8, 1..255
+// for −127..127; −128 is never produced), the operand order vpdpbusd needs (u8 · s8) without
+// a per-load conversion. Blocks go in groups of 16 (the last group holds nb mod 16 when that
+// is not 0); inside a group of g blocks the quants are interleaved by quads: value t
+// (0..31) of the group's block i sits at byte (t/4)·4g + 4i + t%4 of the group's g·32 bytes.
+// So the 4g bytes of quad j hold quad j of every block: one 64-byte load feeds 16 int32
+// lanes of vpdpbusd, lane i summing block i only, and 8 loads give 16 whole block dot
+// products with no horizontal sums (csrc/cpu/kernels_q8_*.inc). Weights are quantised once,
+// at load (kernels.h quantize_rows_q8, the rule below); activations at run time into the
+// same layout with f32 scales (kernels.h ActQ8).
+//
+// Weight quantisation, per block: amax = max |w|. Non-finite values → scale NaN, quants 0
+// (every output the block feeds becomes NaN). amax < 2^-96 → scale 0, quants 0. Otherwise
+// d = amax / 127 rounded UP to bf16 (so |w / d| ≤ 127), q = round-to-nearest-even(w · (1/d))
+// clamped to ±127 (1/d in f32). Dequantised, (q − 128 offset removed)·d is exact in f32.
+
+constexpr int64_t kQ8Block = 32;   // values per block (one scale)
+constexpr int64_t kQ8Group = 16;   // blocks per interleaved group
+constexpr float kQ8TinyAmax = 1.2621774e-29f;  // 2^-96: blocks below it quantise to zero
+
+DVL_HOST_DEVICE static inline int64_t q8_blocks(int64_t K) { return (K + kQ8Block - 1) / kQ8Block; }
+DVL_HOST_DEVICE static inline int64_t q8_row_bytes(int64_t K) {
+  return (q8_blocks(K) * (kQ8Block + 2) + 63) / 64 * 64;
+}
+// Byte offset of value k inside a row's quants.
+DVL_HOST_DEVICE static inline int64_t q8_quant_offset(int64_t K, int64_t k) {
+  const int64_t nb = q8_blocks(K), b = k / kQ8Block, t = k % kQ8Block;
+  const int64_t g0 = b / kQ8Group * kQ8Group, g = nb - g0 < kQ8Group ? nb - g0 : kQ8Group;
+  return g0 * kQ8Block + (t / 4) * 4 * g + 4 * (b - g0) + t % 4;
+}
+// The bf16 weight scale of a block whose largest magnitude is amax (finite, ≥ 2^-96).
+DVL_HOST_DEVICE static inline uint16_t q8_weight_scale(float amax) {
+  float d = amax / 127.0f;
+  uint32_t u;
+  std::memcpy(&u, &d, 4);
+  if (u & 0xffffu) u = (u + 0x10000u) & 0xffff0000u;  // round up (d > 0)
+  return uint16_t(u >> 16);
 }
 
 }  // namespace dvl

@@ -7,8 +7,8 @@
 
 namespace dvl {
 
-ExecQueue::ExecQueue(int threads, const CpuKernels& kernels)
-    : pool_(threads), kernels_(kernels), thread_([this] { loop(); }) {}
+ExecQueue::ExecQueue(int threads, const CpuKernels& kernels, Precision precision)
+    : pool_(threads), kernels_(kernels), precision_(precision), thread_([this] { loop(); }) {}
 
 ExecQueue::~ExecQueue() {
   {
@@ -47,7 +47,7 @@ void ExecQueue::cancel() {
 }
 
 void ExecQueue::loop() {
-  OpContext ctx{pool_, kernels_};
+  OpContext ctx{pool_, kernels_, precision_, &scratch_};
   for (;;) {
     Item item;
     {

@@ -16,18 +16,27 @@
 #include <string>
 #include <thread>
 
+#include "scratch.h"
 #include "thread_pool.h"
 
 namespace dvl {
 
 struct CpuKernels;
 
+// How the CPU matmuls treat activations (csrc/cpu/kernels.h): 'exact' keeps them f32;
+// 'fast' rounds them once per op input (bf16 for bf16 weights, int8 blocks for q8 weights).
+enum class Precision : int32_t { Exact = 0, Fast = 1 };
+
 struct OpContext {
   ThreadPool& pool;
   const CpuKernels& k;
+  Precision precision = Precision::Exact;
+  // The queue's grow-only scratch; null in one-off contexts (tests, the CUDA self-test), where
+  // an op that needs one makes its own.
+  Scratch* scratch = nullptr;
   // This context with another pool (plans run small ops on a one-thread pool). Copies every
   // other field: extend it when adding one.
-  OpContext on(ThreadPool& p) const { return OpContext{p, k}; }
+  OpContext on(ThreadPool& p) const { return OpContext{p, k, precision, scratch}; }
 };
 
 class ExecQueue {
@@ -36,7 +45,7 @@ class ExecQueue {
   // Called on the queue thread once all earlier jobs ran; err is the sticky error or null.
   using SyncFn = std::function<void(std::exception_ptr err)>;
 
-  ExecQueue(int threads, const CpuKernels& kernels);
+  ExecQueue(int threads, const CpuKernels& kernels, Precision precision = Precision::Exact);
   ~ExecQueue();  // fails pending jobs with DVL_ABORTED, runs pending syncs, joins
 
   void push(Job job);
@@ -52,6 +61,7 @@ class ExecQueue {
   };
   Stats stats() const { return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load()}; }
   const CpuKernels& kernels() const { return kernels_; }
+  Precision precision() const { return precision_; }
 
  private:
   struct Item {
@@ -63,6 +73,8 @@ class ExecQueue {
 
   ThreadPool pool_;
   const CpuKernels& kernels_;
+  Precision precision_;
+  Scratch scratch_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> items_;

@@ -19,7 +19,7 @@ bool dtype_parse(const std::string& s, DType* out) {
   else if (l == "bf16" || l == "bfloat16") *out = DType::BF16;
   else if (l == "i32" || l == "int32") *out = DType::I32;
   else if (l == "u8" || l == "uint8") *out = DType::U8;
-  else if (l == "q8_0") *out = DType::Q8_0;
+  else if (l == "q8") *out = DType::Q8;
   else return false;
   return true;
 }
@@ -41,9 +41,10 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
     void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw Error(DVL_ERR_ALLOC, "out of memory allocating " + std::to_string(nbytes) + " bytes");
 #if defined(MADV_HUGEPAGE)
-    // Transparent huge pages where the system allows them on request: a weight matrix is
-    // streamed end to end on every forward, and 2 MiB pages cut the TLB misses of that stream
-    // and the page faults of the first write (the load). Advice only; failure is harmless.
+    // Transparent huge pages where the system grants them on request: an op's output is
+    // written whole (2 MiB pages cut the page faults — dear on a VM — and the TLB misses), and
+    // so is a weight matrix, streamed end to end every forward. Buffers filled piecemeal ask
+    // for small pages again (advise_small_pages). Advice only; failure is harmless.
     madvise(p, rounded, MADV_HUGEPAGE);
 #endif
     data = p;
@@ -67,6 +68,18 @@ std::shared_ptr<Storage> Storage::slot(size_t nbytes, Device dev, std::shared_pt
   auto s = std::make_shared<Slot>(nbytes, dev);
   s->base_ = std::move(base);
   return s;
+}
+
+void Storage::advise_huge_pages() {
+#if defined(MADV_HUGEPAGE)
+  if (mapped_) madvise(data, mapped_, MADV_HUGEPAGE);
+#endif
+}
+
+void Storage::advise_small_pages() {
+#if defined(MADV_NOHUGEPAGE)
+  if (mapped_) madvise(data, mapped_, MADV_NOHUGEPAGE);
+#endif
 }
 
 Storage::~Storage() {
@@ -115,7 +128,8 @@ TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   auto t = std::make_shared<Tensor>();
   t->dtype = dt;
   t->shape = std::move(shape);
-  if (dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "q8_0 tensors are not supported yet");
+  if (dt == DType::Q8 && t->shape.empty()) throw Error(DVL_ERR_SHAPE, "a q8 tensor needs rank ≥ 1 (rows of K values)");
+  if (dt == DType::Q8 && dev != Device::Cpu) throw Error(DVL_ERR_DTYPE, "q8 tensors live on the CPU only (no CUDA kernel reads them)");
   if (t_defer_alloc) {
     t->storage = Storage::slot(t->nbytes(), dev);
   } else if (dev == Device::Cpu) {
@@ -133,7 +147,13 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-size_t Tensor::nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+size_t Tensor::nbytes() const {
+  if (dtype == DType::Q8) {
+    const int64_t K = shape.empty() ? 1 : shape.back();
+    return K == 0 ? 0 : size_t(numel() / K) * size_t(q8_row_bytes(K));
+  }
+  return size_t(numel()) * dtype_size(dtype);
+}
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";

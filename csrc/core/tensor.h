@@ -25,6 +25,12 @@ struct Storage {
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+  // Large buffers ask for transparent huge pages when mapped (where the system grants them on
+  // request): written whole, they take one page fault per 2 MiB. A buffer filled piecemeal — a
+  // KV cache, written position by position — asks for small pages instead, or one touched byte
+  // would make 2 MiB resident; the loader asks for huge pages again on the tensors it fills.
+  void advise_huge_pages();
+  void advise_small_pages();
 
   // A slot: `bytes` of memory it does not own, whose `data` is set later — by a recorded plan
   // (csrc/core/plan.h) to a place in its arena, or at each replay to a bound input. `base`

@@ -20,6 +20,14 @@ namespace dvl {
 // Spin iterations before a worker sleeps: about 50-100 µs on current cores, longer than the
 // gap between two consecutive ops of a forward, shorter than anything a user would notice.
 static constexpr int kSpinIters = 20000;
+// Every this many spins a waiter yields its core: a no-op on an idle machine (sched_yield
+// returns at once), and on a shared one it lets the thread being waited for run.
+static constexpr int kYieldEvery = 1024;
+
+static inline void spin_pause(int i) {
+  if ((i & (kYieldEvery - 1)) == kYieldEvery - 1) std::this_thread::yield();
+  else DVL_PAUSE();
+}
 
 ThreadPool::ThreadPool(int nthreads) : nthreads_(nthreads < 1 ? 1 : nthreads) {
   for (int t = 1; t < nthreads_; ++t) workers_.emplace_back([this] { worker_loop(); });
@@ -73,7 +81,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   run_claims(gen);
   // Spin, then yield: the tids still running belong to workers that may be descheduled.
   for (int i = 0; done_.load(std::memory_order_acquire) != nthreads_; ++i) {
-    if (i < kSpinIters) DVL_PAUSE();
+    if (i < kSpinIters) spin_pause(i);
     else std::this_thread::yield();
   }
   claim_.store(0, std::memory_order_release);   // late workers see a finished run
@@ -90,7 +98,7 @@ void ThreadPool::worker_loop() {
   for (;;) {
     uint64_t g = generation_.load(std::memory_order_acquire);
     for (int i = 0; g == seen && i < kSpinIters; ++i) {
-      DVL_PAUSE();
+      spin_pause(i);
       g = generation_.load(std::memory_order_acquire);
     }
     if (g == seen) {

@@ -6,8 +6,14 @@
 // than free cores: several models, or a busy machine) never holds the caller up — the caller
 // runs its share itself. Partitions by tid are therefore unchanged, only who runs them varies.
 // Workers spin briefly before sleeping: a forward issues hundreds of short ops and a
-// condition-variable wake costs tens of microseconds each time. The first exception thrown by
-// any participant is rethrown in the caller.
+// condition-variable wake costs tens of microseconds each time; spinning waits yield the core
+// now and then, so an oversubscribed machine runs the thread being waited for. The first
+// exception thrown by any participant is rethrown in the caller.
+//
+// parallel_for goes one step further: it hands out [0, n) in a few contiguous pieces per
+// participant from a shared counter, so a participant that loses its core in the middle of an
+// op holds one small piece, not a fixed share. The ops' results do not depend on how the range
+// is cut (csrc/cpu/kernels.h: every element is computed on its own), only on n.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -30,23 +36,28 @@ class ThreadPool {
   int size() const { return nthreads_; }
   void run(const std::function<void(int tid, int nth)>& fn);
 
-  // Splits [0, n) into contiguous chunks, one per participant, rounded to `grain`.
+  // Calls f(b, e) on contiguous pieces covering [0, n) exactly once, boundaries at multiples
+  // of `grain`: kPiecesPerThread pieces per participant (fewer when n is small), claimed in
+  // order from a shared counter by whichever participant is free.
+  static constexpr int64_t kPiecesPerThread = 4;
   template <class F>
   void parallel_for(int64_t n, int64_t grain, F&& f) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
-    int64_t chunks = (n + grain - 1) / grain;
-    int nth = int(chunks < nthreads_ ? chunks : nthreads_);
-    if (nth <= 1) {
+    const int64_t grains = (n + grain - 1) / grain;
+    if (grains <= 1 || nthreads_ <= 1) {
       f(int64_t(0), n);
       return;
     }
-    run([&](int tid, int) {
-      if (tid >= nth) return;
-      int64_t per = (chunks + nth - 1) / nth;
-      int64_t b = tid * per * grain, e = (tid + 1) * per * grain;
-      if (e > n) e = n;
-      if (b < e) f(b, e);
+    const int64_t want = int64_t(nthreads_) * kPiecesPerThread;
+    const int64_t pieces = grains < want ? grains : want;
+    std::atomic<int64_t> next{0};
+    run([&](int, int) {
+      for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces; p = next.fetch_add(1, std::memory_order_relaxed)) {
+        int64_t b = grains * p / pieces * grain, e = grains * (p + 1) / pieces * grain;
+        if (e > n) e = n;
+        f(b, e);
+      }
     });
   }
 

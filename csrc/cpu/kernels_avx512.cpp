@@ -1,6 +1,8 @@
 // kernels_avx512.cpp — the avx512 level (AVX-512 F/BW/DQ/VL + FMA + F16C, 16 f32 lanes, 32 zmm).
 // Built with this level's flags only (CMakeLists.txt); everything here has internal linkage.
-// The kernels are kernels_simd.inc over the 16-lane interface in kernels_v512.inc.
+// The exact kernels are kernels_simd.inc over the 16-lane interface in kernels_v512.inc. This
+// level does not require VNNI, so q8 runs the AVX2 vpmaddubsw kernel (kernels_q8_v256.inc);
+// bf16 weights have no faster path than the exact kernel (kernels.h matmul_bf16_dot).
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -8,8 +10,16 @@
 namespace dvl {
 namespace {
 #include "kernels_generic.inc"
+#include "kernels_q8_generic.inc"
 #include "kernels_v512.inc"
 #include "kernels_simd.inc"
+#include "kernels_drive.inc"
+#include "kernels_q8_v256.inc"
+
+double avx512_compute_peak(char kind, int64_t iters) {
+  if (kind == 'q') return q8ymm_compute_peak<false>(iters);
+  return simd_compute_peak(kind, iters);
+}
 }  // namespace
 
 const CpuKernels kCpuKernelsAvx512 = {
@@ -17,6 +27,13 @@ const CpuKernels kCpuKernelsAvx512 = {
     simd_matmul<kWF32>,
     simd_matmul<kWBF16>,
     simd_matmul<kWF16>,
+    gen_matmul_q8,
+    nullptr,
+    q8ymm_matmul<false>,
+    gen_cvt_f32_to_bf16_daz,
+    q8ymm_quantize_act,
+    q8ymm_quantize_rows,
+    gen_dequantize_rows_q8,
     simd_cvt_bf16_to_f32,
     simd_cvt_f16_to_f32,
     simd_cvt_f32_to_bf16,
@@ -24,6 +41,9 @@ const CpuKernels kCpuKernelsAvx512 = {
     simd_dot_f32,
     simd_axpy_f32,
     simd_stream_sum,
+    avx512_compute_peak,
+    nullptr,
+    "vpmaddubsw ymm (AVX2): int8 activations x int8 weights, int32 block sums",
 };
 
 }  // namespace dvl

@@ -1,13 +1,11 @@
-// kernels_avx512_bf16.cpp — the avx512_bf16 level (adds AVX512_BF16 + VNNI).
+// kernels_avx512_bf16.cpp — the avx512_bf16 level (adds AVX512_BF16 + AVX512_VNNI).
 // Built with this level's flags only (CMakeLists.txt); everything here has internal linkage.
-// The kernels are kernels_simd.inc over the 16-lane interface in kernels_v512.inc.
 //
-// Matmul here is the avx512 algorithm (activations kept in f32, bf16 weights widened
-// exactly), not vdpbf16ps: that instruction rounds the activations to bf16 (relative error
-// up to 2^-9 per product, i.e. a K-independent bound ≈ 2^-8·Σ|x·w| instead of K·2^-24·Σ|x·w|)
-// and flushes subnormals, so it would need its own opt-in op/dtype and tolerance — and the dev
-// VM this was written on has no AVX-512 to test it. vcvtneps2bf16 is not used for the same
-// reason: it treats subnormal inputs as zero, which dtype.h does not.
+// Precision 'exact': the avx512 algorithm (kernels_simd.inc over kernels_v512.inc):
+// activations kept in f32, bf16 weights widened exactly, error ≈ K·2⁻²⁴·Σ|x·w|.
+// Precision 'fast': vdpbf16ps over activations rounded to bf16 (kernels_bf16dot.inc; relative
+// error of each product up to 2⁻⁹ from the rounding, subnormals flushed) and 512-bit vpdpbusd
+// for q8 weights (kernels_q8_v512.inc).
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -15,8 +13,12 @@
 namespace dvl {
 namespace {
 #include "kernels_generic.inc"
+#include "kernels_q8_generic.inc"
 #include "kernels_v512.inc"
 #include "kernels_simd.inc"
+#include "kernels_drive.inc"
+#include "kernels_bf16dot.inc"
+#include "kernels_q8_v512.inc"
 }  // namespace
 
 const CpuKernels kCpuKernelsAvx512Bf16 = {
@@ -24,6 +26,13 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     simd_matmul<kWF32>,
     simd_matmul<kWBF16>,
     simd_matmul<kWF16>,
+    gen_matmul_q8,
+    bf16dot_matmul,
+    q8zmm_matmul,
+    bf16dot_round,
+    q8zmm_quantize_act,
+    q8zmm_quantize_rows,
+    gen_dequantize_rows_q8,
     simd_cvt_bf16_to_f32,
     simd_cvt_f16_to_f32,
     simd_cvt_f32_to_bf16,
@@ -31,6 +40,9 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     simd_dot_f32,
     simd_axpy_f32,
     simd_stream_sum,
+    v512_compute_peak,
+    "vdpbf16ps zmm (AVX512_BF16): activations rounded to bf16, f32 accumulation",
+    "vpdpbusd zmm (AVX512_VNNI): int8 activations x int8 weights, int32 block sums",
 };
 
 }  // namespace dvl

@@ -1,11 +1,13 @@
-// kernels_scalar.cpp — the scalar level: the generic kernels (kernels_generic.inc) built with
-// baseline flags. It is the reference order every SIMD level is tested against, and the level
-// DIFFUSIONVL_CPU_ISA=scalar or Queue({ isa: 'scalar' }) forces.
+// kernels_scalar.cpp — the scalar level: the generic kernels (kernels_generic.inc,
+// kernels_q8_generic.inc) built with baseline flags. It is the reference order every SIMD
+// level is tested against, and the level DIFFUSIONVL_CPU_ISA=scalar or
+// Queue({ isa: 'scalar' }) forces.
 #include "kernels.h"
 
 namespace dvl {
 namespace {
 #include "kernels_generic.inc"
+#include "kernels_q8_generic.inc"
 }  // namespace
 
 const CpuKernels kCpuKernelsScalar = {
@@ -13,6 +15,13 @@ const CpuKernels kCpuKernelsScalar = {
     gen_matmul_f32,
     gen_matmul_h16<bf16_to_f32>,
     gen_matmul_h16<f16_to_f32>,
+    gen_matmul_q8,
+    nullptr,
+    gen_matmul_q8_fast,
+    gen_cvt_f32_to_bf16_daz,
+    gen_quantize_act_q8,
+    gen_quantize_rows_q8,
+    gen_dequantize_rows_q8,
     gen_cvt_bf16_to_f32,
     gen_cvt_f16_to_f32,
     gen_cvt_f32_to_bf16,
@@ -20,6 +29,9 @@ const CpuKernels kCpuKernelsScalar = {
     gen_dot_f32,
     gen_axpy_f32,
     gen_stream_sum,
+    gen_compute_peak,
+    nullptr,
+    "scalar: int8 activations x int8 weights, int32 block sums",
 };
 
 }  // namespace dvl

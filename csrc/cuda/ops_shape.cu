@@ -99,7 +99,7 @@ static dvl_status reshape_run(const OpCall& c) {
 static dvl_status concat_rows_run(const OpCall& c) {
   if (!check_io(c, 2, 2, 1)) return 1;
   const Tensor &a = *c.in[0], &b = *c.in[1], &y = *c.out[0];
-  if (a.dtype != b.dtype || y.dtype != a.dtype || a.dtype == DType::Q8_0) return fail(c.err, "DVL_DTYPE", "cuda concat_rows: one dtype");
+  if (a.dtype != b.dtype || y.dtype != a.dtype || a.dtype == DType::Q8) return fail(c.err, "DVL_DTYPE", "cuda concat_rows: one dtype");
   if (a.shape.empty() || b.shape.size() != a.shape.size() || y.shape.size() != a.shape.size() || row_bytes(a) != row_bytes(b) ||
       row_bytes(y) != row_bytes(a) || y.shape[0] != a.shape[0] + b.shape[0])
     return fail(c.err, "DVL_SHAPE", "cuda concat_rows: a and b must have equal trailing dims");

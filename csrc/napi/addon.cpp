@@ -81,7 +81,7 @@ Napi::Value DvlAddon::JS_info(const Napi::CallbackInfo& info) {
   r.Set("isaDetected", isa_name(cpu_isa_detected()));
   Napi::Array levels = Napi::Array::New(env);
   uint32_t n = 0;
-  for (int i = 0; i <= int(Isa::Avx512Bf16); ++i)
+  for (int i = 0; i < kIsaCount; ++i)
     if (cpu_kernels_for(Isa(i))) levels.Set(n++, isa_name(Isa(i)));
   r.Set("isaLevels", levels);
   r.Set("physicalCores", physical_cores());

@@ -1,12 +1,14 @@
 // queue_wrap.cpp — the JS Queue handle: enqueue ops, sync, read, write, cancel, dispose.
 //
-//   const q = new Queue({ threads, isa, device })   // device 'cpu' (default) or 'cuda'
+//   const q = new Queue({ threads, isa, device, precision })   // device 'cpu' (default) or 'cuda'
 //   const [y] = q.op('matmul', [x, w, b], {})   // validates now, computes later
 //   await q.sync()                             // rejects with the first failed op's error
 //   const data = await q.read(y)               // TypedArray copy
 //
 // Promises settle on the JS thread through one thread-safe function per queue; it is ref'd
 // only while promises are pending, so an idle model never keeps the process alive.
+// precision 'fast' (default) or 'exact' picks the CPU matmul kernels (csrc/cpu/kernels.h); the
+// queue's `kernels` accessor says what each weight dtype runs on.
 // A 'cuda' queue (needs an available CUDA probe first) keeps its tensors on the GPU and runs
 // ops there as csrc/core/cuda_queue.h describes; its kernel threads serve the CPU fallbacks.
 #include <cstring>
@@ -58,6 +60,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     guarded(env, [&] {
       int threads = physical_cores();
       const CpuKernels* k = &cpu_kernels();
+      Precision precision = Precision::Fast;
       if (info.Length() > 0 && info[0].IsObject()) {
         Napi::Object o = info[0].As<Napi::Object>();
         Napi::Value t = o.Get("threads");
@@ -75,6 +78,12 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
           k = cpu_kernels_for(want);
           if (!k) throw Error(DVL_ERR_BACKEND, "Queue: isa '" + s + "' is not available on this CPU or build");
         }
+        Napi::Value prec = o.Get("precision");
+        if (!prec.IsUndefined() && !prec.IsNull()) {
+          std::string p = prec.IsString() ? prec.As<Napi::String>().Utf8Value() : std::string("?");
+          if (p == "exact") precision = Precision::Exact;
+          else if (p != "fast") throw Error(DVL_ERR_ARG, "Queue: precision must be 'exact' or 'fast'");
+        }
         Napi::Value dev = o.Get("device");
         if (!dev.IsUndefined() && !dev.IsNull()) {
           std::string d = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : std::string("?");
@@ -87,7 +96,10 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
           }
         }
       }
-      queue_ = std::make_unique<ExecQueue>(threads, *k);
+      // A CUDA queue's matmuls run the CUDA kernels; the CPU ops it falls back to keep the exact
+      // precision those kernels compute with.
+      if (device_ == Device::Cuda) precision = Precision::Exact;
+      queue_ = std::make_unique<ExecQueue>(threads, *k, precision);
       pending_ = std::make_shared<Pending>();
       pending_->tsfn = Tsfn::New(env, "diffusionvl.queue", 0, 1);
       pending_->tsfn.Unref(env);
@@ -117,6 +129,8 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                            InstanceAccessor("isa", &QueueWrap::JS_isa, nullptr),
                            InstanceAccessor("disposed", &QueueWrap::JS_disposed, nullptr),
                            InstanceAccessor("device", &QueueWrap::JS_device, nullptr),
+                           InstanceAccessor("precision", &QueueWrap::JS_precision, nullptr),
+                           InstanceAccessor("kernels", &QueueWrap::JS_kernels, nullptr),
                        });
   }
 
@@ -358,6 +372,27 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return Napi::String::New(info.Env(), isa_name(queue_->kernels().isa));
   }
   Napi::Value JS_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !queue_); }
+  Napi::Value JS_precision(const Napi::CallbackInfo& info) {
+    if (!queue_) return info.Env().Null();
+    return Napi::String::New(info.Env(), queue_->precision() == Precision::Fast ? "fast" : "exact");
+  }
+  // What the CPU matmul runs for each weight dtype at this queue's level and precision.
+  Napi::Value JS_kernels(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!queue_) return env.Null();
+    const CpuKernels& k = queue_->kernels();
+    const bool fast = queue_->precision() == Precision::Fast;
+    const std::string lvl = isa_name(k.isa);
+    const std::string exact = "f32 FMA (" + lvl + "): f32 activations, exact products, f32 accumulation";
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("isa", lvl);
+    o.Set("precision", fast ? "fast" : "exact");
+    o.Set("f32", exact);
+    o.Set("f16", exact + " (weights widened exactly)");
+    o.Set("bf16", fast && k.bf16_fast_kernel ? std::string(k.bf16_fast_kernel) : exact + " (weights widened exactly)");
+    o.Set("q8", fast ? std::string(k.q8_fast_kernel) : exact + " (weights dequantised exactly)");
+    return o;
+  }
   Napi::Value JS_device(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), device_ == Device::Cuda ? "cuda" : "cpu");
   }

@@ -87,7 +87,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
         throw Error(DVL_ERR_ARG, "Tensor.fromArray(dtype, shape, data): bad arguments");
       DType dt;
       std::string dts = info[0].As<Napi::String>().Utf8Value();
-      if (!dtype_parse(dts, &dt) || dt == DType::Q8_0) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: unknown dtype '" + dts + "'");
+      if (!dtype_parse(dts, &dt)) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: unknown dtype '" + dts + "'");
+      if (dt == DType::Q8) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: q8 tensors are made by quantising (convert to 'q8', or load with dtype 'q8')");
       Napi::Array sa = info[1].As<Napi::Array>();
       std::vector<int64_t> shape;
       for (uint32_t i = 0; i < sa.Length(); ++i) {

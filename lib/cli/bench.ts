@@ -1,7 +1,8 @@
 // bench.ts — the decoding benchmark behind `diffusionvl bench` and `npm run bench`: on one model,
 // in one run, AR (next-token mode, same weights) against block diffusion at several step
-// counts, with and without the merged commit. Ratios are taken within the run (docs/performance.md §d).
-import { loadModel, type GenerateRequest, type GenerateResult } from '../model/model.js';
+// counts, with and without the merged commit, for one or several precisions / weight dtypes
+// (benchModels). Ratios are taken within the run (docs/performance.md §d).
+import { loadModel, type GenerateRequest, type GenerateResult, type LoadModelOptions, type Model } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
 
 export interface BenchModelOptions {
@@ -13,6 +14,9 @@ export interface BenchModelOptions {
   gpu?: GpuOption;
   /** loadModel's contextLength (default: the model's). */
   contextLength?: number;
+  /** loadModel's precision and dtype (defaults: 'fast', as stored). */
+  precision?: LoadModelOptions['precision'];
+  dtype?: LoadModelOptions['dtype'];
   /** Repetitions per setting; the median is reported (default 3). */
   repeat?: number;
   log?: (line: string) => void;
@@ -42,6 +46,10 @@ export interface BenchModelResult {
   threads: number;
   /** 'cpu (avx2)' or 'cuda (NVIDIA H100 80GB HBM3)': where the numbers were taken. */
   backend: string;
+  /** The CPU matmul kernels per weight dtype (CPU backend). */
+  kernels?: Record<string, string>;
+  /** Native bytes of the weights (what an AR forward streams). */
+  weightBytes?: number;
   rows: BenchRow[];
 }
 
@@ -59,55 +67,79 @@ export function benchTable(res: BenchModelResult): string {
   return [`${res.model} on ${res.backend}`, ...lines].join('\n');
 }
 
+export interface BenchVariant {
+  /** A label for the tables ('exact', 'fast', 'q8'). */
+  name: string;
+  precision?: LoadModelOptions['precision'];
+  dtype?: LoadModelOptions['dtype'];
+}
+
 export async function benchModel(dir: string, o: BenchModelOptions): Promise<BenchModelResult> {
-  const model = await loadModel(dir, { threads: o.threads, gpu: o.gpu, contextLength: o.contextLength });
+  const [r] = await benchModels(dir, [{ name: o.precision ?? 'fast', precision: o.precision, dtype: o.dtype }], o);
+  return r;
+}
+
+/**
+ * benchModel for several precisions / dtypes of the same checkpoint in one run: every variant is
+ * loaded first, then the (variant, setting) pairs run round-robin `repeat` times, so the load of
+ * a shared machine lands on all of them alike and their ratios stay comparable.
+ */
+export async function benchModels(dir: string, variants: readonly BenchVariant[], o: BenchModelOptions): Promise<(BenchModelResult & { variant: string })[]> {
   const log = o.log ?? (() => undefined);
   const repeat = o.repeat ?? 3;
-  const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
-  const settings: [string, GenerateRequest][] = [['ar', { ...base, mode: 'ar' }]];
-  for (const s of o.steps) {
-    settings.push([`block${model.config.diffusion?.blockSize ?? 8} steps ${s} merged`, { ...base, mode: 'diffusion', steps: s, blockSize: model.config.diffusion?.blockSize ?? 8 }]);
-    settings.push([`block${model.config.diffusion?.blockSize ?? 8} steps ${s} separate commit`, { ...base, mode: 'diffusion', steps: s, blockSize: model.config.diffusion?.blockSize ?? 8, engine: { mergeCommit: false } }]);
-  }
-  const rows: BenchRow[] = [];
+  const models: Model[] = [];
   try {
-    await model.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
-    for (const [name, req] of settings) {
-      const runs: GenerateResult[] = [];
-      const wakes: number[] = [];
-      for (let i = 0; i < repeat; i++) {
-        const q0 = model.execution.queue;
-        runs.push(await model.generate(req));
-        const q1 = model.execution.queue;
-        const decodeForwards = Math.max(1, runs[i].stats.forwards - 1);
-        wakes.push((q1.idleWaitMs - q0.idleWaitMs) / decodeForwards);
+    for (const v of variants) models.push(await loadModel(dir, { threads: o.threads, gpu: o.gpu, contextLength: o.contextLength, precision: v.precision, dtype: v.dtype }));
+    const bs = models[0].config.diffusion?.blockSize ?? 8;
+    const base: GenerateRequest = { prompt: o.prompt ?? 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: o.maxTokens, stopTokens: [] };
+    const settings: [string, GenerateRequest][] = [['ar', { ...base, mode: 'ar' }]];
+    for (const s of o.steps) {
+      settings.push([`block${bs} steps ${s} merged`, { ...base, mode: 'diffusion', steps: s, blockSize: bs }]);
+      settings.push([`block${bs} steps ${s} separate commit`, { ...base, mode: 'diffusion', steps: s, blockSize: bs, engine: { mergeCommit: false } }]);
+    }
+    for (const m of models) await m.generate({ ...base, maxTokens: 8, mode: 'ar' });   // warm-up
+    // Round-robin over variants and settings, `repeat` times.
+    const runsOf = models.map(() => settings.map((): GenerateResult[] => []));
+    const wakesOf = models.map(() => settings.map((): number[] => []));
+    for (let i = 0; i < repeat; i++)
+      for (const [vi, m] of models.entries())
+        for (const [j, [, req]] of settings.entries()) {
+          const q0 = m.execution.queue;
+          const r = await m.generate(req);
+          const q1 = m.execution.queue;
+          runsOf[vi][j].push(r);
+          wakesOf[vi][j].push((q1.idleWaitMs - q0.idleWaitMs) / Math.max(1, r.stats.forwards - 1));
+        }
+    return models.map((model, vi) => {
+      const rows: BenchRow[] = settings.map(([name], j) => {
+        const runs = runsOf[vi][j];
+        const r = runs[0];
+        const host = median(runs.map((x) => x.stats.hostMs / Math.max(1, x.stats.forwards - 1))) + median(wakesOf[vi][j]);
+        const msPerForward = median(runs.map((x) => x.stats.msPerForward));
+        return {
+          setting: name,
+          tokens: r.stats.generatedTokens,
+          forwards: r.stats.forwards,
+          forwardsPerToken: r.stats.forwards / r.stats.generatedTokens,
+          msPerForward,
+          tokensPerSecond: median(runs.map((x) => x.stats.tokensPerSecond)),
+          prefillMs: median(runs.map((x) => x.stats.prefillMs)),
+          speedupVsAr: 0,
+          forwardCostVsAr: 0,
+          hostMsPerForward: host,
+          hostPercent: (host / msPerForward) * 100,
+        };
+      });
+      const ar = rows[0];
+      for (const r of rows) {
+        r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
+        r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
       }
-      const r = runs[0];
-      const host = median(runs.map((x) => x.stats.hostMs / Math.max(1, x.stats.forwards - 1))) + median(wakes);
-      const msPerForward = median(runs.map((x) => x.stats.msPerForward));
-      const row: BenchRow = {
-        setting: name,
-        tokens: r.stats.generatedTokens,
-        forwards: r.stats.forwards,
-        forwardsPerToken: r.stats.forwards / r.stats.generatedTokens,
-        msPerForward,
-        tokensPerSecond: median(runs.map((x) => x.stats.tokensPerSecond)),
-        prefillMs: median(runs.map((x) => x.stats.prefillMs)),
-        speedupVsAr: 0,
-        forwardCostVsAr: 0,
-        hostMsPerForward: host,
-        hostPercent: (host / msPerForward) * 100,
-      };
-      rows.push(row);
-    }
-    const ar = rows[0];
-    for (const r of rows) {
-      r.speedupVsAr = r.tokensPerSecond / ar.tokensPerSecond;
-      r.forwardCostVsAr = r.msPerForward / ar.msPerForward;
-    }
-    log(`${rows.length} settings measured`);
-    return { model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), rows };
+      log(`${variants[vi].name}: ${rows.length} settings measured`);
+      const kernels = model.backend.cpu.kernels as Record<string, string> | undefined;
+      return { variant: variants[vi].name, model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows };
+    });
   } finally {
-    model.dispose();
+    for (const m of models) m.dispose();
   }
 }

@@ -6,7 +6,7 @@
 //
 // Defaults: the bundled pair (models/shapes-ar, models/shapes-diffusionvl) and held-out set.
 import { OptionError } from '../errors.js';
-import { loadModel, type Model } from '../model/model.js';
+import { loadModel, type LoadModelOptions, type Model } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
 import { evalHeldout, readHeldout, type EvalRequest, type EvalResult } from '../eval.js';
 import { bundledHeldoutDir, bundledModelDir } from '../models.js';
@@ -52,6 +52,9 @@ export interface CompareOptions {
   threads?: number;
   /** Backend choice for both models, as loadModel's gpu option (default 'auto'). */
   gpu?: GpuOption;
+  /** loadModel's precision and dtype for both models (defaults: 'fast', as stored). */
+  precision?: LoadModelOptions['precision'];
+  dtype?: LoadModelOptions['dtype'];
   /**
    * Timed passes over the set per setting (default 1). Passes run round-robin over the settings,
    * so a slow spell of a shared machine hits every setting alike; tokens/s is the median pass.
@@ -111,8 +114,9 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
   const results: Record<string, EvalResult> = {};
   let backend = '';
   try {
-    models.parent = await loadModel(parentDir, { threads: o.threads, gpu: o.gpu });
-    models.child = await loadModel(childDir, { threads: o.threads, gpu: o.gpu });
+    const lo: LoadModelOptions = { threads: o.threads, gpu: o.gpu, precision: o.precision, dtype: o.dtype };
+    models.parent = await loadModel(parentDir, lo);
+    models.child = await loadModel(childDir, lo);
     backend = backendName(models.child.backend);
     // Warm-up (first-touch of the weights, thread pool start) outside the timed runs.
     for (const m of [models.parent, models.child]) await evalHeldout(m, set.items, { n: Math.min(2, n) });

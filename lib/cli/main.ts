@@ -29,7 +29,8 @@ import { nearestKey } from '../decode/options.js';
 import { availableHostMemory, describeEstimate, estimateMemory, formatBytes } from '../model/memory.js';
 import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
-import type { GenerateRequest, GenerateResult } from '../model/model.js';
+import type { GenerateRequest, GenerateResult, LoadModelOptions } from '../model/model.js';
+import { Queue } from '../native/index.js';
 import { loadProgress, progressBar } from './progress.js';
 
 const USAGE = `usage:
@@ -59,6 +60,8 @@ options for run:
   --threads N         kernel threads (default: physical cores)
   --gpu G             auto (default: the GPU when the CUDA backend is usable) | cuda | cpu
   --context-length N  KV-cache positions (default: min(max_position_embeddings, 8192))
+  --precision P       fast (default: bf16-rounded / int8 activations) | exact (f32 activations)
+  --dtype D           weight dtype: as stored (default) | bf16 | f16 | f32 | q8 (int8, CPU only)
   --show-steps        print each denoising step's canvas (text; masked tokens as ▒)
   --json              print the result as JSON (no progress bars)
 
@@ -94,7 +97,7 @@ const OPTIONS = {
   json: { type: 'boolean' }, 'show-steps': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
   gpu: { type: 'string' }, repeat: { type: 'string' }, 'context-length': { type: 'string' },
-  system: { type: 'string' }, version: { type: 'boolean', short: 'v' },
+  system: { type: 'string' }, version: { type: 'boolean', short: 'v' }, precision: { type: 'string' }, dtype: { type: 'string' },
 } as const;
 
 export type Values = ReturnType<typeof parse>['values'];
@@ -118,14 +121,22 @@ function gpuOpt(v: Values): GpuOption | undefined {
 }
 
 /** loadModel options from the flags every loading command shares. */
-function loadOpts(v: Values): { threads?: number; gpu?: GpuOption; contextLength?: number } {
-  const o: { threads?: number; gpu?: GpuOption; contextLength?: number } = {};
+function loadOpts(v: Values): Pick<LoadModelOptions, 'threads' | 'gpu' | 'contextLength' | 'precision' | 'dtype'> {
+  const o: Pick<LoadModelOptions, 'threads' | 'gpu' | 'contextLength' | 'precision' | 'dtype'> = {};
   const threads = num(v.threads, 'threads');
   if (threads !== undefined) o.threads = threads;
   const gpu = gpuOpt(v);
   if (gpu !== undefined) o.gpu = gpu;
   const ctx = num(v['context-length'], 'context-length');
   if (ctx !== undefined) o.contextLength = ctx;
+  if (v.precision !== undefined) {
+    if (v.precision !== 'exact' && v.precision !== 'fast') throw new OptionError(`--precision: expected exact or fast, got '${v.precision}'`, 'precision');
+    o.precision = v.precision;
+  }
+  if (v.dtype !== undefined) {
+    if (!['bf16', 'f16', 'f32', 'q8'].includes(v.dtype)) throw new OptionError(`--dtype: expected bf16, f16, f32 or q8, got '${v.dtype}'`, 'dtype');
+    o.dtype = v.dtype as LoadModelOptions['dtype'];
+  }
   return o;
 }
 
@@ -209,7 +220,14 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
 
 async function cmdInspect(arg: string | undefined, v: Values): Promise<void> {
   const info = getBackendInfo({ gpu: 'auto' });
-  const out: Record<string, unknown> = { backend: info };
+  // The CPU matmul kernels per weight dtype, for each precision (loadModel's default: fast).
+  const kernels: Record<string, unknown> = {};
+  for (const precision of ['fast', 'exact'] as const) {
+    const q = new Queue({ threads: 1, precision });
+    kernels[precision] = q.kernels;
+    q.dispose();
+  }
+  const out: Record<string, unknown> = { backend: info, cpuKernels: kernels };
   // No folder given: the bundled child when it is installed, else the backend alone.
   let dir = arg;
   if (dir === undefined) {
@@ -224,7 +242,7 @@ async function cmdInspect(arg: string | undefined, v: Values): Promise<void> {
       vision: c.vision ? { kind: c.vision.kind } : null, eosTokenId: c.eosTokenId,
     };
     const contextLength = num(v['context-length'], 'context-length') ?? Math.min(c.text.maxPositionEmbeddings, 8192);
-    const est = estimateMemory(c, { contextLength, device: info.backend });
+    const est = estimateMemory(c, { contextLength, device: info.backend, dtype: loadOpts(v).dtype });
     const available = info.backend === 'cuda' && info.cuda.device ? info.cuda.device.memoryBytes : availableHostMemory();
     out.memory = { ...est, availableBytes: available, fits: est.totalBytes <= available, summary: `${formatBytes(est.totalBytes)} of ${formatBytes(available)} available: ${describeEstimate(est)}` };
   }
@@ -247,7 +265,8 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
 async function cmdCompare(v: Values): Promise<number> {
   const { compareParentChild, compareTable } = await import('./compare.js');
   const log = v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
-  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: num(v.threads, 'threads'), gpu: gpuOpt(v), repeat: num(v.repeat, 'repeat'), log });
+  const lo = loadOpts(v);
+  const res = await compareParentChild({ heldoutDir: v.heldout, n: num(v.n, 'n'), threads: lo.threads, gpu: lo.gpu, precision: lo.precision, dtype: lo.dtype, repeat: num(v.repeat, 'repeat'), log });
   if (v.json) {
     const { results: _items, ...summary } = res;
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');

@@ -83,17 +83,9 @@ export const LIMIT_OPTIONS: Readonly<Record<keyof ModelLimits, OptionSpec>> = Ob
 /** Every loadModel option. */
 export const LOAD_OPTIONS: Readonly<Record<string, OptionSpec>> = Object.freeze({
   threads: intIn(1, maxThreads),
-  dtype: {
-    ...oneOf(['bf16', 'f16', 'f32', 'q8']),
-    implementedBy: 'issue 13 (fast CPU precisions: int8 weights)',
-    available: ['bf16', 'f16', 'f32'],
-  },
-  precision: {
-    ...oneOf(['exact', 'fast']),
-    implementedBy: 'issue 13 (fast CPU precisions: bf16-dot kernels)',
-    available: ['exact'],
-  },
-  isa: oneOf(['scalar', 'avx2', 'avx512', 'avx512_bf16']),
+  dtype: oneOf(['bf16', 'f16', 'f32', 'q8']),
+  precision: oneOf(['exact', 'fast']),
+  isa: oneOf(['scalar', 'avx2', 'avx2_vnni', 'avx512', 'avx512_bf16']),
   contextLength: intIn(1, () => 1 << 24),
   onProgress: fn,
   signal: {

@@ -56,7 +56,7 @@ export interface MemoryEstimateOptions {
   slots?: number;
 }
 
-/** Bytes per element of a weight matrix by load dtype (q8: 32 int8 + one f16 scale per 32). */
+/** Bytes per element of a weight matrix by load dtype (q8: 32 int8 + one bf16 scale per 32; rows padded to 64 bytes). */
 export const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({ f32: 4, f16: 2, bf16: 2, q8: 34 / 32 });
 
 const TORCH_DTYPES: Readonly<Record<string, string>> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
@@ -67,20 +67,31 @@ function storedDtype(config: ModelConfig): string {
   return (typeof t === 'string' && TORCH_DTYPES[t]) || 'bf16';
 }
 
-function tensorBytes(shapes: Map<string, number[]>, matrixBytes: number): number {
+/** Bytes of one stored weight: 1-D f32; q8 quantises 2-D matrices only (rows of 34 bytes per 32
+ *  values padded to 64, csrc/core/dtype.h) and leaves conv kernels in the stored dtype. */
+function bytesOf(shape: number[], dtype: string, stored: string): number {
+  const n = shape.reduce((a, d) => a * d, 1);
+  if (shape.length === 1) return n * 4;
+  if (dtype !== 'q8') return n * (DTYPE_BYTES[dtype] ?? 4);
+  if (shape.length !== 2) return n * (DTYPE_BYTES[stored] ?? 4);
+  return shape[0] * Math.ceil((Math.ceil(shape[1] / 32) * 34) / 64) * 64;
+}
+
+function tensorBytes(shapes: Map<string, number[]>, dtype: string, stored: string): number {
   let b = 0;
-  for (const s of shapes.values()) b += s.reduce((a, d) => a * d, 1) * (s.length === 1 ? 4 : matrixBytes);
+  for (const s of shapes.values()) b += bytesOf(s, dtype, stored);
   return b;
 }
 
 /** Weight bytes: measured with 0 and 1 layers (text, vision), then scaled to the real counts. */
-function weightBytes(config: ModelConfig, matrixBytes: number, vision: boolean): number {
+function weightBytes(config: ModelConfig, dtype: string, vision: boolean): number {
   const withLayers = (text: number, vis: number): ModelConfig => {
     const v = config.vision;
     const vc = !v ? v : v.kind === 'qwen2_5_vl' ? { ...v, depth: vis, fullAttBlockIndexes: [] } : { ...v, numLayers: vis };
     return { ...config, text: { ...config.text, numLayers: text }, vision: vc };
   };
-  const size = (text: number, vis: number) => tensorBytes(expectedTensors(withLayers(text, vis), { vision }), matrixBytes);
+  const stored = storedDtype(config);
+  const size = (text: number, vis: number) => tensorBytes(expectedTensors(withLayers(text, vis), { vision }), dtype, stored);
   const base = size(0, 0);
   const perText = size(1, 0) - base;
   const perVision = size(0, 1) - base;
@@ -93,7 +104,6 @@ function weightBytes(config: ModelConfig, matrixBytes: number, vision: boolean):
 export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): MemoryEstimate {
   const t = config.text;
   const weightDtype = o.dtype ?? storedDtype(config);
-  const matrixBytes = DTYPE_BYTES[weightDtype] ?? 4;
   const vision = o.vision !== false && config.vision !== null;
   const C = o.contextLength;
   const kvBytesPerPosition = 2 * t.numLayers * t.numKvHeads * t.headDim * 4;
@@ -116,7 +126,7 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
     }
     visionBytes += (o.imagePixels ?? 0) * 3;
   }
-  const weightsBytes = weightBytes(config, matrixBytes, vision);
+  const weightsBytes = weightBytes(config, weightDtype, vision);
   return {
     weightsBytes, kvCacheBytes, activationBytes, visionBytes,
     totalBytes: weightsBytes + kvCacheBytes + activationBytes + visionBytes,

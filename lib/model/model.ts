@@ -24,8 +24,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
-import { Queue, type Isa, type Tensor } from '../native/index.js';
-import type { PlanCacheStats } from '../native/plan.js';
+import { Queue, type Isa, type Precision, type Tensor } from '../native/index.js';
+import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags, type Stepper } from '../decode/runner.js';
 import { validateDecodeOptions, type DecodeOptions } from '../decode/options.js';
@@ -61,10 +61,18 @@ export { ModelStream } from './model-stream.js';
 export interface LoadModelOptions {
   /** Kernel threads (default: physical cores; at most 2 × the logical CPUs, min 4). */
   threads?: number;
-  /** Dtype for weight matrices (default: as stored). 'q8' arrives with issue 13. */
+  /**
+   * Dtype for weight matrices (default: as stored). 'q8': int8 with a bf16 scale per block of
+   * 32, quantised while loading (2-D matrices; conv kernels and 1-D tensors keep theirs), about
+   * half the bytes of bf16; CPU only (README "Precision (CPU)").
+   */
   dtype?: 'bf16' | 'f16' | 'f32' | 'q8';
-  /** CPU kernel precision (default 'exact'); 'fast' arrives with issue 13. */
-  precision?: 'exact' | 'fast';
+  /**
+   * CPU matmul precision (default 'fast'): 'fast' rounds activations to bf16 for bf16 weights
+   * (vdpbf16ps, on CPUs with AVX512_BF16) and to int8 blocks for q8 weights; 'exact' keeps them
+   * f32 (the reference kernels). model.backend.cpu.kernels says what runs. No effect on CUDA.
+   */
+  precision?: Precision;
   /** Force a CPU SIMD level (default: best available, or DIFFUSIONVL_CPU_ISA). */
   isa?: Isa;
   /** KV-cache capacity in positions (default: min(max_position_embeddings, 8192)). */
@@ -251,7 +259,8 @@ export class Model {
       throw new OptionError(`${dir}: no tokenizer.json (a model folder needs its tokenizer files)`, 'dir');
     }
     const contextLength = opts.contextLength ?? Math.min(config.text.maxPositionEmbeddings, 8192);
-    const backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
+    let backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
+    if (opts.dtype === 'q8' && backend.backend === 'cuda') backend = q8OnCpu(backend, opts.gpu);
     // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
     // an absurd config or contextLength fails here in milliseconds.
     const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64) };
@@ -263,7 +272,8 @@ export class Model {
       checkMemory(memory, backend.backend === 'cuda' && gpuBytes ? gpuBytes : availableHostMemory(), dir);
     }
     const tokenizer = await loadTokenizer(dir);
-    const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend });
+    const queue = new Queue({ threads: opts.threads, isa: opts.isa, device: backend.backend, precision: opts.precision });
+    if (backend.backend === 'cpu') backend = { ...backend, cpu: { ...backend.cpu, kernels: queue.kernels ?? undefined } };
     let weights: LoadedWeights | undefined;
     try {
       const v = config.vision;
@@ -273,8 +283,7 @@ export class Model {
           throw new ConfigError(`${dir}: vision out_hidden_size ${out} differs from the text hidden size ${config.text.hiddenSize}`, { field: 'vision_config.out_hidden_size' });
         }
       }
-      // 'q8' is refused by the option table until issue 13's loader lands.
-      weights = await loadWeights(dir, queue, { dtype: opts.dtype as 'bf16' | 'f16' | 'f32' | undefined, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
+      weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits, batch);
       if (opts.eager !== undefined) {
         m.text.eager = opts.eager === true;
@@ -773,6 +782,18 @@ export class Model {
   }
 
   async [Symbol.asyncDispose](): Promise<void> { this.dispose(); }
+}
+
+/**
+ * q8 weights have no CUDA kernels: an explicit CUDA request is an OptionError; 'auto' stays on
+ * the CPU and says why in backend.cuda.
+ */
+function q8OnCpu(backend: BackendInfo, gpu: GpuOption | undefined): BackendInfo {
+  const env = process.env.DIFFUSIONVL_GPU?.trim().toLowerCase();
+  if (env === 'cuda' || (!env && gpu === 'cuda')) {
+    throw new OptionError("dtype 'q8' runs on the CPU only (no CUDA kernel reads int8 weights): load with gpu: false, or with another dtype on the GPU", 'dtype');
+  }
+  return { ...backend, backend: 'cpu', cuda: { ...backend.cuda, reason: 'dtype-cpu-only', detail: "dtype 'q8' runs on the CPU only; load without it to use the GPU" } };
 }
 
 /**

@@ -12,7 +12,7 @@
 // the driver library when libcuda.so.1 is not on the loader's path.
 import { BackendError, OptionError } from '../errors.js';
 import { loadAddon } from './load.js';
-import type { Attrs, Isa, NativeTensor } from './types.js';
+import type { Attrs, CpuKernelInfo, Isa, NativeTensor } from './types.js';
 
 export type GpuOption = 'auto' | 'cuda' | 'cpu' | false;
 
@@ -36,6 +36,7 @@ export type CudaReason =
   | 'arch-unsupported'
   | 'cuda-error'
   | 'plugin-conflict'
+  | 'dtype-cpu-only'
   | `plugin-load-failed: ${string}`;
 
 export interface CudaDeviceInfo {
@@ -50,7 +51,11 @@ export interface CudaDeviceInfo {
 
 export interface BackendInfo {
   backend: 'cpu' | 'cuda';
-  cpu: { isa: Isa; isaLevels: Isa[]; physicalCores: number };
+  cpu: {
+    isa: Isa; isaLevels: Isa[]; physicalCores: number;
+    /** On a loaded model's backend (CPU): the matmul kernels per weight dtype at its precision. */
+    kernels?: CpuKernelInfo;
+  };
   cuda: {
     available: boolean;
     reason?: CudaReason;

@@ -5,9 +5,9 @@
 // Intermediate tensors should be disposed as soon as the last op that reads them is queued
 // (`TensorScope` does it for a block of code); the queued op keeps its own reference.
 import { loadAddon } from './load.js';
-import type { Attrs, DType, Isa, NativeInfo, NativePlan, NativePlanBuilder, NativeQueue, NativeTensor } from './types.js';
+import type { Attrs, CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativePlanBuilder, NativeQueue, NativeTensor, Precision } from './types.js';
 
-export type { DType, Isa, NativeInfo, NativePlan, NativeTensor as Tensor } from './types.js';
+export type { CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativeTensor as Tensor, Precision } from './types.js';
 export { addonPath, loadAddon, packageRoot } from './load.js';
 
 export function nativeInfo(): NativeInfo {
@@ -44,6 +44,14 @@ export interface QueueOptions {
    * on copies). Needs an available CUDA backend: call getBackendInfo first.
    */
   device?: 'cpu' | 'cuda';
+  /**
+   * CPU matmul precision (default 'fast'): 'exact' keeps activations f32 and every product
+   * exact; 'fast' rounds activations once per matmul input — to bf16 for bf16 weights (the
+   * vdpbf16ps kernel on AVX512_BF16; other levels run the exact kernel), to int8 blocks for q8
+   * weights. f32 and f16 weights always run exact. README "Precision (CPU)" states the bounds.
+   * A CUDA queue runs its CPU fallbacks exact.
+   */
+  precision?: Precision;
 }
 
 /**
@@ -99,14 +107,15 @@ export abstract class OpSet {
   empty(dtype: DType, shape: readonly number[]): NativeTensor { return this.one('empty', [], { dtype, shape }); }
   /** ids i32 [T], table [V, H] → f32 [T, H]. */
   embedding(ids: NativeTensor, table: NativeTensor): NativeTensor { return this.one('embedding', [ids, table]); }
-  /** x f32 [.., K] · W[N, K]ᵀ (+ bias f32 [N]) → f32 [.., N]. */
+  /** x f32 [.., K] · W[N, K]ᵀ (+ bias f32 [N]) → f32 [.., N]; W f32, bf16, f16 or q8; the queue's precision picks the kernel. */
   matmul(x: NativeTensor, w: NativeTensor, bias?: NativeTensor | null): NativeTensor {
     return this.one('matmul', bias ? [x, w, bias] : [x, w]);
   }
   add(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('add', [a, b]); }
   mul(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('mul', [a, b]); }
   scale(x: NativeTensor, s: number): NativeTensor { return this.one('scale', [x], { s }); }
-  convert(x: NativeTensor, dtype: 'f32' | 'bf16' | 'f16'): NativeTensor { return this.one('convert', [x], { dtype }); }
+  /** To another float dtype (round to nearest even), or to/from q8 (rows of the last dim quantised; dequantised exactly). */
+  convert(x: NativeTensor, dtype: 'f32' | 'bf16' | 'f16' | 'q8'): NativeTensor { return this.one('convert', [x], { dtype }); }
   /** Reads `bytes` at `offset` of `path` (stored as `src`) into `dst`, converting if needed. */
   load(dst: NativeTensor, path: string, offset: number, bytes: number, src: DType): void {
     this.op('load', [dst], { path, offset, bytes, src });
@@ -194,6 +203,8 @@ export abstract class OpSet {
   }
   /** stream_read: reads `bytes` of a scratch buffer `repeat` times (bandwidth probe); returns f32 [1] checksum. (probe.cpp) */
   streamRead(buf: NativeTensor, repeat: number): NativeTensor { return this.one('stream_read', [buf], { repeat }); }
+  /** compute_peak: every kernel thread runs `iters` rounds of the level's register-only multiply-add loop for `kind`; f32 [2] = [multiply-adds, seconds]. (probe.cpp) */
+  computePeak(kind: 'f32' | 'bf16' | 'q8', iters: number): NativeTensor { return this.one('compute_peak', [], { kind, iters }); }
   /** image_resize: u8 [H, W, 3] → u8 [h, w, 3], Pillow-exact bicubic (docs §3.1). (image.cpp) */
   imageResize(img: NativeTensor, width: number, height: number): NativeTensor {
     return this.one('image_resize', [img], { width, height });
@@ -221,6 +232,9 @@ export class Queue extends OpSet {
   get isa(): Isa | null { return this.native.isa; }
   get disposed(): boolean { return this.native.disposed; }
   get device(): 'cpu' | 'cuda' { return this.native.device; }
+  get precision(): Precision | null { return this.native.precision; }
+  /** What the CPU matmul runs for each weight dtype (null once disposed). */
+  get kernels(): CpuKernelInfo | null { return this.native.kernels; }
 
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs: OpAttrs = {}): NativeTensor[] {
     // A PlanParam here is a bug (only a Recorder hands them out): the addon rejects it as an

@@ -1,8 +1,10 @@
 // types.ts — the typed view of the addon's surface (csrc/napi). Public code never sees these
 // directly; lib/native/index.ts wraps them.
 
-export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8';
-export type Isa = 'scalar' | 'avx2' | 'avx512' | 'avx512_bf16';
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8' | 'q8';
+/** CPU matmul precision (csrc/cpu/kernels.h): 'exact' keeps f32 activations, 'fast' rounds them. */
+export type Precision = 'exact' | 'fast';
+export type Isa = 'scalar' | 'avx2' | 'avx2_vnni' | 'avx512' | 'avx512_bf16';
 export type AttrValue = number | boolean | string | readonly number[] | undefined;
 export type Attrs = Record<string, AttrValue>;
 
@@ -63,6 +65,18 @@ export interface NativeQueue {
   readonly isa: Isa | null;
   readonly disposed: boolean;
   readonly device: 'cpu' | 'cuda';
+  readonly precision: Precision | null;
+  readonly kernels: CpuKernelInfo | null;
+}
+
+/** What the CPU matmul computes with, per weight dtype, at a queue's level and precision. */
+export interface CpuKernelInfo {
+  isa: Isa;
+  precision: Precision;
+  f32: string;
+  f16: string;
+  bf16: string;
+  q8: string;
 }
 
 export interface NativeInfo {
@@ -80,5 +94,5 @@ export interface NativeAddon {
   info(): NativeInfo;
   memory(): { hostStorages: number; hostBytes: number };
   Tensor: NativeTensorClass;
-  Queue: new (opts?: { threads?: number; isa?: Isa; device?: 'cpu' | 'cuda' }) => NativeQueue;
+  Queue: new (opts?: { threads?: number; isa?: Isa; device?: 'cpu' | 'cuda'; precision?: Precision }) => NativeQueue;
 }

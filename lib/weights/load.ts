@@ -8,11 +8,12 @@
 // dtype there), so weights never pass through the JS heap (docs/architecture.md).
 //
 // Dtypes: matrices (2-D and up) keep the stored dtype unless `dtype` asks otherwise; 1-D tensors
-// (norm weights, biases, image_newline) are always f32 because the ops take them in f32.
+// (norm weights, biases, image_newline) are always f32 because the ops take them in f32; 'q8'
+// applies to 2-D matrices only (what the matmul and embedding ops read).
 // The queue is synced every ~64 MB so progress and abort stay responsive; a failure or abort
 // disposes everything allocated so far and leaves the queue with no pending error.
 import { basename } from 'node:path';
-import { WeightsError } from '../errors.js';
+import { OptionError, WeightsError } from '../errors.js';
 import type { DType, Queue, Tensor } from '../native/index.js';
 import { openCheckpoint, type StoredTensor } from './checkpoint.js';
 import { readConfig, type ModelConfig } from './config.js';
@@ -28,8 +29,13 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** Dtype for 2-D+ weight matrices (default: as stored). 1-D tensors are always f32. */
-  dtype?: 'bf16' | 'f16' | 'f32';
+  /**
+   * Dtype for 2-D+ weight matrices (default: as stored). 1-D tensors are always f32. 'q8'
+   * (CPU queues only) quantises 2-D matrices while reading them (csrc/core/dtype.h; the load op
+   * works through ~4 MiB chunks, so the full-precision tensor is never held); tensors of rank 3
+   * and up (conv kernels) keep their stored dtype.
+   */
+  dtype?: 'bf16' | 'f16' | 'f32' | 'q8';
   /** Called after each sync (about every 64 MB) and once at the end with loadedBytes = totalBytes. */
   onProgress?: (p: LoadProgress) => void;
   /** Aborting rejects with signal.reason after freeing what was allocated. */
@@ -118,7 +124,8 @@ function planTensors(config: ModelConfig, stored: StoredTensor[], opts: LoadOpti
     if (!stored) {
       throw new WeightsError(`${s.file}: tensor ${s.name} is stored as ${s.dtype}; weights must be F32, F16 or BF16`, { file: s.file, tensor: s.name });
     }
-    plan.push({ name, src: s, dtype: shape.length === 1 ? 'f32' : opts.dtype ?? stored });
+    const want = opts.dtype === 'q8' && shape.length !== 2 ? stored : opts.dtype ?? stored;
+    plan.push({ name, src: s, dtype: shape.length === 1 ? 'f32' : want });
   }
   // File order, then offset order: sequential reads.
   const fileRank = new Map<string, number>();
@@ -131,6 +138,9 @@ function planTensors(config: ModelConfig, stored: StoredTensor[], opts: LoadOpti
 export async function loadWeights(dir: string, queue: Queue, opts: LoadOptions = {}): Promise<LoadedWeights> {
   const { signal } = opts;
   signal?.throwIfAborted();
+  if (opts.dtype === 'q8' && queue.device === 'cuda') {
+    throw new OptionError("dtype 'q8' runs on the CPU only: load it with a CPU queue", 'dtype');
+  }
   const config = await readConfig(dir);
   const ckpt = await openCheckpoint(dir);
   signal?.throwIfAborted();

@@ -53,3 +53,24 @@ export function expectClose(got: ArrayLike<number>, ref: ArrayLike<number>, tol:
   const r = compareArrays(got, ref, tol, label);
   if (!r.ok) throw new Error(r.message);
 }
+
+/**
+ * Per-element bounds (matmul tests): NaN first (positions must match), then infinities (exactly),
+ * then |got − ref| ≤ tol[i]. Throws naming the first bad index.
+ */
+export function checkBound(got: ArrayLike<number>, ref: ArrayLike<number>, tol: ArrayLike<number>, label: string): void {
+  if (got.length !== ref.length) throw new Error(`${label}: length ${got.length} != reference ${ref.length}`);
+  for (let i = 0; i < got.length; i++) {
+    const g = got[i], r = ref[i];
+    if (Number.isNaN(g) || Number.isNaN(r)) {
+      if (Number.isNaN(g) !== Number.isNaN(r)) throw new Error(`${label}: index ${i}: NaN mismatch (got ${g}, ref ${r})`);
+      continue;
+    }
+    if (!Number.isFinite(r)) {
+      if (g !== r) throw new Error(`${label}: index ${i}: infinity mismatch (got ${g}, ref ${r})`);
+      continue;
+    }
+    const d = Math.abs(g - r);
+    if (!(d <= tol[i])) throw new Error(`${label}: index ${i}: |${g} - ${r}| = ${d.toExponential(3)} > ${tol[i].toExponential(3)}`);
+  }
+}

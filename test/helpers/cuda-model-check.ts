@@ -38,7 +38,7 @@ function codeOf(f: () => unknown): string | null {
 
 async function queueChecks(): Promise<Record<string, unknown>> {
   const q = new Queue({ device: 'cuda' });
-  const cpu = new Queue();
+  const cpu = new Queue({ precision: 'exact' });
   const a = tensorFromArray('f32', [3, 5], Float32Array.from({ length: 15 }, (_, i) => i * 0.5 - 3));
   const b = tensorFromArray('f32', [3, 5], Float32Array.from({ length: 15 }, (_, i) => 1 / (i + 1)));
   // The f32 result of f on the f32 inputs: exact for + and × (one rounding), any backend.

@@ -15,6 +15,7 @@ const lockCases: HostileCase[] = [
     body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1, limits: { streamIdleMs: 300 } });
       const it = m.stream(${REQ}); await it.next();
       const r = ${withTimeout(`m.generate(${REQ})`)};
+      await sleep(450);   // past the idle timeout even when the generate above was quicker than it
       let late; try { await it.next(); } catch (e) { late = e.code; }
       m.dispose(); return [r.stats.generatedTokens, late];`,
     check: (r) => { const [n, late] = r.value as [number, string]; if (!r.ok || n !== 64 || late !== 'DVL_STREAM_IDLE') throw new Error(JSON.stringify(r)); },

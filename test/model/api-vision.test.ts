@@ -95,7 +95,7 @@ async function referenceInputs(m: TinyModel, ids: readonly number[], sentinels: 
 
 describe('images in generate()', () => {
   it('one image: prompt = text ids + image tokens; spliced prefill logits match float64', async () => {
-    await using model = await loadModel(vlm.dir, { threads: 2 });
+    await using model = await loadModel(vlm.dir, { threads: 2, precision: 'exact' });
     const v = model.config.vision as QwenVisionConfig;
     expect(v.kind).toBe('qwen2_5_vl');
     expect([v.minPixels, v.maxPixels]).toEqual([PIXELS.min, PIXELS.max]);
@@ -129,7 +129,7 @@ describe('images in generate()', () => {
   }, 120_000);
 
   it('two images in one prompt (and a causal AR prefill): each sentinel gets its own features', async () => {
-    await using model = await loadModel(vlm.dir, { threads: 2 });
+    await using model = await loadModel(vlm.dir, { threads: 2, precision: 'exact' });
     const v = model.config.vision as QwenVisionConfig;
     const images = [WIDE, SMALL];
     const messages = ask(images, 'Compare them.');
@@ -178,7 +178,7 @@ describe('images in generate()', () => {
     expect(bs).toBeGreaterThan(0);
     const m2 = await writeTinyModel({ diffusion: true, seed: 21, blockSize: bs, pixels: PIXELS, vision: { ...VISION, fullAttBlockIndexes: [1] } });
     try {
-      await using model = await loadModel(m2.dir, { threads: 2 });
+      await using model = await loadModel(m2.dir, { threads: 2, precision: 'exact' });
       const opts = { maxTokens: 24, steps: 4, stopTokens: [] as number[] };
       const r = await model.generate({ messages, ...opts });
       expect(r.stats.promptTokens).toBe(P);
@@ -233,7 +233,7 @@ describe('images in generate()', () => {
   it('SigLIP route (AR-LM layout): the sentinel expands to the anyres token count and the spliced rows are the encoder\'s', async () => {
     const m = await writeTinyModel({ diffusion: true, seed: 24, vision: { kind: 'siglip', hiddenSize: 32, numLayers: 1, numHeads: 2, intermediateSize: 48, patchSize: 14, imageSize: 384 } });
     try {
-      await using model = await loadModel(m.dir, { threads: 2 });
+      await using model = await loadModel(m.dir, { threads: 2, precision: 'exact' });
       const v = model.config.vision as SiglipVisionConfig;
       expect(v.kind).toBe('siglip');
       const messages = ask([SMALL], 'What?');
@@ -251,7 +251,7 @@ describe('images in generate()', () => {
       const P = withSentinel.length - 1 + N;
       const rows = [s - 1, s, s + N - 1, s + N, P - 1];
       const got = await model.promptLogits({ messages }, { rows, mask: 'block' });
-      const q = new Queue({ threads: 2 });
+      const q = new Queue({ threads: 2, precision: 'exact' });
       const w = await loadWeights(m.dir, q, { vision: true });
       let feats: Float32Array;
       try {

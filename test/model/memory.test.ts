@@ -10,8 +10,8 @@ import { bundledModelDir } from '../../lib/models.js';
 import { writeTinyModel } from '../helpers/tinyModel.js';
 
 describe('memory estimate', () => {
-  it('weights: equal to the bytes the loader holds (bundled VLM, bf16 as stored and f32)', async () => {
-    for (const dtype of [undefined, 'f32'] as const) {
+  it('weights: equal to the bytes the loader holds (bundled VLM, bf16 as stored, f32 and q8)', async () => {
+    for (const dtype of [undefined, 'f32', 'q8'] as const) {
       const m = await loadModel(undefined, { threads: 1, dtype });
       try {
         expect(m.memory.weightsBytes, String(dtype)).toBe(m.weightBytes);

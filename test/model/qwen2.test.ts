@@ -26,7 +26,7 @@ async function fixture(tiny: TinyQwen2Config, dtype: 'f32' | 'bf16' | 'f16', tie
   const dir = mkdtempSync(join(tmpdir(), 'dvl-qwen2-'));
   dirs.push(dir);
   const ck = await writeQwen2Checkpoint(dir, tiny, { dtype, tied, shards: 1, layout: 'plain', seed });
-  const q = new Queue({ threads: 2 });
+  const q = new Queue({ threads: 2, precision: 'exact' });  // float64 references: the exact kernels
   const w = await loadWeights(dir, q);
   const t = w.config.text;
   const cfg: RefConfig = { ...t };

@@ -66,11 +66,20 @@ function rope(x: Float64Array, heads: number, hd: number, pos: number, theta: nu
   }
 }
 
+export interface ReferenceOptions {
+  /**
+   * Applied to the input of every linear layer (q/k/v, o, gate/up, down, lm_head) before the
+   * product: a model of the fast precisions' activation rounding (test/model/precision.test.ts).
+   */
+  linearInput?: (x: Float64Array) => Float64Array;
+}
+
 /**
  * Logits [T][V] (as Float64Array rows) for every position of `ids` at positions 0..T-1 under
  * the visibility predicate.
  */
-export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], visible: Visible, rows?: readonly number[]): Float64Array[] {
+export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], visible: Visible, rows?: readonly number[], opts: ReferenceOptions = {}): Float64Array[] {
+  const lin = opts.linearInput ? (x: Float64Array, wt: Float32Array, N: number, b?: Float32Array) => linear(opts.linearInput!(x), wt, N, b) : linear;
   const T = ids.length, H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
   const I = cfg.intermediateSize, V = cfg.vocabSize;
   const get = (n: string) => {
@@ -89,9 +98,9 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
     const Q: Float64Array[] = [], K: Float64Array[] = [], Vv: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
       const x = rmsNorm(h[t], get(p + 'input_layernorm.weight'), cfg.rmsNormEps);
-      const q = linear(x, get(p + 'self_attn.q_proj.weight'), nh * hd, bias(p + 'self_attn.q_proj.bias', qkvBias));
-      const k = linear(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, bias(p + 'self_attn.k_proj.bias', qkvBias));
-      const v = linear(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, bias(p + 'self_attn.v_proj.bias', qkvBias));
+      const q = lin(x, get(p + 'self_attn.q_proj.weight'), nh * hd, bias(p + 'self_attn.q_proj.bias', qkvBias));
+      const k = lin(x, get(p + 'self_attn.k_proj.weight'), nkv * hd, bias(p + 'self_attn.k_proj.bias', qkvBias));
+      const v = lin(x, get(p + 'self_attn.v_proj.weight'), nkv * hd, bias(p + 'self_attn.v_proj.bias', qkvBias));
       const norms = () => {
         headNorm(q, nh, hd, get(p + 'self_attn.q_norm.weight'), cfg.rmsNormEps);
         headNorm(k, nkv, hd, get(p + 'self_attn.k_norm.weight'), cfg.rmsNormEps);
@@ -126,20 +135,20 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
           for (let i = 0; i < hd; i++) o[head * hd + i] += pw * Vv[keys[j]][kvh * hd + i];
         }
       }
-      const y = linear(o, get(p + 'self_attn.o_proj.weight'), H, bias(p + 'self_attn.o_proj.bias', oBias));
+      const y = lin(o, get(p + 'self_attn.o_proj.weight'), H, bias(p + 'self_attn.o_proj.bias', oBias));
       const h1 = h[t].map((v, i) => v + y[i]);
       const m = rmsNorm(h1, get(p + 'post_attention_layernorm.weight'), cfg.rmsNormEps);
-      const g = linear(m, get(p + 'mlp.gate_proj.weight'), I);
-      const u = linear(m, get(p + 'mlp.up_proj.weight'), I);
+      const g = lin(m, get(p + 'mlp.gate_proj.weight'), I);
+      const u = lin(m, get(p + 'mlp.up_proj.weight'), I);
       const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]);
-      const d = linear(a, get(p + 'mlp.down_proj.weight'), H);
+      const d = lin(a, get(p + 'mlp.down_proj.weight'), H);
       next.push(h1.map((v, i) => v + d[i]));
     }
     h = next;
   }
   const head = cfg.tieWordEmbeddings ? emb : get('lm_head.weight');
   const want = rows ?? ids.map((_, i) => i);
-  return want.map((t) => linear(rmsNorm(h[t], get('model.norm.weight'), cfg.rmsNormEps), head, V));
+  return want.map((t) => lin(rmsNorm(h[t], get('model.norm.weight'), cfg.rmsNormEps), head, V));
 }
 
 /** Index of the largest value (first on ties). */

@@ -40,7 +40,7 @@ async function fixture(vision: SiglipDims, Ht: number, dtype: 'f32' | 'bf16' | '
   dirs.push(dir);
   const ck = await writeQwen2Checkpoint(dir, { hiddenSize: Ht, numLayers: 1, numHeads: 1, numKvHeads: 1, intermediateSize: 24, vocabSize: 50, vision },
     { dtype, tied: true, shards: 1, layout: 'siglip', seed, diffusion: { blockSize: 4, maskTokenId: 49 } });
-  const q = new Queue({ threads: 2 });
+  const q = new Queue({ threads: 2, precision: 'exact' });  // float64 references: the exact kernels
   const w = await loadWeights(dir, q);
   const cfg = w.config.vision;
   if (cfg?.kind !== 'siglip') throw new Error('fixture: not a SigLIP config');

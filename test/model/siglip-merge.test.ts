@@ -21,7 +21,7 @@ const TOL_BILINEAR = { abs: 1e-4, rel: 1e-5 };
 const EXACT = { abs: 0 };
 
 let q: Queue;
-beforeAll(() => { q = new Queue({ threads: 2 }); });
+beforeAll(() => { q = new Queue({ threads: 2, precision: 'exact' }); });
 afterAll(() => q.dispose());
 
 describe('resize_bilinear (align_corners = false, no antialias)', () => {

@@ -29,8 +29,9 @@ describe('bundled trained model vs the PyTorch reference decoder (train/fixtures
   let parent: Model;
   beforeAll(async () => {
     expect(existsSync(childDir), `${childDir} missing: regenerate with train/run_all.sh`).toBe(true);
-    child = await loadModel(childDir, { threads: 2 });
-    parent = await loadModel(parentDir, { threads: 2 });
+    // Token-for-token against PyTorch: the exact kernels (the default precision is 'fast').
+    child = await loadModel(childDir, { threads: 2, precision: 'exact' });
+    parent = await loadModel(parentDir, { threads: 2, precision: 'exact' });
   });
   afterAll(() => { child?.dispose(); parent?.dispose(); });
 

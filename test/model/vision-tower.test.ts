@@ -29,7 +29,7 @@ async function makeTower(vision: Omit<QwenVisionDims, 'kind' | 'patchSize' | 'te
     hiddenSize: 24, numLayers: 1, numHeads: 2, numKvHeads: 1, intermediateSize: 32, vocabSize: 40,
     vision: { kind: 'qwen2_5_vl', patchSize: 14, temporalPatchSize: 2, spatialMergeSize: 2, ...vision },
   }, { dtype, tied: true, shards: 1, layout, seed, diffusion: layout === 'stock' ? undefined : { blockSize: 8, maskTokenId: 39 } });
-  const q = new Queue({ threads: 2 });
+  const q = new Queue({ threads: 2, precision: 'exact' });  // float64 references: the exact kernels
   const weights = await loadWeights(dir, q, { vision: true });
   const cfg = weights.config.vision;
   if (cfg?.kind !== 'qwen2_5_vl') throw new Error('expected a Qwen2.5-VL vision config');

@@ -1,4 +1,5 @@
-// matmul: y = x · Wᵀ (+ bias), x f32 [.., K], W f32|bf16|f16 [N, K] (HF layout), bias f32 [N].
+// matmul, precision 'exact' (the default is 'fast': test/ops/matmul-fast.test.ts): y = x · Wᵀ (+ bias),
+// x f32 [.., K], W f32|bf16|f16 [N, K] (HF layout), bias f32 [N].
 // Every ISA level this machine has (nativeInfo().isaLevels, one Queue({ isa }) each) against a
 // float64 reference on the exact values the kernel sees (W decoded from its stored bits).
 //
@@ -11,6 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray, type DType, type Isa } from '../../lib/native/index.js';
 import { DTypeError, ShapeError } from '../../lib/errors.js';
+import { checkBound } from '../helpers/compare.js';
 import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
 
 type WType = 'f32' | 'bf16' | 'f16';
@@ -43,23 +45,6 @@ function reference(x: Float32Array, w: Float64Array, b: Float32Array | null, M: 
   return { ref, tol };
 }
 
-/** NaN first (must match exactly), then infinities, then the per-element bound. */
-function check(got: Float32Array, ref: Float64Array, tol: Float64Array, label: string): void {
-  expect(got.length, label).toBe(ref.length);
-  for (let i = 0; i < got.length; i++) {
-    const g = got[i], r = ref[i];
-    if (Number.isNaN(g) || Number.isNaN(r)) {
-      if (Number.isNaN(g) !== Number.isNaN(r)) throw new Error(`${label}: index ${i}: NaN mismatch (got ${g}, ref ${r})`);
-      continue;
-    }
-    if (!Number.isFinite(r)) {
-      if (g !== r) throw new Error(`${label}: index ${i}: infinity mismatch (got ${g}, ref ${r})`);
-      continue;
-    }
-    const d = Math.abs(g - r);
-    if (!(d <= tol[i])) throw new Error(`${label}: index ${i}: |${g} - ${r}| = ${d.toExponential(3)} > ${tol[i].toExponential(3)}`);
-  }
-}
 
 const levels: Isa[] = nativeInfo().isaLevels;
 const Ms = [1, 2, 3, 7, 8, 9, 16, 33];
@@ -113,17 +98,17 @@ describe('matmul', () => {
 
   for (const isa of levels) {
     it(`${isa}: every weight dtype, odd M, K, N, with and without bias`, async () => {
-      const q = new Queue({ isa, threads: 2 });
+      const q = new Queue({ isa, threads: 2, precision: 'exact' });
       expect(q.isa).toBe(isa);
       for (const p of all) {
         const got = await run(q, p);
-        check(got, p.ref, p.tol, `${isa} ${p.wt} M=${p.M} K=${p.K} N=${p.N} bias=${p.bias}`);
+        checkBound(got, p.ref, p.tol, `${isa} ${p.wt} M=${p.M} K=${p.K} N=${p.N} bias=${p.bias}`);
       }
       q.dispose();
     });
 
     it(`${isa}: NaN in x or W reaches exactly the outputs it feeds`, async () => {
-      const q = new Queue({ isa, threads: 2 });
+      const q = new Queue({ isa, threads: 2, precision: 'exact' });
       for (const wt of wtypes)
         for (const [M, K, N] of [[8, 37, 21], [1, 20, 9], [9, 4097, 5]]) {
           const r = rng(M * 1000 + K);
@@ -137,7 +122,7 @@ describe('matmul', () => {
           for (let m = 0; m < M; m++)
             for (let n = 0; n < N; n++) expect(Number.isNaN(ref[m * N + n])).toBe(m === mNan || n === nNan);
           const got = await run(q, { M, K, N, wt, bias: false, seed: 0, x, wData: data, b: null, ref, tol });
-          check(got, ref, tol, `${isa} ${wt} NaN M=${M} K=${K} N=${N}`);
+          checkBound(got, ref, tol, `${isa} ${wt} NaN M=${M} K=${K} N=${N}`);
         }
       q.dispose();
     });
@@ -150,15 +135,15 @@ describe('matmul', () => {
     const w = new Float32Array(N * K).fill(2 ** -70);
     const { ref, tol } = reference(x, Float64Array.from(w), null, M, K, N);
     for (const isa of levels) {
-      const q = new Queue({ isa, threads: 1 });
+      const q = new Queue({ isa, threads: 1, precision: 'exact' });
       const got = await run(q, { M, K, N, wt: 'f32', bias: false, seed: 0, x, wData: w, b: null, ref, tol });
-      check(got, ref, tol, `${isa} large`);
+      checkBound(got, ref, tol, `${isa} large`);
       q.dispose();
     }
   });
 
   it('throws typed errors naming the op for bad shapes and dtypes', () => {
-    const q = new Queue({ threads: 1 });
+    const q = new Queue({ threads: 1, precision: 'exact' });
     const x = tensorFromArray('f32', [2, 3], new Float32Array(6));
     const w = tensorFromArray('f32', [4, 3], new Float32Array(12));
     const wBadK = tensorFromArray('f32', [4, 5], new Float32Array(20));
@@ -179,7 +164,7 @@ describe('matmul', () => {
 
   it('K = 0: every output is its bias (or 0), at every level', async () => {
     for (const isa of levels) {
-      const q = new Queue({ isa, threads: 2 });
+      const q = new Queue({ isa, threads: 2, precision: 'exact' });
       for (const wt of wtypes) {
         const x = tensorFromArray('f32', [3, 0], new Float32Array(0));
         const w = tensorFromArray(wt, [5, 0], wt === 'f32' ? new Float32Array(0) : new Uint16Array(0));
@@ -192,7 +177,7 @@ describe('matmul', () => {
   });
 
   it('handles M = 0 rows and returns an empty result', async () => {
-    const q = new Queue({ threads: 2 });
+    const q = new Queue({ threads: 2, precision: 'exact' });
     const x = tensorFromArray('f32', [0, 7], new Float32Array(0));
     const w = tensorFromArray('bf16', [5, 7], new Uint16Array(35));
     const y = q.matmul(x, w);

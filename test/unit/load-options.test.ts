@@ -45,11 +45,13 @@ describe('loadModel options', () => {
     expect(errorOf({ cudaPluginPaths: [1] }).option).toBe('cudaPluginPaths');
   });
 
-  it("options implemented by issue 13 are in the table, refused until that work lands", () => {
-    expect(LOAD_OPTIONS.precision.implementedBy).toMatch(/issue 13/);
-    expect(LOAD_OPTIONS.dtype.implementedBy).toMatch(/issue 13/);
-    expect(errorOf({ precision: 'fast' }).message).toMatch(/^precision "fast" is not available in this build yet \(it comes with issue 13/);
-    expect(errorOf({ dtype: 'q8' }).message).toMatch(/^dtype "q8" is not available/);
+  it('precision and dtype (issue 13): every listed value accepted, others named', () => {
+    expect(LOAD_OPTIONS.precision.available).toBeUndefined();
+    expect(LOAD_OPTIONS.dtype.available).toBeUndefined();
+    for (const precision of ['exact', 'fast']) expect(() => validateLoadOptions({ precision } as never)).not.toThrow();
+    for (const dtype of ['bf16', 'f16', 'f32', 'q8']) expect(() => validateLoadOptions({ dtype } as never)).not.toThrow();
+    expect(() => validateLoadOptions({ isa: 'avx2_vnni' } as never)).not.toThrow();
+    expect(errorOf({ precision: 'turbo' }).message).toMatch(/one of 'exact', 'fast' for precision/);
     expect(errorOf({ dtype: 'int4' }).message).toMatch(/one of 'bf16', 'f16', 'f32', 'q8' for dtype/);
   });
 

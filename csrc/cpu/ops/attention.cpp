@@ -110,7 +110,7 @@ struct SeqItems {
 static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs) {
   auto item = attention_item_base;
 #if defined(DVL_HAVE_X86_KERNELS)
-  if (ctx.k.isa == Isa::Avx2) item = attention_item_avx2;
+  if (ctx.k.isa == Isa::Avx2 || ctx.k.isa == Isa::Avx2Vnni) item = attention_item_avx2;
   if (ctx.k.isa == Isa::Avx512 || ctx.k.isa == Isa::Avx512Bf16) item = attention_item_avx512;
 #endif
   // Split each kv head's Tq·group rows into runs: enough items for every thread (twice over,

@@ -1,23 +1,35 @@
 // basic.cpp — embedding gather, elementwise add/mul/scale, dtype conversion.
 //
-// embedding: ids i32 [T], table f32|bf16|f16 [V, H] → f32 [T, H]. An id outside [0, V) fails
+// embedding: ids i32 [T], table f32|bf16|f16|q8 [V, H] → f32 [T, H]. An id outside [0, V) fails
 //            the op with DVL_RANGE naming the id and its position (checked at run time: the
 //            ids may be written by an earlier op still in the queue).
 // add, mul:  f32 a [.., N] with f32 b of the same shape, or b [N] broadcast over the rows.
 // scale:     f32 x * attr s.
-// convert:   any float dtype → attr dtype (f32|bf16|f16), round to nearest even.
+// convert:   any float dtype → attr dtype (f32|bf16|f16), round to nearest even; to or from
+//            q8 (rows of the last dim quantised by dtype.h's rule, or dequantised exactly).
 // empty:     no inputs; attrs dtype, shape → a new zero-filled tensor (allocated at plan time,
 //            so a loader can read file bytes straight into it).
 #include <string>
+#include <vector>
 
 #include "ops.h"
 
 namespace dvl {
 
+void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, float* dst) {
+  switch (t.dtype) {
+    case DType::F32: std::memcpy(dst, t.data<float>() + r * K, size_t(K) * 4); break;
+    case DType::BF16: ctx.k.cvt_bf16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
+    case DType::F16: ctx.k.cvt_f16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
+    case DType::Q8: ctx.k.dequantize_rows_q8(t.data<uint8_t>() + r * q8_row_bytes(K), 1, K, dst); break;
+    default: throw Error(DVL_ERR_DTYPE, std::string("row_to_f32: ") + dtype_name(t.dtype) + " is not a float dtype");
+  }
+}
+
 static Tensors embedding_plan(const Tensors& in, const Attrs&) {
   op_need_inputs("embedding", in, 2, 2);
   op_need_dtype("embedding", in, 0, {DType::I32});
-  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16});
+  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8});
   op_need_rank("embedding", in, 1, 2);
   if (in[0]->rank() != 1) op_fail(DVL_ERR_SHAPE, "embedding", "ids must be rank 1", in);
   return {Tensor::alloc(DType::F32, {in[0]->dim(0), in[1]->dim(1)})};
@@ -36,12 +48,7 @@ static void embedding_run(OpContext& ctx, const Tensors& in, const Tensors& out,
     for (int64_t t = b; t < e; ++t) {
       int64_t row = ids[t];
       float* dst = y + t * H;
-      switch (tab.dtype) {
-        case DType::F32: std::memcpy(dst, tab.data<float>() + row * H, H * 4); break;
-        case DType::BF16: ctx.k.cvt_bf16_to_f32(tab.data<uint16_t>() + row * H, dst, H); break;
-        case DType::F16: ctx.k.cvt_f16_to_f32(tab.data<uint16_t>() + row * H, dst, H); break;
-        default: break;
-      }
+      row_to_f32(ctx, tab, row, H, dst);
     }
   });
 }
@@ -93,15 +100,38 @@ static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, con
 
 static Tensors convert_plan(const Tensors& in, const Attrs& a) {
   op_need_inputs("convert", in, 1, 1);
-  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16});
+  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8});
   DType to;
-  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16))
-    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16 or f16, got '" + a.gets("dtype", "") + "'", in);
+  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && to != DType::Q8))
+    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16 or q8, got '" + a.gets("dtype", "") + "'", in);
+  if (to == DType::Q8 && in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "convert", "q8 needs rank ≥ 1 (rows of the last dim)", in);
   return {Tensor::alloc(to, in[0]->shape)};
+}
+
+// Conversions to or from q8, row by row (a row = the last dim).
+static void convert_q8_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
+  const int64_t K = x.dim(-1), R = K ? x.numel() / K : 0;
+  if (x.dtype == y.dtype) {
+    std::memcpy(y.raw(), x.raw(), x.nbytes());
+    return;
+  }
+  ctx.pool.parallel_for(R, 16, [&](int64_t b, int64_t e) {
+    std::vector<float> f(static_cast<size_t>(K));
+    for (int64_t r = b; r < e; ++r) {
+      row_to_f32(ctx, x, r, K, f.data());
+      switch (y.dtype) {
+        case DType::Q8: ctx.k.quantize_rows_q8(f.data(), 1, K, y.data<uint8_t>() + r * q8_row_bytes(K)); break;
+        case DType::F32: std::memcpy(y.data<float>() + r * K, f.data(), size_t(K) * 4); break;
+        case DType::BF16: ctx.k.cvt_f32_to_bf16(f.data(), y.data<uint16_t>() + r * K, K); break;
+        default: ctx.k.cvt_f32_to_f16(f.data(), y.data<uint16_t>() + r * K, K); break;
+      }
+    }
+  });
 }
 
 static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
   const Tensor &x = *in[0], &y = *out[0];
+  if (x.dtype == DType::Q8 || y.dtype == DType::Q8) return convert_q8_run(ctx, x, y);
   int64_t n = x.numel();
   ctx.pool.parallel_for(n, 16384, [&](int64_t b, int64_t e) {
     int64_t c = e - b;
@@ -128,7 +158,7 @@ static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, c
 static Tensors empty_plan(const Tensors& in, const Attrs& a) {
   op_need_inputs("empty", in, 0, 0);
   DType dt;
-  if (!dtype_parse(a.gets("dtype", ""), &dt) || dt == DType::Q8_0)
+  if (!dtype_parse(a.gets("dtype", ""), &dt))
     op_fail(DVL_ERR_DTYPE, "empty", "unknown dtype '" + a.gets("dtype", "") + "'", in);
   const std::vector<double>* sv = a.geta("shape");
   if (!sv) op_fail(DVL_ERR_ARG, "empty", "missing shape", in);
@@ -137,7 +167,11 @@ static Tensors empty_plan(const Tensors& in, const Attrs& a) {
     if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_SHAPE, "empty", "shape entries must be non-negative integers", in);
     shape.push_back(int64_t(d));
   }
-  return {Tensor::alloc(dt, shape)};
+  // An empty tensor is filled later, piece by piece (a KV cache) or whole (the loader, which
+  // asks for huge pages itself): small pages keep its resident size to what is written.
+  TensorP t = Tensor::alloc(dt, shape);
+  if (!t->on_cuda() && t->storage) t->storage->advise_small_pages();
+  return {t};
 }
 
 static void empty_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}

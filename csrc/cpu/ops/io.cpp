@@ -2,6 +2,9 @@
 //
 // Inputs: the destination tensor (any dtype). Attrs: path, offset, bytes, src ("f32"|"bf16"|
 // "f16"|"i32"|...). Same dtype → pread into storage; otherwise read in chunks and convert.
+// A q8 destination is quantised row by row (rows of its last dim, dtype.h's rule) from chunks
+// of about 4 MiB of the file, on all the queue's threads: the full-precision tensor is never
+// held, so loading a checkpoint as q8 peaks at the q8 weights plus one chunk.
 // The safetensors header is parsed and checked in TypeScript (lib/weights); this op re-checks
 // only what guards memory (byte count against the tensor, short reads).
 #include <fcntl.h>
@@ -28,7 +31,7 @@ static Tensors load_plan(const Tensors& in, const Attrs& a) {
                                        std::to_string(n) + " elements of " + dtype_name(src), in);
   DType dst = in[0]->dtype;
   bool float_ok = (src == DType::F32 || src == DType::BF16 || src == DType::F16) &&
-                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16);
+                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16 || dst == DType::Q8);
   if (src != dst && !float_ok)
     op_fail(DVL_ERR_DTYPE, "load", std::string("cannot convert ") + dtype_name(src) + " to " + dtype_name(dst), in);
   return {};
@@ -57,6 +60,29 @@ void InputFile::read_exact(void* dst, size_t bytes, long offset) const {
   }
 }
 
+static void load_q8(OpContext& ctx, const InputFile& file, Tensor& t, DType src, off_t offset) {
+  const int64_t K = t.dim(-1), R = K ? t.numel() / K : 0;
+  const size_t es = dtype_size(src), row_in = size_t(K) * es, row_out = size_t(q8_row_bytes(K));
+  if (R == 0) return;
+  const int64_t chunk = row_in >= (size_t(4) << 20) ? 1 : int64_t((size_t(4) << 20) / row_in);
+  std::vector<char> raw(size_t(chunk < R ? chunk : R) * row_in);
+  for (int64_t r0 = 0; r0 < R; r0 += chunk) {
+    const int64_t n = R - r0 < chunk ? R - r0 : chunk;
+    file.read_exact(raw.data(), size_t(n) * row_in, offset + off_t(size_t(r0) * row_in));
+    ctx.pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      std::vector<float> f(static_cast<size_t>(K));
+      for (int64_t r = b; r < e; ++r) {
+        const char* p = raw.data() + size_t(r) * row_in;
+        const float* row = f.data();
+        if (src == DType::F32) std::memcpy(f.data(), p, row_in);
+        else if (src == DType::BF16) ctx.k.cvt_bf16_to_f32(reinterpret_cast<const uint16_t*>(p), f.data(), K);
+        else ctx.k.cvt_f16_to_f32(reinterpret_cast<const uint16_t*>(p), f.data(), K);
+        ctx.k.quantize_rows_q8(row, 1, K, t.data<uint8_t>() + size_t(r0 + r) * row_out);
+      }
+    });
+  }
+}
+
 static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
   std::string path = a.gets("path", "");
   DType src;
@@ -65,10 +91,12 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   size_t bytes = size_t(a.get("bytes", 0));
   Tensor& t = *in[0];
   InputFile file(path);
+  if (!t.on_cuda() && t.storage) t.storage->advise_huge_pages();  // written whole, streamed every forward (see empty)
   if (src == t.dtype) {
     file.read_exact(t.raw(), bytes, offset);
     return;
   }
+  if (t.dtype == DType::Q8) return load_q8(ctx, file, t, src, offset);
   // Convert through f32 in 1 MiB chunks (only small tensors such as norms and biases take
   // this path in practice, or a whole checkpoint when the user asks for another dtype).
   int64_t n = t.numel();

@@ -1,11 +1,18 @@
 // matmul.cpp — y = x · Wᵀ (+ b), the linear layer of every model here.
 //
-// x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16 [N, K] as stored in HF
-// checkpoints, optional bias f32 [N] → y f32 [.., N]. Threads split N into column panels so
-// each thread streams a disjoint slice of W once per block of 16 tokens (M is 1-16 while
-// decoding: one pass). The kernel is the queue's level (kernels.h): activations stay f32,
-// bf16/f16 weights are widened exactly, accumulation is f32 (error ≈ K·2⁻²⁴·Σ|x·w|).
-// Weights are used as stored; no repacked layout (a row-interleaved one would be a new dtype).
+// x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16|q8 [N, K] (HF layout; q8:
+// the same rows quantised, csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N].
+// Threads split N into column panels so each thread streams a disjoint slice of W once per
+// call (the fast kernels) or per block of 16 tokens (the exact ones).
+//
+// The queue's precision (OpContext::precision, read here at run time, so a recorded forward
+// plan keeps the same op) picks the kernel (csrc/cpu/kernels.h):
+//   exact  activations stay f32; bf16/f16/q8 weights widened or dequantised exactly;
+//          f32 accumulation (error ≈ K·2⁻²⁴·Σ|x·w|).
+//   fast   bf16 weights: activations rounded to bf16 once (into the queue's scratch), then
+//          vdpbf16ps where the level has it, else the exact kernel; q8 weights: activations
+//          quantised to int8 blocks once, then the level's int8 dot kernel; f32/f16: exact.
+// Every kernel keeps each y[m, n] independent of M, of the other rows and of the thread split.
 #include "ops.h"
 
 namespace dvl {
@@ -13,7 +20,7 @@ namespace dvl {
 static Tensors matmul_plan(const Tensors& in, const Attrs&) {
   op_need_inputs("matmul", in, 2, 3);
   op_need_dtype("matmul", in, 0, {DType::F32});
-  op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16});
+  op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8});
   op_need_rank("matmul", in, 1, 2);
   const Tensor &x = *in[0], &w = *in[1];
   if (x.rank() < 1 || x.dim(-1) != w.dim(1))
@@ -28,16 +35,69 @@ static Tensors matmul_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(DType::F32, shape)};
 }
 
+// Panels in multiples of 24 rows keep every thread's slice a whole number of the kernels' row
+// groups (8, 6, 4, 3, 2 or 1 rows), so only the last panel has a one-row tail.
+static constexpr int64_t kPanel = 24;
+// Below this many rows the activation preparation runs on the queue thread alone: a fork/join
+// costs more than rounding a few rows.
+static constexpr int64_t kPrepParallelRows = 32;
+
+// Rounds x to bf16 rows of ldx values (zero-padded) in scratch.
+static const uint16_t* round_bf16(OpContext& ctx, Scratch& scratch, const float* x, int64_t M, int64_t K, int64_t ldx) {
+  uint16_t* xb = static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2));
+  auto rows = [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      ctx.k.cvt_f32_to_bf16_daz(x + m * K, xb + m * ldx, K);
+      for (int64_t k = K; k < ldx; ++k) xb[m * ldx + k] = 0;
+    }
+  };
+  if (M < kPrepParallelRows) rows(0, M);
+  else ctx.pool.parallel_for(M, 8, rows);
+  return xb;
+}
+
+// Quantises x into scratch (kernels.h ActQ8: quants, then scales, then corrections).
+static ActQ8 quantize_q8(OpContext& ctx, Scratch& scratch, const float* x, int64_t M, int64_t K) {
+  ActQ8 a;
+  a.nb = q8_blocks(K);
+  a.row_q = (a.nb * kQ8Block + 63) / 64 * 64;
+  const size_t qb = size_t(M * a.row_q), sb = size_t(M * a.nb) * 4;
+  char* p = static_cast<char*>(scratch.get(qb + 2 * sb + 64));
+  a.q = reinterpret_cast<int8_t*>(p);
+  a.d = reinterpret_cast<float*>(p + (qb + 63) / 64 * 64);
+  a.corr = reinterpret_cast<int32_t*>(reinterpret_cast<char*>(a.d) + sb);
+  if (M < kPrepParallelRows) ctx.k.quantize_act_q8(x, 0, M, K, a);
+  else ctx.pool.parallel_for(M, 8, [&](int64_t b, int64_t e) { ctx.k.quantize_act_q8(x, b, e, K, a); });
+  return a;
+}
+
 static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
-  const Tensor &x = *in[0], &w = *in[1];
+  const Tensor &xt = *in[0], &w = *in[1];
   const float* bias = in.size() == 3 && in[2] ? in[2]->data<float>() : nullptr;
-  int64_t M = rows_of(x), K = x.dim(-1), N = w.dim(0);
-  MatmulFn fn = w.dtype == DType::F32 ? ctx.k.matmul_f32 : w.dtype == DType::BF16 ? ctx.k.matmul_bf16 : ctx.k.matmul_f16;
+  const int64_t M = rows_of(xt), K = xt.dim(-1), N = w.dim(0);
+  const float* x = xt.data<float>();
   float* y = out[0]->data<float>();
   if (M == 0 || N == 0) return;
-  // Panels in multiples of 24 rows keep every thread's slice a whole number of the SIMD
-  // kernels' row groups (8, 6, 4 or 3 rows), so only the last panel has a one-row tail.
-  ctx.pool.parallel_for(N, 24, [&](int64_t n0, int64_t n1) { fn(x.data<float>(), M, K, w.raw(), n0, n1, bias, y, N); });
+  const bool fast = ctx.precision == Precision::Fast;
+  Scratch local;  // only used by contexts without a queue
+  Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
+
+  if (fast && w.dtype == DType::BF16 && ctx.k.matmul_bf16_dot && K > 0) {
+    const int64_t ldx = (K + 31) / 32 * 32;
+    const uint16_t* xb = round_bf16(ctx, scratch, x, M, K, ldx);
+    ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_bf16_dot(xb, M, K, ldx, w.raw(), n0, n1, bias, y, N); });
+    return;
+  }
+  if (fast && w.dtype == DType::Q8) {
+    const ActQ8 a = quantize_q8(ctx, scratch, x, M, K);
+    ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_q8_fast(a, M, K, w.raw(), n0, n1, bias, y, N); });
+    return;
+  }
+  MatmulFn fn = w.dtype == DType::F32    ? ctx.k.matmul_f32
+                : w.dtype == DType::BF16 ? ctx.k.matmul_bf16
+                : w.dtype == DType::F16  ? ctx.k.matmul_f16
+                                         : ctx.k.matmul_q8;
+  ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { fn(x, M, K, w.raw(), n0, n1, bias, y, N); });
 }
 
 void ops_register_matmul(std::vector<OpDef>& t) { t.push_back({"matmul", matmul_plan, matmul_run}); }

@@ -50,6 +50,8 @@ void op_need_dtype(const std::string& op, const Tensors& in, size_t i, std::init
 void op_need_rank(const std::string& op, const Tensors& in, size_t i, int rank);
 // Leading dims product of t (all but the last).
 int64_t rows_of(const Tensor& t);
+// Row r (of K values) of an f32|bf16|f16|q8 tensor, widened to f32 (q8: dequantised) into dst.
+void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, float* dst);
 
 // One sequence of a batched pass (attention_batch, kv_cache_append_batch: attention.cpp).
 struct BatchSeq {

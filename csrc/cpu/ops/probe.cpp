@@ -8,10 +8,16 @@
 //               the passes from s = 0, then (s ^ s >> 32) & 0xffffff as a float — the same on
 //               every level and thread count. bench/kernels.ts times it to get
 //               the machine's read bandwidth, the roofline every matmul is measured against.
+// compute_peak: no inputs; attrs kind ('f32' | 'bf16' | 'q8'), iters → f32 [2] = [multiply-adds
+//               done by all kernel threads, seconds of wall time]: every thread runs the
+//               level's register-only loop of the instruction its matmul uses for that kind
+//               (CpuKernels::compute_peak) — the peak a matmul's GMAC/s is judged against.
 // kernel_probe: a, b f32 [n], attr fn 'dot' → f32 [1] = dot_f32(a, b);
 //               attr fn 'axpy', attr alpha → f32 [n] = b + alpha·a via axpy_f32.
 //               For tests of the queue's ISA level (test/ops/kernels.test.ts); models never
 //               call it.
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -50,6 +56,32 @@ static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& ou
   out[0]->data<float>()[0] = float(sum & 0xffffff);
 }
 
+static char peak_kind(const std::string& k) { return k == "f32" ? 'f' : k == "bf16" ? 'b' : k == "q8" ? 'q' : 0; }
+
+static Tensors compute_peak_plan(const Tensors& in, const Attrs& a) {
+  op_need_inputs("compute_peak", in, 0, 0);
+  if (!peak_kind(a.gets("kind", ""))) op_fail(DVL_ERR_ARG, "compute_peak", "attribute kind must be 'f32', 'bf16' or 'q8', got '" + a.gets("kind", "") + "'", in);
+  const int64_t iters = a.needi("compute_peak", "iters");
+  if (iters < 1) op_fail(DVL_ERR_RANGE, "compute_peak", "iters must be ≥ 1", in);
+  return {Tensor::alloc(DType::F32, {2})};
+}
+
+static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out, const Attrs& a) {
+  const char kind = peak_kind(a.gets("kind", ""));
+  const int64_t iters = a.geti("iters", 1);
+  std::atomic<double> macs{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  ctx.pool.run([&](int, int) {
+    const double m = ctx.k.compute_peak(kind, iters);
+    double cur = macs.load();
+    while (!macs.compare_exchange_weak(cur, cur + m)) {
+    }
+  });
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out[0]->data<float>()[0] = float(macs.load());
+  out[0]->data<float>()[1] = float(sec);
+}
+
 static Tensors kernel_probe_plan(const Tensors& in, const Attrs& a) {
   op_need_inputs("kernel_probe", in, 2, 2);
   op_need_dtype("kernel_probe", in, 0, {DType::F32});
@@ -81,6 +113,7 @@ static void kernel_probe_run(OpContext& ctx, const Tensors& in, const Tensors& o
 void ops_register_probe(std::vector<OpDef>& t) {
   t.push_back({"stream_read", stream_read_plan, stream_read_run});
   t.push_back({"kernel_probe", kernel_probe_plan, kernel_probe_run});
+  t.push_back({"compute_peak", compute_peak_plan, compute_peak_run});
 }
 
 }  // namespace dvl

@@ -1,7 +1,8 @@
 // shape.cpp — ops that move rows and columns without arithmetic.
 //
 // reshape:     x (any dtype); attr shape (one entry may be −1: inferred) → a new Tensor over
-//              the SAME storage (no copy; writes through either are seen by both).
+//              the SAME storage (no copy; writes through either are seen by both). A q8 x
+//              must keep its last dim.
 // gather_rows: x [R, ...] (any dtype), idx i32 [n] → [n, ...], row i = x[idx[i]].
 // scatter_rows: dst f32 [R, ...] in place, src f32 [n, ...], idx i32 [n]: dst[idx[i]] = src[i],
 //              in order i = 0..n−1 (a repeated index keeps the last row).
@@ -18,7 +19,6 @@ namespace dvl {
 
 static Tensors reshape_plan(const Tensors& in, const Attrs& a) {
   op_need_inputs("reshape", in, 1, 1);
-  if (in[0]->dtype == DType::Q8_0) op_fail(DVL_ERR_DTYPE, "reshape", "block-quantized tensors cannot be reshaped", in);
   const std::vector<double>* sv = a.geta("shape");
   if (!sv) op_fail(DVL_ERR_ARG, "reshape", "missing shape", in);
   std::vector<int64_t> shape;
@@ -43,6 +43,9 @@ static Tensors reshape_plan(const Tensors& in, const Attrs& a) {
   }
   if (known != n)
     op_fail(DVL_ERR_SHAPE, "reshape", "shape " + shape_str(shape) + " holds " + std::to_string(known) + " elements, x has " + std::to_string(n), in);
+  // q8 rows are stored one by one (dtype.h): any shape with the same row length K is the same bytes.
+  if (in[0]->dtype == DType::Q8 && (shape.empty() || shape.back() != in[0]->dim(-1)))
+    op_fail(DVL_ERR_DTYPE, "reshape", "a q8 tensor keeps its last dim (the row length it was quantised with)", in);
   auto t = std::make_shared<Tensor>();
   t->dtype = in[0]->dtype;
   t->shape = shape;
@@ -60,7 +63,7 @@ static Tensors narrow_rows_plan(const Tensors& in, const Attrs& a) {
   const char* op = "narrow_rows";
   op_need_inputs(op, in, 1, 1);
   const Tensor& x = *in[0];
-  if (x.dtype == DType::Q8_0) op_fail(DVL_ERR_DTYPE, op, "block-quantized tensors cannot be narrowed", in);
+  if (x.dtype == DType::Q8) op_fail(DVL_ERR_DTYPE, op, "block-quantized tensors cannot be narrowed", in);
   if (x.rank() < 1) op_fail(DVL_ERR_SHAPE, op, "x must have rank >= 1", in);
   const int64_t start = a.needi(op, "start"), len = a.needi(op, "len");
   if (start < 0 || len < 0 || start + len > x.dim(0))
@@ -168,7 +171,7 @@ static Tensors concat_rows_plan(const Tensors& in, const Attrs&) {
   op_need_inputs("concat_rows", in, 2, 2);
   const Tensor &a = *in[0], &b = *in[1];
   if (a.dtype != b.dtype) op_fail(DVL_ERR_DTYPE, "concat_rows", "a and b must have the same dtype", in);
-  if (a.dtype == DType::Q8_0) op_fail(DVL_ERR_DTYPE, "concat_rows", "block-quantized tensors are not supported", in);
+  if (a.dtype == DType::Q8) op_fail(DVL_ERR_DTYPE, "concat_rows", "block-quantized tensors are not supported", in);
   if (a.rank() < 1 || a.rank() != b.rank() || !std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1))
     op_fail(DVL_ERR_SHAPE, "concat_rows", "a and b must have equal trailing dims", in);
   std::vector<int64_t> shape = a.shape;
