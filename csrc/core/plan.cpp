@@ -7,8 +7,8 @@
 #include <unordered_map>
 
 #include "../cpu/ops/ops.h"
-#include "cuda_loader.h"
-#include "cuda_queue.h"
+#include "../cuda/host/cuda_loader.h"
+#include "../cuda/host/cuda_queue.h"
 #include "error.h"
 
 namespace dvl {

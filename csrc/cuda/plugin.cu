@@ -3,7 +3,7 @@
 //
 // Built into libdiffusionvl_cuda.so with the CUDA runtime linked statically, so a user needs
 // only the NVIDIA driver (libcuda.so.1). The engine dlopens this file at run time
-// (csrc/core/cuda_loader.cpp); nothing here prints, aborts or lets an exception escape.
+// (csrc/cuda/host/cuda_loader.cpp); nothing here prints, aborts or lets an exception escape.
 #include <cstdarg>
 #include <cstddef>
 #include <cstdio>

@@ -4,7 +4,7 @@
 // this program is the check that runs there without the npm toolchain:
 //   cmake -S . -B build-gpu -DDIFFUSIONVL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90-real
 //   cmake --build build-gpu --target dvl_cuda_selftest && build-gpu/csrc/cuda/dvl_cuda_selftest
-// It goes through the engine's own loader (csrc/core/cuda_loader.cpp: driver, plugin, API
+// It goes through the engine's own loader (csrc/cuda/host/cuda_loader.cpp: driver, plugin, API
 // version, devices, arch), then device memory, copies and the plugin's `add` compared with
 // the CPU op and a plain reference, an unsupported op, an allocator round trip of twice the
 // card's memory, and the achieved bandwidth of a large add; then EVERY op of the plugin
@@ -30,7 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "../core/cuda_loader.h"
+#include "host/cuda_loader.h"
 #include "../core/thread_pool.h"
 #include "../cpu/kernels.h"
 #include "../cpu/ops/ops.h"

@@ -1,6 +1,6 @@
 // backend_wrap.cpp — the N-API side of backend selection (lib/native/backend.ts).
 //
-// backendProbe(opts?)  → the CUDA probe (csrc/core/cuda_loader.h) as a plain object; never
+// backendProbe(opts?)  → the CUDA probe (csrc/cuda/host/cuda_loader.h) as a plain object; never
 //                        throws for an unavailable GPU (that is a reason, not an error).
 //   opts: { pluginPath?: string (DIFFUSIONVL_CUDA_PLUGIN), searchPaths?: string[],
 //           driverPath?: string, device?: number }
@@ -10,7 +10,7 @@
 //   it). Synchronous on the JS thread; inputs must not be pending in a
 //   queue. The inference path will run device ops from the queue thread instead.
 // cudaArchsCover(archs, major, minor) → { covered, known }: the loader's arch rule, for tests.
-#include "../core/cuda_loader.h"
+#include "../cuda/host/cuda_loader.h"
 #include "../cpu/ops/ops.h"
 #include "addon.h"
 

@@ -1,5 +1,5 @@
 // host-backend.cpp — a backend plugin whose "device memory" is host memory, for testing the
-// engine's CUDA queue (csrc/core/cuda_queue.cpp) on machines without a GPU.
+// engine's CUDA queue (csrc/cuda/host/cuda_queue.cpp) on machines without a GPU.
 //
 // It implements the backend contract of csrc/core/backend.h faithfully for memory (alloc is
 // zero-filled, copies are ordered, pinned staging is offered) and implements exactly one op,

@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "attrs.h"
-#include "backend.h"
-#include "tensor.h"
+#include "../../core/attrs.h"
+#include "../../core/backend.h"
+#include "../../core/tensor.h"
 
 namespace dvl {
 

@@ -10,8 +10,8 @@
 #include <map>
 #include <mutex>
 
-#include "../compat/glibc_compat.h"
-#include "error.h"
+#include "../../compat/glibc_compat.h"
+#include "../../core/error.h"
 
 namespace dvl {
 

@@ -5,9 +5,9 @@
 #include <future>
 #include <mutex>
 
-#include "../cpu/ops/ops.h"
+#include "../../cpu/ops/ops.h"
 #include "cuda_loader.h"
-#include "error.h"
+#include "../../core/error.h"
 
 namespace dvl {
 
