@@ -53,7 +53,9 @@ describe('event loop', () => {
       // Warm-up: the first forward pays one-time costs (JIT, first allocations of each size);
       // the property is the steady state of every later forward.
       await model.generate({ prompt: 'Hello.', maxTokens: 8, steps: 4 });
-      for (let round = 0; round < 4; round++) {
+      // Rounds until both kinds of window hold enough ticks: with the fast kernels a round can
+      // take well under 100 ms, and a percentile over a handful of ticks says nothing.
+      for (let round = 0; round < 40 && (round < 4 || gen.length < 120); round++) {
         const t0 = performance.now();
         gen.push(...await lagsDuring(async () => {
           const r = await model.generate({ prompt: 'Tell me a story about a robot.', maxTokens: 96, steps: 4, stopTokens: [] });
@@ -70,7 +72,7 @@ describe('event loop', () => {
     console.log(`event loop lag: generating p90 ${g90.toFixed(1)} ms, max ${gMax.toFixed(1)} ms (${gen.length} ticks, ${forwards} forwards); ` +
       `beside a busy thread p90 ${b90.toFixed(1)} ms, max ${bMax.toFixed(1)} ms (${idle.length} ticks)`);
     expect(forwards).toBeGreaterThan(80);
-    expect(gen.length).toBeGreaterThan(40);
+    expect(gen.length).toBeGreaterThan(100);
     expect(idle.length).toBeGreaterThan(40);
     expect(g90).toBeLessThan(Math.max(0, b90) + 10);
     expect(gMax).toBeLessThan(Math.max(0, bMax) + 100);
