@@ -20,7 +20,7 @@ namespace dvl {
 
 static const char* kOp = "resize_bilinear";
 
-static Tensors resize_bilinear_plan(const Tensors& in, const Attrs& a) {
+static Tensors resize_bilinear_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs(kOp, in, 1, 1);
   op_need_dtype(kOp, in, 0, {DType::F32});
   op_need_rank(kOp, in, 0, 3);
@@ -53,7 +53,7 @@ static std::vector<Tap> taps(int64_t in, int64_t out) {
   return t;
 }
 
-static void resize_bilinear_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void resize_bilinear_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor& x = *in[0];
   const int64_t h = x.dim(0), w = x.dim(1), C = x.dim(2), oh = out[0]->dim(0), ow = out[0]->dim(1);
   const std::vector<Tap> ty = taps(h, oh), tx = taps(w, ow);

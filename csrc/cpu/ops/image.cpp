@@ -157,7 +157,7 @@ static void resample_vertical(OpContext& ctx, const uint8_t* src, int w, int C, 
 // int arithmetic of the passes and catches a swapped or garbage attribute early).
 static constexpr int64_t kMaxSide = 1 << 15;
 
-static Tensors image_resize_plan(const Tensors& in, const Attrs& a) {
+static Tensors image_resize_plan(const Tensors& in, const OpAttrs& a) {
   const char* op = "image_resize";
   op_need_inputs(op, in, 1, 1);
   op_need_dtype(op, in, 0, {DType::U8});
@@ -176,7 +176,7 @@ static Tensors image_resize_plan(const Tensors& in, const Attrs& a) {
   return {Tensor::alloc(DType::U8, {h, w, x.dim(2)})};
 }
 
-static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor& x = *in[0];
   const int H = int(x.dim(0)), W = int(x.dim(1)), C = int(x.dim(2));
   const int h = int(out[0]->dim(0)), w = int(out[0]->dim(1));

@@ -18,7 +18,7 @@
 
 namespace dvl {
 
-static Tensors load_plan(const Tensors& in, const Attrs& a) {
+static Tensors load_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs("load", in, 1, 1);
   DType src;
   if (!dtype_parse(a.gets("src", ""), &src)) op_fail(DVL_ERR_DTYPE, "load", "unknown source dtype '" + a.gets("src", "") + "'", in);
@@ -83,7 +83,7 @@ static void load_q8(OpContext& ctx, const InputFile& file, Tensor& t, DType src,
   }
 }
 
-static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
   std::string path = a.gets("path", "");
   DType src;
   dtype_parse(a.gets("src", ""), &src);

@@ -11,7 +11,7 @@
 
 namespace dvl {
 
-static Tensors kv_append_plan(const Tensors& in, const Attrs& a) {
+static Tensors kv_append_plan(const Tensors& in, const OpAttrs& a) {
   const char* op = "kv_cache_append";
   op_need_inputs(op, in, 2, 2);
   op_need_dtype(op, in, 0, {DType::F32, DType::BF16, DType::F16});
@@ -29,7 +29,7 @@ static Tensors kv_append_plan(const Tensors& in, const Attrs& a) {
   return {};
 }
 
-static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
   const Tensor &c = *in[0], &x = *in[1];
   const int64_t pos0 = a.geti("pos0", 0), T = x.dim(0), nkv = c.dim(0), cap = c.dim(1), hd = c.dim(2);
   const float* xs = x.data<float>();
@@ -51,7 +51,7 @@ static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, con
 // kv_cache_append_batch: cache [S, nkv, cap, hd] of S slots, x f32 [T, nkv, hd] holding the rows
 // of several sequences, attr seqs as attention_batch's (attention.cpp): rows [row0, row1) go to
 // slot `slot` at positions pos0.. — each sequence exactly a kv_cache_append on its own slot.
-static Tensors kv_append_batch_plan(const Tensors& in, const Attrs& a) {
+static Tensors kv_append_batch_plan(const Tensors& in, const OpAttrs& a) {
   const char* op = "kv_cache_append_batch";
   op_need_inputs(op, in, 2, 2);
   op_need_dtype(op, in, 0, {DType::F32, DType::BF16, DType::F16});
@@ -65,7 +65,7 @@ static Tensors kv_append_batch_plan(const Tensors& in, const Attrs& a) {
   return {};
 }
 
-static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
   const Tensor &c = *in[0], &x = *in[1];
   const int64_t nkv = c.dim(1), cap = c.dim(2), hd = c.dim(3);
   const std::vector<BatchSeq> seqs = batch_seqs("kv_cache_append_batch", in, a, x.dim(0), c.dim(0), cap);

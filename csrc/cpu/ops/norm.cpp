@@ -14,7 +14,7 @@
 
 namespace dvl {
 
-static Tensors norm_plan(const char* op, const Tensors& in, size_t nin, const Attrs& a) {
+static Tensors norm_plan(const char* op, const Tensors& in, size_t nin, const OpAttrs& a) {
   op_need_inputs(op, in, nin, nin);
   for (size_t i = 0; i < nin; ++i) op_need_dtype(op, in, i, {DType::F32});
   const Tensor& x = *in[0];
@@ -27,10 +27,10 @@ static Tensors norm_plan(const char* op, const Tensors& in, size_t nin, const At
   return {Tensor::alloc(DType::F32, x.shape)};
 }
 
-static Tensors rms_norm_plan(const Tensors& in, const Attrs& a) { return norm_plan("rms_norm", in, 2, a); }
-static Tensors layer_norm_plan(const Tensors& in, const Attrs& a) { return norm_plan("layer_norm", in, 3, a); }
+static Tensors rms_norm_plan(const Tensors& in, const OpAttrs& a) { return norm_plan("rms_norm", in, 2, a); }
+static Tensors layer_norm_plan(const Tensors& in, const OpAttrs& a) { return norm_plan("layer_norm", in, 3, a); }
 
-static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* w = in[1]->data<float>();
   float* y = out[0]->data<float>();
@@ -49,7 +49,7 @@ static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, 
   });
 }
 
-static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* w = in[1]->data<float>();
   const float* b = in[2]->data<float>();

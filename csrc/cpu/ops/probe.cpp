@@ -25,7 +25,7 @@
 
 namespace dvl {
 
-static Tensors stream_read_plan(const Tensors& in, const Attrs& a) {
+static Tensors stream_read_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs("stream_read", in, 1, 1);
   if (a.has("repeat")) {
     int64_t r = a.needi("stream_read", "repeat");
@@ -34,7 +34,7 @@ static Tensors stream_read_plan(const Tensors& in, const Attrs& a) {
   return {Tensor::alloc(DType::F32, {1})};
 }
 
-static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const unsigned char* p = static_cast<const unsigned char*>(in[0]->raw());
   const int64_t bytes = int64_t(in[0]->nbytes());
   const int64_t repeat = a.geti("repeat", 1);
@@ -58,7 +58,7 @@ static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& ou
 
 static char peak_kind(const std::string& k) { return k == "f32" ? 'f' : k == "bf16" ? 'b' : k == "q8" ? 'q' : 0; }
 
-static Tensors compute_peak_plan(const Tensors& in, const Attrs& a) {
+static Tensors compute_peak_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs("compute_peak", in, 0, 0);
   if (!peak_kind(a.gets("kind", ""))) op_fail(DVL_ERR_ARG, "compute_peak", "attribute kind must be 'f32', 'bf16' or 'q8', got '" + a.gets("kind", "") + "'", in);
   const int64_t iters = a.needi("compute_peak", "iters");
@@ -66,7 +66,7 @@ static Tensors compute_peak_plan(const Tensors& in, const Attrs& a) {
   return {Tensor::alloc(DType::F32, {2})};
 }
 
-static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out, const Attrs& a) {
+static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out, const OpAttrs& a) {
   const char kind = peak_kind(a.gets("kind", ""));
   const int64_t iters = a.geti("iters", 1);
   std::atomic<double> macs{0};
@@ -82,7 +82,7 @@ static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out,
   out[0]->data<float>()[1] = float(sec);
 }
 
-static Tensors kernel_probe_plan(const Tensors& in, const Attrs& a) {
+static Tensors kernel_probe_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs("kernel_probe", in, 2, 2);
   op_need_dtype("kernel_probe", in, 0, {DType::F32});
   op_need_dtype("kernel_probe", in, 1, {DType::F32});
@@ -97,7 +97,7 @@ static Tensors kernel_probe_plan(const Tensors& in, const Attrs& a) {
   op_fail(DVL_ERR_ARG, "kernel_probe", "attribute fn must be 'dot' or 'axpy', got '" + fn + "'", in);
 }
 
-static void kernel_probe_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void kernel_probe_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* y = in[1]->data<float>();
   int64_t n = in[0]->dim(0);

@@ -16,7 +16,7 @@
 
 namespace dvl {
 
-static Tensors rope_cos_sin_plan(const Tensors& in, const Attrs& a) {
+static Tensors rope_cos_sin_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs("rope_cos_sin", in, 1, 1);
   op_need_dtype("rope_cos_sin", in, 0, {DType::I32});
   op_need_rank("rope_cos_sin", in, 0, 1);
@@ -28,7 +28,7 @@ static Tensors rope_cos_sin_plan(const Tensors& in, const Attrs& a) {
   return {Tensor::alloc(DType::F32, {T, dim}), Tensor::alloc(DType::F32, {T, dim})};
 }
 
-static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const int32_t* pos = in[0]->data<int32_t>();
   const double theta = a.get("theta", 1e4);
   const int64_t dim = a.geti("dim", 2), half = dim / 2, T = in[0]->dim(0);
@@ -54,7 +54,7 @@ static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& o
   });
 }
 
-static Tensors rope_plan(const Tensors& in, const Attrs&) {
+static Tensors rope_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("rope", in, 3, 3);
   for (size_t i = 0; i < 3; ++i) op_need_dtype("rope", in, i, {DType::F32});
   op_need_rank("rope", in, 0, 3);
@@ -68,7 +68,7 @@ static Tensors rope_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(DType::F32, x.shape)};
 }
 
-static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const float* x = in[0]->data<float>();
   const float* c = in[1]->data<float>();
   const float* s = in[2]->data<float>();

@@ -235,7 +235,7 @@ static const char* kOp = "confidence_remask";
 
 static bool is_word(double v) { return v >= 0 && v < 9007199254740992.0 && v == std::floor(v); }
 
-static Tensors confidence_remask_plan(const Tensors& in, const Attrs& a) {
+static Tensors confidence_remask_plan(const Tensors& in, const OpAttrs& a) {
   op_need_inputs(kOp, in, 1, 1);
   op_need_dtype(kOp, in, 0, {DType::F32});
   op_need_rank(kOp, in, 0, 2);
@@ -264,7 +264,7 @@ static Tensors confidence_remask_plan(const Tensors& in, const Attrs& a) {
   return {Tensor::alloc(DType::I32, {n}), Tensor::alloc(DType::F32, {n}), Tensor::alloc(DType::I32, {n})};
 }
 
-static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const int64_t n = in[0]->dim(0), V = in[0]->dim(1);
   const float* logits = in[0]->data<float>();
   int32_t* ids = out[0]->data<int32_t>();

@@ -115,7 +115,7 @@ void load_to_device(Tensor& dst, const Attrs& a) {
     }
   }
   if (tmp) {
-    Attrs conv;
+    OpAttrs conv;
     conv.str["dtype"] = dtype_name(dst.dtype);
     TensorP view = std::make_shared<Tensor>(dst);  // same storage; cuda_run takes TensorPs
     cuda_run(OpId::Convert, {tmp}, {view}, conv);
@@ -138,7 +138,7 @@ void check_host_inputs(const std::string& op, const std::vector<TensorP>& in) {
 }
 
 ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<TensorP>> in,
-                             std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<Attrs> attrs) {
+                             std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<OpAttrs> attrs) {
   const OpId id = def.id;
   const std::string name = def.name();
   {
