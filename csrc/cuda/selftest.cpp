@@ -8,10 +8,11 @@
 // version, devices, arch), then device memory, copies and the plugin's `add` compared with
 // the CPU op and a plain reference, an unsupported op, an allocator round trip of twice the
 // card's memory, and the achieved bandwidth of a large add; then EVERY op of the plugin
-// (selftest_ops.inc) against the CPU op on random inputs of odd sizes, every dtype, NaN first,
-// and the float64 scalar references of selftest_ops.inc for matmul (both kernel paths: tensor
-// cores and, with DIFFUSIONVL_CUDA_MATMUL=simt, CUDA cores), attention, softmax, rms_norm and
-// greedy confidence_remask.
+// (selftest_ops.inc, and the shared case table test/gpu/op-cases.json through
+// selftest_cases.inc) against the CPU op on random inputs of odd sizes, every dtype, NaN first,
+// and the float64 scalar references for matmul (both kernel paths: tensor cores and, with
+// DIFFUSIONVL_CUDA_MATMUL=simt, CUDA cores), attention, softmax, rms_norm and greedy
+// confidence_remask.
 // Output: one JSON line per op check ({"op":..,"case":..,"ok":..,"maxErr":..,"detail":..}),
 // then one JSON object (the summary) as the LAST line. Exit: 0 all passed, 1 a check failed,
 // 2 CUDA unavailable (the reason is in the JSON; CPU-only machines and CI get 2 with
@@ -121,6 +122,7 @@ void check_add(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, T
 }  // namespace
 
 #include "selftest_ops.inc"
+#include "selftest_cases.inc"
 #include "selftest_bench.inc"
 
 int main(int argc, char** argv) {
