@@ -45,7 +45,7 @@
       "target_name": "diffusionvl",
       "dependencies": ["dvl_avx2", "dvl_avx2_vnni", "dvl_avx512", "dvl_avx512_bf16"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "sources": ["<!@(node -p \"const fs=require('fs');const pick=(d)=>fs.readdirSync(d).filter(f=>f.endsWith('.cpp')&&!/_(avx2|avx2_vnni|avx512|avx512_bf16)\\.cpp$/.test(f)).map(f=>d+'/'+f);[...pick('csrc/core'),...pick('csrc/cpu'),...pick('csrc/cpu/ops'),...pick('csrc/napi')].join(' ')\")"],
+      "sources": ["<!@(node -p \"const fs=require('fs');const pick=(d)=>fs.readdirSync(d).filter(f=>f.endsWith('.cpp')&&!/_(avx2|avx2_vnni|avx512|avx512_bf16)\\.cpp$/.test(f)).map(f=>d+'/'+f);[...pick('csrc/core'),...pick('csrc/cuda/host'),...pick('csrc/cpu'),...pick('csrc/cpu/ops'),...pick('csrc/napi')].join(' ')\")"],
       "cflags_cc": ["-fvisibility=hidden"],
       "ldflags": ["-Wl,-z,now"],
       "libraries": ["-ldl", "-lpthread"]

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DVL_BACKEND_API_VERSION 2
+#define DVL_BACKEND_API_VERSION 3  // 3: ops are dvl::OpId values, not names
 
 namespace dvl {
 struct Tensor;
@@ -93,12 +93,13 @@ struct dvl_backend_api {
   dvl_status (*synchronize)(int device, dvl_backend_error* err);
 
   // ---- ops -----------------------------------------------------------------------------
-  // 1 when `run` implements op `op` for main-input dtype `dtype` (a dvl::DType value), else 0.
-  int (*supports)(const char* op, int dtype);
+  // Ops are named by their dvl::OpId value (csrc/core/ops.h), dtypes by their dvl::DType value.
+  // 1 when `run` implements op `op` for main-input dtype `dtype`, else 0.
+  int (*supports)(int op, int dtype);
   // Enqueues op `op` on the device's stream. Inputs and outputs are device tensors allocated
   // by the engine with the shapes the CPU op's plan() produced; attrs may be NULL. Validates
   // what it relies on ("DVL_SHAPE"/"DVL_DTYPE") and refuses unsupported ops ("DVL_BACKEND").
-  dvl_status (*run)(int device, const char* op, const dvl::Tensor* const* inputs, size_t n_inputs,
+  dvl_status (*run)(int device, int op, const dvl::Tensor* const* inputs, size_t n_inputs,
                     dvl::Tensor* const* outputs, size_t n_outputs, const dvl::Attrs* attrs,
                     dvl_backend_error* err);
 

@@ -7,8 +7,8 @@
 #include <unordered_map>
 
 #include "../cpu/ops/ops.h"
-#include "cuda_loader.h"
-#include "cuda_queue.h"
+#include "../cuda/host/cuda_loader.h"
+#include "../cuda/host/cuda_queue.h"
 #include "error.h"
 
 namespace dvl {
@@ -16,7 +16,7 @@ namespace dvl {
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
                            std::shared_ptr<Attrs> attrs) {
   if (dev == Device::Cuda) return cuda_queue_op(def, in, out, attrs);
-  check_host_inputs(def.name, *in);
+  check_host_inputs(def.name(), *in);
   out = std::make_shared<Tensors>(def.plan(*in, *attrs));
   auto run = def.run;
   return [run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); };
@@ -32,17 +32,16 @@ constexpr double kSerialElements = double(1 << 17);   // elements touched by the
 double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
 
 bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Attrs& a) {
-  const std::string name = def.name;
-  if (name == "matmul" && in.size() >= 2 && in[0] && in[1])
+  if (def.id == OpId::Matmul && in.size() >= 2 && in[0] && in[1])
     return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs;
-  if (name == "attention" && !in.empty() && in[0] && in[0]->rank() == 3) {
+  if (def.id == OpId::Attention && !in.empty() && in[0] && in[0]->rank() == 3) {
     // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
     const double keys = std::max(256.0, a.get("kvLen", 0));
     return 2.0 * double(in[0]->numel()) * keys < kSerialMacs;
   }
   // Caches written in place count by the rows written, not by their capacity.
   double n = 0;
-  if (name == "kv_cache_append" || name == "scatter_rows") n = numel_of(in.size() > 1 ? in[1] : nullptr);
+  if (def.id == OpId::KvCacheAppend || def.id == OpId::ScatterRows) n = numel_of(in.size() > 1 ? in[1] : nullptr);
   else for (const TensorP& t : in) n += t && t->numel() < (int64_t(1) << 24) ? numel_of(t) : 0;
   for (const TensorP& t : out) n += numel_of(t);
   return n < kSerialElements;
@@ -56,7 +55,7 @@ void Plan::need_recording(const char* what) const {
 
 Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<AttrPatch> patches) {
   need_recording("op");
-  const std::string name = def.name;
+  const std::string name = def.name();
   for (const AttrPatch& p : patches) {
     if (p.param < 0 || p.len < 0) throw Error(DVL_ERR_ARG, name + ": a patched attribute needs a parameter index and length >= 0");
     if (p.len == 0 && !attrs.num.count(p.key))
@@ -74,7 +73,7 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   }
   // A view (reshape) or an allocation (empty) has nothing to run: its storage is placed like
   // any other intermediate. (In a plan, `empty` is scratch: its contents are undefined.)
-  if (job && name != "reshape" && name != "empty" && name != "narrow_rows") {
+  if (job && !op_is_view_or_alloc(def.id)) {
     const bool serial = serial_op(def, *ip, *out, *ap);
     Op op{&def, ip, out, ap, std::make_shared<const Attrs>(*ap), std::move(patches), std::move(job), serial};
     ops_.push_back(std::move(op));
@@ -169,7 +168,7 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   for (const Op& op : ops_)
     for (const AttrPatch& p : op.patches)
       if (p.param + std::max(p.len, 1) > nparams)
-        throw Error(DVL_ERR_ARG, std::string(op.def->name) + ": patched attribute '" + p.key + "' uses parameter " +
+        throw Error(DVL_ERR_ARG, std::string(op.def->name()) + ": patched attribute '" + p.key + "' uses parameter " +
                                      std::to_string(p.param) + " of " + std::to_string(nparams));
   for (const TensorP& t : outputs)
     if (!t) throw Error(DVL_ERR_ARG, "plan: an output is missing");

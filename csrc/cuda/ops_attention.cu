@@ -427,8 +427,8 @@ static dvl_status attention_batch_run(const OpCall& c) {
 }
 
 void register_attention(std::vector<OpEntry>& t) {
-  t.push_back({"attention", kF32, attention_run});
-  t.push_back({"attention_batch", kF32, attention_batch_run});
+  t.push_back({dvl::OpId::Attention, kF32, attention_run});
+  t.push_back({dvl::OpId::AttentionBatch, kF32, attention_batch_run});
 }
 
 }  // namespace dvl_cuda

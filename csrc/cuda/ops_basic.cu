@@ -95,7 +95,7 @@ static dvl_status add_run(const OpCall& c) {
   return check_launch(c, "add_f32_kernel");
 }
 
-void register_basic(std::vector<OpEntry>& t) { t.push_back({"add", kF32, add_run}); }
+void register_basic(std::vector<OpEntry>& t) { t.push_back({dvl::OpId::Add, kF32, add_run}); }
 
 // ---- the table --------------------------------------------------------------------------------
 
@@ -115,26 +115,28 @@ static const std::vector<OpEntry>& table() {
   return t;
 }
 
-int ops_supports(const char* op, int dtype) {
-  if (!op || dtype < 0 || dtype > 31) return 0;
+int ops_supports(int op, int dtype) {
+  if (op < 0 || op >= dvl::kOpCount || dtype < 0 || dtype > 31) return 0;
   for (const OpEntry& e : table())
-    if (std::strcmp(e.name, op) == 0 && (e.dtypes & (1u << dtype))) return 1;
+    if (int(e.id) == op && (e.dtypes & (1u << dtype))) return 1;
   return 0;
 }
 
-dvl_status ops_run(int device, const char* op, const Tensor* const* in, size_t n_in, Tensor* const* out, size_t n_out,
+dvl_status ops_run(int device, int op, const Tensor* const* in, size_t n_in, Tensor* const* out, size_t n_out,
                    const dvl::Attrs* attrs, dvl_backend_error* err) {
-  if (!op) return fail(err, "DVL_ARG", "cuda: op name missing");
+  if (op < 0 || op >= dvl::kOpCount) return fail(err, "DVL_ARG", "cuda: unknown op id %d", op);
+  const dvl::OpId id = dvl::OpId(op);
+  const char* name = dvl::op_name(id);
   DType main = n_in && in[0] ? in[0]->dtype : DType::F32;
   for (const OpEntry& e : table()) {
-    if (std::strcmp(e.name, op) != 0 || !(e.dtypes & dt_bit(main))) continue;
+    if (e.id != id || !(e.dtypes & dt_bit(main))) continue;
     cudaStream_t s = device_stream(device, err);
     if (!s) return 1;
     static const dvl::Attrs kNone;
-    OpCall c{op, device, s, in, n_in, out, n_out, attrs ? *attrs : kNone, err};
+    OpCall c{id, name, device, s, in, n_in, out, n_out, attrs ? *attrs : kNone, err};
     return e.run(c);
   }
-  return fail(err, "DVL_BACKEND", "cuda: op '%s' is not implemented for %s on the CUDA backend", op, dvl::dtype_name(main));
+  return fail(err, "DVL_BACKEND", "cuda: op '%s' is not implemented for %s on the CUDA backend", name, dvl::dtype_name(main));
 }
 
 cudaError_t ops_kernel_image_check() {

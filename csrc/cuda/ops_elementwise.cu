@@ -121,13 +121,13 @@ static dvl_status act_run(const OpCall& c) {
 }
 
 void register_elementwise(std::vector<OpEntry>& t) {
-  t.push_back({"mul", kF32, mul_run});
-  t.push_back({"scale", kF32, scale_run});
-  t.push_back({"convert", kFloats, convert_run});
-  t.push_back({"silu", kF32, act_run<0>});
-  t.push_back({"gelu", kF32, act_run<1>});
-  t.push_back({"gelu_tanh", kF32, act_run<2>});
-  t.push_back({"swiglu", kF32, act_run<3>});
+  t.push_back({dvl::OpId::Mul, kF32, mul_run});
+  t.push_back({dvl::OpId::Scale, kF32, scale_run});
+  t.push_back({dvl::OpId::Convert, kFloats, convert_run});
+  t.push_back({dvl::OpId::Silu, kF32, act_run<0>});
+  t.push_back({dvl::OpId::Gelu, kF32, act_run<1>});
+  t.push_back({dvl::OpId::GeluTanh, kF32, act_run<2>});
+  t.push_back({dvl::OpId::Swiglu, kF32, act_run<3>});
 }
 
 }  // namespace dvl_cuda

@@ -777,6 +777,6 @@ static dvl_status matmul_run(const OpCall& c) {
   return check_launch(c, "matmul_tiled_kernel");
 }
 
-void register_matmul(std::vector<OpEntry>& t) { t.push_back({"matmul", kF32, matmul_run}); }
+void register_matmul(std::vector<OpEntry>& t) { t.push_back({dvl::OpId::Matmul, kF32, matmul_run}); }
 
 }  // namespace dvl_cuda

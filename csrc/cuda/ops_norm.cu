@@ -104,9 +104,9 @@ static dvl_status softmax_run(const OpCall& c) {
 }
 
 void register_norm(std::vector<OpEntry>& t) {
-  t.push_back({"rms_norm", kF32, norm_run<0>});
-  t.push_back({"layer_norm", kF32, norm_run<1>});
-  t.push_back({"softmax", kF32, softmax_run});
+  t.push_back({dvl::OpId::RmsNorm, kF32, norm_run<0>});
+  t.push_back({dvl::OpId::LayerNorm, kF32, norm_run<1>});
+  t.push_back({dvl::OpId::Softmax, kF32, softmax_run});
 }
 
 }  // namespace dvl_cuda

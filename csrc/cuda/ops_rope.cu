@@ -87,8 +87,8 @@ static dvl_status rope_run(const OpCall& c) {
 }
 
 void register_rope(std::vector<OpEntry>& t) {
-  t.push_back({"rope_cos_sin", kI32, rope_cos_sin_run});
-  t.push_back({"rope", kF32, rope_run});
+  t.push_back({dvl::OpId::RopeCosSin, kI32, rope_cos_sin_run});
+  t.push_back({dvl::OpId::Rope, kF32, rope_run});
 }
 
 }  // namespace dvl_cuda

@@ -365,6 +365,6 @@ static dvl_status remask_run(const OpCall& c) {
   return e == cudaSuccess ? 0 : fail_cuda(c.err, e, "cuda confidence_remask: reveal");
 }
 
-void register_sample(std::vector<OpEntry>& t) { t.push_back({"confidence_remask", kF32, remask_run}); }
+void register_sample(std::vector<OpEntry>& t) { t.push_back({dvl::OpId::ConfidenceRemask, kF32, remask_run}); }
 
 }  // namespace dvl_cuda

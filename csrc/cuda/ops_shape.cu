@@ -249,14 +249,14 @@ static dvl_status kv_append_batch_run(const OpCall& c) {
 }
 
 void register_shape(std::vector<OpEntry>& t) {
-  t.push_back({"kv_cache_append_batch", kFloats, kv_append_batch_run});
-  t.push_back({"embedding", kI32, embedding_run});
-  t.push_back({"reshape", kFloats | kI32 | kU8, reshape_run});
-  t.push_back({"gather_rows", kFloats | kI32 | kU8, gather_rows_run});
-  t.push_back({"scatter_rows", kF32, scatter_rows_run});
-  t.push_back({"slice_cols", kFloats | kI32, slice_cols_run});
-  t.push_back({"concat_rows", kFloats | kI32 | kU8, concat_rows_run});
-  t.push_back({"kv_cache_append", kFloats, kv_append_run});
+  t.push_back({dvl::OpId::KvCacheAppendBatch, kFloats, kv_append_batch_run});
+  t.push_back({dvl::OpId::Embedding, kI32, embedding_run});
+  t.push_back({dvl::OpId::Reshape, kFloats | kI32 | kU8, reshape_run});
+  t.push_back({dvl::OpId::GatherRows, kFloats | kI32 | kU8, gather_rows_run});
+  t.push_back({dvl::OpId::ScatterRows, kF32, scatter_rows_run});
+  t.push_back({dvl::OpId::SliceCols, kFloats | kI32, slice_cols_run});
+  t.push_back({dvl::OpId::ConcatRows, kFloats | kI32 | kU8, concat_rows_run});
+  t.push_back({dvl::OpId::KvCacheAppend, kFloats, kv_append_run});
 }
 
 }  // namespace dvl_cuda

@@ -3,7 +3,7 @@
 //
 // Built into libdiffusionvl_cuda.so with the CUDA runtime linked statically, so a user needs
 // only the NVIDIA driver (libcuda.so.1). The engine dlopens this file at run time
-// (csrc/core/cuda_loader.cpp); nothing here prints, aborts or lets an exception escape.
+// (csrc/cuda/host/cuda_loader.cpp); nothing here prints, aborts or lets an exception escape.
 #include <cstdarg>
 #include <cstddef>
 #include <cstdio>
@@ -213,12 +213,12 @@ static dvl_status synchronize(int device, dvl_backend_error* err) {
   return 0;
 }
 
-static dvl_status run(int device, const char* op, const dvl::Tensor* const* in, size_t n_in, dvl::Tensor* const* out,
+static dvl_status run(int device, int op, const dvl::Tensor* const* in, size_t n_in, dvl::Tensor* const* out,
                       size_t n_out, const dvl::Attrs* attrs, dvl_backend_error* err) {
   try {
     return ops_run(device, op, in, n_in, out, n_out, attrs, err);
   } catch (...) {  // nothing may unwind into the engine through a C boundary
-    return fail(err, "DVL_INTERNAL", "cuda: %s: unexpected C++ exception in the plugin", op ? op : "?");
+    return fail(err, "DVL_INTERNAL", "cuda: %s: unexpected C++ exception in the plugin", dvl::op_name(dvl::OpId(op)));
   }
 }
 

@@ -4,7 +4,7 @@
 // Each op family lives in its own file (ops_basic.cu: add; ops_elementwise.cu; ops_norm.cu;
 // ops_rope.cu; ops_shape.cu; ops_matmul.cu; ops_attention.cu; ops_sample.cu) and contributes
 // its entries through one register_* function listed below, called from ops_basic.cu's table.
-// Contract of every op: the same name, inputs, attrs and outputs as the CPU op in
+// Contract of every op: the same OpId (csrc/core/ops.h), inputs, attrs and outputs as the CPU op in
 // csrc/cpu/ops/*.cpp (the engine runs the CPU op's plan() first, so the shapes are valid; the
 // op re-checks what its kernel relies on). Every launch is checked (cudaGetLastError) and a
 // failure comes back as a dvl_backend_error; nothing aborts or throws across the boundary.
@@ -19,6 +19,7 @@
 
 #include "../core/attrs.h"
 #include "../core/backend.h"
+#include "../core/ops.h"
 #include "../core/tensor.h"
 
 namespace dvl_cuda {
@@ -36,7 +37,8 @@ cudaStream_t device_stream(int device, dvl_backend_error* err);
 
 // One call of an op: what ops_run hands to an entry (the stream is already current).
 struct OpCall {
-  const char* op;
+  dvl::OpId id;
+  const char* op;  // its name, for messages
   int device;
   cudaStream_t stream;
   const dvl::Tensor* const* in;
@@ -50,7 +52,7 @@ struct OpCall {
 using OpRunFn = dvl_status (*)(const OpCall& c);
 
 struct OpEntry {
-  const char* name;
+  dvl::OpId id;
   uint32_t dtypes;  // bit (1 << int(DType)) per main-input (input 0) dtype this entry implements
   OpRunFn run;
 };
@@ -69,8 +71,8 @@ void register_matmul(std::vector<OpEntry>& t);       // matmul                  
 void register_attention(std::vector<OpEntry>& t);    // attention                            (ops_attention.cu)
 void register_sample(std::vector<OpEntry>& t);       // confidence_remask                    (ops_sample.cu)
 
-int ops_supports(const char* op, int dtype);
-dvl_status ops_run(int device, const char* op, const dvl::Tensor* const* in, size_t n_in,
+int ops_supports(int op, int dtype);
+dvl_status ops_run(int device, int op, const dvl::Tensor* const* in, size_t n_in,
                    dvl::Tensor* const* out, size_t n_out, const dvl::Attrs* attrs, dvl_backend_error* err);
 // cudaFuncGetAttributes on one of the plugin's kernels: cudaSuccess when this build holds a
 // kernel image (SASS or PTX) the current device can run.

@@ -4,7 +4,7 @@
 // this program is the check that runs there without the npm toolchain:
 //   cmake -S . -B build-gpu -DDIFFUSIONVL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90-real
 //   cmake --build build-gpu --target dvl_cuda_selftest && build-gpu/csrc/cuda/dvl_cuda_selftest
-// It goes through the engine's own loader (csrc/core/cuda_loader.cpp: driver, plugin, API
+// It goes through the engine's own loader (csrc/cuda/host/cuda_loader.cpp: driver, plugin, API
 // version, devices, arch), then device memory, copies and the plugin's `add` compared with
 // the CPU op and a plain reference, an unsupported op, an allocator round trip of twice the
 // card's memory, and the achieved bandwidth of a large add; then EVERY op of the plugin
@@ -30,7 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "../core/cuda_loader.h"
+#include "host/cuda_loader.h"
 #include "../core/thread_pool.h"
 #include "../cpu/kernels.h"
 #include "../cpu/ops/ops.h"
@@ -103,7 +103,7 @@ void check_add(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, T
     // GPU: upload, run, download.
     TensorP da = cuda_upload(*a), db = cuda_upload(*b);
     TensorP dy = cuda_tensor(DType::F32, sa);
-    cuda_run("add", {da, db}, {dy}, attrs);
+    cuda_run(OpId::Add, {da, db}, {dy}, attrs);
     TensorP y = Tensor::alloc(DType::F32, sa);
     cuda_download(*dy, *y);
     std::vector<float> ref(static_cast<size_t>(na));
@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
 
   try {
     TensorP d = cuda_tensor(DType::F32, {4});
-    cuda_run("stream_read", {d}, {d}, Attrs{});
+    cuda_run(OpId::StreamRead, {d}, {d}, Attrs{});
     check("unsupported op is refused", false, "stream_read ran");
   } catch (const Error& e) {
     check("unsupported op is refused", e.code() == DVL_ERR_BACKEND, e.code() + ": " + e.what());
@@ -197,11 +197,11 @@ int main(int argc, char** argv) {
   try {
     const int64_t n = int64_t(64) << 20;
     TensorP a = cuda_tensor(DType::F32, {n}), b = cuda_tensor(DType::F32, {n}), y = cuda_tensor(DType::F32, {n});
-    for (int i = 0; i < 3; ++i) cuda_run("add", {a, b}, {y}, Attrs{});  // warm-up
+    for (int i = 0; i < 3; ++i) cuda_run(OpId::Add, {a, b}, {y}, Attrs{});  // warm-up
     cuda_synchronize();
     const int reps = 20;
     auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) cuda_run("add", {a, b}, {y}, Attrs{});
+    for (int i = 0; i < reps; ++i) cuda_run(OpId::Add, {a, b}, {y}, Attrs{});
     cuda_synchronize();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     gbs = 3.0 * 4.0 * double(n) * reps / s / 1e9;

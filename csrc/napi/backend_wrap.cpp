@@ -1,6 +1,6 @@
 // backend_wrap.cpp — the N-API side of backend selection (lib/native/backend.ts).
 //
-// backendProbe(opts?)  → the CUDA probe (csrc/core/cuda_loader.h) as a plain object; never
+// backendProbe(opts?)  → the CUDA probe (csrc/cuda/host/cuda_loader.h) as a plain object; never
 //                        throws for an unavailable GPU (that is a reason, not an error).
 //   opts: { pluginPath?: string (DIFFUSIONVL_CUDA_PLUGIN), searchPaths?: string[],
 //           driverPath?: string, device?: number }
@@ -10,7 +10,7 @@
 //   it). Synchronous on the JS thread; inputs must not be pending in a
 //   queue. The inference path will run device ops from the queue thread instead.
 // cudaArchsCover(archs, major, minor) → { covered, known }: the loader's arch rule, for tests.
-#include "../core/cuda_loader.h"
+#include "../cuda/host/cuda_loader.h"
 #include "../cpu/ops/ops.h"
 #include "addon.h"
 
@@ -99,13 +99,13 @@ static Napi::Value JS_cudaRunOp(const Napi::CallbackInfo& info) {
     if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), attrs);
     Tensors host_out = def->plan(in, attrs);  // same validation, errors and shapes as the CPU op
     DType main = in.empty() ? DType::F32 : in[0]->dtype;
-    if (!cuda_supports(name, main))
+    if (!cuda_supports(def->id, main))
       throw Error(DVL_ERR_BACKEND, "cuda: op '" + name + "' is not implemented for " + dtype_name(main) +
                                        " on the CUDA backend");
     Tensors dev_in, dev_out;
     for (const TensorP& t : in) dev_in.push_back(cuda_upload(*t));
     for (const TensorP& t : host_out) dev_out.push_back(cuda_tensor(t->dtype, t->shape));
-    cuda_run(name, dev_in, dev_out, attrs);
+    cuda_run(def->id, dev_in, dev_out, attrs);
     for (size_t i = 0; i < host_out.size(); ++i) cuda_download(*dev_out[i], *host_out[i]);
     // Ops that write into input 0 (kv_cache_append, scatter_rows) have no outputs: copy the
     // device result back into the caller's tensor, as the CPU op would have changed it.

@@ -10,13 +10,13 @@
 // precision 'fast' (default) or 'exact' picks the CPU matmul kernels (csrc/cpu/kernels.h); the
 // queue's `kernels` accessor says what each weight dtype runs on.
 // A 'cuda' queue (needs an available CUDA probe first) keeps its tensors on the GPU and runs
-// ops there as csrc/core/cuda_queue.h describes; its kernel threads serve the CPU fallbacks.
+// ops there as csrc/cuda/host/cuda_queue.h describes; its kernel threads serve the CPU fallbacks.
 #include <cstring>
 #include <memory>
 #include <set>
 
-#include "../core/cuda_loader.h"
-#include "../core/cuda_queue.h"
+#include "../cuda/host/cuda_loader.h"
+#include "../cuda/host/cuda_queue.h"
 #include "../core/error.h"
 #include "../core/plan.h"
 #include "../core/queue.h"

@@ -7,7 +7,7 @@
 //   gpu: 'auto' (default) | 'cuda' | false
 // 'auto' falls back to CPU and says why (cuda.reason); 'cuda' is an explicit request, so an
 // unavailable CUDA throws a BackendError carrying that reason. The native probe
-// (csrc/core/cuda_loader.cpp) finds the plugin via DIFFUSIONVL_CUDA_PLUGIN, else next to the
+// (csrc/cuda/host/cuda_loader.cpp) finds the plugin via DIFFUSIONVL_CUDA_PLUGIN, else next to the
 // addon, else `cudaPluginPaths`, and caches its answer per process. DIFFUSIONVL_CUDA_DRIVER names
 // the driver library when libcuda.so.1 is not on the loader's path.
 import { BackendError, OptionError } from '../errors.js';
@@ -25,7 +25,7 @@ export interface BackendOptions {
   device?: number;
 }
 
-/** Why CUDA is not used, as a stable token (see csrc/core/cuda_loader.h). */
+/** Why CUDA is not used, as a stable token (see csrc/cuda/host/cuda_loader.h). */
 export type CudaReason =
   | 'disabled'
   | 'no-driver'

@@ -8,6 +8,7 @@
 // sizes (|q|, |k| ≤ 1, hd ≤ 128) and both backends exponentiate with 1–2 ulp approximations;
 // outputs are O(1) averages of |v| ≤ 1.
 import { describe, it } from 'vitest';
+import { attentionRef } from '../helpers/attention-ref.js';
 import { expectGpuMatchesCpu, expectSame, gpuProbe, randTensor, runBoth, title, values } from './ops-helpers.js';
 
 const p = gpuProbe();
@@ -19,37 +20,9 @@ interface Case {
   blockSize?: number; segments?: number[]; nanMasked?: boolean; nanQ?: boolean;
 }
 
+/** The shared float64 reference (test/helpers/attention-ref.ts) under this case's mask. */
 function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array): Float64Array {
-  const { Tq, nh, nkv, hd, cap, kvLen, qPos0 } = c;
-  const o = new Float64Array(Tq * nh * hd), scale = 1 / Math.sqrt(hd);
-  for (let i = 0; i < Tq; i++) {
-    let lo = 0, hi = kvLen;
-    const pos = qPos0 + i;
-    if (c.mask === 'causal') hi = pos + 1;
-    else if (c.mask === 'block') hi = Math.min(kvLen, (Math.floor(pos / c.blockSize!) + 1) * c.blockSize!);
-    else if (c.mask === 'segments') {
-      let s = 0;
-      while (s + 1 < c.segments!.length && i >= c.segments![s + 1]) s++;
-      lo = c.segments![s];
-      hi = c.segments![s + 1];
-    }
-    for (let h = 0; h < nh; h++) {
-      const g = Math.floor(h / (nh / nkv)), sc: number[] = [];
-      for (let j = lo; j < hi; j++) {
-        let d = 0;
-        for (let e = 0; e < hd; e++) d += q[(i * nh + h) * hd + e] * k[(g * cap + j) * hd + e];
-        sc.push(d * scale);
-      }
-      const mx = Math.max(...sc);
-      const w = sc.map((s) => Math.exp(s - mx)), l = w.reduce((a, b) => a + b, 0);
-      for (let e = 0; e < hd; e++) {
-        let acc = 0;
-        for (let j = lo; j < hi; j++) acc += w[j - lo] * v[(g * cap + j) * hd + e];
-        o[(i * nh + h) * hd + e] = hi > lo ? acc / l : 0;
-      }
-    }
-  }
-  return o;
+  return attentionRef(q, k, v, c);
 }
 
 const cases: Case[] = [

@@ -1,5 +1,5 @@
 // host-backend.cpp — a backend plugin whose "device memory" is host memory, for testing the
-// engine's CUDA queue (csrc/core/cuda_queue.cpp) on machines without a GPU.
+// engine's CUDA queue (csrc/cuda/host/cuda_queue.cpp) on machines without a GPU.
 //
 // It implements the backend contract of csrc/core/backend.h faithfully for memory (alloc is
 // zero-filled, copies are ordered, pinned staging is offered) and implements exactly one op,
@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "core/backend.h"
+#include "core/ops.h"
 #include "core/tensor.h"
 
 namespace {
@@ -103,11 +104,11 @@ dvl_status halloc(size_t bytes, void** out, dvl_backend_error* e) {
 
 void hfree(void* p) { std::free(p); }
 
-int supports(const char* op, int dtype) { return std::strcmp(op, "add") == 0 && dtype == int(dvl::DType::F32); }
+int supports(int op, int dtype) { return op == int(dvl::OpId::Add) && dtype == int(dvl::DType::F32); }
 
-dvl_status run(int, const char* op, const dvl::Tensor* const* in, size_t n_in, dvl::Tensor* const* out, size_t n_out,
+dvl_status run(int, int op, const dvl::Tensor* const* in, size_t n_in, dvl::Tensor* const* out, size_t n_out,
                const dvl::Attrs*, dvl_backend_error* e) {
-  if (std::strcmp(op, "add") != 0) return fail(e, "DVL_BACKEND", "host-backend: only add is implemented");
+  if (op != int(dvl::OpId::Add)) return fail(e, "DVL_BACKEND", "host-backend: only add is implemented");
   if (n_in != 2 || n_out != 1) return fail(e, "DVL_ARG", "host-backend: add takes 2 inputs and 1 output");
   const dvl::Tensor &a = *in[0], &b = *in[1];
   dvl::Tensor& y = *out[0];

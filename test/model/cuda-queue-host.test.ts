@@ -1,5 +1,5 @@
 // cuda-queue-host.test.ts — the engine's CUDA execution path (a queue with device 'cuda':
-// csrc/core/cuda_queue.cpp, loadModel's gpu option) without a GPU, through a backend plugin whose
+// csrc/cuda/host/cuda_queue.cpp, loadModel's gpu option) without a GPU, through a backend plugin whose
 // device memory is host memory (test/helpers/host-backend.cpp, compiled here). That backend
 // rejects any pointer it did not allocate, so a host pointer where device memory belongs fails
 // instead of working by accident; it implements one op (add), so both queue paths run: ops the

@@ -6,6 +6,8 @@
 //
 // Legend: T tokens, H hidden, nh/nkv heads, hd head dim, I intermediate, V vocab.
 
+import { attendRef } from '../helpers/attention-ref.js';
+
 export interface RefConfig {
   hiddenSize: number; numLayers: number; numHeads: number; numKvHeads: number; headDim: number;
   intermediateSize: number; vocabSize: number; ropeTheta: number; rmsNormEps: number; tieWordEmbeddings: boolean;
@@ -111,30 +113,19 @@ export function referenceForward(cfg: RefConfig, w: W, ids: readonly number[], v
       if (qkNorm === 'after-rope') norms();
       Q.push(q); K.push(k); Vv.push(v);
     }
-    const group = nh / nkv;
-    const scale = 1 / Math.sqrt(hd);
+    // Q as [T, nh, hd], K and V as caches [nkv, T, hd]: the shared reference (test/helpers/attention-ref.ts).
+    const q = new Float64Array(T * nh * hd), kc = new Float64Array(nkv * T * hd), vc = new Float64Array(nkv * T * hd);
+    for (let t = 0; t < T; t++) {
+      q.set(Q[t], t * nh * hd);
+      for (let g = 0; g < nkv; g++) {
+        kc.set(K[t].subarray(g * hd, (g + 1) * hd), (g * T + t) * hd);
+        vc.set(Vv[t].subarray(g * hd, (g + 1) * hd), (g * T + t) * hd);
+      }
+    }
+    const att = attendRef(q, kc, vc, { Tq: T, nh, nkv, hd, cap: T, kvLen: T }, visible);
     const next: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
-      const o = new Float64Array(nh * hd);
-      for (let head = 0; head < nh; head++) {
-        const kvh = Math.floor(head / group);
-        const scores: number[] = [];
-        const keys: number[] = [];
-        for (let s = 0; s < T; s++) {
-          if (!visible(t, s)) continue;
-          let d = 0;
-          for (let i = 0; i < hd; i++) d += Q[t][head * hd + i] * K[s][kvh * hd + i];
-          scores.push(d * scale);
-          keys.push(s);
-        }
-        const m = Math.max(...scores);
-        let z = 0;
-        const e = scores.map((s) => { const v = Math.exp(s - m); z += v; return v; });
-        for (let j = 0; j < keys.length; j++) {
-          const pw = e[j] / z;
-          for (let i = 0; i < hd; i++) o[head * hd + i] += pw * Vv[keys[j]][kvh * hd + i];
-        }
-      }
+      const o = att.subarray(t * nh * hd, (t + 1) * nh * hd);
       const y = lin(o, get(p + 'self_attn.o_proj.weight'), H, bias(p + 'self_attn.o_proj.bias', oBias));
       const h1 = h[t].map((v, i) => v + y[i]);
       const m = rmsNorm(h1, get(p + 'post_attention_layernorm.weight'), cfg.rmsNormEps);

@@ -1,6 +1,6 @@
 // Backend selection without a GPU (runs in CI): getBackendInfo reports CPU with a structured
 // reason, an explicit CUDA request throws, DIFFUSIONVL_GPU overrides the option and 'cpu' skips
-// probing, and the native loader (csrc/core/cuda_loader.cpp) names each failure it meets on
+// probing, and the native loader (csrc/cuda/host/cuda_loader.cpp) names each failure it meets on
 // the way to a device: missing plugin, a file that is not a plugin, a wrong API version, no
 // device, a second plugin. Fake plugins are compiled here from csrc/core/backend.h with the
 // system C++ compiler (skipped, with the reason, when there is none); the driver check is

@@ -128,63 +128,9 @@ export function softmaxRef(x: ArrayLike<number>, C: number): Float64Array {
   return y;
 }
 
-// ---- attention (attention.cpp) --------------------------------------------------------------
+// ---- attention (attention.cpp): the shared float64 reference, test/helpers/attention-ref.ts ----
 
-export type MaskKind = 'causal' | 'block' | 'full' | 'segments';
-
-export interface AttentionRefOptions {
-  Tq: number; nh: number; nkv: number; hd: number; cap: number;
-  kvLen: number; qPos0: number; mask: MaskKind; blockSize?: number; segments?: readonly number[]; scale?: number;
-}
-
-/** Explicit mask predicate: may query row i (absolute position qPos0 + i) see key j? */
-export function visible(o: AttentionRefOptions, i: number, j: number): boolean {
-  if (j >= o.kvLen) return false;
-  const p = o.qPos0 + i;
-  switch (o.mask) {
-    case 'full': return true;
-    case 'causal': return j <= p;
-    case 'block': return Math.floor(j / o.blockSize!) <= Math.floor(p / o.blockSize!);
-    case 'segments': {
-      const cu = o.segments!;
-      for (let s = 0; s + 1 < cu.length; s++) if (i >= cu[s] && i < cu[s + 1]) return j >= cu[s] && j < cu[s + 1];
-      return false;
-    }
-  }
-}
-
-/** Plain softmax(QKᵀ·scale + mask)V in float64 with the mask as an explicit predicate.
- *  q [Tq, nh, hd]; k, v [nkv, cap, hd] (already as float values). Rows with no visible key → 0. */
-export function attentionRef(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, o: AttentionRefOptions): Float64Array {
-  const { Tq, nh, nkv, hd, cap } = o;
-  const scale = o.scale ?? 1 / Math.sqrt(hd);
-  const group = nh / nkv;
-  const out = new Float64Array(Tq * nh * hd);
-  const s = new Float64Array(o.kvLen);
-  for (let i = 0; i < Tq; i++)
-    for (let h = 0; h < nh; h++) {
-      const g = Math.floor(h / group), qo = (i * nh + h) * hd;
-      let m = -Infinity, any = false;
-      for (let j = 0; j < o.kvLen; j++) {
-        if (!visible(o, i, j)) { s[j] = NaN; continue; }
-        let d = 0;
-        const ko = (g * cap + j) * hd;
-        for (let e = 0; e < hd; e++) d += q[qo + e] * k[ko + e];
-        s[j] = d * scale;
-        if (Number.isNaN(s[j])) m = NaN; else if (s[j] > m) m = s[j];
-        any = true;
-      }
-      if (!any) continue;
-      let Z = 0;
-      for (let j = 0; j < o.kvLen; j++) if (visible(o, i, j)) Z += Math.exp(s[j] - m);
-      for (let j = 0; j < o.kvLen; j++) {
-        if (!visible(o, i, j)) continue;
-        const p = Math.exp(s[j] - m) / Z, vo = (g * cap + j) * hd;
-        for (let e = 0; e < hd; e++) out[qo + e] += p * v[vo + e];
-      }
-    }
-  return out;
-}
+export { attentionRef, visible, type AttentionRefOptions, type MaskKind } from '../helpers/attention-ref.js';
 
 // ---- KV cache and shape ops (kv_cache.cpp, shape.cpp) -----------------------------------------
 

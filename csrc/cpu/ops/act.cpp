@@ -97,11 +97,11 @@ static void softmax_run(OpContext& ctx, const Tensors& in, const Tensors& out, c
 }
 
 void ops_register_act(std::vector<OpDef>& t) {
-  t.push_back({"silu", silu_plan, unary_run<silu_f>});
-  t.push_back({"swiglu", swiglu_plan, swiglu_run});
-  t.push_back({"gelu", gelu_plan, unary_run<gelu_f>});
-  t.push_back({"gelu_tanh", gelu_tanh_plan, unary_run<gelu_tanh_f>});
-  t.push_back({"softmax", softmax_plan, softmax_run});
+  t.push_back({OpId::Silu, silu_plan, unary_run<silu_f>});
+  t.push_back({OpId::Swiglu, swiglu_plan, swiglu_run});
+  t.push_back({OpId::Gelu, gelu_plan, unary_run<gelu_f>});
+  t.push_back({OpId::GeluTanh, gelu_tanh_plan, unary_run<gelu_tanh_f>});
+  t.push_back({OpId::Softmax, softmax_plan, softmax_run});
 }
 
 }  // namespace dvl

@@ -268,8 +268,8 @@ static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors
 }
 
 void ops_register_attention(std::vector<OpDef>& t) {
-  t.push_back({"attention", attention_plan, attention_run});
-  t.push_back({"attention_batch", attention_batch_plan, attention_batch_run});
+  t.push_back({OpId::Attention, attention_plan, attention_run});
+  t.push_back({OpId::AttentionBatch, attention_batch_plan, attention_batch_run});
 }
 
 }  // namespace dvl

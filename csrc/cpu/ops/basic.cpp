@@ -177,12 +177,12 @@ static Tensors empty_plan(const Tensors& in, const Attrs& a) {
 static void empty_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}
 
 void ops_register_basic(std::vector<OpDef>& t) {
-  t.push_back({"empty", empty_plan, empty_run});
-  t.push_back({"embedding", embedding_plan, embedding_run});
-  t.push_back({"add", add_plan, binary_run<false>});
-  t.push_back({"mul", mul_plan, binary_run<true>});
-  t.push_back({"scale", scale_plan, scale_run});
-  t.push_back({"convert", convert_plan, convert_run});
+  t.push_back({OpId::Empty, empty_plan, empty_run});
+  t.push_back({OpId::Embedding, embedding_plan, embedding_run});
+  t.push_back({OpId::Add, add_plan, binary_run<false>});
+  t.push_back({OpId::Mul, mul_plan, binary_run<true>});
+  t.push_back({OpId::Scale, scale_plan, scale_run});
+  t.push_back({OpId::Convert, convert_plan, convert_run});
 }
 
 }  // namespace dvl

@@ -74,6 +74,6 @@ static void resize_bilinear_run(OpContext& ctx, const Tensors& in, const Tensors
   });
 }
 
-void ops_register_bilinear(std::vector<OpDef>& t) { t.push_back({kOp, resize_bilinear_plan, resize_bilinear_run}); }
+void ops_register_bilinear(std::vector<OpDef>& t) { t.push_back({OpId::ResizeBilinear, resize_bilinear_plan, resize_bilinear_run}); }
 
 }  // namespace dvl

@@ -203,6 +203,6 @@ static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& o
   resample_vertical(ctx, tmp.data(), w, C, row0, vert, dst, h);
 }
 
-void ops_register_image(std::vector<OpDef>& t) { t.push_back({"image_resize", image_resize_plan, image_resize_run}); }
+void ops_register_image(std::vector<OpDef>& t) { t.push_back({OpId::ImageResize, image_resize_plan, image_resize_run}); }
 
 }  // namespace dvl

@@ -117,6 +117,6 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   }
 }
 
-void ops_register_io(std::vector<OpDef>& t) { t.push_back({"load", load_plan, load_run}); }
+void ops_register_io(std::vector<OpDef>& t) { t.push_back({OpId::Load, load_plan, load_run}); }
 
 }  // namespace dvl

@@ -90,8 +90,8 @@ static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors
 }
 
 void ops_register_kv(std::vector<OpDef>& t) {
-  t.push_back({"kv_cache_append", kv_append_plan, kv_append_run});
-  t.push_back({"kv_cache_append_batch", kv_append_batch_plan, kv_append_batch_run});
+  t.push_back({OpId::KvCacheAppend, kv_append_plan, kv_append_run});
+  t.push_back({OpId::KvCacheAppendBatch, kv_append_batch_plan, kv_append_batch_run});
 }
 
 }  // namespace dvl

@@ -100,6 +100,6 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
   ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { fn(x, M, K, w.raw(), n0, n1, bias, y, N); });
 }
 
-void ops_register_matmul(std::vector<OpDef>& t) { t.push_back({"matmul", matmul_plan, matmul_run}); }
+void ops_register_matmul(std::vector<OpDef>& t) { t.push_back({OpId::Matmul, matmul_plan, matmul_run}); }
 
 }  // namespace dvl

@@ -73,8 +73,8 @@ static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out
 }
 
 void ops_register_norm(std::vector<OpDef>& t) {
-  t.push_back({"rms_norm", rms_norm_plan, rms_norm_run});
-  t.push_back({"layer_norm", layer_norm_plan, layer_norm_run});
+  t.push_back({OpId::RmsNorm, rms_norm_plan, rms_norm_run});
+  t.push_back({OpId::LayerNorm, layer_norm_plan, layer_norm_run});
 }
 
 }  // namespace dvl

@@ -10,6 +10,7 @@
 
 #include "../../core/attrs.h"
 #include "../../core/error.h"
+#include "../../core/ops.h"
 #include "../../core/queue.h"
 #include "../../core/tensor.h"
 #include "../kernels.h"
@@ -19,11 +20,14 @@ namespace dvl {
 using Tensors = std::vector<TensorP>;
 
 struct OpDef {
-  const char* name;
+  OpId id;
   Tensors (*plan)(const Tensors& in, const Attrs& a);
   void (*run)(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a);
+  const char* name() const { return op_name(id); }
 };
 
+// The CPU op of an id (every OpId has one), or of a JS name (null when unknown).
+const OpDef& op_find(OpId id);
 const OpDef* op_find(const std::string& name);
 std::vector<std::string> op_names();
 

@@ -111,9 +111,9 @@ static void kernel_probe_run(OpContext& ctx, const Tensors& in, const Tensors& o
 }
 
 void ops_register_probe(std::vector<OpDef>& t) {
-  t.push_back({"stream_read", stream_read_plan, stream_read_run});
-  t.push_back({"kernel_probe", kernel_probe_plan, kernel_probe_run});
-  t.push_back({"compute_peak", compute_peak_plan, compute_peak_run});
+  t.push_back({OpId::StreamRead, stream_read_plan, stream_read_run});
+  t.push_back({OpId::KernelProbe, kernel_probe_plan, kernel_probe_run});
+  t.push_back({OpId::ComputePeak, compute_peak_plan, compute_peak_run});
 }
 
 }  // namespace dvl

@@ -5,6 +5,7 @@
 
 namespace dvl {
 
+// Registration order (what op_names lists), and the same defs indexed by OpId.
 static const std::vector<OpDef>& table() {
   static const std::vector<OpDef> t = [] {
     std::vector<OpDef> v;
@@ -26,15 +27,27 @@ static const std::vector<OpDef>& table() {
   return t;
 }
 
+static const std::vector<const OpDef*>& by_id() {
+  static const std::vector<const OpDef*> ix = [] {
+    std::vector<const OpDef*> v(size_t(kOpCount), nullptr);
+    for (const OpDef& d : table()) v[size_t(d.id)] = &d;
+    for (int i = 0; i < kOpCount; ++i)
+      if (!v[size_t(i)]) throw Error(DVL_ERR_INTERNAL, std::string("op '") + op_name(OpId(i)) + "' has no CPU op");
+    return v;
+  }();
+  return ix;
+}
+
+const OpDef& op_find(OpId id) { return *by_id().at(size_t(id)); }
+
 const OpDef* op_find(const std::string& name) {
-  for (const OpDef& d : table())
-    if (name == d.name) return &d;
-  return nullptr;
+  OpId id;
+  return op_lookup(name.c_str(), &id) ? &op_find(id) : nullptr;
 }
 
 std::vector<std::string> op_names() {
   std::vector<std::string> r;
-  for (const OpDef& d : table()) r.push_back(d.name);
+  for (const OpDef& d : table()) r.push_back(d.name());
   return r;
 }
 

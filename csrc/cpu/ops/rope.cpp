@@ -88,8 +88,8 @@ static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, cons
 }
 
 void ops_register_rope(std::vector<OpDef>& t) {
-  t.push_back({"rope_cos_sin", rope_cos_sin_plan, rope_cos_sin_run});
-  t.push_back({"rope", rope_plan, rope_run});
+  t.push_back({OpId::RopeCosSin, rope_cos_sin_plan, rope_cos_sin_run});
+  t.push_back({OpId::Rope, rope_plan, rope_run});
 }
 
 }  // namespace dvl

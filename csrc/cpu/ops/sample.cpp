@@ -297,6 +297,6 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
   remask_select_reveal(conf, n, a.geti("k", 0), a.gets("mode", "static") == "dynamic", a.get("threshold", 0.85), reveal);
 }
 
-void ops_register_sample(std::vector<OpDef>& t) { t.push_back({"confidence_remask", confidence_remask_plan, confidence_remask_run}); }
+void ops_register_sample(std::vector<OpDef>& t) { t.push_back({OpId::ConfidenceRemask, confidence_remask_plan, confidence_remask_run}); }
 
 }  // namespace dvl

@@ -187,12 +187,12 @@ static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, c
 }
 
 void ops_register_shape(std::vector<OpDef>& t) {
-  t.push_back({"reshape", reshape_plan, nothing_run});
-  t.push_back({"narrow_rows", narrow_rows_plan, nothing_run});
-  t.push_back({"gather_rows", gather_rows_plan, gather_rows_run});
-  t.push_back({"scatter_rows", scatter_rows_plan, scatter_rows_run});
-  t.push_back({"slice_cols", slice_cols_plan, slice_cols_run});
-  t.push_back({"concat_rows", concat_rows_plan, concat_rows_run});
+  t.push_back({OpId::Reshape, reshape_plan, nothing_run});
+  t.push_back({OpId::NarrowRows, narrow_rows_plan, nothing_run});
+  t.push_back({OpId::GatherRows, gather_rows_plan, gather_rows_run});
+  t.push_back({OpId::ScatterRows, scatter_rows_plan, scatter_rows_run});
+  t.push_back({OpId::SliceCols, slice_cols_plan, slice_cols_run});
+  t.push_back({OpId::ConcatRows, concat_rows_plan, concat_rows_run});
 }
 
 }  // namespace dvl

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "attrs.h"
-#include "queue.h"
-#include "tensor.h"
+#include "../../core/attrs.h"
+#include "../../core/queue.h"
+#include "../../core/tensor.h"
 
 namespace dvl {
 

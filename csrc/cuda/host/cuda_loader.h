@@ -22,9 +22,10 @@
 #include <string>
 #include <vector>
 
-#include "attrs.h"
-#include "backend.h"
-#include "tensor.h"
+#include "../../core/attrs.h"
+#include "../../core/backend.h"
+#include "../../core/ops.h"
+#include "../../core/tensor.h"
 
 namespace dvl {
 
@@ -82,10 +83,10 @@ TensorP cuda_tensor(DType dt, const std::vector<int64_t>& shape);
 // same dtype and shape (blocking; ordered after pending device work).
 TensorP cuda_upload(const Tensor& host);
 void cuda_download(const Tensor& dev, Tensor& host);
-// Enqueues op `name` on the device; outputs are device tensors the caller allocated.
-void cuda_run(const std::string& name, const std::vector<TensorP>& in, const std::vector<TensorP>& out,
-              const Attrs& attrs);
-bool cuda_supports(const std::string& name, DType dt);
+// Enqueues op `op` on the device; outputs are device tensors the caller allocated.
+void cuda_run(OpId op, const std::vector<TensorP>& in, const std::vector<TensorP>& out, const Attrs& attrs);
+// Whether the plugin implements op `op` for main-input dtype `dt`.
+bool cuda_supports(OpId op, DType dt);
 void cuda_synchronize();
 
 }  // namespace dvl

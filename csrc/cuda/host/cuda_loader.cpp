@@ -10,8 +10,8 @@
 #include <map>
 #include <mutex>
 
-#include "../compat/glibc_compat.h"
-#include "error.h"
+#include "../../compat/glibc_compat.h"
+#include "../../core/error.h"
 
 namespace dvl {
 
@@ -358,21 +358,20 @@ void cuda_download(const Tensor& dev, Tensor& host) {
     throw_backend(err, "cuda download of " + dev.describe());
 }
 
-void cuda_run(const std::string& name, const std::vector<TensorP>& in, const std::vector<TensorP>& out,
-              const Attrs& attrs) {
+void cuda_run(OpId op, const std::vector<TensorP>& in, const std::vector<TensorP>& out, const Attrs& attrs) {
   const dvl_backend_api& api = need_api();
   std::vector<const Tensor*> pin;
   std::vector<Tensor*> pout;
   for (const TensorP& t : in) pin.push_back(t.get());
   for (const TensorP& t : out) pout.push_back(t.get());
   dvl_backend_error err{};
-  if (api.run(g_plugin.device, name.c_str(), pin.data(), pin.size(), pout.data(), pout.size(), &attrs, &err) != 0)
-    throw_backend(err, "cuda " + name);
+  if (api.run(g_plugin.device, int(op), pin.data(), pin.size(), pout.data(), pout.size(), &attrs, &err) != 0)
+    throw_backend(err, std::string("cuda ") + op_name(op));
 }
 
-bool cuda_supports(const std::string& name, DType dt) {
+bool cuda_supports(OpId op, DType dt) {
   const dvl_backend_api* api = cuda_api();
-  return api && api->supports && api->supports(name.c_str(), int(dt)) != 0;
+  return api && api->supports && api->supports(int(op), int(dt)) != 0;
 }
 
 void cuda_synchronize() {

@@ -5,9 +5,9 @@
 #include <future>
 #include <mutex>
 
-#include "../cpu/ops/ops.h"
+#include "../../cpu/ops/ops.h"
 #include "cuda_loader.h"
-#include "error.h"
+#include "../../core/error.h"
 
 namespace dvl {
 
@@ -118,7 +118,7 @@ void load_to_device(Tensor& dst, const Attrs& a) {
     Attrs conv;
     conv.str["dtype"] = dtype_name(dst.dtype);
     TensorP view = std::make_shared<Tensor>(dst);  // same storage; cuda_run takes TensorPs
-    cuda_run("convert", {tmp}, {view}, conv);
+    cuda_run(OpId::Convert, {tmp}, {view}, conv);
   }
 }
 
@@ -139,13 +139,14 @@ void check_host_inputs(const std::string& op, const std::vector<TensorP>& in) {
 
 ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<TensorP>> in,
                              std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<Attrs> attrs) {
-  const std::string name = def.name;
+  const OpId id = def.id;
+  const std::string name = def.name();
   {
     DeviceAllocScope scope(Device::Cuda);
     out = std::make_shared<std::vector<TensorP>>(def.plan(*in, *attrs));
   }
-  if (name == "empty" || name == "reshape" || name == "narrow_rows") return nullptr;
-  if (name == "load") {
+  if (op_is_view_or_alloc(id)) return nullptr;
+  if (id == OpId::Load) {
     TensorP dst = (*in)[0];
     if (!on_device(dst)) {  // a host tensor: the CPU op does it
       auto run = def.run;
@@ -153,7 +154,7 @@ ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<Tenso
     }
     DType src = DType::F32;
     dtype_parse(attrs->gets("src", ""), &src);
-    if (src != dst->dtype && !cuda_supports("convert", src)) {  // convert on the CPU, then upload
+    if (src != dst->dtype && !cuda_supports(OpId::Convert, src)) {  // convert on the CPU, then upload
       auto run = def.run;
       return [run, dst, attrs](OpContext& ctx) {
         TensorP host = Tensor::alloc(dst->dtype, dst->shape, Device::Cpu);
@@ -168,12 +169,12 @@ ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<Tenso
     throw Error(DVL_ERR_ARG, name + ": input 0 (" + ((*in)[0] ? (*in)[0]->describe() : std::string("null")) +
                                  ") is written in place and must be a GPU tensor on a CUDA queue");
   DType main = in->empty() || !(*in)[0] ? DType::F32 : (*in)[0]->dtype;
-  if (cuda_supports(name, main)) {
-    return [name, in, out, attrs](OpContext&) {
+  if (cuda_supports(id, main)) {
+    return [id, in, out, attrs](OpContext&) {
       std::vector<TensorP> dev_in(*in);
       for (TensorP& t : dev_in)
         if (t && !on_device(t)) t = cuda_upload(*t);  // a small host tensor (ids, positions, tables)
-      cuda_run(name, dev_in, *out, *attrs);
+      cuda_run(id, dev_in, *out, *attrs);
     };
   }
   // Not on the GPU: run the CPU op on host copies.
