@@ -108,8 +108,16 @@ result.concurrent = conc;
   const unloaded: number[] = [], loaded: number[] = [];
   for (let rep = 0; rep < 5; rep++) {
     unloaded.push(await firstBlock(model));
-    const others = Array.from({ length: 3 }, (_, i) => model.generate({ ...req, maxTokens: tokens * 2, prompt: `Background request ${i}.` }));
-    await new Promise((r) => setTimeout(r, 50));   // they are decoding
+    // The others are decoding once each has its own first block out (before that they are
+    // newcomers too, and share the newcomers' priority).
+    const started: Promise<void>[] = [];
+    const others = Array.from({ length: 3 }, (_, i) => {
+      const s = model.stream({ ...req, maxTokens: tokens * 2, prompt: `Background request ${i}.` });
+      let first!: () => void;
+      started.push(new Promise<void>((r) => { first = r; }));
+      return (async () => { for await (const ev of s) if (ev.type === 'block') first(); first(); })();
+    });
+    await Promise.all(started);
     loaded.push(await firstBlock(model));
     await Promise.all(others);
   }

@@ -165,7 +165,7 @@ export abstract class TextDecoder {
   private cap = 0;
   private nslots = 0;
   /** Recorded forwards by shape signature; they point at the KV cache, so they go with it. */
-  plans = new PlanCache();
+  plans = new PlanCache(96);
   /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by tests). */
   eager = eagerFromEnv();
 
@@ -236,7 +236,8 @@ export abstract class TextDecoder {
   /**
    * Enqueues one forward over the rows of several sequences, each against its own cache slot
    * and with its own positions and mask; returns logits f32 [Σ logitsRows, V], sequence after
-   * sequence, or null when no sequence asks for any. Every row is computed exactly as in a
+   * sequence (with several sequences, possibly followed by a few padding rows to ignore), or
+   * null when no sequence asks for any. Every row is computed exactly as in a
    * forward of its sequence alone (row-wise ops; attention per sequence), so batching never
    * changes a bit of anyone's logits. The first forward of each shape (row counts, logit rows,
    * image features) is recorded into a plan; it and every later one of that shape is one
@@ -281,6 +282,12 @@ export abstract class TextDecoder {
       T += n;
     });
     const allRows = rows.length === T && rows.every((r, i) => r === i);
+    // Batched forwards: the logit row count is padded (repeating the last row) to a bucket, so
+    // the mix of requests does not make a new plan for every count; callers read their rows by
+    // offset and never see the extras.
+    if (passes.length > 1 && !allRows && rows.length > 0) {
+      for (let want = rowBucket(rows.length), last = rows[rows.length - 1]; rows.length < want;) rows.push(last);
+    }
     shape.rows = allRows ? -1 : rows.length;
     const idsAll = new Int32Array(T);
     let off = 0;
@@ -393,4 +400,10 @@ export abstract class TextDecoder {
   dispose(): void {
     this.freeCache();
   }
+}
+
+/** Logit rows of a batched forward, rounded up: exact to 4, then to a multiple of 4 (to 32), 8 (to 64), 16. */
+export function rowBucket(n: number): number {
+  const step = n <= 4 ? 1 : n <= 32 ? 4 : n <= 64 ? 8 : 16;
+  return Math.ceil(n / step) * step;
 }
