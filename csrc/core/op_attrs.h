@@ -9,14 +9,17 @@
 // no strings. Header-only: the CUDA plugin (not linked against the engine) receives an OpAttrs
 // through backend.h, so changing this layout bumps DVL_BACKEND_API_VERSION.
 //
-// Typed so far: attention and attention_batch (the attention family). The other families still
-// read their string-keyed attributes (the Attrs base) in plan and run; each moves here in turn.
+// Typed: attention, attention_batch, rms_norm, layer_norm, rope_cos_sin, kv_cache_append(_batch),
+// scale, convert, slice_cols, confidence_remask — every op the CUDA plugin reads attributes of.
+// The others (load, empty, reshape, narrow_rows, the probes, image_resize, resize_bilinear: CPU
+// or JS-thread only) still read their string-keyed attributes (the Attrs base) in plan and run.
 #pragma once
 #include <cstdint>
 #include <utility>
 #include <vector>
 
 #include "attrs.h"
+#include "dtype.h"
 
 namespace dvl {
 
@@ -51,6 +54,42 @@ struct AttentionBatchAttrs {
   double scale = 1;
 };
 
+// rms_norm, layer_norm: the variance epsilon.
+struct NormAttrs {
+  double eps = 0;
+};
+
+// rope_cos_sin: the base and the rotary dims (even).
+struct RopeAttrs {
+  double theta = 1e4;
+  int64_t dim = 2;
+};
+
+// kv_cache_append: x's rows go to positions pos0..; kv_cache_append_batch: the sequences.
+struct KvAppendAttrs {
+  int64_t pos0 = 0;
+  std::vector<BatchSeq> seqs;
+};
+
+// slice_cols: columns [start, start + len) of the last dim.
+struct SliceAttrs {
+  int64_t start = 0, len = 0;
+};
+
+// confidence_remask (csrc/cpu/ops/sample.cpp has the meaning of each): the sampling settings
+// (topK, topP, seed, counters matter when temperature > 0), then the remasking rule.
+struct RemaskAttrs {
+  double temperature = 0;
+  int64_t topK = 0;
+  double topP = 1;
+  double seed = 0;
+  std::vector<double> counters;  // one per row when sampling
+  bool raw = false;              // confidence 'raw' (else 'modified')
+  int64_t k = 0;                 // schedule entry: how many to reveal (static)
+  bool dynamic = false;          // mode 'dynamic' (else 'static')
+  double threshold = 0.85;       // dynamic mode's confidence threshold
+};
+
 // The attributes of one op: the string-keyed ones as given (the base: families not typed yet
 // read them), and the typed struct of the op's family, filled by its parse step (the others
 // stay default).
@@ -60,6 +99,13 @@ struct OpAttrs : Attrs {
 
   AttentionAttrs attention;             // attention
   AttentionBatchAttrs attention_batch;  // attention_batch
+  NormAttrs norm;                       // rms_norm, layer_norm
+  RopeAttrs rope;                       // rope_cos_sin
+  KvAppendAttrs kv;                     // kv_cache_append, kv_cache_append_batch
+  double scale = 1;                     // scale: the factor s
+  DType convert_to = DType::F32;        // convert: the target dtype
+  SliceAttrs slice;                     // slice_cols
+  RemaskAttrs remask;                   // confidence_remask
 };
 
 }  // namespace dvl

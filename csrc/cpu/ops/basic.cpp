@@ -82,15 +82,16 @@ static void binary_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
 static Tensors add_plan(const Tensors& in, const OpAttrs&) { return binary_plan("add", in); }
 static Tensors mul_plan(const Tensors& in, const OpAttrs&) { return binary_plan("mul", in); }
 
-static Tensors scale_plan(const Tensors& in, const OpAttrs& a) {
+static void scale_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("scale", in, 1, 1);
   op_need_dtype("scale", in, 0, {DType::F32});
-  a.need("scale", "s");
-  return {Tensor::alloc(DType::F32, in[0]->shape)};
+  a.scale = a.need("scale", "s");
 }
 
+static Tensors scale_plan(const Tensors& in, const OpAttrs&) { return {Tensor::alloc(DType::F32, in[0]->shape)}; }
+
 static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
-  float s = float(a.get("s", 1.0));
+  float s = float(a.scale);
   const float* x = in[0]->data<float>();
   float* y = out[0]->data<float>();
   ctx.pool.parallel_for(in[0]->numel(), 4096, [&](int64_t b, int64_t e) {
@@ -98,15 +99,17 @@ static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, con
   });
 }
 
-static Tensors convert_plan(const Tensors& in, const OpAttrs& a) {
+static void convert_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("convert", in, 1, 1);
   op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8});
   DType to;
   if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && to != DType::Q8))
     op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16 or q8, got '" + a.gets("dtype", "") + "'", in);
   if (to == DType::Q8 && in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "convert", "q8 needs rank ≥ 1 (rows of the last dim)", in);
-  return {Tensor::alloc(to, in[0]->shape)};
+  a.convert_to = to;
 }
+
+static Tensors convert_plan(const Tensors& in, const OpAttrs& a) { return {Tensor::alloc(a.convert_to, in[0]->shape)}; }
 
 // Conversions to or from q8, row by row (a row = the last dim).
 static void convert_q8_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
@@ -181,8 +184,8 @@ void ops_register_basic(std::vector<OpDef>& t) {
   t.push_back({OpId::Embedding, embedding_plan, embedding_run});
   t.push_back({OpId::Add, add_plan, binary_run<false>});
   t.push_back({OpId::Mul, mul_plan, binary_run<true>});
-  t.push_back({OpId::Scale, scale_plan, scale_run});
-  t.push_back({OpId::Convert, convert_plan, convert_run});
+  t.push_back({OpId::Scale, scale_plan, scale_run, scale_parse});
+  t.push_back({OpId::Convert, convert_plan, convert_run, convert_parse});
 }
 
 }  // namespace dvl

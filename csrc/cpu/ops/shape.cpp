@@ -143,7 +143,7 @@ static void scatter_rows_run(OpContext&, const Tensors& in, const Tensors&, cons
   for (int64_t i = 0; i < n; ++i) std::memmove(d + size_t(idx[i]) * rb, s + size_t(i) * rb, rb);
 }
 
-static Tensors slice_cols_plan(const Tensors& in, const OpAttrs& a) {
+static void slice_cols_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("slice_cols", in, 1, 1);
   op_need_dtype("slice_cols", in, 0, {DType::F32, DType::BF16, DType::F16, DType::I32});
   if (in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "slice_cols", "x must have rank >= 1", in);
@@ -151,14 +151,18 @@ static Tensors slice_cols_plan(const Tensors& in, const OpAttrs& a) {
   if (start < 0 || len < 0 || start + len > C)
     op_fail(DVL_ERR_RANGE, "slice_cols", "columns " + std::to_string(start) + " .. " + std::to_string(start + len) +
                                              " are not within the " + std::to_string(C) + " columns", in);
+  a.slice = SliceAttrs{start, len};
+}
+
+static Tensors slice_cols_plan(const Tensors& in, const OpAttrs& a) {
   std::vector<int64_t> shape = in[0]->shape;
-  shape.back() = len;
+  shape.back() = a.slice.len;
   return {Tensor::alloc(in[0]->dtype, shape)};
 }
 
 static void slice_cols_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const size_t es = dtype_size(in[0]->dtype);
-  const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1), start = a.geti("start", 0), len = a.geti("len", 0);
+  const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1), start = a.slice.start, len = a.slice.len;
   const char* x = static_cast<const char*>(in[0]->raw());
   char* y = static_cast<char*>(out[0]->raw());
   if (len == 0) return;
@@ -191,7 +195,7 @@ void ops_register_shape(std::vector<OpDef>& t) {
   t.push_back({OpId::NarrowRows, narrow_rows_plan, nothing_run});
   t.push_back({OpId::GatherRows, gather_rows_plan, gather_rows_run});
   t.push_back({OpId::ScatterRows, scatter_rows_plan, scatter_rows_run});
-  t.push_back({OpId::SliceCols, slice_cols_plan, slice_cols_run});
+  t.push_back({OpId::SliceCols, slice_cols_plan, slice_cols_run, slice_cols_parse});
   t.push_back({OpId::ConcatRows, concat_rows_plan, concat_rows_run});
 }
 

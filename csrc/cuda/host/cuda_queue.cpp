@@ -117,6 +117,7 @@ void load_to_device(Tensor& dst, const Attrs& a) {
   if (tmp) {
     OpAttrs conv;
     conv.str["dtype"] = dtype_name(dst.dtype);
+    conv.convert_to = dst.dtype;
     TensorP view = std::make_shared<Tensor>(dst);  // same storage; cuda_run takes TensorPs
     cuda_run(OpId::Convert, {tmp}, {view}, conv);
   }
