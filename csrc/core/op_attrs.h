@@ -9,12 +9,11 @@
 // no strings. Header-only: the CUDA plugin (not linked against the engine) receives an OpAttrs
 // through backend.h, so changing this layout bumps DVL_BACKEND_API_VERSION.
 //
-// Typed: attention, attention_batch, rms_norm, layer_norm, rope_cos_sin, kv_cache_append(_batch),
-// scale, convert, slice_cols, confidence_remask — every op the CUDA plugin reads attributes of.
-// The others (load, empty, reshape, narrow_rows, the probes, image_resize, resize_bilinear: CPU
-// or JS-thread only) still read their string-keyed attributes (the Attrs base) in plan and run.
+// Every op with attributes has its struct here; no plan() or run() reads a string key (the Attrs
+// base keeps the attributes as given: parse reads them, and a plan replay patches them).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -71,7 +70,7 @@ struct KvAppendAttrs {
   std::vector<BatchSeq> seqs;
 };
 
-// slice_cols: columns [start, start + len) of the last dim.
+// slice_cols: columns [start, start + len) of the last dim; narrow_rows: rows of dim 0.
 struct SliceAttrs {
   int64_t start = 0, len = 0;
 };
@@ -90,6 +89,34 @@ struct RemaskAttrs {
   double threshold = 0.85;       // dynamic mode's confidence threshold
 };
 
+// load: bytes [offset, offset + bytes) of the file at path, of dtype src.
+struct LoadAttrs {
+  std::string path;
+  DType src = DType::F32;
+  int64_t offset = 0, bytes = 0;
+};
+
+// empty: the dtype and shape to allocate; reshape: the new shape, its -1 entry resolved.
+struct ShapeAttrs {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+};
+
+// image_resize, resize_bilinear: the output size.
+struct SizeAttrs {
+  int64_t width = 0, height = 0;
+};
+
+// The probes: stream_read (repeat), compute_peak (kind 'f' f32 | 'b' bf16 | 'q' q8, iters),
+// kernel_probe (dot, else axpy with alpha).
+struct ProbeAttrs {
+  int64_t repeat = 1;
+  char kind = 0;
+  int64_t iters = 1;
+  bool dot = false;
+  double alpha = 0;
+};
+
 // The attributes of one op: the string-keyed ones as given (the base: families not typed yet
 // read them), and the typed struct of the op's family, filled by its parse step (the others
 // stay default).
@@ -104,8 +131,12 @@ struct OpAttrs : Attrs {
   KvAppendAttrs kv;                     // kv_cache_append, kv_cache_append_batch
   double scale = 1;                     // scale: the factor s
   DType convert_to = DType::F32;        // convert: the target dtype
-  SliceAttrs slice;                     // slice_cols
+  SliceAttrs slice;                     // slice_cols, narrow_rows
   RemaskAttrs remask;                   // confidence_remask
+  LoadAttrs load;                       // load
+  ShapeAttrs shape;                     // empty, reshape
+  SizeAttrs size;                       // image_resize, resize_bilinear
+  ProbeAttrs probe;                     // stream_read, compute_peak, kernel_probe
 };
 
 }  // namespace dvl

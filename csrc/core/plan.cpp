@@ -15,7 +15,7 @@ namespace dvl {
 
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
                            std::shared_ptr<OpAttrs> attrs) {
-  if (def.typed) def.typed(*in, *attrs);  // parsed once: plan, the CPU run and the CUDA run share it
+  if (def.parse_into) def.parse_into(*in, *attrs);  // parsed once: plan, the CPU run and the CUDA run share it
   if (dev == Device::Cuda) return cuda_queue_op(def, in, out, attrs);
   check_host_inputs(def.name(), *in);
   out = std::make_shared<Tensors>(def.plan(*in, *attrs));

@@ -158,7 +158,7 @@ static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, c
   });
 }
 
-static Tensors empty_plan(const Tensors& in, const OpAttrs& a) {
+static void empty_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("empty", in, 0, 0);
   DType dt;
   if (!dtype_parse(a.gets("dtype", ""), &dt))
@@ -170,9 +170,13 @@ static Tensors empty_plan(const Tensors& in, const OpAttrs& a) {
     if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_SHAPE, "empty", "shape entries must be non-negative integers", in);
     shape.push_back(int64_t(d));
   }
+  a.shape = ShapeAttrs{dt, std::move(shape)};
+}
+
+static Tensors empty_plan(const Tensors&, const OpAttrs& a) {
   // An empty tensor is filled later, piece by piece (a KV cache) or whole (the loader, which
   // asks for huge pages itself): small pages keep its resident size to what is written.
-  TensorP t = Tensor::alloc(dt, shape);
+  TensorP t = Tensor::alloc(a.shape.dtype, a.shape.shape);
   if (!t->on_cuda() && t->storage) t->storage->advise_small_pages();
   return {t};
 }
@@ -180,7 +184,7 @@ static Tensors empty_plan(const Tensors& in, const OpAttrs& a) {
 static void empty_run(OpContext&, const Tensors&, const Tensors&, const OpAttrs&) {}
 
 void ops_register_basic(std::vector<OpDef>& t) {
-  t.push_back({OpId::Empty, empty_plan, empty_run});
+  t.push_back({OpId::Empty, empty_plan, empty_run, empty_parse});
   t.push_back({OpId::Embedding, embedding_plan, embedding_run});
   t.push_back({OpId::Add, add_plan, binary_run<false>});
   t.push_back({OpId::Mul, mul_plan, binary_run<true>});

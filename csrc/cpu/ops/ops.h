@@ -28,14 +28,14 @@ struct OpDef {
   void (*run)(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a);
   // The family's parse step: validates the inputs and the string-keyed attributes, in the order
   // plan() used to (so the first error reported is the same), and fills the family's typed
-  // struct in `a`. Null for families whose attributes are not typed yet (their plan validates).
-  void (*typed)(const Tensors& in, OpAttrs& a) = nullptr;
+  // struct in `a`. Null for ops without attributes (their plan validates the inputs).
+  void (*parse_into)(const Tensors& in, OpAttrs& a) = nullptr;
 
   const char* name() const { return op_name(id); }
   // The op's attributes parsed once: plan, the CPU run and the CUDA run all take the result.
   OpAttrs parse(const Tensors& in, Attrs raw) const {
     OpAttrs a(std::move(raw));
-    if (typed) typed(in, a);
+    if (parse_into) parse_into(in, a);
     return a;
   }
 };

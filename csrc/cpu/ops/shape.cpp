@@ -17,7 +17,7 @@
 
 namespace dvl {
 
-static Tensors reshape_plan(const Tensors& in, const OpAttrs& a) {
+static void reshape_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("reshape", in, 1, 1);
   const std::vector<double>* sv = a.geta("shape");
   if (!sv) op_fail(DVL_ERR_ARG, "reshape", "missing shape", in);
@@ -46,9 +46,13 @@ static Tensors reshape_plan(const Tensors& in, const OpAttrs& a) {
   // q8 rows are stored one by one (dtype.h): any shape with the same row length K is the same bytes.
   if (in[0]->dtype == DType::Q8 && (shape.empty() || shape.back() != in[0]->dim(-1)))
     op_fail(DVL_ERR_DTYPE, "reshape", "a q8 tensor keeps its last dim (the row length it was quantised with)", in);
+  a.shape.shape = std::move(shape);
+}
+
+static Tensors reshape_plan(const Tensors& in, const OpAttrs& a) {
   auto t = std::make_shared<Tensor>();
   t->dtype = in[0]->dtype;
-  t->shape = shape;
+  t->shape = a.shape.shape;
   t->storage = in[0]->storage;
   return {t};
 }
@@ -59,7 +63,7 @@ static void nothing_run(OpContext&, const Tensors&, const Tensors&, const OpAttr
 // rows start..start+len-1 over the SAME memory (no copy), like reshape. The view keeps x's
 // storage alive. x must have its memory already: a placeholder of a plan being recorded has
 // none (use gather_rows there).
-static Tensors narrow_rows_plan(const Tensors& in, const OpAttrs& a) {
+static void narrow_rows_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "narrow_rows";
   op_need_inputs(op, in, 1, 1);
   const Tensor& x = *in[0];
@@ -70,6 +74,12 @@ static Tensors narrow_rows_plan(const Tensors& in, const OpAttrs& a) {
     op_fail(DVL_ERR_RANGE, op, "rows " + std::to_string(start) + ".." + std::to_string(start + len) + " outside the " + std::to_string(x.dim(0)) + " rows", in);
   if (!x.storage->data && x.nbytes())
     op_fail(DVL_ERR_ARG, op, "x is a placeholder of a plan being recorded (no memory to view); use gather_rows", in);
+  a.slice = SliceAttrs{start, len};
+}
+
+static Tensors narrow_rows_plan(const Tensors& in, const OpAttrs& a) {
+  const Tensor& x = *in[0];
+  const int64_t start = a.slice.start, len = a.slice.len;
   size_t row = dtype_size(x.dtype);
   for (int i = 1; i < x.rank(); ++i) row *= size_t(x.shape[i]);
   auto t = std::make_shared<Tensor>();
@@ -191,8 +201,8 @@ static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, c
 }
 
 void ops_register_shape(std::vector<OpDef>& t) {
-  t.push_back({OpId::Reshape, reshape_plan, nothing_run});
-  t.push_back({OpId::NarrowRows, narrow_rows_plan, nothing_run});
+  t.push_back({OpId::Reshape, reshape_plan, nothing_run, reshape_parse});
+  t.push_back({OpId::NarrowRows, narrow_rows_plan, nothing_run, narrow_rows_parse});
   t.push_back({OpId::GatherRows, gather_rows_plan, gather_rows_run});
   t.push_back({OpId::ScatterRows, scatter_rows_plan, scatter_rows_run});
   t.push_back({OpId::SliceCols, slice_cols_plan, slice_cols_run, slice_cols_parse});
