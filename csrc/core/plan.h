@@ -44,9 +44,10 @@ namespace dvl {
 struct OpDef;
 using Tensors = std::vector<TensorP>;
 
-// Plans op `def` on the calling thread (its attributes parsed into `attrs`' typed struct,
-// validation, outputs allocated as the current scopes say) and returns the job that runs it on a queue of device `dev`, or an empty function when
-// there is nothing to run (reshape, empty). Eager Queue.op and plan recording share it.
+// Plans op `def` on the calling thread (its attributes parsed into `attrs`' typed struct, the
+// validation, outputs allocated as the current scopes say) and returns the job that runs it on
+// a queue of device `dev`, or an empty function when there is nothing to run (reshape, empty).
+// Eager Queue.op and plan recording share it.
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
                            std::shared_ptr<OpAttrs> attrs);
 
@@ -97,7 +98,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   struct Op {
     const OpDef* def;
     std::shared_ptr<Tensors> in, out;
-    std::shared_ptr<OpAttrs> attrs;                // the job's: replaced by the replay's parsed copy on the queue thread
+    std::shared_ptr<OpAttrs> attrs;                // the job's; a replay swaps in its parsed copy (queue thread)
     std::shared_ptr<const Attrs> recorded;         // as recorded: replay() patches and parses a copy
     std::vector<AttrPatch> patches;
     ExecQueue::Job job;
