@@ -309,6 +309,7 @@ export abstract class TextDecoder {
         out?.dispose();
       }
     });
+    if (!plan) return this.build(this.q, shape, step);
     return plan.run(this.q, step)[0] ?? null;
   }
 
