@@ -14,7 +14,8 @@
 //                   aggregate tokens/s and exact match (must be equal)
 //
 // Writes bench/out/batching.json; prints the rows for bench/RESULTS.md. Flags: --threads N,
-// --tokens N (per request, default 64), --n N (held-out items, default 100), --skip-heldout.
+// --tokens N (per request, default 64), --n N (held-out items, default 100), --skip-heldout,
+// --only balance|concurrent|arrival|heldout (one part).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import { QWEN25_05B, seedCheckpoint } from './seed.js';
 const { values: v } = parseArgs({ options: {
   threads: { type: 'string' }, tokens: { type: 'string', default: '64' }, n: { type: 'string', default: '100' },
   'skip-heldout': { type: 'boolean', default: false },
+  only: { type: 'string' },
 } });
 const threads = v.threads ? Number(v.threads) : undefined;
 const tokens = Number(v.tokens);
@@ -42,8 +44,9 @@ const result: Record<string, unknown> = { machine };
 const dir = await seedCheckpoint(join(root, '.cache', 'bench-qwen2.5-0.5b'), QWEN25_05B, log);
 const model = await loadModel(dir, { threads, maxBatch: 8, memoryCheck: false });
 
+const part = (name: string) => v.only === undefined || v.only === name;
 // ---- balance point ------------------------------------------------------------------------
-{
+if (part('balance')) {
   const text = (model as unknown as { text: import('../lib/model/qwen2.js').Qwen2Text }).text;
   const q = (model as unknown as { queue: import('../lib/native/index.js').Queue }).queue;
   const rows: { R: number; ms: number; ratio: number }[] = [];
@@ -83,7 +86,7 @@ const settings: [string, GenerateRequest, number[]][] = [
 ];
 const conc: Record<string, unknown>[] = [];
 await model.generate({ prompt: 'warm up', maxTokens: 8, mode: 'ar' });
-for (const [name, req, ns] of settings) {
+for (const [name, req, ns] of part('concurrent') ? settings : []) {
   // Round-robin repeats so a slow spell of the shared machine hits every count alike.
   const runs: Record<number, number[]> = {};
   for (let rep = 0; rep < 3; rep++) for (const n of ns) (runs[n] ??= []).push((await aggregate(model, req, n)).tokS);
@@ -94,10 +97,10 @@ for (const [name, req, ns] of settings) {
     log(`${name.padEnd(20)} ${String(n).padStart(2)} concurrent: ${tokS.toFixed(1).padStart(8)} tok/s aggregate  ×${(tokS / base).toFixed(2)} vs one`);
   }
 }
-result.concurrent = conc;
+if (conc.length) result.concurrent = conc;
 
 // ---- time to first block of a request arriving while 3 others decode -------------------------
-{
+if (part('arrival')) {
   const req: GenerateRequest = { mode: 'diffusion', blockSize: 8, steps: 4, maxTokens: tokens, stopTokens: [] };
   const firstBlock = async (m: Model): Promise<number> => {
     const t0 = performance.now();
@@ -128,7 +131,7 @@ result.concurrent = conc;
 model.dispose();
 
 // ---- the held-out set, 8 concurrent clients -------------------------------------------------
-if (!v['skip-heldout']) {
+if (!v['skip-heldout'] && part('heldout')) {
   const child = await loadModel(bundledModelDir('shapes-diffusionvl'), { threads, maxBatch: 8 });
   const set = await readHeldout(bundledHeldoutDir());
   const n = Math.min(Number(v.n), set.items.length);
@@ -145,5 +148,5 @@ if (!v['skip-heldout']) {
 }
 
 mkdirSync(join(root, 'bench', 'out'), { recursive: true });
-writeFileSync(join(root, 'bench', 'out', 'batching.json'), JSON.stringify(result, null, 2));
+writeFileSync(join(root, 'bench', 'out', v.only ? `batching-${v.only}.json` : 'batching.json'), JSON.stringify(result, null, 2));
 log('\nwrote bench/out/batching.json');

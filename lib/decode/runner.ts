@@ -231,7 +231,7 @@ export async function* runBlockDiffusion(
   checkAbort();
   const prefillTokens = geom.prefillLength - L0;
   if (prefillTokens > 0) {
-    await fw.step({ ids: ids.subarray(L0, geom.prefillLength), pos0: L0, blockSize: bs, rows: [], prefill: true });
+    await fw.step({ ids: ids.subarray(L0, geom.prefillLength), pos0: L0, blockSize: bs, rows: [], prefill: true, first: true });
     forwards++;
   }
   let committedLength = geom.prefillLength;

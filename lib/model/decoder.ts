@@ -239,9 +239,9 @@ export abstract class TextDecoder {
    * sequence (with several sequences, possibly followed by a few padding rows to ignore), or
    * null when no sequence asks for any. Every row is computed exactly as in a
    * forward of its sequence alone (row-wise ops; attention per sequence), so batching never
-   * changes a bit of anyone's logits. The first forward of each shape (row counts, logit rows,
-   * image features) is recorded into a plan; it and every later one of that shape is one
-   * replay call. A replay's logits are valid until the next forward of the same shape.
+   * changes a bit of anyone's logits. The second forward of each shape (row counts, logit rows,
+   * image features) is recorded into a plan (the first runs op by op: PlanCache recordAt); it
+   * and every later one of that shape is one replay call. A replay's logits are valid until the next forward of the same shape.
    */
   forwardBatch(passes: readonly SeqPass[]): Tensor | null {
     if (passes.length === 0) throw new ShapeError('forward: no sequences');
@@ -309,6 +309,7 @@ export abstract class TextDecoder {
         out?.dispose();
       }
     });
+    if (!plan) return this.build(this.q, shape, step);
     return plan.run(this.q, step)[0] ?? null;
   }
 

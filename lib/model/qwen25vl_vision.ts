@@ -253,6 +253,7 @@ export class Qwen25VisionTower {
           out.dispose();
         }
       });
+      if (!plan) return this.build(this.q, grids, px);
       return plan.run(this.q, { pixels: px })[0];
     } finally {
       px.dispose();

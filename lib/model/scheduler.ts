@@ -7,7 +7,9 @@
 // every open sequence has a step waiting, or on the next turn of the event loop otherwise, so a
 // lone request never waits and a slow consumer never holds the others back. Each forward takes:
 //   0. when newcomers are waiting for their first block (StepSpec.first): only their steps, so
-//      time to first block stays close to an idle model's;
+//      time to first block stays close to an idle model's — and while a newcomer's runner is
+//      between two of those steps (reading the last result), the others' forward waits for
+//      its next step, HOLD_MS at most, instead of starting a forward it would queue behind;
 //   1. the waiting decode steps, oldest first (a block step of 8 or 16 rows, an AR step of 1),
 //   2. then prefill chunks in the rows left under maxRows (block-aligned for the block mask,
 //      so every chunk is exactly a prefill of whole blocks); a long prompt is prefilled over
@@ -97,6 +99,9 @@ interface Pending {
   onAbort?: () => void;
 }
 
+/** How long the others' forward waits for a newcomer's next first-block step (see kick). */
+const HOLD_MS = 10;
+
 export class BatchScheduler {
   readonly stats: SchedulerStats = { forwards: 0, rows: 0, sequences: 0, open: 0, waiting: 0, maxSequences: 0, prefillChunks: 0 };
   private readonly free: number[] = [];
@@ -104,6 +109,9 @@ export class BatchScheduler {
   private pending: Pending[] = [];
   private busy = false;
   private flushScheduled = false;
+  /** Open sequences whose last step was a first-block step (StepSpec.first). */
+  private readonly newcomers = new Set<Sequence>();
+  private holdTimer: ReturnType<typeof setTimeout> | null = null;
   /** Called with the slots of every forward, in batch order (tests and tracing). */
   onForward: ((slots: number[]) => void) | null = null;
 
@@ -146,6 +154,7 @@ export class BatchScheduler {
   close(seq: Sequence): void {
     if (seq.closed) return;
     seq.closed = true;
+    this.newcomers.delete(seq);
     this.stats.open--;
     this.pending = this.pending.filter((p) => {
       if (p.seq !== seq) return true;
@@ -166,6 +175,8 @@ export class BatchScheduler {
 
   /** Rejects everyone: waiting steps and slot waiters (the model is going away). */
   shutdown(reason: unknown): void {
+    if (this.holdTimer) { clearTimeout(this.holdTimer); this.holdTimer = null; }
+    this.newcomers.clear();
     for (const p of this.pending) this.settle(p, () => p.reject(reason));
     this.pending = [];
     for (const w of this.waiters.splice(0)) {
@@ -195,6 +206,8 @@ export class BatchScheduler {
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
+      if (spec.first) this.newcomers.add(seq);
+      else this.newcomers.delete(seq);
       this.pending.push(p);
       this.kick();
     });
@@ -210,15 +223,35 @@ export class BatchScheduler {
     f();
   }
 
-  /** Runs a forward now when every open sequence is waiting, else on the next turn. */
+  /**
+   * Runs a forward now when every open sequence is waiting, else on the next turn — unless a
+   * newcomer is between two first-block steps and no first-block step waits: then the others
+   * wait for it, HOLD_MS at most (a newcomer that does not come back within that, e.g. a
+   * stream nobody reads, is no longer waited for).
+   */
   private kick(): void {
-    if (this.busy || this.pending.length === 0) return;
+    if (this.busy || this.pending.length === 0 || this.hold()) return;
     if (this.pending.length >= this.stats.open) {
       void this.flush();
     } else if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => { this.flushScheduled = false; if (!this.busy) void this.flush(); });
+      setImmediate(() => { this.flushScheduled = false; if (!this.busy && this.pending.length > 0 && !this.hold()) void this.flush(); });
     }
+  }
+
+  /** True, with a timer set, while the others' forward waits for a newcomer between first-block steps. */
+  private hold(): boolean {
+    const between = [...this.newcomers].some((s) => !this.pending.some((p) => p.seq === s));
+    if (between && !this.pending.some((p) => p.spec.first && !p.seq.closed)) {
+      this.holdTimer ??= setTimeout(() => {
+        this.holdTimer = null;
+        for (const s of this.newcomers) if (!this.pending.some((p) => p.seq === s)) this.newcomers.delete(s);
+        this.kick();
+      }, HOLD_MS);
+      return true;
+    }
+    if (this.holdTimer) { clearTimeout(this.holdTimer); this.holdTimer = null; }
+    return false;
   }
 
   /** Picks this forward's passes: decode steps first, oldest first, then prefill chunks. */

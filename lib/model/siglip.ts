@@ -227,11 +227,13 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
           cropPass(q, tw, patchW, pos, d, step);
         } else {
           // One plan per pass size (and output rows: proj is bound, so its size is part of the shape).
-          opts.plans.get(`${c}:${n * P}`, () => {
+          const plan = opts.plans.get(`${c}:${n * P}`, () => {
             const rec = new Recorder(q);
             cropPass(rec, tw, patchW, pos, d, step);
             return rec.finish([]);
-          }).run(q, step);
+          });
+          if (plan) plan.run(q, step);
+          else cropPass(q, tw, patchW, pos, d, step);
         }
       } finally {
         pass.dispose();

@@ -128,23 +128,36 @@ export interface PlanCacheStats {
   recorded: number;
   replays: number;
   evicted: number;
+  /** Calls run op by op because their shape was new (see PlanCache's recordAt). */
+  eager: number;
 }
 
 /**
  * A model's plans by shape signature, least recently used first out. Bounded by count and by
  * the sum of arena bytes: a plan whose arena alone exceeds the byte cap is used for its call
  * and freed at the next one (a one-off prompt length must not pin its activations).
+ *
+ * `recordAt`: the sighting of a shape that records it. Recording costs more than running the
+ * ops eagerly once (it runs them and builds the plan), and many shapes are seen once (a prompt
+ * length, a picture size, the logit-row count of one denoising step): with 2, the first
+ * sighting runs op by op and the second records — a one-shot CLI run pays no recording at
+ * all for its one-off shapes. Replay = eager bit for bit, so the choice never changes results.
  */
 export class PlanCache {
   private readonly plans = new Map<string, RecordedPlan>();
+  /** Shapes seen but not yet recorded (bounded: the oldest are forgotten). */
+  private readonly seen = new Map<string, number>();
   private bytes = 0;
   private oneOff: RecordedPlan | null = null;
-  readonly stats: PlanCacheStats = { plans: 0, arenaBytes: 0, recorded: 0, replays: 0, evicted: 0 };
+  readonly stats: PlanCacheStats = { plans: 0, arenaBytes: 0, recorded: 0, replays: 0, evicted: 0, eager: 0 };
 
-  constructor(readonly maxPlans = 48, readonly maxBytes = 256 * 2 ** 20) {}
+  constructor(readonly maxPlans = 48, readonly maxBytes = 256 * 2 ** 20, readonly recordAt = 2) {}
 
-  /** The plan for `key`, recorded by `record` when absent. */
-  get(key: string, record: () => RecordedPlan): RecordedPlan {
+  /**
+   * The plan for `key`, recorded by `record` when absent — or null while `key` has been seen
+   * fewer than `recordAt` times: the caller runs that call op by op.
+   */
+  get(key: string, record: () => RecordedPlan): RecordedPlan | null {
     this.oneOff?.dispose();
     this.oneOff = null;
     const hit = this.plans.get(key);
@@ -153,6 +166,14 @@ export class PlanCache {
       this.plans.set(key, hit);
       this.stats.replays++;
       return hit;
+    }
+    const sightings = (this.seen.get(key) ?? 0) + 1;
+    this.seen.delete(key);
+    if (sightings < this.recordAt) {
+      this.seen.set(key, sightings);
+      if (this.seen.size > 4 * this.maxPlans) this.seen.delete(this.seen.keys().next().value!);
+      this.stats.eager++;
+      return null;
     }
     const plan = record();
     this.stats.recorded++;
@@ -183,6 +204,7 @@ export class PlanCache {
   clear(): void {
     for (const p of this.plans.values()) p.dispose();
     this.plans.clear();
+    this.seen.clear();
     this.oneOff?.dispose();
     this.oneOff = null;
     this.bytes = 0;

@@ -50,6 +50,40 @@ describe('concurrent requests = each alone', () => {
     }
   }, 120_000);
 
+  it("a request arriving while others decode: its prefill and first block run in forwards of their own", async () => {
+    const m = await loadModel(tiny.dir, { threads: 2, maxBatch: 4 });
+    const sched = (m as unknown as { sched: { onForward: ((slots: number[]) => void) | null } }).sched;
+    const forwards: number[][] = [];
+    try {
+      // Three requests decoding (each past its first block), then the newcomer.
+      const started: Promise<void>[] = [];
+      const others = [0, 1, 2].map((i) => {
+        const s = m.stream({ prompt: `background request number ${i}`, maxTokens: 96, stopTokens: [], steps: 4 });
+        let first!: () => void;
+        started.push(new Promise<void>((r) => { first = r; }));
+        return (async () => { for await (const ev of s) if (ev.type === 'block') first(); first(); })();
+      });
+      await Promise.all(started);
+      sched.onForward = (slots) => forwards.push(slots);
+      const s = m.stream({ prompt: 'the newcomer asks a longer question of its own, with words enough for a prefill', maxTokens: 16, stopTokens: [], steps: 4 });
+      for await (const ev of s) if (ev.type === 'block') break;
+      const upTo = forwards.length;
+      sched.onForward = null;
+      await Promise.all(others);
+      // The others' slots are those of their shared forwards; the newcomer has the fourth.
+      const theirs = new Set(forwards.filter((f) => f.length > 1).flat());
+      expect(theirs.size).toBe(3);
+      const mine = [0, 1, 2, 3].find((x) => !theirs.has(x))!;
+      const seen = forwards.slice(0, upTo);
+      const from = seen.findIndex((f) => f.includes(mine)), to = seen.findLastIndex((f) => f.includes(mine)) + 1;
+      // Its prefill and every denoising step of its first block, none shared with the others.
+      expect(to - from).toBeGreaterThanOrEqual(3);
+      expect(seen.slice(from, to)).toEqual(Array.from({ length: to - from }, () => [mine]));
+    } finally {
+      m.dispose();
+    }
+  }, 120_000);
+
   it('random checkpoint: sampling with seeds, separate commits, long prompts chunked beside decodes', async () => {
     const long = 'a long prompt '.repeat(20);
     const reqs: GenerateRequest[] = [

@@ -65,8 +65,8 @@ describe.each(nativeInfo().isaLevels as Isa[])('Qwen2 forward at isa %s: replay 
   });
   afterAll(() => { eager.dispose(); planned.dispose(); w.dispose(); q.dispose(); });
 
-  it('every pass kind, twice over (recorded, then replayed)', async () => {
-    for (let round = 0; round < 2; round++) {
+  it('every pass kind, three times over (eager at first sight, recorded at the second, then replayed)', async () => {
+    for (let round = 0; round < 3; round++) {
       for (const a of passes(131)) {
         const te = eager.forward(a), tp = planned.forward(a);
         expect(tp === null).toBe(te === null);
@@ -79,7 +79,8 @@ describe.each(nativeInfo().isaLevels as Isa[])('Qwen2 forward at isa %s: replay 
     }
     const s = planned.plans.stats;
     expect(s.recorded).toBe(8);                       // distinct shapes among the 11 passes
-    expect(s.replays).toBe(22);
+    expect(s.eager).toBe(8);                          // each one's first sighting (PlanCache recordAt 2)
+    expect(s.replays).toBe(33 - 8);
   });
 });
 
@@ -157,9 +158,9 @@ describe.each(nativeInfo().isaLevels as Isa[])('Qwen3 forward at isa %s: replay 
   });
   afterAll(() => { w.dispose(); q.dispose(); });
 
-  it('every pass kind, twice over (recorded, then replayed)', async () => {
+  it('every pass kind, three times over (eager at first sight, recorded at the second, then replayed)', async () => {
     const eager = make({ eager: true }), planned = make({ eager: false });
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0; round < 3; round++) {
       for (const a of passes(131)) {
         const te = eager.forward(a), tp = planned.forward(a);
         expect(tp === null).toBe(te === null);
@@ -170,7 +171,7 @@ describe.each(nativeInfo().isaLevels as Isa[])('Qwen3 forward at isa %s: replay 
         expect(bits(lp)).toEqual(bits(le));
       }
     }
-    expect(planned.plans.stats).toMatchObject({ recorded: 8, replays: 22 });
+    expect(planned.plans.stats).toMatchObject({ recorded: 8, eager: 8, replays: 33 - 8 });
     eager.dispose(); planned.dispose();
   });
 
@@ -289,7 +290,9 @@ describe('the Qwen2.5-VL tower through plans', () => {
     const image = (grid: number[], seed: number) => ({
       grid, pixelValues: Float32Array.from({ length: grid[0] * grid[1] * grid[2] * row }, (_, i) => Math.sin(i * 0.37 + seed)),
     });
-    const cases = [[image([1, 4, 6], 1)], [image([1, 6, 2], 2), image([1, 2, 2], 3)], [image([1, 4, 6], 4)], [image([1, 6, 2], 5), image([1, 2, 2], 6)]];
+    // Two grid lists, three times each: eager at first sight, recorded at the second, replayed.
+    const cases = [[image([1, 4, 6], 1)], [image([1, 6, 2], 2), image([1, 2, 2], 3)], [image([1, 4, 6], 4)], [image([1, 6, 2], 5), image([1, 2, 2], 6)],
+      [image([1, 4, 6], 7)], [image([1, 6, 2], 8), image([1, 2, 2], 9)]];
     const kept: { t: import('../../lib/native/index.js').Tensor; want: Uint32Array }[] = [];
     for (const c of cases) {
       const te = eager.encode(c), tp = planned.encode(c);
@@ -299,8 +302,8 @@ describe('the Qwen2.5-VL tower through plans', () => {
       te.dispose();
       kept.push({ t: tp, want: bits(fp).slice() });
     }
-    expect(planned.plans.stats).toMatchObject({ recorded: 2, replays: 4 });
-    // Replays 3 and 4 reused the plans of 1 and 2: the earlier results are untouched.
+    expect(planned.plans.stats).toMatchObject({ recorded: 2, eager: 2, replays: 4 });
+    // Calls 5 and 6 reused the plans of 3 and 4: the earlier results are untouched.
     for (const k of kept) { expect(bits(await q.readF32(k.t))).toEqual(k.want); k.t.dispose(); }
     eager.dispose(); planned.dispose(); w.dispose(); q.dispose();
   });
@@ -318,7 +321,7 @@ describe('SigLIP crop passes through plans', () => {
     const cfg = w.config.vision as import('../../lib/weights/config.js').SiglipVisionConfig;
     const { encodeSiglipCrops } = await import('../../lib/model/siglip.js');
     const plans = new PlanCache(4);
-    for (const seed of [1, 2]) {
+    for (const seed of [1, 2, 3]) {   // eager at first sight, recorded at the second, replayed
       const n = 3, S = cfg.imageSize;
       const pixels = Float32Array.from({ length: n * 3 * S * S }, (_, i) => Math.sin(i * 0.011 + seed));
       const eager = encodeSiglipCrops(q, w, cfg, pixels, n, { cropsPerPass: 2 });
@@ -328,7 +331,7 @@ describe('SigLIP crop passes through plans', () => {
       expect(bits(b)).toEqual(bits(a));
       eager.dispose(); planned.dispose();
     }
-    expect(plans.stats).toMatchObject({ recorded: 2, replays: 4 });
+    expect(plans.stats).toMatchObject({ recorded: 2, eager: 2, replays: 4 });
     plans.clear(); w.dispose(); q.dispose();
   });
 });
@@ -349,7 +352,7 @@ describe('plan cache and replay errors', () => {
   afterAll(() => { m.dispose(); w.dispose(); q.dispose(); });
 
   it('evicts the least recently used plan past its count and frees it', async () => {
-    m.plans = new PlanCache(2);
+    m.plans = new PlanCache(2, undefined, 1);   // record at first sight: this test is about eviction
     gc();
     const ids = (n: number) => new Int32Array(n).fill(3);
     m.forward({ ids: ids(2), pos0: 0, n: 2, mask: 'causal', logitsRows: [1] })!.dispose();

@@ -128,6 +128,36 @@ describe('BatchScheduler', () => {
     m.dispose();
   });
 
+  it("a newcomer whose runner takes a while between its first-block steps is waited for, not queued behind the others", async () => {
+    const m = model(2);
+    const s = new BatchScheduler(m, q, { maxBatch: 2, maxRows: 64 });
+    const forwards: number[][] = [];
+    s.onForward = (slots) => forwards.push(slots);
+    const [a, b] = [await s.open(), await s.open()];
+    const remask = { temperature: 0, k: 2, mode: 'static' as const };
+    const step = (seq: Sequence, pos0: number, first: boolean) =>
+      s.step(seq, { ids: new Int32Array(8).fill(V - 1), pos0, mask: 'block', blockSize: 8, rows: [0, 1, 2, 3, 4, 5, 6, 7], remask, first });
+    const pause = () => new Promise((r) => setTimeout(r, 1));   // a runner reading its result, emitting events
+    await s.step(a, { ids: new Int32Array(8).fill(5), pos0: 0, mask: 'block', blockSize: 8, rows: [], prefill: true, first: true });
+    let aRunning = true;
+    const aSteps = (async () => { while (aRunning) await step(a, 16, false); })();
+    await s.step(b, { ids: new Int32Array(8).fill(7), pos0: 0, mask: 'block', blockSize: 8, rows: [], prefill: true, first: true });
+    const from = forwards.length - 1;
+    for (let i = 0; i < 3; i++) { await pause(); await step(b, 8, true); }
+    const to = forwards.length;
+    await pause();
+    await step(b, 16, false);
+    aRunning = false;
+    await aSteps;
+    // From b's prefill to its last first-block step: b's forwards only, none of a's in between.
+    expect(forwards.slice(from, to)).toEqual(Array.from({ length: to - from }, () => [b.slot]));
+    expect(to - from).toBe(4);
+    // a was not starved: it ran before and after.
+    expect(forwards.slice(to).some((f) => f.includes(a.slot))).toBe(true);
+    s.close(a); s.close(b);
+    m.dispose();
+  });
+
   it('waits for a free slot in order; aborts reject at once, waiting or stepping', async () => {
     const m = model(1);
     const s = new BatchScheduler(m, q, { maxBatch: 1, maxRows: 64 });
