@@ -21,12 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DVL_BACKEND_API_VERSION 3  // 3: ops are dvl::OpId values, not names
+#define DVL_BACKEND_API_VERSION 4  // 3: ops are dvl::OpId values, not names; 4: attrs are dvl::OpAttrs (op_attrs.h)
 
 namespace dvl {
 struct Tensor;
 struct Storage;
-struct Attrs;
+struct OpAttrs;
 }  // namespace dvl
 
 extern "C" {
@@ -97,10 +97,11 @@ struct dvl_backend_api {
   // 1 when `run` implements op `op` for main-input dtype `dtype`, else 0.
   int (*supports)(int op, int dtype);
   // Enqueues op `op` on the device's stream. Inputs and outputs are device tensors allocated
-  // by the engine with the shapes the CPU op's plan() produced; attrs may be NULL. Validates
+  // by the engine with the shapes the CPU op's plan() produced; attrs (csrc/core/op_attrs.h) are
+  // the CPU op's parse() result — typed families read their struct — and may be NULL. Validates
   // what it relies on ("DVL_SHAPE"/"DVL_DTYPE") and refuses unsupported ops ("DVL_BACKEND").
   dvl_status (*run)(int device, int op, const dvl::Tensor* const* inputs, size_t n_inputs,
-                    dvl::Tensor* const* outputs, size_t n_outputs, const dvl::Attrs* attrs,
+                    dvl::Tensor* const* outputs, size_t n_outputs, const dvl::OpAttrs* attrs,
                     dvl_backend_error* err);
 
   // ---- host staging (API 2) ----------------------------------------------------------------

@@ -14,7 +14,8 @@
 namespace dvl {
 
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
-                           std::shared_ptr<Attrs> attrs) {
+                           std::shared_ptr<OpAttrs> attrs) {
+  if (def.parse_into) def.parse_into(*in, *attrs);  // parsed once: plan, the CPU run and the CUDA run share it
   if (dev == Device::Cuda) return cuda_queue_op(def, in, out, attrs);
   check_host_inputs(def.name(), *in);
   out = std::make_shared<Tensors>(def.plan(*in, *attrs));
@@ -31,12 +32,12 @@ constexpr double kSerialElements = double(1 << 17);   // elements touched by the
 
 double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
 
-bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Attrs& a) {
+bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   if (def.id == OpId::Matmul && in.size() >= 2 && in[0] && in[1])
     return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs;
   if (def.id == OpId::Attention && !in.empty() && in[0] && in[0]->rank() == 3) {
     // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
-    const double keys = std::max(256.0, a.get("kvLen", 0));
+    const double keys = std::max(256.0, double(a.attention.kvLen));
     return 2.0 * double(in[0]->numel()) * keys < kSerialMacs;
   }
   // Caches written in place count by the rows written, not by their capacity.
@@ -64,7 +65,7 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
       throw Error(DVL_ERR_ARG, name + ": patched attribute '" + p.key + "' needs an array of " + std::to_string(p.len) + " numbers at record time");
   }
   auto ip = std::make_shared<Tensors>(std::move(in));
-  auto ap = std::make_shared<Attrs>(std::move(attrs));
+  auto ap = std::make_shared<OpAttrs>(std::move(attrs));
   std::shared_ptr<Tensors> out;
   ExecQueue::Job job;
   {
@@ -75,7 +76,7 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   // any other intermediate. (In a plan, `empty` is scratch: its contents are undefined.)
   if (job && !op_is_view_or_alloc(def.id)) {
     const bool serial = serial_op(def, *ip, *out, *ap);
-    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(*ap), std::move(patches), std::move(job), serial};
+    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(static_cast<const Attrs&>(*ap)), std::move(patches), std::move(job), serial};
     ops_.push_back(std::move(op));
   } else if (!patches.empty()) {
     throw Error(DVL_ERR_ARG, name + ": has nothing to run, so it cannot take patched attributes");
@@ -266,13 +267,16 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   }
   for (size_t i = 0; i < params.size(); ++i)
     if (!std::isfinite(params[i])) throw Error(DVL_ERR_ARG, "plan: parameter " + std::to_string(i) + " is not finite");
-  // The patched ops' own checks, with this step's values (positions inside the cache, ...).
+  // The patched ops' attributes with this step's values, parsed here — the op's own checks
+  // (positions inside the cache, ...) and its typed attributes — for the job to hand over.
+  std::vector<OpAttrs> patched;
   for (const Op& op : ops_) {
     if (op.patches.empty()) continue;
     Attrs a = *op.recorded;
     for (const AttrPatch& p : op.patches) apply_patch(a, p, params);
+    patched.push_back(op.def->parse(*op.in, std::move(a)));
     DeferAllocScope defer;
-    op.def->plan(*op.in, a);
+    op.def->plan(*op.in, patched.back());
   }
   outputs.clear();
   Tensors fresh;
@@ -288,8 +292,8 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     }
   }
   auto self = shared_from_this();
-  return [self, values = std::move(values), params = std::move(params), fresh = std::move(fresh)](OpContext& ctx) {
-    self->run(ctx, values, params, fresh);
+  return [self, values = std::move(values), patched = std::move(patched), fresh = std::move(fresh)](OpContext& ctx) mutable {
+    self->run(ctx, values, patched, fresh);
   };
 }
 
@@ -299,7 +303,7 @@ bool Plan::is_bound(const Storage* s) const {
   return false;
 }
 
-void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh) {
+void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const Tensors& fresh) {
   for (size_t i = 0; i < fresh.size(); ++i)
     if (fresh[i]) outputs_[i]->storage->data = fresh[i]->raw();
   Tensors uploaded;  // host tensors bound into a CUDA plan: their device copies, alive until the ops are enqueued
@@ -321,8 +325,9 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, const std::
   if (input_block_) cuda_write_from(*input_block_, packed.data(), packed.size());  // one upload per replay
   static ThreadPool one_thread(1);  // no workers: run() calls the function in place
   OpContext serial = ctx.on(one_thread);
+  size_t next = 0;
   for (Op& op : ops_) {
-    for (const AttrPatch& p : op.patches) apply_patch(*op.attrs, p, params);
+    if (!op.patches.empty()) *op.attrs = std::move(patched[next++]);  // replay() parsed them, in op order
     op.job(op.serial ? serial : ctx);
   }
 }

@@ -19,6 +19,9 @@
 //   params        numbers patched into attributes: attrs.num[key] = params[i] + offset
 //                 (the cache position of a step: kv_cache_append pos0, attention kvLen/qPos0),
 //                 or a run of them as an array attribute (a batch's sequence layout, seqs).
+//                 replay() patches a copy of the recorded attributes on the JS thread and parses
+//                 it again (OpDef::parse: the op's own checks, and its typed attributes), and
+//                 the job hands the parsed copy to the op: the queue thread parses nothing.
 // Threads are decided once per op at record time: an op whose work is a few microseconds runs
 // on the queue thread alone (a fork/join costs about as much, and far more when another process
 // holds the worker's core). Every kernel computes each output element the same way whatever
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "attrs.h"
+#include "op_attrs.h"
 #include "queue.h"
 #include "tensor.h"
 
@@ -40,11 +44,12 @@ namespace dvl {
 struct OpDef;
 using Tensors = std::vector<TensorP>;
 
-// Plans op `def` on the calling thread (validation; outputs allocated as the current scopes
-// say) and returns the job that runs it on a queue of device `dev`, or an empty function when
-// there is nothing to run (reshape, empty). Eager Queue.op and plan recording share it.
+// Plans op `def` on the calling thread (its attributes parsed into `attrs`' typed struct, the
+// validation, outputs allocated as the current scopes say) and returns the job that runs it on
+// a queue of device `dev`, or an empty function when there is nothing to run (reshape, empty).
+// Eager Queue.op and plan recording share it.
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
-                           std::shared_ptr<Attrs> attrs);
+                           std::shared_ptr<OpAttrs> attrs);
 
 // attrs.num[key] = params[param] + offset (len 0), or attrs.arr[key] = params[param .. param + len).
 struct AttrPatch {
@@ -93,8 +98,8 @@ class Plan : public std::enable_shared_from_this<Plan> {
   struct Op {
     const OpDef* def;
     std::shared_ptr<Tensors> in, out;
-    std::shared_ptr<Attrs> attrs;                  // the job's: patched on the queue thread
-    std::shared_ptr<const Attrs> recorded;         // as recorded: replay() validates from this copy
+    std::shared_ptr<OpAttrs> attrs;                // the job's; a replay swaps in its parsed copy (queue thread)
+    std::shared_ptr<const Attrs> recorded;         // as recorded: replay() patches and parses a copy
     std::vector<AttrPatch> patches;
     ExecQueue::Job job;
     bool serial;  // too small to pay for waking the pool: runs on the queue thread alone
@@ -106,7 +111,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   void need_recording(const char* what) const;
   bool is_bound(const Storage* s) const;
   static void apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params);
-  void run(OpContext& ctx, const std::vector<PlanValue>& values, const std::vector<double>& params, const Tensors& fresh);
+  void run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const Tensors& fresh);
 
   Device dev_;
   bool finished_ = false;

@@ -33,6 +33,7 @@
 namespace dvl_cuda {
 
 using dvl::DType;
+using dvl::MaskKind;
 using dvl::Tensor;
 
 struct AttnParams {
@@ -42,7 +43,7 @@ struct AttnParams {
   float* o;
   int kv_dtype;
   int64_t Tq, nh, nkv, group, hd, cap, kvLen, qPos0, bs;
-  int mask;            // 0 full, 1 causal, 2 block, 3 segments
+  MaskKind mask;       // parsed once by the CPU op (csrc/core/op_attrs.h)
   const int64_t* cu;   // segments: [nseg + 1] on the device
   int64_t nseg;
   float scale;
@@ -64,9 +65,9 @@ __device__ __forceinline__ void row_range(const AttnParams& P, int64_t i, int64_
   *lo = 0;
   *hi = P.kvLen;
   const int64_t p = P.qPos0 + i;
-  if (P.mask == 1) *hi = p + 1;
-  else if (P.mask == 2) *hi = min(P.kvLen, (p / P.bs + 1) * P.bs);
-  else if (P.mask == 3) {
+  if (P.mask == MaskKind::Causal) *hi = p + 1;
+  else if (P.mask == MaskKind::Block) *hi = min(P.kvLen, (p / P.bs + 1) * P.bs);
+  else if (P.mask == MaskKind::Segments) {
     int64_t a = 0, b = P.nseg;  // the last s with cu[s] <= i (segments are non-decreasing)
     while (b - a > 1) {
       const int64_t mid = (a + b) / 2;
@@ -324,39 +325,34 @@ static dvl_status attention_run(const OpCall& c) {
   P.Tq = q.shape[0], P.nh = q.shape[1], P.hd = q.shape[2], P.nkv = k.shape[0], P.cap = k.shape[1];
   if (P.hd > 512 || P.nkv < 1 || P.nh % P.nkv) return fail(c.err, "DVL_SHAPE", "cuda attention: hd <= 512, nh a multiple of nkv");
   P.group = P.nh / P.nkv;
-  P.kvLen = c.attrs.geti("kvLen", 0);
-  P.qPos0 = c.attrs.geti("qPos0", 0);
+  // The CPU op's parse validated these against the same shapes; the checks below guard what the
+  // kernels index with, should an engine skip it.
+  const dvl::AttentionAttrs& a = c.attrs.attention;
+  P.kvLen = a.kvLen;
+  P.qPos0 = a.qPos0;
   if (P.kvLen < 0 || P.kvLen > P.cap || P.qPos0 < 0) return fail(c.err, "DVL_RANGE", "cuda attention: kvLen / qPos0 out of range");
-  P.scale = float(c.attrs.has("scale") ? c.attrs.get("scale", 1) : 1.0 / std::sqrt(double(P.hd)));
-  const std::string mask = c.attrs.gets("mask", "");
-  std::vector<int64_t> cu;
-  if (mask == "full") P.mask = 0;
-  else if (mask == "causal") P.mask = 1;
-  else if (mask == "block") {
-    P.mask = 2;
-    P.bs = c.attrs.geti("blockSize", 1);
-    if (P.bs < 1) return fail(c.err, "DVL_RANGE", "cuda attention: blockSize must be >= 1");
-  } else if (mask == "segments") {
-    P.mask = 3;
-    const std::vector<double>* s = c.attrs.geta("segments");
-    if (!s || s->size() < 2) return fail(c.err, "DVL_ARG", "cuda attention: segments missing");
-    for (double d : *s) cu.push_back(int64_t(d));
+  P.scale = float(a.has_scale ? a.scale : 1.0 / std::sqrt(double(P.hd)));
+  P.mask = a.mask;
+  P.bs = a.blockSize;
+  const std::vector<int64_t>& cu = a.segments;
+  if (P.mask == MaskKind::Block && P.bs < 1) return fail(c.err, "DVL_RANGE", "cuda attention: blockSize must be >= 1");
+  if (P.mask == MaskKind::Segments) {
+    if (cu.size() < 2 || cu.front() != 0 || cu.back() != P.kvLen || P.Tq != P.kvLen)
+      return fail(c.err, "DVL_ARG", "cuda attention: segments missing or not [0, ..., kvLen]");
     P.nseg = int64_t(cu.size()) - 1;
-  } else {
-    return fail(c.err, "DVL_ARG", "cuda attention: unknown mask '%s'", mask.c_str());
   }
-  if ((P.mask == 1 || P.mask == 2) && P.qPos0 + P.Tq > P.kvLen)
+  if ((P.mask == MaskKind::Causal || P.mask == MaskKind::Block) && P.qPos0 + P.Tq > P.kvLen)
     return fail(c.err, "DVL_RANGE", "cuda attention: query positions exceed kvLen");
   const int64_t rows = P.Tq * P.nh;
   if (rows == 0 || P.hd == 0) return 0;
   if ((rows + kWarps - 1) / kWarps > 0x7fffffff) return fail(c.err, "DVL_SHAPE", "cuda attention: too many rows for one grid");
   P.q = dptr<const float>(q), P.k = k.storage->data, P.v = v.storage->data, P.o = dptr<float>(o), P.kv_dtype = int(k.dtype);
   int64_t* dcu = nullptr;
-  if (P.mask == 3) {
+  if (P.mask == MaskKind::Segments) {
     // The boundaries go up through a stream-ordered allocation freed after the kernel.
     cudaError_t e = cudaMallocAsync(&dcu, cu.size() * 8, c.stream);
     if (e == cudaSuccess) e = cudaMemcpyAsync(dcu, cu.data(), cu.size() * 8, cudaMemcpyHostToDevice, c.stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c.stream);  // the host vector dies on return
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c.stream);  // the engine may free the attributes on return
     if (e != cudaSuccess) {
       if (dcu) cudaFreeAsync(dcu, c.stream);
       return fail_cuda(c.err, e, "cuda attention: uploading segments");
@@ -386,7 +382,7 @@ static dvl_status attention_launch(const OpCall& c, AttnParams& P) {
 }
 
 // attention_batch (csrc/cpu/ops/attention.cpp): per sequence of attr seqs (row0, row1, slot,
-// pos0, mask 0 causal | 1 block | 2 full, bs), the attention launch above on its rows of q/o and
+// pos0, mask, bs; parsed into BatchSeq by the CPU op), the attention launch above on its rows of q/o and
 // its slot of the [S, nkv, cap, hd] caches — the same kernels as an unbatched call. (One launch
 // per sequence; a fused varlen kernel is the next step for large batches.)
 static dvl_status attention_batch_run(const OpCall& c) {
@@ -396,24 +392,25 @@ static dvl_status attention_batch_run(const OpCall& c) {
   if (k.dtype != v.dtype) return fail(c.err, "DVL_DTYPE", "cuda attention_batch: k and v must have the same dtype");
   if (q.shape.size() != 3 || k.shape.size() != 4 || k.shape != v.shape || o.shape != q.shape || k.shape[3] != q.shape[2])
     return fail(c.err, "DVL_SHAPE", "cuda attention_batch: q [T, nh, hd], k = v [S, nkv, cap, hd], o q's shape");
-  const std::vector<double>* seqs = c.attrs.geta("seqs");
-  if (!seqs || seqs->empty() || seqs->size() % 6) return fail(c.err, "DVL_ARG", "cuda attention_batch: attr seqs must hold 6 numbers per sequence");
+  const std::vector<dvl::BatchSeq>& seqs = c.attrs.attention_batch.seqs;
+  if (seqs.empty()) return fail(c.err, "DVL_ARG", "cuda attention_batch: no sequences (attr seqs)");
   const int64_t S = k.shape[0], T = q.shape[0], nh = q.shape[1], hd = q.shape[2], nkv = k.shape[1], cap = k.shape[2];
   if (hd > 512 || nkv < 1 || nh % nkv) return fail(c.err, "DVL_SHAPE", "cuda attention_batch: hd <= 512, nh a multiple of nkv");
   const size_t slot_bytes = size_t(nkv * cap * hd) * (k.dtype == DType::F32 ? 4 : 2);
-  const float scale = float(c.attrs.has("scale") ? c.attrs.get("scale", 1) : 1.0 / std::sqrt(double(hd)));
+  const dvl::AttentionBatchAttrs& a = c.attrs.attention_batch;
+  const float scale = float(a.has_scale ? a.scale : 1.0 / std::sqrt(double(hd)));
   int64_t next = 0;
-  for (size_t i = 0; i < seqs->size(); i += 6) {
-    const int64_t row0 = int64_t((*seqs)[i]), row1 = int64_t((*seqs)[i + 1]), slot = int64_t((*seqs)[i + 2]);
-    const int64_t pos0 = int64_t((*seqs)[i + 3]), mask = int64_t((*seqs)[i + 4]), bs = int64_t((*seqs)[i + 5]);
-    if (row0 != next || row1 <= row0 || row1 > T || slot < 0 || slot >= S || pos0 < 0 || pos0 + (row1 - row0) > cap || mask < 0 ||
-        mask > 2 || (mask == 1 && bs < 1))
-      return fail(c.err, "DVL_RANGE", "cuda attention_batch: sequence %d has a bad layout", int(i / 6));
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t row0 = seqs[i].row0, row1 = seqs[i].row1, slot = seqs[i].slot, pos0 = seqs[i].pos0, bs = seqs[i].bs;
+    const MaskKind mask = seqs[i].mask;
+    if (row0 != next || row1 <= row0 || row1 > T || slot < 0 || slot >= S || pos0 < 0 || pos0 + (row1 - row0) > cap ||
+        mask == MaskKind::Segments || (mask == MaskKind::Block && bs < 1))
+      return fail(c.err, "DVL_RANGE", "cuda attention_batch: sequence %d has a bad layout", int(i));
     next = row1;
     AttnParams P{};
     P.Tq = row1 - row0, P.nh = nh, P.hd = hd, P.nkv = nkv, P.cap = cap, P.group = nh / nkv;
     P.kvLen = pos0 + P.Tq, P.qPos0 = pos0, P.scale = scale;
-    P.mask = mask == 0 ? 1 : mask == 1 ? 2 : 0;  // this file's codes: 0 full, 1 causal, 2 block
+    P.mask = mask;
     P.bs = bs;
     P.q = dptr<const float>(q) + row0 * nh * hd;
     P.o = dptr<float>(o) + row0 * nh * hd;

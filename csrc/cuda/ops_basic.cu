@@ -123,7 +123,7 @@ int ops_supports(int op, int dtype) {
 }
 
 dvl_status ops_run(int device, int op, const Tensor* const* in, size_t n_in, Tensor* const* out, size_t n_out,
-                   const dvl::Attrs* attrs, dvl_backend_error* err) {
+                   const dvl::OpAttrs* attrs, dvl_backend_error* err) {
   if (op < 0 || op >= dvl::kOpCount) return fail(err, "DVL_ARG", "cuda: unknown op id %d", op);
   const dvl::OpId id = dvl::OpId(op);
   const char* name = dvl::op_name(id);
@@ -132,7 +132,7 @@ dvl_status ops_run(int device, int op, const Tensor* const* in, size_t n_in, Ten
     if (e.id != id || !(e.dtypes & dt_bit(main))) continue;
     cudaStream_t s = device_stream(device, err);
     if (!s) return 1;
-    static const dvl::Attrs kNone;
+    static const dvl::OpAttrs kNone;
     OpCall c{id, name, device, s, in, n_in, out, n_out, attrs ? *attrs : kNone, err};
     return e.run(c);
   }

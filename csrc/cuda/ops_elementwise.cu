@@ -84,7 +84,7 @@ static dvl_status scale_run(const OpCall& c) {
   if (y.shape != x.shape) return fail(c.err, "DVL_SHAPE", "cuda scale: y must have x's shape");
   const int64_t n = numel(x);
   if (n == 0) return 0;
-  scale_kernel<<<grid_for(n, 256), 256, 0, c.stream>>>(dptr<const float>(x), float(c.attrs.get("s", 1.0)), dptr<float>(y), n);
+  scale_kernel<<<grid_for(n, 256), 256, 0, c.stream>>>(dptr<const float>(x), float(c.attrs.scale), dptr<float>(y), n);
   return check_launch(c, "scale_kernel");
 }
 

@@ -81,7 +81,7 @@ static dvl_status norm_run(const OpCall& c) {
     if (c.in[i]->shape.size() != 1 || c.in[i]->shape[0] != H) return fail(c.err, "DVL_SHAPE", "cuda %s: w, b must be [H]", c.op);
   if (H == 0 || R == 0) return 0;
   if (!rows_fit(c, R)) return 1;
-  const double eps = c.attrs.get("eps", KIND == 0 ? 1e-6 : 1e-5);
+  const double eps = c.attrs.norm.eps;
   const int threads = H >= 1024 ? 256 : 128;
   if (KIND == 0)
     rms_norm_kernel<<<unsigned(R), threads, 0, c.stream>>>(dptr<const float>(x), dptr<const float>(*c.in[1]), dptr<float>(y), H, eps);

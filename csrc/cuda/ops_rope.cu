@@ -52,8 +52,8 @@ static dvl_status rope_cos_sin_run(const OpCall& c) {
   if (!check_io(c, 1, 1, 2)) return 1;
   const Tensor &p = *c.in[0], &co = *c.out[0], &si = *c.out[1];
   if (!need_dtype(c, p, kI32, "positions") || !need_dtype(c, co, kF32, "cos") || !need_dtype(c, si, kF32, "sin")) return 1;
-  const double theta = c.attrs.get("theta", 1e4);
-  const int64_t dim = c.attrs.geti("dim", 2), half = dim / 2;
+  const double theta = c.attrs.rope.theta;
+  const int64_t dim = c.attrs.rope.dim, half = dim / 2;
   if (p.shape.size() != 1 || dim <= 0 || dim % 2) return fail(c.err, "DVL_SHAPE", "cuda rope_cos_sin: positions [T], even dim");
   const int64_t T = p.shape[0];
   if (co.shape != std::vector<int64_t>{T, dim} || si.shape != co.shape)

@@ -302,17 +302,17 @@ static dvl_status remask_run(const OpCall& c) {
   SampleParams P{};
   P.logits = dptr<const float>(lg);
   P.V = V;
-  P.temperature = c.attrs.get("temperature", 0);
-  P.topK = c.attrs.geti("topK", 0);
-  P.topP = c.attrs.get("topP", 1);
-  P.seed = uint64_t(c.attrs.get("seed", 0));
-  P.raw = c.attrs.gets("confidence", "modified") == "raw";
+  const dvl::RemaskAttrs& a = c.attrs.remask;  // parsed by the CPU op
+  P.temperature = a.temperature;
+  P.topK = a.topK;
+  P.topP = a.topP;
+  P.seed = uint64_t(a.seed);
+  P.raw = a.raw;
   const bool sampling = P.temperature > 0;
   std::vector<uint64_t> counters;
   if (sampling) {
-    const std::vector<double>* cs = c.attrs.geta("counters");
-    if (!cs || int64_t(cs->size()) != n) return fail(c.err, "DVL_ARG", "cuda confidence_remask: counters must have one entry per row");
-    for (double d : *cs) counters.push_back(uint64_t(d));
+    if (int64_t(a.counters.size()) != n) return fail(c.err, "DVL_ARG", "cuda confidence_remask: counters must have one entry per row");
+    for (double d : a.counters) counters.push_back(uint64_t(d));
   }
   // Scratch: status [n], counters [n], e [n, V] (+ z [n, V] when sampling), one allocation.
   const size_t st_b = size_t(n) * sizeof(RowStatus), ct_b = size_t(n) * 8, row_b = size_t(n) * size_t(V) * 8;
@@ -358,8 +358,7 @@ static dvl_status remask_run(const OpCall& c) {
                     std::to_string(P.temperature).c_str(), R, J);
     }
   }
-  dvl::remask_select_reveal(conf.data(), n, c.attrs.geti("k", 0), c.attrs.gets("mode", "static") == "dynamic", c.attrs.get("threshold", 0.85),
-                reveal.data());
+  dvl::remask_select_reveal(conf.data(), n, a.k, a.dynamic, a.threshold, reveal.data());
   e = cudaMemcpyAsync(dptr<int32_t>(rv), reveal.data(), size_t(n) * 4, cudaMemcpyHostToDevice, c.stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(c.stream);  // reveal (host) dies on return
   return e == cudaSuccess ? 0 : fail_cuda(c.err, e, "cuda confidence_remask: reveal");

@@ -112,7 +112,7 @@ static dvl_status slice_cols_run(const OpCall& c) {
   if (!check_io(c, 1, 1, 1)) return 1;
   const Tensor &x = *c.in[0], &y = *c.out[0];
   if (!need_dtype(c, x, kFloats | kI32, "x") || y.dtype != x.dtype) return fail(c.err, "DVL_DTYPE", "cuda slice_cols: f32|bf16|f16|i32");
-  const int64_t start = c.attrs.geti("start", 0), len = c.attrs.geti("len", 0);
+  const int64_t start = c.attrs.slice.start, len = c.attrs.slice.len;
   if (x.shape.empty() || y.shape.size() != x.shape.size() || y.shape.back() != len || start < 0 || start + len > x.shape.back() ||
       rows_of(y) != rows_of(x))
     return fail(c.err, "DVL_SHAPE", "cuda slice_cols: columns out of range or y not [.., len]");
@@ -214,7 +214,7 @@ static dvl_status kv_append_run(const OpCall& c) {
   if (!need_dtype(c, cache, kFloats, "cache") || !need_dtype(c, x, kF32, "x")) return 1;
   if (cache.shape.size() != 3 || x.shape.size() != 3 || x.shape[1] != cache.shape[0] || x.shape[2] != cache.shape[2])
     return fail(c.err, "DVL_SHAPE", "cuda kv_cache_append: x must be [T, nkv, hd] with the cache's nkv and hd");
-  const int64_t pos0 = c.attrs.geti("pos0", 0), T = x.shape[0], nkv = cache.shape[0], cap = cache.shape[1], hd = cache.shape[2];
+  const int64_t pos0 = c.attrs.kv.pos0, T = x.shape[0], nkv = cache.shape[0], cap = cache.shape[1], hd = cache.shape[2];
   if (pos0 < 0 || pos0 + T > cap) return fail(c.err, "DVL_RANGE", "cuda kv_cache_append: positions do not fit the cache");
   const int64_t n = T * nkv * hd;
   if (!n) return 0;
@@ -231,14 +231,14 @@ static dvl_status kv_append_batch_run(const OpCall& c) {
   if (!need_dtype(c, cache, kFloats, "cache") || !need_dtype(c, x, kF32, "x")) return 1;
   if (cache.shape.size() != 4 || x.shape.size() != 3 || x.shape[1] != cache.shape[1] || x.shape[2] != cache.shape[3])
     return fail(c.err, "DVL_SHAPE", "cuda kv_cache_append_batch: x must be [T, nkv, hd] with the cache's nkv and hd");
-  const std::vector<double>* seqs = c.attrs.geta("seqs");
-  if (!seqs || seqs->empty() || seqs->size() % 6) return fail(c.err, "DVL_ARG", "cuda kv_cache_append_batch: attr seqs must hold 6 numbers per sequence");
+  const std::vector<dvl::BatchSeq>& seqs = c.attrs.kv.seqs;  // parsed by the CPU op
+  if (seqs.empty()) return fail(c.err, "DVL_ARG", "cuda kv_cache_append_batch: no sequences (attr seqs)");
   const int64_t S = cache.shape[0], nkv = cache.shape[1], cap = cache.shape[2], hd = cache.shape[3], T = x.shape[0];
   const size_t slot_elems = size_t(nkv * cap * hd), es = cache.dtype == DType::F32 ? 4 : 2;
-  for (size_t i = 0; i < seqs->size(); i += 6) {
-    const int64_t row0 = int64_t((*seqs)[i]), row1 = int64_t((*seqs)[i + 1]), slot = int64_t((*seqs)[i + 2]), pos0 = int64_t((*seqs)[i + 3]);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t row0 = seqs[i].row0, row1 = seqs[i].row1, slot = seqs[i].slot, pos0 = seqs[i].pos0;
     if (row0 < 0 || row1 <= row0 || row1 > T || slot < 0 || slot >= S || pos0 < 0 || pos0 + (row1 - row0) > cap)
-      return fail(c.err, "DVL_RANGE", "cuda kv_cache_append_batch: sequence %d has a bad layout", int(i / 6));
+      return fail(c.err, "DVL_RANGE", "cuda kv_cache_append_batch: sequence %d has a bad layout", int(i));
     const int64_t n = (row1 - row0) * nkv * hd;
     void* base = static_cast<char*>(cache.storage->data) + size_t(slot) * slot_elems * es;
     kv_append_kernel<<<grid_for(n, 256), 256, 0, c.stream>>>(base, int(cache.dtype), dptr<const float>(x) + row0 * nkv * hd, row1 - row0, nkv,

@@ -214,7 +214,7 @@ static dvl_status synchronize(int device, dvl_backend_error* err) {
 }
 
 static dvl_status run(int device, int op, const dvl::Tensor* const* in, size_t n_in, dvl::Tensor* const* out,
-                      size_t n_out, const dvl::Attrs* attrs, dvl_backend_error* err) {
+                      size_t n_out, const dvl::OpAttrs* attrs, dvl_backend_error* err) {
   try {
     return ops_run(device, op, in, n_in, out, n_out, attrs, err);
   } catch (...) {  // nothing may unwind into the engine through a C boundary

@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../core/attrs.h"
+#include "../core/op_attrs.h"
 #include "../core/backend.h"
 #include "../core/ops.h"
 #include "../core/tensor.h"
@@ -45,7 +45,7 @@ struct OpCall {
   size_t n_in;
   dvl::Tensor* const* out;
   size_t n_out;
-  const dvl::Attrs& attrs;  // an empty Attrs when the engine passed none
+  const dvl::OpAttrs& attrs;  // parsed by the CPU op (csrc/core/op_attrs.h); empty when the engine passed none
   dvl_backend_error* err;
 };
 
@@ -73,7 +73,7 @@ void register_sample(std::vector<OpEntry>& t);       // confidence_remask       
 
 int ops_supports(int op, int dtype);
 dvl_status ops_run(int device, int op, const dvl::Tensor* const* in, size_t n_in,
-                   dvl::Tensor* const* out, size_t n_out, const dvl::Attrs* attrs, dvl_backend_error* err);
+                   dvl::Tensor* const* out, size_t n_out, const dvl::OpAttrs* attrs, dvl_backend_error* err);
 // cudaFuncGetAttributes on one of the plugin's kernels: cudaSuccess when this build holds a
 // kernel image (SASS or PTX) the current device can run.
 cudaError_t ops_kernel_image_check();

@@ -8,10 +8,11 @@
 // version, devices, arch), then device memory, copies and the plugin's `add` compared with
 // the CPU op and a plain reference, an unsupported op, an allocator round trip of twice the
 // card's memory, and the achieved bandwidth of a large add; then EVERY op of the plugin
-// (selftest_ops.inc) against the CPU op on random inputs of odd sizes, every dtype, NaN first,
-// and the float64 scalar references of selftest_ops.inc for matmul (both kernel paths: tensor
-// cores and, with DIFFUSIONVL_CUDA_MATMUL=simt, CUDA cores), attention, softmax, rms_norm and
-// greedy confidence_remask.
+// (selftest_ops.inc, and the shared case table test/gpu/op-cases.json through
+// selftest_cases.inc) against the CPU op on random inputs of odd sizes, every dtype, NaN first,
+// and the float64 scalar references for matmul (both kernel paths: tensor cores and, with
+// DIFFUSIONVL_CUDA_MATMUL=simt, CUDA cores), attention, softmax, rms_norm and greedy
+// confidence_remask.
 // Output: one JSON line per op check ({"op":..,"case":..,"ok":..,"maxErr":..,"detail":..}),
 // then one JSON object (the summary) as the LAST line. Exit: 0 all passed, 1 a check failed,
 // 2 CUDA unavailable (the reason is in the JSON; CPU-only machines and CI get 2 with
@@ -96,7 +97,7 @@ void check_add(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, T
     }
     // CPU op (plan validates and sizes the output, as on the JS path).
     const OpDef* def = op_find("add");
-    Attrs attrs;
+    const OpAttrs attrs = def->parse({a, b}, Attrs{});
     Tensors cpu_out = def->plan({a, b}, attrs);
     OpContext ctx{pool, cpu_kernels()};
     def->run(ctx, {a, b}, cpu_out, attrs);
@@ -121,6 +122,7 @@ void check_add(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, T
 }  // namespace
 
 #include "selftest_ops.inc"
+#include "selftest_cases.inc"
 #include "selftest_bench.inc"
 
 int main(int argc, char** argv) {
@@ -176,7 +178,7 @@ int main(int argc, char** argv) {
 
   try {
     TensorP d = cuda_tensor(DType::F32, {4});
-    cuda_run(OpId::StreamRead, {d}, {d}, Attrs{});
+    cuda_run(OpId::StreamRead, {d}, {d}, OpAttrs{});
     check("unsupported op is refused", false, "stream_read ran");
   } catch (const Error& e) {
     check("unsupported op is refused", e.code() == DVL_ERR_BACKEND, e.code() + ": " + e.what());
@@ -197,11 +199,11 @@ int main(int argc, char** argv) {
   try {
     const int64_t n = int64_t(64) << 20;
     TensorP a = cuda_tensor(DType::F32, {n}), b = cuda_tensor(DType::F32, {n}), y = cuda_tensor(DType::F32, {n});
-    for (int i = 0; i < 3; ++i) cuda_run(OpId::Add, {a, b}, {y}, Attrs{});  // warm-up
+    for (int i = 0; i < 3; ++i) cuda_run(OpId::Add, {a, b}, {y}, OpAttrs{});  // warm-up
     cuda_synchronize();
     const int reps = 20;
     auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) cuda_run(OpId::Add, {a, b}, {y}, Attrs{});
+    for (int i = 0; i < reps; ++i) cuda_run(OpId::Add, {a, b}, {y}, OpAttrs{});
     cuda_synchronize();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     gbs = 3.0 * 4.0 * double(n) * reps / s / 1e9;

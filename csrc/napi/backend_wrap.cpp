@@ -95,9 +95,10 @@ static Napi::Value JS_cudaRunOp(const Napi::CallbackInfo& info) {
       std::string what = name + ": input " + std::to_string(i);
       in.push_back(addon->unwrap_tensor(env, ia.Get(i), what.c_str()));
     }
-    Attrs attrs;
-    if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), attrs);
-    Tensors host_out = def->plan(in, attrs);  // same validation, errors and shapes as the CPU op
+    Attrs raw;
+    if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), raw);
+    const OpAttrs attrs = def->parse(in, std::move(raw));  // same validation, errors and shapes as the CPU op
+    Tensors host_out = def->plan(in, attrs);
     DType main = in.empty() ? DType::F32 : in[0]->dtype;
     if (!cuda_supports(def->id, main))
       throw Error(DVL_ERR_BACKEND, "cuda: op '" + name + "' is not implemented for " + dtype_name(main) +

@@ -195,7 +195,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
         std::string what = name + ": input " + std::to_string(i);
         in->push_back(addon->unwrap_tensor(env, v, what.c_str()));
       }
-      auto attrs = std::make_shared<Attrs>();
+      auto attrs = std::make_shared<OpAttrs>();
       if (info.Length() > 2 && info[2].IsObject()) attrs_from_js(name, info[2].As<Napi::Object>(), *attrs);
       for (size_t i = 0; i < in->size(); ++i) {
         const TensorP& t = (*in)[i];

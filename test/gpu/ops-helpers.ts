@@ -37,13 +37,18 @@ export function values(data: Float32Array | Int32Array | Uint16Array | Uint8Arra
   return data;
 }
 
-/** A host tensor of dtype with values uniform in [lo, hi) (rounded for bf16/f16); `plant`
+/** A host tensor of dtype with values uniform in [lo, hi) (rounded for bf16/f16; i32 floored;
+ *  u8 any byte); `plant`
  *  writes NaN, +Inf, −Inf, −0 at elements 0, 5, 9, 12 (where they exist). */
 export function randTensor(
   dtype: DType, shape: readonly number[], seed: number, lo = -1, hi = 1, plant = false,
 ): { t: Tensor; f32: Float32Array } {
   const n = shape.reduce((a, b) => a * b, 1);
   const r = rng(seed);
+  if (dtype === 'u8') {
+    const a = Uint8Array.from({ length: n }, () => Math.floor(256 * r()));
+    return { t: tensorFromArray('u8', shape, a), f32: Float32Array.from(a) };
+  }
   if (dtype === 'i32') {
     const a = new Int32Array(n);
     for (let i = 0; i < n; i++) a[i] = Math.floor(lo + (hi - lo) * r());

@@ -1,5 +1,5 @@
 // attention-ref.ts — the one float64 attention reference of the test suite: the CPU op tests
-// (test/ops/attention, batch), the CUDA op tests (test/gpu/ops-attention) and the model reference
+// (test/ops/attention, batch), the CUDA op case table (test/gpu/op-cases.test.ts) and the model reference
 // forward (test/model/reference.ts) all compute softmax(QKᵀ·scale + mask)V here.
 //
 // Legend: Tq query rows, nh query heads, nkv kv heads (GQA: head h reads kv head ⌊h / (nh/nkv)⌋),

@@ -107,7 +107,7 @@ void hfree(void* p) { std::free(p); }
 int supports(int op, int dtype) { return op == int(dvl::OpId::Add) && dtype == int(dvl::DType::F32); }
 
 dvl_status run(int, int op, const dvl::Tensor* const* in, size_t n_in, dvl::Tensor* const* out, size_t n_out,
-               const dvl::Attrs*, dvl_backend_error* e) {
+               const dvl::OpAttrs*, dvl_backend_error* e) {
   if (op != int(dvl::OpId::Add)) return fail(e, "DVL_BACKEND", "host-backend: only add is implemented");
   if (n_in != 2 || n_out != 1) return fail(e, "DVL_ARG", "host-backend: add takes 2 inputs and 1 output");
   const dvl::Tensor &a = *in[0], &b = *in[1];

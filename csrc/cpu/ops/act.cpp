@@ -37,7 +37,7 @@ static Tensors unary_plan(const char* op, const Tensors& in) {
 }
 
 template <float (*F)(float)>
-static void unary_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void unary_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const float* x = in[0]->data<float>();
   float* y = out[0]->data<float>();
   ctx.pool.parallel_for(in[0]->numel(), 4096, [&](int64_t b, int64_t e) {
@@ -45,11 +45,11 @@ static void unary_run(OpContext& ctx, const Tensors& in, const Tensors& out, con
   });
 }
 
-static Tensors silu_plan(const Tensors& in, const Attrs&) { return unary_plan("silu", in); }
-static Tensors gelu_plan(const Tensors& in, const Attrs&) { return unary_plan("gelu", in); }
-static Tensors gelu_tanh_plan(const Tensors& in, const Attrs&) { return unary_plan("gelu_tanh", in); }
+static Tensors silu_plan(const Tensors& in, const OpAttrs&) { return unary_plan("silu", in); }
+static Tensors gelu_plan(const Tensors& in, const OpAttrs&) { return unary_plan("gelu", in); }
+static Tensors gelu_tanh_plan(const Tensors& in, const OpAttrs&) { return unary_plan("gelu_tanh", in); }
 
-static Tensors swiglu_plan(const Tensors& in, const Attrs&) {
+static Tensors swiglu_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("swiglu", in, 2, 2);
   op_need_dtype("swiglu", in, 0, {DType::F32});
   op_need_dtype("swiglu", in, 1, {DType::F32});
@@ -57,7 +57,7 @@ static Tensors swiglu_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(DType::F32, in[0]->shape)};
 }
 
-static void swiglu_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void swiglu_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const float* g = in[0]->data<float>();
   const float* u = in[1]->data<float>();
   float* y = out[0]->data<float>();
@@ -66,14 +66,14 @@ static void swiglu_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
   });
 }
 
-static Tensors softmax_plan(const Tensors& in, const Attrs&) {
+static Tensors softmax_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("softmax", in, 1, 1);
   op_need_dtype("softmax", in, 0, {DType::F32});
   if (in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "softmax", "x must have rank >= 1", in);
   return {Tensor::alloc(DType::F32, in[0]->shape)};
 }
 
-static void softmax_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void softmax_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const float* x = in[0]->data<float>();
   float* y = out[0]->data<float>();
   const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1);

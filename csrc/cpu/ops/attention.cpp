@@ -41,7 +41,9 @@ static void attention_item_base(const AttnArgs& A, int64_t g, int64_t r0, int64_
 
 static const char* kOp = "attention";
 
-static Tensors attention_plan(const Tensors& in, const Attrs& a) {
+// Validates inputs and attributes (in the order the messages have always been checked) and
+// fills a.attention: the mask kind, once, for plan, this run and the CUDA run.
+static void attention_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs(kOp, in, 3, 3);
   op_need_dtype(kOp, in, 0, {DType::F32});
   op_need_dtype(kOp, in, 1, {DType::F32, DType::BF16, DType::F16});
@@ -54,22 +56,26 @@ static Tensors attention_plan(const Tensors& in, const Attrs& a) {
   if (k.dim(2) != hd) op_fail(DVL_ERR_SHAPE, kOp, "q's head dim " + std::to_string(hd) + " differs from k's " + std::to_string(k.dim(2)), in);
   if (hd > 512) op_fail(DVL_ERR_SHAPE, kOp, "head dim " + std::to_string(hd) + " is above the supported 512", in);
   if (nkv < 1 || nh % nkv) op_fail(DVL_ERR_SHAPE, kOp, "query heads " + std::to_string(nh) + " must be a multiple of kv heads " + std::to_string(nkv), in);
-  const int64_t kvLen = a.needi(kOp, "kvLen");
-  const int64_t qPos0 = a.has("qPos0") ? a.needi(kOp, "qPos0") : 0;
+  AttentionAttrs t;
+  const int64_t kvLen = t.kvLen = a.needi(kOp, "kvLen");
+  const int64_t qPos0 = t.qPos0 = a.has("qPos0") ? a.needi(kOp, "qPos0") : 0;
   if (kvLen < 0 || kvLen > cap)
     op_fail(DVL_ERR_RANGE, kOp, "kvLen " + std::to_string(kvLen) + " is outside the cache capacity 0.." + std::to_string(cap), in);
   if (qPos0 < 0) op_fail(DVL_ERR_RANGE, kOp, "qPos0 must be >= 0, got " + std::to_string(qPos0), in);
   if (a.has("scale")) {
-    double sc = a.need(kOp, "scale");
-    if (!std::isfinite(sc)) op_fail(DVL_ERR_RANGE, kOp, "scale must be finite", in);
+    t.scale = a.need(kOp, "scale");
+    t.has_scale = true;
+    if (!std::isfinite(t.scale)) op_fail(DVL_ERR_RANGE, kOp, "scale must be finite", in);
   }
   const std::string mask = a.gets("mask", "");
   if (mask == "causal" || mask == "block") {
+    t.mask = mask == "causal" ? MaskKind::Causal : MaskKind::Block;
     if (qPos0 + Tq > kvLen)
       op_fail(DVL_ERR_RANGE, kOp, "query positions qPos0 + Tq = " + std::to_string(qPos0 + Tq) + " exceed kvLen " + std::to_string(kvLen) +
                                       " (the queries' own keys must be in the cache)", in);
-    if (mask == "block" && a.needi(kOp, "blockSize") < 1) op_fail(DVL_ERR_RANGE, kOp, "blockSize must be >= 1", in);
+    if (t.mask == MaskKind::Block && (t.blockSize = a.needi(kOp, "blockSize")) < 1) op_fail(DVL_ERR_RANGE, kOp, "blockSize must be >= 1", in);
   } else if (mask == "segments") {
+    t.mask = MaskKind::Segments;
     const std::vector<double>* cu = a.geta("segments");
     if (!cu || cu->size() < 2) op_fail(DVL_ERR_ARG, kOp, "mask 'segments' needs segments = [0, ..., kvLen] (cu_seqlens)", in);
     if ((*cu)[0] != 0 || cu->back() != double(kvLen))
@@ -78,14 +84,19 @@ static Tensors attention_plan(const Tensors& in, const Attrs& a) {
       if (!((*cu)[s] >= (*cu)[s - 1]) || (*cu)[s] != std::floor((*cu)[s]))
         op_fail(DVL_ERR_RANGE, kOp, "segments must be non-decreasing integers (entry " + std::to_string(s) + ")", in);
     if (Tq != kvLen || qPos0 != 0) op_fail(DVL_ERR_SHAPE, kOp, "mask 'segments' needs Tq = kvLen and qPos0 = 0", in);
-  } else if (mask != "full") {
+    for (double d : *cu) t.segments.push_back(int64_t(d));
+  } else if (mask == "full") {
+    t.mask = MaskKind::Full;
+  } else {
     op_fail(DVL_ERR_ARG, kOp, "mask must be 'causal', 'block', 'full' or 'segments', got '" + mask + "'", in);
   }
-  return {Tensor::alloc(DType::F32, q.shape)};
+  a.attention = std::move(t);
 }
 
+static Tensors attention_plan(const Tensors& in, const OpAttrs&) { return {Tensor::alloc(DType::F32, in[0]->shape)}; }
+
 // The arguments every item of one attention shares (pointers and ranges are the caller's).
-static AttnArgs base_args(OpContext& ctx, const Tensor& q, const Tensor& k, const Attrs& a) {
+static AttnArgs base_args(OpContext& ctx, const Tensor& q, const Tensor& k, bool has_scale, double scale) {
   AttnArgs A{};
   const int64_t nh = q.dim(1), hd = q.dim(2), nkv = k.dim(k.rank() - 3);
   A.kv_dtype = k.dtype;
@@ -94,7 +105,7 @@ static AttnArgs base_args(OpContext& ctx, const Tensor& q, const Tensor& k, cons
   A.group = nh / nkv;
   A.hd = hd;
   A.cap = k.dim(k.rank() - 2);
-  A.scale = float(a.has("scale") ? a.get("scale", 1) : 1.0 / std::sqrt(double(hd)));
+  A.scale = float(has_scale ? scale : 1.0 / std::sqrt(double(hd)));
   A.cvt_bf16 = ctx.k.cvt_bf16_to_f32;
   A.cvt_f16 = ctx.k.cvt_f16_to_f32;
   return A;
@@ -139,31 +150,31 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs) {
   });
 }
 
-static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
   const int64_t Tq = q.dim(0), nh = q.dim(1), hd = q.dim(2);
-  const int64_t kvLen = a.geti("kvLen", 0), qPos0 = a.geti("qPos0", 0);
-  const std::string mask = a.gets("mask", "");
+  const AttentionAttrs& t = a.attention;
+  const int64_t kvLen = t.kvLen, qPos0 = t.qPos0;
   if (Tq == 0 || nh == 0 || hd == 0) return;
 
   // Visible key range per query row.
   std::vector<int64_t> lo(size_t(Tq), 0), hi(size_t(Tq), kvLen);
-  if (mask == "causal") {
+  if (t.mask == MaskKind::Causal) {
     for (int64_t i = 0; i < Tq; ++i) hi[i] = qPos0 + i + 1;
-  } else if (mask == "block") {
-    const int64_t bs = a.geti("blockSize", 1);
+  } else if (t.mask == MaskKind::Block) {
+    const int64_t bs = t.blockSize;
     for (int64_t i = 0; i < Tq; ++i) hi[i] = std::min(kvLen, ((qPos0 + i) / bs + 1) * bs);
-  } else if (mask == "segments") {
-    const std::vector<double>& cu = *a.geta("segments");
+  } else if (t.mask == MaskKind::Segments) {
+    const std::vector<int64_t>& cu = t.segments;
     size_t s = 0;
     for (int64_t i = 0; i < Tq; ++i) {
-      while (s + 1 < cu.size() && double(i) >= cu[s + 1]) ++s;
-      lo[i] = int64_t(cu[s]);
-      hi[i] = int64_t(cu[s + 1]);
+      while (s + 1 < cu.size() && i >= cu[s + 1]) ++s;
+      lo[i] = cu[s];
+      hi[i] = cu[s + 1];
     }
   }
 
-  AttnArgs A = base_args(ctx, q, k, a);
+  AttnArgs A = base_args(ctx, q, k, t.has_scale, t.scale);
   A.q = q.data<float>();
   A.k = k.raw();
   A.v = v.raw();
@@ -199,15 +210,16 @@ std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs&
       if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_ARG, op, "seqs entries must be non-negative integers", in);
       f[j] = int64_t(d);
     }
-    BatchSeq s{f[0], f[1], f[2], f[3], f[4], f[5]};
+    BatchSeq s{f[0], f[1], f[2], f[3], MaskKind::Full, f[5]};
     const std::string at = "sequence " + std::to_string(i / 6) + ": ";
     if (s.row0 != next || s.row1 <= s.row0) op_fail(DVL_ERR_RANGE, op, at + "rows must follow the previous sequence's and be non-empty", in);
     if (s.slot >= S) op_fail(DVL_ERR_RANGE, op, at + "slot " + std::to_string(s.slot) + " of " + std::to_string(S), in);
     if (s.pos0 + (s.row1 - s.row0) > cap)
       op_fail(DVL_ERR_RANGE, op, at + "positions " + std::to_string(s.pos0) + ".." + std::to_string(s.pos0 + s.row1 - s.row0) +
                                      " exceed the cache capacity " + std::to_string(cap), in);
-    if (s.mask > 2) op_fail(DVL_ERR_ARG, op, at + "mask must be 0 (causal), 1 (block) or 2 (full)", in);
-    if (s.mask == 1 && s.bs < 1) op_fail(DVL_ERR_RANGE, op, at + "the block mask needs bs >= 1", in);
+    if (f[4] > 2) op_fail(DVL_ERR_ARG, op, at + "mask must be 0 (causal), 1 (block) or 2 (full)", in);
+    s.mask = f[4] == 0 ? MaskKind::Causal : f[4] == 1 ? MaskKind::Block : MaskKind::Full;
+    if (s.mask == MaskKind::Block && s.bs < 1) op_fail(DVL_ERR_RANGE, op, at + "the block mask needs bs >= 1", in);
     next = s.row1;
     out.push_back(s);
   }
@@ -215,7 +227,8 @@ std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs&
   return out;
 }
 
-static Tensors attention_batch_plan(const Tensors& in, const Attrs& a) {
+// Validates inputs and attributes and fills a.attention_batch (the sequences, typed).
+static void attention_batch_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "attention_batch";
   op_need_inputs(op, in, 3, 3);
   op_need_dtype(op, in, 0, {DType::F32});
@@ -230,17 +243,24 @@ static Tensors attention_batch_plan(const Tensors& in, const Attrs& a) {
   if (k.dim(3) != hd) op_fail(DVL_ERR_SHAPE, op, "q's head dim differs from the cache's", in);
   if (hd > 512) op_fail(DVL_ERR_SHAPE, op, "head dim " + std::to_string(hd) + " is above the supported 512", in);
   if (nkv < 1 || nh % nkv) op_fail(DVL_ERR_SHAPE, op, "query heads must be a multiple of kv heads", in);
-  if (a.has("scale") && !std::isfinite(a.need(op, "scale"))) op_fail(DVL_ERR_RANGE, op, "scale must be finite", in);
-  batch_seqs(op, in, a, q.dim(0), k.dim(0), k.dim(2));
-  return {Tensor::alloc(DType::F32, q.shape)};
+  AttentionBatchAttrs t;
+  if (a.has("scale")) {
+    t.scale = a.need(op, "scale");
+    t.has_scale = true;
+    if (!std::isfinite(t.scale)) op_fail(DVL_ERR_RANGE, op, "scale must be finite", in);
+  }
+  t.seqs = batch_seqs(op, in, a, q.dim(0), k.dim(0), k.dim(2));
+  a.attention_batch = std::move(t);
 }
 
-static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static Tensors attention_batch_plan(const Tensors& in, const OpAttrs&) { return {Tensor::alloc(DType::F32, in[0]->shape)}; }
+
+static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
   const int64_t nh = q.dim(1), hd = q.dim(2), nkv = k.dim(1), cap = k.dim(2);
   if (q.dim(0) == 0 || nh == 0 || hd == 0) return;
-  // A replay patches seqs: check them again here, where nothing can be planned around them.
-  const std::vector<BatchSeq> seqs = batch_seqs("attention_batch", in, a, q.dim(0), k.dim(0), cap);
+  // Checked by parse, also when a plan replay patched them (Plan::replay parses them again).
+  const std::vector<BatchSeq>& seqs = a.attention_batch.seqs;
   const size_t es = dtype_size(k.dtype);
   const size_t slot_bytes = size_t(nkv * cap * hd) * es;
   std::vector<std::vector<int64_t>> lo(seqs.size()), hi(seqs.size());
@@ -252,10 +272,10 @@ static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors
     hi[b].assign(size_t(n), kvLen);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = s.pos0 + i;
-      if (s.mask == 0) hi[b][i] = p + 1;
-      else if (s.mask == 1) hi[b][i] = std::min(kvLen, (p / s.bs + 1) * s.bs);
+      if (s.mask == MaskKind::Causal) hi[b][i] = p + 1;
+      else if (s.mask == MaskKind::Block) hi[b][i] = std::min(kvLen, (p / s.bs + 1) * s.bs);
     }
-    AttnArgs A = base_args(ctx, q, k, a);
+    AttnArgs A = base_args(ctx, q, k, a.attention_batch.has_scale, a.attention_batch.scale);
     A.q = q.data<float>() + s.row0 * nh * hd;
     A.o = out[0]->data<float>() + s.row0 * nh * hd;
     A.k = static_cast<const char*>(k.raw()) + size_t(s.slot) * slot_bytes;
@@ -268,8 +288,8 @@ static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors
 }
 
 void ops_register_attention(std::vector<OpDef>& t) {
-  t.push_back({OpId::Attention, attention_plan, attention_run});
-  t.push_back({OpId::AttentionBatch, attention_batch_plan, attention_batch_run});
+  t.push_back({OpId::Attention, attention_plan, attention_run, attention_parse});
+  t.push_back({OpId::AttentionBatch, attention_batch_plan, attention_batch_run, attention_batch_parse});
 }
 
 }  // namespace dvl

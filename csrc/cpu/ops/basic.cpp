@@ -26,7 +26,7 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
   }
 }
 
-static Tensors embedding_plan(const Tensors& in, const Attrs&) {
+static Tensors embedding_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("embedding", in, 2, 2);
   op_need_dtype("embedding", in, 0, {DType::I32});
   op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8});
@@ -35,7 +35,7 @@ static Tensors embedding_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(DType::F32, {in[0]->dim(0), in[1]->dim(1)})};
 }
 
-static void embedding_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void embedding_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const int32_t* ids = in[0]->data<int32_t>();
   const Tensor& tab = *in[1];
   int64_t T = in[0]->dim(0), V = tab.dim(0), H = tab.dim(1);
@@ -65,7 +65,7 @@ static Tensors binary_plan(const char* op, const Tensors& in) {
 }
 
 template <bool MUL>
-static void binary_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void binary_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const float* a = in[0]->data<float>();
   const float* b = in[1]->data<float>();
   float* y = out[0]->data<float>();
@@ -79,18 +79,19 @@ static void binary_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
   });
 }
 
-static Tensors add_plan(const Tensors& in, const Attrs&) { return binary_plan("add", in); }
-static Tensors mul_plan(const Tensors& in, const Attrs&) { return binary_plan("mul", in); }
+static Tensors add_plan(const Tensors& in, const OpAttrs&) { return binary_plan("add", in); }
+static Tensors mul_plan(const Tensors& in, const OpAttrs&) { return binary_plan("mul", in); }
 
-static Tensors scale_plan(const Tensors& in, const Attrs& a) {
+static void scale_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("scale", in, 1, 1);
   op_need_dtype("scale", in, 0, {DType::F32});
-  a.need("scale", "s");
-  return {Tensor::alloc(DType::F32, in[0]->shape)};
+  a.scale = a.need("scale", "s");
 }
 
-static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
-  float s = float(a.get("s", 1.0));
+static Tensors scale_plan(const Tensors& in, const OpAttrs&) { return {Tensor::alloc(DType::F32, in[0]->shape)}; }
+
+static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
+  float s = float(a.scale);
   const float* x = in[0]->data<float>();
   float* y = out[0]->data<float>();
   ctx.pool.parallel_for(in[0]->numel(), 4096, [&](int64_t b, int64_t e) {
@@ -98,15 +99,17 @@ static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, con
   });
 }
 
-static Tensors convert_plan(const Tensors& in, const Attrs& a) {
+static void convert_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("convert", in, 1, 1);
   op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8});
   DType to;
   if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && to != DType::Q8))
     op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16 or q8, got '" + a.gets("dtype", "") + "'", in);
   if (to == DType::Q8 && in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "convert", "q8 needs rank ≥ 1 (rows of the last dim)", in);
-  return {Tensor::alloc(to, in[0]->shape)};
+  a.convert_to = to;
 }
+
+static Tensors convert_plan(const Tensors& in, const OpAttrs& a) { return {Tensor::alloc(a.convert_to, in[0]->shape)}; }
 
 // Conversions to or from q8, row by row (a row = the last dim).
 static void convert_q8_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
@@ -129,7 +132,7 @@ static void convert_q8_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
   });
 }
 
-static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor &x = *in[0], &y = *out[0];
   if (x.dtype == DType::Q8 || y.dtype == DType::Q8) return convert_q8_run(ctx, x, y);
   int64_t n = x.numel();
@@ -155,7 +158,7 @@ static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, c
   });
 }
 
-static Tensors empty_plan(const Tensors& in, const Attrs& a) {
+static void empty_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("empty", in, 0, 0);
   DType dt;
   if (!dtype_parse(a.gets("dtype", ""), &dt))
@@ -167,22 +170,26 @@ static Tensors empty_plan(const Tensors& in, const Attrs& a) {
     if (!(d >= 0) || d != double(int64_t(d)) || d > 9e15) op_fail(DVL_ERR_SHAPE, "empty", "shape entries must be non-negative integers", in);
     shape.push_back(int64_t(d));
   }
+  a.shape = ShapeAttrs{dt, std::move(shape)};
+}
+
+static Tensors empty_plan(const Tensors&, const OpAttrs& a) {
   // An empty tensor is filled later, piece by piece (a KV cache) or whole (the loader, which
   // asks for huge pages itself): small pages keep its resident size to what is written.
-  TensorP t = Tensor::alloc(dt, shape);
+  TensorP t = Tensor::alloc(a.shape.dtype, a.shape.shape);
   if (!t->on_cuda() && t->storage) t->storage->advise_small_pages();
   return {t};
 }
 
-static void empty_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}
+static void empty_run(OpContext&, const Tensors&, const Tensors&, const OpAttrs&) {}
 
 void ops_register_basic(std::vector<OpDef>& t) {
-  t.push_back({OpId::Empty, empty_plan, empty_run});
+  t.push_back({OpId::Empty, empty_plan, empty_run, empty_parse});
   t.push_back({OpId::Embedding, embedding_plan, embedding_run});
   t.push_back({OpId::Add, add_plan, binary_run<false>});
   t.push_back({OpId::Mul, mul_plan, binary_run<true>});
-  t.push_back({OpId::Scale, scale_plan, scale_run});
-  t.push_back({OpId::Convert, convert_plan, convert_run});
+  t.push_back({OpId::Scale, scale_plan, scale_run, scale_parse});
+  t.push_back({OpId::Convert, convert_plan, convert_run, convert_parse});
 }
 
 }  // namespace dvl

@@ -20,14 +20,18 @@ namespace dvl {
 
 static const char* kOp = "resize_bilinear";
 
-static Tensors resize_bilinear_plan(const Tensors& in, const Attrs& a) {
+static void resize_bilinear_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs(kOp, in, 1, 1);
   op_need_dtype(kOp, in, 0, {DType::F32});
   op_need_rank(kOp, in, 0, 3);
   const int64_t oh = a.needi(kOp, "height"), ow = a.needi(kOp, "width");
   if (oh < 1 || ow < 1) op_fail(DVL_ERR_RANGE, kOp, "height and width must be >= 1, got " + std::to_string(oh) + "×" + std::to_string(ow), in);
   if (in[0]->dim(0) < 1 || in[0]->dim(1) < 1) op_fail(DVL_ERR_SHAPE, kOp, "x must have at least one row and one column", in);
-  return {Tensor::alloc(DType::F32, {oh, ow, in[0]->dim(2)})};
+  a.size = SizeAttrs{ow, oh};
+}
+
+static Tensors resize_bilinear_plan(const Tensors& in, const OpAttrs& a) {
+  return {Tensor::alloc(DType::F32, {a.size.height, a.size.width, in[0]->dim(2)})};
 }
 
 struct Tap {
@@ -53,7 +57,7 @@ static std::vector<Tap> taps(int64_t in, int64_t out) {
   return t;
 }
 
-static void resize_bilinear_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void resize_bilinear_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor& x = *in[0];
   const int64_t h = x.dim(0), w = x.dim(1), C = x.dim(2), oh = out[0]->dim(0), ow = out[0]->dim(1);
   const std::vector<Tap> ty = taps(h, oh), tx = taps(w, ow);
@@ -74,6 +78,6 @@ static void resize_bilinear_run(OpContext& ctx, const Tensors& in, const Tensors
   });
 }
 
-void ops_register_bilinear(std::vector<OpDef>& t) { t.push_back({OpId::ResizeBilinear, resize_bilinear_plan, resize_bilinear_run}); }
+void ops_register_bilinear(std::vector<OpDef>& t) { t.push_back({OpId::ResizeBilinear, resize_bilinear_plan, resize_bilinear_run, resize_bilinear_parse}); }
 
 }  // namespace dvl

@@ -157,7 +157,7 @@ static void resample_vertical(OpContext& ctx, const uint8_t* src, int w, int C, 
 // int arithmetic of the passes and catches a swapped or garbage attribute early).
 static constexpr int64_t kMaxSide = 1 << 15;
 
-static Tensors image_resize_plan(const Tensors& in, const Attrs& a) {
+static void image_resize_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "image_resize";
   op_need_inputs(op, in, 1, 1);
   op_need_dtype(op, in, 0, {DType::U8});
@@ -173,10 +173,14 @@ static Tensors image_resize_plan(const Tensors& in, const Attrs& a) {
             "width and height must be integers in 1.." + std::to_string(kMaxSide) + ", got " + std::to_string(w) + "×" +
                 std::to_string(h),
             in);
-  return {Tensor::alloc(DType::U8, {h, w, x.dim(2)})};
+  a.size = SizeAttrs{w, h};
 }
 
-static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static Tensors image_resize_plan(const Tensors& in, const OpAttrs& a) {
+  return {Tensor::alloc(DType::U8, {a.size.height, a.size.width, in[0]->dim(2)})};
+}
+
+static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor& x = *in[0];
   const int H = int(x.dim(0)), W = int(x.dim(1)), C = int(x.dim(2));
   const int h = int(out[0]->dim(0)), w = int(out[0]->dim(1));
@@ -203,6 +207,6 @@ static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& o
   resample_vertical(ctx, tmp.data(), w, C, row0, vert, dst, h);
 }
 
-void ops_register_image(std::vector<OpDef>& t) { t.push_back({OpId::ImageResize, image_resize_plan, image_resize_run}); }
+void ops_register_image(std::vector<OpDef>& t) { t.push_back({OpId::ImageResize, image_resize_plan, image_resize_run, image_resize_parse}); }
 
 }  // namespace dvl

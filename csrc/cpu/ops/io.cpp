@@ -1,7 +1,7 @@
 // io.cpp — load: read a tensor's bytes from a file by offset straight into its storage.
 //
 // Inputs: the destination tensor (any dtype). Attrs: path, offset, bytes, src ("f32"|"bf16"|
-// "f16"|"i32"|...). Same dtype → pread into storage; otherwise read in chunks and convert.
+// "f16"|"i32"|...), parsed once into LoadAttrs (csrc/core/op_attrs.h). Same dtype → pread into storage; otherwise read in chunks and convert.
 // A q8 destination is quantised row by row (rows of its last dim, dtype.h's rule) from chunks
 // of about 4 MiB of the file, on all the queue's threads: the full-precision tensor is never
 // held, so loading a checkpoint as q8 peaks at the q8 weights plus one chunk.
@@ -18,7 +18,7 @@
 
 namespace dvl {
 
-static Tensors load_plan(const Tensors& in, const Attrs& a) {
+static void load_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("load", in, 1, 1);
   DType src;
   if (!dtype_parse(a.gets("src", ""), &src)) op_fail(DVL_ERR_DTYPE, "load", "unknown source dtype '" + a.gets("src", "") + "'", in);
@@ -34,8 +34,10 @@ static Tensors load_plan(const Tensors& in, const Attrs& a) {
                   (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16 || dst == DType::Q8);
   if (src != dst && !float_ok)
     op_fail(DVL_ERR_DTYPE, "load", std::string("cannot convert ") + dtype_name(src) + " to " + dtype_name(dst), in);
-  return {};
+  a.load = LoadAttrs{a.gets("path", ""), src, int64_t(offset), int64_t(bytes)};
 }
+
+static Tensors load_plan(const Tensors&, const OpAttrs&) { return {}; }
 
 InputFile::InputFile(const std::string& path) : path_(path) {
   fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -83,14 +85,12 @@ static void load_q8(OpContext& ctx, const InputFile& file, Tensor& t, DType src,
   }
 }
 
-static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
-  std::string path = a.gets("path", "");
-  DType src;
-  dtype_parse(a.gets("src", ""), &src);
-  off_t offset = off_t(a.get("offset", 0));
-  size_t bytes = size_t(a.get("bytes", 0));
+static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
+  const DType src = a.load.src;
+  const off_t offset = off_t(a.load.offset);
+  const size_t bytes = size_t(a.load.bytes);
   Tensor& t = *in[0];
-  InputFile file(path);
+  InputFile file(a.load.path);
   if (!t.on_cuda() && t.storage) t.storage->advise_huge_pages();  // written whole, streamed every forward (see empty)
   if (src == t.dtype) {
     file.read_exact(t.raw(), bytes, offset);
@@ -117,6 +117,6 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const At
   }
 }
 
-void ops_register_io(std::vector<OpDef>& t) { t.push_back({OpId::Load, load_plan, load_run}); }
+void ops_register_io(std::vector<OpDef>& t) { t.push_back({OpId::Load, load_plan, load_run, load_parse}); }
 
 }  // namespace dvl

@@ -11,7 +11,7 @@
 
 namespace dvl {
 
-static Tensors kv_append_plan(const Tensors& in, const Attrs& a) {
+static void kv_append_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "kv_cache_append";
   op_need_inputs(op, in, 2, 2);
   op_need_dtype(op, in, 0, {DType::F32, DType::BF16, DType::F16});
@@ -26,12 +26,14 @@ static Tensors kv_append_plan(const Tensors& in, const Attrs& a) {
   if (pos0 < 0 || pos0 + T > cap)
     op_fail(DVL_ERR_RANGE, op, "positions pos0 = " + std::to_string(pos0) + " .. pos0 + T = " + std::to_string(pos0 + T) +
                                    " do not fit the cache capacity " + std::to_string(cap), in);
-  return {};
+  a.kv.pos0 = pos0;
 }
 
-static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+static Tensors kv_append_plan(const Tensors&, const OpAttrs&) { return {}; }
+
+static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
   const Tensor &c = *in[0], &x = *in[1];
-  const int64_t pos0 = a.geti("pos0", 0), T = x.dim(0), nkv = c.dim(0), cap = c.dim(1), hd = c.dim(2);
+  const int64_t pos0 = a.kv.pos0, T = x.dim(0), nkv = c.dim(0), cap = c.dim(1), hd = c.dim(2);
   const float* xs = x.data<float>();
   ctx.pool.parallel_for(T * nkv, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -51,7 +53,7 @@ static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, con
 // kv_cache_append_batch: cache [S, nkv, cap, hd] of S slots, x f32 [T, nkv, hd] holding the rows
 // of several sequences, attr seqs as attention_batch's (attention.cpp): rows [row0, row1) go to
 // slot `slot` at positions pos0.. — each sequence exactly a kv_cache_append on its own slot.
-static Tensors kv_append_batch_plan(const Tensors& in, const Attrs& a) {
+static void kv_append_batch_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "kv_cache_append_batch";
   op_need_inputs(op, in, 2, 2);
   op_need_dtype(op, in, 0, {DType::F32, DType::BF16, DType::F16});
@@ -61,14 +63,13 @@ static Tensors kv_append_batch_plan(const Tensors& in, const Attrs& a) {
   const Tensor &c = *in[0], &x = *in[1];
   if (x.dim(1) != c.dim(1) || x.dim(2) != c.dim(3))
     op_fail(DVL_ERR_SHAPE, op, "x must be [T, nkv, hd] with the cache's nkv and hd", in);
-  batch_seqs(op, in, a, x.dim(0), c.dim(0), c.dim(2));
-  return {};
+  a.kv.seqs = batch_seqs(op, in, a, x.dim(0), c.dim(0), c.dim(2));
 }
 
-static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors&, const Attrs& a) {
+static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
   const Tensor &c = *in[0], &x = *in[1];
   const int64_t nkv = c.dim(1), cap = c.dim(2), hd = c.dim(3);
-  const std::vector<BatchSeq> seqs = batch_seqs("kv_cache_append_batch", in, a, x.dim(0), c.dim(0), cap);
+  const std::vector<BatchSeq>& seqs = a.kv.seqs;  // checked by parse, also when a replay patched them
   // Row r of x (token t of its sequence, kv head g) → cache[slot, g, pos0 + t − row0].
   std::vector<int64_t> dst(size_t(x.dim(0)));
   for (const BatchSeq& s : seqs)
@@ -90,8 +91,8 @@ static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors
 }
 
 void ops_register_kv(std::vector<OpDef>& t) {
-  t.push_back({OpId::KvCacheAppend, kv_append_plan, kv_append_run});
-  t.push_back({OpId::KvCacheAppendBatch, kv_append_batch_plan, kv_append_batch_run});
+  t.push_back({OpId::KvCacheAppend, kv_append_plan, kv_append_run, kv_append_parse});
+  t.push_back({OpId::KvCacheAppendBatch, kv_append_plan, kv_append_batch_run, kv_append_batch_parse});
 }
 
 }  // namespace dvl

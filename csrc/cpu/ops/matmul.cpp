@@ -17,7 +17,7 @@
 
 namespace dvl {
 
-static Tensors matmul_plan(const Tensors& in, const Attrs&) {
+static Tensors matmul_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("matmul", in, 2, 3);
   op_need_dtype("matmul", in, 0, {DType::F32});
   op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8});
@@ -71,7 +71,7 @@ static ActQ8 quantize_q8(OpContext& ctx, Scratch& scratch, const float* x, int64
   return a;
 }
 
-static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor &xt = *in[0], &w = *in[1];
   const float* bias = in.size() == 3 && in[2] ? in[2]->data<float>() : nullptr;
   const int64_t M = rows_of(xt), K = xt.dim(-1), N = w.dim(0);

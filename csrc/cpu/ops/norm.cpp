@@ -14,7 +14,7 @@
 
 namespace dvl {
 
-static Tensors norm_plan(const char* op, const Tensors& in, size_t nin, const Attrs& a) {
+static void norm_parse(const char* op, const Tensors& in, size_t nin, OpAttrs& a) {
   op_need_inputs(op, in, nin, nin);
   for (size_t i = 0; i < nin; ++i) op_need_dtype(op, in, i, {DType::F32});
   const Tensor& x = *in[0];
@@ -24,18 +24,19 @@ static Tensors norm_plan(const char* op, const Tensors& in, size_t nin, const At
       op_fail(DVL_ERR_SHAPE, op, std::string(i == 1 ? "w" : "b") + " must be [" + std::to_string(x.dim(-1)) + "] (x's last dim)", in);
   double eps = a.need(op, "eps");
   if (!(eps >= 0) || !std::isfinite(eps)) op_fail(DVL_ERR_RANGE, op, "eps must be a finite number >= 0", in);
-  return {Tensor::alloc(DType::F32, x.shape)};
+  a.norm.eps = eps;
 }
 
-static Tensors rms_norm_plan(const Tensors& in, const Attrs& a) { return norm_plan("rms_norm", in, 2, a); }
-static Tensors layer_norm_plan(const Tensors& in, const Attrs& a) { return norm_plan("layer_norm", in, 3, a); }
+static void rms_norm_parse(const Tensors& in, OpAttrs& a) { norm_parse("rms_norm", in, 2, a); }
+static void layer_norm_parse(const Tensors& in, OpAttrs& a) { norm_parse("layer_norm", in, 3, a); }
+static Tensors norm_plan(const Tensors& in, const OpAttrs&) { return {Tensor::alloc(DType::F32, in[0]->shape)}; }
 
-static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* w = in[1]->data<float>();
   float* y = out[0]->data<float>();
   const int64_t R = rows_of(*in[0]), H = in[0]->dim(-1);
-  const double eps = a.get("eps", 1e-6);
+  const double eps = a.norm.eps;
   if (H == 0) return;
   ctx.pool.parallel_for(R, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -49,13 +50,13 @@ static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, 
   });
 }
 
-static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* w = in[1]->data<float>();
   const float* b = in[2]->data<float>();
   float* y = out[0]->data<float>();
   const int64_t R = rows_of(*in[0]), H = in[0]->dim(-1);
-  const double eps = a.get("eps", 1e-5);
+  const double eps = a.norm.eps;
   if (H == 0) return;
   ctx.pool.parallel_for(R, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -73,8 +74,8 @@ static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out
 }
 
 void ops_register_norm(std::vector<OpDef>& t) {
-  t.push_back({OpId::RmsNorm, rms_norm_plan, rms_norm_run});
-  t.push_back({OpId::LayerNorm, layer_norm_plan, layer_norm_run});
+  t.push_back({OpId::RmsNorm, norm_plan, rms_norm_run, rms_norm_parse});
+  t.push_back({OpId::LayerNorm, norm_plan, layer_norm_run, layer_norm_parse});
 }
 
 }  // namespace dvl

@@ -1,14 +1,16 @@
 // ops.h — the op table: each op validates and allocates on the JS thread (plan), then
 // computes on the queue thread (run).
 //
-// plan() runs synchronously inside the JS call, so a shape or dtype mistake throws at the
-// call site with the op and shapes named; run() only sees inputs plan() accepted. Ops that
-// write into an input (kv_cache_append, load) return no outputs from plan().
+// parse() and plan() run synchronously inside the JS call, so a shape, dtype or attribute
+// mistake throws at the call site with the op and shapes named; run() only sees inputs and
+// attributes they accepted. Ops that write into an input (kv_cache_append, load) return no
+// outputs from plan(). Attributes: OpAttrs (csrc/core/op_attrs.h), parsed once by parse().
 #pragma once
 #include <string>
 #include <vector>
 
 #include "../../core/attrs.h"
+#include "../../core/op_attrs.h"
 #include "../../core/error.h"
 #include "../../core/ops.h"
 #include "../../core/queue.h"
@@ -21,9 +23,21 @@ using Tensors = std::vector<TensorP>;
 
 struct OpDef {
   OpId id;
-  Tensors (*plan)(const Tensors& in, const Attrs& a);
-  void (*run)(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a);
+  // Sizes the outputs; may assume parse() accepted `in` and `a`.
+  Tensors (*plan)(const Tensors& in, const OpAttrs& a);
+  void (*run)(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a);
+  // The family's parse step: validates the inputs and the string-keyed attributes, in the order
+  // plan() used to (so the first error reported is the same), and fills the family's typed
+  // struct in `a`. Null for ops without attributes (their plan validates the inputs).
+  void (*parse_into)(const Tensors& in, OpAttrs& a) = nullptr;
+
   const char* name() const { return op_name(id); }
+  // The op's attributes parsed once: plan, the CPU run and the CUDA run all take the result.
+  OpAttrs parse(const Tensors& in, Attrs raw) const {
+    OpAttrs a(std::move(raw));
+    if (parse_into) parse_into(in, a);
+    return a;
+  }
 };
 
 // The CPU op of an id (every OpId has one), or of a JS name (null when unknown).
@@ -57,10 +71,6 @@ int64_t rows_of(const Tensor& t);
 // Row r (of K values) of an f32|bf16|f16|q8 tensor, widened to f32 (q8: dequantised) into dst.
 void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, float* dst);
 
-// One sequence of a batched pass (attention_batch, kv_cache_append_batch: attention.cpp).
-struct BatchSeq {
-  int64_t row0, row1, slot, pos0, mask, bs;
-};
 // Reads attr seqs (6 numbers per sequence) and checks them against T rows and S cache slots of
 // capacity cap; fails naming `op` and the sequence.
 std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs& a, int64_t T, int64_t S, int64_t cap);

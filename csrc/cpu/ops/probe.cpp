@@ -25,19 +25,21 @@
 
 namespace dvl {
 
-static Tensors stream_read_plan(const Tensors& in, const Attrs& a) {
+static void stream_read_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("stream_read", in, 1, 1);
   if (a.has("repeat")) {
     int64_t r = a.needi("stream_read", "repeat");
     if (r < 1) op_fail(DVL_ERR_RANGE, "stream_read", "repeat must be ≥ 1, got " + std::to_string(r), in);
+    a.probe.repeat = r;
   }
-  return {Tensor::alloc(DType::F32, {1})};
 }
 
-static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static Tensors stream_read_plan(const Tensors&, const OpAttrs&) { return {Tensor::alloc(DType::F32, {1})}; }
+
+static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const unsigned char* p = static_cast<const unsigned char*>(in[0]->raw());
   const int64_t bytes = int64_t(in[0]->nbytes());
-  const int64_t repeat = a.geti("repeat", 1);
+  const int64_t repeat = a.probe.repeat;
   const int nth = ctx.pool.size();
   // Slices are whole cache lines (the storage is 64-byte aligned), the last one takes the rest.
   const int64_t lines = bytes / 64;
@@ -58,17 +60,20 @@ static void stream_read_run(OpContext& ctx, const Tensors& in, const Tensors& ou
 
 static char peak_kind(const std::string& k) { return k == "f32" ? 'f' : k == "bf16" ? 'b' : k == "q8" ? 'q' : 0; }
 
-static Tensors compute_peak_plan(const Tensors& in, const Attrs& a) {
+static void compute_peak_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("compute_peak", in, 0, 0);
   if (!peak_kind(a.gets("kind", ""))) op_fail(DVL_ERR_ARG, "compute_peak", "attribute kind must be 'f32', 'bf16' or 'q8', got '" + a.gets("kind", "") + "'", in);
   const int64_t iters = a.needi("compute_peak", "iters");
   if (iters < 1) op_fail(DVL_ERR_RANGE, "compute_peak", "iters must be ≥ 1", in);
-  return {Tensor::alloc(DType::F32, {2})};
+  a.probe.kind = peak_kind(a.gets("kind", ""));
+  a.probe.iters = iters;
 }
 
-static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out, const Attrs& a) {
-  const char kind = peak_kind(a.gets("kind", ""));
-  const int64_t iters = a.geti("iters", 1);
+static Tensors compute_peak_plan(const Tensors&, const OpAttrs&) { return {Tensor::alloc(DType::F32, {2})}; }
+
+static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out, const OpAttrs& a) {
+  const char kind = a.probe.kind;
+  const int64_t iters = a.probe.iters;
   std::atomic<double> macs{0};
   const auto t0 = std::chrono::steady_clock::now();
   ctx.pool.run([&](int, int) {
@@ -82,38 +87,39 @@ static void compute_peak_run(OpContext& ctx, const Tensors&, const Tensors& out,
   out[0]->data<float>()[1] = float(sec);
 }
 
-static Tensors kernel_probe_plan(const Tensors& in, const Attrs& a) {
+static void kernel_probe_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("kernel_probe", in, 2, 2);
   op_need_dtype("kernel_probe", in, 0, {DType::F32});
   op_need_dtype("kernel_probe", in, 1, {DType::F32});
   if (in[0]->shape != in[1]->shape || in[0]->rank() != 1)
     op_fail(DVL_ERR_SHAPE, "kernel_probe", "a and b must be f32 [n] of the same n", in);
   std::string fn = a.gets("fn", "");
-  if (fn == "dot") return {Tensor::alloc(DType::F32, {1})};
-  if (fn == "axpy") {
-    a.need("kernel_probe", "alpha");
-    return {Tensor::alloc(DType::F32, in[1]->shape)};
-  }
-  op_fail(DVL_ERR_ARG, "kernel_probe", "attribute fn must be 'dot' or 'axpy', got '" + fn + "'", in);
+  a.probe.dot = fn == "dot";
+  if (fn == "axpy") a.probe.alpha = a.need("kernel_probe", "alpha");
+  else if (fn != "dot") op_fail(DVL_ERR_ARG, "kernel_probe", "attribute fn must be 'dot' or 'axpy', got '" + fn + "'", in);
 }
 
-static void kernel_probe_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static Tensors kernel_probe_plan(const Tensors& in, const OpAttrs& a) {
+  return {a.probe.dot ? Tensor::alloc(DType::F32, {1}) : Tensor::alloc(DType::F32, in[1]->shape)};
+}
+
+static void kernel_probe_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* y = in[1]->data<float>();
   int64_t n = in[0]->dim(0);
   float* o = out[0]->data<float>();
-  if (a.gets("fn", "") == "dot") {
+  if (a.probe.dot) {
     o[0] = ctx.k.dot_f32(x, y, n);
   } else {
     std::memcpy(o, y, size_t(n) * 4);
-    ctx.k.axpy_f32(float(a.get("alpha", 0)), x, o, n);
+    ctx.k.axpy_f32(float(a.probe.alpha), x, o, n);
   }
 }
 
 void ops_register_probe(std::vector<OpDef>& t) {
-  t.push_back({OpId::StreamRead, stream_read_plan, stream_read_run});
-  t.push_back({OpId::KernelProbe, kernel_probe_plan, kernel_probe_run});
-  t.push_back({OpId::ComputePeak, compute_peak_plan, compute_peak_run});
+  t.push_back({OpId::StreamRead, stream_read_plan, stream_read_run, stream_read_parse});
+  t.push_back({OpId::KernelProbe, kernel_probe_plan, kernel_probe_run, kernel_probe_parse});
+  t.push_back({OpId::ComputePeak, compute_peak_plan, compute_peak_run, compute_peak_parse});
 }
 
 }  // namespace dvl

@@ -16,7 +16,7 @@
 
 namespace dvl {
 
-static Tensors rope_cos_sin_plan(const Tensors& in, const Attrs& a) {
+static void rope_cos_sin_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("rope_cos_sin", in, 1, 1);
   op_need_dtype("rope_cos_sin", in, 0, {DType::I32});
   op_need_rank("rope_cos_sin", in, 0, 1);
@@ -24,14 +24,18 @@ static Tensors rope_cos_sin_plan(const Tensors& in, const Attrs& a) {
   int64_t dim = a.needi("rope_cos_sin", "dim");
   if (!(theta > 0) || !std::isfinite(theta)) op_fail(DVL_ERR_RANGE, "rope_cos_sin", "theta must be a finite number > 0", in);
   if (dim <= 0 || dim % 2) op_fail(DVL_ERR_RANGE, "rope_cos_sin", "dim must be even and > 0, got " + std::to_string(dim), in);
-  int64_t T = in[0]->dim(0);
+  a.rope = RopeAttrs{theta, dim};
+}
+
+static Tensors rope_cos_sin_plan(const Tensors& in, const OpAttrs& a) {
+  const int64_t T = in[0]->dim(0), dim = a.rope.dim;
   return {Tensor::alloc(DType::F32, {T, dim}), Tensor::alloc(DType::F32, {T, dim})};
 }
 
-static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const int32_t* pos = in[0]->data<int32_t>();
-  const double theta = a.get("theta", 1e4);
-  const int64_t dim = a.geti("dim", 2), half = dim / 2, T = in[0]->dim(0);
+  const double theta = a.rope.theta;
+  const int64_t dim = a.rope.dim, half = dim / 2, T = in[0]->dim(0);
   std::vector<float> inv_freq(static_cast<size_t>(half));
   for (int64_t j = 0; j < half; ++j) {
     const float e = float(2 * j) / float(dim);
@@ -54,7 +58,7 @@ static void rope_cos_sin_run(OpContext& ctx, const Tensors& in, const Tensors& o
   });
 }
 
-static Tensors rope_plan(const Tensors& in, const Attrs&) {
+static Tensors rope_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("rope", in, 3, 3);
   for (size_t i = 0; i < 3; ++i) op_need_dtype("rope", in, i, {DType::F32});
   op_need_rank("rope", in, 0, 3);
@@ -68,7 +72,7 @@ static Tensors rope_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(DType::F32, x.shape)};
 }
 
-static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const float* x = in[0]->data<float>();
   const float* c = in[1]->data<float>();
   const float* s = in[2]->data<float>();
@@ -88,7 +92,7 @@ static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, cons
 }
 
 void ops_register_rope(std::vector<OpDef>& t) {
-  t.push_back({OpId::RopeCosSin, rope_cos_sin_plan, rope_cos_sin_run});
+  t.push_back({OpId::RopeCosSin, rope_cos_sin_plan, rope_cos_sin_run, rope_cos_sin_parse});
   t.push_back({OpId::Rope, rope_plan, rope_run});
 }
 

@@ -6,7 +6,7 @@
 // vocabulary; logits f32 [n, V] → ids i32 [n], confidence f32 [n], reveal i32 [n] (1 = reveal).
 // Attrs: temperature (0 = greedy), topK, topP, seed, counters[n] (RNG counter per row, needed
 // when temperature > 0), k (schedule entry), mode 'static'|'dynamic', threshold, confidence
-// 'modified'|'raw'.
+// 'modified'|'raw' — parsed once into RemaskAttrs (csrc/core/op_attrs.h).
 //
 // Every sum is float64 in index order j = 0..V−1, exactly as the TS reference adds: rows run in
 // parallel, and when there are fewer rows than threads a greedy row's check/max and exp passes
@@ -235,7 +235,7 @@ static const char* kOp = "confidence_remask";
 
 static bool is_word(double v) { return v >= 0 && v < 9007199254740992.0 && v == std::floor(v); }
 
-static Tensors confidence_remask_plan(const Tensors& in, const Attrs& a) {
+static void confidence_remask_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs(kOp, in, 1, 1);
   op_need_dtype(kOp, in, 0, {DType::F32});
   op_need_rank(kOp, in, 0, 2);
@@ -261,22 +261,38 @@ static Tensors confidence_remask_plan(const Tensors& in, const Attrs& a) {
   if (std::isnan(a.get("threshold", 0.85))) op_fail(DVL_ERR_RANGE, kOp, "threshold is NaN", in);
   const std::string cm = a.gets("confidence", "modified");
   if (cm != "modified" && cm != "raw") op_fail(DVL_ERR_ARG, kOp, "confidence must be 'modified' or 'raw', got '" + cm + "'", in);
+  RemaskAttrs t;
+  t.temperature = T;
+  t.topK = a.geti("topK", 0);
+  t.topP = a.get("topP", 1);
+  t.seed = a.get("seed", 0);
+  if (T > 0) t.counters = *a.geta("counters");
+  t.raw = cm == "raw";
+  t.k = k;
+  t.dynamic = mode == "dynamic";
+  t.threshold = a.get("threshold", 0.85);
+  a.remask = std::move(t);
+}
+
+static Tensors confidence_remask_plan(const Tensors& in, const OpAttrs&) {
+  const int64_t n = in[0]->dim(0);
   return {Tensor::alloc(DType::I32, {n}), Tensor::alloc(DType::F32, {n}), Tensor::alloc(DType::I32, {n})};
 }
 
-static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const int64_t n = in[0]->dim(0), V = in[0]->dim(1);
   const float* logits = in[0]->data<float>();
   int32_t* ids = out[0]->data<int32_t>();
   float* conf = out[1]->data<float>();
   int32_t* reveal = out[2]->data<int32_t>();
+  const RemaskAttrs& t = a.remask;
   SampleCfg c;
-  c.temperature = a.get("temperature", 0);
-  c.topK = a.geti("topK", 0);
-  c.topP = a.get("topP", 1);
-  c.seed = a.get("seed", 0);
-  c.raw = a.gets("confidence", "modified") == "raw";
-  const std::vector<double>* counters = a.geta("counters");
+  c.temperature = t.temperature;
+  c.topK = t.topK;
+  c.topP = t.topP;
+  c.seed = t.seed;
+  c.raw = t.raw;
+  const std::vector<double>& counters = t.counters;
   std::vector<std::string> errs(static_cast<size_t>(n));
   if (c.temperature == 0 && n < ctx.pool.size() && V >= 16384) {
     // Fewer rows than threads (the last iterations of a block): split each row's vocabulary.
@@ -290,13 +306,15 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
       s.order.reserve(size_t(V));
     }
     for (int64_t r = r0; r < r1; ++r)
-      errs[r] = sample_row(logits + r * V, V, r, c, c.temperature > 0 ? (*counters)[r] : 0, s, ids + r, conf + r);
+      errs[r] = sample_row(logits + r * V, V, r, c, c.temperature > 0 ? counters[size_t(r)] : 0, s, ids + r, conf + r);
   });
   for (int64_t r = 0; r < n; ++r)
     if (!errs[r].empty()) throw Error(DVL_ERR_RANGE, errs[r]);
-  remask_select_reveal(conf, n, a.geti("k", 0), a.gets("mode", "static") == "dynamic", a.get("threshold", 0.85), reveal);
+  remask_select_reveal(conf, n, t.k, t.dynamic, t.threshold, reveal);
 }
 
-void ops_register_sample(std::vector<OpDef>& t) { t.push_back({OpId::ConfidenceRemask, confidence_remask_plan, confidence_remask_run}); }
+void ops_register_sample(std::vector<OpDef>& t) {
+  t.push_back({OpId::ConfidenceRemask, confidence_remask_plan, confidence_remask_run, confidence_remask_parse});
+}
 
 }  // namespace dvl

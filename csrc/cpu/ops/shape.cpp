@@ -17,7 +17,7 @@
 
 namespace dvl {
 
-static Tensors reshape_plan(const Tensors& in, const Attrs& a) {
+static void reshape_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("reshape", in, 1, 1);
   const std::vector<double>* sv = a.geta("shape");
   if (!sv) op_fail(DVL_ERR_ARG, "reshape", "missing shape", in);
@@ -46,20 +46,24 @@ static Tensors reshape_plan(const Tensors& in, const Attrs& a) {
   // q8 rows are stored one by one (dtype.h): any shape with the same row length K is the same bytes.
   if (in[0]->dtype == DType::Q8 && (shape.empty() || shape.back() != in[0]->dim(-1)))
     op_fail(DVL_ERR_DTYPE, "reshape", "a q8 tensor keeps its last dim (the row length it was quantised with)", in);
+  a.shape.shape = std::move(shape);
+}
+
+static Tensors reshape_plan(const Tensors& in, const OpAttrs& a) {
   auto t = std::make_shared<Tensor>();
   t->dtype = in[0]->dtype;
-  t->shape = shape;
+  t->shape = a.shape.shape;
   t->storage = in[0]->storage;
   return {t};
 }
 
-static void nothing_run(OpContext&, const Tensors&, const Tensors&, const Attrs&) {}
+static void nothing_run(OpContext&, const Tensors&, const Tensors&, const OpAttrs&) {}
 
 // narrow_rows: x [R, ...] (any dtype but block-quantized), attrs start, len → a view [len, ...] of
 // rows start..start+len-1 over the SAME memory (no copy), like reshape. The view keeps x's
 // storage alive. x must have its memory already: a placeholder of a plan being recorded has
 // none (use gather_rows there).
-static Tensors narrow_rows_plan(const Tensors& in, const Attrs& a) {
+static void narrow_rows_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "narrow_rows";
   op_need_inputs(op, in, 1, 1);
   const Tensor& x = *in[0];
@@ -70,6 +74,12 @@ static Tensors narrow_rows_plan(const Tensors& in, const Attrs& a) {
     op_fail(DVL_ERR_RANGE, op, "rows " + std::to_string(start) + ".." + std::to_string(start + len) + " outside the " + std::to_string(x.dim(0)) + " rows", in);
   if (!x.storage->data && x.nbytes())
     op_fail(DVL_ERR_ARG, op, "x is a placeholder of a plan being recorded (no memory to view); use gather_rows", in);
+  a.slice = SliceAttrs{start, len};
+}
+
+static Tensors narrow_rows_plan(const Tensors& in, const OpAttrs& a) {
+  const Tensor& x = *in[0];
+  const int64_t start = a.slice.start, len = a.slice.len;
   size_t row = dtype_size(x.dtype);
   for (int i = 1; i < x.rank(); ++i) row *= size_t(x.shape[i]);
   auto t = std::make_shared<Tensor>();
@@ -95,7 +105,7 @@ static void check_idx(const char* op, const int32_t* idx, int64_t n, int64_t R) 
                                      " is outside the " + std::to_string(R) + " rows");
 }
 
-static Tensors gather_rows_plan(const Tensors& in, const Attrs&) {
+static Tensors gather_rows_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("gather_rows", in, 2, 2);
   op_need_dtype("gather_rows", in, 0, {DType::F32, DType::BF16, DType::F16, DType::I32, DType::U8});
   op_need_dtype("gather_rows", in, 1, {DType::I32});
@@ -106,7 +116,7 @@ static Tensors gather_rows_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(in[0]->dtype, shape)};
 }
 
-static void gather_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs&) {
+static void gather_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const int32_t* idx = in[1]->data<int32_t>();
   const int64_t n = in[1]->dim(0);
   check_idx("gather_rows", idx, n, in[0]->dim(0));
@@ -118,7 +128,7 @@ static void gather_rows_run(OpContext& ctx, const Tensors& in, const Tensors& ou
   });
 }
 
-static Tensors scatter_rows_plan(const Tensors& in, const Attrs&) {
+static Tensors scatter_rows_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("scatter_rows", in, 3, 3);
   op_need_dtype("scatter_rows", in, 0, {DType::F32});
   op_need_dtype("scatter_rows", in, 1, {DType::F32});
@@ -132,7 +142,7 @@ static Tensors scatter_rows_plan(const Tensors& in, const Attrs&) {
   return {};
 }
 
-static void scatter_rows_run(OpContext&, const Tensors& in, const Tensors&, const Attrs&) {
+static void scatter_rows_run(OpContext&, const Tensors& in, const Tensors&, const OpAttrs&) {
   const int32_t* idx = in[2]->data<int32_t>();
   const int64_t n = in[2]->dim(0);
   check_idx("scatter_rows", idx, n, in[0]->dim(0));
@@ -143,7 +153,7 @@ static void scatter_rows_run(OpContext&, const Tensors& in, const Tensors&, cons
   for (int64_t i = 0; i < n; ++i) std::memmove(d + size_t(idx[i]) * rb, s + size_t(i) * rb, rb);
 }
 
-static Tensors slice_cols_plan(const Tensors& in, const Attrs& a) {
+static void slice_cols_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("slice_cols", in, 1, 1);
   op_need_dtype("slice_cols", in, 0, {DType::F32, DType::BF16, DType::F16, DType::I32});
   if (in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "slice_cols", "x must have rank >= 1", in);
@@ -151,14 +161,18 @@ static Tensors slice_cols_plan(const Tensors& in, const Attrs& a) {
   if (start < 0 || len < 0 || start + len > C)
     op_fail(DVL_ERR_RANGE, "slice_cols", "columns " + std::to_string(start) + " .. " + std::to_string(start + len) +
                                              " are not within the " + std::to_string(C) + " columns", in);
+  a.slice = SliceAttrs{start, len};
+}
+
+static Tensors slice_cols_plan(const Tensors& in, const OpAttrs& a) {
   std::vector<int64_t> shape = in[0]->shape;
-  shape.back() = len;
+  shape.back() = a.slice.len;
   return {Tensor::alloc(in[0]->dtype, shape)};
 }
 
-static void slice_cols_run(OpContext& ctx, const Tensors& in, const Tensors& out, const Attrs& a) {
+static void slice_cols_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const size_t es = dtype_size(in[0]->dtype);
-  const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1), start = a.geti("start", 0), len = a.geti("len", 0);
+  const int64_t R = rows_of(*in[0]), C = in[0]->dim(-1), start = a.slice.start, len = a.slice.len;
   const char* x = static_cast<const char*>(in[0]->raw());
   char* y = static_cast<char*>(out[0]->raw());
   if (len == 0) return;
@@ -167,7 +181,7 @@ static void slice_cols_run(OpContext& ctx, const Tensors& in, const Tensors& out
   });
 }
 
-static Tensors concat_rows_plan(const Tensors& in, const Attrs&) {
+static Tensors concat_rows_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("concat_rows", in, 2, 2);
   const Tensor &a = *in[0], &b = *in[1];
   if (a.dtype != b.dtype) op_fail(DVL_ERR_DTYPE, "concat_rows", "a and b must have the same dtype", in);
@@ -179,7 +193,7 @@ static Tensors concat_rows_plan(const Tensors& in, const Attrs&) {
   return {Tensor::alloc(a.dtype, shape)};
 }
 
-static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, const Attrs&) {
+static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, const OpAttrs&) {
   char* y = static_cast<char*>(out[0]->raw());
   const size_t na = in[0]->nbytes(), nb = in[1]->nbytes();
   if (na) std::memcpy(y, in[0]->raw(), na);
@@ -187,11 +201,11 @@ static void concat_rows_run(OpContext&, const Tensors& in, const Tensors& out, c
 }
 
 void ops_register_shape(std::vector<OpDef>& t) {
-  t.push_back({OpId::Reshape, reshape_plan, nothing_run});
-  t.push_back({OpId::NarrowRows, narrow_rows_plan, nothing_run});
+  t.push_back({OpId::Reshape, reshape_plan, nothing_run, reshape_parse});
+  t.push_back({OpId::NarrowRows, narrow_rows_plan, nothing_run, narrow_rows_parse});
   t.push_back({OpId::GatherRows, gather_rows_plan, gather_rows_run});
   t.push_back({OpId::ScatterRows, scatter_rows_plan, scatter_rows_run});
-  t.push_back({OpId::SliceCols, slice_cols_plan, slice_cols_run});
+  t.push_back({OpId::SliceCols, slice_cols_plan, slice_cols_run, slice_cols_parse});
   t.push_back({OpId::ConcatRows, concat_rows_plan, concat_rows_run});
 }
 

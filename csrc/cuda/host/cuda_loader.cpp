@@ -358,7 +358,7 @@ void cuda_download(const Tensor& dev, Tensor& host) {
     throw_backend(err, "cuda download of " + dev.describe());
 }
 
-void cuda_run(OpId op, const std::vector<TensorP>& in, const std::vector<TensorP>& out, const Attrs& attrs) {
+void cuda_run(OpId op, const std::vector<TensorP>& in, const std::vector<TensorP>& out, const OpAttrs& attrs) {
   const dvl_backend_api& api = need_api();
   std::vector<const Tensor*> pin;
   std::vector<Tensor*> pout;

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "../../core/attrs.h"
+#include "../../core/op_attrs.h"
 #include "../../core/backend.h"
 #include "../../core/ops.h"
 #include "../../core/tensor.h"
@@ -83,8 +83,9 @@ TensorP cuda_tensor(DType dt, const std::vector<int64_t>& shape);
 // same dtype and shape (blocking; ordered after pending device work).
 TensorP cuda_upload(const Tensor& host);
 void cuda_download(const Tensor& dev, Tensor& host);
-// Enqueues op `op` on the device; outputs are device tensors the caller allocated.
-void cuda_run(OpId op, const std::vector<TensorP>& in, const std::vector<TensorP>& out, const Attrs& attrs);
+// Enqueues op `op` on the device with its parsed attributes (OpDef::parse); outputs are device
+// tensors the caller allocated.
+void cuda_run(OpId op, const std::vector<TensorP>& in, const std::vector<TensorP>& out, const OpAttrs& attrs);
 // Whether the plugin implements op `op` for main-input dtype `dt`.
 bool cuda_supports(OpId op, DType dt);
 void cuda_synchronize();

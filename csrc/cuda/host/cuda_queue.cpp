@@ -81,13 +81,12 @@ StagingPair& staging_pair() {
 // load: file bytes → device tensor, through the staging buffers; a dtype change is converted
 // on the device (the plugin's convert) from a temporary of the file's dtype. (A backend
 // without that convert gets the CPU load's conversion, then one upload: cuda_queue_op.)
-void load_to_device(Tensor& dst, const Attrs& a) {
+void load_to_device(Tensor& dst, const LoadAttrs& a) {
   const dvl_backend_api& api = api_or_throw();
-  std::string path = a.gets("path", "");
-  DType src;
-  dtype_parse(a.gets("src", ""), &src);
-  long offset = long(a.get("offset", 0));
-  size_t bytes = size_t(a.get("bytes", 0));
+  const std::string& path = a.path;
+  const DType src = a.src;
+  const long offset = long(a.offset);
+  const size_t bytes = size_t(a.bytes);
   TensorP tmp;
   void* target = dst.raw();
   if (src != dst.dtype) {
@@ -115,8 +114,9 @@ void load_to_device(Tensor& dst, const Attrs& a) {
     }
   }
   if (tmp) {
-    Attrs conv;
+    OpAttrs conv;
     conv.str["dtype"] = dtype_name(dst.dtype);
+    conv.convert_to = dst.dtype;
     TensorP view = std::make_shared<Tensor>(dst);  // same storage; cuda_run takes TensorPs
     cuda_run(OpId::Convert, {tmp}, {view}, conv);
   }
@@ -138,7 +138,7 @@ void check_host_inputs(const std::string& op, const std::vector<TensorP>& in) {
 }
 
 ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<TensorP>> in,
-                             std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<Attrs> attrs) {
+                             std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<OpAttrs> attrs) {
   const OpId id = def.id;
   const std::string name = def.name();
   {
@@ -152,17 +152,16 @@ ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<Tenso
       auto run = def.run;
       return [run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); };
     }
-    DType src = DType::F32;
-    dtype_parse(attrs->gets("src", ""), &src);
+    const DType src = attrs->load.src;
     if (src != dst->dtype && !cuda_supports(OpId::Convert, src)) {  // convert on the CPU, then upload
       auto run = def.run;
       return [run, dst, attrs](OpContext& ctx) {
         TensorP host = Tensor::alloc(dst->dtype, dst->shape, Device::Cpu);
         run(ctx, {host}, {}, *attrs);
-        h2d(api_or_throw(), dst->raw(), host->raw(), host->nbytes(), "load: upload of " + attrs->gets("path", ""));
+        h2d(api_or_throw(), dst->raw(), host->raw(), host->nbytes(), "load: upload of " + attrs->load.path);
       };
     }
-    return [dst, attrs](OpContext&) { load_to_device(*dst, *attrs); };
+    return [dst, attrs](OpContext&) { load_to_device(*dst, attrs->load); };
   }
   // Ops that write into input 0 change it where it lives: it must be the device copy.
   if (out->empty() && !in->empty() && !on_device((*in)[0]))

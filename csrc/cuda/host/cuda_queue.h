@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "../../core/attrs.h"
+#include "../../core/op_attrs.h"
 #include "../../core/queue.h"
 #include "../../core/tensor.h"
 
@@ -30,7 +30,7 @@ struct OpDef;
 // Plans op `def` for a CUDA queue (JS thread) and returns the job that runs it, or an empty
 // function when there is nothing to run. `out` receives the planned (device) outputs.
 ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<TensorP>> in,
-                             std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<Attrs> attrs);
+                             std::shared_ptr<std::vector<TensorP>>& out, std::shared_ptr<OpAttrs> attrs);
 
 // Blocking copies for a CUDA queue's read() and write(), ordered after the queued device work.
 void cuda_read_into(const Tensor& dev, void* host);
