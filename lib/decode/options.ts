@@ -65,7 +65,13 @@ export interface DecodeLimits {
   promptLength?: number;
   /** V, when known: stop tokens must be < V. */
   vocabSize?: number;
+  /** The model's own defaults (its generation_config.json), used before DEFAULTS for what the
+   *  call leaves out. */
+  defaults?: ModelDecodeDefaults;
 }
+
+/** The options a model folder may set its own default for (steps, remasking, threshold). */
+export type ModelDecodeDefaults = Partial<Pick<DecodeOptions, 'steps' | 'remasking' | 'threshold'>>;
 
 /** Defaults of every option, in one place. */
 export const DEFAULTS = Object.freeze({
@@ -185,7 +191,8 @@ export function validateDecodeOptions(opts: DecodeOptions | undefined, limits: D
       ` (known options: ${KNOWN_KEYS.join(', ')})`, key);
   }
   const o = opts as Record<string, unknown>;
-  const get = (k: keyof DecodeOptions) => (o[k] === undefined ? DEFAULTS[k] : o[k]);
+  const own = (limits.defaults ?? {}) as Record<string, unknown>;
+  const get = (k: keyof DecodeOptions) => (o[k] !== undefined ? o[k] : own[k] !== undefined ? own[k] : DEFAULTS[k]);
 
   // G, and the context it has to fit in.
   const maxTokens = get('maxTokens');

@@ -373,6 +373,7 @@ export class Model {
         blockSize: cfg.diffusion?.blockSize ?? opts.blockSize ?? 8,
         eosId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
         route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
+        defaults: cfg.generationDefaults,   // generation_config.json: steps, remasking, threshold
       };
       gen = runBlockDiffusion({ queue: this.queue, forwardBlock: (x, pos0, bs, rows) => this.forwardBlock(x, pos0, bs, rows) },
         ids, opts, dm, { ...req.engine, stepEvents: req.stepEvents });
