@@ -109,6 +109,26 @@ def _outline(rng, rgb, size):
     return {'rgb': col, 'width': max(1, int(round(size * rng.uniform(0.02, 0.08))))}
 
 
+def make_easy_spec(rng, scene):
+    """The plain drawing of the curriculum's start: a square canvas (so every picture becomes the
+    same 6×6 token grid), a light solid background, large shapes near their quadrant's centre, no
+    outline, JPEG or noise. The model learns *what* a shape is here, where a token's place in the
+    grid says where it is, before the full variety makes it learn where from the picture itself."""
+    W = H = rng.randint(120, 232)
+    shapes = []
+    for s in scene:
+        qx, qy = s['quad'] % 2, s['quad'] // 2
+        half = W / 2
+        size = half * rng.uniform(0.55, 0.85)
+        hgt = size * (rng.uniform(0.85, 1.0) if s['shape'] == 'triangle' else 1.0)
+        cx = half * qx + half / 2 + rng.uniform(-0.08, 0.08) * half
+        cy = half * qy + half / 2 + rng.uniform(-0.08, 0.08) * half
+        shapes.append({'quad': s['quad'], 'color': s['color'], 'shape': s['shape'], 'rgb': jitter_color(rng, s['color']),
+                       'box': [cx - size / 2, cy - hgt / 2, cx + size / 2, cy + hgt / 2], 'outline': None})
+    return {'width': W, 'height': H, 'background': {'kind': 'solid', 'rgb': [rng.randint(215, 255) for _ in range(3)]},
+            'shapes': shapes, 'antialias': rng.random() < 0.5, 'jpeg': None, 'noise': None, 'noise_seed': 0}
+
+
 def make_spec(rng, scene):
     """Scene ([{quad, color, shape}]) → full drawing spec, every free choice drawn from rng."""
     area = math.exp(rng.uniform(*map(math.log, AREA_RANGE)))

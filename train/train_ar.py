@@ -54,7 +54,12 @@ def train_loop(model, tok, args, loss_fn, index_base, out_dir, eval_fn=None):
     args.ckpt_every steps the whole state (weights, optimizer, noise generator, step) goes to
     <out>/resume.pt; --resume continues from it with the same samples and noise, so an
     interrupted run ends with the same weights. eval_fn(model) → dict, every args.eval_every."""
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.wd)
+    # Two parameter groups: the vision tower and merger run at args.vision_lr_mult × the decoder's
+    # learning rate (the schedule's shape is shared).
+    vis = [p for n, p in model.named_parameters() if n.startswith(('model.vision_tower.', 'model.mm_projector.'))]
+    txt = [p for n, p in model.named_parameters() if not n.startswith(('model.vision_tower.', 'model.mm_projector.'))]
+    opt = torch.optim.AdamW([{'params': txt, 'mult': 1.0}, {'params': vis, 'mult': args.vision_lr_mult}],
+                            lr=args.lr, betas=(0.9, 0.95), weight_decay=args.wd)
     gen = torch.Generator().manual_seed(args.seed * 1000 + 7)
     resume_path = os.path.join(out_dir, 'resume.pt')
     start = 0
@@ -71,7 +76,7 @@ def train_loop(model, tok, args, loss_fn, index_base, out_dir, eval_fn=None):
     for step in range(start, args.steps):
         ts = time.time()
         for g in opt.param_groups:
-            g['lr'] = lr_at(step, args.steps, args.lr, args.warmup)
+            g['lr'] = lr_at(step, args.steps, args.lr, args.warmup) * g['mult']
         items = batch_items(tok, args.seed, 'train', index_base + step * args.batch, args.batch)
         model.train()
         # bf16 autocast: matmuls in bf16 through oneDNN (≈2.5× an f32 OpenBLAS matmul on this
@@ -142,6 +147,7 @@ def common_args(ap):
     ap.add_argument('--resume', action='store_true', help='continue from <out>/resume.pt if present')
     ap.add_argument('--stop-after', type=int, default=0, help='pause after this step (state kept for --resume)')
     ap.add_argument('--bf16', type=int, default=1, help='1: bf16 autocast for the forward/backward matmuls')
+    ap.add_argument('--vision-lr-mult', type=float, default=1.0, help="vision tower + merger learning rate ÷ the decoder's")
 
 
 def model_config(model, tok, enable_bd3lm):
