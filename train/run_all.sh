@@ -10,7 +10,8 @@
 # and node with the package's node_modules (`npm ci`): the tokenizer cross-check against
 # @huggingface/tokenizers, and render_svg.mjs (sharp), the second renderer that draws the
 # unseen-renderer held-out set.
-# Knobs (environment): SEED, PRESET (full|tiny), BATCH, AR_STEPS, AR_LR, DIFF_STEPS, DIFF_LR,
+# Knobs (environment): SEED, PRESET (full|tiny), BATCH, AR_STEPS, AR_SCHEDULE_BASE, AR_EXTEND_FROM,
+# AR_LR, DIFF_STEPS, DIFF_LR,
 # EVAL_N (final evals, in-distribution), UNSEEN_N (unseen-renderer set), EVAL_DURING (held-out
 # samples scored every 500 steps), CHOICE_N (prompts decode_choice.py scores), FIX_PER_KIND, THREADS,
 # DIFFUSIONVL_ADDON (set: also check that the engine reproduces the fixtures), INSTALL (1, the
@@ -23,10 +24,14 @@ OUT="${1:-$HERE/out}"
 PY=/usr/bin/python3
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${UNSEEN_N:=12}" "${CHOICE_N:=8}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}" "${INSTALL:=0}"
+  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${AR_SCHEDULE_BASE:=30}" "${AR_EXTEND_FROM:=20}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${UNSEEN_N:=12}" "${CHOICE_N:=8}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}" "${INSTALL:=0}"
 fi
 SEED="${SEED:-0}"; PRESET="${PRESET:-full}"; BATCH="${BATCH:-32}"
-AR_STEPS="${AR_STEPS:-6000}"; AR_LR="${AR_LR:-2e-3}"
+AR_STEPS="${AR_STEPS:-9000}"; AR_LR="${AR_LR:-2e-3}"
+# The shipped run's AR schedule: planned for 6000 steps, lengthened at step 3750 to 9000 (from
+# there a cosine from that step's learning rate to 10 %; train_ar.py lr_at). AR_SCHEDULE_BASE=0:
+# one plain cosine over AR_STEPS.
+AR_SCHEDULE_BASE="${AR_SCHEDULE_BASE:-6000}"; AR_EXTEND_FROM="${AR_EXTEND_FROM:-3750}"
 DIFF_STEPS="${DIFF_STEPS:-4000}"; DIFF_LR="${DIFF_LR:-1e-3}"
 INSTALL="${INSTALL:-1}"; EVAL_N="${EVAL_N:-300}"; UNSEEN_N="${UNSEEN_N:-400}"; CHOICE_N="${CHOICE_N:-300}"
 EVAL_DURING="${EVAL_DURING:-100}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
@@ -60,7 +65,8 @@ done_stage() { [[ -f "$1/model.safetensors" && ! -f "$1/resume.pt" ]]; }
 stage "stage 1: AR parent"
 done_stage "$OUT/ar" && echo "already trained: $OUT/ar" || \
 $PY train_ar.py --tok "$OUT/tokenizer" --out "$OUT/ar" --seed "$SEED" --preset "$PRESET" --batch "$BATCH" \
-  --steps "$AR_STEPS" --lr "$AR_LR" --threads "$THREADS" --eval-n "$EVAL_DURING" --resume
+  --steps "$AR_STEPS" --schedule-base-steps "$AR_SCHEDULE_BASE" --schedule-extend-from "$AR_EXTEND_FROM" \
+  --lr "$AR_LR" --threads "$THREADS" --eval-n "$EVAL_DURING" --resume
 
 stage "stage 2: DiffusionVL"
 done_stage "$OUT/diffusionvl" && echo "already trained: $OUT/diffusionvl" || \

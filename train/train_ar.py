@@ -36,8 +36,16 @@ BLOCK_SIZE = 8
 MODEL_MAX_LENGTH = 1024   # divisible by the block size (§6.5)
 
 
-def lr_at(step, steps, lr, warmup):
-    """Linear warmup, then cosine decay to 10 % of lr."""
+def lr_at(step, steps, lr, warmup, base_steps=0, extend_from=0):
+    """Linear warmup, then cosine decay to 10 % of lr at `steps`. Extended schedule (base_steps,
+    extend_from > 0): the cosine of a `base_steps` run up to step extend_from, then a cosine from
+    that learning rate down to 10 % of lr at `steps` (a run lengthened midway, without a jump)."""
+    if base_steps and step >= extend_from:
+        a = lr_at(extend_from, base_steps, lr, warmup)
+        p = (step - extend_from) / max(1, steps - extend_from)
+        return 0.1 * lr + (a - 0.1 * lr) * 0.5 * (1 + math.cos(math.pi * p))
+    if base_steps:
+        steps = base_steps
     if step < warmup:
         return lr * (step + 1) / warmup
     p = (step - warmup) / max(1, steps - warmup)
@@ -76,7 +84,7 @@ def train_loop(model, tok, args, loss_fn, index_base, out_dir, eval_fn=None):
     for step in range(start, args.steps):
         ts = time.time()
         for g in opt.param_groups:
-            g['lr'] = lr_at(step, args.steps, args.lr, args.warmup) * g['mult']
+            g['lr'] = lr_at(step, args.steps, args.lr, args.warmup, args.schedule_base_steps, args.schedule_extend_from) * g['mult']
         items = batch_items(tok, args.seed, 'train', index_base + step * args.batch, args.batch)
         model.train()
         # bf16 autocast: matmuls in bf16 through oneDNN (≈2.5× an f32 OpenBLAS matmul on this
@@ -147,6 +155,9 @@ def common_args(ap):
     ap.add_argument('--resume', action='store_true', help='continue from <out>/resume.pt if present')
     ap.add_argument('--stop-after', type=int, default=0, help='pause after this step (state kept for --resume)')
     ap.add_argument('--bf16', type=int, default=1, help='1: bf16 autocast for the forward/backward matmuls')
+    ap.add_argument('--schedule-base-steps', type=int, default=0,
+                    help='extended schedule: the cosine of a run this long up to --schedule-extend-from, then decay to --steps')
+    ap.add_argument('--schedule-extend-from', type=int, default=0)
     ap.add_argument('--vision-lr-mult', type=float, default=1.0, help="vision tower + merger learning rate ÷ the decoder's")
 
 
