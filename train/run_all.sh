@@ -32,7 +32,7 @@ AR_STEPS="${AR_STEPS:-9000}"; AR_LR="${AR_LR:-2e-3}"
 # there a cosine from that step's learning rate to 10 %; train_ar.py lr_at). AR_SCHEDULE_BASE=0:
 # one plain cosine over AR_STEPS.
 AR_SCHEDULE_BASE="${AR_SCHEDULE_BASE:-6000}"; AR_EXTEND_FROM="${AR_EXTEND_FROM:-3750}"
-DIFF_STEPS="${DIFF_STEPS:-4000}"; DIFF_LR="${DIFF_LR:-1e-3}"
+DIFF_STEPS="${DIFF_STEPS:-3000}"; DIFF_LR="${DIFF_LR:-1e-3}"
 INSTALL="${INSTALL:-1}"; EVAL_N="${EVAL_N:-300}"; UNSEEN_N="${UNSEEN_N:-400}"; CHOICE_N="${CHOICE_N:-300}"
 EVAL_DURING="${EVAL_DURING:-100}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
 # Fixed thread count: float reductions (and so the weights) depend on it. PASSIVE: OpenMP workers
