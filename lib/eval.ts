@@ -40,6 +40,8 @@ export interface HeldoutSet {
   dir: string;
   format: string;
   seed: number | null;
+  /** Which split the set was drawn from, when it says ('heldout', 'unseen'), else null. */
+  split: string | null;
   items: HeldoutItem[];
 }
 
@@ -59,7 +61,7 @@ export async function readHeldout(dir: string): Promise<HeldoutSet> {
   } catch (e) {
     throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`, { file });
   }
-  const o = j as { format?: unknown; seed?: unknown; items?: unknown };
+  const o = j as { format?: unknown; seed?: unknown; split?: unknown; items?: unknown };
   if (o === null || typeof o !== 'object' || o.format !== HELDOUT_FORMAT) {
     throw new ConfigError(`${file}: expected "format": "${HELDOUT_FORMAT}" but found ${JSON.stringify((o as { format?: unknown } | null)?.format)}`, { file, field: 'format' });
   }
@@ -76,7 +78,23 @@ export async function readHeldout(dir: string): Promise<HeldoutSet> {
     const image = typeof x.image === 'string' ? (isAbsolute(x.image) ? x.image : resolve(dir, x.image)) : null;
     return { id: x.id as string, kind: x.kind as string, question: x.question as string, answer: x.answer as string, image };
   });
-  return { dir, format: o.format, seed: typeof o.seed === 'number' ? o.seed : null, items };
+  return { dir, format: o.format, seed: typeof o.seed === 'number' ? o.seed : null, split: typeof o.split === 'string' ? o.split : null, items };
+}
+
+/**
+ * True when an answer repeats a word back to back ("A triangle triangle at the top.", "the
+ * the") and the expected answer does not (a reversal like "Reversed: a a b" may legitimately):
+ * the degenerate output a block-diffusion child can fall into where its AR parent stays fluent.
+ * Words compare case-insensitively, without punctuation.
+ */
+export function hasRepeatedWord(answer: string, expected = ''): boolean {
+  const pairs = (t: string) => {
+    const w = t.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean);
+    return new Set(w.slice(1).map((x, i) => (x === w[i] ? x : '')).filter(Boolean));
+  };
+  const want = pairs(expected);
+  for (const x of pairs(answer)) if (!want.has(x)) return true;
+  return false;
 }
 
 /** One user turn: the images (in order) then the text, as the model was trained on them. */

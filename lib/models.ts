@@ -2,7 +2,10 @@
 //
 //   models/shapes-diffusionvl/   the DiffusionVL child (block diffusion): the default model
 //   models/shapes-ar/            its autoregressive parent (generates in 'ar' mode)
-//   models/shapes-heldout/       held-out prompts: heldout.json + images/*.png (see lib/eval.ts)
+//   models/shapes-heldout/       held-out prompts: heldout.json + images/ (see lib/eval.ts), drawn
+//                                by the renderer the models were trained on (in-distribution)
+//   models/shapes-heldout-unseen/  held-out prompts whose pictures come from a second renderer
+//                                (SVG through librsvg) that training never used
 //
 // The package root is found by walking up from this file to the folder whose package.json is
 // named "diffusionvl", so it works from lib/ (tsx, tests) and from dist/ (the built package).
@@ -17,8 +20,10 @@ export type BundledModelName = 'shapes-diffusionvl' | 'shapes-ar';
 /** The bundled model `loadModel()` and the CLI use when no folder is given. */
 export const DEFAULT_MODEL: BundledModelName = 'shapes-diffusionvl';
 export const BUNDLED_MODELS: readonly BundledModelName[] = ['shapes-diffusionvl', 'shapes-ar'];
-/** The held-out set's folder name under models/. */
+/** The held-out sets' folder names under models/: in-distribution, and the unseen renderer's. */
 export const HELDOUT_NAME = 'shapes-heldout';
+export const UNSEEN_HELDOUT_NAME = 'shapes-heldout-unseen';
+export type HeldoutName = typeof HELDOUT_NAME | typeof UNSEEN_HELDOUT_NAME;
 /** The code of the error thrown when a bundled folder is not there. */
 export const MODEL_NOT_FOUND = 'DVL_MODEL_NOT_FOUND';
 
@@ -71,8 +76,8 @@ export function resolveBundledModel(modelsRoot: string, name: BundledModelName =
 }
 
 /** `heldout.json`'s folder under `modelsRoot`, checked. `bundledHeldoutDir` with the root given. */
-export function resolveBundledHeldout(modelsRoot: string): string {
-  const dir = join(modelsRoot, HELDOUT_NAME);
+export function resolveBundledHeldout(modelsRoot: string, name: HeldoutName = HELDOUT_NAME): string {
+  const dir = join(modelsRoot, name);
   if (!existsSync(join(dir, 'heldout.json'))) {
     throw new WeightsError(
       `the bundled held-out set is not installed: ${join(dir, 'heldout.json')} does not exist. ` +
@@ -87,9 +92,10 @@ export function bundledModelDir(name: BundledModelName = DEFAULT_MODEL): string 
   return resolveBundledModel(bundledModelsRoot(), name);
 }
 
-/** Absolute path of the bundled held-out set (the folder holding heldout.json and images/). */
-export function bundledHeldoutDir(): string {
-  return resolveBundledHeldout(bundledModelsRoot());
+/** Absolute path of a bundled held-out set (the folder holding heldout.json and images/);
+ *  default: the in-distribution one. */
+export function bundledHeldoutDir(name: HeldoutName = HELDOUT_NAME): string {
+  return resolveBundledHeldout(bundledModelsRoot(), name);
 }
 
 /**

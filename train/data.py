@@ -5,12 +5,11 @@
 # random.Random, so any step of any run can be regenerated without replaying the others.
 #
 # Scenes: 1–3 shapes (circle / square / triangle) in distinct quadrants (top left, top right,
-# bottom left, bottom right), each with one of five colours, on a light background. Pictures are
-# square with sizes 64..232 px; preprocess.py's pixel bounds resize every one of them to 168² (a 6×6
-# grid of merged tokens). Why square: this family gives the text decoder 1-D positions only (§2.8)
-# and the tower's 2-D rotary is relative, so "top left" is learnable from the token's place in the
-# image only when the grid width is the same for every picture; with free aspect ratios a model
-# this small confuses quadrants (measured: 'where' 62 %, 'what is at' 67 % after 2500 steps).
+# bottom left, bottom right), each with one of five colours, no two with the same colour and shape
+# (so "Where is the red circle?" has one answer). How a scene is drawn — canvas size and aspect,
+# background, shape size and place inside its quadrant, colour jitter, outlines, anti-aliasing,
+# JPEG, noise — is render.py's spec; the training and in-distribution held-out pictures are drawn
+# by render.render_pil, the unseen-renderer held-out set by render_svg.mjs from the same specs.
 #
 # Sequences (docs §4.1, §3.6, §6.2, §6.5): one user turn, the Qwen system prompt, `<image>\n`
 # at the front of the user text for image samples; `render` returns ids with the −200 sentinel
@@ -18,36 +17,48 @@
 # `<|im_end|>\n` included), −100 elsewhere except `\n`, `<|im_start|>`, `<|im_end|>`.
 import random
 
-from PIL import Image, ImageDraw
+import render as rd
 
 SYSTEM_PROMPT = 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.'
 IMAGE_PLACEHOLDER = '<image>'
 IMAGE_TOKEN_INDEX = -200
 IGNORE = -100
 
-COLORS = {  # name → RGB; each drawn with a small jitter
-    'red': (215, 40, 40),
-    'green': (40, 165, 60),
-    'blue': (40, 80, 215),
-    'yellow': (235, 200, 30),
-    'purple': (140, 60, 175),
-}
-SHAPES = ['circle', 'square', 'triangle']
+COLORS = rd.COLORS
+SHAPES = rd.SHAPES
 QUADRANTS = ['top left', 'top right', 'bottom left', 'bottom right']  # also the describe order
 NUMBER_WORDS = {1: 'one', 2: 'two', 3: 'three'}
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
 
-# Fraction of samples per kind. TASK_WEIGHTS is the task itself: the held-out set (and so every
-# exact-match number in the README) is drawn with it, whatever the training recipe does, so
-# recipes are compared on the same 300 prompts. TRAIN_WEIGHTS is the recipe's mix: the two kinds
-# a 4-layer decoder learns last ('where' needs absolute image-token positions through 1-D text
-# RoPE; reversal needs an induction circuit) get more samples than the task has.
+# Fraction of samples per kind. TASK_WEIGHTS is the task itself: the in-distribution held-out set
+# (and so every exact-match number in the README) is drawn with it, whatever the training recipe
+# does, so recipes are compared on the same 300 prompts. TRAIN_WEIGHTS is the recipe's mix: the
+# picture kinds get three quarters of the samples (the pictures vary a lot: size, aspect,
+# background, style), 'where' most of all, and reversal enough for its induction circuit to form.
 TASK_WEIGHTS = [('describe', 0.30), ('count', 0.10), ('what_at', 0.25), ('where', 0.10),
                 ('text_count', 0.10), ('text_reverse', 0.15)]
-TRAIN_WEIGHTS = [('describe', 0.20), ('count', 0.08), ('what_at', 0.17), ('where', 0.20),
-                 ('text_count', 0.10), ('text_reverse', 0.25)]
+TRAIN_WEIGHTS = [('describe', 0.25), ('count', 0.08), ('what_at', 0.18), ('where', 0.22),
+                 ('text_count', 0.07), ('text_reverse', 0.20)]
+# The unseen-renderer held-out set: picture kinds only (text prompts have no renderer), equal shares.
+UNSEEN_WEIGHTS = [('describe', 0.25), ('count', 0.25), ('what_at', 0.25), ('where', 0.25)]
+IMAGE_KINDS = ('describe', 'count', 'what_at', 'where')
 
-SPLIT_SALT = {'train': 1, 'heldout': 2, 'tok': 3}
+# Curriculum (training split only, by sample index): every picture is drawn plainly
+# (render.make_easy_spec) up to EASY_FULL, then the share of plain pictures falls linearly to 0 at
+# EASY_END; later samples, and every held-out one, get the full variety (render.make_spec). Without
+# it the recipe never learned colours or shapes: after 2500 AR steps on the full variety the parent
+# placed and counted shapes (quadrants 85 %) but described every one as "a yellow circle".
+EASY_FULL = 600 * 32
+EASY_END = 2400 * 32
+
+
+def easy_share(i):
+    if i < EASY_FULL:
+        return 1.0
+    return max(0.0, 1.0 - (i - EASY_FULL) / (EASY_END - EASY_FULL))
+
+
+SPLIT_SALT = {'train': 1, 'heldout': 2, 'tok': 3, 'unseen': 4}
 
 
 def _rng(seed, split, i):
@@ -58,32 +69,8 @@ def _rng(seed, split, i):
 def make_scene(rng):
     n = rng.choice([1, 2, 3])
     quads = sorted(rng.sample(range(4), n))
-    return [{'quad': q, 'color': rng.choice(list(COLORS)), 'shape': rng.choice(SHAPES)} for q in quads]
-
-
-def draw_scene(rng, scene, size=None):
-    """RGB PIL image of the scene (size unless given, background, shape sizes and offsets drawn
-    from rng)."""
-    w = h = size if size is not None else rng.randint(64, 232)
-    bg = tuple(rng.randint(215, 255) for _ in range(3))
-    img = Image.new('RGB', (w, h), bg)
-    d = ImageDraw.Draw(img)
-    for s in scene:
-        qx, qy = s['quad'] % 2, s['quad'] // 2
-        cw, ch = w / 2, h / 2
-        size = min(cw, ch) * rng.uniform(0.55, 0.85)
-        cx = cw * qx + cw / 2 + rng.uniform(-0.08, 0.08) * cw
-        cy = ch * qy + ch / 2 + rng.uniform(-0.08, 0.08) * ch
-        col = tuple(max(0, min(255, c + rng.randint(-20, 20))) for c in COLORS[s['color']])
-        r = size / 2
-        box = [cx - r, cy - r, cx + r, cy + r]
-        if s['shape'] == 'circle':
-            d.ellipse(box, fill=col)
-        elif s['shape'] == 'square':
-            d.rectangle(box, fill=col)
-        else:
-            d.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=col)
-    return img
+    pairs = rng.sample([(c, sh) for c in COLORS for sh in SHAPES], n)   # distinct (colour, shape)
+    return [{'quad': q, 'color': c, 'shape': sh} for q, (c, sh) in zip(quads, pairs)]
 
 
 def _phrase(s):
@@ -124,10 +111,12 @@ def text_task(rng, kind):
     return f"Reverse the letters: {' '.join(letters)}", 'Reversed: ' + ' '.join(reversed(letters))
 
 
-def sample(seed, split, i):
-    """One sample: {'kind', 'question', 'answer', 'image' (PIL or None), 'scene'}."""
+def sample(seed, split, i, draw=True):
+    """One sample: {'kind', 'question', 'answer', 'image' (PIL or None), 'scene', 'spec'}. The
+    'unseen' split draws no picture here (draw=False never does): its pictures come from
+    render_svg.mjs, drawn from 'spec'."""
     rng = _rng(seed, split, i)
-    weights = TASK_WEIGHTS if split == 'heldout' else TRAIN_WEIGHTS   # 'tok' texts belong to the recipe
+    weights = {'heldout': TASK_WEIGHTS, 'unseen': UNSEEN_WEIGHTS}.get(split, TRAIN_WEIGHTS)  # 'tok' texts belong to the recipe
     r, acc, kind = rng.random(), 0.0, weights[-1][0]
     for k, w in weights:
         acc += w
@@ -136,11 +125,13 @@ def sample(seed, split, i):
             break
     if kind.startswith('text_'):
         q, a = text_task(rng, kind)
-        return {'kind': kind, 'question': q, 'answer': a, 'image': None, 'scene': None}
+        return {'kind': kind, 'question': q, 'answer': a, 'image': None, 'scene': None, 'spec': None}
     scene = make_scene(rng)
-    img = draw_scene(rng, scene)
+    easy = split == 'train' and rng.random() < easy_share(i)
+    spec = (rd.make_easy_spec if easy else rd.make_spec)(rng, scene)
     q, a = image_qa(rng, kind, scene)
-    return {'kind': kind, 'question': q, 'answer': a, 'image': img, 'scene': scene}
+    img = rd.render_pil(spec) if draw and split != 'unseen' else None
+    return {'kind': kind, 'question': q, 'answer': a, 'image': img, 'scene': scene, 'spec': spec}
 
 
 def prompt_text(question, has_image):
@@ -178,6 +169,6 @@ def corpus_texts(seed, n):
     """Texts the BPE merges are learned from (prompt + answer strings, `<image>` removed)."""
     out = []
     for i in range(n):
-        s = sample(seed, 'tok', i)
+        s = sample(seed, 'tok', i, draw=False)
         out.append(prompt_text(s['question'], False) + s['answer'] + '<|im_end|>\n')
     return out

@@ -26,10 +26,13 @@ def _cat_cache(cache, kvs):
 
 @torch.no_grad()
 def generate(model, prompt, *, steps, gen_length, block_size, mask_id, eos_id,
-             strategy='low_confidence_static', threshold=0.85, trace=None):
+             strategy='low_confidence_static', threshold=0.85, trace=None, stats=None):
     """§5: greedy (temperature 0) block diffusion. prompt [1, P, H] (spliced embeddings, model
     dtype). Returns the raw G ids (ids[P : P+G], MASK where never generated). `trace`, if a
-    list, receives one dict per denoising iteration with the decision margins (fixtures)."""
+    list, receives one dict per denoising iteration with the decision margins (fixtures).
+    `stats`, if a dict, gets 'forwards' counted as the engine counts them (lib/decode/runner.ts:
+    the prefill, then one per denoising iteration; commits ride in the next block's first
+    forward and the last block is not committed)."""
     E = model.model.embed_tokens.weight
     _, P, H = prompt.shape
     G, bs = gen_length, block_size
@@ -54,6 +57,7 @@ def generate(model, prompt, *, steps, gen_length, block_size, mask_id, eos_id,
         cache = _cat_cache(None, kvs)
 
     sched = transfer_schedule(bs, steps)
+    forwards = 1 if nfull else 0
     for k in range(nfull, nb):
         sl = slice(k * bs, (k + 1) * bs)
         cur_emb, cur_ids, cur_mask = emb[sl].clone(), ids[sl].clone(), masked[sl].clone()
@@ -63,6 +67,7 @@ def generate(model, prompt, *, steps, gen_length, block_size, mask_id, eos_id,
                 break
             # Denoising pass: attend cache + this block (mask all zeros, §5.3), do not store.
             hid, _ = model.forward_embeds(cur_emb[None], pos, None, cache)
+            forwards += 1
             logits = model.logits(hid[0]).to(torch.float64 if hid.dtype == torch.float64 else torch.float32)
             probs = torch.softmax(logits, -1)
             x0 = torch.argmax(logits, -1)              # first index among equal maxima
@@ -103,6 +108,8 @@ def generate(model, prompt, *, steps, gen_length, block_size, mask_id, eos_id,
         emb[sl], ids[sl], masked[sl] = cur_emb, cur_ids, cur_mask
         if (ids[max(P, k * bs):(k + 1) * bs] == eos_id).any():      # §5.10
             break
+    if stats is not None:
+        stats['forwards'] = forwards
     return ids[P:P + G].tolist()
 
 

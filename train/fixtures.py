@@ -6,6 +6,7 @@
 # Writes <out>/fixtures.json and <out>/images/case-NN.png (the original, unresized pictures; PNG is
 # lossless, so the engine's preprocessing starts from the same pixels).
 import argparse
+import json
 import os
 import time
 
@@ -25,6 +26,18 @@ SETTINGS = [
     {'name': 'dynamic-0.9', 'strategy': 'low_confidence_dynamic', 'steps': 8, 'threshold': 0.9},
 ]
 KINDS = [k for k, _ in data.TASK_WEIGHTS]
+
+
+def default_setting(model_dir):
+    """The model's own default decoder (generation_config.json, decode_choice.py) as a setting the
+    engine runs with no decode options given, so the fixtures also check that generate() takes
+    its defaults from that file."""
+    with open(os.path.join(model_dir, 'generation_config.json')) as f:
+        g = json.load(f)
+    strategy = g.get('remasking_strategy', 'low_confidence_static')
+    return {'name': 'default', 'strategy': strategy, 'steps': g.get('steps', 8),
+            'threshold': g.get('confidence_threshold', 0.85) if strategy == 'low_confidence_dynamic' else None,
+            'from_generation_config': True}
 # Held-out indices for fixtures start here (eval.py uses the first few hundred).
 FIXTURE_INDEX_BASE = 100_000
 
@@ -76,6 +89,7 @@ def main():
     parent = load_model(a.parent, torch.float64)[0] if a.parent else None
     eos, mask_id, bs = tok.im_end, cfg['mask_token_id'], cfg['bd3lm_block_size']
     os.makedirs(os.path.join(a.out, 'images'), exist_ok=True)
+    settings = SETTINGS + [default_setting(a.model)]
     t0 = time.time()
     cases = []
     for n, (i, s) in enumerate(pick_cases(a.seed, a.per_kind)):
@@ -97,7 +111,7 @@ def main():
                      'prompt_ids': item['ids'], 'prompt_length': h.shape[1]})
         case['prompt_logits'] = prompt_logits(model, h, bs, item['ids'])
         runs = {}
-        for st in SETTINGS:
+        for st in settings:
             trace = []
             ids = decode.generate(model, h, steps=st['steps'], gen_length=a.gen_length, block_size=bs,
                                   mask_id=mask_id, eos_id=eos, strategy=st['strategy'],
@@ -133,13 +147,13 @@ def main():
                   'min_*_gap: smallest decision margin over the run (logit units for argmax, '
                   'probability units for selection/threshold): near 0 means an f32 engine may '
                   'legitimately differ.'),
-        'settings': SETTINGS,
+        'settings': settings,
         'parent_dir': os.path.abspath(a.parent) if a.parent else None,
         'cases': cases,
         'seconds': round(time.time() - t0, 1),
     }
     batching.write_json(os.path.join(a.out, 'fixtures.json'), out)
-    em = {st['name']: sum(c['runs'][st['name']]['exact_match'] for c in cases) / len(cases) for st in SETTINGS}
+    em = {st['name']: sum(c['runs'][st['name']]['exact_match'] for c in cases) / len(cases) for st in settings}
     print(f'fixtures: {len(cases)} cases, exact match per setting {em}')
 
 

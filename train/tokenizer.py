@@ -281,7 +281,7 @@ if __name__ == '__main__':
     import data
     cases = []
     for i in range(a.cases):
-        s = data.sample(a.seed, 'heldout', i)
+        s = data.sample(a.seed, 'heldout', i, draw=False)
         for text in data.prompt_text(s['question'], s['image'] is not None).split(data.IMAGE_PLACEHOLDER):
             cases.append({'text': text, 'ids': t.encode(text)})
         cases.append({'text': s['answer'] + '<|im_end|>\n', 'ids': t.encode(s['answer'] + '<|im_end|>\n')})

@@ -50,10 +50,11 @@ default: the bundled DiffusionVL child, shapes-diffusionvl.
 options for run:
   --image PATH        an image for the prompt (repeatable; images go before the text)
   --max-tokens N      tokens to generate (default 128)
-  --steps S           denoising iterations per block (default 8)
+  --steps S           denoising iterations per block (default: the model's
+                      generation_config.json, else 8)
   --block-size N      block size (default: the model's bd3lm_block_size)
-  --remasking M       static | dynamic (default static)
-  --threshold T       dynamic remasking threshold (default 0.85)
+  --remasking M       static | dynamic (default: generation_config.json, else static)
+  --threshold T       dynamic remasking threshold (default: generation_config.json, else 0.85)
   --temperature T     0 = greedy (default), > 0 samples
   --top-k K, --top-p P, --seed N
   --mode M            diffusion | ar (default: diffusion for DiffusionVL checkpoints)

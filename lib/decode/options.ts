@@ -67,7 +67,13 @@ export interface DecodeLimits {
   vocabSize?: number;
   /** Autoregressive decoding: blockSize and steps are not used, so they are not bounded by each other. */
   autoregressive?: boolean;
+  /** The model's own defaults (its generation_config.json), used before DEFAULTS for what the
+   *  call leaves out. */
+  defaults?: ModelDecodeDefaults;
 }
+
+/** The options a model folder may set its own default for (steps, remasking, threshold). */
+export type ModelDecodeDefaults = Partial<Pick<DecodeOptions, 'steps' | 'remasking' | 'threshold'>>;
 
 /**
  * Upper bounds for options when the model does not impose a tighter one (no contextLength
@@ -210,8 +216,10 @@ export function validateDecodeOptions(opts: DecodeOptions | undefined, limits: D
   }
   const o = opts as Record<string, unknown>;
   // Own properties only: an inherited value (a prototype set by JSON.parse's "__proto__" key or
-  // by Object.create) is never an option.
-  const get = (k: keyof DecodeOptions) => (!Object.hasOwn(o, k) || o[k] === undefined ? DEFAULTS[k] : o[k]);
+  // by Object.create) is never an option. Then the model's own defaults (generation_config.json),
+  // then DEFAULTS.
+  const own = (limits.defaults ?? {}) as Record<string, unknown>;
+  const get = (k: keyof DecodeOptions) => (Object.hasOwn(o, k) && o[k] !== undefined ? o[k] : own[k] !== undefined ? own[k] : DEFAULTS[k]);
 
   // G, and the context it has to fit in.
   const maxTokens = get('maxTokens');

@@ -596,6 +596,7 @@ export class Model {
       blockSize: cfg.diffusion?.blockSize ?? (typeof bs === 'number' ? bs : 8),
       eosId: cfg.eosTokenId, vocabSize: cfg.text.vocabSize, contextLength: this.contextLength,
       route: cfg.family === 'diffusionvl_qwen' ? 'ar-lm' : 'qwen2.5-vl',
+      defaults: cfg.generationDefaults,   // generation_config.json: steps, remasking, threshold
     };
   }
 

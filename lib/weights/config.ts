@@ -97,6 +97,18 @@ export interface SiglipVisionConfig {
 
 export type VisionConfig = QwenVisionConfig | SiglipVisionConfig;
 
+/**
+ * A model's own block-diffusion defaults, from generation_config.json under the reference's
+ * keyword names (spec §5.1): `steps`, `remasking_strategy`, `confidence_threshold`. generate()
+ * and the CLI use them for whatever the request leaves out; absent fields fall back to the
+ * library defaults (lib/decode/options.ts).
+ */
+export interface GenerationDefaults {
+  steps?: number;
+  remasking?: 'static' | 'dynamic';
+  threshold?: number;
+}
+
 export interface ModelConfig {
   dir: string;
   modelType: string;
@@ -110,6 +122,8 @@ export interface ModelConfig {
   vision: VisionConfig | null;
   eosTokenId: number;
   padTokenId?: number;
+  /** Decode defaults from generation_config.json ({} when it sets none). */
+  generationDefaults: GenerationDefaults;
   /** config.json as parsed. */
   raw: Record<string, unknown>;
 }
@@ -162,9 +176,34 @@ export async function readConfig(dirIn: string): Promise<ModelConfig> {
   else if (entry.vision === 'siglip') vision = readSiglip(file, raw, f);
 
   const defaultMode = diffusion !== null && f.bool('enable_bd3lm', isDvlFamily) ? 'diffusion' : 'ar';
-  const cfg: ModelConfig = { dir, modelType, family, text, diffusion, defaultMode, vision, eosTokenId, raw };
+  const generationDefaults = genFields ? readGenerationDefaults(genFields) : {};
+  const cfg: ModelConfig = { dir, modelType, family, text, diffusion, defaultMode, vision, eosTokenId, generationDefaults, raw };
   if (padTokenId !== undefined) cfg.padTokenId = padTokenId;
   return cfg;
+}
+
+const REMASKING_NAMES: Record<string, 'static' | 'dynamic'> = {
+  low_confidence_static: 'static', low_confidence_dynamic: 'dynamic', static: 'static', dynamic: 'dynamic',
+};
+
+function readGenerationDefaults(g: Fields): GenerationDefaults {
+  const out: GenerationDefaults = {};
+  if (g.has('steps')) out.steps = g.int('steps');
+  if (g.has('remasking_strategy')) {
+    const name = g.str('remasking_strategy', '');
+    const m = REMASKING_NAMES[name];
+    if (!m) {
+      throw new ConfigError(`${g.file}: expected 'low_confidence_static' or 'low_confidence_dynamic' for remasking_strategy but got ${JSON.stringify(name)}`,
+        { file: g.file, field: 'remasking_strategy' });
+    }
+    out.remasking = m;
+  }
+  if (g.has('confidence_threshold')) {
+    const t = g.num('confidence_threshold', 0.85);
+    if (!(t < 1)) throw new ConfigError(`${g.file}: expected a number in (0, 1) for confidence_threshold but got ${t}`, { file: g.file, field: 'confidence_threshold' });
+    out.threshold = t;
+  }
+  return out;
 }
 
 async function readQwenVision(dir: string, file: string, raw: Obj, f: Fields, diffusionvl: boolean, text: TextConfig): Promise<QwenVisionConfig | null> {

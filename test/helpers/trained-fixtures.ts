@@ -13,7 +13,9 @@ export interface FixtureCase {
   runs: Record<string, FixtureRun>; prompt_logits: { rows: number[]; block_size: number; logits: number[][] };
   parent_ar?: { ids: number[]; text: string; min_argmax_gap: number };
 }
-export interface FixtureSetting { name: string; strategy: string; steps: number; threshold: number | null }
+/** A decoder setting of the fixtures; `from_generation_config`: the model's own default (its
+ *  generation_config.json), so the request leaves steps, remasking and threshold out. */
+export interface FixtureSetting { name: string; strategy: string; steps: number; threshold: number | null; from_generation_config?: boolean }
 export interface Fixtures { gen_length: number; block_size: number; settings: FixtureSetting[]; cases: FixtureCase[] }
 
 /** Prompt logits: f32 engine vs f64 reference, error relative to the row's largest |logit|.
@@ -34,6 +36,7 @@ export function caseMessages(dir: string, c: FixtureCase): ChatMessage[] {
 
 /** The generate() request that reproduces one fixture setting at temperature 0. */
 export function settingRequest(fx: Fixtures, s: FixtureSetting, messages: ChatMessage[]): GenerateRequest {
+  if (s.from_generation_config) return { messages, maxTokens: fx.gen_length, temperature: 0 };
   return {
     messages, maxTokens: fx.gen_length, blockSize: fx.block_size, steps: s.steps, temperature: 0,
     remasking: s.strategy === 'low_confidence_dynamic' ? 'dynamic' : 'static', threshold: s.threshold ?? 0.85,

@@ -7,7 +7,8 @@
 //     f32 from the same bf16 values the reference upcasts exactly to f64; the measured errors
 //     and why the bound is tight: LOGIT_TOLERANCE in test/helpers/trained-fixtures.ts);
 //   - at temperature 0 the raw generated ids are identical, token for token, under static 8/4/2
-//     steps and dynamic 0.85/0.9 (the parent: greedy AR). The fixture also records each run's
+//     steps, dynamic 0.85/0.9 and the child's own default (generation_config.json, no decode
+//     options in the request) (the parent: greedy AR). The fixture also records each run's
 //     smallest decision margins (argmax gap in logits, selection and threshold gaps in
 //     probability); a mismatch message prints them, to tell a real bug from an f32 near-tie.
 import { existsSync } from 'node:fs';
@@ -39,7 +40,7 @@ describe('bundled trained model vs the PyTorch reference decoder (train/fixtures
     expect(fx.cases.length).toBeGreaterThanOrEqual(30);
     expect(fx.cases.some((c) => c.image)).toBe(true);
     expect(fx.cases.some((c) => !c.image)).toBe(true);
-    expect(fx.settings.map((s) => s.name)).toEqual(['static-8', 'static-4', 'static-2', 'dynamic-0.85', 'dynamic-0.9']);
+    expect(fx.settings.map((s) => s.name)).toEqual(['static-8', 'static-4', 'static-2', 'dynamic-0.85', 'dynamic-0.9', 'default']);
     for (const c of fx.cases) expect(c.parent_ar, c.id).toBeDefined();
   });
 
@@ -47,6 +48,16 @@ describe('bundled trained model vs the PyTorch reference decoder (train/fixtures
     expect(child.config.defaultMode).toBe('diffusion');
     expect(parent.config.defaultMode).toBe('ar');
     expect(child.config.diffusion?.blockSize).toBe(fx.block_size);
+  });
+
+  it("the child's default decoder is its generation_config.json's (dynamic remasking), as the fixtures' 'default' setting", async () => {
+    const d = fx.settings.find((s) => s.name === 'default')!;
+    expect(d.from_generation_config).toBe(true);
+    expect(d.strategy).toBe('low_confidence_dynamic');
+    expect(child.config.generationDefaults).toEqual({ steps: d.steps, remasking: 'dynamic', threshold: d.threshold });
+    const c = fx.cases.find((x) => x.image)!;
+    const r = await child.generate({ messages: messagesOf(c), maxTokens: 8 });
+    expect(r.options).toMatchObject({ steps: d.steps, remasking: 'dynamic', threshold: d.threshold });
   });
 
   it('prompt ids and block-masked prompt logits', async () => {

@@ -1,31 +1,45 @@
 // trained-quality.test.ts — the bundled model still answers: the engine runs the AR parent and
-// the DiffusionVL child greedily on all 300 held-out prompts (models/shapes-heldout, drawn from
-// the task's distribution by the same generator as training, never trained on) and must keep what
-// they scored when they were installed (npm run bench:trained, bench/RESULTS.md): parent AR
-// 284/300, child static 8 286/300, dynamic 0.9 286/300 at 0.356 forwards per answer token.
+// the DiffusionVL child (its default decoder, from its generation_config.json) greedily on both
+// bundled held-out sets and must keep what they scored when they were installed (npm run
+// bench:trained, bench/RESULTS.md):
+//   models/shapes-heldout         300 prompts drawn like the training pictures (never trained on)
+//   models/shapes-heldout-unseen  400 picture prompts drawn by a renderer training never used
 // Temperature 0 is deterministic, so these are fixed numbers for given weights; the floors sit 2
 // items lower because another SIMD level (scalar / AVX-512) rounds f32 sums differently and may
 // flip a near-tie or two. A larger drop means the engine changed what it computes.
-//
-// Issue 6's bar (parent ≥ 90 %, child static 8 ≥ 85 %, dynamic 0.9 within 3 points of static 8
-// at ≤ 0.7 forwards per token) is met: 94.7 %, 95.3 %, 95.3 % at 0.356. The floors keep it met.
 import { describe, expect, it } from 'vitest';
 import { compareParentChild, COMPARE_SETTINGS } from '../../lib/cli/compare.js';
+import { bundledHeldoutDir, HELDOUT_NAME, UNSEEN_HELDOUT_NAME, type HeldoutName } from '../../lib/models.js';
 
-const FLOOR = { 'parent AR': 282, 'child static 8': 284, 'child dynamic 0.9': 284 } as Record<string, number>;
+// Installed scores (correct answers) and the child's default setting, per set.
+const INSTALLED: Record<HeldoutName, { n: number; parent: number; child: number; childFwdPerToken: number }> = {
+  [HELDOUT_NAME]: { n: 300, parent: 0, child: 0, childFwdPerToken: 0 },
+  [UNSEEN_HELDOUT_NAME]: { n: 400, parent: 0, child: 0, childFwdPerToken: 0 },
+};
+const CHILD_DEFAULT = 'child dynamic 0.9';
+const SLACK = 2;
 
-describe('bundled model quality on the 300 held-out prompts', () => {
-  it('parent AR, child static 8 and dynamic 0.9 keep their installed scores', async () => {
-    const settings = COMPARE_SETTINGS.filter((s) => s.name in FLOOR);
-    const res = await compareParentChild({ threads: 2, settings, precision: 'exact' });  // the scores were installed with the exact kernels
-    expect(res.n).toBe(300);
-    for (const [name, r] of Object.entries(res.results)) {
-      expect(r.correct, `${name}: ${r.correct}/300`).toBeGreaterThanOrEqual(FLOOR[name]);
-      for (const it of r.items) expect(it.finishReason, `${name} ${it.id}`).toBe('stop');
-    }
-    // Dynamic remasking reveals several tokens per forward on this trained model.
-    expect(res.results['child dynamic 0.9'].forwardsPerToken).toBeLessThanOrEqual(0.40);
-    // The whole bar of issue 6.
-    for (const b of res.bar) expect(b.pass, `${b.name}: ${b.detail}`).toBe(true);
-  }, 600_000);  // 900 generations: ≈ 40 s on an idle 2-core machine, several times that when it is shared
+describe('bundled model quality on both held-out sets', () => {
+  for (const [name, want] of Object.entries(INSTALLED) as [HeldoutName, (typeof INSTALLED)[HeldoutName]][]) {
+    it(`${name}: parent AR and the child's default decoder keep their installed scores`, async () => {
+      // Only the parent is listed: compareParentChild adds the child's own default setting.
+      const settings = COMPARE_SETTINGS.filter((s) => s.name === 'parent AR');
+      const res = await compareParentChild({ heldoutDir: bundledHeldoutDir(name), threads: 2, settings });
+      expect(res.n).toBe(want.n);
+      expect(res.childDefault).toBe(CHILD_DEFAULT);
+      const parent = res.results['parent AR'], child = res.results[CHILD_DEFAULT];
+      expect(parent.correct, `parent AR: ${parent.correct}/${want.n}`).toBeGreaterThanOrEqual(want.parent - SLACK);
+      expect(child.correct, `${CHILD_DEFAULT}: ${child.correct}/${want.n}`).toBeGreaterThanOrEqual(want.child - SLACK);
+      for (const r of [parent, child]) for (const it of r.items) expect(it.finishReason, `${it.id}`).toBe('stop');
+      expect(child.forwardsPerToken).toBeLessThanOrEqual(want.childFwdPerToken + 0.01);
+      // The bar items that passed at install keep passing.
+      for (const b of res.bar) if (PASSED[name].includes(b.name)) expect(b.pass, `${b.name}: ${b.detail}`).toBe(true);
+    }, 600_000);  // ≈ 700 generations per set: well under a minute idle, several on a shared 2-core machine
+  }
 });
+
+// Issue 16's bar items (lib/cli/compare.ts qualityBar) that the installed models pass, per set.
+const PASSED: Record<HeldoutName, string[]> = {
+  [HELDOUT_NAME]: [],
+  [UNSEEN_HELDOUT_NAME]: [],
+};

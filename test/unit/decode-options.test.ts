@@ -35,6 +35,13 @@ describe('defaults', () => {
     expect(validateDecodeOptions({ steps: undefined }, limits).steps).toBe(8);
   });
 
+  it("the model's own defaults (generation_config.json) come before DEFAULTS, the call's values before both", () => {
+    const own = { ...limits, defaults: { steps: 4, remasking: 'dynamic' as const, threshold: 0.9 } };
+    expect(validateDecodeOptions(undefined, own)).toMatchObject({ steps: 4, remasking: 'dynamic', threshold: 0.9 });
+    expect(validateDecodeOptions({ steps: 2, remasking: 'static', threshold: 0.5 }, own)).toMatchObject({ steps: 2, remasking: 'static', threshold: 0.5 });
+    expect(validateDecodeOptions({ steps: undefined }, { ...limits, defaults: { steps: 3 } })).toMatchObject({ steps: 3, remasking: 'static', threshold: 0.85 });
+  });
+
   it('draws a random seed when sampling without one', () => {
     const r = validateDecodeOptions({ temperature: 1 }, limits);
     expect(Number.isInteger(r.seed) && r.seed >= 0 && r.seed < 2 ** 53).toBe(true);

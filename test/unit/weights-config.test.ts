@@ -69,6 +69,19 @@ describe('readConfig: families', () => {
     expect(c2.padTokenId).toBeUndefined();
   });
 
+  it('decode defaults from generation_config.json (steps, remasking_strategy, confidence_threshold); bad ones named', async () => {
+    const base = { model_type: 'qwen2', hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 100, vocab_size: 300 };
+    const c = await readConfig(await folder({ 'config.json': base, 'generation_config.json': { steps: 4, remasking_strategy: 'low_confidence_dynamic', confidence_threshold: 0.9 } }));
+    expect(c.generationDefaults).toEqual({ steps: 4, remasking: 'dynamic', threshold: 0.9 });
+    expect((await readConfig(await folder({ 'config.json': base, 'generation_config.json': { eos_token_id: 7 } }))).generationDefaults).toEqual({});
+    expect((await readConfig(await folder({ 'config.json': base }))).generationDefaults).toEqual({});
+    const gen = 'generation_config.json';
+    await refused(await folder({ 'config.json': base, [gen]: { steps: 0 } }), /integer ≥ 1 for steps/, 'steps', gen);
+    await refused(await folder({ 'config.json': base, [gen]: { remasking_strategy: 'random' } }), /low_confidence_static.*"random"/, 'remasking_strategy', gen);
+    await refused(await folder({ 'config.json': base, [gen]: { confidence_threshold: 1 } }), /\(0, 1\) for confidence_threshold/, 'confidence_threshold', gen);
+    await refused(await folder({ 'config.json': base, [gen]: { confidence_threshold: -0.5 } }), /positive number for confidence_threshold/, 'confidence_threshold', gen);
+  });
+
   it('qwen2 with enable_bd3lm gets block diffusion: defaults bs 8, MASK 151671', async () => {
     const base = { model_type: 'qwen2', ...qwen3b, enable_bd3lm: true };
     expect((await readConfig(await folder({ 'config.json': base }))).diffusion).toEqual({ blockSize: 8, maskTokenId: 151671 });
