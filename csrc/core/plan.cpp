@@ -25,20 +25,28 @@ ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors
 
 namespace {
 
-// Work below which an op runs on one thread: ≈ 10-20 µs on one core — a fork/join with a
-// spinning worker costs ~1 µs, with a sleeping or descheduled one 10 µs to a time slice.
-constexpr double kSerialMacs = double(1 << 17);       // matmul / attention multiply-adds
-constexpr double kSerialElements = double(1 << 17);   // elements touched by the other ops
+// Work below which an op runs on one thread: ≈ 5-20 µs on one core (the fast kernels do 2^20
+// multiply-adds in ≈ 5-10 µs, the exact ones in ≈ 10-20) — a fork/join with a spinning worker
+// costs ~1 µs, with a sleeping or descheduled one 10 µs to a time slice. A matmul whose weight
+// is larger than kSerialWeightBytes still splits: a one-row product is bound by how fast the
+// weight streams in, and two cores read it faster than one.
+constexpr double kSerialMacs = double(1 << 20);        // matmul / attention multiply-adds
+constexpr double kSerialWeightBytes = double(1 << 19); // 512 KiB
+constexpr double kSerialElements = double(1 << 17);    // elements touched by the other ops
+// Attention stays at 2^17: a plan is recorded once and replayed as the keys grow, so its
+// decision is taken on the keys at record time and must not leave long contexts on one core.
+constexpr double kSerialAttentionMacs = double(1 << 17);
 
 double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
 
 bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   if (def.id == OpId::Matmul && in.size() >= 2 && in[0] && in[1])
-    return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs;
+    return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs &&
+           double(in[1]->nbytes()) < kSerialWeightBytes;
   if (def.id == OpId::Attention && !in.empty() && in[0] && in[0]->rank() == 3) {
     // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
     const double keys = std::max(256.0, double(a.attention.kvLen));
-    return 2.0 * double(in[0]->numel()) * keys < kSerialMacs;
+    return 2.0 * double(in[0]->numel()) * keys < kSerialAttentionMacs;
   }
   // Caches written in place count by the rows written, not by their capacity.
   double n = 0;
