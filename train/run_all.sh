@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run_all.sh — regenerates the small DiffusionVL, its AR parent, their evals, the two held-out sets
-# and the engine fixtures from one seed. Full run ≈ 2 h 30 min on 2 idle cores; SMOKE=1 runs every
+# and the engine fixtures from one seed. Full run ≈ 2 h on 2 idle cores; SMOKE=1 runs every
 # stage at toy scale in a few minutes.
 #
 #   nice -n 15 train/run_all.sh [OUT]          (OUT defaults to train/out, which git ignores)
