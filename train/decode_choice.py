@@ -1,6 +1,6 @@
 # decode_choice.py — picks the bundled child's default decoder setting from its own held-out
 # scores and writes it into the model's generation_config.json (steps, remasking_strategy,
-# confidence_threshold: the reference's keyword names, spec §5.1), which the engine's generate()
+# confidence_threshold: the reference's keyword names, docs §5.1), which the engine's generate()
 # and CLI use for what a call leaves out.
 #
 # Candidates: dynamic remasking (8 steps) at thresholds 0.8 … 0.95, and static 8 steps. The choice:

@@ -99,7 +99,7 @@ export type VisionConfig = QwenVisionConfig | SiglipVisionConfig;
 
 /**
  * A model's own block-diffusion defaults, from generation_config.json under the reference's
- * keyword names (spec §5.1): `steps`, `remasking_strategy`, `confidence_threshold`. generate()
+ * keyword names (docs §5.1): `steps`, `remasking_strategy`, `confidence_threshold`. generate()
  * and the CLI use them for whatever the request leaves out; absent fields fall back to the
  * library defaults (lib/decode/options.ts).
  */
