@@ -155,7 +155,8 @@ describe('diffusionvl CLI', () => {
   });
 
   it('--show-steps prints each step\'s canvas as text, masked tokens as ▒', () => {
-    const r = cli('run', '--prompt', 'Reverse the letters: a b', '--max-tokens', '8', '--show-steps');
+    // Static steps pinned: the bundled child's own default (dynamic 0.9) may fill a block in one step.
+    const r = cli('run', '--prompt', 'Reverse the letters: a b', '--max-tokens', '8', '--steps', '8', '--remasking', 'static', '--show-steps');
     expect(r.status, r.stderr).toBe(0);
     const steps = r.stderr.split('\n').filter((l) => /^  block \d+ step \d+: /.test(l));
     expect(steps.length).toBeGreaterThan(1);
