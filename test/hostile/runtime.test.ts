@@ -59,7 +59,7 @@ const lockCases: HostileCase[] = [
     name: 'lock: a queued request whose signal aborts rejects at once, not when the one ahead ends',
     body: `const m = await dvl.loadModel(undefined, { threads: 1, maxBatch: 1 });
       let aDone = false;
-      const a = m.generate({ ...${REQ}, maxTokens: 512 }).then(() => { aDone = true; });
+      const a = m.generate({ ...${REQ}, maxTokens: 512, steps: 8, remasking: 'static' }).then(() => { aDone = true; });   // one token per forward: still running long after 15 ms
       await sleep(5);
       let doneWhenRejected;
       try { await m.generate({ ...${REQ}, signal: AbortSignal.timeout(10) }); } catch (e) { doneWhenRejected = aDone; if (e.name !== 'TimeoutError') throw e; }

@@ -13,6 +13,11 @@ import { loadModel, type ChatMessage, type Model, type StreamEvent } from '../..
 import { DiffusionVLServer } from '../../lib/server/app.js';
 import { startServe, type ServeProcess } from '../helpers/serve.js';
 
+// Requests that must still be running when a test acts on them (abort, disconnect, SIGTERM):
+// static 8 steps make one token per forward, so 600-900 tokens take hundreds of forwards on any
+// machine; the bundled child's own default (dynamic 0.9) can fill a block per forward.
+const LONG = { steps: 8, remasking: 'static' };
+
 const THREE = fileURLToPath(new URL('../../examples/three-shapes.png', import.meta.url));
 const DATA_URL = `data:image/png;base64,${readFileSync(THREE).toString('base64')}`;
 const KEY = 'test-key-123';
@@ -119,7 +124,7 @@ describe('the openai client against serve', () => {
     const before = await metric('diffusionvl_cancelled_requests_total');
     const ac = new AbortController();
     const stream = await client.chat.completions.create(
-      { model: 'shapes-diffusionvl', stream: true, max_tokens: 600, messages: [{ role: 'user', content: 'Describe the image.' }], ignore_eos: true } as never,
+      { model: 'shapes-diffusionvl', stream: true, max_tokens: 600, messages: [{ role: 'user', content: 'Describe the image.' }], ignore_eos: true, ...LONG } as never,
       { signal: ac.signal },
     ) as unknown as AsyncIterable<unknown>;
     let n = 0;
@@ -134,9 +139,9 @@ describe('the openai client against serve', () => {
 
     // A non-streaming request whose client gives up is cancelled too.
     const ac2 = new AbortController();
-    const p = post({ max_tokens: 600, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] }, { authorization: `Bearer ${KEY}` });
+    const p = post({ max_tokens: 600, ignore_eos: true, ...LONG, messages: [{ role: 'user', content: 'Describe the image.' }] }, { authorization: `Bearer ${KEY}` });
     void p.catch(() => undefined);
-    const posted = fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', signal: ac2.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify({ max_tokens: 600, ignore_eos: true, messages: [{ role: 'user', content: 'Reverse the letters: a b' }] }) });
+    const posted = fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', signal: ac2.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify({ max_tokens: 600, ignore_eos: true, ...LONG, messages: [{ role: 'user', content: 'Reverse the letters: a b' }] }) });
     for (let i = 0; i < 100 && (await metric('diffusionvl_queue_depth')) < 1; i++) await new Promise((r) => setTimeout(r, 20));
     ac2.abort();   // while it waits behind the first: it leaves the queue
     await expect(posted).rejects.toThrow();
@@ -204,7 +209,7 @@ describe('errors over raw HTTP, in OpenAI\'s shape', () => {
   });
 
   it('429 when the queue is full (--max-batch 1 --max-queue 1: one running, one waiting)', async () => {
-    const long = { stream: true, max_tokens: 600, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] };
+    const long = { stream: true, max_tokens: 600, ignore_eos: true, ...LONG, messages: [{ role: 'user', content: 'Describe the image.' }] };
     const a1 = new AbortController(), a2 = new AbortController();
     const r1 = await fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', signal: a1.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` }, body: JSON.stringify(long) });
     const reader = r1.body!.getReader();
@@ -254,8 +259,8 @@ describe('lifecycle', () => {
   });
 
   /** Starts a long stream on `s`, sends SIGTERM after its first block, and returns the rest of the stream. */
-  async function sigtermDuringStream(s: ServeProcess, maxTokens: number): Promise<string> {
-    const res = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ stream: true, max_tokens: maxTokens, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }] }) });
+  async function sigtermDuringStream(s: ServeProcess, maxTokens: number, extra: Record<string, unknown> = {}): Promise<string> {
+    const res = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ stream: true, max_tokens: maxTokens, ignore_eos: true, messages: [{ role: 'user', content: 'Describe the image.' }], ...extra }) });
     const reader = res.body!.getReader();
     await reader.read();
     s.proc.kill('SIGTERM');
@@ -274,8 +279,11 @@ describe('lifecycle', () => {
   });
 
   it('SIGTERM with a short --drain-timeout aborts what is still running and exits 0', async () => {
-    const s = await startServe(['--threads', '1', '--drain-timeout', '0.2']);
-    expect(await sigtermDuringStream(s, 900)).toContain('shutting_down');
+    // Static 8 steps: one token per forward, ≈ 900 forwards (hundreds of ms on any machine),
+    // far past the 50 ms drain; the bundled child's own default (dynamic) can fill a block per
+    // forward and finish first.
+    const s = await startServe(['--threads', '1', '--drain-timeout', '0.05']);
+    expect(await sigtermDuringStream(s, 900, LONG)).toContain('shutting_down');
     expect(await s.exited).toBe(0);
   });
 });
