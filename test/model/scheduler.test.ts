@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from '../../lib/native/index.js';
 import { Qwen2Text } from '../../lib/model/qwen2.js';
 import { Qwen3Text, type Qwen3TextConfig } from '../../lib/model/qwen3.js';
+import type { TextDecoder } from '../../lib/model/decoder.js';
 import { BatchScheduler, type Sequence, type StepOut } from '../../lib/model/scheduler.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
 import { writeQwen2Checkpoint, writeQwen3Checkpoint } from '../helpers/checkpoint.js';
@@ -69,31 +70,41 @@ const JOBS: { kind: 'block' | 'ar'; P: number; blocks: number; seed: number }[] 
   { kind: 'block', P: 64, blocks: 2, seed: 5 },
 ];
 
+/** JOBS one after another on a one-slot scheduler over `m`. */
+async function runAlone(m: TextDecoder): Promise<number[][][]> {
+  const s = new BatchScheduler(m, q, { maxBatch: 1, maxRows: 1024 });
+  const out: number[][][] = [];
+  for (const j of JOBS) {
+    const seq = await s.open();
+    out.push(await decode(s, seq, j.kind, j.P, j.blocks, j.seed));
+    s.close(seq);
+  }
+  return out;
+}
+
+/** JOBS all at once on a three-slot scheduler over `m` (24 rows per forward: prefills go in chunks). */
+async function runTogether(m: TextDecoder): Promise<{ results: number[][][]; s: BatchScheduler }> {
+  const s = new BatchScheduler(m, q, { maxBatch: 3, maxRows: 24 });
+  const results = await Promise.all(JOBS.map(async (j) => {
+    const seq = await s.open();
+    try {
+      return await decode(s, seq, j.kind, j.P, j.blocks, j.seed);
+    } finally {
+      s.close(seq);
+    }
+  }));
+  return { results, s };
+}
+
 describe('BatchScheduler', () => {
   it('concurrent sequences (chunked prefills, block and AR steps, more jobs than slots) = each alone, exactly', async () => {
-    const alone: number[][][] = [];
-    {
-      const m = model(1);
-      const s = new BatchScheduler(m, q, { maxBatch: 1, maxRows: 1024 });
-      for (const j of JOBS) {
-        const seq = await s.open();
-        alone.push(await decode(s, seq, j.kind, j.P, j.blocks, j.seed));
-        s.close(seq);
-      }
-      m.dispose();
-    }
+    const m1 = model(1);
+    const alone = await runAlone(m1);
+    m1.dispose();
     for (const eager of [true, false]) {
       const m = model(3);
       m.eager = eager;
-      const s = new BatchScheduler(m, q, { maxBatch: 3, maxRows: 24 });
-      const together = await Promise.all(JOBS.map(async (j) => {
-        const seq = await s.open();
-        try {
-          return await decode(s, seq, j.kind, j.P, j.blocks, j.seed);
-        } finally {
-          s.close(seq);
-        }
-      }));
+      const { results: together, s } = await runTogether(m);
       expect(together).toEqual(alone);
       expect(s.stats.maxSequences).toBe(3);                 // they did share forwards
       expect(s.stats.prefillChunks).toBeGreaterThan(0);     // and long prompts went in pieces
@@ -209,26 +220,12 @@ describe('BatchScheduler on a Qwen3 checkpoint', () => {
       return m;
     };
     try {
-      const alone: number[][][] = [];
       const m1 = make(1, false);
-      const s1 = new BatchScheduler(m1, q, { maxBatch: 1, maxRows: 1024 });
-      for (const j of JOBS) {
-        const seq = await s1.open();
-        alone.push(await decode(s1, seq, j.kind, j.P, j.blocks, j.seed));
-        s1.close(seq);
-      }
+      const alone = await runAlone(m1);
       m1.dispose();
       for (const eager of [true, false]) {
         const m = make(3, eager);
-        const s = new BatchScheduler(m, q, { maxBatch: 3, maxRows: 24 });
-        const together = await Promise.all(JOBS.map(async (j) => {
-          const seq = await s.open();
-          try {
-            return await decode(s, seq, j.kind, j.P, j.blocks, j.seed);
-          } finally {
-            s.close(seq);
-          }
-        }));
+        const { results: together, s } = await runTogether(m);
         expect(together).toEqual(alone);
         expect(s.stats.maxSequences).toBe(3);
         expect(s.stats.prefillChunks).toBeGreaterThan(0);
