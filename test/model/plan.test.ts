@@ -16,7 +16,7 @@ import { loadModel, type Model } from '../../lib/index.js';
 import { nativeInfo, nativeMemory, Queue, tensorFromArray, type Isa } from '../../lib/native/index.js';
 import { PlanCache, Recorder } from '../../lib/native/plan.js';
 import { Qwen2Text, type ForwardArgs } from '../../lib/model/qwen2.js';
-import { rowBucket } from '../../lib/model/decoder.js';
+import { rowBucket, type TextDecoder } from '../../lib/model/decoder.js';
 import { Qwen3Text, type Qwen3TextConfig } from '../../lib/model/qwen3.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
 import { writeQwen2Checkpoint, writeQwen3Checkpoint } from '../helpers/checkpoint.js';
@@ -97,6 +97,26 @@ function expectBatchedRows(got: Float32Array, want: Float32Array, rows: number, 
   for (let r = rows; r < got.length / V; r++) expect(bits(got.subarray(r * V, (r + 1) * V))).toEqual(bits(want.subarray(want.length - V)));
 }
 
+/**
+ * Forward t of the batch takes pass t of every sequence still going (sequence i on slot
+ * slotOf[i]); each batched forward's logits must be its passes' logits alone, bit for bit.
+ */
+async function expectBatchedEqualsAlone(q: Queue, batched: TextDecoder, alone: TextDecoder, seqs: ForwardArgs[][], slotOf: number[]): Promise<void> {
+  for (let t = 0; t < Math.max(...seqs.map((x) => x.length)); t++) {
+    const passes = seqs.map((p, i) => ({ p: p[t], i })).filter((x) => x.p);
+    const rows = passes.reduce((n, x) => n + (x.p.logitsRows?.length ?? 0), 0);
+    const lb = batched.forwardBatch(passes.map(({ p, i }) => ({ ...p, slot: slotOf[i] })));
+    const got = lb ? await q.readF32(lb) : new Float32Array(0);
+    const want: number[] = [];
+    for (const { p, i } of passes) {
+      const la = alone.forwardBatch([{ ...p, slot: slotOf[i] }]);
+      if (la) want.push(...await q.readF32(la));
+    }
+    expect(got.some(Number.isNaN)).toBe(false);
+    expectBatchedRows(got, Float32Array.from(want), rows, passes.length);
+  }
+}
+
 describe.each(nativeInfo().isaLevels as Isa[])('batched forward at isa %s: each sequence = its forward alone, bit for bit', (isa) => {
   it('three sequences in different phases (prefill chunks, block steps, merged commits, AR steps), eager and planned', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dvl-batch-'));
@@ -119,19 +139,7 @@ describe.each(nativeInfo().isaLevels as Isa[])('batched forward at isa %s: each 
       const batched = new Qwen2Text(q, w, w.config.text), alone = new Qwen2Text(q, w, w.config.text);
       for (const m of [batched, alone]) { m.eager = eager; m.allocateCache({ capacity: 48, slots: 3 }); }
       const slotOf = [2, 0, 1];
-      for (let t = 0; t < 5; t++) {
-        const passes = seqs.map((p, i) => ({ p: p[t], i })).filter((x) => x.p);
-        const PASS_ROWS = passes.reduce((n, x) => n + (x.p.logitsRows?.length ?? 0), 0);
-        const lb = batched.forwardBatch(passes.map(({ p, i }) => ({ ...p, slot: slotOf[i] })));
-        const got = lb ? await q.readF32(lb) : new Float32Array(0);
-        const want: number[] = [];
-        for (const { p, i } of passes) {
-          const la = alone.forwardBatch([{ ...p, slot: slotOf[i] }]);
-          if (la) want.push(...await q.readF32(la));
-        }
-        expect(got.some(Number.isNaN)).toBe(false);
-        expectBatchedRows(got, Float32Array.from(want), PASS_ROWS, passes.length);
-      }
+      await expectBatchedEqualsAlone(q, batched, alone, seqs, slotOf);
       batched.dispose(); alone.dispose();
     }
     w.dispose(); q.dispose();
@@ -186,19 +194,7 @@ describe.each(nativeInfo().isaLevels as Isa[])('Qwen3 forward at isa %s: replay 
     const slotOf = [1, 2, 0];
     for (const eager of [true, false]) {
       const batched = make({ eager, slots: 3, capacity: 48 }), alone = make({ eager, slots: 3, capacity: 48 });
-      for (let t = 0; t < 5; t++) {
-        const now = seqs.map((p, i) => ({ p: p[t], i })).filter((x) => x.p);
-        const PASS_ROWS = now.reduce((n, x) => n + (x.p.logitsRows?.length ?? 0), 0);
-        const lb = batched.forwardBatch(now.map(({ p, i }) => ({ ...p, slot: slotOf[i] })));
-        const got = lb ? await q.readF32(lb) : new Float32Array(0);
-        const want: number[] = [];
-        for (const { p, i } of now) {
-          const la = alone.forwardBatch([{ ...p, slot: slotOf[i] }]);
-          if (la) want.push(...await q.readF32(la));
-        }
-        expect(got.some(Number.isNaN)).toBe(false);
-        expectBatchedRows(got, Float32Array.from(want), PASS_ROWS, now.length);
-      }
+      await expectBatchedEqualsAlone(q, batched, alone, seqs, slotOf);
       batched.dispose(); alone.dispose();
     }
   });
