@@ -3,47 +3,8 @@
 // The exact kernels are kernels_simd.inc over the vector interface of kernels_v256.inc; q8 runs
 // on vpmaddubsw (kernels_q8_v256.inc); bf16 weights have no faster path than the exact
 // kernel here (kernels.h matmul_bf16_dot).
-#include <immintrin.h>
-
-#include "kernels.h"
-
-namespace dvl {
-namespace {
-#include "kernels_generic.inc"
-#include "kernels_q8_generic.inc"
-#include "kernels_v256.inc"
-#include "kernels_simd.inc"
-#include "kernels_drive.inc"
-#include "kernels_q8_v256.inc"
-
-double avx2_compute_peak(char kind, int64_t iters) {
-  if (kind == 'q') return q8ymm_compute_peak<false>(iters);
-  return simd_compute_peak(kind, iters);
-}
-}  // namespace
-
-const CpuKernels kCpuKernelsAvx2 = {
-    Isa::Avx2,
-    simd_matmul<kWF32>,
-    simd_matmul<kWBF16>,
-    simd_matmul<kWF16>,
-    gen_matmul_q8,
-    nullptr,
-    q8ymm_matmul<false>,
-    gen_cvt_f32_to_bf16_daz,
-    q8ymm_quantize_act,
-    q8ymm_quantize_rows,
-    gen_dequantize_rows_q8,
-    simd_cvt_bf16_to_f32,
-    simd_cvt_f16_to_f32,
-    simd_cvt_f32_to_bf16,
-    simd_cvt_f32_to_f16,
-    simd_dot_f32,
-    simd_axpy_f32,
-    simd_stream_sum,
-    avx2_compute_peak,
-    nullptr,
-    "vpmaddubsw ymm (AVX2): int8 activations x int8 weights, int32 block sums",
-};
-
-}  // namespace dvl
+#define DVL_LEVEL_VNNI false
+#define DVL_LEVEL_ISA Isa::Avx2
+#define DVL_LEVEL_TABLE kCpuKernelsAvx2
+#define DVL_LEVEL_Q8 "vpmaddubsw ymm (AVX2): int8 activations x int8 weights, int32 block sums"
+#include "kernels_avx2_level.inc"
