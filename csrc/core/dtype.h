@@ -30,6 +30,8 @@ enum class DType : int32_t {
   U8 = 4,
   // Block-quantized int8 weights, CPU only: see "q8 layout" below. Not ggml's q8_0.
   Q8 = 16,
+  // bf16 weights rearranged in panels of 16 rows, CPU only: see "bf16p layout" below.
+  BF16P = 17,
 };
 
 static inline size_t dtype_size(DType t) {
@@ -40,9 +42,14 @@ static inline size_t dtype_size(DType t) {
     case DType::I32: return 4;
     case DType::U8: return 1;
     case DType::Q8: return 0;  // block type: use q8_row_bytes
+    case DType::BF16P: return 0;  // block type: use bf16p_bytes
   }
   return 0;
 }
+
+// Block types: their bytes are not numel · dtype_size, and only the ops that know the layout
+// (matmul, embedding, convert, load) read them.
+static inline bool dtype_is_block(DType t) { return t == DType::Q8 || t == DType::BF16P; }
 
 static inline const char* dtype_name(DType t) {
   switch (t) {
@@ -52,6 +59,7 @@ static inline const char* dtype_name(DType t) {
     case DType::I32: return "i32";
     case DType::U8: return "u8";
     case DType::Q8: return "q8";
+    case DType::BF16P: return "bf16p";
   }
   return "?";
 }
@@ -180,6 +188,39 @@ DVL_HOST_DEVICE static inline uint16_t q8_weight_scale(float amax) {
   std::memcpy(&u, &d, 4);
   if (u & 0xffffu) u = (u + 0x10000u) & 0xffff0000u;  // round up (d > 0)
   return uint16_t(u >> 16);
+}
+
+// ---- bf16p layout ------------------------------------------------------------------------------
+//
+// A bf16p tensor is a bf16 matrix [N, K] rearranged for vdpbf16ps with the OUTPUT rows in the
+// vector lanes (csrc/cpu/kernels_bf16p.inc): rows go in panels of 16 (N rounded up to a
+// multiple of 16), K in pairs (rounded up to even); panel p holds, for each pair j, 16 × 2
+// values — row 16p + i's values 2j and 2j + 1 at [i·2, i·2 + 1] of those 32. So element
+// (n, k) sits at (n/16)·16·Kp + (k/2)·32 + (n%16)·2 + k%2, Kp = K rounded up to even, and the
+// padding is zero. One 64-byte load gives a pair of K for 16 rows; the matching activation
+// pair is a broadcast; the 16 lanes of the accumulator are 16 outputs, so no horizontal sums.
+// A panel is one contiguous stream of 32·Kp bytes: the weights stream in long sequential runs.
+// Made at load (the load op, precision 'fast' on AVX512_BF16 machines) or by convert.
+
+constexpr int64_t kBf16pRows = 16;
+
+static inline int64_t bf16p_k_padded(int64_t K) { return (K + 1) / 2 * 2; }
+static inline int64_t bf16p_panels(int64_t N) { return (N + kBf16pRows - 1) / kBf16pRows; }
+// Elements (uint16) of a bf16p [N, K] tensor, padding included.
+static inline int64_t bf16p_elems(int64_t N, int64_t K) { return bf16p_panels(N) * kBf16pRows * bf16p_k_padded(K); }
+static inline int64_t bf16p_index(int64_t K, int64_t n, int64_t k) {
+  return (n / kBf16pRows) * kBf16pRows * bf16p_k_padded(K) + (k / 2) * 2 * kBf16pRows + (n % kBf16pRows) * 2 + k % 2;
+}
+// Writes `rows` bf16 rows of K values (row stride K), which are rows n0 .. n0 + rows − 1 of the
+// matrix, into the bf16p storage p. Rows of a panel not written keep what p had (zero).
+static inline void bf16p_put_rows(uint16_t* p, int64_t K, int64_t n0, int64_t rows, const uint16_t* src) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < K; ++k) p[bf16p_index(K, n0 + r, k)] = src[r * K + k];
+}
+// Reads row n of the bf16p storage p into dst (K bf16 values).
+static inline void bf16p_get_row(const uint16_t* p, int64_t K, int64_t n, uint16_t* dst) {
+  const uint16_t* q = p + bf16p_index(K, n, 0);
+  for (int64_t k = 0; k < K; ++k) dst[k] = q[(k / 2) * 2 * kBf16pRows + k % 2];
 }
 
 }  // namespace dvl

@@ -105,6 +105,12 @@ struct CpuKernels {
   // What the matmuls of this level compute with, for model.backend / inspect.
   const char* bf16_fast_kernel;
   const char* q8_fast_kernel;
+  // bf16p weights (dtype.h "bf16p layout"): matmul_bf16p at precision 'exact' (every level:
+  // the plain kernel, kernels_generic.inc); matmul_bf16p_dot at 'fast', over activations
+  // rounded by cvt_f32_to_bf16_daz — null where the level has no bf16 dot product (every level
+  // but avx512_bf16). Its [n0, n1): n0 a multiple of 16, n1 too or N.
+  MatmulFn matmul_bf16p;
+  MatmulBf16DotFn matmul_bf16p_dot;
 };
 
 // The table for the best level available (or the forced one). Never null.

@@ -44,6 +44,8 @@ const CpuKernels kCpuKernelsAvx512 = {
     avx512_compute_peak,
     nullptr,
     "vpmaddubsw ymm (AVX2): int8 activations x int8 weights, int32 block sums",
+    gen_matmul_bf16p,
+    nullptr,
 };
 
 }  // namespace dvl

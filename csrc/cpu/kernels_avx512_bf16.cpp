@@ -18,6 +18,7 @@ namespace {
 #include "kernels_simd.inc"
 #include "kernels_drive.inc"
 #include "kernels_bf16dot.inc"
+#include "kernels_bf16p.inc"
 #include "kernels_q8_v512.inc"
 }  // namespace
 
@@ -43,6 +44,8 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     v512_compute_peak,
     "vdpbf16ps zmm (AVX512_BF16): activations rounded to bf16, f32 accumulation",
     "vpdpbusd zmm (AVX512_VNNI): int8 activations x int8 weights, int32 block sums",
+    gen_matmul_bf16p,
+    bf16p_dot_matmul,
 };
 
 }  // namespace dvl

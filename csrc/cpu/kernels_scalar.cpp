@@ -32,6 +32,8 @@ const CpuKernels kCpuKernelsScalar = {
     gen_compute_peak,
     nullptr,
     "scalar: int8 activations x int8 weights, int32 block sums",
+    gen_matmul_bf16p,
+    nullptr,
 };
 
 }  // namespace dvl

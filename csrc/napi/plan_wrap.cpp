@@ -42,7 +42,7 @@ std::vector<int64_t> shape_from_js(Napi::Value v, const char* what) {
 DType dtype_from_js(Napi::Value v, const char* what) {
   DType dt;
   std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string("?");
-  if (!dtype_parse(s, &dt) || dt == DType::Q8) throw Error(DVL_ERR_DTYPE, std::string(what) + ": unknown dtype '" + s + "'");
+  if (!dtype_parse(s, &dt) || dtype_is_block(dt)) throw Error(DVL_ERR_DTYPE, std::string(what) + ": unknown dtype '" + s + "'");
   return dt;
 }
 

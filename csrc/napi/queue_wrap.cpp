@@ -389,7 +389,10 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     o.Set("precision", fast ? "fast" : "exact");
     o.Set("f32", exact);
     o.Set("f16", exact + " (weights widened exactly)");
-    o.Set("bf16", fast && k.bf16_fast_kernel ? std::string(k.bf16_fast_kernel) : exact + " (weights widened exactly)");
+    const bool packed = fast && k.matmul_bf16p_dot != nullptr;
+    o.Set("bf16", packed ? std::string(k.bf16_fast_kernel) + "; weights packed at load in panels of 16 rows (bf16p)"
+                  : fast && k.bf16_fast_kernel ? std::string(k.bf16_fast_kernel) : exact + " (weights widened exactly)");
+    o.Set("bf16Packed", packed);
     o.Set("q8", fast ? std::string(k.q8_fast_kernel) : exact + " (weights dequantised exactly)");
     return o;
   }
@@ -414,6 +417,7 @@ Napi::Value typed_copy(Napi::Env env, DType dt, const std::vector<char>& data) {
     case DType::F32: return Napi::Float32Array::New(env, data.size() / 4, ab, 0);
     case DType::I32: return Napi::Int32Array::New(env, data.size() / 4, ab, 0);
     case DType::BF16:
+    case DType::BF16P:  // the panels as stored (dtype.h), padding included
     case DType::F16: return Napi::Uint16Array::New(env, data.size() / 2, ab, 0);
     default: return Napi::Uint8Array::New(env, data.size(), ab, 0);
   }

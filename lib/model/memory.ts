@@ -57,7 +57,7 @@ export interface MemoryEstimateOptions {
 }
 
 /** Bytes per element of a weight matrix by load dtype (q8: 32 int8 + one bf16 scale per 32; rows padded to 64 bytes). */
-export const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({ f32: 4, f16: 2, bf16: 2, q8: 34 / 32 });
+export const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({ f32: 4, f16: 2, bf16: 2, bf16p: 2, q8: 34 / 32 });
 
 const TORCH_DTYPES: Readonly<Record<string, string>> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
 

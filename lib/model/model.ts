@@ -283,7 +283,8 @@ export class Model {
           throw new ConfigError(`${dir}: vision out_hidden_size ${out} differs from the text hidden size ${config.text.hiddenSize}`, { field: 'vision_config.out_hidden_size' });
         }
       }
-      weights = await loadWeights(dir, queue, { dtype: opts.dtype, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
+      const packBf16 = backend.backend === 'cpu' && queue.kernels?.bf16Packed === true;
+      weights = await loadWeights(dir, queue, { dtype: opts.dtype, packBf16, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits, batch);
       if (opts.eager !== undefined) {
         m.text.eager = opts.eager === true;

@@ -36,6 +36,12 @@ export interface LoadOptions {
    * and up (conv kernels) keep their stored dtype.
    */
   dtype?: 'bf16' | 'f16' | 'f32' | 'q8';
+  /**
+   * Store bf16 matrices (2-D, after `dtype`) as 'bf16p', the panel layout of the CPU's
+   * vdpbf16ps kernel (csrc/core/dtype.h). The model sets it where its queue runs that kernel
+   * (queue.kernels.bf16Packed); only matmul, embedding and convert read bf16p.
+   */
+  packBf16?: boolean;
   /** Called after each sync (about every 64 MB) and once at the end with loadedBytes = totalBytes. */
   onProgress?: (p: LoadProgress) => void;
   /** Aborting rejects with signal.reason after freeing what was allocated. */
@@ -125,7 +131,8 @@ function planTensors(config: ModelConfig, stored: StoredTensor[], opts: LoadOpti
       throw new WeightsError(`${s.file}: tensor ${s.name} is stored as ${s.dtype}; weights must be F32, F16 or BF16`, { file: s.file, tensor: s.name });
     }
     const want = opts.dtype === 'q8' && shape.length !== 2 ? stored : opts.dtype ?? stored;
-    plan.push({ name, src: s, dtype: shape.length === 1 ? 'f32' : want });
+    const dtype: DType = shape.length === 1 ? 'f32' : opts.packBf16 && shape.length === 2 && want === 'bf16' ? 'bf16p' : want;
+    plan.push({ name, src: s, dtype });
   }
   // File order, then offset order: sequential reads.
   const fileRank = new Map<string, number>();
@@ -141,6 +148,7 @@ export async function loadWeights(dir: string, queue: Queue, opts: LoadOptions =
   if (opts.dtype === 'q8' && queue.device === 'cuda') {
     throw new OptionError("dtype 'q8' runs on the CPU only: load it with a CPU queue", 'dtype');
   }
+  if (opts.packBf16 && queue.device === 'cuda') throw new OptionError('packBf16 is a CPU layout: load it with a CPU queue', 'packBf16');
   const config = await readConfig(dir);
   const ckpt = await openCheckpoint(dir);
   signal?.throwIfAborted();

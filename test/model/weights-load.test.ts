@@ -127,6 +127,8 @@ describe('loadWeights: round trips', () => {
   });
 });
 
+const landedBf16 = (stored: string, asked: string | undefined) => (asked ?? stored) === 'bf16';
+
 describe('loadWeights: dtype option', () => {
   it.each([['f32', 'bf16'], ['f32', 'f16'], ['bf16', 'f32'], ['f16', 'bf16'], ['bf16', 'f16']] as const)('stored %s, asked %s: matrices converted, 1-D stays f32', async (stored, asked) => {
     const dir = dirFor('dtype');
@@ -135,6 +137,32 @@ describe('loadWeights: dtype option', () => {
     try {
       await checkAll(w, loaded, asked);
       expect(loaded.get('visual.patch_embed.proj.weight').dtype).toBe(asked);  // 5-D counts as a matrix
+    } finally {
+      loaded.dispose();
+    }
+  });
+
+  // The panel layout loadModel asks for on avx512_bf16 (csrc/core/dtype.h "bf16p layout"): every
+  // matrix that lands as bf16 is stored in panels — same values, read back through convert —
+  // and nothing else changes (1-D f32, 5-D conv kernels bf16, f32/f16 matrices as they were).
+  it.each([['bf16', undefined], ['f32', 'bf16'], ['f16', 'bf16'], ['f32', undefined], ['bf16', 'f16']] as const)('packBf16, stored %s, asked %s: bf16 matrices load as bf16p panels of the same values', async (stored, asked) => {
+    const dir = dirFor('bf16p');
+    const w = await writeQwen2Checkpoint(dir, { ...text, vision: qwenVit }, { dtype: stored, tied: true, shards: 1, layout: 'converted', seed: 9, diffusion: { blockSize: 8, maskTokenId: 300 } });
+    const loaded = await loadWeights(dir, q, { dtype: asked, packBf16: true });
+    try {
+      let packed = 0;
+      for (const [name, ref] of w.weights) {
+        const t = loaded.get(name), shape = w.stored.get(name)!.shape;
+        const landed = shape.length === 1 ? 'f32' : asked ?? stored;
+        const want = landed === 'bf16' && shape.length === 2 ? 'bf16p' : landed;
+        expect(t.dtype, name).toBe(want);
+        if (want !== 'bf16p') { expectBitEqual(await values(t), narrowed(ref, want), name); continue; }
+        packed++;
+        const back = q.convert(t, 'f32');
+        expectBitEqual((await q.read(back)) as Float32Array, narrowed(ref, 'bf16'), name);
+        back.dispose();
+      }
+      expect(packed > 0).toBe(landedBf16(stored, asked));
     } finally {
       loaded.dispose();
     }

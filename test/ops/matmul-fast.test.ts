@@ -141,20 +141,86 @@ describe('q8 format (dtype.h layout, quantisation rule)', () => {
   });
 });
 
+describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
+  const index = (K: number, n: number, k: number) => Math.floor(n / 16) * 16 * (K + (K % 2)) + Math.floor(k / 2) * 32 + (n % 16) * 2 + (k % 2);
+  it('convert writes the documented bytes (zero padding), reads back exactly, and embedding reads the same rows', async () => {
+    for (const isa of levels) {
+      const q = new Queue({ isa, threads: 2 });
+      for (const [N, K] of [[1, 1], [3, 5], [16, 2], [17, 33], [33, 96], [40, 897]]) {
+        const w = normal(rng(N * 31 + K), N * K, 0.7);
+        const bits = toBf16(w);
+        const Kp = K + (K % 2), panels = Math.ceil(N / 16);
+        for (const src of [tensorFromArray('bf16', [N, K], bits), tensorFromArray('f32', [N, K], w)]) {
+          const t = q.convert(src, 'bf16p');
+          expect(t.dtype).toBe('bf16p');
+          expect(t.shape).toEqual([N, K]);
+          expect(t.nbytes).toBe(panels * 16 * Kp * 2);
+          const want = new Uint16Array(panels * 16 * Kp);
+          for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) want[index(K, n, k)] = bits[n * K + k];
+          expect(Array.from((await q.read(t)) as Uint16Array), `${isa} ${src.dtype} → bf16p N=${N} K=${K}`).toEqual(Array.from(want));
+          expect(Array.from((await q.read(q.convert(t, 'bf16'))) as Uint16Array)).toEqual(Array.from(bits));
+          sameBits(await q.readF32(q.convert(t, 'f32')), fromBf16(bits), `${isa} bf16p → f32`);
+          const ids = [N - 1, 0, Math.floor(N / 2), N - 1];
+          const e = await q.readF32(q.embedding(tensorFromArray('i32', [4], Int32Array.from(ids)), t));
+          const bw = fromBf16(bits);
+          for (const [i, row] of ids.entries()) sameBits(e.subarray(i * K, (i + 1) * K), bw.subarray(row * K, (row + 1) * K), `${isa} embedding row ${row}`);
+          src.dispose();
+        }
+      }
+      q.dispose();
+    }
+  });
+
+  it('typed errors: no fromArray, rank other than 2, reshape, narrow and concat of the panels, wrong K', () => {
+    const q = new Queue({ threads: 1 });
+    expect(() => tensorFromArray('bf16p', [2, 32], new Uint16Array(64))).toThrow(DTypeError);
+    expect(() => q.convert(tensorFromArray('f32', [2, 2, 4], new Float32Array(16)), 'bf16p')).toThrow(ShapeError);
+    expect(() => q.convert(tensorFromArray('f32', [4], new Float32Array(4)), 'bf16p')).toThrow(ShapeError);
+    const t = q.convert(tensorFromArray('f32', [4, 64], new Float32Array(256)), 'bf16p');
+    expect(() => q.reshape(t, [8, 32])).toThrow(DTypeError);
+    expect(() => q.reshape(t, [1, 4, 64])).toThrow(DTypeError);
+    expect(q.reshape(t, [4, 64]).shape).toEqual([4, 64]);
+    expect(() => q.op('narrow_rows', [t], { start: 0, len: 2 })).toThrow(DTypeError);
+    expect(() => q.op('concat_rows', [t, t])).toThrow(DTypeError);
+    expect(() => q.matmul(tensorFromArray('f32', [1, 63], new Float32Array(63)), t)).toThrow(ShapeError);
+    expect(() => q.add(t, t)).toThrow(DTypeError);
+    q.dispose();
+  });
+});
+
 describe('bf16 weights, precision fast', () => {
-  for (const isa of levels) {
-    it(`${isa}: ${hasDot(isa) ? 'vdpbf16ps within the stated bounds' : 'the exact kernel, bit for bit'}`, async () => {
+  // 'bf16p' is the same weights in the panel layout (dtype.h) that loadModel uses on
+  // avx512_bf16: its own vdpbf16ps kernel there (kernels_bf16p.inc), the plain kernel
+  // elsewhere (gen_matmul_bf16p: exact products, k in order, so within the exact bound).
+  for (const isa of levels) for (const layout of ['bf16', 'bf16p'] as const) {
+    const what = hasDot(isa) ? 'vdpbf16ps within the stated bounds' : layout === 'bf16' ? 'the exact kernel, bit for bit' : 'the plain kernel, within the exact bound';
+    it(`${isa} ${layout}: ${what}`, async () => {
       const qf = new Queue({ isa, threads: 2, precision: 'fast' });
       const qe = new Queue({ isa, threads: 2, precision: 'exact' });
       expect(qf.precision).toBe('fast');
       expect(qf.kernels!.bf16).toMatch(hasDot(isa) ? /vdpbf16ps/ : /exact products/);
+      expect(qf.kernels!.bf16Packed).toBe(hasDot(isa));
+      expect(qe.kernels!.bf16Packed).toBe(false);
       for (const c of CASES) {
         const bits = toBf16(c.w);
-        const wt = tensorFromArray('bf16', [c.N, c.K], bits);
+        const src = tensorFromArray('bf16', [c.N, c.K], bits);
+        const wt = layout === 'bf16' ? src : qf.convert(src, 'bf16p');
         const got = await matmul(qf, c.x, c.M, c.K, wt, c.b);
-        const label = `${isa} bf16 fast M=${c.M} K=${c.K} N=${c.N}`;
-        if (!hasDot(isa)) {
+        const label = `${isa} ${layout} fast M=${c.M} K=${c.K} N=${c.N}`;
+        if (!hasDot(isa) && layout === 'bf16') {
           sameBits(got, await matmul(qe, c.x, c.M, c.K, wt, c.b), label);
+        } else if (!hasDot(isa)) {
+          const wv = fromBf16(bits);
+          const ref = new Float64Array(c.M * c.N), tol = new Float64Array(c.M * c.N);
+          for (let m = 0; m < c.M; m++)
+            for (let n = 0; n < c.N; n++) {
+              let s = 0, a = 0;
+              for (let k = 0; k < c.K; k++) { const p = c.x[m * c.K + k] * wv[n * c.K + k]; s += p; a += Math.abs(p); }
+              const bv = c.b ? c.b[n] : 0, i = m * c.N + n;
+              ref[i] = s + bv; tol[i] = (c.K + 2) * U * a + U * Math.abs(bv);
+            }
+          checkBound(got, ref, tol, label);
+          sameBits(await matmul(qe, c.x, c.M, c.K, wt, c.b), got, label + ' (exact queue: the same plain kernel)');
         } else {
           const wv = Float64Array.from(bits, bf16DazValue);
           const ref = new Float64Array(c.M * c.N), tol = new Float64Array(c.M * c.N);
@@ -175,7 +241,7 @@ describe('bf16 weights, precision fast', () => {
           checkBound(got, ref, tol, label + ' (vs rounded activations)');
           checkBound(got, ref0, tol0, label + ' (vs f32 activations)');
         }
-        wt.dispose();
+        wt.dispose(); src.dispose();
       }
       qf.dispose(); qe.dispose();
     });
@@ -239,14 +305,17 @@ describe('bf16 weights, precision fast', () => {
       x[4 * K + 69] = NaN;
       w[2 * K + 7] = NaN;
       x[6 * K + 3] = Infinity;
-      const y = await matmul(q, x, M, K, tensorFromArray('bf16', [N, K], toBf16(w)), null);
-      for (let m = 0; m < M; m++)
-        for (let n = 0; n < N; n++) {
-          const v = y[m * N + n];
-          if (m === 4 || n === 2) expect(v, `${isa} ${m},${n}`).toBeNaN();
-          else if (m === 6) expect(v, `${isa} ${m},${n}`).toBe(Infinity);
-          else expect(Number.isFinite(v), `${isa} ${m},${n}`).toBe(true);
-        }
+      const wb = tensorFromArray('bf16', [N, K], toBf16(w));
+      for (const wt of [wb, q.convert(wb, 'bf16p')]) {
+        const y = await matmul(q, x, M, K, wt, null);
+        for (let m = 0; m < M; m++)
+          for (let n = 0; n < N; n++) {
+            const v = y[m * N + n];
+            if (m === 4 || n === 2) expect(v, `${isa} ${wt.dtype} ${m},${n}`).toBeNaN();
+            else if (m === 6) expect(v, `${isa} ${wt.dtype} ${m},${n}`).toBe(Infinity);
+            else expect(Number.isFinite(v), `${isa} ${wt.dtype} ${m},${n}`).toBe(true);
+          }
+      }
       q.dispose();
     }
   });
@@ -343,15 +412,15 @@ describe('q8 weights', () => {
 describe('invariant: y[m, n] is the same bits whatever M, the other rows and the thread split', () => {
   const K = 545, N = 517, R = 16;
   const x = normal(rng(11), R * K), w = normal(rng(12), N * K, 0.3), b = normal(rng(13), N);
-  const kinds: [Precision, 'f32' | 'bf16' | 'f16' | 'q8'][] = [
-    ['exact', 'f32'], ['exact', 'bf16'], ['exact', 'f16'], ['exact', 'q8'], ['fast', 'bf16'], ['fast', 'q8'],
+  const kinds: [Precision, 'f32' | 'bf16' | 'f16' | 'q8' | 'bf16p'][] = [
+    ['exact', 'f32'], ['exact', 'bf16'], ['exact', 'f16'], ['exact', 'q8'], ['exact', 'bf16p'], ['fast', 'bf16'], ['fast', 'q8'], ['fast', 'bf16p'],
   ];
   for (const isa of levels) {
     it(isa, async () => {
       for (const [precision, wdt] of kinds) {
         const q1 = new Queue({ isa, threads: 1, precision }), q2 = new Queue({ isa, threads: 2, precision }), q3 = new Queue({ isa, threads: 3, precision });
         const src = wdt === 'f32' ? tensorFromArray('f32', [N, K], w) : tensorFromArray(wdt === 'f16' ? 'f16' : 'bf16', [N, K], wdt === 'f16' ? toF16(w) : toBf16(w));
-        const wt = wdt === 'q8' ? q1.convert(src, 'q8') : src;
+        const wt = wdt === 'q8' || wdt === 'bf16p' ? q1.convert(src, wdt) : src;
         await q1.sync();  // the other queues read it
         const label = `${isa} ${precision} ${wdt}`;
         const all = await matmul(q2, x, R, K, wt, b);

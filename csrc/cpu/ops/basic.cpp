@@ -1,12 +1,13 @@
 // basic.cpp — embedding gather, elementwise add/mul/scale, dtype conversion.
 //
-// embedding: ids i32 [T], table f32|bf16|f16|q8 [V, H] → f32 [T, H]. An id outside [0, V) fails
+// embedding: ids i32 [T], table f32|bf16|f16|q8|bf16p [V, H] → f32 [T, H]. An id outside [0, V) fails
 //            the op with DVL_RANGE naming the id and its position (checked at run time: the
 //            ids may be written by an earlier op still in the queue).
 // add, mul:  f32 a [.., N] with f32 b of the same shape, or b [N] broadcast over the rows.
 // scale:     f32 x * attr s.
 // convert:   any float dtype → attr dtype (f32|bf16|f16), round to nearest even; to or from
-//            q8 (rows of the last dim quantised by dtype.h's rule, or dequantised exactly).
+//            q8 (rows of the last dim quantised by dtype.h's rule, or dequantised exactly); to
+//            or from bf16p (a matrix's values rounded to bf16 and laid out in panels, or read back).
 // empty:     no inputs; attrs dtype, shape → a new zero-filled tensor (allocated at plan time,
 //            so a loader can read file bytes straight into it).
 #include <string>
@@ -22,6 +23,11 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
     case DType::BF16: ctx.k.cvt_bf16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
     case DType::F16: ctx.k.cvt_f16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
     case DType::Q8: ctx.k.dequantize_rows_q8(t.data<uint8_t>() + r * q8_row_bytes(K), 1, K, dst); break;
+    case DType::BF16P: {
+      const uint16_t* q = t.data<uint16_t>() + bf16p_index(K, r, 0);
+      for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(q[(k / 2) * 2 * kBf16pRows + k % 2]);
+      break;
+    }
     default: throw Error(DVL_ERR_DTYPE, std::string("row_to_f32: ") + dtype_name(t.dtype) + " is not a float dtype");
   }
 }
@@ -29,7 +35,7 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
 static Tensors embedding_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("embedding", in, 2, 2);
   op_need_dtype("embedding", in, 0, {DType::I32});
-  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8});
+  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P});
   op_need_rank("embedding", in, 1, 2);
   if (in[0]->rank() != 1) op_fail(DVL_ERR_SHAPE, "embedding", "ids must be rank 1", in);
   return {Tensor::alloc(DType::F32, {in[0]->dim(0), in[1]->dim(1)})};
@@ -101,28 +107,37 @@ static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, con
 
 static void convert_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("convert", in, 1, 1);
-  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8});
+  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P});
   DType to;
-  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && to != DType::Q8))
-    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16 or q8, got '" + a.gets("dtype", "") + "'", in);
+  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && to != DType::Q8 && to != DType::BF16P))
+    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16, q8 or bf16p, got '" + a.gets("dtype", "") + "'", in);
   if (to == DType::Q8 && in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "convert", "q8 needs rank ≥ 1 (rows of the last dim)", in);
+  if (to == DType::BF16P && in[0]->rank() != 2) op_fail(DVL_ERR_SHAPE, "convert", "bf16p holds a matrix [N, K] (rank 2)", in);
   a.convert_to = to;
 }
 
 static Tensors convert_plan(const Tensors& in, const OpAttrs& a) { return {Tensor::alloc(a.convert_to, in[0]->shape)}; }
 
-// Conversions to or from q8, row by row (a row = the last dim).
-static void convert_q8_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
+// Conversions to or from a block type (q8, bf16p), row by row (a row = the last dim).
+static void convert_rows_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
   const int64_t K = x.dim(-1), R = K ? x.numel() / K : 0;
   if (x.dtype == y.dtype) {
     std::memcpy(y.raw(), x.raw(), x.nbytes());
     return;
   }
+  // bf16p padding must be zero (a pair's second value times a zero activation is read); an
+  // output inside a recorded plan's arena starts NaN-poisoned.
+  if (y.dtype == DType::BF16P) std::memset(y.raw(), 0, y.nbytes());
   ctx.pool.parallel_for(R, 16, [&](int64_t b, int64_t e) {
     std::vector<float> f(static_cast<size_t>(K));
+    std::vector<uint16_t> h(y.dtype == DType::BF16P ? static_cast<size_t>(K) : 0);
     for (int64_t r = b; r < e; ++r) {
       row_to_f32(ctx, x, r, K, f.data());
       switch (y.dtype) {
+        case DType::BF16P:
+          ctx.k.cvt_f32_to_bf16(f.data(), h.data(), K);
+          bf16p_put_rows(y.data<uint16_t>(), K, r, 1, h.data());
+          break;
         case DType::Q8: ctx.k.quantize_rows_q8(f.data(), 1, K, y.data<uint8_t>() + r * q8_row_bytes(K)); break;
         case DType::F32: std::memcpy(y.data<float>() + r * K, f.data(), size_t(K) * 4); break;
         case DType::BF16: ctx.k.cvt_f32_to_bf16(f.data(), y.data<uint16_t>() + r * K, K); break;
@@ -134,7 +149,7 @@ static void convert_q8_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
 
 static void convert_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor &x = *in[0], &y = *out[0];
-  if (x.dtype == DType::Q8 || y.dtype == DType::Q8) return convert_q8_run(ctx, x, y);
+  if (dtype_is_block(x.dtype) || dtype_is_block(y.dtype)) return convert_rows_run(ctx, x, y);
   int64_t n = x.numel();
   ctx.pool.parallel_for(n, 16384, [&](int64_t b, int64_t e) {
     int64_t c = e - b;

@@ -2,6 +2,8 @@
 //
 // Inputs: the destination tensor (any dtype). Attrs: path, offset, bytes, src ("f32"|"bf16"|
 // "f16"|"i32"|...), parsed once into LoadAttrs (csrc/core/op_attrs.h). Same dtype → pread into storage; otherwise read in chunks and convert.
+// A bf16p destination (dtype.h) is filled panel by panel from chunks of the file's rows, on
+// all the queue's threads, the same way.
 // A q8 destination is quantised row by row (rows of its last dim, dtype.h's rule) from chunks
 // of about 4 MiB of the file, on all the queue's threads: the full-precision tensor is never
 // held, so loading a checkpoint as q8 peaks at the q8 weights plus one chunk.
@@ -21,7 +23,8 @@ namespace dvl {
 static void load_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("load", in, 1, 1);
   DType src;
-  if (!dtype_parse(a.gets("src", ""), &src)) op_fail(DVL_ERR_DTYPE, "load", "unknown source dtype '" + a.gets("src", "") + "'", in);
+  if (!dtype_parse(a.gets("src", ""), &src) || dtype_is_block(src))
+    op_fail(DVL_ERR_DTYPE, "load", "unknown source dtype '" + a.gets("src", "") + "'", in);
   if (a.gets("path", "").empty()) op_fail(DVL_ERR_ARG, "load", "missing path", in);
   double bytes = a.need("load", "bytes"), offset = a.need("load", "offset");
   if (offset < 0 || bytes < 0) op_fail(DVL_ERR_RANGE, "load", "negative offset or byte count", in);
@@ -31,7 +34,7 @@ static void load_parse(const Tensors& in, OpAttrs& a) {
                                        std::to_string(n) + " elements of " + dtype_name(src), in);
   DType dst = in[0]->dtype;
   bool float_ok = (src == DType::F32 || src == DType::BF16 || src == DType::F16) &&
-                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16 || dst == DType::Q8);
+                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16 || dst == DType::Q8 || dst == DType::BF16P);
   if (src != dst && !float_ok)
     op_fail(DVL_ERR_DTYPE, "load", std::string("cannot convert ") + dtype_name(src) + " to " + dtype_name(dst), in);
   a.load = LoadAttrs{a.gets("path", ""), src, int64_t(offset), int64_t(bytes)};
@@ -85,6 +88,40 @@ static void load_q8(OpContext& ctx, const InputFile& file, Tensor& t, DType src,
   }
 }
 
+static void load_bf16p(OpContext& ctx, const InputFile& file, Tensor& t, DType src, off_t offset) {
+  const int64_t N = t.dim(0), K = t.dim(1), Kp = bf16p_k_padded(K);
+  const size_t es = dtype_size(src), row_in = size_t(K) * es;
+  if (N == 0 || K == 0) return;
+  // Whole panels per chunk, about 4 MiB of the file.
+  int64_t chunk = int64_t((size_t(4) << 20) / (row_in * kBf16pRows)) * kBf16pRows;
+  if (chunk < kBf16pRows) chunk = kBf16pRows;
+  std::vector<char> raw(size_t(chunk < N ? chunk : N) * row_in);
+  uint16_t* dst = t.data<uint16_t>();
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t n = N - r0 < chunk ? N - r0 : chunk;
+    file.read_exact(raw.data(), size_t(n) * row_in, offset + off_t(size_t(r0) * row_in));
+    ctx.pool.parallel_for(bf16p_panels(n), 1, [&](int64_t p0, int64_t p1) {
+      std::vector<uint16_t> h(src == DType::BF16 ? 0 : static_cast<size_t>(K));
+      std::vector<float> f(src == DType::F16 ? static_cast<size_t>(K) : 0);
+      for (int64_t r = p0 * kBf16pRows; r < p1 * kBf16pRows && r < n; ++r) {
+        const char* p = raw.data() + size_t(r) * row_in;
+        const uint16_t* row = reinterpret_cast<const uint16_t*>(p);
+        if (src == DType::F32) {
+          ctx.k.cvt_f32_to_bf16(reinterpret_cast<const float*>(p), h.data(), K);
+          row = h.data();
+        } else if (src == DType::F16) {
+          ctx.k.cvt_f16_to_f32(row, f.data(), K);
+          ctx.k.cvt_f32_to_bf16(f.data(), h.data(), K);
+          row = h.data();
+        }
+        // Row n's pair j goes to panel n/16, offset j·32 + (n%16)·2 (dtype.h).
+        uint16_t* q = dst + ((r0 + r) / kBf16pRows) * kBf16pRows * Kp + ((r0 + r) % kBf16pRows) * 2;
+        for (int64_t k = 0; k < K; ++k) q[(k / 2) * 2 * kBf16pRows + k % 2] = row[k];
+      }
+    });
+  }
+}
+
 static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const OpAttrs& a) {
   const DType src = a.load.src;
   const off_t offset = off_t(a.load.offset);
@@ -97,6 +134,7 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const Op
     return;
   }
   if (t.dtype == DType::Q8) return load_q8(ctx, file, t, src, offset);
+  if (t.dtype == DType::BF16P) return load_bf16p(ctx, file, t, src, offset);
   // Convert through f32 in 1 MiB chunks (only small tensors such as norms and biases take
   // this path in practice, or a whole checkpoint when the user asks for another dtype).
   int64_t n = t.numel();

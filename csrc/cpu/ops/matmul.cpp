@@ -1,7 +1,8 @@
 // matmul.cpp — y = x · Wᵀ (+ b), the linear layer of every model here.
 //
-// x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16|q8 [N, K] (HF layout; q8:
-// the same rows quantised, csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N].
+// x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16|q8|bf16p [N, K] (HF layout;
+// q8: the same rows quantised; bf16p: the same bf16 values in panels of 16 rows — both in
+// csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N].
 // Threads split N into column panels so each thread streams a disjoint slice of W once per
 // call (the fast kernels) or per block of 16 tokens (the exact ones).
 //
@@ -9,8 +10,8 @@
 // plan keeps the same op) picks the kernel (csrc/cpu/kernels.h):
 //   exact  activations stay f32; bf16/f16/q8 weights widened or dequantised exactly;
 //          f32 accumulation (error ≈ K·2⁻²⁴·Σ|x·w|).
-//   fast   bf16 weights: activations rounded to bf16 once (into the queue's scratch), then
-//          vdpbf16ps where the level has it, else the exact kernel; q8 weights: activations
+//   fast   bf16 and bf16p weights: activations rounded to bf16 once (into the queue's scratch),
+//          then vdpbf16ps where the level has it, else the exact kernel; q8 weights: activations
 //          quantised to int8 blocks once, then the level's int8 dot kernel; f32/f16: exact.
 // Every kernel keeps each y[m, n] independent of M, of the other rows and of the thread split.
 #include "ops.h"
@@ -20,7 +21,7 @@ namespace dvl {
 static Tensors matmul_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("matmul", in, 2, 3);
   op_need_dtype("matmul", in, 0, {DType::F32});
-  op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8});
+  op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P});
   op_need_rank("matmul", in, 1, 2);
   const Tensor &x = *in[0], &w = *in[1];
   if (x.rank() < 1 || x.dim(-1) != w.dim(1))
@@ -86,6 +87,21 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
     const int64_t ldx = (K + 31) / 32 * 32;
     const uint16_t* xb = round_bf16(ctx, scratch, x, M, K, ldx);
     ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_bf16_dot(xb, M, K, ldx, w.raw(), n0, n1, bias, y, N); });
+    return;
+  }
+  if (w.dtype == DType::BF16P) {
+    // Thread pieces are whole panels, in multiples of the widest register tile (NB panels,
+    // kernels_bf16p.inc) for this M, so only a piece's last tile can be narrower.
+    const int64_t panels = bf16p_panels(N), grain = M <= 2 ? 6 : M <= 4 ? 4 : 3;
+    if (fast && ctx.k.matmul_bf16p_dot && K > 0) {
+      const int64_t ldx = (K + 31) / 32 * 32;
+      const uint16_t* xb = round_bf16(ctx, scratch, x, M, K, ldx);
+      ctx.pool.parallel_for(panels, grain, [&](int64_t p0, int64_t p1) {
+        ctx.k.matmul_bf16p_dot(xb, M, K, ldx, w.raw(), p0 * kBf16pRows, p1 * kBf16pRows < N ? p1 * kBf16pRows : N, bias, y, N);
+      });
+    } else {
+      ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_bf16p(x, M, K, w.raw(), n0, n1, bias, y, N); });
+    }
     return;
   }
   if (fast && w.dtype == DType::Q8) {

@@ -46,6 +46,8 @@ static void reshape_parse(const Tensors& in, OpAttrs& a) {
   // q8 rows are stored one by one (dtype.h): any shape with the same row length K is the same bytes.
   if (in[0]->dtype == DType::Q8 && (shape.empty() || shape.back() != in[0]->dim(-1)))
     op_fail(DVL_ERR_DTYPE, "reshape", "a q8 tensor keeps its last dim (the row length it was quantised with)", in);
+  if (in[0]->dtype == DType::BF16P && shape != in[0]->shape)
+    op_fail(DVL_ERR_DTYPE, "reshape", "a bf16p tensor keeps its shape [N, K] (its panels are laid out for it)", in);
   a.shape.shape = std::move(shape);
 }
 
@@ -67,7 +69,7 @@ static void narrow_rows_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "narrow_rows";
   op_need_inputs(op, in, 1, 1);
   const Tensor& x = *in[0];
-  if (x.dtype == DType::Q8) op_fail(DVL_ERR_DTYPE, op, "block-quantized tensors cannot be narrowed", in);
+  if (dtype_is_block(x.dtype)) op_fail(DVL_ERR_DTYPE, op, std::string(dtype_name(x.dtype)) + " tensors (a block layout) cannot be narrowed", in);
   if (x.rank() < 1) op_fail(DVL_ERR_SHAPE, op, "x must have rank >= 1", in);
   const int64_t start = a.needi(op, "start"), len = a.needi(op, "len");
   if (start < 0 || len < 0 || start + len > x.dim(0))
@@ -185,7 +187,7 @@ static Tensors concat_rows_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("concat_rows", in, 2, 2);
   const Tensor &a = *in[0], &b = *in[1];
   if (a.dtype != b.dtype) op_fail(DVL_ERR_DTYPE, "concat_rows", "a and b must have the same dtype", in);
-  if (a.dtype == DType::Q8) op_fail(DVL_ERR_DTYPE, "concat_rows", "block-quantized tensors are not supported", in);
+  if (dtype_is_block(a.dtype)) op_fail(DVL_ERR_DTYPE, "concat_rows", std::string(dtype_name(a.dtype)) + " tensors (a block layout) are not supported", in);
   if (a.rank() < 1 || a.rank() != b.rank() || !std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1))
     op_fail(DVL_ERR_SHAPE, "concat_rows", "a and b must have equal trailing dims", in);
   std::vector<int64_t> shape = a.shape;
