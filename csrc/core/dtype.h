@@ -32,6 +32,8 @@ enum class DType : int32_t {
   Q8 = 16,
   // bf16 weights rearranged in panels of 16 rows, CPU only: see "bf16p layout" below.
   BF16P = 17,
+  // q8 weights rearranged in panels of 16 rows, CPU only: see "q8p layout" below.
+  Q8P = 18,
 };
 
 static inline size_t dtype_size(DType t) {
@@ -42,14 +44,15 @@ static inline size_t dtype_size(DType t) {
     case DType::I32: return 4;
     case DType::U8: return 1;
     case DType::Q8: return 0;  // block type: use q8_row_bytes
-    case DType::BF16P: return 0;  // block type: use bf16p_bytes
+    case DType::BF16P: return 0;  // block type: use bf16p_elems
+    case DType::Q8P: return 0;  // block type: use q8p_bytes
   }
   return 0;
 }
 
 // Block types: their bytes are not numel · dtype_size, and only the ops that know the layout
 // (matmul, embedding, convert, load) read them.
-static inline bool dtype_is_block(DType t) { return t == DType::Q8 || t == DType::BF16P; }
+static inline bool dtype_is_block(DType t) { return t == DType::Q8 || t == DType::BF16P || t == DType::Q8P; }
 
 static inline const char* dtype_name(DType t) {
   switch (t) {
@@ -60,6 +63,7 @@ static inline const char* dtype_name(DType t) {
     case DType::U8: return "u8";
     case DType::Q8: return "q8";
     case DType::BF16P: return "bf16p";
+    case DType::Q8P: return "q8p";
   }
   return "?";
 }
@@ -221,6 +225,55 @@ static inline void bf16p_put_rows(uint16_t* p, int64_t K, int64_t n0, int64_t ro
 static inline void bf16p_get_row(const uint16_t* p, int64_t K, int64_t n, uint16_t* dst) {
   const uint16_t* q = p + bf16p_index(K, n, 0);
   for (int64_t k = 0; k < K; ++k) dst[k] = q[(k / 2) * 2 * kBf16pRows + k % 2];
+}
+
+// ---- q8p layout --------------------------------------------------------------------------------
+//
+// A q8p tensor is a q8 matrix [N, K] — the same quants and bf16 scales, quantised by the rule
+// above — rearranged like bf16p, with the OUTPUT rows in the vector lanes
+// (csrc/cpu/kernels_q8p.inc): rows in panels of 16 (N rounded up to 16), blocks in pairs
+// (nb rounded up to even). Panel p is nb2 = ceil(nb/2) pair records of kQ8pPairBytes = 1088
+// bytes (17 cache lines); pair record h holds blocks 2h and 2h + 1:
+//
+//   quants   2 × 8 × 64 bytes: block b's quad j (its values 4j .. 4j + 3) for rows 0..15,
+//            4 bytes per row (row i at 4i), offset by 128 as in q8
+//   scales   2 × 16 bf16: block 2h's 16 row scales, then block 2h + 1's
+//
+// So one 64-byte load is a quad of one block for 16 rows, the activations' matching quad is a
+// 32-bit broadcast, and vpdpbusd leaves each row's block sum in its own lane: no horizontal
+// sums, no per-group masking, one sequential stream per panel. Padding (rows ≥ N, the pad
+// block of an odd nb) is zero bytes: scale 0, so it contributes nothing.
+
+constexpr int64_t kQ8pPairBytes = 2 * 8 * 64 + 2 * 16 * 2;
+
+static inline int64_t q8p_pairs(int64_t K) { return (q8_blocks(K) + 1) / 2; }
+static inline int64_t q8p_panel_bytes(int64_t K) { return q8p_pairs(K) * kQ8pPairBytes; }
+static inline int64_t q8p_bytes(int64_t N, int64_t K) { return (N + 15) / 16 * q8p_panel_bytes(K); }
+// The q8 row (q8_row_bytes(K) bytes, dtype.h q8 layout) of row n ↔ its place in a q8p tensor.
+static inline void q8p_put_row(uint8_t* p, int64_t K, int64_t n, const uint8_t* row) {
+  const int64_t nb = q8_blocks(K);
+  uint8_t* panel = p + (n / 16) * q8p_panel_bytes(K);
+  const int64_t i = n % 16;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* rec = panel + (b / 2) * kQ8pPairBytes;
+    for (int64_t t = 0; t < kQ8Block; t += 4) {
+      const uint8_t* src = row + q8_quant_offset(K, b * kQ8Block + t);  // a quad is 4 contiguous bytes
+      std::memcpy(rec + (b % 2) * 512 + (t / 4) * 64 + 4 * i, src, 4);
+    }
+    std::memcpy(rec + 1024 + (b % 2) * 32 + 2 * i, row + nb * kQ8Block + 2 * b, 2);
+  }
+}
+static inline void q8p_get_row(const uint8_t* p, int64_t K, int64_t n, uint8_t* row) {
+  const int64_t nb = q8_blocks(K);
+  const uint8_t* panel = p + (n / 16) * q8p_panel_bytes(K);
+  const int64_t i = n % 16;
+  std::memset(row, 0, size_t(q8_row_bytes(K)));
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* rec = panel + (b / 2) * kQ8pPairBytes;
+    for (int64_t t = 0; t < kQ8Block; t += 4)
+      std::memcpy(row + q8_quant_offset(K, b * kQ8Block + t), rec + (b % 2) * 512 + (t / 4) * 64 + 4 * i, 4);
+    std::memcpy(row + nb * kQ8Block + 2 * b, rec + 1024 + (b % 2) * 32 + 2 * i, 2);
+  }
 }
 
 }  // namespace dvl

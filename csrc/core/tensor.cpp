@@ -21,6 +21,7 @@ bool dtype_parse(const std::string& s, DType* out) {
   else if (l == "u8" || l == "uint8") *out = DType::U8;
   else if (l == "q8") *out = DType::Q8;
   else if (l == "bf16p") *out = DType::BF16P;
+  else if (l == "q8p") *out = DType::Q8P;
   else return false;
   return true;
 }
@@ -132,6 +133,8 @@ TensorP Tensor::alloc(DType dt, std::vector<int64_t> shape, Device dev) {
   if (dt == DType::Q8 && t->shape.empty()) throw Error(DVL_ERR_SHAPE, "a q8 tensor needs rank ≥ 1 (rows of K values)");
   if (dt == DType::Q8 && dev != Device::Cpu) throw Error(DVL_ERR_DTYPE, "q8 tensors live on the CPU only (no CUDA kernel reads them)");
   if (dt == DType::BF16P && t->shape.size() != 2) throw Error(DVL_ERR_SHAPE, "a bf16p tensor is a matrix [N, K] (rank 2), got " + shape_str(t->shape));
+  if (dt == DType::Q8P && t->shape.size() != 2) throw Error(DVL_ERR_SHAPE, "a q8p tensor is a matrix [N, K] (rank 2), got " + shape_str(t->shape));
+  if (dt == DType::Q8P && dev != Device::Cpu) throw Error(DVL_ERR_DTYPE, "q8p tensors live on the CPU only (no CUDA kernel reads them)");
   if (dt == DType::BF16P && dev != Device::Cpu) throw Error(DVL_ERR_DTYPE, "bf16p tensors live on the CPU only (the CUDA kernels read plain bf16)");
   if (t_defer_alloc) {
     t->storage = Storage::slot(t->nbytes(), dev);
@@ -155,6 +158,7 @@ size_t Tensor::nbytes() const {
     const int64_t K = shape.empty() ? 1 : shape.back();
     return K == 0 ? 0 : size_t(numel() / K) * size_t(q8_row_bytes(K));
   }
+  if (dtype == DType::Q8P) return shape.size() == 2 && numel() ? size_t(q8p_bytes(shape[0], shape[1])) : 0;
   if (dtype == DType::BF16P) return shape.size() == 2 && numel() ? size_t(bf16p_elems(shape[0], shape[1])) * 2 : 0;
   return size_t(numel()) * dtype_size(dtype);
 }

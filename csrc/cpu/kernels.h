@@ -111,6 +111,11 @@ struct CpuKernels {
   // but avx512_bf16). Its [n0, n1): n0 a multiple of 16, n1 too or N.
   MatmulFn matmul_bf16p;
   MatmulBf16DotFn matmul_bf16p_dot;
+  // q8p weights (dtype.h "q8p layout"), the same way: matmul_q8p exact at every level (the
+  // plain kernel), matmul_q8p_fast over ActQ8 activations where the level has one (avx512_bf16,
+  // kernels_q8p.inc), else null.
+  MatmulFn matmul_q8p;
+  MatmulQ8FastFn matmul_q8p_fast;
 };
 
 // The table for the best level available (or the forced one). Never null.

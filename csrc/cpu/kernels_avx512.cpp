@@ -46,6 +46,8 @@ const CpuKernels kCpuKernelsAvx512 = {
     "vpmaddubsw ymm (AVX2): int8 activations x int8 weights, int32 block sums",
     gen_matmul_bf16p,
     nullptr,
+    gen_matmul_q8p,
+    nullptr,
 };
 
 }  // namespace dvl

@@ -20,6 +20,7 @@ namespace {
 #include "kernels_bf16dot.inc"
 #include "kernels_bf16p.inc"
 #include "kernels_q8_v512.inc"
+#include "kernels_q8p.inc"
 }  // namespace
 
 const CpuKernels kCpuKernelsAvx512Bf16 = {
@@ -46,6 +47,8 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     "vpdpbusd zmm (AVX512_VNNI): int8 activations x int8 weights, int32 block sums",
     gen_matmul_bf16p,
     bf16p_dot_matmul,
+    gen_matmul_q8p,
+    q8p_zmm_matmul,
 };
 
 }  // namespace dvl

@@ -34,6 +34,8 @@ const CpuKernels kCpuKernelsScalar = {
     "scalar: int8 activations x int8 weights, int32 block sums",
     gen_matmul_bf16p,
     nullptr,
+    gen_matmul_q8p,
+    nullptr,
 };
 
 }  // namespace dvl

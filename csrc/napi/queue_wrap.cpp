@@ -393,7 +393,10 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     o.Set("bf16", packed ? std::string(k.bf16_fast_kernel) + "; weights packed at load in panels of 16 rows (bf16p)"
                   : fast && k.bf16_fast_kernel ? std::string(k.bf16_fast_kernel) : exact + " (weights widened exactly)");
     o.Set("bf16Packed", packed);
-    o.Set("q8", fast ? std::string(k.q8_fast_kernel) : exact + " (weights dequantised exactly)");
+    const bool q8packed = fast && k.matmul_q8p_fast != nullptr;
+    o.Set("q8", q8packed ? std::string(k.q8_fast_kernel) + "; weights packed at load in panels of 16 rows (q8p)"
+                : fast ? std::string(k.q8_fast_kernel) : exact + " (weights dequantised exactly)");
+    o.Set("q8Packed", q8packed);
     return o;
   }
   Napi::Value JS_device(const Napi::CallbackInfo& info) {

@@ -89,6 +89,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
       std::string dts = info[0].As<Napi::String>().Utf8Value();
       if (!dtype_parse(dts, &dt)) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: unknown dtype '" + dts + "'");
       if (dt == DType::Q8) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: q8 tensors are made by quantising (convert to 'q8', or load with dtype 'q8')");
+      if (dt == DType::Q8P) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: q8p tensors are made by convert to 'q8p' (or by loading a model with dtype 'q8' on an AVX512_VNNI CPU)");
       if (dt == DType::BF16P) throw Error(DVL_ERR_DTYPE, "Tensor.fromArray: bf16p tensors are made by convert to 'bf16p' (or by loading a model with precision 'fast' on an AVX512_BF16 CPU)");
       Napi::Array sa = info[1].As<Napi::Array>();
       std::vector<int64_t> shape;

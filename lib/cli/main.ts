@@ -30,7 +30,7 @@ import { availableHostMemory, describeEstimate, estimateMemory, formatBytes } fr
 import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult, LoadModelOptions } from '../model/model.js';
-import { Queue } from '../native/index.js';
+import { Queue, nativeInfo } from '../native/index.js';
 import { loadProgress, progressBar } from './progress.js';
 
 const USAGE = `usage:
@@ -243,7 +243,9 @@ async function cmdInspect(arg: string | undefined, v: Values): Promise<void> {
       vision: c.vision ? { kind: c.vision.kind } : null, eosTokenId: c.eosTokenId,
     };
     const contextLength = num(v['context-length'], 'context-length') ?? Math.min(c.text.maxPositionEmbeddings, 8192);
-    const est = estimateMemory(c, { contextLength, device: info.backend, dtype: loadOpts(v).dtype });
+    const lo = loadOpts(v);
+    const panels = info.backend === 'cpu' && (lo.precision ?? 'fast') === 'fast' && nativeInfo().isa === 'avx512_bf16';
+    const est = estimateMemory(c, { contextLength, device: info.backend, dtype: lo.dtype, panels });
     const available = info.backend === 'cuda' && info.cuda.device ? info.cuda.device.memoryBytes : availableHostMemory();
     out.memory = { ...est, availableBytes: available, fits: est.totalBytes <= available, summary: `${formatBytes(est.totalBytes)} of ${formatBytes(available)} available: ${describeEstimate(est)}` };
   }

@@ -54,10 +54,13 @@ export interface MemoryEstimateOptions {
   device?: 'cpu' | 'cuda';
   /** KV-cache slots: requests decoded at once (loadModel's maxBatch; default 1). */
   slots?: number;
+  /** bf16 and q8 matrices stored in 16-row panels (bf16p, q8p: csrc/core/dtype.h), as loadModel
+   *  does where the CPU queue runs the panel kernels (precision 'fast' on avx512_bf16). */
+  panels?: boolean;
 }
 
 /** Bytes per element of a weight matrix by load dtype (q8: 32 int8 + one bf16 scale per 32; rows padded to 64 bytes). */
-export const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({ f32: 4, f16: 2, bf16: 2, bf16p: 2, q8: 34 / 32 });
+export const DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({ f32: 4, f16: 2, bf16: 2, bf16p: 2, q8: 34 / 32, q8p: 34 / 32 });
 
 const TORCH_DTYPES: Readonly<Record<string, string>> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
 
@@ -68,30 +71,37 @@ function storedDtype(config: ModelConfig): string {
 }
 
 /** Bytes of one stored weight: 1-D f32; q8 quantises 2-D matrices only (rows of 34 bytes per 32
- *  values padded to 64, csrc/core/dtype.h) and leaves conv kernels in the stored dtype. */
-function bytesOf(shape: number[], dtype: string, stored: string): number {
+ *  values padded to 64, csrc/core/dtype.h) and leaves conv kernels in the stored dtype; with
+ *  `panels`, 2-D bf16 and q8 matrices take the bf16p / q8p sizes (rows padded to 16, bf16p's K to
+ *  even, q8p's blocks to pairs of 1088-byte records). */
+function bytesOf(shape: number[], dtype: string, stored: string, panels: boolean): number {
   const n = shape.reduce((a, d) => a * d, 1);
   if (shape.length === 1) return n * 4;
-  if (dtype !== 'q8') return n * (DTYPE_BYTES[dtype] ?? 4);
+  const [N, K] = shape;
+  if (dtype !== 'q8') {
+    if (panels && shape.length === 2 && dtype === 'bf16') return Math.ceil(N / 16) * 16 * (K + (K % 2)) * 2;
+    return n * (DTYPE_BYTES[dtype] ?? 4);
+  }
   if (shape.length !== 2) return n * (DTYPE_BYTES[stored] ?? 4);
-  return shape[0] * Math.ceil((Math.ceil(shape[1] / 32) * 34) / 64) * 64;
+  if (panels) return Math.ceil(N / 16) * Math.ceil(Math.ceil(K / 32) / 2) * 1088;
+  return N * Math.ceil((Math.ceil(K / 32) * 34) / 64) * 64;
 }
 
-function tensorBytes(shapes: Map<string, number[]>, dtype: string, stored: string): number {
+function tensorBytes(shapes: Map<string, number[]>, dtype: string, stored: string, panels: boolean): number {
   let b = 0;
-  for (const s of shapes.values()) b += bytesOf(s, dtype, stored);
+  for (const s of shapes.values()) b += bytesOf(s, dtype, stored, panels);
   return b;
 }
 
 /** Weight bytes: measured with 0 and 1 layers (text, vision), then scaled to the real counts. */
-function weightBytes(config: ModelConfig, dtype: string, vision: boolean): number {
+function weightBytes(config: ModelConfig, dtype: string, vision: boolean, panels: boolean): number {
   const withLayers = (text: number, vis: number): ModelConfig => {
     const v = config.vision;
     const vc = !v ? v : v.kind === 'qwen2_5_vl' ? { ...v, depth: vis, fullAttBlockIndexes: [] } : { ...v, numLayers: vis };
     return { ...config, text: { ...config.text, numLayers: text }, vision: vc };
   };
   const stored = storedDtype(config);
-  const size = (text: number, vis: number) => tensorBytes(expectedTensors(withLayers(text, vis), { vision }), dtype, stored);
+  const size = (text: number, vis: number) => tensorBytes(expectedTensors(withLayers(text, vis), { vision }), dtype, stored, panels);
   const base = size(0, 0);
   const perText = size(1, 0) - base;
   const perVision = size(0, 1) - base;
@@ -126,7 +136,7 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
     }
     visionBytes += (o.imagePixels ?? 0) * 3;
   }
-  const weightsBytes = weightBytes(config, weightDtype, vision);
+  const weightsBytes = weightBytes(config, weightDtype, vision, o.panels === true);
   return {
     weightsBytes, kvCacheBytes, activationBytes, visionBytes,
     totalBytes: weightsBytes + kvCacheBytes + activationBytes + visionBytes,

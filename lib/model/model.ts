@@ -24,7 +24,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
-import { Queue, type Isa, type Precision, type Tensor } from '../native/index.js';
+import { Queue, nativeInfo, type Isa, type Precision, type Tensor } from '../native/index.js';
 import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags, type Stepper } from '../decode/runner.js';
@@ -264,8 +264,10 @@ export class Model {
     // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
     // an absurd config or contextLength fails here in milliseconds.
     const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64) };
+    // The panel layouts (bf16p, q8p) are what the queue will pick: precision 'fast' at avx512_bf16.
+    const panels = backend.backend === 'cpu' && (opts.precision ?? 'fast') === 'fast' && (opts.isa ?? nativeInfo().isa) === 'avx512_bf16';
     const memory = estimateMemory(config, {
-      contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend, slots: batch.maxBatch,
+      contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend, slots: batch.maxBatch, panels,
     });
     if (opts.memoryCheck !== false) {
       const gpuBytes = backend.cuda.device?.memoryBytes;
@@ -284,7 +286,8 @@ export class Model {
         }
       }
       const packBf16 = backend.backend === 'cpu' && queue.kernels?.bf16Packed === true;
-      weights = await loadWeights(dir, queue, { dtype: opts.dtype, packBf16, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
+      const packQ8 = backend.backend === 'cpu' && queue.kernels?.q8Packed === true;
+      weights = await loadWeights(dir, queue, { dtype: opts.dtype, packBf16, packQ8, onProgress: opts.onProgress, signal: opts.signal, vision: opts.vision ?? true });
       const m = new Model(queue, weights, tokenizer, contextLength, backend, memory, limits, batch);
       if (opts.eager !== undefined) {
         m.text.eager = opts.eager === true;

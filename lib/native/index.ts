@@ -114,8 +114,8 @@ export abstract class OpSet {
   add(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('add', [a, b]); }
   mul(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('mul', [a, b]); }
   scale(x: NativeTensor, s: number): NativeTensor { return this.one('scale', [x], { s }); }
-  /** To another float dtype (round to nearest even), to/from q8 (rows of the last dim quantised; dequantised exactly), to/from bf16p (a matrix rounded to bf16, in panels; read back exactly). */
-  convert(x: NativeTensor, dtype: 'f32' | 'bf16' | 'f16' | 'q8' | 'bf16p'): NativeTensor { return this.one('convert', [x], { dtype }); }
+  /** To another float dtype (round to nearest even), to/from q8 (rows of the last dim quantised; dequantised exactly), to/from bf16p and q8p (a matrix rounded to bf16 or quantised, in panels; read back exactly). */
+  convert(x: NativeTensor, dtype: 'f32' | 'bf16' | 'f16' | 'q8' | 'bf16p' | 'q8p'): NativeTensor { return this.one('convert', [x], { dtype }); }
   /** Reads `bytes` at `offset` of `path` (stored as `src`) into `dst`, converting if needed. */
   load(dst: NativeTensor, path: string, offset: number, bytes: number, src: DType): void {
     this.op('load', [dst], { path, offset, bytes, src });

@@ -1,8 +1,8 @@
 // types.ts — the typed view of the addon's surface (csrc/napi). Public code never sees these
 // directly; lib/native/index.ts wraps them.
 
-/** 'q8': int8 blocks; 'bf16p': bf16 matrices in 16-row panels (csrc/core/dtype.h) — CPU weights only. */
-export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8' | 'q8' | 'bf16p';
+/** 'q8': int8 blocks; 'bf16p' / 'q8p': bf16 / q8 matrices in 16-row panels (csrc/core/dtype.h) — CPU weights only. */
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u8' | 'q8' | 'bf16p' | 'q8p';
 /** CPU matmul precision (csrc/cpu/kernels.h): 'exact' keeps f32 activations, 'fast' rounds them. */
 export type Precision = 'exact' | 'fast';
 export type Isa = 'scalar' | 'avx2' | 'avx2_vnni' | 'avx512' | 'avx512_bf16';
@@ -80,6 +80,8 @@ export interface CpuKernelInfo {
   q8: string;
   /** Whether bf16 weight matrices are loaded as 'bf16p' (panels for the vdpbf16ps kernel): precision 'fast' at avx512_bf16. */
   bf16Packed: boolean;
+  /** Whether q8 weight matrices are loaded as 'q8p' (panels for the vpdpbusd kernel): precision 'fast' at avx512_bf16. */
+  q8Packed: boolean;
 }
 
 export interface NativeInfo {

@@ -42,6 +42,8 @@ export interface LoadOptions {
    * (queue.kernels.bf16Packed); only matmul, embedding and convert read bf16p.
    */
   packBf16?: boolean;
+  /** Store q8 matrices as 'q8p', the panel layout of the CPU's vpdpbusd kernel (queue.kernels.q8Packed). */
+  packQ8?: boolean;
   /** Called after each sync (about every 64 MB) and once at the end with loadedBytes = totalBytes. */
   onProgress?: (p: LoadProgress) => void;
   /** Aborting rejects with signal.reason after freeing what was allocated. */
@@ -131,7 +133,9 @@ function planTensors(config: ModelConfig, stored: StoredTensor[], opts: LoadOpti
       throw new WeightsError(`${s.file}: tensor ${s.name} is stored as ${s.dtype}; weights must be F32, F16 or BF16`, { file: s.file, tensor: s.name });
     }
     const want = opts.dtype === 'q8' && shape.length !== 2 ? stored : opts.dtype ?? stored;
-    const dtype: DType = shape.length === 1 ? 'f32' : opts.packBf16 && shape.length === 2 && want === 'bf16' ? 'bf16p' : want;
+    let dtype: DType = shape.length === 1 ? 'f32' : want;
+    if (shape.length === 2 && dtype === 'bf16' && opts.packBf16) dtype = 'bf16p';
+    if (shape.length === 2 && dtype === 'q8' && opts.packQ8) dtype = 'q8p';
     plan.push({ name, src: s, dtype });
   }
   // File order, then offset order: sequential reads.
@@ -149,6 +153,7 @@ export async function loadWeights(dir: string, queue: Queue, opts: LoadOptions =
     throw new OptionError("dtype 'q8' runs on the CPU only: load it with a CPU queue", 'dtype');
   }
   if (opts.packBf16 && queue.device === 'cuda') throw new OptionError('packBf16 is a CPU layout: load it with a CPU queue', 'packBf16');
+  if (opts.packQ8 && queue.device === 'cuda') throw new OptionError('packQ8 is a CPU layout: load it with a CPU queue', 'packQ8');
   const config = await readConfig(dir);
   const ckpt = await openCheckpoint(dir);
   signal?.throwIfAborted();

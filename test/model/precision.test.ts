@@ -48,10 +48,10 @@ beforeAll(async () => {
 });
 afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
 
-async function logits(precision: Precision, dtype?: 'q8', packBf16 = false): Promise<Float32Array> {
+async function logits(precision: Precision, dtype?: 'q8', packed = false): Promise<Float32Array> {
   const q = new Queue({ threads: 2, precision });
-  const w = await loadWeights(dir, q, { dtype, packBf16 });
-  if (packBf16) expect(w.get('model.layers.0.mlp.down_proj.weight').dtype).toBe('bf16p');
+  const w = await loadWeights(dir, q, { dtype, packBf16: packed, packQ8: packed });
+  if (packed) expect(w.get('model.layers.0.mlp.down_proj.weight').dtype).toBe(dtype === 'q8' ? 'q8p' : 'bf16p');
   const m = new Qwen2Text(q, w, w.config.text);
   m.allocateCache({ capacity: 64 });
   try {
@@ -104,11 +104,13 @@ describe(`logits of a random bf16 checkpoint (L = ${L}) against float64, per pre
   // kernel there, the plain exact one elsewhere): the same bounds as 'fast'.
   const cases: [string, Precision, 'q8' | undefined, boolean][] = [
     ['exact', 'exact', undefined, false], ['fast', 'fast', undefined, false], ['fast bf16p', 'fast', undefined, true],
-    ['q8 exact', 'exact', 'q8', false], ['q8 fast', 'fast', 'q8', false],
+    ['q8 exact', 'exact', 'q8', false], ['q8 fast', 'fast', 'q8', false], ['q8 fast q8p', 'fast', 'q8', true],
   ];
   const bound: Record<string, number> = {
     exact: 1e-3, fast: hasDot ? (4 * L + 1) * 2 ** -8 : 1e-3, 'fast bf16p': hasDot ? (4 * L + 1) * 2 ** -8 : 1e-3,
     'q8 exact': ((4 * L + 1) * Math.sqrt(32)) / 254, 'q8 fast': (2 * (4 * L + 1) * Math.sqrt(32)) / 254,
+    // q8p on a level without its kernel runs the exact kernel (f32 activations): inside this too.
+    'q8 fast q8p': (2 * (4 * L + 1) * Math.sqrt(32)) / 254,
   };
   for (const [name, precision, dtype, packed] of cases) {
     it(`${name}: e ≤ ${bound[name].toExponential(2)} against float64, top-1 ≥ 90 %${dtype === 'q8' && precision === 'exact' || name === 'exact' ? ', e ≤ 1e-5 against the modelled rounding' : ''}`, async () => {
@@ -149,7 +151,7 @@ describe('loadWeights with dtype q8', () => {
   });
 });
 
-describe('loadModel stores bf16 matrices as bf16p exactly where its queue runs the bf16p kernel', () => {
+describe('loadModel stores bf16 / q8 matrices as bf16p / q8p exactly where its queue runs the panel kernels', () => {
   it.each(nativeInfo().isaLevels.flatMap((isa) => (['fast', 'exact'] as const).map((p) => [isa, p] as const)))('%s %s', async (isa, precision) => {
     const m = await loadModel(bundledModelDir(), { isa, precision, threads: 1 });
     try {
@@ -164,6 +166,16 @@ describe('loadModel stores bf16 matrices as bf16p exactly where its queue runs t
       expect(out.text.length).toBeGreaterThan(0);
     } finally {
       m.dispose();
+    }
+    const q8 = await loadModel(bundledModelDir(), { isa, precision, threads: 1, dtype: 'q8' });
+    try {
+      const packed = isa === 'avx512_bf16' && precision === 'fast';
+      expect(q8.backend.cpu.kernels?.q8Packed).toBe(packed);
+      const w = (q8 as unknown as { weights: { get(n: string): { dtype: string } } }).weights;
+      expect(w.get('model.layers.0.mlp.down_proj.weight').dtype).toBe(packed ? 'q8p' : 'q8');
+      expect((await q8.generate({ prompt: 'Reverse the word: cat', maxTokens: 8 })).text.length).toBeGreaterThan(0);
+    } finally {
+      q8.dispose();
     }
   });
 });

@@ -168,6 +168,31 @@ describe('loadWeights: dtype option', () => {
     }
   });
 
+  it('packQ8 with dtype q8: matrices load as q8p panels holding the bytes a q8 load holds', async () => {
+    const dir = dirFor('q8p');
+    await writeQwen2Checkpoint(dir, { ...text, vision: qwenVit }, { dtype: 'bf16', tied: false, shards: 1, layout: 'converted', seed: 10, diffusion: { blockSize: 8, maskTokenId: 300 } });
+    const plain = await loadWeights(dir, q, { dtype: 'q8' });
+    const packed = await loadWeights(dir, q, { dtype: 'q8', packQ8: true, packBf16: true });
+    try {
+      let n2 = 0;
+      for (const [name, t] of packed.tensors) {
+        const p = plain.get(name);
+        if (p.dtype !== 'q8' || p.shape.length !== 2) {
+          expect(t.dtype, name).toBe(p.dtype);  // 1-D f32, the 5-D patch kernel as stored
+          continue;
+        }
+        n2++;
+        expect(t.dtype, name).toBe('q8p');
+        const back = q.convert(t, 'q8');
+        expect(Array.from((await q.read(back)) as Uint8Array), name).toEqual(Array.from((await q.read(p)) as Uint8Array));
+        back.dispose();
+      }
+      expect(n2).toBeGreaterThan(10);
+    } finally {
+      plain.dispose(); packed.dispose();
+    }
+  });
+
   it('vision: false loads the text model only and lists the vision tensors as unused', async () => {
     const dir = dirFor('novision');
     await writeQwen2Checkpoint(dir, { ...text, vision: qwenVit }, { dtype: 'bf16', tied: true, shards: 1, layout: 'released', seed: 8, diffusion: { blockSize: 8, maskTokenId: 300 } });

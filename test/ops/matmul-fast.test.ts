@@ -188,6 +188,60 @@ describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
   });
 });
 
+describe('q8p layout (dtype.h: panels of 16 rows, blocks in pairs of 1088-byte records)', () => {
+  // Byte of a q8p tensor holding row n's quad j of block b (4 bytes), and its scale (2 bytes).
+  const panelBytes = (K: number) => Math.ceil(Math.ceil(K / 32) / 2) * 1088;
+  const quadAt = (K: number, n: number, b: number, j: number) => Math.floor(n / 16) * panelBytes(K) + Math.floor(b / 2) * 1088 + (b % 2) * 512 + j * 64 + 4 * (n % 16);
+  const scaleAt = (K: number, n: number, b: number) => Math.floor(n / 16) * panelBytes(K) + Math.floor(b / 2) * 1088 + 1024 + (b % 2) * 32 + 2 * (n % 16);
+  it('convert writes the q8 quants and scales at the documented places (zero padding), reads back exactly, and embedding reads the same rows', async () => {
+    for (const isa of levels) {
+      const q = new Queue({ isa, threads: 2 });
+      for (const [N, K] of [[1, 1], [3, 31], [16, 32], [17, 33], [33, 96], [20, 545], [5, 1000]]) {
+        const w = normal(rng(N * 131 + K), N * K, 0.7);
+        const src = tensorFromArray('f32', [N, K], w);
+        const t = q.convert(src, 'q8p');
+        expect(t.dtype).toBe('q8p');
+        expect(t.shape).toEqual([N, K]);
+        expect(t.nbytes).toBe(Math.ceil(N / 16) * panelBytes(K));
+        const ref = quantizeWeights(w, N, K), nb = Math.ceil(K / 32);
+        const want = new Uint8Array(t.nbytes);
+        for (let n = 0; n < N; n++)
+          for (let b = 0; b < nb; b++) {
+            for (let j = 0; j < 8; j++)
+              for (let u = 0; u < 4; u++) want[quadAt(K, n, b, j) + u] = ref.quant[n * nb * 32 + b * 32 + 4 * j + u] + 128;
+            const bits = toBf16(Float32Array.of(ref.scale[n * nb + b]))[0];
+            want[scaleAt(K, n, b)] = bits & 0xff;
+            want[scaleAt(K, n, b) + 1] = bits >> 8;
+          }
+        expect(Array.from((await q.read(t)) as Uint8Array), `${isa} q8p N=${N} K=${K}`).toEqual(Array.from(want));
+        // Back to q8 rows: the bytes convert to q8 writes directly.
+        expect(Array.from((await q.read(q.convert(t, 'q8'))) as Uint8Array)).toEqual(Array.from((await q.read(q.convert(src, 'q8'))) as Uint8Array));
+        const deq = dequantize(ref);
+        sameBits(await q.readF32(q.convert(t, 'f32')), deq, `${isa} q8p → f32`);
+        const ids = [N - 1, 0, Math.floor(N / 2)];
+        const e = await q.readF32(q.embedding(tensorFromArray('i32', [3], Int32Array.from(ids)), t));
+        for (const [i, row] of ids.entries()) sameBits(e.subarray(i * K, (i + 1) * K), deq.subarray(row * K, (row + 1) * K), `${isa} embedding row ${row}`);
+        src.dispose();
+      }
+      q.dispose();
+    }
+  });
+
+  it('typed errors: no fromArray, rank other than 2, reshape, narrow and concat of the panels, wrong K', () => {
+    const q = new Queue({ threads: 1 });
+    expect(() => tensorFromArray('q8p', [2, 32], new Uint8Array(2176))).toThrow(DTypeError);
+    expect(() => q.convert(tensorFromArray('f32', [2, 2, 32], new Float32Array(128)), 'q8p')).toThrow(ShapeError);
+    const t = q.convert(tensorFromArray('f32', [4, 64], new Float32Array(256)), 'q8p');
+    expect(() => q.reshape(t, [8, 32])).toThrow(DTypeError);
+    expect(q.reshape(t, [4, 64]).shape).toEqual([4, 64]);
+    expect(() => q.op('narrow_rows', [t], { start: 0, len: 2 })).toThrow(DTypeError);
+    expect(() => q.op('concat_rows', [t, t])).toThrow(DTypeError);
+    expect(() => q.matmul(tensorFromArray('f32', [1, 63], new Float32Array(63)), t)).toThrow(ShapeError);
+    expect(() => q.add(t, t)).toThrow(DTypeError);
+    q.dispose();
+  });
+});
+
 describe('bf16 weights, precision fast', () => {
   // 'bf16p' is the same weights in the panel layout (dtype.h) that loadModel uses on
   // avx512_bf16: its own vdpbf16ps kernel there (kernels_bf16p.inc), the plain kernel
@@ -322,19 +376,28 @@ describe('bf16 weights, precision fast', () => {
 });
 
 describe('q8 weights', () => {
-  for (const isa of levels) {
-    it(`${isa}: fast within the bound over the quantised values and the quantisation bound; exact within (K + 2)·U`, async () => {
+  // 'q8p' is the same quants in the panel layout (dtype.h) loadModel uses on avx512_bf16: its
+  // own vpdpbusd kernel there (kernels_q8p.inc); elsewhere the plain exact kernel in both
+  // precisions.
+  for (const isa of levels) for (const layout of ['q8', 'q8p'] as const) {
+    const fastKernel = layout === 'q8' || hasDot(isa);
+    it(`${isa} ${layout}: ${fastKernel ? 'fast within the bound over the quantised values and the quantisation bound; ' : 'fast = exact; '}exact within (K + 2)·U`, async () => {
       const qf = new Queue({ isa, threads: 2, precision: 'fast' });
       const qe = new Queue({ isa, threads: 2, precision: 'exact' });
+      expect(qf.kernels!.q8Packed).toBe(hasDot(isa));
       for (const c of CASES) {
-        const wt = qf.convert(tensorFromArray('f32', [c.N, c.K], c.w), 'q8');
+        const wt = qf.convert(tensorFromArray('f32', [c.N, c.K], c.w), layout);
         const wq = quantizeWeights(c.w, c.N, c.K), xq = quantizeActivations(c.x, c.M, c.K);
-        const label = `${isa} q8 M=${c.M} K=${c.K} N=${c.N}`;
+        const label = `${isa} ${layout} M=${c.M} K=${c.K} N=${c.N}`;
         const fast = await matmul(qf, c.x, c.M, c.K, wt, c.b);
+        if (!fastKernel) {
+          sameBits(fast, await matmul(qe, c.x, c.M, c.K, wt, c.b), label + ' fast = exact');
+        }
         const { ref, tol } = q8FastReference(xq, wq, c.b, c.M, c.N);
+        const nb = Math.ceil(c.K / 32), wd = dequantize(wq);
+        if (fastKernel) {
         checkBound(fast, ref, tol, label + ' fast (vs quantised values)');
         // Against the unquantised product: each value within half a step of its quant.
-        const nb = Math.ceil(c.K / 32), wd = dequantize(wq);
         const ref0 = new Float64Array(c.M * c.N), tol0 = new Float64Array(c.M * c.N);
         for (let m = 0; m < c.M; m++)
           for (let n = 0; n < c.N; n++) {
@@ -349,6 +412,7 @@ describe('q8 weights', () => {
             tol0[i] = tol[i] + e * (1 + 2 ** -20);
           }
         checkBound(fast, ref0, tol0, label + ' fast (vs f32 values)');
+        }
         // exact: f32 activations times the dequantised weights.
         const exact = await matmul(qe, c.x, c.M, c.K, wt, c.b);
         const refE = new Float64Array(c.M * c.N), tolE = new Float64Array(c.M * c.N);
@@ -370,20 +434,22 @@ describe('q8 weights', () => {
 
   it('NaN / Inf: a non-finite activation makes its row NaN (fast), a NaN weight its column, at every level', async () => {
     for (const isa of levels)
+      for (const layout of ['q8', 'q8p'] as const)
       for (const precision of ['fast', 'exact'] as const) {
+        const quantised = precision === 'fast' && (layout === 'q8' || hasDot(isa));
         const q = new Queue({ isa, threads: 2, precision });
         const M = 6, K = 100, N = 9;
         const x = normal(rng(8), M * K), w = normal(rng(9), N * K);
         x[1 * K + 99] = NaN;
         x[3 * K + 40] = -Infinity;
         w[5 * K + 64] = NaN;
-        const wt = q.convert(tensorFromArray('f32', [N, K], w), 'q8');
+        const wt = q.convert(tensorFromArray('f32', [N, K], w), layout);
         const y = await matmul(q, x, M, K, wt, null);
         for (let m = 0; m < M; m++)
           for (let n = 0; n < N; n++) {
-            const v = y[m * N + n], l = `${isa} ${precision} ${m},${n}`;
+            const v = y[m * N + n], l = `${isa} ${layout} ${precision} ${m},${n}`;
             // exact: −Inf times the finite dequantised weights of both signs sums to NaN or ±Inf.
-            if (m === 1 || n === 5 || (m === 3 && precision === 'fast')) expect(v, l).toBeNaN();
+            if (m === 1 || n === 5 || (m === 3 && quantised)) expect(v, l).toBeNaN();
             else if (m === 3) expect(Number.isFinite(v), l).toBe(false);
             else expect(Number.isFinite(v), l).toBe(true);
           }
@@ -397,14 +463,16 @@ describe('q8 weights', () => {
     const x = new Float32Array(K).fill(2 ** -97);
     x[40] = 1;  // block 1 normal
     const w = new Float32Array(K).fill(1);
-    const wt = q.convert(tensorFromArray('f32', [1, K], w), 'q8');
-    const y = await matmul(q, x, 1, K, wt, null);
-    // Bit for bit what block 0 left at exactly zero gives (block 1's tiny values also vanish:
-    // they are below half a step of its scale).
-    const x0 = new Float32Array(K);
-    x0[40] = 1;
-    expect(y[0]).toBe((await matmul(q, x0, 1, K, wt, null))[0]);
-    expect(Math.abs(y[0] - 1)).toBeLessThan(2 ** -8);
+    for (const layout of ['q8', 'q8p'] as const) {
+      const wt = q.convert(tensorFromArray('f32', [1, K], w), layout);
+      const y = await matmul(q, x, 1, K, wt, null);
+      // Bit for bit what block 0 left at exactly zero gives (block 1's tiny values also vanish:
+      // they are below half a step of its scale).
+      const x0 = new Float32Array(K);
+      x0[40] = 1;
+      expect(y[0], layout).toBe((await matmul(q, x0, 1, K, wt, null))[0]);
+      if (layout === 'q8' || q.kernels!.q8Packed) expect(Math.abs(y[0] - 1), layout).toBeLessThan(2 ** -8);
+    }
     q.dispose();
   });
 });
@@ -412,15 +480,16 @@ describe('q8 weights', () => {
 describe('invariant: y[m, n] is the same bits whatever M, the other rows and the thread split', () => {
   const K = 545, N = 517, R = 16;
   const x = normal(rng(11), R * K), w = normal(rng(12), N * K, 0.3), b = normal(rng(13), N);
-  const kinds: [Precision, 'f32' | 'bf16' | 'f16' | 'q8' | 'bf16p'][] = [
-    ['exact', 'f32'], ['exact', 'bf16'], ['exact', 'f16'], ['exact', 'q8'], ['exact', 'bf16p'], ['fast', 'bf16'], ['fast', 'q8'], ['fast', 'bf16p'],
+  const kinds: [Precision, 'f32' | 'bf16' | 'f16' | 'q8' | 'bf16p' | 'q8p'][] = [
+    ['exact', 'f32'], ['exact', 'bf16'], ['exact', 'f16'], ['exact', 'q8'], ['exact', 'bf16p'], ['exact', 'q8p'],
+    ['fast', 'bf16'], ['fast', 'q8'], ['fast', 'bf16p'], ['fast', 'q8p'],
   ];
   for (const isa of levels) {
     it(isa, async () => {
       for (const [precision, wdt] of kinds) {
         const q1 = new Queue({ isa, threads: 1, precision }), q2 = new Queue({ isa, threads: 2, precision }), q3 = new Queue({ isa, threads: 3, precision });
         const src = wdt === 'f32' ? tensorFromArray('f32', [N, K], w) : tensorFromArray(wdt === 'f16' ? 'f16' : 'bf16', [N, K], wdt === 'f16' ? toF16(w) : toBf16(w));
-        const wt = wdt === 'q8' || wdt === 'bf16p' ? q1.convert(src, wdt) : src;
+        const wt = wdt === 'q8' || wdt === 'bf16p' || wdt === 'q8p' ? q1.convert(src, wdt) : src;
         await q1.sync();  // the other queues read it
         const label = `${isa} ${precision} ${wdt}`;
         const all = await matmul(q2, x, R, K, wt, b);

@@ -1,13 +1,14 @@
 // basic.cpp — embedding gather, elementwise add/mul/scale, dtype conversion.
 //
-// embedding: ids i32 [T], table f32|bf16|f16|q8|bf16p [V, H] → f32 [T, H]. An id outside [0, V) fails
+// embedding: ids i32 [T], table f32|bf16|f16|q8|bf16p|q8p [V, H] → f32 [T, H]. An id outside [0, V) fails
 //            the op with DVL_RANGE naming the id and its position (checked at run time: the
 //            ids may be written by an earlier op still in the queue).
 // add, mul:  f32 a [.., N] with f32 b of the same shape, or b [N] broadcast over the rows.
 // scale:     f32 x * attr s.
 // convert:   any float dtype → attr dtype (f32|bf16|f16), round to nearest even; to or from
 //            q8 (rows of the last dim quantised by dtype.h's rule, or dequantised exactly); to
-//            or from bf16p (a matrix's values rounded to bf16 and laid out in panels, or read back).
+//            or from bf16p / q8p (a matrix rounded to bf16 or quantised, laid out in panels; or
+//            read back exactly).
 // empty:     no inputs; attrs dtype, shape → a new zero-filled tensor (allocated at plan time,
 //            so a loader can read file bytes straight into it).
 #include <string>
@@ -23,6 +24,12 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
     case DType::BF16: ctx.k.cvt_bf16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
     case DType::F16: ctx.k.cvt_f16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
     case DType::Q8: ctx.k.dequantize_rows_q8(t.data<uint8_t>() + r * q8_row_bytes(K), 1, K, dst); break;
+    case DType::Q8P: {
+      std::vector<uint8_t> row(static_cast<size_t>(q8_row_bytes(K)));
+      q8p_get_row(t.data<uint8_t>(), K, r, row.data());
+      ctx.k.dequantize_rows_q8(row.data(), 1, K, dst);
+      break;
+    }
     case DType::BF16P: {
       const uint16_t* q = t.data<uint16_t>() + bf16p_index(K, r, 0);
       for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(q[(k / 2) * 2 * kBf16pRows + k % 2]);
@@ -35,7 +42,7 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
 static Tensors embedding_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("embedding", in, 2, 2);
   op_need_dtype("embedding", in, 0, {DType::I32});
-  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P});
+  op_need_dtype("embedding", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P, DType::Q8P});
   op_need_rank("embedding", in, 1, 2);
   if (in[0]->rank() != 1) op_fail(DVL_ERR_SHAPE, "embedding", "ids must be rank 1", in);
   return {Tensor::alloc(DType::F32, {in[0]->dim(0), in[1]->dim(1)})};
@@ -107,12 +114,13 @@ static void scale_run(OpContext& ctx, const Tensors& in, const Tensors& out, con
 
 static void convert_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("convert", in, 1, 1);
-  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P});
+  op_need_dtype("convert", in, 0, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P, DType::Q8P});
   DType to;
-  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && to != DType::Q8 && to != DType::BF16P))
-    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16, q8 or bf16p, got '" + a.gets("dtype", "") + "'", in);
+  if (!dtype_parse(a.gets("dtype", ""), &to) || (to != DType::F32 && to != DType::BF16 && to != DType::F16 && !dtype_is_block(to)))
+    op_fail(DVL_ERR_DTYPE, "convert", "attribute dtype must be f32, bf16, f16, q8, bf16p or q8p, got '" + a.gets("dtype", "") + "'", in);
   if (to == DType::Q8 && in[0]->rank() < 1) op_fail(DVL_ERR_SHAPE, "convert", "q8 needs rank ≥ 1 (rows of the last dim)", in);
-  if (to == DType::BF16P && in[0]->rank() != 2) op_fail(DVL_ERR_SHAPE, "convert", "bf16p holds a matrix [N, K] (rank 2)", in);
+  if ((to == DType::BF16P || to == DType::Q8P) && in[0]->rank() != 2)
+    op_fail(DVL_ERR_SHAPE, "convert", std::string(dtype_name(to)) + " holds a matrix [N, K] (rank 2)", in);
   a.convert_to = to;
 }
 
@@ -127,13 +135,28 @@ static void convert_rows_run(OpContext& ctx, const Tensor& x, const Tensor& y) {
   }
   // bf16p padding must be zero (a pair's second value times a zero activation is read); an
   // output inside a recorded plan's arena starts NaN-poisoned.
-  if (y.dtype == DType::BF16P) std::memset(y.raw(), 0, y.nbytes());
+  if (y.dtype == DType::BF16P || y.dtype == DType::Q8P) std::memset(y.raw(), 0, y.nbytes());
+  // q8 ↔ q8p is a re-layout of the same bytes (dequantising and quantising again could move a
+  // scale up by one bf16 step).
+  if ((x.dtype == DType::Q8 && y.dtype == DType::Q8P) || (x.dtype == DType::Q8P && y.dtype == DType::Q8)) {
+    const size_t rb = size_t(q8_row_bytes(K));
+    for (int64_t r = 0; r < R; ++r) {
+      if (y.dtype == DType::Q8P) q8p_put_row(y.data<uint8_t>(), K, r, x.data<uint8_t>() + size_t(r) * rb);
+      else q8p_get_row(x.data<uint8_t>(), K, r, y.data<uint8_t>() + size_t(r) * rb);
+    }
+    return;
+  }
   ctx.pool.parallel_for(R, 16, [&](int64_t b, int64_t e) {
     std::vector<float> f(static_cast<size_t>(K));
     std::vector<uint16_t> h(y.dtype == DType::BF16P ? static_cast<size_t>(K) : 0);
+    std::vector<uint8_t> qrow(y.dtype == DType::Q8P ? static_cast<size_t>(q8_row_bytes(K)) : 0);
     for (int64_t r = b; r < e; ++r) {
       row_to_f32(ctx, x, r, K, f.data());
       switch (y.dtype) {
+        case DType::Q8P:
+          ctx.k.quantize_rows_q8(f.data(), 1, K, qrow.data());
+          q8p_put_row(y.data<uint8_t>(), K, r, qrow.data());
+          break;
         case DType::BF16P:
           ctx.k.cvt_f32_to_bf16(f.data(), h.data(), K);
           bf16p_put_rows(y.data<uint16_t>(), K, r, 1, h.data());

@@ -20,6 +20,8 @@
 
 namespace dvl {
 
+static bool dst_block_ok(DType d) { return d == DType::Q8 || d == DType::BF16P || d == DType::Q8P; }
+
 static void load_parse(const Tensors& in, OpAttrs& a) {
   op_need_inputs("load", in, 1, 1);
   DType src;
@@ -34,7 +36,7 @@ static void load_parse(const Tensors& in, OpAttrs& a) {
                                        std::to_string(n) + " elements of " + dtype_name(src), in);
   DType dst = in[0]->dtype;
   bool float_ok = (src == DType::F32 || src == DType::BF16 || src == DType::F16) &&
-                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16 || dst == DType::Q8 || dst == DType::BF16P);
+                  (dst == DType::F32 || dst == DType::BF16 || dst == DType::F16 || dst_block_ok(dst));
   if (src != dst && !float_ok)
     op_fail(DVL_ERR_DTYPE, "load", std::string("cannot convert ") + dtype_name(src) + " to " + dtype_name(dst), in);
   a.load = LoadAttrs{a.gets("path", ""), src, int64_t(offset), int64_t(bytes)};
@@ -65,24 +67,35 @@ void InputFile::read_exact(void* dst, size_t bytes, long offset) const {
   }
 }
 
+// q8 and q8p: each row quantised (dtype.h's rule) straight into place, or (q8p) into a row
+// buffer and then into its panel.
 static void load_q8(OpContext& ctx, const InputFile& file, Tensor& t, DType src, off_t offset) {
   const int64_t K = t.dim(-1), R = K ? t.numel() / K : 0;
+  const bool panels = t.dtype == DType::Q8P;
   const size_t es = dtype_size(src), row_in = size_t(K) * es, row_out = size_t(q8_row_bytes(K));
   if (R == 0) return;
-  const int64_t chunk = row_in >= (size_t(4) << 20) ? 1 : int64_t((size_t(4) << 20) / row_in);
+  // q8p: whole panels per chunk, and threads take whole panels (rows of one panel share bytes).
+  int64_t chunk = row_in >= (size_t(4) << 20) ? 1 : int64_t((size_t(4) << 20) / row_in);
+  if (panels) chunk = (chunk + 15) / 16 * 16;
   std::vector<char> raw(size_t(chunk < R ? chunk : R) * row_in);
   for (int64_t r0 = 0; r0 < R; r0 += chunk) {
     const int64_t n = R - r0 < chunk ? R - r0 : chunk;
     file.read_exact(raw.data(), size_t(n) * row_in, offset + off_t(size_t(r0) * row_in));
-    ctx.pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+    ctx.pool.parallel_for(n, panels ? 16 : 1, [&](int64_t b, int64_t e) {
       std::vector<float> f(static_cast<size_t>(K));
+      std::vector<uint8_t> qrow(panels ? row_out : 0);
       for (int64_t r = b; r < e; ++r) {
         const char* p = raw.data() + size_t(r) * row_in;
         const float* row = f.data();
         if (src == DType::F32) std::memcpy(f.data(), p, row_in);
         else if (src == DType::BF16) ctx.k.cvt_bf16_to_f32(reinterpret_cast<const uint16_t*>(p), f.data(), K);
         else ctx.k.cvt_f16_to_f32(reinterpret_cast<const uint16_t*>(p), f.data(), K);
-        ctx.k.quantize_rows_q8(row, 1, K, t.data<uint8_t>() + size_t(r0 + r) * row_out);
+        if (panels) {
+          ctx.k.quantize_rows_q8(row, 1, K, qrow.data());
+          q8p_put_row(t.data<uint8_t>(), K, r0 + r, qrow.data());
+        } else {
+          ctx.k.quantize_rows_q8(row, 1, K, t.data<uint8_t>() + size_t(r0 + r) * row_out);
+        }
       }
     });
   }
@@ -133,7 +146,7 @@ static void load_run(OpContext& ctx, const Tensors& in, const Tensors&, const Op
     file.read_exact(t.raw(), bytes, offset);
     return;
   }
-  if (t.dtype == DType::Q8) return load_q8(ctx, file, t, src, offset);
+  if (t.dtype == DType::Q8 || t.dtype == DType::Q8P) return load_q8(ctx, file, t, src, offset);
   if (t.dtype == DType::BF16P) return load_bf16p(ctx, file, t, src, offset);
   // Convert through f32 in 1 MiB chunks (only small tensors such as norms and biases take
   // this path in practice, or a whole checkpoint when the user asks for another dtype).

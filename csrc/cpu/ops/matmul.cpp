@@ -1,8 +1,8 @@
 // matmul.cpp — y = x · Wᵀ (+ b), the linear layer of every model here.
 //
-// x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16|q8|bf16p [N, K] (HF layout;
-// q8: the same rows quantised; bf16p: the same bf16 values in panels of 16 rows — both in
-// csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N].
+// x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16|q8|bf16p|q8p [N, K] (HF
+// layout; q8: the same rows quantised; bf16p / q8p: bf16 / q8 values in panels of 16 rows —
+// all in csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N].
 // Threads split N into column panels so each thread streams a disjoint slice of W once per
 // call (the fast kernels) or per block of 16 tokens (the exact ones).
 //
@@ -21,7 +21,7 @@ namespace dvl {
 static Tensors matmul_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("matmul", in, 2, 3);
   op_need_dtype("matmul", in, 0, {DType::F32});
-  op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P});
+  op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P, DType::Q8P});
   op_need_rank("matmul", in, 1, 2);
   const Tensor &x = *in[0], &w = *in[1];
   if (x.rank() < 1 || x.dim(-1) != w.dim(1))
@@ -101,6 +101,18 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       });
     } else {
       ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_bf16p(x, M, K, w.raw(), n0, n1, bias, y, N); });
+    }
+    return;
+  }
+  if (w.dtype == DType::Q8P) {
+    if (fast && ctx.k.matmul_q8p_fast) {
+      const ActQ8 a = quantize_q8(ctx, scratch, x, M, K);
+      const int64_t panels = (N + 15) / 16, grain = M <= 1 ? 6 : M == 2 ? 4 : M <= 4 ? 3 : 1;
+      ctx.pool.parallel_for(panels, grain, [&](int64_t p0, int64_t p1) {
+        ctx.k.matmul_q8p_fast(a, M, K, w.raw(), p0 * 16, p1 * 16 < N ? p1 * 16 : N, bias, y, N);
+      });
+    } else {
+      ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_q8p(x, M, K, w.raw(), n0, n1, bias, y, N); });
     }
     return;
   }

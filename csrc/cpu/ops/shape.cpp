@@ -46,8 +46,8 @@ static void reshape_parse(const Tensors& in, OpAttrs& a) {
   // q8 rows are stored one by one (dtype.h): any shape with the same row length K is the same bytes.
   if (in[0]->dtype == DType::Q8 && (shape.empty() || shape.back() != in[0]->dim(-1)))
     op_fail(DVL_ERR_DTYPE, "reshape", "a q8 tensor keeps its last dim (the row length it was quantised with)", in);
-  if (in[0]->dtype == DType::BF16P && shape != in[0]->shape)
-    op_fail(DVL_ERR_DTYPE, "reshape", "a bf16p tensor keeps its shape [N, K] (its panels are laid out for it)", in);
+  if ((in[0]->dtype == DType::BF16P || in[0]->dtype == DType::Q8P) && shape != in[0]->shape)
+    op_fail(DVL_ERR_DTYPE, "reshape", std::string("a ") + dtype_name(in[0]->dtype) + " tensor keeps its shape [N, K] (its panels are laid out for it)", in);
   a.shape.shape = std::move(shape);
 }
 

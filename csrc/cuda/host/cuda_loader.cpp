@@ -329,6 +329,7 @@ TensorP cuda_tensor(DType dt, const std::vector<int64_t>& shape) {
   for (int64_t d : shape)
     if (d < 0) throw Error(DVL_ERR_SHAPE, "negative dimension in shape " + shape_str(shape));
   if (dt == DType::Q8) throw Error(DVL_ERR_DTYPE, "q8 tensors live on the CPU only (no CUDA kernel reads them)");
+  if (dt == DType::Q8P) throw Error(DVL_ERR_DTYPE, "q8p tensors live on the CPU only (no CUDA kernel reads them)");
   if (dt == DType::BF16P) throw Error(DVL_ERR_DTYPE, "bf16p tensors live on the CPU only (the CUDA kernels read plain bf16)");
   auto t = std::make_shared<Tensor>();
   t->dtype = dt;
