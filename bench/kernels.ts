@@ -100,10 +100,11 @@ const SHAPES: Shape[] = [
 ];
 
 /** A weight dtype with the precision it runs at. */
-// 'bf16p fast': the same bf16 weights in the panel layout loadModel uses where the level has
-// vdpbf16ps (csrc/core/dtype.h "bf16p layout"); 'bf16 fast' is the row-major kernel.
-type Kind = 'f32 exact' | 'bf16 exact' | 'bf16 fast' | 'bf16p fast' | 'q8 fast';
-const KINDS: Kind[] = ['bf16 exact', 'bf16 fast', 'bf16p fast', 'q8 fast', 'f32 exact'];
+// 'bf16p fast' / 'q8p fast': the same weights in the panel layouts loadModel uses where the
+// level has the panel kernels (csrc/core/dtype.h "bf16p layout", "q8p layout"); 'bf16 fast' and
+// 'q8 fast' are the row-layout kernels.
+type Kind = 'f32 exact' | 'bf16 exact' | 'bf16 fast' | 'bf16p fast' | 'q8 fast' | 'q8p fast';
+const KINDS: Kind[] = ['bf16 exact', 'bf16 fast', 'bf16p fast', 'q8 fast', 'q8p fast', 'f32 exact'];
 const peakKind = (k: Kind): 'f32' | 'bf16' | 'q8' => (k.startsWith('q8') ? 'q8' : k.startsWith('bf16') && k.endsWith('fast') ? 'bf16' : 'f32');
 
 interface MatmulRow {
@@ -140,10 +141,12 @@ async function matmuls(bw: number, peaks: Record<string, number>): Promise<Matmu
     const wq = queues.fast.convert(w16, 'q8');
     const packed = queues.fast.kernels?.bf16Packed === true;
     const wp = packed ? queues.fast.convert(w16, 'bf16p') : null;
+    const q8packed = queues.fast.kernels?.q8Packed === true;
+    const wqp = q8packed ? queues.fast.convert(wq, 'q8p') : null;
     await queues.fast.sync();
-    const wOf = (k: Kind) => (k.startsWith('q8') ? wq : k === 'bf16p fast' ? wp! : k.startsWith('bf16') ? w16 : w32);
+    const wOf = (k: Kind) => (k === 'q8p fast' ? wqp! : k.startsWith('q8') ? wq : k === 'bf16p fast' ? wp! : k.startsWith('bf16') ? w16 : w32);
     for (const kind of KINDS) {
-      if (kind === 'bf16p fast' && !packed) continue;
+      if ((kind === 'bf16p fast' && !packed) || (kind === 'q8p fast' && !q8packed)) continue;
       const w = wOf(kind);
       const q = kind.endsWith('fast') ? queues.fast : queues.exact;
       const wRead = w.nbytes / (await timeOp(q, () => [q.streamRead(w, 1)])) / 1e9;
@@ -169,7 +172,7 @@ async function matmuls(bw: number, peaks: Record<string, number>): Promise<Matmu
         print(row);
       }
     }
-    for (const t of [w16, w32, wq, wp]) t?.dispose();
+    for (const t of [w16, w32, wq, wp, wqp]) t?.dispose();
   }
   queues.exact.dispose(); queues.fast.dispose();
   return rows;
