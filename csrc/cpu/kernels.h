@@ -105,8 +105,10 @@ struct CpuKernels {
   // What the matmuls of this level compute with, for model.backend / inspect.
   const char* bf16_fast_kernel;
   const char* q8_fast_kernel;
-  // bf16p weights (dtype.h "bf16p layout"): matmul_bf16p at precision 'exact' (every level:
-  // the plain kernel, kernels_generic.inc); matmul_bf16p_dot at 'fast', over activations
+  // bf16p weights (dtype.h "bf16p layout"): matmul_bf16p over f32 activations (precision
+  // 'exact', and 'fast' where the level has no bf16 dot product: the f32 FMA panel kernel at
+  // avx2 / avx2_vnni / avx512, kernels_bf16p_fma.inc; the plain kernel at scalar and
+  // avx512_bf16, kernels_generic.inc); matmul_bf16p_dot at 'fast', over activations
   // rounded by cvt_f32_to_bf16_daz — null where the level has no bf16 dot product (every level
   // but avx512_bf16). Its [n0, n1): n0 a multiple of 16, n1 too or N.
   MatmulFn matmul_bf16p;
@@ -116,6 +118,11 @@ struct CpuKernels {
   // kernels_q8p.inc), else null.
   MatmulFn matmul_q8p;
   MatmulQ8FastFn matmul_q8p_fast;
+  // Whether loadModel should store bf16 matrices as bf16p for precision 'fast' at this level:
+  // where a panel kernel beats the row kernels (vdpbf16ps at avx512_bf16, f32 FMA panels at
+  // avx512; kernels_bf16p*.inc). False at scalar, and at avx2 / avx2_vnni, where the 256-bit
+  // FMA panels only tie the row kernel (8-token blocks are FMA-bound there either way).
+  bool bf16p_pack;
 };
 
 // The table for the best level available (or the forced one). Never null.

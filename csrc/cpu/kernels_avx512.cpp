@@ -14,6 +14,7 @@ namespace {
 #include "kernels_v512.inc"
 #include "kernels_simd.inc"
 #include "kernels_drive.inc"
+#include "kernels_bf16p_fma.inc"
 #include "kernels_q8_v256.inc"
 
 double avx512_compute_peak(char kind, int64_t iters) {
@@ -44,10 +45,11 @@ const CpuKernels kCpuKernelsAvx512 = {
     avx512_compute_peak,
     nullptr,
     "vpmaddubsw ymm (AVX2): int8 activations x int8 weights, int32 block sums",
-    gen_matmul_bf16p,
+    bf16p_fma_matmul,
     nullptr,
     gen_matmul_q8p,
     nullptr,
+    true,
 };
 
 }  // namespace dvl

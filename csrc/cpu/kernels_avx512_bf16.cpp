@@ -19,6 +19,7 @@ namespace {
 #include "kernels_drive.inc"
 #include "kernels_bf16dot.inc"
 #include "kernels_bf16p.inc"
+#include "kernels_bf16p_fma.inc"
 #include "kernels_q8_v512.inc"
 #include "kernels_q8p.inc"
 }  // namespace
@@ -45,10 +46,11 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     v512_compute_peak,
     "vdpbf16ps zmm (AVX512_BF16): activations rounded to bf16, f32 accumulation",
     "vpdpbusd zmm (AVX512_VNNI): int8 activations x int8 weights, int32 block sums",
-    gen_matmul_bf16p,
+    bf16p_fma_matmul,
     bf16p_dot_matmul,
     gen_matmul_q8p,
     q8p_zmm_matmul,
+    true,
 };
 
 }  // namespace dvl

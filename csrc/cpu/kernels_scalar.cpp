@@ -36,6 +36,7 @@ const CpuKernels kCpuKernelsScalar = {
     nullptr,
     gen_matmul_q8p,
     nullptr,
+    false,
 };
 
 }  // namespace dvl

@@ -389,9 +389,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     o.Set("precision", fast ? "fast" : "exact");
     o.Set("f32", exact);
     o.Set("f16", exact + " (weights widened exactly)");
-    const bool packed = fast && k.matmul_bf16p_dot != nullptr;
-    o.Set("bf16", packed ? std::string(k.bf16_fast_kernel) + "; weights packed at load in panels of 16 rows (bf16p)"
-                  : fast && k.bf16_fast_kernel ? std::string(k.bf16_fast_kernel) : exact + " (weights widened exactly)");
+    const bool packed = fast && k.bf16p_pack;
+    const std::string bf16_kernel = fast && k.bf16_fast_kernel ? std::string(k.bf16_fast_kernel) : exact + " (weights widened exactly)";
+    o.Set("bf16", packed ? bf16_kernel + "; weights packed at load in panels of 16 rows (bf16p), one output row per lane" : bf16_kernel);
     o.Set("bf16Packed", packed);
     const bool q8packed = fast && k.matmul_q8p_fast != nullptr;
     o.Set("q8", q8packed ? std::string(k.q8_fast_kernel) + "; weights packed at load in panels of 16 rows (q8p)"

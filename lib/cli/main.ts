@@ -26,7 +26,7 @@ import { loadModel, type Model } from '../model/model.js';
 import { readConfig } from '../weights/config.js';
 import { ImageError, OptionError } from '../errors.js';
 import { nearestKey } from '../decode/options.js';
-import { availableHostMemory, describeEstimate, estimateMemory, formatBytes } from '../model/memory.js';
+import { availableHostMemory, describeEstimate, estimateMemory, formatBytes, panelLayouts } from '../model/memory.js';
 import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult, LoadModelOptions } from '../model/model.js';
@@ -244,7 +244,7 @@ async function cmdInspect(arg: string | undefined, v: Values): Promise<void> {
     };
     const contextLength = num(v['context-length'], 'context-length') ?? Math.min(c.text.maxPositionEmbeddings, 8192);
     const lo = loadOpts(v);
-    const panels = info.backend === 'cpu' && (lo.precision ?? 'fast') === 'fast' && nativeInfo().isa === 'avx512_bf16';
+    const panels = panelLayouts(nativeInfo().isa, lo.precision ?? 'fast', info.backend);
     const est = estimateMemory(c, { contextLength, device: info.backend, dtype: lo.dtype, panels });
     const available = info.backend === 'cuda' && info.cuda.device ? info.cuda.device.memoryBytes : availableHostMemory();
     out.memory = { ...est, availableBytes: available, fits: est.totalBytes <= available, summary: `${formatBytes(est.totalBytes)} of ${formatBytes(available)} available: ${describeEstimate(est)}` };

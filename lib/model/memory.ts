@@ -54,9 +54,10 @@ export interface MemoryEstimateOptions {
   device?: 'cpu' | 'cuda';
   /** KV-cache slots: requests decoded at once (loadModel's maxBatch; default 1). */
   slots?: number;
-  /** bf16 and q8 matrices stored in 16-row panels (bf16p, q8p: csrc/core/dtype.h), as loadModel
-   *  does where the CPU queue runs the panel kernels (precision 'fast' on avx512_bf16). */
-  panels?: boolean;
+  /** bf16 / q8 matrices stored in 16-row panels (bf16p, q8p: csrc/core/dtype.h), as loadModel
+   *  does where the CPU queue runs the panel kernels (precision 'fast': bf16p at avx512 and
+   *  avx512_bf16, q8p at avx512_bf16; see panelLayouts). */
+  panels?: { bf16: boolean; q8: boolean };
 }
 
 /** Bytes per element of a weight matrix by load dtype (q8: 32 int8 + one bf16 scale per 32; rows padded to 64 bytes). */
@@ -74,27 +75,27 @@ function storedDtype(config: ModelConfig): string {
  *  values padded to 64, csrc/core/dtype.h) and leaves conv kernels in the stored dtype; with
  *  `panels`, 2-D bf16 and q8 matrices take the bf16p / q8p sizes (rows padded to 16, bf16p's K to
  *  even, q8p's blocks to pairs of 1088-byte records). */
-function bytesOf(shape: number[], dtype: string, stored: string, panels: boolean): number {
+function bytesOf(shape: number[], dtype: string, stored: string, panels: { bf16: boolean; q8: boolean }): number {
   const n = shape.reduce((a, d) => a * d, 1);
   if (shape.length === 1) return n * 4;
   const [N, K] = shape;
   if (dtype !== 'q8') {
-    if (panels && shape.length === 2 && dtype === 'bf16') return Math.ceil(N / 16) * 16 * (K + (K % 2)) * 2;
+    if (panels.bf16 && shape.length === 2 && dtype === 'bf16') return Math.ceil(N / 16) * 16 * (K + (K % 2)) * 2;
     return n * (DTYPE_BYTES[dtype] ?? 4);
   }
   if (shape.length !== 2) return n * (DTYPE_BYTES[stored] ?? 4);
-  if (panels) return Math.ceil(N / 16) * Math.ceil(Math.ceil(K / 32) / 2) * 1088;
+  if (panels.q8) return Math.ceil(N / 16) * Math.ceil(Math.ceil(K / 32) / 2) * 1088;
   return N * Math.ceil((Math.ceil(K / 32) * 34) / 64) * 64;
 }
 
-function tensorBytes(shapes: Map<string, number[]>, dtype: string, stored: string, panels: boolean): number {
+function tensorBytes(shapes: Map<string, number[]>, dtype: string, stored: string, panels: { bf16: boolean; q8: boolean }): number {
   let b = 0;
   for (const s of shapes.values()) b += bytesOf(s, dtype, stored, panels);
   return b;
 }
 
 /** Weight bytes: measured with 0 and 1 layers (text, vision), then scaled to the real counts. */
-function weightBytes(config: ModelConfig, dtype: string, vision: boolean, panels: boolean): number {
+function weightBytes(config: ModelConfig, dtype: string, vision: boolean, panels: { bf16: boolean; q8: boolean }): number {
   const withLayers = (text: number, vis: number): ModelConfig => {
     const v = config.vision;
     const vc = !v ? v : v.kind === 'qwen2_5_vl' ? { ...v, depth: vis, fullAttBlockIndexes: [] } : { ...v, numLayers: vis };
@@ -108,6 +109,13 @@ function weightBytes(config: ModelConfig, dtype: string, vision: boolean, panels
   const v = config.vision;
   const visionLayers = !v || !vision ? 0 : v.kind === 'qwen2_5_vl' ? v.depth : v.numLayers;
   return base + config.text.numLayers * perText + visionLayers * perVision;
+}
+
+/** Which panel layouts a CPU queue of this level and precision loads (csrc/cpu/kernels.h
+ *  bf16p_pack, matmul_q8p_fast): what queue.kernels.bf16Packed / q8Packed will say. */
+export function panelLayouts(isa: string, precision: string, device: string): { bf16: boolean; q8: boolean } {
+  const fast = device === 'cpu' && precision === 'fast';
+  return { bf16: fast && (isa === 'avx512' || isa === 'avx512_bf16'), q8: fast && isa === 'avx512_bf16' };
 }
 
 /** The estimate for loading `config` with these options (see the file header). */
@@ -136,7 +144,7 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
     }
     visionBytes += (o.imagePixels ?? 0) * 3;
   }
-  const weightsBytes = weightBytes(config, weightDtype, vision, o.panels === true);
+  const weightsBytes = weightBytes(config, weightDtype, vision, o.panels ?? { bf16: false, q8: false });
   return {
     weightsBytes, kvCacheBytes, activationBytes, visionBytes,
     totalBytes: weightsBytes + kvCacheBytes + activationBytes + visionBytes,

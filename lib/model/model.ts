@@ -41,7 +41,7 @@ import type { TextDecoder } from './decoder.js';
 import { createTextDecoder } from './families.js';
 import { createVisionEncoder, visionOutputSize, type VisionEncoder } from './vision.js';
 import { resolveLimits, validateLoadOptions, type ModelLimits } from './load-options.js';
-import { availableHostMemory, checkMemory, estimateMemory, type MemoryEstimate } from './memory.js';
+import { availableHostMemory, checkMemory, estimateMemory, panelLayouts, type MemoryEstimate } from './memory.js';
 import { BatchScheduler, type SchedulerStats, type Sequence } from './scheduler.js';
 import { ModelStream } from './model-stream.js';
 import { readRequest } from './request.js';
@@ -264,8 +264,8 @@ export class Model {
     // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
     // an absurd config or contextLength fails here in milliseconds.
     const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64) };
-    // The panel layouts (bf16p, q8p) are what the queue will pick: precision 'fast' at avx512_bf16.
-    const panels = backend.backend === 'cpu' && (opts.precision ?? 'fast') === 'fast' && (opts.isa ?? nativeInfo().isa) === 'avx512_bf16';
+    // The panel layouts (bf16p, q8p) the queue will pick (checked against queue.kernels below).
+    const panels = panelLayouts(opts.isa ?? nativeInfo().isa, opts.precision ?? 'fast', backend.backend);
     const memory = estimateMemory(config, {
       contextLength, dtype: opts.dtype, vision: opts.vision, imagePixels: limits.imagePixels, device: backend.backend, slots: batch.maxBatch, panels,
     });

@@ -100,8 +100,8 @@ function simulated(precision: Precision, dtype: 'q8' | undefined): Float64Array[
 }
 
 describe(`logits of a random bf16 checkpoint (L = ${L}) against float64, per precision`, () => {
-  // 'fast bf16p': the weights in the panel layout loadModel uses on avx512_bf16 (its own
-  // kernel there, the plain exact one elsewhere): the same bounds as 'fast'.
+  // 'fast bf16p': the weights in the panel layout loadModel uses at avx512 and avx512_bf16
+  // (vdpbf16ps at avx512_bf16, f32 FMA panels elsewhere): the same bounds as 'fast'.
   const cases: [string, Precision, 'q8' | undefined, boolean][] = [
     ['exact', 'exact', undefined, false], ['fast', 'fast', undefined, false], ['fast bf16p', 'fast', undefined, true],
     ['q8 exact', 'exact', 'q8', false], ['q8 fast', 'fast', 'q8', false], ['q8 fast q8p', 'fast', 'q8', true],
@@ -155,7 +155,7 @@ describe('loadModel stores bf16 / q8 matrices as bf16p / q8p exactly where its q
   it.each(nativeInfo().isaLevels.flatMap((isa) => (['fast', 'exact'] as const).map((p) => [isa, p] as const)))('%s %s', async (isa, precision) => {
     const m = await loadModel(bundledModelDir(), { isa, precision, threads: 1 });
     try {
-      const packed = isa === 'avx512_bf16' && precision === 'fast';
+      const packed = (isa === 'avx512' || isa === 'avx512_bf16') && precision === 'fast';
       expect(m.backend.cpu.kernels?.bf16Packed).toBe(packed);
       if (packed) expect(m.backend.cpu.kernels?.bf16).toMatch(/bf16p/);
       // The model keeps its weights private; the test looks at two of them.

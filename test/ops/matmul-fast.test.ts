@@ -243,17 +243,18 @@ describe('q8p layout (dtype.h: panels of 16 rows, blocks in pairs of 1088-byte r
 });
 
 describe('bf16 weights, precision fast', () => {
-  // 'bf16p' is the same weights in the panel layout (dtype.h) that loadModel uses on
-  // avx512_bf16: its own vdpbf16ps kernel there (kernels_bf16p.inc), the plain kernel
-  // elsewhere (gen_matmul_bf16p: exact products, k in order, so within the exact bound).
+  // 'bf16p' is the same weights in the panel layout (dtype.h) that loadModel uses at avx512 and
+  // avx512_bf16: its own vdpbf16ps kernel at avx512_bf16 (kernels_bf16p.inc), f32 FMA panels
+  // at avx2, avx2_vnni and avx512 (kernels_bf16p_fma.inc), the plain kernel at scalar — the
+  // last two with f32 activations and k in order, so within the exact bound, in both precisions.
   for (const isa of levels) for (const layout of ['bf16', 'bf16p'] as const) {
-    const what = hasDot(isa) ? 'vdpbf16ps within the stated bounds' : layout === 'bf16' ? 'the exact kernel, bit for bit' : 'the plain kernel, within the exact bound';
+    const what = hasDot(isa) ? 'vdpbf16ps within the stated bounds' : layout === 'bf16' ? 'the exact kernel, bit for bit' : 'f32 activations, within the exact bound';
     it(`${isa} ${layout}: ${what}`, async () => {
       const qf = new Queue({ isa, threads: 2, precision: 'fast' });
       const qe = new Queue({ isa, threads: 2, precision: 'exact' });
       expect(qf.precision).toBe('fast');
       expect(qf.kernels!.bf16).toMatch(hasDot(isa) ? /vdpbf16ps/ : /exact products/);
-      expect(qf.kernels!.bf16Packed).toBe(hasDot(isa));
+      expect(qf.kernels!.bf16Packed).toBe(isa === 'avx512' || isa === 'avx512_bf16');
       expect(qe.kernels!.bf16Packed).toBe(false);
       for (const c of CASES) {
         const bits = toBf16(c.w);

@@ -100,7 +100,10 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
         ctx.k.matmul_bf16p_dot(xb, M, K, ldx, w.raw(), p0 * kBf16pRows, p1 * kBf16pRows < N ? p1 * kBf16pRows : N, bias, y, N);
       });
     } else {
-      ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_bf16p(x, M, K, w.raw(), n0, n1, bias, y, N); });
+      // The f32 kernels' tiles differ by level (kernels_bf16p_fma.inc): whole panels suffice.
+      ctx.pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+        ctx.k.matmul_bf16p(x, M, K, w.raw(), p0 * kBf16pRows, p1 * kBf16pRows < N ? p1 * kBf16pRows : N, bias, y, N);
+      });
     }
     return;
   }
