@@ -114,8 +114,9 @@ struct CpuKernels {
   MatmulFn matmul_bf16p;
   MatmulBf16DotFn matmul_bf16p_dot;
   // q8p weights (dtype.h "q8p layout"), the same way: matmul_q8p exact at every level (the
-  // plain kernel), matmul_q8p_fast over ActQ8 activations where the level has one (avx512_bf16,
-  // kernels_q8p.inc), else null.
+  // plain kernel), matmul_q8p_fast over ActQ8 activations where the level has one (zmm
+  // vpdpbusd at avx512_bf16, kernels_q8p.inc; ymm AVX-VNNI at avx2_vnni, ymm vpmaddubsw at avx2
+  // and avx512, kernels_q8p_v256.inc — all bit-identical), else null (scalar).
   MatmulFn matmul_q8p;
   MatmulQ8FastFn matmul_q8p_fast;
   // Whether loadModel should store bf16 matrices as bf16p for precision 'fast' at this level:

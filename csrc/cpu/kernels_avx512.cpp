@@ -16,6 +16,7 @@ namespace {
 #include "kernels_drive.inc"
 #include "kernels_bf16p_fma.inc"
 #include "kernels_q8_v256.inc"
+#include "kernels_q8p_v256.inc"
 
 double avx512_compute_peak(char kind, int64_t iters) {
   if (kind == 'q') return q8ymm_compute_peak<false>(iters);
@@ -48,7 +49,7 @@ const CpuKernels kCpuKernelsAvx512 = {
     bf16p_fma_matmul,
     nullptr,
     gen_matmul_q8p,
-    nullptr,
+    q8p_ymm_matmul<false>,
     true,
 };
 

@@ -56,7 +56,7 @@ export interface MemoryEstimateOptions {
   slots?: number;
   /** bf16 / q8 matrices stored in 16-row panels (bf16p, q8p: csrc/core/dtype.h), as loadModel
    *  does where the CPU queue runs the panel kernels (precision 'fast': bf16p at avx512 and
-   *  avx512_bf16, q8p at avx512_bf16; see panelLayouts). */
+   *  avx512_bf16, q8p at every level but scalar; see panelLayouts). */
   panels?: { bf16: boolean; q8: boolean };
 }
 
@@ -115,7 +115,7 @@ function weightBytes(config: ModelConfig, dtype: string, vision: boolean, panels
  *  bf16p_pack, matmul_q8p_fast): what queue.kernels.bf16Packed / q8Packed will say. */
 export function panelLayouts(isa: string, precision: string, device: string): { bf16: boolean; q8: boolean } {
   const fast = device === 'cpu' && precision === 'fast';
-  return { bf16: fast && (isa === 'avx512' || isa === 'avx512_bf16'), q8: fast && isa === 'avx512_bf16' };
+  return { bf16: fast && (isa === 'avx512' || isa === 'avx512_bf16'), q8: fast && isa !== 'scalar' };
 }
 
 /** The estimate for loading `config` with these options (see the file header). */

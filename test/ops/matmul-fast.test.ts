@@ -377,15 +377,15 @@ describe('bf16 weights, precision fast', () => {
 });
 
 describe('q8 weights', () => {
-  // 'q8p' is the same quants in the panel layout (dtype.h) loadModel uses on avx512_bf16: its
-  // own vpdpbusd kernel there (kernels_q8p.inc); elsewhere the plain exact kernel in both
-  // precisions.
+  // 'q8p' is the same quants in the panel layout (dtype.h) loadModel uses at every level but
+  // scalar: zmm vpdpbusd at avx512_bf16 (kernels_q8p.inc), ymm AVX-VNNI or vpmaddubsw at avx2_vnni,
+  // avx2 and avx512 (kernels_q8p_v256.inc); at scalar the plain exact kernel in both precisions.
   for (const isa of levels) for (const layout of ['q8', 'q8p'] as const) {
-    const fastKernel = layout === 'q8' || hasDot(isa);
+    const fastKernel = layout === 'q8' || isa !== 'scalar';
     it(`${isa} ${layout}: ${fastKernel ? 'fast within the bound over the quantised values and the quantisation bound; ' : 'fast = exact; '}exact within (K + 2)·U`, async () => {
       const qf = new Queue({ isa, threads: 2, precision: 'fast' });
       const qe = new Queue({ isa, threads: 2, precision: 'exact' });
-      expect(qf.kernels!.q8Packed).toBe(hasDot(isa));
+      expect(qf.kernels!.q8Packed).toBe(isa !== 'scalar');
       for (const c of CASES) {
         const wt = qf.convert(tensorFromArray('f32', [c.N, c.K], c.w), layout);
         const wq = quantizeWeights(c.w, c.N, c.K), xq = quantizeActivations(c.x, c.M, c.K);
@@ -437,7 +437,7 @@ describe('q8 weights', () => {
     for (const isa of levels)
       for (const layout of ['q8', 'q8p'] as const)
       for (const precision of ['fast', 'exact'] as const) {
-        const quantised = precision === 'fast' && (layout === 'q8' || hasDot(isa));
+        const quantised = precision === 'fast' && (layout === 'q8' || isa !== 'scalar');
         const q = new Queue({ isa, threads: 2, precision });
         const M = 6, K = 100, N = 9;
         const x = normal(rng(8), M * K), w = normal(rng(9), N * K);
@@ -536,6 +536,28 @@ describe('queue options and probes', () => {
       }
       expect(() => q.op('compute_peak', [], { kind: 'f64', iters: 1 })).toThrow(/kind/);
       q.dispose();
+    }
+  });
+});
+
+describe('q8p fast: the zmm and ymm kernels give the same bits', () => {
+  // Each lane's block sum is an exact int32 and the f32 steps after it are the same operations
+  // (kernels_q8p.inc, kernels_q8p_v256.inc), so every level with a q8p kernel agrees exactly.
+  it('on random shapes, every token tile', async () => {
+    const withKernel = levels.filter((isa) => isa !== 'scalar');
+    if (withKernel.length < 2) return;
+    for (const [M, K, N] of [[1, 33, 17], [3, 545, 40], [8, 896, 48], [13, 1000, 33]]) {
+      const r = rng(M * 7 + K + N);
+      const x = normal(r, M * K), w = normal(r, N * K, 0.5), b = normal(r, N);
+      let first: Float32Array | null = null;
+      for (const isa of withKernel) {
+        const q = new Queue({ isa, threads: 2, precision: 'fast' });
+        const wt = q.convert(tensorFromArray('f32', [N, K], w), 'q8p');
+        const y = await matmul(q, x, M, K, wt, b);
+        if (first) sameBits(y, first, `${isa} M=${M} K=${K} N=${N}`);
+        else first = y;
+        wt.dispose(); q.dispose();
+      }
     }
   });
 });
