@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -114,22 +115,26 @@ static void load_bf16p(OpContext& ctx, const InputFile& file, Tensor& t, DType s
     const int64_t n = N - r0 < chunk ? N - r0 : chunk;
     file.read_exact(raw.data(), size_t(n) * row_in, offset + off_t(size_t(r0) * row_in));
     ctx.pool.parallel_for(bf16p_panels(n), 1, [&](int64_t p0, int64_t p1) {
-      std::vector<uint16_t> h(src == DType::BF16 ? 0 : static_cast<size_t>(K));
+      // A panel's rows as bf16, each padded to Kp, then written pair by pair: the 16 rows' pair
+      // j are one contiguous 64-byte line of the panel (dtype.h), so the writes stream.
+      std::vector<uint16_t> h(size_t(kBf16pRows) * size_t(Kp));
       std::vector<float> f(src == DType::F16 ? static_cast<size_t>(K) : 0);
-      for (int64_t r = p0 * kBf16pRows; r < p1 * kBf16pRows && r < n; ++r) {
-        const char* p = raw.data() + size_t(r) * row_in;
-        const uint16_t* row = reinterpret_cast<const uint16_t*>(p);
-        if (src == DType::F32) {
-          ctx.k.cvt_f32_to_bf16(reinterpret_cast<const float*>(p), h.data(), K);
-          row = h.data();
-        } else if (src == DType::F16) {
-          ctx.k.cvt_f16_to_f32(row, f.data(), K);
-          ctx.k.cvt_f32_to_bf16(f.data(), h.data(), K);
-          row = h.data();
+      for (int64_t pnl = p0; pnl < p1; ++pnl) {
+        const int64_t rows = n - pnl * kBf16pRows < kBf16pRows ? n - pnl * kBf16pRows : kBf16pRows;
+        std::fill(h.begin(), h.end(), uint16_t(0));
+        for (int64_t i = 0; i < rows; ++i) {
+          const char* p = raw.data() + size_t(pnl * kBf16pRows + i) * row_in;
+          uint16_t* hr = h.data() + i * Kp;
+          if (src == DType::BF16) std::memcpy(hr, p, row_in);
+          else if (src == DType::F32) ctx.k.cvt_f32_to_bf16(reinterpret_cast<const float*>(p), hr, K);
+          else {
+            ctx.k.cvt_f16_to_f32(reinterpret_cast<const uint16_t*>(p), f.data(), K);
+            ctx.k.cvt_f32_to_bf16(f.data(), hr, K);
+          }
         }
-        // Row n's pair j goes to panel n/16, offset j·32 + (n%16)·2 (dtype.h).
-        uint16_t* q = dst + ((r0 + r) / kBf16pRows) * kBf16pRows * Kp + ((r0 + r) % kBf16pRows) * 2;
-        for (int64_t k = 0; k < K; ++k) q[(k / 2) * 2 * kBf16pRows + k % 2] = row[k];
+        uint32_t* q = reinterpret_cast<uint32_t*>(dst + ((r0 / kBf16pRows) + pnl) * kBf16pRows * Kp);
+        for (int64_t j = 0; j < Kp / 2; ++j)
+          for (int64_t i = 0; i < kBf16pRows; ++i) std::memcpy(q + j * kBf16pRows + i, h.data() + i * Kp + 2 * j, 4);
       }
     });
   }
