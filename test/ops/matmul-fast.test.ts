@@ -561,3 +561,28 @@ describe('q8p fast: the zmm and ymm kernels give the same bits', () => {
     }
   });
 });
+
+describe('panel layouts at the edges: K = 0, M = 0, N = 0, one value', () => {
+  it('y = x·Wᵀ + b exactly where every product is exact, at every level and precision', async () => {
+    for (const isa of levels)
+      for (const precision of ['fast', 'exact'] as const) {
+        const q = new Queue({ isa, threads: 2, precision });
+        for (const [M, K, N] of [[1, 0, 5], [0, 4, 5], [2, 4, 0], [3, 1, 1], [1, 2, 17], [9, 3, 33]]) {
+          for (const dt of ['bf16p', 'q8p'] as const) {
+            // W = 0.5, x = 2, bias 1: y = 1 + K. Exact for bf16p (every value and product is
+            // exact in bf16/f32); q8 rounds its scale up from amax/127, so each weight is within
+            // half a step (≤ 2⁻⁸ relative) of 0.5 and y within K·2⁻⁶ of 1 + K.
+            const w = q.convert(tensorFromArray('f32', [N, K], new Float32Array(N * K).fill(0.5)), dt);
+            const y = await matmul(q, new Float32Array(M * K).fill(2), M, K, w, new Float32Array(N).fill(1));
+            expect(y.length, `${isa} ${precision} ${dt} ${M}×${K}×${N}`).toBe(M * N);
+            for (const v of y) {
+              if (dt === 'bf16p') expect(v, `${isa} ${precision} ${dt} ${M}×${K}×${N}`).toBe(1 + K);
+              else expect(Math.abs(v - (1 + K)), `${isa} ${precision} ${dt} ${M}×${K}×${N}`).toBeLessThan(K * 2 ** -6 + 1e-6);
+            }
+            w.dispose();
+          }
+        }
+        q.dispose();
+      }
+  });
+});
