@@ -103,6 +103,29 @@ describe('concurrent requests = each alone', () => {
     }
   }, 120_000);
 
+  it('AR requests decoding side by side share one remask op per forward and still get their own tokens', async () => {
+    // Greedy ones and seeded samplers with equal settings merge (their rows' ids and confidences
+    // are row-wise in the op); a different seed or temperature keeps its own op.
+    const reqs: GenerateRequest[] = [
+      { prompt: 'first greedy', maxTokens: 14, mode: 'ar' },
+      { prompt: 'second greedy request', maxTokens: 11, mode: 'ar' },
+      { prompt: 'a sampler', maxTokens: 13, mode: 'ar', temperature: 0.9, topK: 30, seed: 5 },
+      { prompt: 'another sampler, same settings', maxTokens: 12, mode: 'ar', temperature: 0.9, topK: 30, seed: 5 },
+      { prompt: 'a sampler with its own seed', maxTokens: 10, mode: 'ar', temperature: 0.9, topK: 30, seed: 6 },
+      { prompt: 'third greedy', maxTokens: 9, mode: 'ar' },
+    ];
+    const m = await loadModel(tiny.dir, { threads: 2, maxBatch: 6, precision: 'exact' } as never);
+    try {
+      const want = await alone(m, reqs);
+      expect(m.batching.sharedRemaskRows).toBe(0);
+      const got = await Promise.all(reqs.map((r) => m.generate(r).then((x) => x.ids)));
+      expect(got).toEqual(want);
+      expect(m.batching.sharedRemaskRows).toBeGreaterThan(0);
+    } finally {
+      m.dispose();
+    }
+  }, 120_000);
+
   it('an aborted request leaves the others untouched; a waiting one rejects at once', async () => {
     const m = await loadModel(tiny.dir, { threads: 2, maxBatch: 2, precision: 'exact' } as never);
     try {
