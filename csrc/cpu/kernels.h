@@ -124,6 +124,9 @@ struct CpuKernels {
   // avx512; kernels_bf16p*.inc). False at scalar, and at avx2 / avx2_vnni, where the 256-bit
   // FMA panels only tie the row kernel (8-token blocks are FMA-bound there either way).
   bool bf16p_pack;
+  // e[j] = exp(double(l[j]) − double(shift)), l[j] ≤ shift or −Inf: the greedy confidence's
+  // numerators (ops/sample.cpp), within about an ulp of exp (kernels_generic.inc).
+  void (*exp_shift_f64)(const float* l, int64_t n, float shift, double* e);
 };
 
 // The table for the best level available (or the forced one). Never null.

@@ -51,6 +51,7 @@ const CpuKernels kCpuKernelsAvx512 = {
     gen_matmul_q8p,
     q8p_ymm_matmul<false>,
     true,
+    gen_exp_shift_f64,
 };
 
 }  // namespace dvl

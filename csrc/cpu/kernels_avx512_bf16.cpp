@@ -51,6 +51,7 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     gen_matmul_q8p,
     q8p_zmm_matmul,
     true,
+    gen_exp_shift_f64,
 };
 
 }  // namespace dvl

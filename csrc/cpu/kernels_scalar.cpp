@@ -37,6 +37,7 @@ const CpuKernels kCpuKernelsScalar = {
     gen_matmul_q8p,
     nullptr,
     false,
+    gen_exp_shift_f64,
 };
 
 }  // namespace dvl
