@@ -127,6 +127,8 @@ struct CpuKernels {
   // e[j] = exp(double(l[j]) − double(shift)), l[j] ≤ shift or −Inf: the greedy confidence's
   // numerators (ops/sample.cpp), within about an ulp of exp (kernels_generic.inc).
   void (*exp_shift_f64)(const float* l, int64_t n, float shift, double* e);
+  // y = silu(g) ⊙ u over n values (u null: silu alone), vectorised exp (kernels_generic.inc).
+  void (*silu_mul)(const float* g, const float* u, float* y, int64_t n);
 };
 
 // The table for the best level available (or the forced one). Never null.

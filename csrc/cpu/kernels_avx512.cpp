@@ -52,6 +52,7 @@ const CpuKernels kCpuKernelsAvx512 = {
     q8p_ymm_matmul<false>,
     true,
     gen_exp_shift_f64,
+    gen_silu_mul,
 };
 
 }  // namespace dvl

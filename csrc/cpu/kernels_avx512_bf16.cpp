@@ -52,6 +52,7 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     q8p_zmm_matmul,
     true,
     gen_exp_shift_f64,
+    gen_silu_mul,
 };
 
 }  // namespace dvl

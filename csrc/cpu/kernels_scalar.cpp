@@ -38,6 +38,7 @@ const CpuKernels kCpuKernelsScalar = {
     nullptr,
     false,
     gen_exp_shift_f64,
+    gen_silu_mul,
 };
 
 }  // namespace dvl
