@@ -212,19 +212,16 @@ static inline int64_t bf16p_k_padded(int64_t K) { return (K + 1) / 2 * 2; }
 static inline int64_t bf16p_panels(int64_t N) { return (N + kBf16pRows - 1) / kBf16pRows; }
 // Elements (uint16) of a bf16p [N, K] tensor, padding included.
 static inline int64_t bf16p_elems(int64_t N, int64_t K) { return bf16p_panels(N) * kBf16pRows * bf16p_k_padded(K); }
+// Offset of value k of a row from the row's value 0 (the pairs of one row are 32 values apart).
+static inline int64_t bf16p_k_offset(int64_t k) { return (k / 2) * 2 * kBf16pRows + k % 2; }
 static inline int64_t bf16p_index(int64_t K, int64_t n, int64_t k) {
-  return (n / kBf16pRows) * kBf16pRows * bf16p_k_padded(K) + (k / 2) * 2 * kBf16pRows + (n % kBf16pRows) * 2 + k % 2;
+  return (n / kBf16pRows) * kBf16pRows * bf16p_k_padded(K) + (n % kBf16pRows) * 2 + bf16p_k_offset(k);
 }
 // Writes `rows` bf16 rows of K values (row stride K), which are rows n0 .. n0 + rows − 1 of the
 // matrix, into the bf16p storage p. Rows of a panel not written keep what p had (zero).
 static inline void bf16p_put_rows(uint16_t* p, int64_t K, int64_t n0, int64_t rows, const uint16_t* src) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < K; ++k) p[bf16p_index(K, n0 + r, k)] = src[r * K + k];
-}
-// Reads row n of the bf16p storage p into dst (K bf16 values).
-static inline void bf16p_get_row(const uint16_t* p, int64_t K, int64_t n, uint16_t* dst) {
-  const uint16_t* q = p + bf16p_index(K, n, 0);
-  for (int64_t k = 0; k < K; ++k) dst[k] = q[(k / 2) * 2 * kBf16pRows + k % 2];
 }
 
 // ---- q8p layout --------------------------------------------------------------------------------

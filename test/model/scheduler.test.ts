@@ -114,7 +114,8 @@ describe('BatchScheduler', () => {
     }
   });
 
-  it("a newcomer's steps before its first block run in forwards of their own", async () => {
+  /** Two sequences on a 2-slot scheduler recording each forward's slots, and a block step of 8 rows. */
+  async function newcomerSetup() {
     const m = model(2);
     const s = new BatchScheduler(m, q, { maxBatch: 2, maxRows: 64 });
     const forwards: number[][] = [];
@@ -123,6 +124,11 @@ describe('BatchScheduler', () => {
     const remask = { temperature: 0, k: 2, mode: 'static' as const };
     const step = (seq: Sequence, pos0: number, first: boolean) =>
       s.step(seq, { ids: new Int32Array(8).fill(V - 1), pos0, mask: 'block', blockSize: 8, rows: [0, 1, 2, 3, 4, 5, 6, 7], remask, first });
+    return { m, s, forwards, a, b, step };
+  }
+
+  it("a newcomer's steps before its first block run in forwards of their own", async () => {
+    const { m, s, forwards, a, b, step } = await newcomerSetup();
     await s.step(a, { ids: new Int32Array(8).fill(5), pos0: 0, mask: 'block', blockSize: 8, rows: [], prefill: true, first: true });
     // a decodes (past its first block); b arrives with its prefill and first-block steps.
     const aSteps = (async () => { for (let i = 0; i < 6; i++) await step(a, 16, false); })();
@@ -140,14 +146,7 @@ describe('BatchScheduler', () => {
   });
 
   it("a newcomer whose runner takes a while between its first-block steps is waited for, not queued behind the others", async () => {
-    const m = model(2);
-    const s = new BatchScheduler(m, q, { maxBatch: 2, maxRows: 64 });
-    const forwards: number[][] = [];
-    s.onForward = (slots) => forwards.push(slots);
-    const [a, b] = [await s.open(), await s.open()];
-    const remask = { temperature: 0, k: 2, mode: 'static' as const };
-    const step = (seq: Sequence, pos0: number, first: boolean) =>
-      s.step(seq, { ids: new Int32Array(8).fill(V - 1), pos0, mask: 'block', blockSize: 8, rows: [0, 1, 2, 3, 4, 5, 6, 7], remask, first });
+    const { m, s, forwards, a, b, step } = await newcomerSetup();
     const pause = () => new Promise((r) => setTimeout(r, 1));   // a runner reading its result, emitting events
     await s.step(a, { ids: new Int32Array(8).fill(5), pos0: 0, mask: 'block', blockSize: 8, rows: [], prefill: true, first: true });
     let aRunning = true;

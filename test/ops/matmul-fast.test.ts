@@ -141,6 +141,26 @@ describe('q8 format (dtype.h layout, quantisation rule)', () => {
   });
 });
 
+/** The embedding op reads rows `ids` of the panel tensor t exactly as `values` (f32, [N, K]) holds them. */
+async function expectEmbeddingRows(q: Queue, t: Tensor, ids: number[], values: Float32Array, K: number, label: string): Promise<void> {
+  const e = await q.readF32(q.embedding(tensorFromArray('i32', [ids.length], Int32Array.from(ids)), t));
+  for (const [i, row] of ids.entries()) sameBits(e.subarray(i * K, (i + 1) * K), values.subarray(row * K, (row + 1) * K), `${label} embedding row ${row}`);
+}
+
+/** What both panel layouts refuse: no fromArray, rank 3, a reshape off [N, K], narrow, concat, wrong K, elementwise ops. */
+function expectPanelTypedErrors(q: Queue, dt: 'bf16p' | 'q8p', fromArrayBytes: Uint16Array | Uint8Array): Tensor {
+  expect(() => tensorFromArray(dt, [2, 32], fromArrayBytes)).toThrow(DTypeError);
+  expect(() => q.convert(tensorFromArray('f32', [2, 2, 32], new Float32Array(128)), dt)).toThrow(ShapeError);
+  const t = q.convert(tensorFromArray('f32', [4, 64], new Float32Array(256)), dt);
+  expect(() => q.reshape(t, [8, 32])).toThrow(DTypeError);
+  expect(q.reshape(t, [4, 64]).shape).toEqual([4, 64]);
+  expect(() => q.op('narrow_rows', [t], { start: 0, len: 2 })).toThrow(DTypeError);
+  expect(() => q.op('concat_rows', [t, t])).toThrow(DTypeError);
+  expect(() => q.matmul(tensorFromArray('f32', [1, 63], new Float32Array(63)), t)).toThrow(ShapeError);
+  expect(() => q.add(t, t)).toThrow(DTypeError);
+  return t;
+}
+
 describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
   const index = (K: number, n: number, k: number) => Math.floor(n / 16) * 16 * (K + (K % 2)) + Math.floor(k / 2) * 32 + (n % 16) * 2 + (k % 2);
   it('convert writes the documented bytes (zero padding), reads back exactly, and embedding reads the same rows', async () => {
@@ -160,10 +180,7 @@ describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
           expect(Array.from((await q.read(t)) as Uint16Array), `${isa} ${src.dtype} → bf16p N=${N} K=${K}`).toEqual(Array.from(want));
           expect(Array.from((await q.read(q.convert(t, 'bf16'))) as Uint16Array)).toEqual(Array.from(bits));
           sameBits(await q.readF32(q.convert(t, 'f32')), fromBf16(bits), `${isa} bf16p → f32`);
-          const ids = [N - 1, 0, Math.floor(N / 2), N - 1];
-          const e = await q.readF32(q.embedding(tensorFromArray('i32', [4], Int32Array.from(ids)), t));
-          const bw = fromBf16(bits);
-          for (const [i, row] of ids.entries()) sameBits(e.subarray(i * K, (i + 1) * K), bw.subarray(row * K, (row + 1) * K), `${isa} embedding row ${row}`);
+          await expectEmbeddingRows(q, t, [N - 1, 0, Math.floor(N / 2), N - 1], fromBf16(bits), K, isa);
           src.dispose();
         }
       }
@@ -173,17 +190,10 @@ describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
 
   it('typed errors: no fromArray, rank other than 2, reshape, narrow and concat of the panels, wrong K', () => {
     const q = new Queue({ threads: 1 });
-    expect(() => tensorFromArray('bf16p', [2, 32], new Uint16Array(64))).toThrow(DTypeError);
+    const t = expectPanelTypedErrors(q, 'bf16p', new Uint16Array(64));
     expect(() => q.convert(tensorFromArray('f32', [2, 2, 4], new Float32Array(16)), 'bf16p')).toThrow(ShapeError);
     expect(() => q.convert(tensorFromArray('f32', [4], new Float32Array(4)), 'bf16p')).toThrow(ShapeError);
-    const t = q.convert(tensorFromArray('f32', [4, 64], new Float32Array(256)), 'bf16p');
-    expect(() => q.reshape(t, [8, 32])).toThrow(DTypeError);
     expect(() => q.reshape(t, [1, 4, 64])).toThrow(DTypeError);
-    expect(q.reshape(t, [4, 64]).shape).toEqual([4, 64]);
-    expect(() => q.op('narrow_rows', [t], { start: 0, len: 2 })).toThrow(DTypeError);
-    expect(() => q.op('concat_rows', [t, t])).toThrow(DTypeError);
-    expect(() => q.matmul(tensorFromArray('f32', [1, 63], new Float32Array(63)), t)).toThrow(ShapeError);
-    expect(() => q.add(t, t)).toThrow(DTypeError);
     q.dispose();
   });
 });
@@ -218,9 +228,7 @@ describe('q8p layout (dtype.h: panels of 16 rows, blocks in pairs of 1088-byte r
         expect(Array.from((await q.read(q.convert(t, 'q8'))) as Uint8Array)).toEqual(Array.from((await q.read(q.convert(src, 'q8'))) as Uint8Array));
         const deq = dequantize(ref);
         sameBits(await q.readF32(q.convert(t, 'f32')), deq, `${isa} q8p → f32`);
-        const ids = [N - 1, 0, Math.floor(N / 2)];
-        const e = await q.readF32(q.embedding(tensorFromArray('i32', [3], Int32Array.from(ids)), t));
-        for (const [i, row] of ids.entries()) sameBits(e.subarray(i * K, (i + 1) * K), deq.subarray(row * K, (row + 1) * K), `${isa} embedding row ${row}`);
+        await expectEmbeddingRows(q, t, [N - 1, 0, Math.floor(N / 2)], deq, K, isa);
         src.dispose();
       }
       q.dispose();
@@ -229,15 +237,7 @@ describe('q8p layout (dtype.h: panels of 16 rows, blocks in pairs of 1088-byte r
 
   it('typed errors: no fromArray, rank other than 2, reshape, narrow and concat of the panels, wrong K', () => {
     const q = new Queue({ threads: 1 });
-    expect(() => tensorFromArray('q8p', [2, 32], new Uint8Array(2176))).toThrow(DTypeError);
-    expect(() => q.convert(tensorFromArray('f32', [2, 2, 32], new Float32Array(128)), 'q8p')).toThrow(ShapeError);
-    const t = q.convert(tensorFromArray('f32', [4, 64], new Float32Array(256)), 'q8p');
-    expect(() => q.reshape(t, [8, 32])).toThrow(DTypeError);
-    expect(q.reshape(t, [4, 64]).shape).toEqual([4, 64]);
-    expect(() => q.op('narrow_rows', [t], { start: 0, len: 2 })).toThrow(DTypeError);
-    expect(() => q.op('concat_rows', [t, t])).toThrow(DTypeError);
-    expect(() => q.matmul(tensorFromArray('f32', [1, 63], new Float32Array(63)), t)).toThrow(ShapeError);
-    expect(() => q.add(t, t)).toThrow(DTypeError);
+    expectPanelTypedErrors(q, 'q8p', new Uint8Array(2176));
     q.dispose();
   });
 });

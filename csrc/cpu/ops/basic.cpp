@@ -32,7 +32,7 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
     }
     case DType::BF16P: {
       const uint16_t* q = t.data<uint16_t>() + bf16p_index(K, r, 0);
-      for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(q[(k / 2) * 2 * kBf16pRows + k % 2]);
+      for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(q[bf16p_k_offset(k)]);
       break;
     }
     default: throw Error(DVL_ERR_DTYPE, std::string("row_to_f32: ") + dtype_name(t.dtype) + " is not a float dtype");
