@@ -10,7 +10,7 @@
 //   await chat.send('What is at the top left?', { images: ['shapes.png'] });
 //   The OpenAI-compatible server: import { startServer } from 'diffusionvl/server'.
 export { loadModel, Model, ModelStream } from './model/model.js';
-export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, MemoryEstimate, ModelLimits, StreamEvent, TokenCount } from './model/model.js';
+export type { GenerateRequest, GenerateResult, GenerateStats, GenerationMode, LoadModelOptions, MemoryEstimate, ModelLimits, OpProfileLine, StreamEvent, TokenCount } from './model/model.js';
 export { LIMIT_DEFAULTS, LOAD_OPTIONS } from './model/load-options.js';
 export { estimateMemory } from './model/memory.js';
 export { ChatSession } from './model/session.js';

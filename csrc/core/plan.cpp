@@ -2,6 +2,7 @@
 #include "plan.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -13,14 +14,39 @@
 
 namespace dvl {
 
+static int64_t profile_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
                            std::shared_ptr<OpAttrs> attrs) {
   if (def.parse_into) def.parse_into(*in, *attrs);  // parsed once: plan, the CPU run and the CUDA run share it
   if (dev == Device::Cuda) return cuda_queue_op(def, in, out, attrs);
   check_host_inputs(def.name(), *in);
   out = std::make_shared<Tensors>(def.plan(*in, *attrs));
-  auto run = def.run;
-  return [run, in, out, attrs](OpContext& ctx) { run(ctx, *in, *out, *attrs); };
+  const OpDef* d = &def;  // the registry's: lives as long as the addon
+  return [d, in, out, attrs](OpContext& ctx) {
+    if (!ctx.profile) return d->run(ctx, *in, *out, *attrs);
+    const int64_t t0 = profile_now_ns();
+    d->run(ctx, *in, *out, *attrs);
+    const uint64_t ns = uint64_t(profile_now_ns() - t0);
+    // Key: the name, a matmul's weight dtype, and the rows of the result (its leading dims) when
+    // it has rows — a prefill's ops then stand apart from a decode step's.
+    std::string key = d->name();
+    uint64_t weight_bytes = 0;
+    if (d->id == OpId::Matmul && in->size() >= 2 && (*in)[1]) {
+      key += std::string(" ") + dtype_name((*in)[1]->dtype);
+      weight_bytes = uint64_t((*in)[1]->nbytes());
+    }
+    if (!out->empty() && (*out)[0] && (*out)[0]->rank() >= 2) {
+      const Tensor& y = *(*out)[0];
+      int64_t rows = 1;
+      for (int i = 0; i + 1 < y.rank(); ++i) rows *= y.dim(i);
+      if (d->id != OpId::Matmul) rows = y.dim(0);  // [n, heads, dim] and the like: n
+      key += " \u00d7" + std::to_string(rows);
+    }
+    ctx.profile->add(key, ns, weight_bytes);
+  };
 }
 
 namespace {

@@ -68,6 +68,7 @@ void ExecQueue::loop() {
         idle_wait_ns_.fetch_add(uint64_t(now_ns() - item.pushed_ns), std::memory_order_relaxed);
       }
       if (!sticky_) {
+        ctx.profile = profiling_.load(std::memory_order_relaxed) ? &profile_ : nullptr;
         try {
           item.job(ctx);
         } catch (...) {

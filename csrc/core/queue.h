@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "profile.h"
 #include "scratch.h"
 #include "thread_pool.h"
 
@@ -34,9 +35,11 @@ struct OpContext {
   // The queue's grow-only scratch; null in one-off contexts (tests, the CUDA self-test), where
   // an op that needs one makes its own.
   Scratch* scratch = nullptr;
+  // Set while the queue is profiling: the op jobs add their time to it (profile.h).
+  OpProfile* profile = nullptr;
   // This context with another pool (plans run small ops on a one-thread pool). Copies every
   // other field: extend it when adding one.
-  OpContext on(ThreadPool& p) const { return OpContext{p, k, precision, scratch}; }
+  OpContext on(ThreadPool& p) const { return OpContext{p, k, precision, scratch, profile}; }
 };
 
 class ExecQueue {
@@ -61,6 +64,13 @@ class ExecQueue {
   };
   Stats stats() const { return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load()}; }
   const CpuKernels& kernels() const { return kernels_; }
+  // Per-op times of the jobs that start from now on (on: the counts restart from zero).
+  void set_profiling(bool on) {
+    if (on) profile_.reset();
+    profiling_.store(on, std::memory_order_relaxed);
+  }
+  bool profiling() const { return profiling_.load(std::memory_order_relaxed); }
+  const OpProfile& profile() const { return profile_; }
   Precision precision() const { return precision_; }
 
  private:
@@ -75,6 +85,8 @@ class ExecQueue {
   const CpuKernels& kernels_;
   Precision precision_;
   Scratch scratch_;
+  OpProfile profile_;
+  std::atomic<bool> profiling_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> items_;

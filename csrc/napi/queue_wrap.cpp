@@ -119,6 +119,8 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                            InstanceMethod("op", &QueueWrap::JS_op),
                            InstanceMethod("record", &QueueWrap::JS_record),
                            InstanceMethod("stats", &QueueWrap::JS_stats),
+                           InstanceMethod("setProfiling", &QueueWrap::JS_setProfiling),
+                           InstanceMethod("profile", &QueueWrap::JS_profile),
                            InstanceMethod("replay", &QueueWrap::JS_replay),
                            InstanceMethod("sync", &QueueWrap::JS_sync),
                            InstanceMethod("read", &QueueWrap::JS_read),
@@ -222,6 +224,34 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     o.Set("idleStarts", double(s.idle_starts));
     o.Set("idleWaitMs", double(s.idle_wait_ns) / 1e6);
     return o;
+  }
+
+  // setProfiling(on): time every CPU op job from now on (on restarts the counts); profile.h.
+  Napi::Value JS_setProfiling(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    guarded(env, [&] {
+      if (info.Length() < 1 || !info[0].IsBoolean()) throw Error(DVL_ERR_ARG, "Queue.setProfiling(on): on must be a boolean");
+      need_queue().set_profiling(info[0].As<Napi::Boolean>().Value());
+    });
+    return env.Undefined();
+  }
+
+  // profile() → [{ op, calls, ms, weightBytes }], in op-name order: the jobs timed since
+  // setProfiling(true); read after a sync to include everything queued before it.
+  Napi::Value JS_profile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env);
+    if (!queue_) return a;
+    uint32_t i = 0;
+    for (const auto& [key, e] : queue_->profile().snapshot()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("op", key);
+      o.Set("calls", double(e.calls));
+      o.Set("ms", double(e.ns) / 1e6);
+      o.Set("weightBytes", double(e.weight_bytes));
+      a.Set(i++, o);
+    }
+    return a;
   }
 
   // record() → a PlanBuilder for this queue's device (plan_wrap.cpp).

@@ -19,6 +19,9 @@ export interface BenchModelOptions {
   dtype?: LoadModelOptions['dtype'];
   /** Repetitions per setting; the median is reported (default 3). */
   repeat?: number;
+  /** After the timed runs, run AR and each merged setting once more with every op timed
+   *  (Model.profile) and report per forward where the time goes. */
+  profile?: boolean;
   log?: (line: string) => void;
 }
 
@@ -51,6 +54,16 @@ export interface BenchModelResult {
   /** Native bytes of the weights (what an AR forward streams). */
   weightBytes?: number;
   rows: BenchRow[];
+  /** With the profile option: per setting, each op key's ms per forward (CPU backend). */
+  profiles?: BenchProfile[];
+}
+
+export interface BenchProfile {
+  setting: string;
+  forwards: number;
+  /** The timed ops' total per forward; the rest of ms/forward is host work and idle waits. */
+  opMsPerForward: number;
+  lines: { op: string; calls: number; msPerForward: number; share: number; weightGBps: number }[];
 }
 
 function median(xs: number[]): number {
@@ -64,7 +77,15 @@ export function benchTable(res: BenchModelResult): string {
     `${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
     `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}  ` +
     `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)`);
-  return [`${res.model} on ${res.backend}`, ...lines].join('\n');
+  const out = [`${res.model} on ${res.backend}`, ...lines];
+  for (const p of res.profiles ?? []) {
+    out.push('', `where a forward's time goes — ${p.setting}: ${p.opMsPerForward.toFixed(3)} ms of ops per forward (${p.forwards} forwards)`);
+    for (const l of p.lines.slice(0, 14))
+      out.push(`  ${l.op.padEnd(28)} ${l.msPerForward.toFixed(3).padStart(8)} ms  ${(l.share * 100).toFixed(1).padStart(5)} %` +
+        (l.weightGBps > 0 ? `  weights at ${l.weightGBps.toFixed(1)} GB/s` : ''));
+    if (p.lines.length > 14) out.push(`  … ${p.lines.length - 14} more (--json has them all)`);
+  }
+  return out.join('\n');
 }
 
 export interface BenchVariant {
@@ -110,6 +131,20 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
           runsOf[vi][j].push(r);
           wakesOf[vi][j].push((q1.idleWaitMs - q0.idleWaitMs) / Math.max(1, r.stats.forwards - 1));
         }
+    const profilesOf = await Promise.all(models.map(async (m) => {
+      if (!o.profile) return undefined;
+      const profiles: BenchProfile[] = [];
+      for (const [name, req] of settings) {
+        if (name.endsWith('separate commit')) continue;
+        const { result, ops, totalMs } = await m.profile(() => m.generate(req));
+        const f = Math.max(1, result.stats.forwards);
+        profiles.push({
+          setting: name, forwards: result.stats.forwards, opMsPerForward: totalMs / f,
+          lines: ops.map((l) => ({ op: l.op, calls: l.calls, msPerForward: l.ms / f, share: l.share, weightGBps: l.weightGBps })),
+        });
+      }
+      return profiles;
+    }));
     return models.map((model, vi) => {
       const rows: BenchRow[] = settings.map(([name], j) => {
         const runs = runsOf[vi][j];
@@ -137,7 +172,7 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
       }
       log(`${variants[vi].name}: ${rows.length} settings measured`);
       const kernels = model.backend.cpu.kernels as Record<string, string> | undefined;
-      return { variant: variants[vi].name, model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows };
+      return { variant: variants[vi].name, model: dir, threads: o.threads ?? 0, backend: backendName(model.backend), kernels, weightBytes: model.weightBytes, rows, ...(profilesOf[vi] ? { profiles: profilesOf[vi] } : {}) };
     });
   } finally {
     for (const m of models) m.dispose();

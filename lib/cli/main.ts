@@ -38,7 +38,7 @@ const USAGE = `usage:
   diffusionvl eval [model] [--heldout DIR] [--n N] [--mode ar|diffusion] [--steps S]
                    [--remasking static|dynamic] [--threshold T] [--max-tokens G] [--json]
   diffusionvl bench [--n N] [--heldout DIR] [--repeat R] [--json]
-  diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--json]
+  diffusionvl bench <model> [--max-tokens 64] [--steps 8,4,2] [--prompt "text"] [--profile] [--json]
   diffusionvl inspect [model] [--context-length N]
   diffusionvl chat [model] [--image PATH ...] [--system TEXT] [options]
   diffusionvl serve [model] [--port N] [--api-key KEY] ...   (diffusionvl serve --help)
@@ -80,7 +80,8 @@ bench without a model: the bundled AR parent (shapes-ar) against its DiffusionVL
 speed-up, and the model's quality bar; --repeat R times each setting R times, round-robin, and
 reports the median tokens/s (answers must repeat exactly); exit code 3 when a quality bar
 fails. With a model: AR vs block diffusion on that model's weights for one long generation
-(speed only).
+(speed only); --profile then reruns AR and each merged setting once with every op timed and
+prints where a forward's time goes (ms per forward per op, matmuls by weight dtype and rows).
 
 inspect: the backend, the model's config and its memory estimate (weights, KV cache at the
 context length, activations, vision) against the memory available.
@@ -99,6 +100,7 @@ const OPTIONS = {
   image: { type: 'string', multiple: true }, heldout: { type: 'string' }, n: { type: 'string' },
   gpu: { type: 'string' }, repeat: { type: 'string' }, 'context-length': { type: 'string' },
   system: { type: 'string' }, version: { type: 'boolean', short: 'v' }, precision: { type: 'string' }, dtype: { type: 'string' },
+  profile: { type: 'boolean' },
 } as const;
 
 export type Values = ReturnType<typeof parse>['values'];
@@ -258,7 +260,7 @@ async function cmdBench(dir: string, v: Values): Promise<void> {
   for (const s of stepsList) if (!Number.isInteger(s) || s < 1) throw new OptionError(`--steps: expected a comma-separated list of integers ≥ 1, got '${v.steps}'`, 'steps');
   const { benchTable } = await import('./bench.js');
   const res = await benchModel(dir, {
-    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, ...loadOpts(v),
+    maxTokens: num(v['max-tokens'], 'max-tokens') ?? 64, steps: stepsList, prompt: v.prompt, ...loadOpts(v), profile: v.profile ?? false,
     log: v.json ? () => undefined : (s: string) => process.stderr.write(s + '\n'),
   });
   process.stdout.write(v.json ? JSON.stringify(res, null, 2) + '\n' : benchTable(res) + '\n');

@@ -50,11 +50,26 @@ export interface NativePlanBuilder {
   finish(outputs: readonly NativeTensor[], nparams: number, freshOutputs?: boolean): NativePlan;
 }
 
+/** One line of a queue's op profile: every timed job with this key. */
+export interface OpProfileEntry {
+  /** The op's name; a matmul adds its weight dtype and row count ('matmul q8p ×8'). */
+  op: string;
+  calls: number;
+  /** Wall time inside the op's kernels, all threads together counted once. */
+  ms: number;
+  /** A matmul's weight bytes, summed over calls (0 for other ops): with ms, how fast they streamed. */
+  weightBytes: number;
+}
+
 export interface NativeQueue {
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs): NativeTensor[];
   record(): NativePlanBuilder;
   /** Jobs run, and the push-to-start wait of those pushed onto an idle queue (its wake-up). */
   stats(): { jobs: number; idleStarts: number; idleWaitMs: number };
+  /** Time every CPU op job from now on (true restarts the counts); csrc/core/profile.h. */
+  setProfiling(on: boolean): void;
+  /** The timed jobs, keyed by op (a matmul also by weight dtype and rows: 'matmul bf16p ×8'). */
+  profile(): OpProfileEntry[];
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[];
   sync(): Promise<void>;
   read(t: NativeTensor): Promise<Float32Array | Int32Array | Uint16Array | Uint8Array>;
