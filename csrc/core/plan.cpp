@@ -11,6 +11,7 @@
 #include "../cuda/host/cuda_loader.h"
 #include "../cuda/host/cuda_queue.h"
 #include "error.h"
+#include "staging.h"
 
 namespace dvl {
 
@@ -328,6 +329,7 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   auto self = shared_from_this();
   return [self, values = std::move(values), patched = std::move(patched), fresh = std::move(fresh)](OpContext& ctx) mutable {
     self->run(ctx, values, patched, fresh);
+    for (PlanValue& v : values) staging_give(v.bytes);
   };
 }
 

@@ -20,6 +20,7 @@
 #include "../core/error.h"
 #include "../core/plan.h"
 #include "../core/queue.h"
+#include "../core/staging.h"
 #include "../cpu/kernels.h"
 #include "../cpu/ops/ops.h"
 #include "addon.h"
@@ -283,7 +284,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
         if (v.IsTypedArray()) {
           Napi::TypedArray ta = v.As<Napi::TypedArray>();
           const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-          values[i].bytes.assign(src, src + ta.ByteLength());
+          values[i].bytes = staging_copy(src, ta.ByteLength());
         } else {
           std::string what = "Queue.replay: value " + std::to_string(i);
           values[i].bound = addon->unwrap_tensor(env, v, what.c_str());
@@ -370,9 +371,12 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
       if (ta.ByteLength() != t->nbytes())
         throw Error(DVL_ERR_SHAPE, "Queue.write: " + std::to_string(ta.ByteLength()) + " bytes given for " + t->describe());
-      auto copy = std::make_shared<std::vector<char>>(ta.ByteLength());
-      if (!copy->empty())
-        std::memcpy(copy->data(), static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), copy->size());
+      auto copy = std::shared_ptr<std::vector<char>>(
+          new std::vector<char>(staging_copy(static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength())),
+          [](std::vector<char>* v) {
+            staging_give(*v);
+            delete v;
+          });
       bool dev = t->on_cuda();
       if (dev && device_ != Device::Cuda) throw Error(DVL_ERR_ARG, "Queue.write: " + t->describe() + " is a GPU tensor; write it on its CUDA queue");
       q.push([t, copy, dev](OpContext&) {

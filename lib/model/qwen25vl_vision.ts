@@ -19,7 +19,7 @@
 // share a segment; the float64 reference (test/model/vision_reference.ts) never permutes.
 import { ShapeError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
-import { preprocessQwen2vl, QWEN_IMAGE_DEFAULTS, smartResize, type QwenPixelValues } from '../image/qwen2vl.js';
+import { patchRowsInto, QWEN_IMAGE_DEFAULTS, resizeQwen2vl, smartResize, type QwenResized, type RowRounding } from '../image/qwen2vl.js';
 import { TensorScope, tensorFromArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
 import { eagerFromEnv, PlanCache, Recorder } from '../native/plan.js';
 import type { QwenVisionConfig } from '../weights/config.js';
@@ -152,21 +152,21 @@ function f16round(v: number): number {
   return Math.sign(v) * r * quantum;
 }
 
-/** Rounds f32 values to bf16 (nearest even) or f16, like torch's cast of the input to the weight dtype. */
-function roundTo(dtype: string | null, x: Float32Array): Float32Array {
+/** Rounds f32 values in place to bf16 (nearest even) or f16 — torch's cast of the input to the weight dtype. */
+function roundInPlace(dtype: string | null, x: Float32Array): void {
   if (dtype === 'bf16') {
     const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
-    const out = new Float32Array(x.length);
-    const o = new Uint32Array(out.buffer);
-    for (let i = 0; i < x.length; i++) {
+    for (let i = 0; i < u.length; i++) {
       const b = u[i];
-      o[i] = ((b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000) >>> 0;
+      u[i] = ((b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000) >>> 0;
     }
-    return out;
+  } else if (dtype === 'f16') {
+    for (let i = 0; i < x.length; i++) x[i] = f16round(x[i]);
   }
-  if (dtype === 'f16') return x.map(f16round);
-  return x;
 }
+
+/** Largest patch-row staging buffer a tower keeps between calls (bigger inputs get their own). */
+const STAGING_KEEP_BYTES = 8 * 2 ** 20;
 
 export class Qwen25VisionTower {
   readonly cfg: QwenVisionConfig;
@@ -179,6 +179,8 @@ export class Qwen25VisionTower {
   private readonly rowLength: number;
   /** Recorded towers by grid list (bounded: a stream of odd image sizes must not pin memory). */
   readonly plans = new PlanCache(16, 128 * 2 ** 20);
+  /** Patch rows of the last call, rounded to the weight dtype (see encode). */
+  private staging: Float32Array = new Float32Array(0);
   /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by the model / tests). */
   eager = eagerFromEnv();
 
@@ -236,32 +238,70 @@ export class Qwen25VisionTower {
    */
   encode(images: readonly VisionImage[]): Tensor {
     this.check(images);
-    const R = images.reduce((n, im) => n + im.grid[0] * im.grid[1] * im.grid[2], 0);
-    const pixels = new Float32Array(R * this.rowLength);
-    let off = 0;
-    for (const im of images) { pixels.set(im.pixelValues, off); off += im.pixelValues.length; }
-    const px = tensorFromArray('f32', [R, this.rowLength], roundTo(this.patch.dtype, pixels));
-    const grids = images.map((im) => Array.from(im.grid));
-    try {
-      if (this.eager) return this.build(this.q, grids, px);
-      const plan = this.plans.get(JSON.stringify(grids), () => {
-        const rec = new Recorder(this.q);
-        const out = this.build(rec, grids, px);
-        try {
-          return rec.finish([out], { fresh: true });
-        } finally {
-          out.dispose();
-        }
-      });
-      if (!plan) return this.build(this.q, grids, px);
-      return plan.run(this.q, { pixels: px })[0];
-    } finally {
-      px.dispose();
-    }
+    return this.run(images.map((im) => Array.from(im.grid)), (out) => {
+      let off = 0;
+      for (const im of images) {
+        out.set(im.pixelValues, off);
+        roundInPlace(this.patch.dtype, out.subarray(off, off + im.pixelValues.length));
+        off += im.pixelValues.length;
+      }
+    });
   }
 
-  /** The tower as ops on a Queue (eager) or a Recorder; `pixels` f32 [R, rowLength] is the one per-call input. */
-  private build(o: OpSet, grids: number[][], pixels: Tensor): Tensor {
+  /**
+   * encode() for images resized but not yet cut into rows (lib/image/qwen2vl.ts resizeQwen2vl):
+   * the rows are written straight into the tower's input buffer, already rounded to the weight
+   * dtype — what a request does, with no per-image row array.
+   */
+  encodeResized(images: readonly QwenResized[]): Tensor {
+    if (images.length === 0) throw new ShapeError('vision encode: no images');
+    const { patchSize: ps, spatialMergeSize: m, temporalPatchSize: tps } = this.cfg;
+    for (const [i, im] of images.entries())
+      if (im.image.width !== im.grid[2] * ps || im.image.height !== im.grid[1] * ps || im.grid[0] !== 1)
+        throw new ShapeError(`vision encode: image ${i}: ${im.image.width}×${im.image.height} pixels do not match grid [${im.grid.join(', ')}] of ${ps}-pixel patches`);
+    const dtype = this.patch.dtype;
+    const round: RowRounding | undefined = dtype === 'bf16' || dtype === 'f16' ? { name: dtype, apply: (x) => roundInPlace(dtype, x) } : undefined;
+    return this.run(images.map((im) => Array.from(im.grid)), (out) => {
+      let off = 0;
+      for (const im of images) {
+        patchRowsInto(im.image, out, off, ps, m, tps, round);
+        off += im.grid[1] * im.grid[2] * this.rowLength;
+      }
+    });
+  }
+
+  /**
+   * The tower on the images of `grids`; `fill` writes their rows (rounded) into the input. The
+   * input is a buffer kept between calls: a fresh one of this size faults in page by page (≈ 1.6
+   * ms per picture on a VM, more than the bundled tower computes). The native side copies it at
+   * once (an op input, or a replay's data input), so the next call may overwrite it.
+   */
+  private run(grids: number[][], fill: (out: Float32Array) => void): Tensor {
+    const R = grids.reduce((n, g) => n + g[0] * g[1] * g[2], 0);
+    const n = R * this.rowLength;
+    let pixels: Float32Array;
+    if (this.staging.length >= n) pixels = this.staging.subarray(0, n);
+    else {
+      pixels = new Float32Array(n);
+      if (n * 4 <= STAGING_KEEP_BYTES) this.staging = pixels;
+    }
+    fill(pixels);
+    if (this.eager) return this.build(this.q, grids, R, pixels);
+    const plan = this.plans.get(JSON.stringify(grids), () => {
+      const rec = new Recorder(this.q);
+      const out = this.build(rec, grids, R, pixels);
+      try {
+        return rec.finish([out], { fresh: true });
+      } finally {
+        out.dispose();
+      }
+    });
+    if (!plan) return this.build(this.q, grids, R, pixels);
+    return plan.run(this.q, { pixels })[0];
+  }
+
+  /** The tower as ops on a Queue (eager) or a Recorder; `pixels` (R rows of rowLength) is the one per-call input. */
+  private build(o: OpSet, grids: number[][], R0: number, pixels: Float32Array): Tensor {
     const { cfg } = this;
     const C = cfg.hiddenSize, nh = cfg.numHeads, hd = C / nh, m = cfg.spatialMergeSize, u = m * m;
     const lay = windowLayout(grids, cfg);
@@ -284,7 +324,7 @@ export class Qwen25VisionTower {
       const t = <T extends Tensor>(x: T) => scope.track(x);
       const cos = t(tensorFromArray('f32', [R, hd], cosW));
       const sin = t(tensorFromArray('f32', [R, hd], sinW));
-      const px = o.bind('pixels', pixels);
+      const px = o.input('pixels', 'f32', [R0, this.rowLength], pixels);
       // Patch embed, then window order (the embed is per row, so permuting after it is the same).
       let h = o.gatherRows(o.matmul(px, this.patch), t(tensorFromArray('i32', [R], rowPerm)));
       // Head-major K/V scratch for the attention op, rewritten by every block.
@@ -326,7 +366,7 @@ export class Qwen25VisionTower {
  * with the model's pixel limits as soon as it is decoded (docs §3.1, §3.2), all of a prompt's
  * images through the tower in one call.
  */
-export class QwenVisionEncoder implements VisionEncoder<QwenPixelValues> {
+export class QwenVisionEncoder implements VisionEncoder<QwenResized> {
   readonly kind = 'qwen2_5_vl';
   readonly countSensitive = false;
   private readonly tower: Qwen25VisionTower;
@@ -347,16 +387,17 @@ export class QwenVisionEncoder implements VisionEncoder<QwenPixelValues> {
     return (size.height / v.patchSize) * (size.width / v.patchSize) / (v.spatialMergeSize * v.spatialMergeSize);
   }
 
-  prepare(image: RgbImage): Promise<QwenPixelValues> {
+  /** §3.1 pad and resize; the rows are cut at encode time, straight into the tower's input. */
+  prepare(image: RgbImage): Promise<QwenResized> {
     const v = this.cfg;
-    return preprocessQwen2vl(image, {
+    return resizeQwen2vl(image, {
       minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
-      spatialMergeSize: v.spatialMergeSize, temporalPatchSize: v.temporalPatchSize, queue: this.q,
+      spatialMergeSize: v.spatialMergeSize, queue: this.q,
     });
   }
 
-  async encode(images: readonly QwenPixelValues[]): Promise<VisionFeatures> {
-    return { features: this.tower.encode(images), tokensPerImage: images.map((p) => p.tokens) };
+  async encode(images: readonly QwenResized[]): Promise<VisionFeatures> {
+    return { features: this.tower.encodeResized(images), tokensPerImage: images.map((p) => p.tokens) };
   }
 
   dispose(): void { this.tower.dispose(); }

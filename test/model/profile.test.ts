@@ -20,7 +20,9 @@ beforeAll(async () => {
 });
 afterAll(() => { model?.dispose(); rmSync(tiny.dir, { recursive: true, force: true }); });
 
-const callsOf = (ops: { op: string; calls: number }[], op: string) => ops.find((l) => l.op === op)?.calls ?? 0;
+// Calls of an op over all its keys ('rms_norm ×8', 'rms_norm ×1', …).
+const callsOf = (ops: { op: string; calls: number }[], op: string) =>
+  ops.filter((l) => l.op === op || l.op.startsWith(op + ' ')).reduce((a, l) => a + l.calls, 0);
 
 describe('Model.profile', () => {
   for (const mode of ['ar', 'diffusion'] as const) {
@@ -45,6 +47,8 @@ describe('Model.profile', () => {
       // 7 projections per layer in every pass, and the lm_head where the final norm ran.
       expect(mm.reduce((a, l) => a + l.calls, 0)).toBe(passes * 7 * LAYERS + heads);
       if (mode === 'ar') expect(mm.some((l) => l.op.endsWith(' ×1'))).toBe(true);
+      // Ops with rows say how many: a prefill's lines stand apart from a step's.
+      expect(ops.some((l) => /^rms_norm ×\d+$/.test(l.op))).toBe(true);
       for (const l of ops) {
         expect(Number.isFinite(l.ms) && l.ms >= 0).toBe(true);
         expect(l.weightBytes === 0 || l.op.startsWith('matmul')).toBe(true);

@@ -12,6 +12,7 @@ import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
 import type { QwenVisionConfig } from '../../lib/weights/config.js';
 import { Qwen25VisionTower, windowLayout } from '../../lib/model/qwen25vl_vision.js';
 import { ShapeError } from '../../lib/errors.js';
+import { preprocessQwen2vl } from '../../lib/image/qwen2vl.js';
 import { writeQwen2Checkpoint, type CheckpointLayout, type QwenVisionDims, type WrittenCheckpoint } from '../helpers/checkpoint.js';
 import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
 import { expectClose } from '../helpers/compare.js';
@@ -110,6 +111,33 @@ describe('Qwen25VisionTower vs float64 reference', () => {
     try {
       await check(t, [randomImage(rng(7), [1, 14, 6])], 'f16', 'stock f16');
     } finally { t.weights.dispose(); t.q.dispose(); }
+  }, 120_000);
+
+  it('encodeResized (rows cut into the kept input buffer) = encode(preprocessQwen2vl) bit for bit, across reuse and growth', async () => {
+    for (const dtype of ['bf16', 'f16', 'f32'] as const) {
+      const t = await makeTower({ depth: 2, hiddenSize: 32, numHeads: 2, intermediateSize: 48, fullAttBlockIndexes: [1] }, 'released', dtype, 21);
+      try {
+        const r = rng(9);
+        const image = (w: number, h: number) => ({ data: Uint8Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256)), width: w, height: h });
+        // A small picture, a larger one (the buffer grows), the small one again (reused: no
+        // rows of the larger one may leak in), and two in one call; the two calls of the last
+        // pair are queued before either is read, so each must have taken its own copy.
+        const pics = [image(56, 28), image(84, 112), image(56, 28), image(28, 28)];
+        const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+        const lists = [[pics[0]], [pics[1]], [pics[2]], [pics[3], pics[1]]];
+        const outs = lists.map((list) => t.tower.encodeResized(list.map((im) => ({ image: im, grid: [1, im.height / 14, im.width / 14] as [number, number, number], tokens: (im.width * im.height) / 784 }))));
+        for (const [i, list] of lists.entries()) {
+          const want = t.tower.encode(await Promise.all(list.map((im) => preprocessQwen2vl(im, { minPixels: 1, maxPixels: 1 << 20 }))));
+          const [a, b] = [await t.q.readF32(outs[i]), await t.q.readF32(want)];
+          expect(a.length).toBe(b.length);
+          expect(a.some(Number.isNaN)).toBe(false);
+          expect(bits(a), `${dtype}, call ${i}`).toEqual(bits(b));
+          want.dispose();
+          outs[i].dispose();
+        }
+        expect(() => t.tower.encodeResized([{ image: pics[0], grid: [1, 4, 2], tokens: 2 }])).toThrow(/do not match grid/);
+      } finally { t.weights.dispose(); t.q.dispose(); }
+    }
   }, 120_000);
 
   it('rejects bad grids and pixel counts with ShapeErrors naming the image', async () => {
