@@ -80,6 +80,31 @@ static inline attn_fv attn_ld(const float* p) {
   return v;
 }
 static inline void attn_st(float* p, attn_fv v) { std::memcpy(p, &v, sizeof v); }
+static inline attn_fv attn_splat(float x) { return attn_fv{} + x; }
+static inline attn_iv attn_iota() {
+  attn_iv v;
+  for (int i = 0; i < kAttnVW; ++i) v[i] = i;
+  return v;
+}
+static inline bool attn_any(attn_iv m) {
+  int32_t a = 0;
+  for (int i = 0; i < kAttnVW; ++i) a |= m[i];
+  return a != 0;
+}
+// Max of the lanes (no NaN in them: the caller tracks NaN apart).
+static inline float attn_hmax(attn_fv v) {
+  float r = v[0];
+  for (int i = 1; i < kAttnVW; ++i) r = v[i] > r ? v[i] : r;
+  return r;
+}
+// Sum of the lanes, pairwise (lane order fixed: the result depends on the values only).
+static inline float attn_hsum(attn_fv v) {
+  float t[kAttnVW];
+  std::memcpy(t, &v, sizeof t);
+  for (int w = kAttnVW / 2; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) t[i] += t[i + w];
+  return t[0];
+}
 
 // y = e^x for x ≤ 0, −∞ or NaN, n a multiple of 16. Cephes expf: n = round(x·log2 e) by the
 // 1.5·2^23 trick, r = x − n·ln2 in two parts, a degree-6 polynomial, times 2^n built from bits;
@@ -217,24 +242,34 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
       if (!any) continue;
       // 2. scores.
       for (int64_t jb = 0; jb < njp; jb += 16) attn_qk_4x16(Q + rb * hd, hd, Kt + jb, S + jb);
+      // Scale and mask the scores, a vector of keys at a time (this bookkeeping, not the dot
+      // products, was most of the time at small head dims): invisible keys −∞, the row's max
+      // NaN if any score is NaN (tracked apart: a vector max would drop it).
       for (int i = 0; i < 4; ++i) {
         const int64_t r = rb + i;
         const int64_t a = (lo[r] > j0 ? lo[r] : j0) - j0, b = (hi[r] < j1 ? hi[r] : j1) - j0;
         float* s = S + i * T;
         float* x = X + i * T;
-        float mt = kNegInf;
-        for (int64_t j = 0; j < njp; ++j) {
-          const bool vis = j >= a && j < b;
-          s[j] = vis ? s[j] * A.scale : kNegInf;
-          mt = attn_max(mt, s[j]);
+        const attn_fv ninf = attn_splat(kNegInf);
+        attn_fv mv = ninf;
+        attn_iv nan = {};
+        for (int64_t j = 0; j < njp; j += kAttnVW) {
+          const attn_iv jv = attn_iota() + int32_t(j);
+          const attn_iv vis = (jv >= int32_t(a)) & (jv < int32_t(b));
+          attn_fv sv = attn_ld(s + j) * A.scale;
+          sv = vis ? sv : ninf;
+          attn_st(s + j, sv);
+          nan |= sv != sv;
+          mv = sv > mv ? sv : mv;
         }
+        const float mt = attn_any(nan) ? std::numeric_limits<float>::quiet_NaN() : attn_hmax(mv);
         const float mn = attn_max(m[r], mt);
         if (mn == kNegInf) {  // nothing finite seen yet: weights 0, state unchanged
           for (int64_t j = 0; j < njp; ++j) x[j] = kNegInf;
           corr[i] = 1.f;
           continue;
         }
-        for (int64_t j = 0; j < njp; ++j) x[j] = s[j] - mn;
+        for (int64_t j = 0; j < njp; j += kAttnVW) attn_st(x + j, attn_ld(s + j) - mn);
         corr[i] = attn_exp1(m[r] - mn);
         m[r] = mn;
       }
@@ -243,8 +278,9 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
         const int64_t r = rb + i;
         float* p = P + i * T;
         for (int64_t j = njp; j < T; ++j) p[j] = 0.f;
-        float ls = 0;
-        for (int64_t j = 0; j < njp; ++j) ls += p[j];
+        attn_fv lv = {};
+        for (int64_t j = 0; j < njp; j += kAttnVW) lv += attn_ld(p + j);
+        const float ls = attn_hsum(lv);
         l[r] = l[r] * corr[i] + ls;
         float* ar = acc + r * hdp;
         if (corr[i] != 1.f)
