@@ -129,6 +129,8 @@ struct CpuKernels {
   void (*exp_shift_f64)(const float* l, int64_t n, float shift, double* e);
   // y = silu(g) ⊙ u over n values (u null: silu alone), vectorised exp (kernels_generic.inc).
   void (*silu_mul)(const float* g, const float* u, float* y, int64_t n);
+  // y = gelu(x) = x/2 · erfc(−x/√2) over n values, vectorised erfc (kernels_generic.inc).
+  void (*gelu)(const float* x, float* y, int64_t n);
 };
 
 // The table for the best level available (or the forced one). Never null.

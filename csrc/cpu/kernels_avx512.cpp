@@ -53,6 +53,7 @@ const CpuKernels kCpuKernelsAvx512 = {
     true,
     gen_exp_shift_f64,
     gen_silu_mul,
+    gen_gelu,
 };
 
 }  // namespace dvl

@@ -39,6 +39,7 @@ const CpuKernels kCpuKernelsScalar = {
     false,
     gen_exp_shift_f64,
     gen_silu_mul,
+    gen_gelu,
 };
 
 }  // namespace dvl

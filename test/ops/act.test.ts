@@ -15,7 +15,9 @@ const SILU_TOL = { abs: 1e-30, rel: 4e-7 };
 const SWIGLU_TOL = { abs: 1e-30, rel: 5e-7 };
 // gelu / gelu_tanh: the f32 argument (x/√2, or 2u with its cube) carries a few roundings and the
 // tail amplifies an argument error by ~2u² (erfc) or |2u| (exp): ≤ 1e-6 relative for |x| ≤ 6,
-// and where that amplification grows the values themselves are < 1e-7, hence abs 1e-7.
+// and where that amplification grows the values themselves are < 1e-7, hence abs 1e-7. gelu's
+// vector erfc (kernels_generic.inc gelu_lanes) was measured at ≤ 0.33 of this bound over 2.4 M
+// values in [−12, 12].
 const GELU_TOL = { abs: 1e-7, rel: 1e-6 };
 // softmax: x − max is rounded to f32 before expf, an absolute argument error of |x − max|·2^-24
 // (≤ 20·6e-8 here) → rel ≤ 1.5e-6 on that term; the Σ and the division are double → rel 1.5e-6.
