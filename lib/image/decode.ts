@@ -231,6 +231,22 @@ export interface ImageProbe {
  * is decoded.
  */
 export async function probeImage(input: ImageInput, options: DecodeOptions = {}): Promise<ImageProbe> {
+  return (await probeImageKeep(input, options)).probe;
+}
+
+/**
+ * An image probeImageKeep read and checked: its encoded bytes, kept so that decodeImage reads
+ * the file (or data: URL) once per request and skips the header it already checked.
+ */
+export class ProbedImage {
+  constructor(readonly bytes: Uint8Array, readonly probe: ImageProbe) {}
+}
+
+/**
+ * probeImage, also handing back what decodeImage needs next: a ProbedImage for encoded input
+ * (file, data: URL, bytes), the input itself for raw RGB.
+ */
+export async function probeImageKeep(input: ImageInput, options: DecodeOptions = {}): Promise<{ probe: ImageProbe; image: ImageInput | ProbedImage }> {
   const label = describeImageInput(input);
   const { maxPixels, maxBytes, autoOrient } = checkOptions(options);
   if (isRawShape(input)) {
@@ -239,7 +255,7 @@ export async function probeImage(input: ImageInput, options: DecodeOptions = {})
       throw new ImageError(`${label}: width and height must be integers ≥ 1`, label);
     if (width * height > maxPixels)
       throw new ImageError(`${label}: ${width}×${height} exceeds the pixel limit of ${maxPixels} (option maxPixels)`, label);
-    return { width, height, format: 'raw', label };
+    return { probe: { width, height, format: 'raw', label }, image: input };
   }
   const bytes = await encodedBytes(input, label, maxBytes);
   const sharp = await sharpOrError(label);
@@ -255,15 +271,17 @@ export async function probeImage(input: ImageInput, options: DecodeOptions = {})
   if (autoOrient && (meta.orientation ?? 1) >= 5) [width, height] = [height, width];
   if (width * height > maxPixels)
     throw new ImageError(`${label}: ${width}×${height} exceeds the pixel limit of ${maxPixels} (option maxPixels / limits.imagePixels)`, label);
-  return { width, height, format: meta.format ?? 'unknown', label };
+  const probe = { width, height, format: meta.format ?? 'unknown', label };
+  return { probe, image: new ProbedImage(bytes, probe) };
 }
 
 /** Decodes an image to RGB u8 [H, W, 3] the way the reference's PIL `.convert('RGB')` sees it. */
-export async function decodeImage(input: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
-  const label = describeImageInput(input);
+export async function decodeImage(input: ImageInput | ProbedImage, options: DecodeOptions = {}): Promise<RgbImage> {
+  const probed = input instanceof ProbedImage ? input : undefined;
+  const label = probed ? probed.probe.label : describeImageInput(input as ImageInput);
   const { maxPixels, maxBytes, autoOrient } = checkOptions(options);
-  if (isRawShape(input)) return rawImage(input, label, maxPixels);
-  const bytes = await encodedBytes(input, label, maxBytes);
+  if (!probed && isRawShape(input)) return rawImage(input, label, maxPixels);
+  const bytes = probed ? probed.bytes : await encodedBytes(input, label, maxBytes);
   const sharp = await sharpOrError(label);
   try {
     const pipeline = sharp(bytes, {
@@ -273,7 +291,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
       ignoreIcc: true,
       pages: 1,
     });
-    checkFormat((await pipeline.metadata()).format, label);
+    if (!probed) checkFormat((await pipeline.metadata()).format, label);  // a probe checked these bytes already
     const { data, info } = await pipeline.removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3 || data.length !== info.width * info.height * 3)
       throw new ImageError(`${label}: decoder returned ${info.channels} channels, expected RGB`, label);

@@ -36,7 +36,7 @@ import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, buildPromptAsync, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat, type PromptOptions } from '../text/prompt.js';
 import type { EncodeLimits } from '../text/encode.js';
 import { IncrementalDecoder, StopStringMatcher, stopAt, stopStrings, tokensCovering } from '../text/stream.js';
-import { decodeImage, probeImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
+import { decodeImage, probeImageKeep, ProbedImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
 import type { TextDecoder } from './decoder.js';
 import { createTextDecoder } from './families.js';
 import { createVisionEncoder, visionOutputSize, type VisionEncoder } from './vision.js';
@@ -423,14 +423,18 @@ export class Model {
    * the byte and pixel limits, all of them within the request's pixel budget; returns the
    * prompt positions each will take (the same numbers preprocessing gives).
    */
-  private async probeImages(images: readonly unknown[], signal?: AbortSignal): Promise<number[]> {
+  private async probeImages(images: readonly unknown[], signal?: AbortSignal): Promise<{ tokens: number[]; kept: unknown[] }> {
     const v = this.vision;
-    if (images.length === 0 || !v) return [];
+    if (images.length === 0 || !v) return { tokens: [], kept: [...images] };
     const tokens: number[] = [];
+    // What encodePrompt decodes: each image as read here (its encoded bytes and checked header),
+    // so a file is read once per request and its header parsed once.
+    const kept: unknown[] = [];
     let pixels = 0;
     for (const im of images) {
       if (signal?.aborted) throw signal.reason;
-      const p = await probeImage(im as ImageInput, this.imageOptions());
+      const { probe: p, image } = await probeImageKeep(im as ImageInput, this.imageOptions());
+      kept.push(image);
       pixels += p.width * p.height;
       if (pixels > this.limits.requestPixels) {
         throw new ImageError(`the request's images hold more than ${this.limits.requestPixels} pixels in all (limits.requestPixels; ` +
@@ -438,7 +442,7 @@ export class Model {
       }
       tokens.push(v.tokenCount(p.width, p.height, { multiImage: images.length > 1 }));
     }
-    return tokens;
+    return { tokens, kept };
   }
 
   /**
@@ -459,7 +463,7 @@ export class Model {
     const opts = { multiImage: multiImage ?? images.length > 1 };
     const prepared: unknown[] = [];
     for (const im of images) {
-      const img = await decodeImage(im as ImageInput, this.imageOptions());
+      const img = await decodeImage(im as ImageInput | ProbedImage, this.imageOptions());
       checkAbort();
       prepared.push(await enc.prepare(img, opts));
     }
@@ -530,7 +534,8 @@ export class Model {
     const mode = this.modeOf(r, decodeOptions);
     const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
     const tPrompt = performance.now();
-    const { ids, images } = await this.prompt(r, signal);
+    const { ids, images: given } = await this.prompt(r, signal);
+    let images = given;
     const promptMs = performance.now() - tPrompt;
     const dm = mode === 'diffusion' ? this.decodeModel(decodeOptions) : undefined;
     const check = (P: number) => validateDecodeOptions(decodeOptions as DecodeOptions, dm
@@ -540,7 +545,7 @@ export class Model {
     const tProbe = performance.now();
     let imageTokens: number[] = [];
     if (images.length > 0) {
-      imageTokens = await this.probeImages(images, signal);
+      ({ tokens: imageTokens, kept: images } = await this.probeImages(images, signal));
       check(ids.length - images.length + imageTokens.reduce((a, b) => a + b, 0));
     }
     const probeMs = images.length > 0 ? performance.now() - tProbe : 0;
@@ -578,8 +583,8 @@ export class Model {
     this.ensureAlive();
     const { req: r, decodeOptions } = readRequest(req);
     const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;
-    const { ids, images } = await this.prompt(r, signal);
-    await this.probeImages(images, signal);
+    const { ids, images: given } = await this.prompt(r, signal);
+    const { kept: images } = await this.probeImages(given, signal);
     const seq = await this.sched.open(signal);
     try {
       this.ensureAlive();
@@ -745,7 +750,7 @@ export class Model {
     this.ensureAlive();
     const { req: r } = readRequest(req);
     const { ids, images } = await this.prompt(r);
-    const imageTokens = await this.probeImages(images);
+    const { tokens: imageTokens } = await this.probeImages(images);
     const textTokens = ids.length - images.length;
     return { promptTokens: textTokens + imageTokens.reduce((a, b) => a + b, 0), textTokens, imageTokens, ids };
   }

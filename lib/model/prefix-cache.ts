@@ -13,6 +13,7 @@
 // prefix or user takes the cache. An entry that is a prefix of a newer one is dropped: the newer
 // one serves every lookup it would. Image feature rows are kept too (by picture hash), so an
 // image of a resent conversation is not encoded again while its entry lives.
+import { ProbedImage } from '../image/decode.js';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { DisposedError, OptionError } from '../errors.js';
@@ -123,7 +124,9 @@ export class PrefixCache implements KvReuser {
   /** A hash of the picture's bytes (a path is read; what cannot be read is named by its value). */
   async imageKey(_k: number, image: unknown): Promise<string> {
     const h = createHash('sha256');
-    if (typeof image === 'string') {
+    if (image instanceof ProbedImage) {
+      h.update(image.bytes);   // the request's probe read it: the encoded bytes, whatever the source
+    } else if (typeof image === 'string') {
       if (image.startsWith('data:')) h.update(image);
       else {
         try { h.update(await readFile(image)); } catch { h.update(`path:${image}`); }   // decoding names the error later
