@@ -142,6 +142,35 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     q.dispose();
   });
 
+  it.each(['f32', 'bf16'] as const)('a NaN value row changes nothing for rows that cannot see it, also when a prefill shares its K/V tiles between items (%s)', async (dtype) => {
+    // 100 causal rows × 7 heads per kv head: several items per kv head, which convert each K/V
+    // tile once and share it (attention.cpp run_items). The NaN key sits inside a shared tile
+    // that items ending before it also hold: their rows must not change by a bit.
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(12);
+    const nkv = 2, group = 7, nh = 14, hd = 64, T = 100, bad = 37;
+    const qt = tensorFromArray('f32', [T, nh, hd], normal(r, T * nh * hd));
+    const kt = tensorFromArray('f32', [T, nkv, hd], normal(r, T * nkv * hd));
+    const vx = normal(r, T * nkv * hd);
+    const run = async (vals: Float32Array) => {
+      const kc = q.empty(dtype, [nkv, T, hd]), vc = q.empty(dtype, [nkv, T, hd]);
+      q.kvCacheAppend(kc, kt, 0);
+      q.kvCacheAppend(vc, tensorFromArray('f32', [T, nkv, hd], vals), 0);
+      return q.readF32(q.attention(qt, kc, vc, { kvLen: T, mask: 'causal' }));
+    };
+    const clean = await run(vx);
+    const poisoned = vx.slice();
+    poisoned[(bad * nkv + 0) * hd + 9] = NaN;  // key 37 of kv head 0 (query heads 0..6)
+    const out = await run(poisoned);
+    for (let i = 0; i < T; i++)
+      for (let h = 0; h < nh; h++) {
+        const a = out.slice((i * nh + h) * hd, (i * nh + h + 1) * hd), b = clean.slice((i * nh + h) * hd, (i * nh + h + 1) * hd);
+        if (h < group && i >= bad) expect(Number.isNaN(a[9]) && a.every((x, d) => d === 9 || Number.isFinite(x)), `row ${i} head ${h}`).toBe(true);
+        else expect(a, `row ${i} head ${h}`).toEqual(b);
+      }
+    q.dispose();
+  });
+
   it('a row with no visible key is zeros, never NaN (full mask over an empty cache)', async () => {
     const q = new Queue({ isa, threads: 2 });
     const k = tensorFromArray('f32', [1, 4, 8], new Float32Array(32).fill(NaN));  // never read

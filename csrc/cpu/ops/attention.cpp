@@ -118,16 +118,28 @@ struct SeqItems {
 };
 
 // Splits each sequence's kv heads × rows into items and runs them all over the pool.
-static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs) {
+// Rows per item for a kv head's `rows` (query row, head) pairs: enough items for every thread
+// (twice over, for balance under causal masks), at most 64 rows (the item's scratch), and at
+// least 8 (an item walks all of its head's keys; 4 rows would not amortise that).
+static int64_t item_rows(int64_t rows, int64_t nkv, int64_t nth) {
+  const int64_t per_head = (2 * nth + nkv - 1) / nkv;
+  const int64_t run = (rows + per_head - 1) / per_head;
+  return std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(run, 8), kAttnMaxRows));
+}
+
+// Shared tiles up to this size; beyond it (very long contexts) each item
+// converts its own tiles, as it always did.
+static constexpr size_t kSharedTilesMaxBytes = size_t(64) << 20;
+
+static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
+  std::vector<SeqItems> seqs = seqs_in;
   auto item = attention_item_base;
 #if defined(DVL_HAVE_X86_KERNELS)
   if (ctx.k.isa == Isa::Avx2 || ctx.k.isa == Isa::Avx2Vnni) item = attention_item_avx2;
   if (ctx.k.isa == Isa::Avx512 || ctx.k.isa == Isa::Avx512Bf16) item = attention_item_avx512;
 #endif
-  // Split each kv head's Tq·group rows into runs: enough items for every thread (twice over,
-  // for balance under causal masks), at most 64 rows (the item's scratch), and at least 8: every
-  // item re-reads and transposes its head's K/V tiles, which a run of 4 rows would not amortise.
-  // (How rows are grouped into items never changes a row's result: attention_kernel.h.)
+  // Split each kv head's Tq·group rows into runs (item_rows). How rows are grouped into items
+  // never changes a row's result (attention_kernel.h).
   struct Item {
     const AttnArgs* A;
     int64_t g, r0, r1;
@@ -136,14 +148,64 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs) {
   const int64_t nth = ctx.pool.size();
   for (const SeqItems& s : seqs) {
     const AttnArgs& A = s.A;
-    const int64_t rows = s.Tq * A.group;
-    int64_t per_head = (2 * nth + A.nkv - 1) / A.nkv;
-    int64_t run = (rows + per_head - 1) / per_head;
-    run = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(run, 8), kAttnMaxRows));
+    const int64_t rows = s.Tq * A.group, run = item_rows(rows, A.nkv, nth);
     for (int64_t g = 0; g < A.nkv; ++g)
       for (int64_t r0 = 0; r0 < rows; r0 += run) items.push_back({&s.A, g, r0, std::min(rows, r0 + run)});
   }
   const int64_t hd = seqs.empty() ? 0 : seqs[0].A.hd;
+
+  // A kv head split into several items: convert its K/V tiles once for all of them (each item
+  // used to transpose and convert every tile itself — a prefill's 64-row items did so Tq·group/64
+  // times over). Same f32 values, same products: the rows' bits do not change.
+  struct Share {
+    size_t seq;
+    int64_t LO, HI, tile0, ntiles;
+    size_t off_f, off_b;  // floats / flag bytes into the block
+  };
+  std::vector<Share> shares;
+  size_t nf = 0, nb = 0;
+  for (size_t si = 0; si < seqs.size(); ++si) {
+    const AttnArgs& A = seqs[si].A;
+    const int64_t rows = seqs[si].Tq * A.group;
+    if (rows <= item_rows(rows, A.nkv, nth)) continue;  // one item per kv head: nothing to share
+    int64_t LO = INT64_MAX, HI = 0;
+    for (int64_t i = 0; i < seqs[si].Tq; ++i)
+      if (A.lo[i] < A.hi[i]) { LO = std::min(LO, A.lo[i]); HI = std::max(HI, A.hi[i]); }
+    if (HI <= LO) continue;
+    const int64_t tile0 = LO / kAttnTile, ntiles = (HI + kAttnTile - 1) / kAttnTile - tile0;
+    shares.push_back({si, LO, HI, tile0, ntiles, nf, nb});
+    nf += size_t(A.nkv * ntiles * attn_tile_floats(A.hd));
+    nb += size_t(A.nkv * (HI - LO));
+  }
+  Scratch local;
+  if (!shares.empty() && nf * 4 + nb + 64 <= kSharedTilesMaxBytes) {
+    Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
+    float* block = static_cast<float*>(scratch.get(nf * 4 + nb + 64));
+    uint8_t* flags = reinterpret_cast<uint8_t*>(block + nf);
+    struct Fill { const Share* sh; int64_t g, ti; };
+    std::vector<Fill> fills;
+    for (Share& sh : shares) {
+      AttnArgs& A = seqs[sh.seq].A;
+      A.tiles = block + sh.off_f;
+      A.finite = flags + sh.off_b;
+      A.tile0 = sh.tile0;
+      A.ntiles = sh.ntiles;
+      A.key0 = sh.LO;
+      A.span = sh.HI - sh.LO;
+      for (int64_t g = 0; g < A.nkv; ++g)
+        for (int64_t ti = 0; ti < sh.ntiles; ++ti) fills.push_back({&sh, g, ti});
+    }
+    ctx.pool.parallel_for(int64_t(fills.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t f = b; f < e; ++f) {
+        const Share& sh = *fills[size_t(f)].sh;
+        const AttnArgs& A = seqs[sh.seq].A;
+        const int64_t g = fills[size_t(f)].g, j0 = (sh.tile0 + fills[size_t(f)].ti) * kAttnTile;
+        const int64_t a0 = std::max(j0, sh.LO), j1 = std::min(j0 + kAttnTile, sh.HI);
+        float* Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + fills[size_t(f)].ti) * attn_tile_floats(A.hd);
+        attn_fill_tile(A, g, j0, a0, j1, Kt, Kt + A.hd * kAttnTile, const_cast<uint8_t*>(A.finite) + g * A.span + (a0 - sh.LO));
+      }
+    });
+  }
   ctx.pool.parallel_for(int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
     std::vector<float> scratch(size_t(attn_scratch_floats(hd)));
     for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, scratch.data());

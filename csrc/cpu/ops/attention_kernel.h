@@ -46,12 +46,22 @@ struct AttnArgs {
   const int64_t* hi;  // [Tq]: one past the last visible key
   void (*cvt_bf16)(const uint16_t*, float*, int64_t);
   void (*cvt_f16)(const uint16_t*, float*, int64_t);
+  // K/V tiles converted once per call for all items (attn_fill_tiles), or null: each item
+  // converts its own. Kv head g's tile ti (keys from (tile0 + ti)·T) is Kt at
+  // tiles + (g·ntiles + ti)·attn_tile_floats(hd), its Vb right after; finite[g·span + j − key0]
+  // says whether value row j is finite.
+  const float* tiles = nullptr;
+  const uint8_t* finite = nullptr;
+  int64_t tile0 = 0, ntiles = 0, key0 = 0, span = 0;
 };
 
 static const int64_t kAttnTile = 64;     // keys per tile
 static const int64_t kAttnMaxRows = 64;  // query rows per work item
 
 static inline int64_t attn_round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// Floats of one converted tile: Kt [hd, T] then Vb [T, hdp].
+static inline int64_t attn_tile_floats(int64_t hd) { return hd * kAttnTile + kAttnTile * attn_round16(hd); }
 
 // Scratch floats an item needs (see the carve-up at the top of attn_item).
 static inline int64_t attn_scratch_floats(int64_t hd) {
@@ -168,6 +178,43 @@ static inline void attn_pv_4x16(const float* P, int64_t nj, const float* Vb, int
     for (int c = 0; c < kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
 }
 
+// Kv head g's keys [j0, j1) as one tile: Kt [hd, T] transposed and Vb [T, hdp], f32; keys
+// before a0 and from j1 on are zeros (never read from memory). Returns whether every value row
+// of [a0, j1) is finite; `finite` (if given) gets one flag per key of [a0, j1).
+static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0, int64_t j1, float* Kt, float* Vb, uint8_t* finite) {
+  const int64_t hd = A.hd, hdp = attn_round16(hd), T = kAttnTile, nj = j1 - j0;
+  const size_t es = dtype_size(A.kv_dtype);
+  const char* kh = static_cast<const char*>(A.k) + size_t(g * A.cap * hd) * es;
+  const char* vh = static_cast<const char*>(A.v) + size_t(g * A.cap * hd) * es;
+  float row[512];  // one converted K row (hd ≤ 512 is checked at plan time)
+  std::memset(Kt, 0, sizeof(float) * size_t(hd * T));
+  std::memset(Vb, 0, sizeof(float) * size_t(T * hdp));
+  bool all = true;
+  for (int64_t j = a0 - j0; j < nj; ++j) {
+    const size_t off = size_t((j0 + j) * hd);
+    const float* kr;
+    float* vr = Vb + j * hdp;
+    if (A.kv_dtype == DType::F32) {
+      kr = reinterpret_cast<const float*>(kh) + off;
+      std::memcpy(vr, reinterpret_cast<const float*>(vh) + off, sizeof(float) * size_t(hd));
+    } else {
+      auto cvt = A.kv_dtype == DType::BF16 ? A.cvt_bf16 : A.cvt_f16;
+      cvt(reinterpret_cast<const uint16_t*>(kh) + off, row, hd);
+      cvt(reinterpret_cast<const uint16_t*>(vh) + off, vr, hd);
+      kr = row;
+    }
+    for (int64_t d = 0; d < hd; ++d) Kt[d * T + j] = kr[d];
+    float bad[16] = {};
+    for (int64_t d = 0; d < hdp; d += 16)
+      for (int q = 0; q < 16; ++q) bad[q] += vr[d + q] * 0.f;  // NaN iff a NaN/Inf value
+    bool ok = true;
+    for (int q = 0; q < 16; ++q) ok = ok && bad[q] == 0.f;
+    if (finite) finite[j - (a0 - j0)] = ok;
+    all = all && ok;
+  }
+  return all;
+}
+
 static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
   const float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t hd = A.hd, hdp = attn_round16(hd), T = kAttnTile, rows = r1 - r0, rows4 = (rows + 3) / 4 * 4;
@@ -202,38 +249,23 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
     }
   }
 
-  const size_t es = dtype_size(A.kv_dtype);
-  const char* kh = static_cast<const char*>(A.k) + size_t(g * A.cap * hd) * es;
-  const char* vh = static_cast<const char*>(A.v) + size_t(g * A.cap * hd) * es;
-  float row[512];  // one converted K row (hd ≤ 512 is checked at plan time)
   for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
     const int64_t a0 = j0 > LO ? j0 : LO;  // keys [a0, j1) of this tile are read
     const int64_t j1 = j0 + T < HI ? j0 + T : HI;
-    const int64_t nj = j1 - j0, njp = attn_round16(nj);
-    // 1. K transposed and V padded, f32. Keys before a0 (tile alignment) are zero, never read
-    //    from memory: they belong to no row of this item.
-    std::memset(Kt, 0, sizeof(float) * size_t(hd * T));
-    std::memset(Vb, 0, sizeof(float) * size_t(T * hdp));
-    float bad[16] = {};
-    for (int64_t j = a0 - j0; j < nj; ++j) {
-      const size_t off = size_t((j0 + j) * hd);
-      const float* kr;
-      float* vr = Vb + j * hdp;
-      if (A.kv_dtype == DType::F32) {
-        kr = reinterpret_cast<const float*>(kh) + off;
-        std::memcpy(vr, reinterpret_cast<const float*>(vh) + off, sizeof(float) * size_t(hd));
-      } else {
-        auto cvt = A.kv_dtype == DType::BF16 ? A.cvt_bf16 : A.cvt_f16;
-        cvt(reinterpret_cast<const uint16_t*>(kh) + off, row, hd);
-        cvt(reinterpret_cast<const uint16_t*>(vh) + off, vr, hd);
-        kr = row;
-      }
-      for (int64_t d = 0; d < hd; ++d) Kt[d * T + j] = kr[d];
-      for (int64_t d = 0; d < hdp; d += 16)
-        for (int q = 0; q < 16; ++q) bad[q] += vr[d + q] * 0.f;  // NaN iff a NaN/Inf value
-    }
+    const int64_t nj = j1 - j0, njp = attn_round16(nj), s0 = a0 - j0;
+    // 1. K transposed and V padded, f32: this item's own copy, or the call's shared one. The
+    //    products below never touch a key outside [a0, j1) (scores masked, P·V over [s0, nj)),
+    //    so a shared tile's other keys cannot change a bit of this item's rows.
     bool v_finite = true;
-    for (int q = 0; q < 16; ++q) v_finite = v_finite && bad[q] == 0.f;
+    if (A.tiles) {
+      const int64_t ti = j0 / T - A.tile0;
+      Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + ti) * attn_tile_floats(hd);
+      Vb = Kt + hd * T;
+      const uint8_t* fin = A.finite + g * A.span + (a0 - A.key0);
+      for (int64_t j = 0; j < j1 - a0; ++j) v_finite = v_finite && fin[j];
+    } else {
+      v_finite = attn_fill_tile(A, g, j0, a0, j1, Kt, Vb, nullptr);
+    }
 
     for (int64_t rb = 0; rb < rows4; rb += 4) {
       // Rows of this block that see any key of the tile.
@@ -288,7 +320,7 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
       }
       // 3. acc += P·V.
       if (v_finite) {
-        for (int64_t d0 = 0; d0 < hdp; d0 += 16) attn_pv_4x16(P, njp, Vb + d0, hdp, acc + rb * hdp + d0);
+        for (int64_t d0 = 0; d0 < hdp; d0 += 16) attn_pv_4x16(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
       } else {
         for (int i = 0; i < 4; ++i) {
           float* ar = acc + (rb + i) * hdp;
