@@ -17,7 +17,8 @@
 //
 // Writes bench/out/batching.json; prints the rows for bench/RESULTS.md. Flags: --threads N,
 // --tokens N (per request, default 64), --n N (held-out items, default 100), --skip-heldout,
-// --only balance|concurrent|arrival|heldout (one part).
+// --only balance|concurrent|arrival|heldout (one part), --max-rows N (loadModel's maxBatchRows:
+// shorter forwards trade aggregate block throughput for a newcomer's wait; RESULTS.md).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +32,7 @@ import { QWEN25_05B, seedCheckpoint } from './seed.js';
 const { values: v } = parseArgs({ options: {
   threads: { type: 'string' }, tokens: { type: 'string', default: '64' }, n: { type: 'string', default: '100' },
   'skip-heldout': { type: 'boolean', default: false },
-  only: { type: 'string' },
+  only: { type: 'string' }, 'max-rows': { type: 'string' },
 } });
 const threads = v.threads ? Number(v.threads) : undefined;
 const tokens = Number(v.tokens);
@@ -44,7 +45,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const result: Record<string, unknown> = { machine };
 
 const dir = await seedCheckpoint(join(root, '.cache', 'bench-qwen2.5-0.5b'), QWEN25_05B, log);
-const model = await loadModel(dir, { threads, maxBatch: 8, memoryCheck: false });
+const model = await loadModel(dir, { threads, maxBatch: 8, memoryCheck: false, maxBatchRows: v['max-rows'] ? Number(v['max-rows']) : undefined });
 
 const part = (name: string) => v.only === undefined || v.only === name;
 // ---- balance point ------------------------------------------------------------------------
