@@ -113,6 +113,8 @@ export interface LoadModelOptions {
   /**
    * Rows per forward that prompt prefills may fill up to while other requests decode (default
    * 64 on the CPU, 512 on the GPU): a long prompt is prefilled in chunks between their steps.
+   * Decode steps join a forward while they fit too, so this also bounds how long a newcomer
+   * waits for the forward already running (bench/RESULTS.md: the trade on 2 cores).
    */
   maxBatchRows?: number;
 }
