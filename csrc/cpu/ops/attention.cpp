@@ -166,8 +166,10 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   size_t nf = 0, nb = 0;
   for (size_t si = 0; si < seqs.size(); ++si) {
     const AttnArgs& A = seqs[si].A;
+    // Worth it past one full item per kv head: below that the items split only for the threads'
+    // balance, and converting a few tiles twice costs less than a second fork/join.
     const int64_t rows = seqs[si].Tq * A.group;
-    if (rows <= item_rows(rows, A.nkv, nth)) continue;  // one item per kv head: nothing to share
+    if (rows <= kAttnMaxRows || rows <= item_rows(rows, A.nkv, nth)) continue;  // one item per kv head: nothing to share
     int64_t LO = INT64_MAX, HI = 0;
     for (int64_t i = 0; i < seqs[si].Tq; ++i)
       if (A.lo[i] < A.hi[i]) { LO = std::min(LO, A.lo[i]); HI = std::max(HI, A.hi[i]); }
