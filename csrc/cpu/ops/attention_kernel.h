@@ -144,38 +144,46 @@ static inline float attn_exp1(float x) {
   return out[0];
 }
 
-// S[4][16] = Q[4 rows, hd] · Kt[hd, 16 keys] (Kt row stride kAttnTile): a 4×16 register block,
+// Column groups of 16 per register block: 2 with 512-bit vectors (4 rows × 2 groups = 8
+// accumulator chains, enough to cover the FMA latency on two ports — 1 group left the AVX-512
+// kernel latency-bound at half its FMA rate), 1 with narrower vectors (AVX2 already has 4 × 2
+// vectors per group, and 16 registers). Each accumulator still sums in the same order.
+static const int kAttnG = kAttnNV == 1 ? 2 : 1;
+
+// S[4][16·G] = Q[4 rows, hd] · Kt[hd, 16·G keys] (Kt row stride kAttnTile): a register block,
 // one broadcast of q per row and column vector.
-static inline void attn_qk_4x16(const float* Q, int64_t hd, const float* Kt, float* S) {
-  attn_fv a[4][kAttnNV] = {};
+template <int G>
+static inline void attn_qk_4x16g(const float* Q, int64_t hd, const float* Kt, float* S) {
+  attn_fv a[4][G * kAttnNV] = {};
   for (int64_t d = 0; d < hd; ++d) {
-    attn_fv k[kAttnNV];
-    for (int c = 0; c < kAttnNV; ++c) k[c] = attn_ld(Kt + d * kAttnTile + c * kAttnVW);
+    attn_fv k[G * kAttnNV];
+    for (int c = 0; c < G * kAttnNV; ++c) k[c] = attn_ld(Kt + d * kAttnTile + c * kAttnVW);
     for (int i = 0; i < 4; ++i) {
       const float qv = Q[i * hd + d];
-      for (int c = 0; c < kAttnNV; ++c) a[i][c] += qv * k[c];
+      for (int c = 0; c < G * kAttnNV; ++c) a[i][c] += qv * k[c];
     }
   }
   for (int i = 0; i < 4; ++i)
-    for (int c = 0; c < kAttnNV; ++c) attn_st(S + i * kAttnTile + c * kAttnVW, a[i][c]);
+    for (int c = 0; c < G * kAttnNV; ++c) attn_st(S + i * kAttnTile + c * kAttnVW, a[i][c]);
 }
 
-// A[4 rows, 16 cols] += P[4 rows, nj keys] · Vb[nj, 16 cols] (A and Vb row stride hdp, P row
-// stride kAttnTile).
-static inline void attn_pv_4x16(const float* P, int64_t nj, const float* Vb, int64_t hdp, float* A) {
-  attn_fv a[4][kAttnNV];
+// A[4 rows, 16·G cols] += P[4 rows, nj keys] · Vb[nj, 16·G cols] (A and Vb row stride hdp, P
+// row stride kAttnTile).
+template <int G>
+static inline void attn_pv_4x16g(const float* P, int64_t nj, const float* Vb, int64_t hdp, float* A) {
+  attn_fv a[4][G * kAttnNV];
   for (int i = 0; i < 4; ++i)
-    for (int c = 0; c < kAttnNV; ++c) a[i][c] = attn_ld(A + i * hdp + c * kAttnVW);
+    for (int c = 0; c < G * kAttnNV; ++c) a[i][c] = attn_ld(A + i * hdp + c * kAttnVW);
   for (int64_t j = 0; j < nj; ++j) {
-    attn_fv v[kAttnNV];
-    for (int c = 0; c < kAttnNV; ++c) v[c] = attn_ld(Vb + j * hdp + c * kAttnVW);
+    attn_fv v[G * kAttnNV];
+    for (int c = 0; c < G * kAttnNV; ++c) v[c] = attn_ld(Vb + j * hdp + c * kAttnVW);
     for (int i = 0; i < 4; ++i) {
       const float pv = P[i * kAttnTile + j];
-      for (int c = 0; c < kAttnNV; ++c) a[i][c] += pv * v[c];
+      for (int c = 0; c < G * kAttnNV; ++c) a[i][c] += pv * v[c];
     }
   }
   for (int i = 0; i < 4; ++i)
-    for (int c = 0; c < kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
+    for (int c = 0; c < G * kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
 }
 
 // Kv head g's keys [j0, j1) as one tile: Kt [hd, T] transposed and Vb [T, hdp], f32; keys
@@ -273,7 +281,11 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
       for (int i = 0; i < 4; ++i) any = any || (lo[rb + i] < j1 && hi[rb + i] > j0 && lo[rb + i] < hi[rb + i]);
       if (!any) continue;
       // 2. scores.
-      for (int64_t jb = 0; jb < njp; jb += 16) attn_qk_4x16(Q + rb * hd, hd, Kt + jb, S + jb);
+      {
+        int64_t jb = 0;
+        for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_4x16g<kAttnG>(Q + rb * hd, hd, Kt + jb, S + jb);
+        for (; jb < njp; jb += 16) attn_qk_4x16g<1>(Q + rb * hd, hd, Kt + jb, S + jb);
+      }
       // Scale and mask the scores, a vector of keys at a time (this bookkeeping, not the dot
       // products, was most of the time at small head dims): invisible keys −∞, the row's max
       // NaN if any score is NaN (tracked apart: a vector max would drop it).
@@ -320,7 +332,9 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
       }
       // 3. acc += P·V.
       if (v_finite) {
-        for (int64_t d0 = 0; d0 < hdp; d0 += 16) attn_pv_4x16(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        int64_t d0 = 0;
+        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_4x16g<kAttnG>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 < hdp; d0 += 16) attn_pv_4x16g<1>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
       } else {
         for (int i = 0; i < 4; ++i) {
           float* ar = acc + (rb + i) * hdp;
