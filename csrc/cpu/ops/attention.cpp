@@ -208,7 +208,13 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
       }
     });
   }
-  ctx.pool.parallel_for(int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
+  // Items in one piece when the whole call is a few microseconds of work (a small model's decode
+  // step: a plan judges attention by ≥ 256 keys at record time, since it replays as keys grow;
+  // here the keys are known).
+  double macs = 0;
+  for (const Item& it : items) macs += 2.0 * double(it.r1 - it.r0) * double(it.A->hd) * double(it.A->hi[(it.r1 - 1) / it.A->group]);
+  const int64_t grain = macs < double(1 << 17) ? int64_t(items.size()) : 1;
+  ctx.pool.parallel_for(int64_t(items.size()), grain, [&](int64_t b, int64_t e) {
     std::vector<float> scratch(size_t(attn_scratch_floats(hd)));
     for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, scratch.data());
   });

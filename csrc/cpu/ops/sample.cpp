@@ -310,7 +310,9 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
     // pool, rows one after another — faster than rows side by side even with many rows (8 rows
     // of 151 936 on 2 cores: 1.75 ms against 3.6), and the only way to use the pool for one.
     for (int64_t r = 0; r < n; ++r) errs[r] = greedy_row_split(ctx.pool, ctx.k, logits + r * V, V, r, ids + r, conf + r);
-  } else ctx.pool.parallel_for(n, 1, [&](int64_t r0, int64_t r1) {
+  } else ctx.pool.parallel_for(n, c.temperature == 0 ? std::max<int64_t>(1, 16384 / std::max<int64_t>(V, 1)) : 1, [&](int64_t r0, int64_t r1) {
+    // (Greedy rows of a small vocabulary take ≈ 1 ns a logit: a few hundred of them per piece
+    // would cost less than handing the piece to another thread.)
     SampleScratch s;
     if (c.temperature > 0) {
       s.z.resize(size_t(V));
