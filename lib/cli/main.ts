@@ -29,7 +29,7 @@ import { nearestKey } from '../decode/options.js';
 import { availableHostMemory, describeEstimate, estimateMemory, formatBytes, panelLayouts } from '../model/memory.js';
 import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
-import type { GenerateRequest, GenerateResult, LoadModelOptions } from '../model/model.js';
+import type { GenerateRequest, GenerateResult, LoadModelOptions, OpProfileLine } from '../model/model.js';
 import { Queue, nativeInfo } from '../native/index.js';
 import { loadProgress, progressBar } from './progress.js';
 
@@ -64,6 +64,7 @@ options for run:
   --precision P       fast (default: bf16-rounded / int8 activations) | exact (f32 activations)
   --dtype D           weight dtype: as stored (default) | bf16 | f16 | f32 | q8 (int8, CPU only)
   --show-steps        print each denoising step's canvas (text; masked tokens as ▒)
+  --profile           time every op of the request and print where its time went
   --json              print the result as JSON (no progress bars)
 
 chat: an interactive conversation on a session that keeps its KV cache between turns (each
@@ -187,6 +188,21 @@ function statsLine(r: GenerateResult): string {
     `prefill ${s.prefillMs.toFixed(0)} ms, ${s.msPerForward.toFixed(1)} ms/forward, ${s.tokensPerSecond.toFixed(1)} tok/s, finish: ${r.finishReason}`;
 }
 
+/** `run --profile`: where the request's time went — its phases, then the costliest ops. */
+function profileText(r: GenerateResult, p: { totalMs: number; ops: OpProfileLine[] }): string {
+  const t = r.stats.timings;
+  const lines = [
+    `time: prompt ${t.promptMs.toFixed(2)} ms, images ${t.imageMs.toFixed(2)} ms, vision tower ${t.towerMs.toFixed(2)} ms, ` +
+      `prefill ${t.prefillMs.toFixed(2)} ms, decoding ${t.decodeMs.toFixed(2)} ms (${t.decodeTokens} tokens); ` +
+      `${p.totalMs.toFixed(2)} ms inside the ops`,
+  ];
+  for (const l of p.ops.slice(0, 12))
+    lines.push(`  ${l.op.padEnd(28)} ${l.ms.toFixed(3).padStart(9)} ms ${(l.share * 100).toFixed(1).padStart(5)} %  ${String(l.calls).padStart(5)} calls` +
+      (l.weightGBps > 0 ? `  weights at ${l.weightGBps.toFixed(1)} GB/s` : ''));
+  if (p.ops.length > 12) lines.push(`  … ${p.ops.length - 12} more (--json has them all)`);
+  return lines.join('\n');
+}
+
 /** loadModel with the shared flags and a progress bar on stderr (a terminal only, not with --json). */
 export async function loadWithProgress(dir: string, v: Values): Promise<Model> {
   const bar = loadProgress(v.json ?? false);
@@ -201,20 +217,27 @@ async function cmdRun(dir: string, v: Values): Promise<void> {
   const req = { ...request(v), stepEvents: v['show-steps'] ?? false };
   const model = await loadWithProgress(dir, v);
   try {
-    let result: GenerateResult | undefined;
-    for await (const ev of model.stream(req)) {
-      if (ev.type === 'block' && !v.json) process.stdout.write(ev.text);
-      else if (ev.type === 'step' && !v.json) {
-        const canvas = ev.ids.map((id, i) => (ev.masked[i] ? '▒' : tokenText(model, id))).join('');
-        process.stderr.write(`\n  block ${ev.block} step ${ev.iteration}: ${canvas}`);
-      } else if (ev.type === 'done') result = ev.result;
-    }
+    const generate = async (): Promise<GenerateResult> => {
+      let result: GenerateResult | undefined;
+      for await (const ev of model.stream(req)) {
+        if (ev.type === 'block' && !v.json) process.stdout.write(ev.text);
+        else if (ev.type === 'step' && !v.json) {
+          const canvas = ev.ids.map((id, i) => (ev.masked[i] ? '▒' : tokenText(model, id))).join('');
+          process.stderr.write(`\n  block ${ev.block} step ${ev.iteration}: ${canvas}`);
+        } else if (ev.type === 'done') result = ev.result;
+      }
+      return result!;
+    };
+    const profiled = v.profile ? await model.profile(generate) : undefined;
+    const result = profiled ? profiled.result : await generate();
+    const profile = profiled ? { totalMs: profiled.totalMs, ops: profiled.ops } : undefined;
     if (v.json) {
-      process.stdout.write(JSON.stringify({ text: result!.text, ids: result!.ids, finishReason: result!.finishReason, mode: result!.mode, stats: result!.stats }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ text: result.text, ids: result.ids, finishReason: result.finishReason, mode: result.mode, stats: result.stats, ...(profile ? { profile } : {}) }, null, 2) + '\n');
     } else {
       process.stdout.write('\n');
       // The step lines start with a newline and leave the last one open: close it first.
-      process.stderr.write(`${v['show-steps'] ? '\n' : ''}${statsLine(result!)}, on ${backendName(model.backend)}\n`);
+      process.stderr.write(`${v['show-steps'] ? '\n' : ''}${statsLine(result)}, on ${backendName(model.backend)}\n`);
+      if (profile) process.stderr.write(profileText(result, profile) + '\n');
     }
   } finally {
     model.dispose();

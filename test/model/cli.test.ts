@@ -43,6 +43,19 @@ describe('diffusionvl CLI', () => {
     expect(r.stderr).toMatch(/\[diffusion\] \d+ tokens, \d+ forwards/);
   });
 
+  it('run --profile says where the request went: its phases and the ops, in text and in --json', () => {
+    const t = cli('run', m.dir, '--prompt', 'Hi', '--max-tokens', '8', '--steps', '4', '--profile');
+    expect(t.status, t.stderr).toBe(0);
+    expect(t.stderr).toMatch(/time: prompt [\d.]+ ms, images [\d.]+ ms, vision tower [\d.]+ ms, prefill [\d.]+ ms, decoding [\d.]+ ms \(\d+ tokens\); [\d.]+ ms inside the ops/);
+    expect(t.stderr).toMatch(/ {2}matmul \w+ ×\d+ +[\d.]+ ms/);
+    const j = cli('run', m.dir, '--prompt', 'Hi', '--max-tokens', '8', '--steps', '4', '--profile', '--json');
+    expect(j.status, j.stderr).toBe(0);
+    const out = JSON.parse(j.stdout);
+    expect(out.profile.totalMs).toBeGreaterThan(0);
+    expect(out.profile.ops.some((l: { op: string; calls: number }) => l.op.startsWith('rms_norm') && l.calls > 0)).toBe(true);
+    expect(JSON.parse(cli('run', m.dir, '--prompt', 'Hi', '--max-tokens', '4', '--json').stdout).profile).toBeUndefined();
+  });
+
   it('inspect reports the backend and the model config', () => {
     const r = cli('inspect', m.dir);
     expect(r.status, r.stderr).toBe(0);
