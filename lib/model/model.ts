@@ -36,7 +36,7 @@ import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, buildPromptAsync, IMAGE_TOKEN_INDEX, type ChatMessage, type PromptFormat, type PromptOptions } from '../text/prompt.js';
 import type { EncodeLimits } from '../text/encode.js';
 import { IncrementalDecoder, StopStringMatcher, stopAt, stopStrings, tokensCovering } from '../text/stream.js';
-import { decodeImage, probeImageKeep, ProbedImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
+import { decodeImage, preloadImageDecoder, probeImageKeep, ProbedImage, type DecodeOptions as ImageDecodeOptions, type ImageInput } from '../image/decode.js';
 import type { TextDecoder } from './decoder.js';
 import { createTextDecoder } from './families.js';
 import { createVisionEncoder, visionOutputSize, type VisionEncoder } from './vision.js';
@@ -301,6 +301,7 @@ export class Model {
       throw new OptionError(`${dir}: no tokenizer.json (a model folder needs its tokenizer files)`, 'dir');
     }
     const contextLength = opts.contextLength ?? Math.min(config.text.maxPositionEmbeddings, 8192);
+    if (config.vision && opts.vision !== false) preloadImageDecoder();   // meanwhile: the weights load
     let backend = getBackendInfo({ gpu: opts.gpu, device: opts.device, cudaPluginPaths: opts.cudaPluginPaths });
     if (opts.dtype === 'q8' && backend.backend === 'cuda') backend = q8OnCpu(backend, opts.gpu);
     // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
