@@ -26,6 +26,28 @@ describe('probeImage', () => {
     expect(await probeImage({ data: new Uint8Array(12), width: 2, height: 2 })).toMatchObject({ width: 2, height: 2, format: 'raw' });
   });
 
+  it('PNG headers read in JS give what sharp\'s metadata gives; an eXIf orientation, a truncated file and other formats go to sharp', async () => {
+    const sharp = (await import('sharp')).default;
+    for (const f of ['grey-50x33.png', 'noise-100x61.png', 'palette-20x15.png', 'photo-256x193.png', 'rgb-37x23.png', 'rgba-41x29.png', 'tall-9x301.png', 'wide-700x500.png']) {
+      const bytes = readFileSync(input(f));
+      const m = await sharp(bytes).metadata();
+      expect(await probeImage(bytes), f).toMatchObject({ width: m.width, height: m.height, format: 'png' });
+    }
+    // Orientation 6 in an eXIf chunk: the probe must report the rotated size decodeImage returns.
+    const rotated = await sharp({ create: { width: 40, height: 20, channels: 3, background: { r: 10, g: 200, b: 30 } } })
+      .png().withMetadata({ orientation: 6 }).toBuffer();
+    const d = await decodeImage(rotated);
+    expect([d.width, d.height]).toEqual([20, 40]);
+    expect(await probeImage(rotated)).toMatchObject({ width: 20, height: 40 });
+    expect(await probeImage(rotated, { autoOrient: false })).toMatchObject({ width: 40, height: 20 });
+    // A PNG cut short: its chunk list never reaches IEND, so sharp judges it (and the decode fails).
+    const photo = readFileSync(input('photo-256x193.png'));
+    const cut = photo.subarray(0, photo.length >> 1);
+    const probed = await probeImage(cut).then((p) => p, (e: unknown) => e);
+    if (!(probed instanceof ImageError)) expect(probed).toMatchObject({ width: 256, height: 193 });
+    await expect(decodeImage(cut)).rejects.toBeInstanceOf(ImageError);
+  });
+
   it('the pixel limit applies to the header size', async () => {
     await expect(probeImage(input('photo-256x193.png'), { maxPixels: 1000 })).rejects.toThrow(/256×193 exceeds the pixel limit of 1000/);
   });
