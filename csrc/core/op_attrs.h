@@ -107,6 +107,14 @@ struct SizeAttrs {
   int64_t width = 0, height = 0;
 };
 
+// patch_rows: the patch geometry, the per-channel normalisation and the rounding of the values
+// (0 none, 1 bf16, 2 f16: the tower's cast of its input to the weight dtype).
+struct PatchAttrs {
+  int64_t patch = 14, merge = 2, temporal = 2;
+  double mean[3] = {0, 0, 0}, std[3] = {1, 1, 1};
+  int round = 0;
+};
+
 // The probes: stream_read (repeat), compute_peak (kind 'f' f32 | 'b' bf16 | 'q' q8, iters),
 // kernel_probe (dot, else axpy with alpha).
 struct ProbeAttrs {
@@ -136,6 +144,7 @@ struct OpAttrs : Attrs {
   LoadAttrs load;                       // load
   ShapeAttrs shape;                     // empty, reshape
   SizeAttrs size;                       // image_resize, resize_bilinear
+  PatchAttrs patch;                     // patch_rows
   ProbeAttrs probe;                     // stream_read, compute_peak, kernel_probe
 };
 

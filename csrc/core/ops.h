@@ -46,7 +46,8 @@ namespace dvl {
   X(KernelProbe, "kernel_probe", probe)                  \
   X(ComputePeak, "compute_peak", probe)                  \
   X(ImageResize, "image_resize", image)                  \
-  X(ResizeBilinear, "resize_bilinear", bilinear)
+  X(ResizeBilinear, "resize_bilinear", bilinear)         \
+  X(PatchRows, "patch_rows", image)
 
 enum class OpId : int32_t {
 #define DVL_OP_ENUM(id, name, family) id,

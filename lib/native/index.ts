@@ -210,6 +210,14 @@ export abstract class OpSet {
     return this.one('image_resize', [img], { width, height });
   }
   /**
+   * patch_rows: a resized RGB u8 image [H, W, 3] → f32 [(H/ps)·(W/ps), 3·tps·ps·ps], the Qwen2-VL
+   * pixel_values rows normalised by mean/std and rounded to `round` (the tower's weight dtype);
+   * the same bits as lib/image/qwen2vl.ts patchRows + that rounding. (image.cpp)
+   */
+  patchRows(img: NativeTensor, o: { patch: number; merge: number; temporal: number; mean: readonly number[]; std: readonly number[]; round?: 'none' | 'bf16' | 'f16' }): NativeTensor {
+    return this.one('patch_rows', [img], { patch: o.patch, merge: o.merge, temporal: o.temporal, mean: [...o.mean], std: [...o.std], round: o.round ?? 'none' });
+  }
+  /**
    * resize_bilinear: x f32 [h, w, C] → f32 [height, width, C], torch interpolate
    * mode 'bilinear', align_corners = false, no antialias (docs §3.5 step 7). (bilinear.cpp)
    */

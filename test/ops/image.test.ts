@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DTypeError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 import { decodeImage } from '../../lib/image/decode.js';
-import { preprocessQwen2vl } from '../../lib/image/qwen2vl.js';
+import { CLIP_MEAN, CLIP_STD, patchRowsInto, preprocessQwen2vl } from '../../lib/image/qwen2vl.js';
 import { resizeBicubicRef } from '../../lib/image/resample.js';
 import { Queue, tensorFromArray } from '../../lib/native/index.js';
 import { FIXTURE_DIR, REGENERATE, diffU8, readBin, readManifest } from '../fixtures/images/fixtures.js';
-import { rng as makeRng } from '../helpers/random.js';
+import { fromF16, rng as makeRng, toF16 } from '../helpers/random.js';
 
 const q = new Queue({ threads: 2 });
 afterAll(() => q.dispose());
@@ -119,4 +119,38 @@ describe('Qwen2.5-VL preprocessing through the native resize', () => {
       expect(bad, `row ${Math.floor(bad / 1176)} col ${bad % 1176} differs from numpy; regenerate: ${REGENERATE}`).toBe(-1);
     });
   }
+});
+
+describe('patch_rows = patchRows + the tower\'s rounding, bit for bit', () => {
+  const bf16 = (x: Float32Array) => { const u = new Uint32Array(x.buffer, x.byteOffset, x.length); for (let i = 0; i < u.length; i++) u[i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) & 0xffff0000; };
+  const f16 = (x: Float32Array) => x.set(fromF16(toF16(x)));
+  const opts = (round: 'none' | 'bf16' | 'f16', patch = 14, merge = 2, temporal = 2) => ({ patch, merge, temporal, mean: [...CLIP_MEAN], std: [...CLIP_STD], round });
+  const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+  it.each(['none', 'bf16', 'f16'] as const)('round %s, odd unit grids and other geometries', async (round) => {
+    const r = makeRng(21);
+    for (const [w, h, ps, m, tps] of [[28, 28, 14, 2, 2], [84, 56, 14, 2, 2], [140, 196, 14, 2, 2], [28, 308, 14, 2, 2], [48, 32, 8, 2, 1], [45, 30, 5, 3, 3]]) {
+      const data = Uint8Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256));
+      const img = { data, width: w, height: h };
+      const want = new Float32Array((w / ps) * (h / ps) * 3 * tps * ps * ps);
+      patchRowsInto(img, want, 0, ps, m, tps, round === 'none' ? undefined : { name: round, apply: round === 'bf16' ? bf16 : f16 });
+      const t = q.patchRows(tensorFromArray('u8', [h, w, 3], data), opts(round, ps, m, tps));
+      expect(t.shape).toEqual([(w / ps) * (h / ps), 3 * tps * ps * ps]);
+      const got = (await q.read(t)) as Float32Array;
+      expect(got.some(Number.isNaN)).toBe(false);
+      expect(bits(got), `${w}×${h} ps ${ps} merge ${m} tps ${tps}`).toEqual(bits(want));
+      t.dispose();
+    }
+  });
+
+  it('rejects bad inputs with typed errors naming the op', () => {
+    const img = tensorFromArray('u8', [28, 28, 3], new Uint8Array(28 * 28 * 3));
+    expect(() => q.patchRows(tensorFromArray('u8', [30, 28, 3], new Uint8Array(30 * 28 * 3)), opts('none'))).toThrow(/patch_rows: image sides must be positive multiples of patch·merge = 28/);
+    expect(() => q.patchRows(tensorFromArray('u8', [28, 28, 4], new Uint8Array(28 * 28 * 4)), opts('none'))).toThrow(ShapeError);
+    expect(() => q.patchRows(tensorFromArray('f32', [28, 28, 3], new Float32Array(28 * 28 * 3)), opts('none'))).toThrow(DTypeError);
+    expect(() => q.patchRows(img, { ...opts('none'), round: 'f32' as 'none' })).toThrow(/round must be 'none', 'bf16' or 'f16'/);
+    expect(() => q.patchRows(img, { ...opts('none'), std: [1, 0, 1] })).toThrow(/std finite and non-zero/);
+    expect(() => q.patchRows(img, { ...opts('none'), mean: [0.5] })).toThrow(/mean and std must hold 3 numbers/);
+    expect(() => q.patchRows(img, opts('none', 0))).toThrow(OutOfRangeError);
+  });
 });

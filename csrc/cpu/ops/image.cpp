@@ -207,6 +207,89 @@ static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& o
   resample_vertical(ctx, tmp.data(), w, C, row0, vert, dst, h);
 }
 
-void ops_register_image(std::vector<OpDef>& t) { t.push_back({OpId::ImageResize, image_resize_plan, image_resize_run, image_resize_parse}); }
+// patch_rows: img u8 [H, W, 3] + attrs patch ps, merge m, temporal tps, mean[3], std[3], round
+// ('none' | 'bf16' | 'f16') → f32 [(H/ps)·(W/ps), 3·tps·ps·ps], the Qwen2-VL pixel_values rows
+// (docs §3.2): merge units row-major, the m×m patches of a unit in order, inside a row (c, tp,
+// py, px) with the tps frames equal; each value float32((float32(v·(1/255)) − mean_c) / std_c) as
+// the processor computes it, then rounded (nearest even) to the tower's weight dtype. The same
+// bits as lib/image/qwen2vl.ts patchRows + the tower's rounding: every value is a function of
+// one byte and channel, so a 256-entry table per channel holds them all.
+static void patch_rows_parse(const Tensors& in, OpAttrs& a) {
+  const char* op = "patch_rows";
+  op_need_inputs(op, in, 1, 1);
+  op_need_dtype(op, in, 0, {DType::U8});
+  op_need_rank(op, in, 0, 3);
+  PatchAttrs p;
+  p.patch = a.needi(op, "patch");
+  p.merge = a.needi(op, "merge");
+  p.temporal = a.needi(op, "temporal");
+  if (p.patch < 1 || p.patch > 64 || p.merge < 1 || p.merge > 8 || p.temporal < 1 || p.temporal > 8)
+    op_fail(DVL_ERR_RANGE, op, "patch 1..64, merge 1..8 and temporal 1..8 are supported", in);
+  const Tensor& x = *in[0];
+  if (x.dim(2) != 3) op_fail(DVL_ERR_SHAPE, op, "image must be RGB [H, W, 3]", in);
+  const int64_t unit = p.patch * p.merge;
+  if (x.dim(0) < unit || x.dim(1) < unit || x.dim(0) % unit || x.dim(1) % unit)
+    op_fail(DVL_ERR_SHAPE, op, "image sides must be positive multiples of patch·merge = " + std::to_string(unit), in);
+  const std::vector<double>* mean = a.geta("mean");
+  const std::vector<double>* sd = a.geta("std");
+  if (!mean || !sd || mean->size() != 3 || sd->size() != 3) op_fail(DVL_ERR_ARG, op, "attrs mean and std must hold 3 numbers each", in);
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite((*mean)[c]) || !std::isfinite((*sd)[c]) || float((*sd)[c]) == 0.f)
+      op_fail(DVL_ERR_ARG, op, "mean must be finite and std finite and non-zero", in);
+    p.mean[c] = (*mean)[c];
+    p.std[c] = (*sd)[c];
+  }
+  const std::string r = a.gets("round", "none");
+  if (r != "none" && r != "bf16" && r != "f16") op_fail(DVL_ERR_ARG, op, "round must be 'none', 'bf16' or 'f16', got '" + r + "'", in);
+  p.round = r == "bf16" ? 1 : r == "f16" ? 2 : 0;
+  a.patch = p;
+}
+
+static Tensors patch_rows_plan(const Tensors& in, const OpAttrs& a) {
+  const PatchAttrs& p = a.patch;
+  return {Tensor::alloc(DType::F32, {(in[0]->dim(0) / p.patch) * (in[0]->dim(1) / p.patch), 3 * p.temporal * p.patch * p.patch})};
+}
+
+static void patch_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
+  const PatchAttrs& p = a.patch;
+  const int64_t ps = p.patch, m = p.merge, tps = p.temporal, W = in[0]->dim(1);
+  const int64_t gw = W / ps, D = 3 * tps * ps * ps, frame = ps * ps;
+  float lut[3][256];
+  for (int c = 0; c < 3; ++c) {
+    const float mean = float(p.mean[c]), sd = float(p.std[c]);
+    for (int v = 0; v < 256; ++v) {
+      float y = (float(double(v) * (1.0 / 255.0)) - mean) / sd;
+      uint32_t u;
+      std::memcpy(&u, &y, 4);
+      if (p.round == 1) u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+      if (p.round == 2) y = f16_to_f32(f32_to_f16(y));
+      else std::memcpy(&y, &u, 4);
+      lut[c][v] = y;
+    }
+  }
+  const uint8_t* img = in[0]->data<uint8_t>();
+  float* y = out[0]->data<float>();
+  ctx.pool.parallel_for(out[0]->dim(0), 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      // Row r: merge unit u (row-major over the unit grid), patch k of its m×m.
+      const int64_t u = r / (m * m), k = r % (m * m);
+      const int64_t y0 = ((u / (gw / m)) * m + k / m) * ps, x0 = ((u % (gw / m)) * m + k % m) * ps;
+      float* row = y + r * D;
+      for (int c = 0; c < 3; ++c) {
+        float* f0 = row + c * tps * frame;
+        for (int64_t py = 0; py < ps; ++py) {
+          const uint8_t* src = img + ((y0 + py) * W + x0) * 3 + c;
+          for (int64_t px = 0; px < ps; ++px) f0[py * ps + px] = lut[c][src[px * 3]];
+        }
+        for (int64_t tp = 1; tp < tps; ++tp) std::memcpy(f0 + tp * frame, f0, sizeof(float) * size_t(frame));
+      }
+    }
+  });
+}
+
+void ops_register_image(std::vector<OpDef>& t) {
+  t.push_back({OpId::ImageResize, image_resize_plan, image_resize_run, image_resize_parse});
+  t.push_back({OpId::PatchRows, patch_rows_plan, patch_rows_run, patch_rows_parse});
+}
 
 }  // namespace dvl
