@@ -236,17 +236,23 @@ export interface QwenResized {
   tokens: number;
 }
 
-/** §3.1 up to the patch rows: pad (if set) and smart-resize one decoded image. */
-export async function resizeQwen2vl(img: RgbImage, options: QwenPreprocessOptions = {}): Promise<QwenResized> {
+/** Where §3.1 takes one decoded image: the (padded) source, the smart-resized size, its grid. */
+export function qwenResizeTarget(img: RgbImage, options: QwenPreprocessOptions = {}): { src: RgbImage; width: number; height: number; grid: [number, number, number]; tokens: number } {
   const ps = needInt('patchSize', options.patchSize ?? QWEN_IMAGE_DEFAULTS.patchSize, 1);
   const merge = needInt('spatialMergeSize', options.spatialMergeSize ?? QWEN_IMAGE_DEFAULTS.spatialMergeSize, 1);
   const pad = options.pad ?? QWEN_IMAGE_DEFAULTS.pad;
   if (typeof pad !== 'boolean') throw new OptionError(`Expected boolean for pad but received ${String(pad)} (${typeof pad})`, 'pad');
   const src = pad ? padToSquare(img) : img;
   const size = smartResize(src.height, src.width, { factor: ps * merge, minPixels: options.minPixels, maxPixels: options.maxPixels });
-  const image = await resizeRgb(src, size.width, size.height, options.queue);
   const gh = size.height / ps, gw = size.width / ps;
-  return { image, grid: [1, gh, gw], tokens: (gh * gw) / (merge * merge) };
+  return { src, width: size.width, height: size.height, grid: [1, gh, gw], tokens: (gh * gw) / (merge * merge) };
+}
+
+/** §3.1 up to the patch rows: pad (if set) and smart-resize one decoded image. */
+export async function resizeQwen2vl(img: RgbImage, options: QwenPreprocessOptions = {}): Promise<QwenResized> {
+  const t = qwenResizeTarget(img, options);
+  const image = await resizeRgb(t.src, t.width, t.height, options.queue);
+  return { image, grid: t.grid, tokens: t.tokens };
 }
 
 /** The whole §3.1 path for one decoded image. */

@@ -465,14 +465,19 @@ export class Model {
     const enc = this.vision!;
     const opts = { multiImage: multiImage ?? images.length > 1 };
     const prepared: unknown[] = [];
-    for (const im of images) {
-      const img = await decodeImage(im as ImageInput | ProbedImage, this.imageOptions());
+    let tTower: number, features: Tensor, imageTokens: number[];
+    try {
+      for (const im of images) {
+        const img = await decodeImage(im as ImageInput | ProbedImage, this.imageOptions());
+        checkAbort();
+        prepared.push(await enc.prepare(img, opts));
+      }
       checkAbort();
-      prepared.push(await enc.prepare(img, opts));
+      tTower = performance.now();
+      ({ features, tokensPerImage: imageTokens } = await enc.encode(prepared, opts));
+    } finally {
+      for (const p of prepared) enc.discard?.(p);   // queued work keeps what it reads
     }
-    checkAbort();
-    const tTower = performance.now();
-    const { features, tokensPerImage: imageTokens } = await enc.encode(prepared, opts);
     // The tower's ops are queued among other requests' steps (the queue is shared), so an
     // abort cannot cancel them: it takes effect once they ran.
     try {

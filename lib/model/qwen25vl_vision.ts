@@ -19,9 +19,9 @@
 // share a segment; the float64 reference (test/model/vision_reference.ts) never permutes.
 import { ShapeError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
-import { patchRowsInto, QWEN_IMAGE_DEFAULTS, resizeQwen2vl, smartResize, type QwenResized, type RowRounding } from '../image/qwen2vl.js';
+import { CLIP_MEAN, CLIP_STD, QWEN_IMAGE_DEFAULTS, qwenResizeTarget, smartResize } from '../image/qwen2vl.js';
 import { TensorScope, tensorFromArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
-import { eagerFromEnv, PlanCache, Recorder } from '../native/plan.js';
+import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
 import type { QwenVisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
 import type { VisionEncoder, VisionFeatures } from './vision.js';
@@ -238,70 +238,76 @@ export class Qwen25VisionTower {
    */
   encode(images: readonly VisionImage[]): Tensor {
     this.check(images);
-    return this.run(images.map((im) => Array.from(im.grid)), (out) => {
-      let off = 0;
-      for (const im of images) {
-        out.set(im.pixelValues, off);
-        roundInPlace(this.patch.dtype, out.subarray(off, off + im.pixelValues.length));
-        off += im.pixelValues.length;
-      }
+    return this.run(images.map((im) => Array.from(im.grid)), {
+      rows: (out) => {
+        let off = 0;
+        for (const im of images) {
+          out.set(im.pixelValues, off);
+          roundInPlace(this.patch.dtype, out.subarray(off, off + im.pixelValues.length));
+          off += im.pixelValues.length;
+        }
+      },
     });
   }
 
   /**
-   * encode() for images resized but not yet cut into rows (lib/image/qwen2vl.ts resizeQwen2vl):
-   * the rows are written straight into the tower's input buffer, already rounded to the weight
-   * dtype — what a request does, with no per-image row array.
+   * encode() for images resized but not yet cut into rows: each a u8 [h, w, 3] tensor (the
+   * image_resize op's output, never read back to JS) that the plan binds and cuts into rows with
+   * the patch_rows op, rounded to the weight dtype — the rows encode() would get, bit for bit.
    */
-  encodeResized(images: readonly QwenResized[]): Tensor {
+  encodeImages(images: readonly { image: Tensor; grid: readonly number[] }[]): Tensor {
     if (images.length === 0) throw new ShapeError('vision encode: no images');
-    const { patchSize: ps, spatialMergeSize: m, temporalPatchSize: tps } = this.cfg;
-    for (const [i, im] of images.entries())
-      if (im.image.width !== im.grid[2] * ps || im.image.height !== im.grid[1] * ps || im.grid[0] !== 1)
-        throw new ShapeError(`vision encode: image ${i}: ${im.image.width}×${im.image.height} pixels do not match grid [${im.grid.join(', ')}] of ${ps}-pixel patches`);
-    const dtype = this.patch.dtype;
-    const round: RowRounding | undefined = dtype === 'bf16' || dtype === 'f16' ? { name: dtype, apply: (x) => roundInPlace(dtype, x) } : undefined;
-    return this.run(images.map((im) => Array.from(im.grid)), (out) => {
-      let off = 0;
-      for (const im of images) {
-        patchRowsInto(im.image, out, off, ps, m, tps, round);
-        off += im.grid[1] * im.grid[2] * this.rowLength;
-      }
-    });
+    const ps = this.cfg.patchSize;
+    for (const [i, im] of images.entries()) {
+      const [h, w, c] = im.image.shape ?? [];
+      if (im.image.dtype !== 'u8' || c !== 3 || w !== im.grid[2] * ps || h !== im.grid[1] * ps || im.grid[0] !== 1)
+        throw new ShapeError(`vision encode: image ${i}: a u8 [${h}, ${w}, ${c}] tensor does not match grid [${im.grid.join(', ')}] of ${ps}-pixel patches`);
+    }
+    const grids = images.map((im) => Array.from(im.grid));
+    return this.run(grids, { images: images.map((im) => im.image) });
   }
 
   /**
-   * The tower on the images of `grids`; `fill` writes their rows (rounded) into the input. The
-   * input is a buffer kept between calls: a fresh one of this size faults in page by page (≈ 1.6
+   * The tower on the images of `grids`, from patch rows (`rows`, R rows of rowLength, already
+   * rounded) or from resized u8 images (`images`, cut into rows in the plan). Rows come in
+   * through a buffer kept between calls: a fresh one of this size faults in page by page (≈ 1.6
    * ms per picture on a VM, more than the bundled tower computes). The native side copies it at
    * once (an op input, or a replay's data input), so the next call may overwrite it.
    */
-  private run(grids: number[][], fill: (out: Float32Array) => void): Tensor {
+  private run(grids: number[][], input: { rows: (out: Float32Array) => void } | { images: readonly Tensor[] }): Tensor {
     const R = grids.reduce((n, g) => n + g[0] * g[1] * g[2], 0);
-    const n = R * this.rowLength;
-    let pixels: Float32Array;
-    if (this.staging.length >= n) pixels = this.staging.subarray(0, n);
-    else {
-      pixels = new Float32Array(n);
-      if (n * 4 <= STAGING_KEEP_BYTES) this.staging = pixels;
+    let src: TowerInput;
+    if ('rows' in input) {
+      const n = R * this.rowLength;
+      let pixels: Float32Array;
+      if (this.staging.length >= n) pixels = this.staging.subarray(0, n);
+      else {
+        pixels = new Float32Array(n);
+        if (n * 4 <= STAGING_KEEP_BYTES) this.staging = pixels;
+      }
+      input.rows(pixels);
+      src = { rows: pixels };
+    } else {
+      src = { images: input.images };
     }
-    fill(pixels);
-    if (this.eager) return this.build(this.q, grids, R, pixels);
-    const plan = this.plans.get(JSON.stringify(grids), () => {
+    if (this.eager) return this.build(this.q, grids, R, src);
+    const key = `${'rows' in src ? 'rows' : 'images'}:${JSON.stringify(grids)}`;
+    const plan = this.plans.get(key, () => {
       const rec = new Recorder(this.q);
-      const out = this.build(rec, grids, R, pixels);
+      const out = this.build(rec, grids, R, src);
       try {
         return rec.finish([out], { fresh: true });
       } finally {
         out.dispose();
       }
     });
-    if (!plan) return this.build(this.q, grids, R, pixels);
-    return plan.run(this.q, { pixels })[0];
+    if (!plan) return this.build(this.q, grids, R, src);
+    const step: StepValues = 'rows' in src ? { pixels: src.rows } : Object.fromEntries(src.images.map((t, i) => [`image${i}`, t]));
+    return plan.run(this.q, step)[0];
   }
 
-  /** The tower as ops on a Queue (eager) or a Recorder; `pixels` (R rows of rowLength) is the one per-call input. */
-  private build(o: OpSet, grids: number[][], R0: number, pixels: Float32Array): Tensor {
+  /** The tower as ops on a Queue (eager) or a Recorder; `src` (patch rows, or resized images) is the one per-call input. */
+  private build(o: OpSet, grids: number[][], R0: number, src: TowerInput): Tensor {
     const { cfg } = this;
     const C = cfg.hiddenSize, nh = cfg.numHeads, hd = C / nh, m = cfg.spatialMergeSize, u = m * m;
     const lay = windowLayout(grids, cfg);
@@ -324,7 +330,15 @@ export class Qwen25VisionTower {
       const t = <T extends Tensor>(x: T) => scope.track(x);
       const cos = t(tensorFromArray('f32', [R, hd], cosW));
       const sin = t(tensorFromArray('f32', [R, hd], sinW));
-      const px = o.input('pixels', 'f32', [R0, this.rowLength], pixels);
+      let px: Tensor;
+      if ('rows' in src) px = o.input('pixels', 'f32', [R0, this.rowLength], src.rows);
+      else {
+        const dtype = this.patch.dtype;
+        const round = dtype === 'bf16' || dtype === 'f16' ? dtype : 'none';
+        const { patchSize: patch, spatialMergeSize: merge, temporalPatchSize: temporal } = cfg;
+        const parts = src.images.map((im, i) => o.patchRows(o.bind(`image${i}`, im), { patch, merge, temporal, mean: CLIP_MEAN, std: CLIP_STD, round }));
+        px = parts.reduce((a, b) => o.concatRows(a, b));
+      }
       // Patch embed, then window order (the embed is per row, so permuting after it is the same).
       let h = o.gatherRows(o.matmul(px, this.patch), t(tensorFromArray('i32', [R], rowPerm)));
       // Head-major K/V scratch for the attention op, rewritten by every block.
@@ -366,7 +380,17 @@ export class Qwen25VisionTower {
  * with the model's pixel limits as soon as it is decoded (docs §3.1, §3.2), all of a prompt's
  * images through the tower in one call.
  */
-export class QwenVisionEncoder implements VisionEncoder<QwenResized> {
+/** A picture prepared for the tower: resized, as a native u8 [h, w, 3] tensor, with its grid. */
+export interface QwenPrepared {
+  image: Tensor;
+  grid: [number, number, number];
+  tokens: number;
+}
+
+/** What one tower call starts from: patch rows (rounded), or resized u8 images. */
+type TowerInput = { rows: Float32Array } | { images: readonly Tensor[] };
+
+export class QwenVisionEncoder implements VisionEncoder<QwenPrepared> {
   readonly kind = 'qwen2_5_vl';
   readonly countSensitive = false;
   private readonly tower: Qwen25VisionTower;
@@ -387,18 +411,28 @@ export class QwenVisionEncoder implements VisionEncoder<QwenResized> {
     return (size.height / v.patchSize) * (size.width / v.patchSize) / (v.spatialMergeSize * v.spatialMergeSize);
   }
 
-  /** §3.1 pad and resize; the rows are cut at encode time, straight into the tower's input. */
-  prepare(image: RgbImage): Promise<QwenResized> {
+  /**
+   * §3.1 pad and resize, queued on the model's queue: the resized picture stays a native u8
+   * tensor (nothing read back), cut into rows inside the tower's plan (encodeImages). The caller
+   * discards it once encoded.
+   */
+  async prepare(image: RgbImage): Promise<QwenPrepared> {
     const v = this.cfg;
-    return resizeQwen2vl(image, {
-      minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize,
-      spatialMergeSize: v.spatialMergeSize, queue: this.q,
-    });
+    const t = qwenResizeTarget(image, { minPixels: v.minPixels, maxPixels: v.maxPixels, patchSize: v.patchSize, spatialMergeSize: v.spatialMergeSize });
+    const x = tensorFromArray('u8', [t.src.height, t.src.width, 3], t.src.data);
+    if (t.width === t.src.width && t.height === t.src.height) return { image: x, grid: t.grid, tokens: t.tokens };
+    try {
+      return { image: this.q.imageResize(x, t.width, t.height), grid: t.grid, tokens: t.tokens };
+    } finally {
+      x.dispose();   // the queued resize holds it
+    }
   }
 
-  async encode(images: readonly QwenResized[]): Promise<VisionFeatures> {
-    return { features: this.tower.encodeResized(images), tokensPerImage: images.map((p) => p.tokens) };
+  async encode(images: readonly QwenPrepared[]): Promise<VisionFeatures> {
+    return { features: this.tower.encodeImages(images), tokensPerImage: images.map((p) => p.tokens) };
   }
+
+  discard(p: QwenPrepared): void { p.image.dispose(); }
 
   dispose(): void { this.tower.dispose(); }
 }

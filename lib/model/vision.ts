@@ -41,6 +41,8 @@ export interface VisionEncoder<P = unknown> {
   prepare(image: RgbImage, opts: EncodeImagesOptions): Promise<P>;
   /** The prepared images of one prompt, in order, through the encoder. */
   encode(images: readonly P[], opts: EncodeImagesOptions): Promise<VisionFeatures>;
+  /** Frees what prepare() holds (native tensors), once the image is encoded or dropped; work already queued keeps what it reads. */
+  discard?(p: P): void;
   dispose(): void;
 }
 

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Queue } from '../../lib/native/index.js';
+import { Queue, tensorFromArray } from '../../lib/native/index.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
 import type { QwenVisionConfig } from '../../lib/weights/config.js';
 import { Qwen25VisionTower, windowLayout } from '../../lib/model/qwen25vl_vision.js';
@@ -113,29 +113,32 @@ describe('Qwen25VisionTower vs float64 reference', () => {
     } finally { t.weights.dispose(); t.q.dispose(); }
   }, 120_000);
 
-  it('encodeResized (rows cut into the kept input buffer) = encode(preprocessQwen2vl) bit for bit, across reuse and growth', async () => {
+  it('encodeImages (resized u8 tensors cut into rows by patch_rows in the plan) = encode(preprocessQwen2vl) bit for bit; the rows path reuses its buffer', async () => {
     for (const dtype of ['bf16', 'f16', 'f32'] as const) {
       const t = await makeTower({ depth: 2, hiddenSize: 32, numHeads: 2, intermediateSize: 48, fullAttBlockIndexes: [1] }, 'released', dtype, 21);
       try {
         const r = rng(9);
         const image = (w: number, h: number) => ({ data: Uint8Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256)), width: w, height: h });
-        // A small picture, a larger one (the buffer grows), the small one again (reused: no
-        // rows of the larger one may leak in), and two in one call; the two calls of the last
-        // pair are queued before either is read, so each must have taken its own copy.
+        // A small picture, a larger one, the small one again, and two in one call — through both
+        // paths: the patch rows in JS (encode: its kept buffer grows, then is reused: no rows of
+        // the larger picture may leak in) and the u8 images (encodeImages). Every call is queued
+        // before any is read, so each must have taken its own copy of its input.
         const pics = [image(56, 28), image(84, 112), image(56, 28), image(28, 28)];
         const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
         const lists = [[pics[0]], [pics[1]], [pics[2]], [pics[3], pics[1]]];
-        const outs = lists.map((list) => t.tower.encodeResized(list.map((im) => ({ image: im, grid: [1, im.height / 14, im.width / 14] as [number, number, number], tokens: (im.width * im.height) / 784 }))));
-        for (const [i, list] of lists.entries()) {
-          const want = t.tower.encode(await Promise.all(list.map((im) => preprocessQwen2vl(im, { minPixels: 1, maxPixels: 1 << 20 }))));
-          const [a, b] = [await t.q.readF32(outs[i]), await t.q.readF32(want)];
+        const fromImages = lists.map((list) => t.tower.encodeImages(list.map((im) => ({ image: tensorFromArray('u8', [im.height, im.width, 3], im.data), grid: [1, im.height / 14, im.width / 14] }))));
+        const fromRows = await Promise.all(lists.map(async (list) => t.tower.encode(await Promise.all(list.map((im) => preprocessQwen2vl(im, { minPixels: 1, maxPixels: 1 << 20 }))))));
+        for (const [i] of lists.entries()) {
+          const [a, b] = [await t.q.readF32(fromImages[i]), await t.q.readF32(fromRows[i])];
           expect(a.length).toBe(b.length);
           expect(a.some(Number.isNaN)).toBe(false);
           expect(bits(a), `${dtype}, call ${i}`).toEqual(bits(b));
-          want.dispose();
-          outs[i].dispose();
+          fromImages[i].dispose();
+          fromRows[i].dispose();
         }
-        expect(() => t.tower.encodeResized([{ image: pics[0], grid: [1, 4, 2], tokens: 2 }])).toThrow(/do not match grid/);
+        const u8 = tensorFromArray('u8', [28, 56, 3], pics[0].data);
+        expect(() => t.tower.encodeImages([{ image: u8, grid: [1, 4, 2] }])).toThrow(/does not match grid/);
+        expect(() => t.tower.encodeImages([])).toThrow(ShapeError);
       } finally { t.weights.dispose(); t.q.dispose(); }
     }
   }, 120_000);
