@@ -25,12 +25,15 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
     case DType::F16: ctx.k.cvt_f16_to_f32(t.data<uint16_t>() + r * K, dst, K); break;
     case DType::Q8: ctx.k.dequantize_rows_q8(t.data<uint8_t>() + r * q8_row_bytes(K), 1, K, dst); break;
     case DType::Q8P: {
-      // The row gathered back into the plain q8 layout first; one buffer per thread, kept
-      // (an embedding of a prompt calls this once per token).
-      static thread_local std::vector<uint8_t> row;
-      row.resize(static_cast<size_t>(q8_row_bytes(K)));
-      q8p_get_row(t.data<uint8_t>(), K, r, row.data());
-      ctx.k.dequantize_rows_q8(row.data(), 1, K, dst);
+      // The row gathered back into the plain q8 layout first: on the stack up to 16 KiB (K ≤ 15 k;
+      // an embedding calls this once per token), else the heap. (Not a thread_local buffer: its
+      // destructor would need glibc 2.18's __cxa_thread_atexit_impl, above the addon's floor.)
+      const size_t n = static_cast<size_t>(q8_row_bytes(K));
+      uint8_t small[16384];
+      std::vector<uint8_t> big(n > sizeof small ? n : 0);
+      uint8_t* row = n > sizeof small ? big.data() : small;
+      q8p_get_row(t.data<uint8_t>(), K, r, row);
+      ctx.k.dequantize_rows_q8(row, 1, K, dst);
       break;
     }
     case DType::BF16P: {
