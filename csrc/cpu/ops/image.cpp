@@ -230,6 +230,10 @@ static void patch_rows_parse(const Tensors& in, OpAttrs& a) {
   const int64_t unit = p.patch * p.merge;
   if (x.dim(0) < unit || x.dim(1) < unit || x.dim(0) % unit || x.dim(1) % unit)
     op_fail(DVL_ERR_SHAPE, op, "image sides must be positive multiples of patch·merge = " + std::to_string(unit), in);
+  // The rows hold 4·tps bytes per input byte: bound them before anything is allocated.
+  const double values = double(x.dim(0)) * double(x.dim(1)) * 3.0 * double(p.temporal);
+  if (values > double(int64_t(1) << 32))
+    op_fail(DVL_ERR_RANGE, op, "the rows would hold " + std::to_string(int64_t(values)) + " values, above the 2^32 this op makes", in);
   const std::vector<double>* mean = a.geta("mean");
   const std::vector<double>* sd = a.geta("std");
   if (!mean || !sd || mean->size() != 3 || sd->size() != 3) op_fail(DVL_ERR_ARG, op, "attrs mean and std must hold 3 numbers each", in);
