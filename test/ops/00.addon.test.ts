@@ -66,4 +66,22 @@ describe('addon', () => {
   it('rejects a tensor of the wrong byte size', () => {
     expect(() => tensorFromArray('f32', [3], new Float32Array(4))).toThrow(ShapeError);
   });
+
+  it('Queue.write copies the caller\'s bytes at the call, through reused staging buffers of any size', async () => {
+    // Large writes go through pooled buffers (csrc/core/staging.h): a later, smaller write that
+    // reuses a larger buffer must carry exactly its own bytes, and changing the source array
+    // right after the call must not reach the tensor.
+    const q = new Queue({ threads: 1 });
+    const sizes = [100_000, 300_000, 100_000, 17, 250_000, 300_000];
+    const ts = sizes.map((n) => q.empty('f32', [n]));
+    const want: Float32Array[] = [];
+    for (const [i, n] of sizes.entries()) {
+      const src = Float32Array.from({ length: n }, (_, j) => i * 1e6 + j);
+      q.write(ts[i], src);
+      want.push(src.slice());
+      src.fill(-1);   // after the call: must not matter
+    }
+    for (const [i, t] of ts.entries()) expect(await q.readF32(t), `write ${i}`).toEqual(want[i]);
+    q.dispose();
+  });
 });
