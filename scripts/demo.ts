@@ -21,5 +21,9 @@ let code = await main(['run', 'shapes-diffusionvl', ...image, ...prompt, ...deco
 if (code === 0) {
   process.stderr.write('\nits AR parent (one token per forward):\n');
   code = await main(['run', 'shapes-ar', ...image, ...prompt, ...pick('--image'), ...pick('--prompt')]);
+  // One cold run each: the child's few forwards have different shapes, each run op by op until its
+  // plan is recorded, while the parent's seventeen repeat one shape — so compare forwards here,
+  // and speed warm: `npm run cli -- bench`.
+  if (code === 0) process.stderr.write('\n(one cold run each — compare the forward counts here; `npm run cli -- bench` times both warm, on 300 prompts)\n');
 }
 process.exitCode = code;
