@@ -2,7 +2,6 @@
 #include "plan.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -15,10 +14,6 @@
 
 namespace dvl {
 
-static int64_t profile_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors> in, std::shared_ptr<Tensors>& out,
                            std::shared_ptr<OpAttrs> attrs) {
   if (def.parse_into) def.parse_into(*in, *attrs);  // parsed once: plan, the CPU run and the CUDA run share it
@@ -28,9 +23,9 @@ ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors
   const OpDef* d = &def;  // the registry's: lives as long as the addon
   return [d, in, out, attrs](OpContext& ctx) {
     if (!ctx.profile) return d->run(ctx, *in, *out, *attrs);
-    const int64_t t0 = profile_now_ns();
+    const int64_t t0 = steady_now_ns();
     d->run(ctx, *in, *out, *attrs);
-    const uint64_t ns = uint64_t(profile_now_ns() - t0);
+    const uint64_t ns = uint64_t(steady_now_ns() - t0);
     // Key: the name, a matmul's weight dtype, and the rows of the result (its leading dims) when
     // it has rows — a prefill's ops then stand apart from a decode step's.
     std::string key = d->name();

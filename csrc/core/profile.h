@@ -6,6 +6,7 @@
 // bytes, so the report can say how fast the weights streamed. CUDA jobs only enqueue work and are
 // not timed. Written by the queue thread only; read from the JS thread under the lock.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -14,6 +15,11 @@
 #include <vector>
 
 namespace dvl {
+
+// The steady clock in nanoseconds (the op profile's and the queue's wake-up timings).
+inline int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 class OpProfile {
  public:

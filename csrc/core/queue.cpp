@@ -1,8 +1,6 @@
 // queue.cpp — see queue.h.
 #include "queue.h"
 
-#include <chrono>
-
 #include "error.h"
 
 namespace dvl {
@@ -19,14 +17,10 @@ ExecQueue::~ExecQueue() {
   thread_.join();
 }
 
-static int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 void ExecQueue::push(Job job) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    items_.push_back(Item{std::move(job), nullptr, items_.empty() && !busy_ ? now_ns() : 0});
+    items_.push_back(Item{std::move(job), nullptr, items_.empty() && !busy_ ? steady_now_ns() : 0});
   }
   cv_.notify_one();
 }
@@ -65,7 +59,7 @@ void ExecQueue::loop() {
       jobs_.fetch_add(1, std::memory_order_relaxed);
       if (item.pushed_ns) {
         idle_starts_.fetch_add(1, std::memory_order_relaxed);
-        idle_wait_ns_.fetch_add(uint64_t(now_ns() - item.pushed_ns), std::memory_order_relaxed);
+        idle_wait_ns_.fetch_add(uint64_t(steady_now_ns() - item.pushed_ns), std::memory_order_relaxed);
       }
       if (!sticky_) {
         ctx.profile = profiling_.load(std::memory_order_relaxed) ? &profile_ : nullptr;

@@ -69,7 +69,6 @@ class ExecQueue {
     if (on) profile_.reset();
     profiling_.store(on, std::memory_order_relaxed);
   }
-  bool profiling() const { return profiling_.load(std::memory_order_relaxed); }
   const OpProfile& profile() const { return profile_; }
   Precision precision() const { return precision_; }
 

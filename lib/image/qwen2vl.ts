@@ -150,12 +150,8 @@ export async function resizeRgb(img: RgbImage, width: number, height: number, qu
   }
 }
 
-/**
- * Per channel and byte value: float32((float32(v·(1/255)) − mean_c) / std_c), as the processor
- * computes — then, if `round` is given, rounded as the tower's cast to its weight dtype rounds it
- * (a function of the byte too, so rounding costs nothing per pixel).
- */
-function normaliseTable(round?: (x: Float32Array) => void): Float32Array[] {
+/** Per channel and byte value: float32((float32(v·(1/255)) − mean_c) / std_c), as the processor computes. */
+function normaliseTable(): Float32Array[] {
   return [0, 1, 2].map((c) => {
     const mean = Math.fround(CLIP_MEAN[c]);
     const std = Math.fround(CLIP_STD[c]);
@@ -164,58 +160,32 @@ function normaliseTable(round?: (x: Float32Array) => void): Float32Array[] {
       const x = Math.fround(v * (1 / 255));
       t[v] = Math.fround(Math.fround(x - mean) / std);
     }
-    round?.(t);
     return t;
   });
 }
-const luts = new Map<string, Float32Array[]>();
-
-/** A rounding step for patchRowsInto: its name (the cache key) and what it does in place. */
-export interface RowRounding {
-  name: string;
-  apply(x: Float32Array): void;
-}
+let lut: Float32Array[] | undefined;
 
 /**
  * Lays a resized RGB u8 image out as pixel_values rows (§3.2): for bh, bw over merge units,
  * ih, iw inside the unit → patch (2bh+ih, 2bw+iw); inside a row (c, tp, py, px), the tps
- * frames identical.
+ * frames identical. (The engine's requests run the patch_rows op instead, its bit-exact twin.)
  */
 export function patchRows(img: RgbImage, ps = 14, merge = 2, tps = 2): QwenPixelValues {
-  const { width: w, height: h } = img;
-  checkPatchSides(w, h, ps * merge);
+  const { width: w, height: h, data } = img;
+  const unit = ps * merge;
+  if (w % unit !== 0 || h % unit !== 0)
+    throw new ImageError(`${w}×${h} image: sides must be multiples of ${unit} to cut into patches`, `${w}×${h} image`);
+  lut ??= normaliseTable();
   const gh = h / ps, gw = w / ps;
   const D = 3 * tps * ps * ps;
   const out = new Float32Array(gh * gw * D);
-  patchRowsInto(img, out, 0, ps, merge, tps);
-  return { pixelValues: out, grid: [1, gh, gw], tokens: (gh * gw) / (merge * merge), rowLength: D, width: w, height: h };
-}
-
-function checkPatchSides(w: number, h: number, unit: number): void {
-  if (w % unit !== 0 || h % unit !== 0)
-    throw new ImageError(`${w}×${h} image: sides must be multiples of ${unit} to cut into patches`, `${w}×${h} image`);
-}
-
-/**
- * patchRows written into `out` from element `off` (the vision tower fills its kept input buffer
- * this way, image after image), each value optionally rounded by `round`.
- */
-export function patchRowsInto(img: RgbImage, out: Float32Array, off: number, ps = 14, merge = 2, tps = 2, round?: RowRounding): void {
-  const { width: w, height: h, data } = img;
-  checkPatchSides(w, h, ps * merge);
-  const key = round?.name ?? '';
-  let lut = luts.get(key);
-  if (!lut) luts.set(key, (lut = normaliseTable(round?.apply)));
-  const gh = h / ps, gw = w / ps;
-  const D = 3 * tps * ps * ps;
-  if (off + gh * gw * D > out.length) throw new ImageError(`${w}×${h} image: ${gh * gw} patch rows do not fit the buffer`, `${w}×${h} image`);
   let row = 0;
   for (let bh = 0; bh < gh / merge; bh++)
     for (let bw = 0; bw < gw / merge; bw++)
       for (let ih = 0; ih < merge; ih++)
         for (let iw = 0; iw < merge; iw++, row++) {
           const y0 = (bh * merge + ih) * ps, x0 = (bw * merge + iw) * ps;
-          const base = off + row * D;
+          const base = row * D;
           for (let c = 0; c < 3; c++) {
             const t = lut[c];
             const first = base + c * tps * ps * ps;
@@ -225,15 +195,7 @@ export function patchRowsInto(img: RgbImage, out: Float32Array, off: number, ps 
             for (let tp = 1; tp < tps; tp++) out.copyWithin(first + tp * ps * ps, first, first + ps * ps);
           }
         }
-}
-
-/** A decoded image after the §3.1 pad and smart resize: what patchRows cuts into rows. */
-export interface QwenResized {
-  image: RgbImage;
-  /** [1, gh, gw] in patches. */
-  grid: [number, number, number];
-  /** Merged tokens: gh·gw / mergeSize². */
-  tokens: number;
+  return { pixelValues: out, grid: [1, gh, gw], tokens: (gh * gw) / (merge * merge), rowLength: D, width: w, height: h };
 }
 
 /** Where §3.1 takes one decoded image: the (padded) source, the smart-resized size, its grid. */
@@ -248,17 +210,10 @@ export function qwenResizeTarget(img: RgbImage, options: QwenPreprocessOptions =
   return { src, width: size.width, height: size.height, grid: [1, gh, gw], tokens: (gh * gw) / (merge * merge) };
 }
 
-/** §3.1 up to the patch rows: pad (if set) and smart-resize one decoded image. */
-export async function resizeQwen2vl(img: RgbImage, options: QwenPreprocessOptions = {}): Promise<QwenResized> {
-  const t = qwenResizeTarget(img, options);
-  const image = await resizeRgb(t.src, t.width, t.height, options.queue);
-  return { image, grid: t.grid, tokens: t.tokens };
-}
-
 /** The whole §3.1 path for one decoded image. */
 export async function preprocessQwen2vl(img: RgbImage, options: QwenPreprocessOptions = {}): Promise<QwenPixelValues> {
   const tps = needInt('temporalPatchSize', options.temporalPatchSize ?? QWEN_IMAGE_DEFAULTS.temporalPatchSize, 1);
-  const r = await resizeQwen2vl(img, options);
-  const ps = options.patchSize ?? QWEN_IMAGE_DEFAULTS.patchSize;
-  return patchRows(r.image, ps, options.spatialMergeSize ?? QWEN_IMAGE_DEFAULTS.spatialMergeSize, tps);
+  const t = qwenResizeTarget(img, options);
+  const resized = await resizeRgb(t.src, t.width, t.height, options.queue);
+  return patchRows(resized, options.patchSize ?? QWEN_IMAGE_DEFAULTS.patchSize, options.spatialMergeSize ?? QWEN_IMAGE_DEFAULTS.spatialMergeSize, tps);
 }

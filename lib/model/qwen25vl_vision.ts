@@ -165,9 +165,6 @@ function roundInPlace(dtype: string | null, x: Float32Array): void {
   }
 }
 
-/** Largest patch-row staging buffer a tower keeps between calls (bigger inputs get their own). */
-const STAGING_KEEP_BYTES = 8 * 2 ** 20;
-
 export class Qwen25VisionTower {
   readonly cfg: QwenVisionConfig;
   /** Patch embedding as a matrix [C, D] (a view of the Conv3d weight [C, 3, tps, ps, ps]). */
@@ -179,8 +176,6 @@ export class Qwen25VisionTower {
   private readonly rowLength: number;
   /** Recorded towers by grid list (bounded: a stream of odd image sizes must not pin memory). */
   readonly plans = new PlanCache(16, 128 * 2 ** 20);
-  /** Patch rows of the last call, rounded to the weight dtype (see encode). */
-  private staging: Float32Array = new Float32Array(0);
   /** Run op by op instead of through plans (DIFFUSIONVL_EAGER=1, or set by the model / tests). */
   eager = eagerFromEnv();
 
@@ -269,22 +264,14 @@ export class Qwen25VisionTower {
 
   /**
    * The tower on the images of `grids`, from patch rows (`rows`, R rows of rowLength, already
-   * rounded) or from resized u8 images (`images`, cut into rows in the plan). Rows come in
-   * through a buffer kept between calls: a fresh one of this size faults in page by page (≈ 1.6
-   * ms per picture on a VM, more than the bundled tower computes). The native side copies it at
-   * once (an op input, or a replay's data input), so the next call may overwrite it.
+   * rounded: encode) or from resized u8 images (`images`, cut into rows in the plan:
+   * encodeImages, what requests use).
    */
   private run(grids: number[][], input: { rows: (out: Float32Array) => void } | { images: readonly Tensor[] }): Tensor {
     const R = grids.reduce((n, g) => n + g[0] * g[1] * g[2], 0);
     let src: TowerInput;
     if ('rows' in input) {
-      const n = R * this.rowLength;
-      let pixels: Float32Array;
-      if (this.staging.length >= n) pixels = this.staging.subarray(0, n);
-      else {
-        pixels = new Float32Array(n);
-        if (n * 4 <= STAGING_KEEP_BYTES) this.staging = pixels;
-      }
+      const pixels = new Float32Array(R * this.rowLength);
       input.rows(pixels);
       src = { rows: pixels };
     } else {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ImageError, OptionError } from '../../lib/errors.js';
 import { decodeImage } from '../../lib/image/decode.js';
-import { padToSquare, patchRows, patchRowsInto, preprocessQwen2vl, resizeQwen2vl, roundHalfEven, smartResize } from '../../lib/image/qwen2vl.js';
+import { padToSquare, patchRows, preprocessQwen2vl, qwenResizeTarget, roundHalfEven, smartResize } from '../../lib/image/qwen2vl.js';
 import { FIXTURE_DIR, REGENERATE, readBin, readManifest } from '../fixtures/images/fixtures.js';
 
 describe('smartResize', () => {
@@ -97,33 +97,13 @@ describe('layout and pad mode', () => {
     for (let r = 0; r < 8; r++) expect(pv.pixelValues[r * 1176 + 196]).toBe(red(r)); // frame 1 = frame 0
   });
 
-  it('patchRowsInto writes patchRows at an offset, rounded by the table when asked', () => {
-    let seed = 3;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) & 255;
-    const img = { data: Uint8Array.from({ length: 84 * 56 * 3 }, rand), width: 84, height: 56 };
-    const pv = patchRows(img);
-    const out = new Float32Array(pv.pixelValues.length + 1176 * 3).fill(NaN);
-    patchRowsInto(img, out, 1176 * 2);
-    expect(out.subarray(1176 * 2, 1176 * 2 + pv.pixelValues.length)).toEqual(pv.pixelValues);
-    expect(Number.isNaN(out[1176 * 2 - 1]) && Number.isNaN(out[1176 * 2 + pv.pixelValues.length])).toBe(true);  // nothing outside
-    // A rounding step applies per table entry: the same as rounding every value afterwards.
-    const toBf16 = (x: Float32Array) => { const u = new Uint32Array(x.buffer, x.byteOffset, x.length); for (let i = 0; i < u.length; i++) u[i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) & 0xffff0000; };
-    const rounded = new Float32Array(pv.pixelValues.length);
-    patchRowsInto(img, rounded, 0, 14, 2, 2, { name: 'bf16', apply: toBf16 });
-    const want = pv.pixelValues.slice();
-    toBf16(want);
-    expect(rounded).toEqual(want);
-    expect(rounded).not.toEqual(pv.pixelValues);
-    expect(() => patchRowsInto(img, new Float32Array(10), 0)).toThrow(ImageError);
-  });
-
-  it('resizeQwen2vl + patchRows = preprocessQwen2vl', async () => {
+  it('qwenResizeTarget (what the encoder resizes to) agrees with preprocessQwen2vl', async () => {
     const img = { data: Uint8Array.from({ length: 61 * 47 * 3 }, (_, i) => (i * 37) & 255), width: 61, height: 47 };
-    const r = await resizeQwen2vl(img, { minPixels: 56 * 56, maxPixels: 28 * 28 * 16 });
+    const t = qwenResizeTarget(img, { minPixels: 56 * 56, maxPixels: 28 * 28 * 16 });
     const pv = await preprocessQwen2vl(img, { minPixels: 56 * 56, maxPixels: 28 * 28 * 16 });
-    expect(r.grid).toEqual(pv.grid);
-    expect(r.tokens).toBe(pv.tokens);
-    expect(patchRows(r.image).pixelValues).toEqual(pv.pixelValues);
+    expect(t.grid).toEqual(pv.grid);
+    expect(t.tokens).toBe(pv.tokens);
+    expect([t.width, t.height]).toEqual([pv.width, pv.height]);
   });
 
   it('pads to a centred square with (122, 116, 104)', () => {
