@@ -80,12 +80,19 @@ export function benchTable(res: BenchModelResult): string {
   const out = [`${res.model} on ${res.backend}`, ...lines];
   for (const p of res.profiles ?? []) {
     out.push('', `where a forward's time goes — ${p.setting}: ${p.opMsPerForward.toFixed(3)} ms of ops per forward (${p.forwards} forwards)`);
-    for (const l of p.lines.slice(0, 14))
-      out.push(`  ${l.op.padEnd(28)} ${l.msPerForward.toFixed(3).padStart(8)} ms  ${(l.share * 100).toFixed(1).padStart(5)} %` +
-        (l.weightGBps > 0 ? `  weights at ${l.weightGBps.toFixed(1)} GB/s` : ''));
-    if (p.lines.length > 14) out.push(`  … ${p.lines.length - 14} more (--json has them all)`);
+    out.push(...profileLinesText(p.lines.map((l) => ({ ...l, ms: l.msPerForward })), 14, false));
   }
   return out.join('\n');
+}
+
+/** The first `max` lines of a profile as text (bench --profile, run --profile), then how many were left out. */
+export function profileLinesText(lines: readonly { op: string; ms: number; share: number; calls: number; weightGBps: number }[], max: number, calls: boolean): string[] {
+  const out = lines.slice(0, max).map((l) =>
+    `  ${l.op.padEnd(28)} ${l.ms.toFixed(3).padStart(9)} ms ${(l.share * 100).toFixed(1).padStart(5)} %` +
+    (calls ? `  ${String(l.calls).padStart(5)} calls` : '') +
+    (l.weightGBps > 0 ? `  weights at ${l.weightGBps.toFixed(1)} GB/s` : ''));
+  if (lines.length > max) out.push(`  … ${lines.length - max} more (--json has them all)`);
+  return out;
 }
 
 export interface BenchVariant {

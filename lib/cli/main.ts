@@ -30,6 +30,7 @@ import { availableHostMemory, describeEstimate, estimateMemory, formatBytes, pan
 import { bundledHeldoutDir, bundledModelDir, packageRootDir, resolveModelDir } from '../models.js';
 import { evalHeldout, readHeldout, userMessage, type EvalResult } from '../eval.js';
 import type { GenerateRequest, GenerateResult, LoadModelOptions, OpProfileLine } from '../model/model.js';
+import { profileLinesText } from './bench.js';
 import { Queue, nativeInfo } from '../native/index.js';
 import { loadProgress, progressBar } from './progress.js';
 
@@ -196,10 +197,7 @@ function profileText(r: GenerateResult, p: { totalMs: number; ops: OpProfileLine
       `prefill ${t.prefillMs.toFixed(2)} ms, decoding ${t.decodeMs.toFixed(2)} ms (${t.decodeTokens} tokens); ` +
       `${p.totalMs.toFixed(2)} ms inside the ops`,
   ];
-  for (const l of p.ops.slice(0, 12))
-    lines.push(`  ${l.op.padEnd(28)} ${l.ms.toFixed(3).padStart(9)} ms ${(l.share * 100).toFixed(1).padStart(5)} %  ${String(l.calls).padStart(5)} calls` +
-      (l.weightGBps > 0 ? `  weights at ${l.weightGBps.toFixed(1)} GB/s` : ''));
-  if (p.ops.length > 12) lines.push(`  … ${p.ops.length - 12} more (--json has them all)`);
+  lines.push(...profileLinesText(p.ops, 12, true));
   return lines.join('\n');
 }
 
