@@ -46,6 +46,7 @@ struct Storage {
 
  private:
   size_t mapped_ = 0;  // bytes mapped when the buffer came from mmap, else 0
+  size_t pooled_ = 0;  // capacity when the buffer came from (and returns to) the mid-size pool
   bool owned_ = true;
   std::shared_ptr<Storage> base_;
 };

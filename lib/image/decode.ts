@@ -13,7 +13,7 @@
 // I;16 to 255 on convert, sharp rescales).
 //
 // Decoding is sharp's (libvips: libpng, mozjpeg, libwebp), checked against Pillow's bytes by
-// test/unit/image-decode.test.ts. Every failure is an ImageError naming the input: the path,
+// test/unit/image-decode.test.ts; a small plain PNG is decoded in JS to the same bytes (png.ts). Every failure is an ImageError naming the input: the path,
 // "Buffer of N bytes", "data: URL (…)" or "raw RGB W×H".
 //
 // Hostile inputs: a path must be a regular file (opened non-blocking and fstat'ed before a
@@ -24,6 +24,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ImageError } from '../errors.js';
+import { decodePngFast } from './png.js';
 
 /** Raw pixels already decoded: interleaved RGB, row-major, width·height·3 bytes. */
 export interface RawRgbImage {
@@ -326,6 +327,9 @@ export async function decodeImage(input: ImageInput | ProbedImage, options: Deco
   const { maxPixels, maxBytes, autoOrient } = checkOptions(options);
   if (!probed && isRawShape(input)) return rawImage(input, label, maxPixels);
   const bytes = probed ? probed.bytes : await encodedBytes(input, label, maxBytes);
+  // A small plain PNG is decoded in JS, byte for byte what sharp gives (png.ts); the rest goes to sharp.
+  const fast = decodePngFast(bytes, maxPixels);
+  if (fast) return fast;
   const sharp = await sharpOrError(label);
   try {
     const pipeline = sharp(bytes, {
