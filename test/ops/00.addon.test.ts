@@ -1,7 +1,7 @@
 // The addon loads, reports its ISA levels, runs ops off the JS thread and turns native
 // failures into typed errors.
 import { describe, expect, it } from 'vitest';
-import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { Queue, nativeInfo, nativeMemory, tensorFromArray } from '../../lib/native/index.js';
 import { DTypeError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 
 describe('addon', () => {
@@ -82,6 +82,23 @@ describe('addon', () => {
       src.fill(-1);   // after the call: must not matter
     }
     for (const [i, t] of ts.entries()) expect(await q.readF32(t), `write ${i}`).toEqual(want[i]);
+    q.dispose();
+  });
+
+  it('a mid-size host buffer handed out again (the pool in csrc/core/tensor.cpp) is zero-filled and counted', async () => {
+    // 32 KiB … 1 MiB buffers are kept when freed and reused for a request up to 1.25× smaller:
+    // each reuse must start at zero like a fresh allocation, and live counts must not drift.
+    const q = new Queue({ threads: 1 });
+    const before = nativeMemory();
+    for (const n of [10_000, 9_000, 60_000, 50_000, 200_000, 170_000, 10_000]) {
+      const t = q.empty('f32', [n]);
+      expect((await q.readF32(t)).every((v) => v === 0), `empty(${n}) reads zeros`).toBe(true);
+      q.write(t, new Float32Array(n).fill(7));
+      expect((await q.readF32(t))[n - 1]).toBe(7);
+      t.dispose();
+      await q.sync();
+    }
+    expect(nativeMemory()).toEqual(before);
     q.dispose();
   });
 });
