@@ -3,8 +3,8 @@
 // Legend: x f32 [.., H] (R rows after flattening the leading dims), w, b f32 [H].
 //   rms_norm:   y = w ⊙ (x · r),  r = 1 / sqrt(mean(x²) + eps)
 //   layer_norm: y = (x − μ) / sqrt(σ² + eps) ⊙ w + b   (biased variance, two passes)
-// The row statistics (Σx², μ, σ²) accumulate in double, so the result does not depend on H
-// or on the thread split. rms_norm then works in f32 like the reference (`x * rsqrt(var+eps)`
+// The row statistics (Σx², μ, σ²) accumulate in double in a fixed order (Σx² in eight
+// interleaved partial sums), so the result does not depend on the thread split. rms_norm then works in f32 like the reference (`x * rsqrt(var+eps)`
 // in fp32, weight multiply after), layer_norm evaluates the whole row expression in double.
 // NaN anywhere in a row makes the whole row NaN (it enters the statistic); ±Inf in x gives NaN
 // at that element and 0 elsewhere for rms_norm (x / inf), NaN for the whole layer_norm row.
@@ -42,10 +42,17 @@ static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, 
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * H;
       float* yr = y + r * H;
-      double ss = 0;
-      for (int64_t i = 0; i < H; ++i) ss += double(xr[i]) * double(xr[i]);
+      // Eight interleaved partial sums (element i into sum i mod 8), added pairwise at the
+      // end: a fixed order, so still the same bits for any thread split, and eight chains
+      // instead of one dependent add per element (H = 96: 10 → 3 µs a 128-row call).
+      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= H; i += 8)
+        for (int k = 0; k < 8; ++k) part[k] += double(xr[i + k]) * double(xr[i + k]);
+      for (int k = 0; i < H; ++i, ++k) part[k] += double(xr[i]) * double(xr[i]);
+      const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
       const float inv = float(1.0 / std::sqrt(ss / double(H) + eps));
-      for (int64_t i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * inv);
+      for (int64_t j = 0; j < H; ++j) yr[j] = w[j] * (xr[j] * inv);
     }
   });
 }
