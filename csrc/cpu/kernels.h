@@ -69,6 +69,9 @@ using MatmulBf16DotFn = void (*)(const uint16_t* xb, int64_t M, int64_t K, int64
 using MatmulQ8FastFn = void (*)(const ActQ8& xq, int64_t M, int64_t K, const void* w, int64_t n0, int64_t n1,
                                 const float* bias, float* y, int64_t ldy);
 
+// Fractional bits of the resize weights (ops/image.cpp): 32 − 8 of pixel − 2 of headroom.
+static constexpr int kResampleBits = 22;
+
 struct CpuKernels {
   Isa isa;
   MatmulFn matmul_f32;   // w is float*
@@ -131,6 +134,12 @@ struct CpuKernels {
   void (*silu_mul)(const float* g, const float* u, float* y, int64_t n);
   // y = gelu(x) = x/2 · erfc(−x/√2) over n values, vectorised erfc (kernels_generic.inc).
   void (*gelu)(const float* x, float* y, int64_t n);
+  // Pillow's BICUBIC resize passes, exact integer arithmetic (ops/image.cpp; kernels_generic.inc):
+  // one output row of the vertical pass (src: its first tap row, `stride` bytes between rows),
+  // and the horizontal pass over rows ≤ 16 rows (scratch: W·C·16 bytes).
+  void (*resample_v_row)(const uint8_t* src, int64_t stride, const int32_t* k, int n, int64_t len, uint8_t* dst);
+  void (*resample_h_rows)(const uint8_t* src, int64_t W, int C, int rows, const int* lo, const int* n, const int32_t* k, int ksize,
+                          int64_t w, uint8_t* dst, uint8_t* scratch);
 };
 
 // The table for the best level available (or the forced one). Never null.

@@ -54,6 +54,8 @@ const CpuKernels kCpuKernelsAvx512 = {
     gen_exp_shift_f64,
     gen_silu_mul,
     gen_gelu,
+    gen_resample_v_row,
+    gen_resample_h_rows,
 };
 
 }  // namespace dvl

@@ -7,18 +7,18 @@ import { DTypeError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 import { decodeImage } from '../../lib/image/decode.js';
 import { CLIP_MEAN, CLIP_STD, patchRows, preprocessQwen2vl } from '../../lib/image/qwen2vl.js';
 import { resizeBicubicRef } from '../../lib/image/resample.js';
-import { Queue, tensorFromArray } from '../../lib/native/index.js';
+import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
 import { FIXTURE_DIR, REGENERATE, diffU8, readBin, readManifest } from '../fixtures/images/fixtures.js';
 import { fromF16, rng as makeRng, toF16 } from '../helpers/random.js';
 
 const q = new Queue({ threads: 2 });
 afterAll(() => q.dispose());
 
-async function resizeNative(data: Uint8Array, W: number, H: number, C: number, w: number, h: number): Promise<Uint8Array> {
+async function resizeNative(data: Uint8Array, W: number, H: number, C: number, w: number, h: number, on: Queue = q): Promise<Uint8Array> {
   const x = tensorFromArray('u8', [H, W, C], data);
-  const y = q.imageResize(x, w, h);
+  const y = on.imageResize(x, w, h);
   expect(y.shape).toEqual([h, w, C]);
-  const out = (await q.read(y)) as Uint8Array;
+  const out = (await on.read(y)) as Uint8Array;
   x.dispose();
   y.dispose();
   return out;
@@ -58,14 +58,22 @@ describe('image_resize vs the TypeScript reference on random images', () => {
         cases.push([W, H, C, w, h]);
       }
   cases.push([5, 5, 3, 5, 5], [640, 3, 3, 17, 3], [3, 640, 3, 3, 17], [29, 31, 2, 1000, 2]);
+  // Row counts around the horizontal pass's 16-row blocks, and a picture-sized case.
+  cases.push([23, 15, 3, 17, 9], [23, 16, 3, 17, 16], [23, 17, 3, 11, 17], [41, 33, 4, 19, 33], [147, 275, 3, 112, 224]);
+  // Every ISA level present: the passes are the level's vector kernels (kernels_generic.inc).
+  const levels = nativeInfo().isaLevels;
+  const queues = new Map(levels.map((isa) => [isa, new Queue({ isa, threads: 2 })]));
+  afterAll(() => { for (const lq of queues.values()) lq.dispose(); });
   it.each(cases)('%i×%i×%i → %i×%i', async (W, H, C, w, h) => {
     const src = new Uint8Array(W * H * C);
     // Half noise, half extremes: 0/255 steps drive the negative lobes into clipping.
     for (let i = 0; i < src.length; i++) src[i] = r() < 0.5 ? Math.floor(r() * 256) : r() < 0.5 ? 0 : 255;
-    const got = await resizeNative(src, W, H, C, w, h);
     const ref = resizeBicubicRef(src, W, H, C, w, h);
-    const bad = got.findIndex((v, i) => v !== ref[i]);
-    expect(bad, `first mismatch at flat index ${bad}: native ${got[bad]}, reference ${ref[bad]}`).toBe(-1);
+    for (const [isa, lq] of queues) {
+      const got = await resizeNative(src, W, H, C, w, h, lq);
+      const bad = got.findIndex((v, i) => v !== ref[i]);
+      expect(bad, `${isa}: first mismatch at flat index ${bad}: native ${got[bad]}, reference ${ref[bad]}`).toBe(-1);
+    }
   });
 });
 

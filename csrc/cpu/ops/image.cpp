@@ -22,8 +22,10 @@
 //    intermediate (so the rounding happens twice), then the vertical pass. An axis whose size
 //    does not change is skipped entirely (not run through the identity kernel).
 //
-// The plain TypeScript twin is lib/image/resample.ts; test/ops/image.test.ts checks both
-// against Pillow's own output (test/fixtures/images, written by scripts/fixtures/pillow.py).
+// The passes' arithmetic is the ISA level's kernels (kernels_generic.inc: 16 values per vector;
+// integer sums, so every level gives the same bytes). The plain TypeScript twin is
+// lib/image/resample.ts; test/ops/image.test.ts checks the op at every level present against
+// it and against Pillow's own output (test/fixtures/images, written by scripts/fixtures/pillow.py).
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -35,7 +37,7 @@ namespace dvl {
 
 // ---- coefficients ---------------------------------------------------------------------------
 
-static constexpr int kPrecisionBits = 32 - 8 - 2;
+static constexpr int kPrecisionBits = kResampleBits;  // 32 − 8 − 2 (kernels.h)
 
 // Keys cubic convolution kernel with a = −0.5 (Catmull-Rom), in the Horner form whose float64
 // rounding Pillow's weights come from.
@@ -90,64 +92,36 @@ static ResampleAxis resample_axis_init(int in_size, int out_size) {
   return ax;
 }
 
-static inline uint8_t clip8(int32_t acc) {
-  int32_t v = acc >> kPrecisionBits;  // arithmetic shift: floor, as Pillow's table lookup
-  return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
-}
-
 // ---- passes ---------------------------------------------------------------------------------
+// The arithmetic is the level's kernels (kernels_generic.inc: 16 values per vector, integer
+// sums, so the same bits at every level); here only the split over threads.
 
-// Horizontal: rows [row0, row0 + rows) of src [*, W, C] → dst [rows, w, C]. C is a template
-// parameter so the per-channel accumulators stay in registers while the taps are read in order.
-template <int C>
-static void resample_horizontal_c(OpContext& ctx, const uint8_t* src, int W, int row0, int rows, const ResampleAxis& ax,
-                                  uint8_t* dst, int w) {
-  ctx.pool.parallel_for(rows, 8, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const uint8_t* s = src + (size_t(row0) + r) * W * C;
-      uint8_t* d = dst + size_t(r) * w * C;
-      for (int x = 0; x < w; ++x) {
-        const int32_t* kk = &ax.k[size_t(x) * ax.ksize];
-        const uint8_t* p = s + size_t(ax.lo[x]) * C;
-        int n = ax.n[x];
-        int32_t acc[C];
-        for (int c = 0; c < C; ++c) acc[c] = 1 << (kPrecisionBits - 1);
-        for (int j = 0; j < n; ++j)
-          for (int c = 0; c < C; ++c) acc[c] += int32_t(p[j * C + c]) * kk[j];
-        for (int c = 0; c < C; ++c) d[x * C + c] = clip8(acc[c]);
-      }
-    }
-  });
-}
-
+// Horizontal: rows [row0, row0 + rows) of src [*, W, C] → dst [rows, w, C], 16 rows at a time;
+// thread tid transposes into slots + tid·W·C·16 (the queue's scratch: no allocation per call).
 static void resample_horizontal(OpContext& ctx, const uint8_t* src, int W, int C, int row0, int rows,
-                                const ResampleAxis& ax, uint8_t* dst, int w) {
-  switch (C) {
-    case 1: return resample_horizontal_c<1>(ctx, src, W, row0, rows, ax, dst, w);
-    case 2: return resample_horizontal_c<2>(ctx, src, W, row0, rows, ax, dst, w);
-    case 3: return resample_horizontal_c<3>(ctx, src, W, row0, rows, ax, dst, w);
-    default: return resample_horizontal_c<4>(ctx, src, W, row0, rows, ax, dst, w);
-  }
+                                const ResampleAxis& ax, uint8_t* dst, int w, uint8_t* slots) {
+  const int64_t blocks = (rows + 15) / 16;
+  auto run = [&](int tid, int nth) {
+    uint8_t* slot = slots + size_t(tid) * W * C * 16;
+    for (int64_t blk = blocks * tid / nth; blk < blocks * (tid + 1) / nth; ++blk) {
+      const int64_t r = blk * 16;
+      const int n = int(rows - r < 16 ? rows - r : 16);
+      ctx.k.resample_h_rows(src + (size_t(row0) + r) * W * C, W, C, n, ax.lo.data(), ax.n.data(), ax.k.data(), ax.ksize, w,
+                            dst + size_t(r) * w * C, slot);
+    }
+  };
+  if (blocks < 2) run(0, 1);
+  else ctx.pool.run(run);
 }
 
-// Vertical: src [*, w, C] → dst [h, w, C]; tap rows are ax.lo[y] - row0 .. in src. Accumulates
-// whole rows at a time (integer sums, so the order of taps does not change the result).
+// Vertical: src [*, w, C] → dst [h, w, C]; tap rows are ax.lo[y] - row0 .. in src.
 static void resample_vertical(OpContext& ctx, const uint8_t* src, int w, int C, int row0, const ResampleAxis& ax,
                               uint8_t* dst, int h) {
   const int64_t rowlen = int64_t(w) * C;
   ctx.pool.parallel_for(h, 4, [&](int64_t b, int64_t e) {
-    std::vector<int32_t> acc(rowlen);
-    for (int64_t y = b; y < e; ++y) {
-      std::fill(acc.begin(), acc.end(), int32_t(1) << (kPrecisionBits - 1));
-      const int32_t* kk = &ax.k[size_t(y) * ax.ksize];
-      for (int j = 0; j < ax.n[y]; ++j) {
-        const uint8_t* s = src + size_t(ax.lo[y] - row0 + j) * rowlen;
-        int32_t kj = kk[j];
-        for (int64_t i = 0; i < rowlen; ++i) acc[i] += int32_t(s[i]) * kj;
-      }
-      uint8_t* d = dst + size_t(y) * rowlen;
-      for (int64_t i = 0; i < rowlen; ++i) d[i] = clip8(acc[i]);
-    }
+    for (int64_t y = b; y < e; ++y)
+      ctx.k.resample_v_row(src + size_t(ax.lo[y] - row0) * rowlen, rowlen, &ax.k[size_t(y) * ax.ksize], ax.n[y], rowlen,
+                           dst + size_t(y) * rowlen);
   });
 }
 
@@ -191,20 +165,30 @@ static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& o
     std::memcpy(dst, src, size_t(H) * W * C);
     return;
   }
+  // One scratch piece: the horizontal pass's output when both passes run, then a transposition
+  // slot per thread. (A fresh vector here faulted in every page each call: 0.3 ms for a picture.)
+  Scratch local;  // only used by contexts without a queue
+  Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
+  ResampleAxis vert;
+  int row0 = 0, row1 = H;
+  if (need_v) {
+    vert = resample_axis_init(H, h);
+    // Only the input rows some output row reads go through the horizontal pass.
+    row0 = vert.lo[0], row1 = vert.lo[h - 1] + vert.n[h - 1];
+  }
+  const size_t tmp_bytes = need_h && need_v ? (size_t(row1 - row0) * w * C + 63) / 64 * 64 : 0;
+  const size_t slot_bytes = need_h ? size_t(W) * C * 16 : 0;
+  uint8_t* base = static_cast<uint8_t*>(scratch.get(tmp_bytes + slot_bytes * size_t(ctx.pool.size()) + 64));
   if (!need_v) {
-    resample_horizontal(ctx, src, W, C, 0, H, resample_axis_init(W, w), dst, w);
+    resample_horizontal(ctx, src, W, C, 0, H, resample_axis_init(W, w), dst, w, base);
     return;
   }
-  ResampleAxis vert = resample_axis_init(H, h);
   if (!need_h) {
     resample_vertical(ctx, src, W, C, 0, vert, dst, h);
     return;
   }
-  // Only the input rows some output row reads go through the horizontal pass.
-  int row0 = vert.lo[0], row1 = vert.lo[h - 1] + vert.n[h - 1];
-  std::vector<uint8_t> tmp(size_t(row1 - row0) * w * C);
-  resample_horizontal(ctx, src, W, C, row0, row1 - row0, resample_axis_init(W, w), tmp.data(), w);
-  resample_vertical(ctx, tmp.data(), w, C, row0, vert, dst, h);
+  resample_horizontal(ctx, src, W, C, row0, row1 - row0, resample_axis_init(W, w), base, w, base + tmp_bytes);
+  resample_vertical(ctx, base, w, C, row0, vert, dst, h);
 }
 
 // patch_rows: img u8 [H, W, 3] + attrs patch ps, merge m, temporal tps, mean[3], std[3], round
