@@ -18,10 +18,11 @@
 //
 // Hostile inputs: a path must be a regular file (opened non-blocking and fstat'ed before a
 // byte is read, so a FIFO, /dev/zero or a directory is refused at once, never read forever),
-// no larger than `maxBytes`, read to its stat'ed size and no further. `probeImage` reads only
+// no larger than `maxBytes`, read to its stat'ed size and no further (up to 1 MiB with
+// synchronous calls: four thread-pool round trips cost more than the read — readSmallFileSync). `probeImage` reads only
 // the header (sharp's metadata: format, width, height, EXIF orientation), so a caller can check
 // dimensions and token counts of every image before decoding any.
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ImageError } from '../errors.js';
 import { decodePngFast } from './png.js';
@@ -112,27 +113,76 @@ function dataUrlBytes(s: string, label: string): Uint8Array {
   return new Uint8Array(out);
 }
 
+/** Files up to this size are read with synchronous calls (see readImageFile). */
+export const SYNC_READ_MAX_BYTES = 1 << 20;
+
+function fileKind(st: Stats): string {
+  return st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' :
+    st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a regular file';
+}
+
+function openError(e: unknown, label: string): ImageError {
+  const err = e as NodeJS.ErrnoException;
+  const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.code === 'EACCES' ? 'permission denied' : err.message;
+  return new ImageError(`${label}: cannot read image file (${why})`, label);
+}
+
+/**
+ * A small regular file read with synchronous calls, or null when the file is larger than
+ * SYNC_READ_MAX_BYTES (the caller then reads it asynchronously). Why: each asynchronous fs call is
+ * a round trip through libuv's thread pool, and a file read took four (open, stat, read, close):
+ * ≈ 0.8 ms per picture on a 2-core VM where the engine's threads share the cores, against
+ * ≈ 20 µs for the same calls made directly on a file in the page cache.
+ */
+function readSmallFileSync(path: string, maxBytes: number, label: string): Uint8Array | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw openError(e, label);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new ImageError(`${label}: cannot read image file (is ${fileKind(st)}; only regular files are read)`, label);
+    if (st.size > maxBytes) {
+      throw new ImageError(`${label}: the file is ${st.size} bytes, more than the limit of ${maxBytes} (option maxBytes / limits.imageBytes)`, label);
+    }
+    if (st.size > SYNC_READ_MAX_BYTES) return null;
+    const buf = new Uint8Array(st.size);
+    let done = 0;
+    while (done < buf.length) {
+      const n = readSync(fd, buf, done, buf.length - done, done);
+      if (n === 0) break;
+      done += n;
+    }
+    return done === buf.length ? buf : buf.subarray(0, done);
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    throw new ImageError(`${label}: cannot read image file (${(e as Error).message})`, label);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Reads an image file: opened read-only and non-blocking (opening a FIFO must not wait for a
  * writer), fstat'ed, refused unless a regular file of at most `maxBytes`, then read to its
- * stat'ed size. A file that shrinks meanwhile gives what is there.
+ * stat'ed size. A file that shrinks meanwhile gives what is there. Files up to
+ * SYNC_READ_MAX_BYTES are read with synchronous calls (readSmallFileSync says why), larger ones
+ * asynchronously.
  */
 export async function readImageFile(path: string, maxBytes: number, label = path): Promise<Uint8Array> {
+  const small = readSmallFileSync(path, maxBytes, label);
+  if (small) return small;
   let fh;
   try {
     fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.code === 'EACCES' ? 'permission denied' : err.message;
-    throw new ImageError(`${label}: cannot read image file (${why})`, label);
+    throw openError(e, label);
   }
   try {
     const st = await fh.stat();
-    if (!st.isFile()) {
-      const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' :
-        st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a regular file';
-      throw new ImageError(`${label}: cannot read image file (is ${kind}; only regular files are read)`, label);
-    }
+    if (!st.isFile()) throw new ImageError(`${label}: cannot read image file (is ${fileKind(st)}; only regular files are read)`, label);
     if (st.size > maxBytes) {
       throw new ImageError(`${label}: the file is ${st.size} bytes, more than the limit of ${maxBytes} (option maxBytes / limits.imageBytes)`, label);
     }

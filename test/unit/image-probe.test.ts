@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageError } from '../../lib/errors.js';
-import { decodeImage, probeImage, readImageFile } from '../../lib/image/decode.js';
+import { SYNC_READ_MAX_BYTES, decodeImage, probeImage, readImageFile } from '../../lib/image/decode.js';
 
 const input = (f: string) => fileURLToPath(new URL(`../fixtures/images/inputs/${f}`, import.meta.url));
 let tmp: string;
@@ -73,6 +73,20 @@ describe('reading files', () => {
     await expect(decodeImage(png, { maxBytes: 100 })).rejects.toThrow(/bytes of encoded image, more than the limit of 100/);
     await expect(decodeImage(`data:image/png;base64,${png.toString('base64')}`, { maxBytes: 100 })).rejects.toThrow(/longer than an image of 100 bytes/);
     expect((await readImageFile(input('photo-256x193.png'), png.length)).length).toBe(png.length);
+  });
+
+  it('small files are read synchronously, larger ones asynchronously: the same bytes either side of the switch', async () => {
+    for (const size of [1, SYNC_READ_MAX_BYTES, SYNC_READ_MAX_BYTES + 1, 3 * SYNC_READ_MAX_BYTES + 17]) {
+      const f = join(tmp, `bytes-${size}`);
+      const data = Buffer.alloc(size);
+      for (let i = 0; i < size; i += 4096) data[i] = (i / 4096) & 255;
+      data[size - 1] = 0xab;
+      writeFileSync(f, data);
+      const got = await readImageFile(f, 4 * SYNC_READ_MAX_BYTES);
+      expect(got.length, `${size} bytes`).toBe(size);
+      expect(Buffer.compare(Buffer.from(got), data), `${size} bytes`).toBe(0);
+      await expect(readImageFile(f, size - 1)).rejects.toThrow(/more than the limit/);
+    }
   });
 
   it('SVG is not an accepted format', async () => {
