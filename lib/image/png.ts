@@ -49,7 +49,7 @@ export function decodePngFast(b: Uint8Array, maxPixels: number): RgbImage | null
     const len = dv.getUint32(p), t = type(p + 4), end = p + 12 + len;
     if (len > 0x7fffffff || end > b.length) return null;
     if (zlib.crc32(b.subarray(p + 4, p + 8 + len)) !== dv.getUint32(p + 8 + len)) return null;
-    if (!PLAIN_CHUNKS.has(t)) return null;
+    if (!PLAIN_CHUNKS.has(t) || (t === 'IHDR' && p !== 8) || (t === 'IEND' && len !== 0)) return null;
     if (t === 'IDAT') {
       if (idatDone) return null;
       idat.push(b.subarray(p + 8, p + 8 + len));

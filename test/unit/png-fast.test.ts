@@ -197,6 +197,8 @@ describe('decodePngFast refuses what it does not decode exactly; decodeImage the
     ['a palette index past the PLTE', rechunk(writePng({ width: 9, height: 4, colour: 3, filter: 0, seed: 3 }), (cs) => cs.map(([t, d]) => [t, t === 'PLTE' ? d.subarray(0, 9) : d]))],
     ['more pixels than maxPixels', good, 23 * 11 - 1],
     ['more pixels than the fast path takes', writePng({ width: 1, height: FAST_PNG_MAX_PIXELS + 1, colour: 0, filter: 0, seed: 1 })],
+    ['a second IHDR', rechunk(good, (cs) => [cs[0], cs[0], ...cs.slice(1)])],
+    ['an IEND with data', rechunk(good, (cs) => cs.map(([t, d]) => [t, t === 'IEND' ? Buffer.from([1]) : d]))],
     ['not a PNG', Buffer.from('GIF89a\x01\0\x01\0\0\0\0;', 'latin1')],
   ];
   for (const [what, bytes, maxPixels] of cases) {
@@ -220,5 +222,12 @@ describe('decodePngFast refuses what it does not decode exactly; decodeImage the
 
   it('the good PNG of those cases is accepted (so each refusal is the edit, not the base)', async () => {
     await expectSameAsSharp(good, 'base');
+  });
+
+  it('harmless oddities sharp reads too are decoded alike: bytes after IEND or after the zlib stream, a suggested palette', async () => {
+    await expectSameAsSharp(Buffer.concat([good, Buffer.from('trailing bytes')]), 'bytes after IEND');
+    await expectSameAsSharp(rechunk(good, (cs) => { const i = cs.findIndex(([t]) => t === 'IDAT'); return [...cs.slice(0, i), ['IDAT', Buffer.concat([...cs.filter(([t]) => t === 'IDAT').map(([, d]) => d), Buffer.from([1, 2, 3])])], ['IEND', Buffer.alloc(0)]]; }), 'bytes after the zlib stream');
+    const grey = writePng({ width: 9, height: 5, colour: 0, filter: -1, seed: 4 });
+    await expectSameAsSharp(rechunk(grey, (cs) => [cs[0], ['PLTE', Buffer.from([1, 2, 3])], ...cs.slice(1)]), 'a PLTE in a grey PNG');
   });
 });
