@@ -70,10 +70,12 @@ bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Op
     const double keys = std::max(256.0, double(a.attention.kvLen));
     return 2.0 * double(in[0]->numel()) * keys < kSerialAttentionMacs;
   }
-  // Caches written in place count by the rows written, not by their capacity.
+  // Caches written in place count by the rows written, not by their capacity (their output is
+  // the cache itself).
+  if (def.id == OpId::KvCacheAppend || def.id == OpId::KvCacheAppendBatch || def.id == OpId::ScatterRows)
+    return 2.0 * numel_of(in.size() > 1 ? in[1] : nullptr) < kSerialElements;
   double n = 0;
-  if (def.id == OpId::KvCacheAppend || def.id == OpId::ScatterRows) n = numel_of(in.size() > 1 ? in[1] : nullptr);
-  else for (const TensorP& t : in) n += t && t->numel() < (int64_t(1) << 24) ? numel_of(t) : 0;
+  for (const TensorP& t : in) n += t && t->numel() < (int64_t(1) << 24) ? numel_of(t) : 0;
   for (const TensorP& t : out) n += numel_of(t);
   return n < kSerialElements;
 }
