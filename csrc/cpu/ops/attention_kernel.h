@@ -317,7 +317,10 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
         corr[i] = attn_exp1(m[r] - mn);
         m[r] = mn;
       }
-      attn_exp(X, P, 4 * T);  // columns ≥ njp hold stale arguments; they are zeroed below
+      // Columns ≥ njp hold stale arguments: not exponentiated, zeroed below (a short last tile —
+      // 12 of 64 keys for a 140-key tower row — would otherwise pay for 64).
+      if (njp == T) attn_exp(X, P, 4 * T);
+      else for (int i = 0; i < 4; ++i) attn_exp(X + i * T, P + i * T, njp);
       for (int i = 0; i < 4; ++i) {
         const int64_t r = rb + i;
         float* p = P + i * T;
