@@ -13,15 +13,17 @@
 // I;16 to 255 on convert, sharp rescales).
 //
 // Decoding is sharp's (libvips: libpng, mozjpeg, libwebp), checked against Pillow's bytes by
-// test/unit/image-decode.test.ts; a small plain PNG is decoded in JS to the same bytes (png.ts). Every failure is an ImageError naming the input: the path,
-// "Buffer of N bytes", "data: URL (…)" or "raw RGB W×H".
+// test/unit/image-decode.test.ts; a small plain PNG is decoded in JS to the same bytes (png.ts).
+// Every failure is an ImageError naming the input: the path, "Buffer of N bytes",
+// "data: URL (…)" or "raw RGB W×H".
 //
 // Hostile inputs: a path must be a regular file (opened non-blocking and fstat'ed before a
 // byte is read, so a FIFO, /dev/zero or a directory is refused at once, never read forever),
 // no larger than `maxBytes`, read to its stat'ed size and no further (up to 1 MiB with
-// synchronous calls: four thread-pool round trips cost more than the read — readSmallFileSync). `probeImage` reads only
-// the header (sharp's metadata: format, width, height, EXIF orientation), so a caller can check
-// dimensions and token counts of every image before decoding any.
+// synchronous calls: four thread-pool round trips cost more than the read — readSmallFileSync).
+// `probeImage` reads only the header (sharp's metadata: format, width, height, EXIF
+// orientation), so a caller can check dimensions and token counts of every image before
+// decoding any.
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ImageError } from '../errors.js';
