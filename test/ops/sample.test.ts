@@ -101,6 +101,30 @@ describe.each(nativeInfo().isaLevels)('confidence_remask at isa %s', (isa) => {
     q.dispose();
   });
 
+  it('greedy scans (vector lanes, then the first index of the maximum): ±0 ties, −Inf, the first NaN or +Inf named', async () => {
+    // The maximum is found over 8 interleaved lanes and then its first index; these rows put
+    // the ties, zeros of both signs and infinities in every lane position and the tail.
+    const q = new Queue({ isa, threads: 2 });
+    const rows: number[][] = [
+      [-0, 0, -1],
+      [0, -0, -Infinity, 0],
+      [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, 2, 2],
+      [1, 3, 2, 3, 3, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3],
+      [-5, -Infinity, -4, -4, -Infinity, -Infinity, -Infinity, -4.5, -4, -4, -4],
+    ];
+    for (const [i, row] of rows.entries())
+      await runBoth(q, Float32Array.from(row), 1, row.length, { temperature: 0, k: 1, mode: 'static' }, `row ${i}: ${row.join(', ')}`);
+    for (const [row, msg] of [
+      [[1, 2, NaN, Infinity, 3], 'contains NaN at index 2'],
+      [[1, -Infinity, 2, 3, 4, 5, 6, 7, 8, Infinity, NaN], 'contains +Inf at index 9'],
+      [[-Infinity, -Infinity, -Infinity], 'is all -Inf'],
+    ] as [number[], string][]) {
+      q.confidenceRemask(tensorFromArray('f32', [1, row.length], Float32Array.from(row)), { temperature: 0, k: 1, mode: 'static' });
+      await expect(q.sync()).rejects.toThrow(`confidence_remask: logits row 0 ${msg}`);
+    }
+    q.dispose();
+  });
+
   it('greedy with fewer rows than threads splits the vocabulary and still agrees exactly', async () => {
     const q = new Queue({ isa, threads: 3 });
     const r = rng(21);

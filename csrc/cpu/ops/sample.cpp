@@ -52,23 +52,70 @@ struct SampleCfg {
 
 static const double kNegInf = -std::numeric_limits<double>::infinity();
 
+// What a scan of logits l[b, e) finds: the first index holding NaN or +Inf (−1 if none);
+// otherwise the maximum and the first index holding it (−1 when every value is −Inf) — what a
+// sequential strict-greater scan gives.
+struct RowScan {
+  int64_t bad = -1, arg = -1;
+  float max = -std::numeric_limits<float>::infinity();
+};
+
+// First a branch-free pass over 8 interleaved lanes (the compiler vectorises it): whether any
+// value is NaN or ±Inf, and the maximum — of non-NaN floats the same whatever the order it is
+// taken in (±0 compare equal). Then the first index holding a value equal to it, which is the
+// index a sequential scan keeps (it only moves on a strictly greater value). Only a row holding
+// NaN or an infinity is scanned in order, for the first NaN or +Inf. (One dependent compare per logit made the
+// greedy remask of an 8-row, 448-token block ≈ 2.9 µs a row.)
+static RowScan scan_row(const float* l, int64_t b, int64_t e) {
+  constexpr int L = 8;
+  const float inf = std::numeric_limits<float>::infinity();
+  // lane: running maxima; probe: Σ v·0, which turns NaN at the first NaN or ±Inf (then the
+  // ordered scan below decides: −Inf is a fine logit). Float-only, so the lanes vectorise.
+  float lane[L], probe[L];
+  for (int k = 0; k < L; ++k) lane[k] = -inf, probe[k] = 0.f;
+  int64_t j = b;
+  for (; j + L <= e; j += L)
+    for (int k = 0; k < L; ++k) {
+      const float v = l[j + k];
+      probe[k] += v * 0.f;
+      lane[k] = v > lane[k] ? v : lane[k];
+    }
+  for (int k = 0; j < e; ++j, ++k) {
+    const float v = l[j];
+    probe[k] += v * 0.f;
+    lane[k] = v > lane[k] ? v : lane[k];
+  }
+  RowScan s;
+  bool any = false;
+  for (int k = 0; k < L; ++k) any = any || probe[k] != probe[k];
+  if (any) {
+    for (j = b; j < e; ++j)
+      if (std::isnan(l[j]) || l[j] == inf) {
+        s.bad = j;
+        return s;
+      }
+  }
+  float m = -inf;
+  for (int k = 0; k < L; ++k) m = lane[k] > m ? lane[k] : m;
+  if (m == -inf) return s;
+  for (j = b; j < e; ++j)
+    if (l[j] == m) {
+      s.arg = j;
+      s.max = l[j];
+      break;
+    }
+  return s;
+}
+
 // Checks the row and finds max / first argmax. Returns an error message, or "" when fine.
 static std::string check_row(const float* l, int64_t V, int64_t r, float* max, int64_t* arg) {
-  float m = -std::numeric_limits<float>::infinity();
-  int64_t a = -1;
-  for (int64_t j = 0; j < V; ++j) {
-    const float v = l[j];
-    if (std::isnan(v)) return "confidence_remask: logits row " + std::to_string(r) + " contains NaN at index " + std::to_string(j);
-    if (v == std::numeric_limits<float>::infinity())
-      return "confidence_remask: logits row " + std::to_string(r) + " contains +Inf at index " + std::to_string(j);
-    if (v > m) {
-      m = v;
-      a = j;
-    }
-  }
-  if (a < 0) return "confidence_remask: logits row " + std::to_string(r) + " is all -Inf";
-  *max = m;
-  *arg = a;
+  const RowScan s = scan_row(l, 0, V);
+  if (s.bad >= 0)
+    return "confidence_remask: logits row " + std::to_string(r) + " contains " + (std::isnan(l[s.bad]) ? "NaN" : "+Inf") +
+           " at index " + std::to_string(s.bad);
+  if (s.arg < 0) return "confidence_remask: logits row " + std::to_string(r) + " is all -Inf";
+  *max = s.max;
+  *arg = s.arg;
   return "";
 }
 
@@ -197,29 +244,11 @@ static std::string sample_row(const float* l, int64_t V, int64_t r, const Sample
 // the reference). Same results and error text as sample_row.
 static std::string greedy_row_split(ThreadPool& pool, const CpuKernels& k, const float* l, int64_t V, int64_t r, int32_t* id, float* conf) {
   const int nt = pool.size();
-  struct Part {
-    int64_t bad = -1, arg = -1;
-    float max = -std::numeric_limits<float>::infinity();
-  };
-  std::vector<Part> parts(static_cast<size_t>(nt));
+  std::vector<RowScan> parts(static_cast<size_t>(nt));
   std::vector<double> e(static_cast<size_t>(V));
-  pool.run([&](int t, int) {
-    const int64_t b = V * t / nt, en = V * (t + 1) / nt;
-    Part& p = parts[t];
-    for (int64_t j = b; j < en; ++j) {
-      const float v = l[j];
-      if (std::isnan(v) || v == std::numeric_limits<float>::infinity()) {
-        p.bad = j;
-        return;
-      }
-      if (v > p.max) {
-        p.max = v;
-        p.arg = j;
-      }
-    }
-  });
-  Part all;
-  for (const Part& p : parts) {
+  pool.run([&](int t, int) { parts[t] = scan_row(l, V * t / nt, V * (t + 1) / nt); });
+  RowScan all;
+  for (const RowScan& p : parts) {
     if (p.bad >= 0) {
       const int64_t j = p.bad;  // the lowest bad index: earlier parts had none
       return "confidence_remask: logits row " + std::to_string(r) + " contains " + (std::isnan(l[j]) ? "NaN" : "+Inf") +
