@@ -98,7 +98,10 @@ describe('addon', () => {
       t.dispose();
       await q.sync();
     }
-    expect(nativeMemory()).toEqual(before);
+    // Earlier tests' tensors may be collected meanwhile (GC), so the counts can only have dropped.
+    const after = nativeMemory();
+    expect(after.hostStorages).toBeLessThanOrEqual(before.hostStorages);
+    expect(after.hostBytes).toBeLessThanOrEqual(before.hostBytes);
     q.dispose();
   });
 });
