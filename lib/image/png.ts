@@ -65,14 +65,15 @@ export function decodePngFast(b: Uint8Array, maxPixels: number): RgbImage | null
   }
   if (!ended || idat.length === 0 || (colour === 3 && !palette)) return null;
 
-  const stride = width * channels;
+  const stride = width * channels, expected = height * (stride + 1);
   let raw: Uint8Array;
   try {
-    raw = zlib.inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat));
+    // Bounded: a small IDAT that inflates to gigabytes stops one byte past the picture's size.
+    raw = zlib.inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat), { maxOutputLength: expected + 1 });
   } catch {
     return null;
   }
-  if (raw.length !== height * (stride + 1)) return null;
+  if (raw.length !== expected) return null;
   const px = unfilter(raw, stride, height, channels);
   const data = px && toRgb(px, width * height, colour, palette);
   return data ? { data, width, height } : null;

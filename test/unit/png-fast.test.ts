@@ -193,6 +193,7 @@ describe('decodePngFast refuses what it does not decode exactly; decodeImage the
     ['IDATs not consecutive', rechunk(good, (cs) => { const i = cs.findIndex(([t]) => t === 'IDAT'); return [...cs.slice(0, i + 1), ['tEXt', Buffer.from('a\0b')], ...cs.slice(i + 1)]; })],
     ['too little image data', rechunk(good, (cs) => [...cs.filter(([t]) => t !== 'IDAT' && t !== 'IEND'), ['IDAT', deflateSync(Buffer.alloc(100))], ['IEND', Buffer.alloc(0)]])],
     ['too much image data', rechunk(good, (cs) => [...cs.filter(([t]) => t !== 'IDAT' && t !== 'IEND'), ['IDAT', deflateSync(Buffer.alloc(11 * 70 + 1))], ['IEND', Buffer.alloc(0)]])],
+    ['an IDAT that inflates to 64 MB (a deflate bomb: the inflate stops past the picture size)', rechunk(good, (cs) => [...cs.filter(([t]) => t !== 'IDAT' && t !== 'IEND'), ['IDAT', deflateSync(Buffer.alloc(64 << 20))], ['IEND', Buffer.alloc(0)]])],
     ['filter byte 5', withFilterByte(5)],
     ['a palette index past the PLTE', rechunk(writePng({ width: 9, height: 4, colour: 3, filter: 0, seed: 3 }), (cs) => cs.map(([t, d]) => [t, t === 'PLTE' ? d.subarray(0, 9) : d]))],
     ['more pixels than maxPixels', good, 23 * 11 - 1],
