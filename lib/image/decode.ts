@@ -20,12 +20,12 @@
 // Hostile inputs: a path must be a regular file (opened non-blocking and fstat'ed before a
 // byte is read, so a FIFO, /dev/zero or a directory is refused at once, never read forever),
 // no larger than `maxBytes`, read to its stat'ed size and no further (up to 1 MiB with
-// synchronous calls: four thread-pool round trips cost more than the read — readSmallFileSync).
+// synchronous calls: four thread-pool round trips cost more than the read — readImageFile).
 // `probeImage` reads only the header (sharp's metadata: format, width, height, EXIF
 // orientation), so a caller can check dimensions and token counts of every image before
 // decoding any.
-import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { close as closeCb, closeSync, constants, fstatSync, openSync, read as readCb, readSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { ImageError } from '../errors.js';
 import { decodePngFast } from './png.js';
 
@@ -115,45 +115,45 @@ function dataUrlBytes(s: string, label: string): Uint8Array {
   return new Uint8Array(out);
 }
 
-/** Files up to this size are read with synchronous calls (see readImageFile). */
+/** Files up to this size are read with synchronous calls (readImageFile says why). */
 export const SYNC_READ_MAX_BYTES = 1 << 20;
 
-function fileKind(st: Stats): string {
-  return st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' :
-    st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a regular file';
-}
-
-function openError(e: unknown, label: string): ImageError {
-  const err = e as NodeJS.ErrnoException;
-  const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.code === 'EACCES' ? 'permission denied' : err.message;
-  return new ImageError(`${label}: cannot read image file (${why})`, label);
-}
+const readAsync = promisify(readCb);
 
 /**
- * A small regular file read with synchronous calls, or null when the file is larger than
- * SYNC_READ_MAX_BYTES (the caller then reads it asynchronously). Why: each asynchronous fs call is
- * a round trip through libuv's thread pool, and a file read took four (open, stat, read, close):
- * ≈ 0.8 ms per picture on a 2-core VM where the engine's threads share the cores, against
- * ≈ 20 µs for the same calls made directly on a file in the page cache.
+ * Reads an image file: opened read-only and non-blocking (opening a FIFO must not wait for a
+ * writer), fstat'ed, refused unless a regular file of at most `maxBytes`, then read to its
+ * stat'ed size. A file that shrinks meanwhile gives what is there. The open, the stat and the
+ * reads of a file up to SYNC_READ_MAX_BYTES are synchronous calls: each asynchronous fs call is a
+ * round trip through libuv's thread pool, and a picture took four (open, stat, read, close) —
+ * ≈ 0.8 ms on a 2-core VM where the engine's threads share the cores, against ≈ 20 µs for the
+ * direct calls on a file in the page cache. Larger files are read asynchronously.
  */
-function readSmallFileSync(path: string, maxBytes: number, label: string): Uint8Array | null {
+export async function readImageFile(path: string, maxBytes: number, label = path): Promise<Uint8Array> {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
-    throw openError(e, label);
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.code === 'EACCES' ? 'permission denied' : err.message;
+    throw new ImageError(`${label}: cannot read image file (${why})`, label);
   }
+  let small = true;
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new ImageError(`${label}: cannot read image file (is ${fileKind(st)}; only regular files are read)`, label);
+    if (!st.isFile()) {
+      const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' :
+        st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a regular file';
+      throw new ImageError(`${label}: cannot read image file (is ${kind}; only regular files are read)`, label);
+    }
     if (st.size > maxBytes) {
       throw new ImageError(`${label}: the file is ${st.size} bytes, more than the limit of ${maxBytes} (option maxBytes / limits.imageBytes)`, label);
     }
-    if (st.size > SYNC_READ_MAX_BYTES) return null;
+    small = st.size <= SYNC_READ_MAX_BYTES;
     const buf = new Uint8Array(st.size);
     let done = 0;
     while (done < buf.length) {
-      const n = readSync(fd, buf, done, buf.length - done, done);
+      const n = small ? readSync(fd, buf, done, buf.length - done, done) : (await readAsync(fd, buf, done, buf.length - done, done)).bytesRead;
       if (n === 0) break;
       done += n;
     }
@@ -162,46 +162,9 @@ function readSmallFileSync(path: string, maxBytes: number, label: string): Uint8
     if (e instanceof ImageError) throw e;
     throw new ImageError(`${label}: cannot read image file (${(e as Error).message})`, label);
   } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * Reads an image file: opened read-only and non-blocking (opening a FIFO must not wait for a
- * writer), fstat'ed, refused unless a regular file of at most `maxBytes`, then read to its
- * stat'ed size. A file that shrinks meanwhile gives what is there. Files up to
- * SYNC_READ_MAX_BYTES are read with synchronous calls (readSmallFileSync says why), larger ones
- * asynchronously.
- */
-export async function readImageFile(path: string, maxBytes: number, label = path): Promise<Uint8Array> {
-  const small = readSmallFileSync(path, maxBytes, label);
-  if (small) return small;
-  let fh;
-  try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (e) {
-    throw openError(e, label);
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new ImageError(`${label}: cannot read image file (is ${fileKind(st)}; only regular files are read)`, label);
-    if (st.size > maxBytes) {
-      throw new ImageError(`${label}: the file is ${st.size} bytes, more than the limit of ${maxBytes} (option maxBytes / limits.imageBytes)`, label);
-    }
-    const buf = new Uint8Array(st.size);
-    let done = 0;
-    while (done < buf.length) {
-      const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return done === buf.length ? buf : buf.subarray(0, done);
-  } catch (e) {
-    if (e instanceof ImageError) throw e;
-    throw new ImageError(`${label}: cannot read image file (${(e as Error).message})`, label);
-  } finally {
-    // Not awaited: the bytes are read; waiting for the close would add a thread-pool round trip.
-    void fh.close().catch(() => undefined);
+    // Not awaited for a large file: the bytes are read; waiting would add a round trip.
+    if (small) closeSync(fd);
+    else closeCb(fd, () => undefined);
   }
 }
 

@@ -374,11 +374,6 @@ export class Qwen25VisionTower {
   }
 }
 
-/**
- * The Qwen2.5-VL route behind the VisionEncoder interface (vision.ts): each image preprocessed
- * with the model's pixel limits as soon as it is decoded (docs §3.1, §3.2), all of a prompt's
- * images through the tower in one call.
- */
 /** A picture prepared for the tower: resized, as a native u8 [h, w, 3] tensor, with its grid. */
 export interface QwenPrepared {
   image: Tensor;
@@ -389,6 +384,11 @@ export interface QwenPrepared {
 /** What one tower call starts from: patch rows (rounded), or resized u8 images. */
 type TowerInput = { rows: Float32Array } | { images: readonly Tensor[] };
 
+/**
+ * The Qwen2.5-VL route behind the VisionEncoder interface (vision.ts): each image preprocessed
+ * with the model's pixel limits as soon as it is decoded (docs §3.1, §3.2), all of a prompt's
+ * images through the tower in one call.
+ */
 export class QwenVisionEncoder implements VisionEncoder<QwenPrepared> {
   readonly kind = 'qwen2_5_vl';
   readonly countSensitive = false;
