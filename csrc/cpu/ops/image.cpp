@@ -92,9 +92,7 @@ static ResampleAxis resample_axis_init(int in_size, int out_size) {
   return ax;
 }
 
-// ---- passes ---------------------------------------------------------------------------------
-// The arithmetic is the level's kernels (kernels_generic.inc: 16 values per vector, integer
-// sums, so the same bits at every level); here only the split over threads.
+// ---- passes (the level's kernels do the arithmetic; here only the split over threads) ----------
 
 // Horizontal: rows [row0, row0 + rows) of src [*, W, C] → dst [rows, w, C], 16 rows at a time;
 // thread tid transposes into slots + tid·W·C·16 (the queue's scratch: no allocation per call).
@@ -246,13 +244,8 @@ static void patch_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out
   for (int c = 0; c < 3; ++c) {
     const float mean = float(p.mean[c]), sd = float(p.std[c]);
     for (int v = 0; v < 256; ++v) {
-      float y = (float(double(v) * (1.0 / 255.0)) - mean) / sd;
-      uint32_t u;
-      std::memcpy(&u, &y, 4);
-      if (p.round == 1) u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-      if (p.round == 2) y = f16_to_f32(f32_to_f16(y));
-      else std::memcpy(&y, &u, 4);
-      lut[c][v] = y;
+      const float y = (float(double(v) * (1.0 / 255.0)) - mean) / sd;
+      lut[c][v] = p.round == 1 ? bf16_to_f32(f32_to_bf16(y)) : p.round == 2 ? f16_to_f32(f32_to_f16(y)) : y;
     }
   }
   const uint8_t* img = in[0]->data<uint8_t>();

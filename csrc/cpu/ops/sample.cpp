@@ -64,8 +64,8 @@ struct RowScan {
 // value is NaN or ±Inf, and the maximum — of non-NaN floats the same whatever the order it is
 // taken in (±0 compare equal). Then the first index holding a value equal to it, which is the
 // index a sequential scan keeps (it only moves on a strictly greater value). Only a row holding
-// NaN or an infinity is scanned in order, for the first NaN or +Inf. (One dependent compare per logit made the
-// greedy remask of an 8-row, 448-token block ≈ 2.9 µs a row.)
+// NaN or an infinity is scanned in order, for the first NaN or +Inf. (One dependent compare per
+// logit made the greedy remask of an 8-row, 448-token block ≈ 2.9 µs a row.)
 static RowScan scan_row(const float* l, int64_t b, int64_t e) {
   constexpr int L = 8;
   const float inf = std::numeric_limits<float>::infinity();
@@ -107,13 +107,20 @@ static RowScan scan_row(const float* l, int64_t b, int64_t e) {
   return s;
 }
 
-// Checks the row and finds max / first argmax. Returns an error message, or "" when fine.
-static std::string check_row(const float* l, int64_t V, int64_t r, float* max, int64_t* arg) {
-  const RowScan s = scan_row(l, 0, V);
+// The error a scan of row r found, or "".
+static std::string scan_error(const float* l, int64_t r, const RowScan& s) {
   if (s.bad >= 0)
     return "confidence_remask: logits row " + std::to_string(r) + " contains " + (std::isnan(l[s.bad]) ? "NaN" : "+Inf") +
            " at index " + std::to_string(s.bad);
   if (s.arg < 0) return "confidence_remask: logits row " + std::to_string(r) + " is all -Inf";
+  return "";
+}
+
+// Checks the row and finds max / first argmax. Returns an error message, or "" when fine.
+static std::string check_row(const float* l, int64_t V, int64_t r, float* max, int64_t* arg) {
+  const RowScan s = scan_row(l, 0, V);
+  std::string err = scan_error(l, r, s);
+  if (!err.empty()) return err;
   *max = s.max;
   *arg = s.arg;
   return "";
@@ -249,14 +256,14 @@ static std::string greedy_row_split(ThreadPool& pool, const CpuKernels& k, const
   pool.run([&](int t, int) { parts[t] = scan_row(l, V * t / nt, V * (t + 1) / nt); });
   RowScan all;
   for (const RowScan& p : parts) {
-    if (p.bad >= 0) {
-      const int64_t j = p.bad;  // the lowest bad index: earlier parts had none
-      return "confidence_remask: logits row " + std::to_string(r) + " contains " + (std::isnan(l[j]) ? "NaN" : "+Inf") +
-             " at index " + std::to_string(j);
+    if (p.bad >= 0) {  // the lowest bad index: earlier parts had none
+      all = p;
+      break;
     }
     if (p.max > all.max) all = p;  // strict: the earliest part holding the maximum wins
   }
-  if (all.arg < 0) return "confidence_remask: logits row " + std::to_string(r) + " is all -Inf";
+  std::string err = scan_error(l, r, all);
+  if (!err.empty()) return err;
   pool.run([&](int t, int) {
     const int64_t j0 = V * t / nt, en = V * (t + 1) / nt;
     k.exp_shift_f64(l + j0, en - j0, all.max, e.data() + j0);
