@@ -116,12 +116,16 @@ struct CpuKernels {
   // but avx512_bf16). Its [n0, n1): n0 a multiple of 16, n1 too or N.
   MatmulFn matmul_bf16p;
   MatmulBf16DotFn matmul_bf16p_dot;
+  // The thread grain of matmul_bf16p_dot, in panels, for M tokens: its widest register tile
+  // (kernels_drive.inc drive_grain), so only a thread piece's last tile is narrower. Null with it.
+  int64_t (*bf16p_dot_grain)(int64_t M);
   // q8p weights (dtype.h "q8p layout"), the same way: matmul_q8p exact at every level (the
   // plain kernel), matmul_q8p_fast over ActQ8 activations where the level has one (zmm
   // vpdpbusd at avx512_bf16, kernels_q8p.inc; ymm AVX-VNNI at avx2_vnni, ymm vpmaddubsw at avx2
   // and avx512, kernels_q8p_v256.inc — all bit-identical), else null (scalar).
   MatmulFn matmul_q8p;
   MatmulQ8FastFn matmul_q8p_fast;
+  int64_t (*q8p_fast_grain)(int64_t M);  // as bf16p_dot_grain, for matmul_q8p_fast
   // Whether loadModel should store bf16 matrices as bf16p for precision 'fast' at this level:
   // where a panel kernel beats the row kernels (vdpbf16ps at avx512_bf16, f32 FMA panels at
   // avx512; kernels_bf16p*.inc). False at scalar, and at avx2 / avx2_vnni, where the 256-bit

@@ -90,13 +90,13 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
     return;
   }
   if (w.dtype == DType::BF16P) {
-    // Thread pieces are whole panels, in multiples of the widest register tile (NB panels,
-    // kernels_bf16p.inc) for this M, so only a piece's last tile can be narrower.
-    const int64_t panels = bf16p_panels(N), grain = M <= 2 ? 6 : M <= 4 ? 4 : 3;
+    // Thread pieces are whole panels, in multiples of the kernel's widest register tile for
+    // this M (its grain), so only a piece's last tile can be narrower.
+    const int64_t panels = bf16p_panels(N);
     if (fast && ctx.k.matmul_bf16p_dot && K > 0) {
       const int64_t ldx = (K + 31) / 32 * 32;
       const uint16_t* xb = round_bf16(ctx, scratch, x, M, K, ldx);
-      ctx.pool.parallel_for(panels, grain, [&](int64_t p0, int64_t p1) {
+      ctx.pool.parallel_for(panels, ctx.k.bf16p_dot_grain(M), [&](int64_t p0, int64_t p1) {
         ctx.k.matmul_bf16p_dot(xb, M, K, ldx, w.raw(), p0 * kBf16pRows, p1 * kBf16pRows < N ? p1 * kBf16pRows : N, bias, y, N);
       });
     } else {
@@ -110,8 +110,7 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
   if (w.dtype == DType::Q8P) {
     if (fast && ctx.k.matmul_q8p_fast) {
       const ActQ8 a = quantize_q8(ctx, scratch, x, M, K);
-      const int64_t panels = (N + 15) / 16, grain = M <= 1 ? 6 : M == 2 ? 4 : M <= 4 ? 3 : 1;
-      ctx.pool.parallel_for(panels, grain, [&](int64_t p0, int64_t p1) {
+      ctx.pool.parallel_for((N + 15) / 16, ctx.k.q8p_fast_grain(M), [&](int64_t p0, int64_t p1) {
         ctx.k.matmul_q8p_fast(a, M, K, w.raw(), p0 * 16, p1 * 16 < N ? p1 * 16 : N, bias, y, N);
       });
     } else {
