@@ -31,6 +31,7 @@
 #include <cstdint>
 
 #include "../core/dtype.h"
+#include "expf_lanes.h"
 
 namespace dvl {
 

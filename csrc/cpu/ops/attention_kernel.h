@@ -20,8 +20,8 @@
 // Every row's arithmetic depends only on its own keys and the absolute tile grid, never on
 // which rows share an item, so thread counts and prefill-vs-blockwise splits give identical
 // bits (test/ops/attention.test.ts checks both).
-// exp is a Cephes-style polynomial (≈ 1–2 ulp on the x ≤ 0 range used here, 0 below −87, NaN
-// kept) on vectors; libm's expf is scalar.
+// exp is expf_lanes.h's Cephes polynomial on vectors (≈ 1–2 ulp, 0 below −87.3, NaN kept);
+// libm's expf is scalar.
 // A V tile holding NaN/Inf takes a slower per-row path that skips keys a row cannot see, so
 // 0 · NaN from a masked key never poisons a row (only the rows that see the key turn NaN).
 #pragma once
@@ -31,6 +31,7 @@
 #include <limits>
 
 #include "../../core/dtype.h"
+#include "../expf_lanes.h"
 
 namespace dvl {
 
@@ -116,25 +117,12 @@ static inline float attn_hsum(attn_fv v) {
   return t[0];
 }
 
-// y = e^x for x ≤ 0, −∞ or NaN, n a multiple of 16. Cephes expf: n = round(x·log2 e) by the
-// 1.5·2^23 trick, r = x − n·ln2 in two parts, a degree-6 polynomial, times 2^n built from bits;
-// below −87 (where 2^n would go subnormal) the result is 0; NaN lanes stay NaN.
+// y = e^x (expf_lanes.h) for x ≤ 0, −∞ or NaN, n a multiple of 16.
 static inline void attn_exp(const float* x, float* y, int64_t n) {
-  const attn_fv zero = {};
   for (int64_t b = 0; b < n; b += kAttnVW) {
-    const attn_fv xv = attn_ld(x + b);
-    const attn_fv xc = xv < -87.f ? zero - 87.f : xv;
-    const attn_fv nf = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;
-    attn_fv r = xc - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
-    attn_fv q = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    q = q * r + 8.3334519073e-3f;
-    q = q * r + 4.1665795894e-2f;
-    q = q * r + 1.6666665459e-1f;
-    q = q * r + 5.0000001201e-1f;
-    const attn_fv p = q * r * r + r + 1.f;
-    const attn_iv e = (__builtin_convertvector(nf == nf ? nf : zero, attn_iv) + 127) << 23;
-    attn_st(y + b, xv < -87.f ? zero : p * (attn_fv)e);
+    attn_fv v = attn_ld(x + b);
+    expf_lanes<attn_fv, attn_iv>(v);
+    attn_st(y + b, v);
   }
 }
 

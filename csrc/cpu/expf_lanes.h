@@ -1,0 +1,35 @@
+// expf_lanes.h — e^t on every lane of a GCC float vector, the Cephes single-precision scheme:
+// n = round(t·log₂e) by the 1.5·2²³ trick, r = t − n·ln2 in two parts, a degree-6 polynomial,
+// times 2ⁿ built from the exponent bits; about 1-2 ulp. 0 below −87.3 (where 2ⁿ would go
+// subnormal), +Inf above 88.3, NaN kept. One definition for the activation kernels
+// (kernels_generic.inc: silu, gelu) and attention's softmax (ops/attention_kernel.h), which
+// include it under their own ISA flags and vector widths: `static` for the reason dtype.h gives
+// (an inline copy built with AVX flags must never serve baseline code).
+#pragma once
+#include <cstring>
+
+namespace dvl {
+
+// VF: float lanes, VI: int32 lanes of the same width. In place, not returned: a 64-byte vector
+// return trips GCC's ABI warning at baseline flags.
+template <class VF, class VI>
+static inline void expf_lanes(VF& t) {
+  const VF zero = {};
+  const VF tc = t < -87.3f ? zero - 87.3f : (t > 88.3f ? zero + 88.3f : t);
+  const VF nf = (tc * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  VF r = tc - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  VF q = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  const VF p = q * r * r + r + 1.f;
+  const VI bits = (__builtin_convertvector(nf == nf ? nf : zero, VI) + 127) << 23;
+  VF two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  const VF e = p * two_n;
+  t = t < -87.3f ? zero : (t > 88.3f ? zero + __builtin_inff() : e);
+}
+
+}  // namespace dvl
