@@ -24,7 +24,7 @@ OUT="${1:-$HERE/out}"
 PY=/usr/bin/python3
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${AR_SCHEDULE_BASE:=30}" "${AR_EXTEND_FROM:=20}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${UNSEEN_N:=12}" "${CHOICE_N:=8}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}" "${INSTALL:=0}"
+  : "${PRESET:=tiny}" "${BATCH:=8}" "${AR_STEPS:=40}" "${AR_SCHEDULE_BASE:=30}" "${AR_EXTEND_FROM:=20}" "${AR_FINE_STEPS:=20}" "${DIFF_STEPS:=40}" "${EVAL_N:=12}" "${UNSEEN_N:=12}" "${CHOICE_N:=8}" "${FIX_PER_KIND:=1}" "${EVAL_DURING:=4}" "${INSTALL:=0}"
 fi
 SEED="${SEED:-0}"; PRESET="${PRESET:-full}"; BATCH="${BATCH:-32}"
 AR_STEPS="${AR_STEPS:-9000}"; AR_LR="${AR_LR:-2e-3}"
@@ -32,6 +32,15 @@ AR_STEPS="${AR_STEPS:-9000}"; AR_LR="${AR_LR:-2e-3}"
 # there a cosine from that step's learning rate to 10 %; train_ar.py lr_at). AR_SCHEDULE_BASE=0:
 # one plain cosine over AR_STEPS.
 AR_SCHEDULE_BASE="${AR_SCHEDULE_BASE:-6000}"; AR_EXTEND_FROM="${AR_EXTEND_FROM:-3750}"
+# Two picture resolutions, as staged VLM recipes do: stage 1 learns the task on pictures of
+# 150²..180² pixels (a square one becomes 168², 6×6 merged tokens: cheap steps), stage 1b goes on
+# at 210²..238² (224², 8×8), where a shape 10 % of the short side spans 22 px instead of 17 —
+# square ↔ circle confusions of small shapes were the largest error left at 168² (README.md).
+# Everything after stage 1 (the child, decoder choice, evals, export, fixtures) runs at the fine
+# bounds, which config.json and preprocessor_config.json record.
+BASE_MIN_PIXELS="${BASE_MIN_PIXELS:-22500}"; BASE_MAX_PIXELS="${BASE_MAX_PIXELS:-32400}"
+FINE_MIN_PIXELS="${FINE_MIN_PIXELS:-44100}"; FINE_MAX_PIXELS="${FINE_MAX_PIXELS:-56644}"
+AR_FINE_STEPS="${AR_FINE_STEPS:-1500}"; AR_FINE_LR="${AR_FINE_LR:-5e-4}"
 DIFF_STEPS="${DIFF_STEPS:-3000}"; DIFF_LR="${DIFF_LR:-1e-3}"
 INSTALL="${INSTALL:-1}"; EVAL_N="${EVAL_N:-300}"; UNSEEN_N="${UNSEEN_N:-400}"; CHOICE_N="${CHOICE_N:-300}"
 EVAL_DURING="${EVAL_DURING:-100}"; FIX_PER_KIND="${FIX_PER_KIND:-5}"; THREADS="${THREADS:-2}"
@@ -41,7 +50,7 @@ export OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=PASSIVE
 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run_all.log") 2>&1
-echo "run_all: $(date -u) OUT=$OUT SEED=$SEED PRESET=$PRESET BATCH=$BATCH AR_STEPS=$AR_STEPS DIFF_STEPS=$DIFF_STEPS THREADS=$THREADS"
+echo "run_all: $(date -u) OUT=$OUT SEED=$SEED PRESET=$PRESET BATCH=$BATCH AR_STEPS=$AR_STEPS AR_FINE_STEPS=$AR_FINE_STEPS DIFF_STEPS=$DIFF_STEPS THREADS=$THREADS"
 cd "$HERE"
 t0=$SECONDS
 stage() { echo "== $1 ($((SECONDS - t0)) s)"; }
@@ -62,11 +71,19 @@ fi
 # continues where it stopped with identical results (--resume), so the 2 h can be split.
 done_stage() { [[ -f "$1/model.safetensors" && ! -f "$1/resume.pt" ]]; }
 
-stage "stage 1: AR parent"
-done_stage "$OUT/ar" && echo "already trained: $OUT/ar" || \
-$PY train_ar.py --tok "$OUT/tokenizer" --out "$OUT/ar" --seed "$SEED" --preset "$PRESET" --batch "$BATCH" \
+stage "stage 1: AR parent at the base resolution"
+done_stage "$OUT/ar_base" && echo "already trained: $OUT/ar_base" || \
+TRAIN_MIN_PIXELS="$BASE_MIN_PIXELS" TRAIN_MAX_PIXELS="$BASE_MAX_PIXELS" \
+$PY train_ar.py --tok "$OUT/tokenizer" --out "$OUT/ar_base" --seed "$SEED" --preset "$PRESET" --batch "$BATCH" \
   --steps "$AR_STEPS" --schedule-base-steps "$AR_SCHEDULE_BASE" --schedule-extend-from "$AR_EXTEND_FROM" \
   --lr "$AR_LR" --threads "$THREADS" --eval-n "$EVAL_DURING" --resume
+
+export TRAIN_MIN_PIXELS="$FINE_MIN_PIXELS" TRAIN_MAX_PIXELS="$FINE_MAX_PIXELS"
+stage "stage 1b: AR parent at the fine resolution"
+# New samples (index base 2 000 000, past stage 1's), a short warmup and its own cosine.
+done_stage "$OUT/ar" && echo "already trained: $OUT/ar" || \
+$PY train_ar.py --tok "$OUT/tokenizer" --out "$OUT/ar" --init "$OUT/ar_base" --index-base 2000000 --seed "$SEED" \
+  --batch "$BATCH" --steps "$AR_FINE_STEPS" --lr "$AR_FINE_LR" --warmup 50 --threads "$THREADS" --eval-n "$EVAL_DURING" --resume
 
 stage "stage 2: DiffusionVL"
 done_stage "$OUT/diffusionvl" && echo "already trained: $OUT/diffusionvl" || \

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import batching
 import data
-from model import DiffusionVL, ModelDims, config_json, num_params, save_model
+from model import DiffusionVL, ModelDims, config_json, load_model, num_params, save_model
 import preprocess
 
 PRESETS = {
@@ -172,6 +172,8 @@ def main():
     common_args(ap)
     ap.add_argument('--preset', choices=sorted(PRESETS), default='full')
     ap.add_argument('--dims', default='', help='overrides of the preset, e.g. "v_hidden=128,v_fullatt=0:1:2:3"')
+    ap.add_argument('--init', default='', help='start from this trained parent folder (a later stage of stage 1) instead of a random init')
+    ap.add_argument('--index-base', type=int, default=0, help='first training sample index (a later stage draws samples the earlier never saw)')
     args = ap.parse_args()
     batching.setup_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -181,12 +183,17 @@ def main():
         k, v = kv.split('=')
         setattr(d, k, [int(x) for x in v.split(':')] if k == 'v_fullatt' else type(getattr(d, k))(v))
     d.vocab_size = batching.vocab_rows_for(tok)
-    model = DiffusionVL(d)
+    if args.init:
+        model, _ = load_model(args.init)
+        if model.dims.vocab_size != d.vocab_size:
+            raise ValueError(f'--init {args.init}: {model.dims.vocab_size} vocabulary rows, the tokenizer needs {d.vocab_size}')
+    else:
+        model = DiffusionVL(d)
     model.eos_id, model.pad_id = tok.im_end, tok.endoftext
     os.makedirs(args.out, exist_ok=True)
     print(f'AR parent: {num_params(model)} parameters, vocab rows {d.vocab_size}, tokenizer {tok.size}', flush=True)
     import eval as ev
-    if not train_loop(model, tok, args, ar_loss, 0, args.out,
+    if not train_loop(model, tok, args, ar_loss, args.index_base, args.out,
                       lambda m: ev.evaluate(m, tok, 'ar', args.eval_n, args.seed, gen_length=64)):
         return
     save_model(model, args.out, model_config(model, tok, enable_bd3lm=False))
