@@ -1,6 +1,7 @@
 // attention (flash-style, online softmax over KV tiles) against a plain float64
 // softmax(QKᵀ·scale + mask)V with an explicit mask predicate (test/ops/reference.ts), at every
-// ISA level: every mask, GQA ratios 1/2/7, hd 64/80/128 and odd 33, Tq 1/8/16, kvLen up to 600,
+// ISA level: every mask, GQA ratios 1/2/7, hd 24/32 (256-key tiles) and 64/80/128 and odd 33 (64-key
+// tiles), Tq 1/8/16/300, kvLen up to 600,
 // qPos0 offsets, f32/bf16/f16 caches. Then the property the decoder relies on: a block-causal
 // prefill equals running the same blocks one at a time against a cache filled by
 // kv_cache_append.
@@ -29,6 +30,8 @@ const CASES: Case[] = [
   { nkv: 2, group: 2, hd: 128, Tq: 1, kvLen: 333, cap: 340, qPos0: 332, bs: 8 },  // one query row at the end
   { nkv: 3, group: 7, hd: 33, Tq: 16, kvLen: 127, cap: 130, qPos0: 50, bs: 7 },   // odd hd, blocks not aligned to Tq
   { nkv: 4, group: 2, hd: 64, Tq: 8, kvLen: 257, cap: 300, qPos0: 100, bs: 5 },   // queries in the middle of the cache
+  { nkv: 4, group: 1, hd: 24, Tq: 300, kvLen: 300, cap: 300, qPos0: 0, bs: 8 },    // a vision tower's call: items share 256-key tiles, one partial
+  { nkv: 2, group: 2, hd: 32, Tq: 8, kvLen: 530, cap: 540, qPos0: 522, bs: 8 },    // the bundled decoder's step over three 256-key tiles
 ];
 
 /** Cache [nkv, cap, hd] in the given dtype; slots ≥ kvLen hold NaN sentinels that must never be read. */
@@ -80,8 +83,8 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     q.dispose();
   });
 
-  it('threads do not change the result (1, 2, 3 threads agree bit for bit)', async () => {
-    const c = CASES[3];
+  it.each([3, 5])('threads do not change the result (1, 2, 3 threads agree bit for bit; case %i)', async (ci) => {
+    const c = CASES[ci];
     const r = rng(9);
     const nh = c.nkv * c.group;
     const qv = normal(r, c.Tq * nh * c.hd);
@@ -96,10 +99,11 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     expect(outs[2]).toEqual(outs[0]);
   });
 
-  it.each(['f32', 'bf16'] as const)('block-causal prefill equals the blocks run one at a time against the cache (%s cache)', async (dtype) => {
+  // hd 64: 64-key tiles, 5 blocks; hd 32: 256-key tiles, 40 blocks (the prefill crosses a tile).
+  it.each([['f32', 64, 5], ['bf16', 64, 5], ['bf16', 32, 40]] as const)('block-causal prefill equals the blocks run one at a time against the cache (%s cache, hd %i, %i blocks)', async (dtype, hd, nb) => {
     const q = new Queue({ isa, threads: 2 });
     const r = rng(10);
-    const nkv = 2, group = 7, nh = 14, hd = 64, bs = 8, nb = 5, L = nb * bs, cap = L + 3;
+    const nkv = 2, group = 7, nh = 14, bs = 8, L = nb * bs, cap = L + 3;
     const qv = normal(r, L * nh * hd), kx = normal(r, L * nkv * hd), vx = normal(r, L * nkv * hd);
     // Prefill: the whole prompt's K/V appended at once, one block-causal attention call.
     const kc = q.empty(dtype, [nkv, cap, hd]), vc = q.empty(dtype, [nkv, cap, hd]);

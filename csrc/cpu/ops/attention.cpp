@@ -174,7 +174,7 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
     for (int64_t i = 0; i < seqs[si].Tq; ++i)
       if (A.lo[i] < A.hi[i]) { LO = std::min(LO, A.lo[i]); HI = std::max(HI, A.hi[i]); }
     if (HI <= LO) continue;
-    const int64_t tile0 = LO / kAttnTile, ntiles = (HI + kAttnTile - 1) / kAttnTile - tile0;
+    const int64_t TT = attn_tile(A.hd), tile0 = LO / TT, ntiles = (HI + TT - 1) / TT - tile0;
     shares.push_back({si, LO, HI, tile0, ntiles, nf, nb});
     nf += size_t(A.nkv * ntiles * attn_tile_floats(A.hd));
     nb += size_t(A.nkv * (HI - LO));
@@ -201,10 +201,10 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
       for (int64_t f = b; f < e; ++f) {
         const Share& sh = *fills[size_t(f)].sh;
         const AttnArgs& A = seqs[sh.seq].A;
-        const int64_t g = fills[size_t(f)].g, j0 = (sh.tile0 + fills[size_t(f)].ti) * kAttnTile;
-        const int64_t a0 = std::max(j0, sh.LO), j1 = std::min(j0 + kAttnTile, sh.HI);
+        const int64_t TT = attn_tile(A.hd), g = fills[size_t(f)].g, j0 = (sh.tile0 + fills[size_t(f)].ti) * TT;
+        const int64_t a0 = std::max(j0, sh.LO), j1 = std::min(j0 + TT, sh.HI);
         float* Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + fills[size_t(f)].ti) * attn_tile_floats(A.hd);
-        attn_fill_tile(A, g, j0, a0, j1, Kt, Kt + A.hd * kAttnTile, const_cast<uint8_t*>(A.finite) + g * A.span + (a0 - sh.LO));
+        attn_fill_tile(A, g, j0, a0, j1, Kt, Kt + A.hd * TT, const_cast<uint8_t*>(A.finite) + g * A.span + (a0 - sh.LO));
       }
     });
   }

@@ -10,7 +10,7 @@
 //
 // A work item is one kv head g and a run [r0, r1) of its Tq·group (query row, head) pairs,
 // ordered query-major (r = i·group + hh, head h = g·group + hh). The item walks its keys in
-// tiles of TILE positions aligned to absolute multiples of TILE; per tile it
+// tiles of TILE = attn_tile(hd) positions aligned to absolute multiples of TILE; per tile it
 //   1. copies K transposed (Kt [hd, TILE]) and V padded (Vb [TILE, hdp]) into f32 scratch, so
 //      every query row of the item (up to 64: a whole GQA group of a block) reuses them;
 //   2. per block of 4 rows: S = Q·Ktᵀ as a 4×16 register block per 16 keys, scaled, masked to
@@ -56,17 +56,24 @@ struct AttnArgs {
   int64_t tile0 = 0, ntiles = 0, key0 = 0, span = 0;
 };
 
-static const int64_t kAttnTile = 64;     // keys per tile
 static const int64_t kAttnMaxRows = 64;  // query rows per work item
+
+// Keys per tile, by head dim: 64, or 256 at head dims ≤ 32 (the bundled models' tower, 24, and
+// decoder, 32), where each tile's softmax bookkeeping per row (max, sum, rescale) costs as much
+// as its dot products: one 256-key tile took a 252-patch tower call from 0.40 to 0.32 ms on one
+// Zen 5 core. At head dim 64-128 a 256-key tile (64-128 KB of K and V) leaves L1 and a block
+// step's attention ran 2× slower (bench/RESULTS.md). A function of hd only, so every split of a
+// call still sees the same tile grid.
+static inline int64_t attn_tile(int64_t hd) { return hd <= 32 ? 256 : 64; }
 
 static inline int64_t attn_round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 // Floats of one converted tile: Kt [hd, T] then Vb [T, hdp].
-static inline int64_t attn_tile_floats(int64_t hd) { return hd * kAttnTile + kAttnTile * attn_round16(hd); }
+static inline int64_t attn_tile_floats(int64_t hd) { return hd * attn_tile(hd) + attn_tile(hd) * attn_round16(hd); }
 
 // Scratch floats an item needs (see the carve-up at the top of attn_item).
 static inline int64_t attn_scratch_floats(int64_t hd) {
-  const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = kAttnTile;
+  const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = attn_tile(hd);
   return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 3 * 4 * T + T;
 }
 
@@ -138,26 +145,26 @@ static inline float attn_exp1(float x) {
 // vectors per group, and 16 registers). Each accumulator still sums in the same order.
 static const int kAttnG = kAttnNV == 1 ? 2 : 1;
 
-// S[4][16·G] = Q[4 rows, hd] · Kt[hd, 16·G keys] (Kt row stride kAttnTile): a register block,
-// one broadcast of q per row and column vector.
-template <int G>
+// S[4][16·G] = Q[4 rows, hd] · Kt[hd, 16·G keys] (Kt and S row stride T, the tile's keys): a
+// register block, one broadcast of q per row and column vector.
+template <int G, int64_t T>
 static inline void attn_qk_4x16g(const float* Q, int64_t hd, const float* Kt, float* S) {
   attn_fv a[4][G * kAttnNV] = {};
   for (int64_t d = 0; d < hd; ++d) {
     attn_fv k[G * kAttnNV];
-    for (int c = 0; c < G * kAttnNV; ++c) k[c] = attn_ld(Kt + d * kAttnTile + c * kAttnVW);
+    for (int c = 0; c < G * kAttnNV; ++c) k[c] = attn_ld(Kt + d * T + c * kAttnVW);
     for (int i = 0; i < 4; ++i) {
       const float qv = Q[i * hd + d];
       for (int c = 0; c < G * kAttnNV; ++c) a[i][c] += qv * k[c];
     }
   }
   for (int i = 0; i < 4; ++i)
-    for (int c = 0; c < G * kAttnNV; ++c) attn_st(S + i * kAttnTile + c * kAttnVW, a[i][c]);
+    for (int c = 0; c < G * kAttnNV; ++c) attn_st(S + i * T + c * kAttnVW, a[i][c]);
 }
 
 // A[4 rows, 16·G cols] += P[4 rows, nj keys] · Vb[nj, 16·G cols] (A and Vb row stride hdp, P
-// row stride kAttnTile).
-template <int G>
+// row stride T).
+template <int G, int64_t T>
 static inline void attn_pv_4x16g(const float* P, int64_t nj, const float* Vb, int64_t hdp, float* A) {
   attn_fv a[4][G * kAttnNV];
   for (int i = 0; i < 4; ++i)
@@ -166,7 +173,7 @@ static inline void attn_pv_4x16g(const float* P, int64_t nj, const float* Vb, in
     attn_fv v[G * kAttnNV];
     for (int c = 0; c < G * kAttnNV; ++c) v[c] = attn_ld(Vb + j * hdp + c * kAttnVW);
     for (int i = 0; i < 4; ++i) {
-      const float pv = P[i * kAttnTile + j];
+      const float pv = P[i * T + j];
       for (int c = 0; c < G * kAttnNV; ++c) a[i][c] += pv * v[c];
     }
   }
@@ -178,7 +185,7 @@ static inline void attn_pv_4x16g(const float* P, int64_t nj, const float* Vb, in
 // before a0 and from j1 on are zeros (never read from memory). Returns whether every value row
 // of [a0, j1) is finite; `finite` (if given) gets one flag per key of [a0, j1).
 static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0, int64_t j1, float* Kt, float* Vb, uint8_t* finite) {
-  const int64_t hd = A.hd, hdp = attn_round16(hd), T = kAttnTile, nj = j1 - j0;
+  const int64_t hd = A.hd, hdp = attn_round16(hd), T = attn_tile(hd), nj = j1 - j0;
   const size_t es = dtype_size(A.kv_dtype);
   const char* kh = static_cast<const char*>(A.k) + size_t(g * A.cap * hd) * es;
   const char* vh = static_cast<const char*>(A.v) + size_t(g * A.cap * hd) * es;
@@ -211,9 +218,12 @@ static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0,
   return all;
 }
 
-static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
+// T = attn_tile(A.hd) as a constant: with a run-time tile the 64-key loops at head dim 64 ran
+// 12 % slower.
+template <int64_t T>
+static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
   const float kNegInf = -std::numeric_limits<float>::infinity();
-  const int64_t hd = A.hd, hdp = attn_round16(hd), T = kAttnTile, rows = r1 - r0, rows4 = (rows + 3) / 4 * 4;
+  const int64_t hd = A.hd, hdp = attn_round16(hd), rows = r1 - r0, rows4 = (rows + 3) / 4 * 4;
   float* Q = scratch;                    // [64, hd]   the item's query rows (zero rows pad to 4)
   float* acc = Q + kAttnMaxRows * hd;    // [64, hdp]  running Σ p·v
   float* m = acc + kAttnMaxRows * hdp;   // [64]       running max of the scores
@@ -271,8 +281,8 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
       // 2. scores.
       {
         int64_t jb = 0;
-        for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_4x16g<kAttnG>(Q + rb * hd, hd, Kt + jb, S + jb);
-        for (; jb < njp; jb += 16) attn_qk_4x16g<1>(Q + rb * hd, hd, Kt + jb, S + jb);
+        for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_4x16g<kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
+        for (; jb < njp; jb += 16) attn_qk_4x16g<1, T>(Q + rb * hd, hd, Kt + jb, S + jb);
       }
       // Scale and mask the scores, a vector of keys at a time (this bookkeeping, not the dot
       // products, was most of the time at small head dims): invisible keys −∞, the row's max
@@ -306,7 +316,7 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
         m[r] = mn;
       }
       // Columns ≥ njp hold stale arguments: not exponentiated, zeroed below (a short last tile —
-      // 12 of 64 keys for a 140-key tower row — would otherwise pay for 64).
+      // 12 of 64 keys, or a 252-patch tower row's one tile — would otherwise pay for all T).
       if (njp == T) attn_exp(X, P, 4 * T);
       else for (int i = 0; i < 4; ++i) attn_exp(X + i * T, P + i * T, njp);
       for (int i = 0; i < 4; ++i) {
@@ -324,8 +334,8 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
       // 3. acc += P·V.
       if (v_finite) {
         int64_t d0 = 0;
-        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_4x16g<kAttnG>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
-        for (; d0 < hdp; d0 += 16) attn_pv_4x16g<1>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_4x16g<kAttnG, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 < hdp; d0 += 16) attn_pv_4x16g<1, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
       } else {
         for (int i = 0; i < 4; ++i) {
           float* ar = acc + (rb + i) * hdp;
@@ -352,6 +362,11 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
     const float inv = l[r] > 0 ? 1.f / l[r] : std::numeric_limits<float>::quiet_NaN();
     for (int64_t d = 0; d < hd; ++d) orow[d] = ar[d] * inv;
   }
+}
+
+static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
+  if (attn_tile(A.hd) == 256) attn_item_t<256>(A, g, r0, r1, scratch);
+  else attn_item_t<64>(A, g, r0, r1, scratch);
 }
 
 }  // namespace dvl
