@@ -1,7 +1,7 @@
 // attention (flash-style, online softmax over KV tiles) against a plain float64
 // softmax(QKᵀ·scale + mask)V with an explicit mask predicate (test/ops/reference.ts), at every
-// ISA level: every mask, GQA ratios 1/2/7, hd 24/32 (256-key tiles) and 64/80/128 and odd 33 (64-key
-// tiles), Tq 1/8/16/300, kvLen up to 600,
+// ISA level: every mask, GQA ratios 1/2/3/7, hd 24/32 (256-key tiles) and 8/64/72/80/128 and odd 33
+// (64-key tiles), Tq 1/8/16/300, kvLen up to 600,
 // qPos0 offsets, f32/bf16/f16 caches. Then the property the decoder relies on: a block-causal
 // prefill equals running the same blocks one at a time against a cache filled by
 // kv_cache_append.
@@ -32,6 +32,8 @@ const CASES: Case[] = [
   { nkv: 4, group: 2, hd: 64, Tq: 8, kvLen: 257, cap: 300, qPos0: 100, bs: 5 },   // queries in the middle of the cache
   { nkv: 4, group: 1, hd: 24, Tq: 300, kvLen: 300, cap: 300, qPos0: 0, bs: 8 },    // a vision tower's call: items share 256-key tiles, one partial
   { nkv: 2, group: 2, hd: 32, Tq: 8, kvLen: 530, cap: 540, qPos0: 522, bs: 8 },    // the bundled decoder's step over three 256-key tiles
+  { nkv: 1, group: 3, hd: 72, Tq: 8, kvLen: 90, cap: 96, qPos0: 82, bs: 8 },       // SigLIP's head dim: a half-empty last 16-column group
+  { nkv: 2, group: 1, hd: 8, Tq: 5, kvLen: 40, cap: 40, qPos0: 35, bs: 4 },         // a head dim below one 16-column group
 ];
 
 /** Cache [nkv, cap, hd] in the given dtype; slots ≥ kvLen hold NaN sentinels that must never be read. */
