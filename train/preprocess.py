@@ -17,10 +17,12 @@ MERGE = 2
 FACTOR = PATCH * MERGE
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-# This model's bounds (the released DiffusionVL uses 384² .. 512²): 150² .. 180² pixels, which
-# send every square picture data.py draws to 168² = 6×6 merged tokens (other aspect ratios still
-# work, with other grids).
-MIN_PIXELS = int(os.environ.get('TRAIN_MIN_PIXELS', 150 * 150))  # env knobs for recipe experiments
+# This model's bounds (the released DiffusionVL uses 384² .. 512²). The defaults, 150² .. 180²
+# pixels, send every square picture data.py draws to 168² = 6×6 merged tokens: stage 1's
+# resolution. run_all.sh sets TRAIN_MIN_PIXELS / TRAIN_MAX_PIXELS to 210² .. 238² (224², 8×8)
+# for stage 1b and everything after it, so the shipped models carry those bounds (other aspect
+# ratios work too, with other grids).
+MIN_PIXELS = int(os.environ.get('TRAIN_MIN_PIXELS', 150 * 150))
 MAX_PIXELS = int(os.environ.get('TRAIN_MAX_PIXELS', 180 * 180))
 
 

@@ -4,7 +4,7 @@
 # the same specs and draws only the unseen-renderer held-out set, which training never sees.
 #
 # What varies (all of it irrelevant to the answers):
-#   canvas   area log-uniform in [64², 240²] px (below and above the 150²..180² pixel bounds),
+#   canvas   area log-uniform in [64², 240²] px (below, inside and above the pixel bounds),
 #            aspect W:H log-uniform in [1:2, 2:1]
 #   background  solid (light, white, dark, tinted), linear or radial gradient, or a light texture
 #            (smooth blobs, stripes, grain); never within reach of a shape colour
@@ -111,7 +111,7 @@ def _outline(rng, rgb, size):
 
 def make_easy_spec(rng, scene):
     """The plain drawing of the curriculum's start: a square canvas (so every picture becomes the
-    same 6×6 token grid), a light solid background, large shapes near their quadrant's centre, no
+    same square token grid), a light solid background, large shapes near their quadrant's centre, no
     outline, JPEG or noise. The model learns *what* a shape is here, where a token's place in the
     grid says where it is, before the full variety makes it learn where from the picture itself."""
     W = H = rng.randint(120, 232)
