@@ -13,10 +13,10 @@ import { bundledHeldoutDir, HELDOUT_NAME, UNSEEN_HELDOUT_NAME, type HeldoutName 
 
 // Installed scores (correct answers) and the child's default setting, per set.
 const INSTALLED: Record<HeldoutName, { n: number; parent: number; child: number; childFwdPerToken: number }> = {
-  [HELDOUT_NAME]: { n: 300, parent: 279, child: 278, childFwdPerToken: 0.399 },
-  [UNSEEN_HELDOUT_NAME]: { n: 400, parent: 364, child: 356, childFwdPerToken: 0.446 },
+  [HELDOUT_NAME]: { n: 300, parent: 292, child: 286, childFwdPerToken: 0.354 },
+  [UNSEEN_HELDOUT_NAME]: { n: 400, parent: 382, child: 377, childFwdPerToken: 0.387 },
 };
-const CHILD_DEFAULT = 'child dynamic 0.9';
+const CHILD_DEFAULT = 'child dynamic 0.85';
 const SLACK = 2;
 
 describe('bundled model quality on both held-out sets', () => {
@@ -41,13 +41,19 @@ describe('bundled model quality on both held-out sets', () => {
 // Issue 16's bar items (lib/cli/compare.ts qualityBar) that the installed models pass, per set.
 const PASSED: Record<HeldoutName, string[]> = {
   [HELDOUT_NAME]: [
-    'child dynamic 0.9 is dynamic at ≤ 0.45 forwards per answer token',
-    'child dynamic 0.9: no repeated-word answer where the parent is fluent',
+    'parent AR exact match ≥ 95 %',
+    // (Not 'child dynamic 0.85 exact match ≥ 95 %': it passes at 286 of 300, one answer above the
+    // line, inside the SLACK another SIMD level may flip.)
+    'parent AR: every kind ≥ 90 %',
+    'child dynamic 0.85 is dynamic at ≤ 0.45 forwards per answer token',
+    'child dynamic 0.85: no repeated-word answer where the parent is fluent',
   ],
   [UNSEEN_HELDOUT_NAME]: [
     'parent AR exact match ≥ 90 %',
-    'child dynamic 0.9 exact match ≥ 88 %',
-    'child dynamic 0.9 is dynamic at ≤ 0.45 forwards per answer token',
-    'child dynamic 0.9: no repeated-word answer where the parent is fluent',
+    'child dynamic 0.85 exact match ≥ 88 %',
+    'parent AR: describe ≥ 85 %',
+    'child dynamic 0.85: describe ≥ 85 %',
+    'child dynamic 0.85 is dynamic at ≤ 0.45 forwards per answer token',
+    'child dynamic 0.85: no repeated-word answer where the parent is fluent',
   ],
 };
