@@ -51,14 +51,18 @@ describe.skipIf(!present && !required)('playground in headless chromium', () => 
     await page.setInputFiles('#file', THREE);
     await page.waitForSelector('#preview img');
     await page.fill('#input', 'Describe the image.');
+    // Static remasking over the model's 8 steps: each block shows its masks for several steps
+    // (with the child's default, dynamic 0.85, this model fills a block in one step).
+    await page.click('details summary');   // the Settings panel, as a user opens it
+    await page.selectOption('#remasking', 'static');
     await page.click('#send');
     const answer = page.locator('.msg.assistant[data-done="1"]');
     await answer.waitFor({ timeout: 60_000 });
     const text = (await answer.textContent()) ?? '';
 
-    // The page's answer is the library's (temperature 0, the page's default 128 tokens).
+    // The page's answer is the library's (temperature 0, the page's default 128 tokens, static).
     await using model = await loadModel('shapes-diffusionvl', { threads: 1 });
-    const ref = await model.generate({ messages: [{ role: 'user', content: [{ type: 'image', image: readFileSync(THREE) }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 128 });
+    const ref = await model.generate({ messages: [{ role: 'user', content: [{ type: 'image', image: readFileSync(THREE) }, { type: 'text', text: 'Describe the image.' }] }], maxTokens: 128, remasking: 'static' });
     expect(text).toBe(ref.text);
     await expect(page.locator('.msg.user img').count()).resolves.toBe(1);
 
