@@ -178,20 +178,24 @@ def main():
     batching.setup_threads(args.threads)
     torch.manual_seed(args.seed)
     tok = batching.load_tokenizer(args.tok)
-    d = PRESETS[args.preset]
-    for kv in filter(None, args.dims.split(',')):
-        k, v = kv.split('=')
-        setattr(d, k, [int(x) for x in v.split(':')] if k == 'v_fullatt' else type(getattr(d, k))(v))
-    d.vocab_size = batching.vocab_rows_for(tok)
+    rows = batching.vocab_rows_for(tok)
     if args.init:
+        # The dims are the trained parent's; a preset or overrides would be silently ignored.
+        if args.dims:
+            raise ValueError('--dims does not apply with --init (the dims come from the --init model)')
         model, _ = load_model(args.init)
-        if model.dims.vocab_size != d.vocab_size:
-            raise ValueError(f'--init {args.init}: {model.dims.vocab_size} vocabulary rows, the tokenizer needs {d.vocab_size}')
+        if model.dims.vocab_size != rows:
+            raise ValueError(f'--init {args.init}: {model.dims.vocab_size} vocabulary rows, the tokenizer needs {rows}')
     else:
+        d = PRESETS[args.preset]
+        for kv in filter(None, args.dims.split(',')):
+            k, v = kv.split('=')
+            setattr(d, k, [int(x) for x in v.split(':')] if k == 'v_fullatt' else type(getattr(d, k))(v))
+        d.vocab_size = rows
         model = DiffusionVL(d)
     model.eos_id, model.pad_id = tok.im_end, tok.endoftext
     os.makedirs(args.out, exist_ok=True)
-    print(f'AR parent: {num_params(model)} parameters, vocab rows {d.vocab_size}, tokenizer {tok.size}', flush=True)
+    print(f'AR parent: {num_params(model)} parameters, vocab rows {rows}, tokenizer {tok.size}', flush=True)
     import eval as ev
     if not train_loop(model, tok, args, ar_loss, args.index_base, args.out,
                       lambda m: ev.evaluate(m, tok, 'ar', args.eval_n, args.seed, gen_length=64)):
