@@ -5,6 +5,13 @@
 
 namespace dvl {
 
+// How long the workers keep spinning after work arrives at an idle queue (ThreadPool::wake):
+// longer than the host gaps inside a request (a decode step's readback and remask), short
+// enough that an idle model stops burning cores within a millisecond.
+static constexpr int64_t kWakeSpinUs = 1000;
+// How long the queue thread spins for the next job before it sleeps (loop()).
+static constexpr int64_t kIdleSpinUs = 300;
+
 ExecQueue::ExecQueue(int threads, const CpuKernels& kernels, Precision precision)
     : pool_(threads), kernels_(kernels), precision_(precision), thread_([this] { loop(); }) {}
 
@@ -12,6 +19,7 @@ ExecQueue::~ExecQueue() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_ = true;
+    pushes_.fetch_add(1, std::memory_order_release);   // ends an idle spin at once
   }
   cv_.notify_all();
   thread_.join();
@@ -21,6 +29,7 @@ void ExecQueue::push(Job job) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     items_.push_back(Item{std::move(job), nullptr, items_.empty() && !busy_ ? steady_now_ns() : 0});
+    pushes_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_one();
 }
@@ -29,6 +38,7 @@ void ExecQueue::push_sync(SyncFn fn) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     items_.push_back(Item{nullptr, std::move(fn)});
+    pushes_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_one();
 }
@@ -47,6 +57,20 @@ void ExecQueue::loop() {
     {
       std::unique_lock<std::mutex> lk(mu_);
       busy_ = false;
+      if (items_.empty() && !stop_) {
+        // Spin a little before sleeping: the next job usually comes within a decode step's
+        // host gap (the readback reaches JS, the remask picks tokens, the next step is pushed),
+        // and a sleeping thread took ≈ 70 µs to wake on the dev VM — a third of a small
+        // model's whole forward.
+        const uint64_t seen = pushes_.load(std::memory_order_acquire);
+        lk.unlock();
+        const int64_t until = steady_now_ns() + kIdleSpinUs * 1000;
+        for (int i = 0; pushes_.load(std::memory_order_acquire) == seen; ++i) {
+          if ((i & 255) == 255 && steady_now_ns() >= until) break;
+          spin_step(i);
+        }
+        lk.lock();
+      }
       cv_.wait(lk, [&] { return stop_ || !items_.empty(); });
       if (items_.empty()) return;  // stop_ and drained
       item = std::move(items_.front());
@@ -58,6 +82,10 @@ void ExecQueue::loop() {
     if (item.job) {
       jobs_.fetch_add(1, std::memory_order_relaxed);
       if (item.pushed_ns) {
+        // Work after an idle spell: get the pool's workers up now, while this job and the
+        // next few run (a request's first ops are its picture's decode and resize), rather
+        // than at the first parallel op, which would run on this thread alone while they wake.
+        pool_.wake(kWakeSpinUs);
         idle_starts_.fetch_add(1, std::memory_order_relaxed);
         idle_wait_ns_.fetch_add(uint64_t(steady_now_ns() - item.pushed_ns), std::memory_order_relaxed);
       }

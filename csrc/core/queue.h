@@ -61,8 +61,9 @@ class ExecQueue {
     uint64_t jobs;
     uint64_t idle_starts;
     uint64_t idle_wait_ns;
+    uint64_t forks, forks_joined;  // the pool's (ThreadPool::forks)
   };
-  Stats stats() const { return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load()}; }
+  Stats stats() const { return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load(), pool_.forks(), pool_.forks_joined()}; }
   const CpuKernels& kernels() const { return kernels_; }
   // Per-op times of the jobs that start from now on (on: the counts restart from zero).
   void set_profiling(bool on) {
@@ -93,6 +94,7 @@ class ExecQueue {
   std::exception_ptr sticky_;
   std::atomic<uint64_t> cancel_epoch_{0};
   std::atomic<uint64_t> jobs_{0}, idle_starts_{0}, idle_wait_ns_{0};
+  std::atomic<uint64_t> pushes_{0};  // items pushed so far: the idle spin watches it
   bool busy_ = false;  // the queue thread is running an item (guarded by mu_)
   std::thread thread_;
 };

@@ -1,6 +1,7 @@
 // thread_pool.cpp — see thread_pool.h.
 #include "thread_pool.h"
 
+#include <chrono>
 #include <fstream>
 #if defined(__linux__)
 #include <sched.h>
@@ -8,26 +9,14 @@
 #include <set>
 #include <string>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define DVL_PAUSE() _mm_pause()
-#else
-#define DVL_PAUSE() std::this_thread::yield()
-#endif
-
 namespace dvl {
 
-// Spin iterations before a worker sleeps: about 50-100 µs on current cores, longer than the
-// gap between two consecutive ops of a forward, shorter than anything a user would notice.
+// Spin iterations before a worker sleeps: ≈ 0.4 ms on the dev VM's Zen 5 cores (a PAUSE is
+// tens of cycles there), longer than the gap between two consecutive ops of a forward, shorter
+// than anything a user would notice.
 static constexpr int kSpinIters = 20000;
-// Every this many spins a waiter yields its core: a no-op on an idle machine (sched_yield
-// returns at once), and on a shared one it lets the thread being waited for run.
-static constexpr int kYieldEvery = 1024;
-
-static inline void spin_pause(int i) {
-  if ((i & (kYieldEvery - 1)) == kYieldEvery - 1) std::this_thread::yield();
-  else DVL_PAUSE();
-}
+// The clock is read once per this many spins past the spin budget (it costs more than a pause).
+static constexpr int kClockEvery = 1024;
 
 ThreadPool::ThreadPool(int nthreads) : nthreads_(nthreads < 1 ? 1 : nthreads) {
   for (int t = 1; t < nthreads_; ++t) workers_.emplace_back([this] { worker_loop(); });
@@ -43,7 +32,7 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::run_claims(uint64_t gen) {
+void ThreadPool::run_claims(uint64_t gen, bool worker) {
   const uint64_t mine = gen << 32;
   for (;;) {
     uint64_t c = claim_.load(std::memory_order_acquire);
@@ -51,6 +40,7 @@ void ThreadPool::run_claims(uint64_t gen) {
     const int tid = int(c & 0xffffffff);
     if (tid >= nthreads_) return;                            // nothing left to claim
     if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
+    if (worker && joined_gen_.exchange(gen, std::memory_order_relaxed) != gen) joined_.fetch_add(1, std::memory_order_relaxed);
     // The run cannot finish before this tid is done, so job_ is still its job.
     try {
       (*job_)(tid, nthreads_);
@@ -78,10 +68,11 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     generation_.store(gen, std::memory_order_release);
   }
   cv_.notify_all();
-  run_claims(gen);
+  forks_.fetch_add(1, std::memory_order_relaxed);
+  run_claims(gen, false);
   // Spin, then yield: the tids still running belong to workers that may be descheduled.
   for (int i = 0; done_.load(std::memory_order_acquire) != nthreads_; ++i) {
-    if (i < kSpinIters) spin_pause(i);
+    if (i < kSpinIters) spin_step(i);
     else std::this_thread::yield();
   }
   claim_.store(0, std::memory_order_release);   // late workers see a finished run
@@ -93,22 +84,44 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
 }
 
+static int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void ThreadPool::wake(int64_t us) {
+  if (nthreads_ == 1) return;
+  const int64_t until = now_ns() + us * 1000;
+  int64_t cur = spin_until_ns_.load(std::memory_order_relaxed);
+  while (cur < until && !spin_until_ns_.compare_exchange_weak(cur, until, std::memory_order_relaxed)) {
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    wakes_.fetch_add(1, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
+    // A wake() from here on sends this worker round again instead of to sleep.
+    const uint64_t w = wakes_.load(std::memory_order_acquire);
     uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int i = 0; g == seen && i < kSpinIters; ++i) {
-      spin_pause(i);
+    for (int i = 0; g == seen; ++i) {
+      // Past the spin budget, spin on only while a wake() deadline holds.
+      if (i >= kSpinIters && (i & (kClockEvery - 1)) == 0 && now_ns() >= spin_until_ns_.load(std::memory_order_relaxed)) break;
+      spin_step(i);
       g = generation_.load(std::memory_order_acquire);
     }
     if (g == seen) {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen || wakes_.load(std::memory_order_relaxed) != w; });
       g = generation_.load(std::memory_order_acquire);
+      if (g == seen) continue;  // woken by wake(): spin again
     }
     seen = g;
     if (stop_.load()) return;
-    run_claims(g);
+    run_claims(g, true);
   }
 }
 

@@ -23,8 +23,24 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 namespace dvl {
+
+// Step i of a spin-wait: PAUSE on x86 (frees the core's shared resources, saves power), and
+// every 1024th step a yield of the core — a no-op on an idle machine (sched_yield returns at
+// once); on a busy one it lets the thread being waited for (or the JS thread) run.
+static inline void spin_step(int i) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if ((i & 1023) != 1023) {
+    _mm_pause();
+    return;
+  }
+#endif
+  std::this_thread::yield();
+}
 
 class ThreadPool {
  public:
@@ -35,6 +51,16 @@ class ThreadPool {
 
   int size() const { return nthreads_; }
   void run(const std::function<void(int tid, int nth)>& fn);
+  // Gets sleeping workers up and keeps every worker spinning for at least `us` microseconds
+  // from now, so that the next run() finds them awake. A sleeping worker takes 50-500 µs to
+  // wake on a virtualised host (measured on the dev VM): without this the first parallel ops
+  // after an idle spell (a request's picture and vision tower) ran on the caller alone. The
+  // queue calls it when work arrives at an idle queue (queue.cpp).
+  void wake(int64_t us);
+  // Fork/joins run so far (runs with more than one thread) and how many of them a worker
+  // took part in: a worker that is asleep or descheduled leaves the caller to do all of it.
+  uint64_t forks() const { return forks_.load(std::memory_order_relaxed); }
+  uint64_t forks_joined() const { return joined_.load(std::memory_order_relaxed); }
 
   // Calls f(b, e) on contiguous pieces covering [0, n) exactly once, boundaries at multiples
   // of `grain`: kPiecesPerThread pieces per participant (fewer when n is small), claimed in
@@ -64,7 +90,7 @@ class ThreadPool {
  private:
   void worker_loop();
   // Claims and runs tids of run `gen` until none is left (or that run is over).
-  void run_claims(uint64_t gen);
+  void run_claims(uint64_t gen, bool worker);
 
   int nthreads_;
   std::vector<std::thread> workers_;
@@ -74,6 +100,11 @@ class ThreadPool {
   std::atomic<uint64_t> claim_{0};
   std::atomic<int> done_{0};  // tids finished in the current run
   std::atomic<bool> stop_{false};
+  // wake(): sleeping workers leave their wait when wakes_ changes; spinning ones keep spinning
+  // until spin_until_ns_ (steady clock) even past their usual spin budget.
+  std::atomic<uint64_t> wakes_{0};
+  std::atomic<int64_t> spin_until_ns_{0};
+  std::atomic<uint64_t> forks_{0}, joined_{0}, joined_gen_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   std::mutex err_mu_;

@@ -216,14 +216,16 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return result;
   }
 
-  // stats() → { jobs, idleStarts, idleWaitMs }: see ExecQueue::Stats.
+  // stats() → { jobs, idleStarts, idleWaitMs, forks, forksJoined }: see ExecQueue::Stats.
   Napi::Value JS_stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    ExecQueue::Stats s = queue_ ? queue_->stats() : ExecQueue::Stats{0, 0, 0};
+    ExecQueue::Stats s = queue_ ? queue_->stats() : ExecQueue::Stats{0, 0, 0, 0, 0};
     o.Set("jobs", double(s.jobs));
     o.Set("idleStarts", double(s.idle_starts));
     o.Set("idleWaitMs", double(s.idle_wait_ns) / 1e6);
+    o.Set("forks", double(s.forks));
+    o.Set("forksJoined", double(s.forks_joined));
     return o;
   }
 

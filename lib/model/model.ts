@@ -24,7 +24,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DisposedError, ImageError, OptionError } from '../errors.js';
-import { Queue, nativeInfo, type Isa, type OpProfileEntry, type Precision, type Tensor } from '../native/index.js';
+import { Queue, nativeInfo, type Isa, type OpProfileEntry, type Precision, type QueueStats, type Tensor } from '../native/index.js';
 import { PlanCache, type PlanCacheStats } from '../native/plan.js';
 import { getBackendInfo, type BackendInfo, type GpuOption } from '../native/backend.js';
 import { runAutoregressive, runBlockDiffusion, type DecodeEvent, type DecodeResult, type DecodeStats, type RunnerFlags, type Stepper } from '../decode/runner.js';
@@ -265,7 +265,7 @@ export class Model {
   }
 
   /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
-  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats; queue: { jobs: number; idleStarts: number; idleWaitMs: number } } {
+  get execution(): { mode: 'plan' | 'eager'; plans: PlanCacheStats; queue: QueueStats } {
     return { mode: this.text.eager ? 'eager' : 'plan', plans: { ...this.text.plans.stats }, queue: this.queue.stats() };
   }
 

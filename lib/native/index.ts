@@ -5,9 +5,9 @@
 // Intermediate tensors should be disposed as soon as the last op that reads them is queued
 // (`TensorScope` does it for a block of code); the queued op keeps its own reference.
 import { loadAddon } from './load.js';
-import type { Attrs, CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativePlanBuilder, NativeQueue, NativeTensor, OpProfileEntry, Precision } from './types.js';
+import type { Attrs, CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativePlanBuilder, NativeQueue, NativeTensor, OpProfileEntry, Precision, QueueStats } from './types.js';
 
-export type { CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativeTensor as Tensor, OpProfileEntry, Precision } from './types.js';
+export type { CpuKernelInfo, DType, Isa, NativeInfo, NativePlan, NativeTensor as Tensor, OpProfileEntry, Precision, QueueStats } from './types.js';
 export { addonPath, loadAddon, packageRoot } from './load.js';
 
 export function nativeInfo(): NativeInfo {
@@ -263,8 +263,8 @@ export class Queue extends OpSet {
   replay(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[]): NativeTensor[] {
     return this.native.replay(plan, values, params);
   }
-  /** Jobs run so far and the queue thread's wake-up time (push to start on an idle queue). */
-  stats(): { jobs: number; idleStarts: number; idleWaitMs: number } { return this.native.stats(); }
+  /** Counters since the queue was made: jobs, the queue thread's wake-ups, the pool's fork/joins (QueueStats). */
+  stats(): QueueStats { return this.native.stats(); }
   /** Time every CPU op job from now on (true restarts the counts). */
   setProfiling(on: boolean): void { this.native.setProfiling(on); }
   /** What the jobs timed since setProfiling(true) cost, per op key (read it after a sync). */

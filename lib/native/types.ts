@@ -61,11 +61,25 @@ export interface OpProfileEntry {
   weightBytes: number;
 }
 
+/**
+ * A queue's counters. jobs: jobs run; idleStarts / idleWaitMs: those pushed onto an idle queue
+ * and their push-to-start wait (the queue thread's wake-up); forks / forksJoined: the kernel
+ * pool's fork/joins (ops split across threads) and how many a worker thread took part in — a
+ * low share means the extra threads were asleep or had no core when work came.
+ */
+export interface QueueStats {
+  jobs: number;
+  idleStarts: number;
+  idleWaitMs: number;
+  forks: number;
+  forksJoined: number;
+}
+
 export interface NativeQueue {
   op(name: string, inputs: readonly (NativeTensor | null | undefined)[], attrs?: Attrs): NativeTensor[];
   record(): NativePlanBuilder;
-  /** Jobs run, and the push-to-start wait of those pushed onto an idle queue (its wake-up). */
-  stats(): { jobs: number; idleStarts: number; idleWaitMs: number };
+  /** Counters since the queue was made (QueueStats). */
+  stats(): QueueStats;
   /** Time every CPU op job from now on (true restarts the counts); csrc/core/profile.h. */
   setProfiling(on: boolean): void;
   /** The timed jobs, keyed by op (a matmul also by weight dtype and rows: 'matmul bf16p ×8'). */
