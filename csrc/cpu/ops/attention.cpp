@@ -132,6 +132,20 @@ static int64_t item_rows(int64_t rows, int64_t nkv, int64_t nth) {
 // converts its own tiles, as it always did.
 static constexpr size_t kSharedTilesMaxBytes = size_t(64) << 20;
 
+// An item's scratch (85-800 KB), one per thread, grown as needed and kept until the thread
+// ends: allocated per call it sat at the heap's top, and every free trimmed the heap and every
+// next call faulted its pages back in (a third of a block step's attention time on the dev VM).
+// Not zero-filled: attn_item initialises every part it reads.
+static float* item_scratch(size_t floats) {
+  thread_local std::unique_ptr<float[]> buf;
+  thread_local size_t have = 0;
+  if (have < floats) {
+    buf.reset(new float[floats]);
+    have = floats;
+  }
+  return buf.get();
+}
+
 static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   std::vector<SeqItems> seqs = seqs_in;
   auto item = attention_item_base;
@@ -216,9 +230,8 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   for (const Item& it : items) macs += 2.0 * double(it.r1 - it.r0) * double(it.A->hd) * double(it.A->hi[(it.r1 - 1) / it.A->group]);
   const int64_t grain = macs < double(1 << 17) ? int64_t(items.size()) : 1;
   ctx.pool.parallel_for(int64_t(items.size()), grain, [&](int64_t b, int64_t e) {
-    // Not zero-filled (85-800 KB a piece): attn_item initialises every part it reads.
-    std::unique_ptr<float[]> scratch(new float[size_t(attn_scratch_floats(hd))]);
-    for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, scratch.get());
+    float* scratch = item_scratch(size_t(attn_scratch_floats(hd)));
+    for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, scratch);
   });
 }
 

@@ -181,17 +181,23 @@ static inline void attn_pv_4x16g(const float* P, int64_t nj, const float* Vb, in
     for (int c = 0; c < G * kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
 }
 
-// Kv head g's keys [j0, j1) as one tile: Kt [hd, T] transposed and Vb [T, hdp], f32; keys
-// before a0 and from j1 on are zeros (never read from memory). Returns whether every value row
-// of [a0, j1) is finite; `finite` (if given) gets one flag per key of [a0, j1).
+// Kv head g's keys [j0, j1) as one tile: Kt [hd, T] transposed and Vb [T, hdp], f32. Only what
+// attn_item_t reads is written: Kt's columns [0, round16(j1 − j0)) — keys before a0 and from j1
+// on as zeros (never read from memory) — and Vb's rows [a0, j1) with their padding columns
+// zeroed (a full clear of a 256-key tile was 64 KB of memset per kv head in every block step).
+// Returns whether every value row of [a0, j1) is finite; `finite` (if given) gets one flag per
+// key of [a0, j1).
 static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0, int64_t j1, float* Kt, float* Vb, uint8_t* finite) {
   const int64_t hd = A.hd, hdp = attn_round16(hd), T = attn_tile(hd), nj = j1 - j0;
   const size_t es = dtype_size(A.kv_dtype);
   const char* kh = static_cast<const char*>(A.k) + size_t(g * A.cap * hd) * es;
   const char* vh = static_cast<const char*>(A.v) + size_t(g * A.cap * hd) * es;
   float row[512];  // one converted K row (hd ≤ 512 is checked at plan time)
-  std::memset(Kt, 0, sizeof(float) * size_t(hd * T));
-  std::memset(Vb, 0, sizeof(float) * size_t(T * hdp));
+  const int64_t s0 = a0 - j0, njp = attn_round16(nj);
+  for (int64_t d = 0; d < hd; ++d) {
+    std::memset(Kt + d * T, 0, sizeof(float) * size_t(s0));
+    std::memset(Kt + d * T + nj, 0, sizeof(float) * size_t(njp - nj));
+  }
   bool all = true;
   for (int64_t j = a0 - j0; j < nj; ++j) {
     const size_t off = size_t((j0 + j) * hd);
@@ -206,6 +212,7 @@ static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0,
       cvt(reinterpret_cast<const uint16_t*>(vh) + off, vr, hd);
       kr = row;
     }
+    for (int64_t d = hd; d < hdp; ++d) vr[d] = 0.f;
     for (int64_t d = 0; d < hd; ++d) Kt[d * T + j] = kr[d];
     float bad[16] = {};
     for (int64_t d = 0; d < hdp; d += 16)
