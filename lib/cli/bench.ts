@@ -42,6 +42,10 @@ export interface BenchRow {
   hostMsPerForward: number;
   /** hostMsPerForward ÷ msPerForward, in percent. */
   hostPercent: number;
+  /** Of the kernel pool's fork/joins in these runs, the percentage a worker thread took part in
+   *  (null with one thread, or when no op split): low means the extra threads were asleep or
+   *  had no core when the work came (QueueStats.forksJoined). */
+  workersJoinedPercent: number | null;
 }
 
 export interface BenchModelResult {
@@ -76,7 +80,8 @@ export function benchTable(res: BenchModelResult): string {
   const lines = res.rows.map((r) =>
     `${r.setting.padEnd(34)} ${r.tokensPerSecond.toFixed(1).padStart(8)} tok/s  ${r.msPerForward.toFixed(2).padStart(8)} ms/fwd  ` +
     `${r.forwardsPerToken.toFixed(2)} fwd/tok  ×${r.speedupVsAr.toFixed(2)} vs AR  fwd cost ×${r.forwardCostVsAr.toFixed(2)}  ` +
-    `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)`);
+    `host ${(r.hostMsPerForward * 1000).toFixed(0)} µs/fwd (${r.hostPercent.toFixed(1)} %)` +
+    (r.workersJoinedPercent === null ? '' : `  workers joined ${r.workersJoinedPercent.toFixed(0)} % of forks`));
   const out = [`${res.model} on ${res.backend}`, ...lines];
   for (const p of res.profiles ?? []) {
     out.push('', `where a forward's time goes — ${p.setting}: ${p.opMsPerForward.toFixed(3)} ms of ops per forward (${p.forwards} forwards)`);
@@ -129,6 +134,7 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
     // Round-robin over variants and settings, `repeat` times.
     const runsOf = models.map(() => settings.map((): GenerateResult[] => []));
     const wakesOf = models.map(() => settings.map((): number[] => []));
+    const forksOf = models.map(() => settings.map(() => ({ forks: 0, joined: 0 })));
     for (let i = 0; i < repeat; i++)
       for (const [vi, m] of models.entries())
         for (const [j, [, req]] of settings.entries()) {
@@ -137,6 +143,8 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
           const q1 = m.execution.queue;
           runsOf[vi][j].push(r);
           wakesOf[vi][j].push((q1.idleWaitMs - q0.idleWaitMs) / Math.max(1, r.stats.forwards - 1));
+          forksOf[vi][j].forks += q1.forks - q0.forks;
+          forksOf[vi][j].joined += q1.forksJoined - q0.forksJoined;
         }
     const profilesOf = await Promise.all(models.map(async (m) => {
       if (!o.profile) return undefined;
@@ -170,6 +178,7 @@ export async function benchModels(dir: string, variants: readonly BenchVariant[]
           forwardCostVsAr: 0,
           hostMsPerForward: host,
           hostPercent: (host / msPerForward) * 100,
+          workersJoinedPercent: forksOf[vi][j].forks > 0 ? (100 * forksOf[vi][j].joined) / forksOf[vi][j].forks : null,
         };
       });
       const ar = rows[0];

@@ -98,5 +98,16 @@ describe('bench --profile', () => {
       expect(p.lines.length).toBeGreaterThan(0);
       expect(p.opMsPerForward).toBeCloseTo(p.lines.reduce((a, l) => a + l.msPerForward, 0), 9);
     }
+    // The workers' share of the fork/joins: a percentage where ops split, null where none did.
+    for (const r of res.rows) {
+      if (r.workersJoinedPercent === null) continue;
+      expect(r.workersJoinedPercent).toBeGreaterThanOrEqual(0);
+      expect(r.workersJoinedPercent).toBeLessThanOrEqual(100);
+    }
+  });
+
+  it('one thread: no fork/join, so no workers\' share is reported', async () => {
+    const res = await benchModel(tiny.dir, { maxTokens: 8, steps: [4], repeat: 1, threads: 1 });
+    expect(res.rows.map((r) => r.workersJoinedPercent)).toEqual(res.rows.map(() => null));
   });
 });
