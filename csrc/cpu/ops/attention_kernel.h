@@ -74,7 +74,7 @@ static inline int64_t attn_tile_floats(int64_t hd) { return hd * attn_tile(hd) +
 // Scratch floats an item needs (see the carve-up at the top of attn_item).
 static inline int64_t attn_scratch_floats(int64_t hd) {
   const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = attn_tile(hd);
-  return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 3 * 4 * T + T;
+  return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 2 * 4 * T;
 }
 
 static inline float attn_max(float a, float b) {  // NaN-propagating
@@ -239,8 +239,6 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
   float* Vb = Kt + hd * T;               // [T, hdp]   V tile, zero-padded columns
   float* S = Vb + T * hdp;               // [4, T]     scores of a 4-row block
   float* P = S + 4 * T;                  // [4, T]     their exp
-  float* X = P + 4 * T;                  // [4, T]     exp arguments
-  float* corr = X + 4 * T;               // [4]        per-row rescale factors (T ≥ 4 floats)
   int64_t lo[kAttnMaxRows], hi[kAttnMaxRows];
 
   std::memset(Q, 0, sizeof(float) * size_t(rows4 * hd));
@@ -291,52 +289,51 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
         for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_4x16g<kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
         for (; jb < njp; jb += 16) attn_qk_4x16g<1, T>(Q + rb * hd, hd, Kt + jb, S + jb);
       }
-      // Scale and mask the scores, a vector of keys at a time (this bookkeeping, not the dot
-      // products, was most of the time at small head dims): invisible keys −∞, the row's max
-      // NaN if any score is NaN (tracked apart: a vector max would drop it).
+      // Per row: scale and mask the scores, a vector of keys at a time (this bookkeeping, not
+      // the dot products, was most of the time at small head dims), then p = exp(s − max) and
+      // its sum in one pass. Only vectors that straddle the row's visible range [a, b) are
+      // masked (−∞ outside); the row's max is NaN if any score is (tracked apart: a vector max
+      // would drop it). Columns ≥ njp are never read (P·V stops at nj).
       for (int i = 0; i < 4; ++i) {
         const int64_t r = rb + i;
         const int64_t a = (lo[r] > j0 ? lo[r] : j0) - j0, b = (hi[r] < j1 ? hi[r] : j1) - j0;
         float* s = S + i * T;
-        float* x = X + i * T;
+        float* p = P + i * T;
         const attn_fv ninf = attn_splat(kNegInf);
         attn_fv mv = ninf;
         attn_iv nan = {};
         for (int64_t j = 0; j < njp; j += kAttnVW) {
-          const attn_iv jv = attn_iota() + int32_t(j);
-          const attn_iv vis = (jv >= int32_t(a)) & (jv < int32_t(b));
           attn_fv sv = attn_ld(s + j) * A.scale;
-          sv = vis ? sv : ninf;
+          if (j < a || j + kAttnVW > b) {
+            const attn_iv jv = attn_iota() + int32_t(j);
+            const attn_iv vis = (jv >= int32_t(a)) & (jv < int32_t(b));
+            sv = vis ? sv : ninf;
+          }
           attn_st(s + j, sv);
           nan |= sv != sv;
           mv = sv > mv ? sv : mv;
         }
         const float mt = attn_any(nan) ? std::numeric_limits<float>::quiet_NaN() : attn_hmax(mv);
         const float mn = attn_max(m[r], mt);
+        float ls = 0.f, corr = 1.f;
         if (mn == kNegInf) {  // nothing finite seen yet: weights 0, state unchanged
-          for (int64_t j = 0; j < njp; ++j) x[j] = kNegInf;
-          corr[i] = 1.f;
-          continue;
+          for (int64_t j = 0; j < njp; ++j) p[j] = 0.f;
+        } else {
+          corr = attn_exp1(m[r] - mn);
+          m[r] = mn;
+          attn_fv lv = {};
+          for (int64_t j = 0; j < njp; j += kAttnVW) {
+            attn_fv v = attn_ld(s + j) - mn;
+            expf_lanes<attn_fv, attn_iv, false>(v);   // arguments ≤ 0, −∞ or NaN
+            attn_st(p + j, v);
+            lv += v;
+          }
+          ls = attn_hsum(lv);
         }
-        for (int64_t j = 0; j < njp; j += kAttnVW) attn_st(x + j, attn_ld(s + j) - mn);
-        corr[i] = attn_exp1(m[r] - mn);
-        m[r] = mn;
-      }
-      // Columns ≥ njp hold stale arguments: not exponentiated, zeroed below (a short last tile —
-      // 12 of 64 keys, or a 252-patch tower row's one tile — would otherwise pay for all T).
-      if (njp == T) attn_exp(X, P, 4 * T);
-      else for (int i = 0; i < 4; ++i) attn_exp(X + i * T, P + i * T, njp);
-      for (int i = 0; i < 4; ++i) {
-        const int64_t r = rb + i;
-        float* p = P + i * T;
-        for (int64_t j = njp; j < T; ++j) p[j] = 0.f;
-        attn_fv lv = {};
-        for (int64_t j = 0; j < njp; j += kAttnVW) lv += attn_ld(p + j);
-        const float ls = attn_hsum(lv);
-        l[r] = l[r] * corr[i] + ls;
+        l[r] = l[r] * corr + ls;
         float* ar = acc + r * hdp;
-        if (corr[i] != 1.f)
-          for (int64_t d = 0; d < hdp; ++d) ar[d] *= corr[i];
+        if (corr != 1.f)
+          for (int64_t d = 0; d < hdp; ++d) ar[d] *= corr;
       }
       // 3. acc += P·V.
       if (v_finite) {
