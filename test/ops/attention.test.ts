@@ -148,13 +148,14 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     q.dispose();
   });
 
-  it.each(['f32', 'bf16'] as const)('a NaN value row changes nothing for rows that cannot see it, also when a prefill shares its K/V tiles between items (%s)', async (dtype) => {
+  it.each([['f32', 64], ['bf16', 64], ['f32', 24]] as const)('a NaN value row changes nothing for rows that cannot see it, also when a prefill shares its K/V tiles between items (%s, head dim %i)', async (dtype, hd) => {
     // 100 causal rows × 7 heads per kv head: several items per kv head, which convert each K/V
     // tile once and share it (attention.cpp run_items). The NaN key sits inside a shared tile
-    // that items ending before it also hold: their rows must not change by a bit.
+    // that items ending before it also hold: their rows must not change by a bit. Head dim 24
+    // takes 256-key tiles and 8-row register blocks where the level has 512-bit vectors.
     const q = new Queue({ isa, threads: 2 });
     const r = rng(12);
-    const nkv = 2, group = 7, nh = 14, hd = 64, T = 100, bad = 37;
+    const nkv = 2, group = 7, nh = 14, T = 100, bad = 37;
     const qt = tensorFromArray('f32', [T, nh, hd], normal(r, T * nh * hd));
     const kt = tensorFromArray('f32', [T, nkv, hd], normal(r, T * nkv * hd));
     const vx = normal(r, T * nkv * hd);

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "../../core/dtype.h"
 #include "../expf_lanes.h"
@@ -74,7 +75,7 @@ static inline int64_t attn_tile_floats(int64_t hd) { return hd * attn_tile(hd) +
 // Scratch floats an item needs (see the carve-up at the top of attn_item).
 static inline int64_t attn_scratch_floats(int64_t hd) {
   const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = attn_tile(hd);
-  return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 2 * 4 * T;
+  return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 2 * 8 * T;  // S, P: [≤ 8, T]
 }
 
 static inline float attn_max(float a, float b) {  // NaN-propagating
@@ -145,39 +146,46 @@ static inline float attn_exp1(float x) {
 // vectors per group, and 16 registers). Each accumulator still sums in the same order.
 static const int kAttnG = kAttnNV == 1 ? 2 : 1;
 
-// S[4][16·G] = Q[4 rows, hd] · Kt[hd, 16·G keys] (Kt and S row stride T, the tile's keys): a
+// Query rows per register block: 8 with 512-bit vectors (8 rows × 2 column vectors = 16
+// accumulator chains: with 8, a 4-row block's chains sat right at the FMA latency × ports
+// product and the products ran well under the FMA rate), 4 with narrower vectors (16 ymm
+// registers hold 4 × 2 accumulators and their operands, not 8 × 2). A row's sums are the same
+// sequence of FMAs in either, so the block size never changes a bit.
+static const int kAttnRB = kAttnNV == 1 ? 8 : 4;
+
+// S[R][16·G] = Q[R rows, hd] · Kt[hd, 16·G keys] (Kt and S row stride T, the tile's keys): a
 // register block, one broadcast of q per row and column vector.
-template <int G, int64_t T>
-static inline void attn_qk_4x16g(const float* Q, int64_t hd, const float* Kt, float* S) {
-  attn_fv a[4][G * kAttnNV] = {};
+template <int R, int G, int64_t T>
+static inline void attn_qk_block(const float* Q, int64_t hd, const float* Kt, float* S) {
+  attn_fv a[R][G * kAttnNV] = {};
   for (int64_t d = 0; d < hd; ++d) {
     attn_fv k[G * kAttnNV];
     for (int c = 0; c < G * kAttnNV; ++c) k[c] = attn_ld(Kt + d * T + c * kAttnVW);
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < R; ++i) {
       const float qv = Q[i * hd + d];
       for (int c = 0; c < G * kAttnNV; ++c) a[i][c] += qv * k[c];
     }
   }
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < R; ++i)
     for (int c = 0; c < G * kAttnNV; ++c) attn_st(S + i * T + c * kAttnVW, a[i][c]);
 }
 
-// A[4 rows, 16·G cols] += P[4 rows, nj keys] · Vb[nj, 16·G cols] (A and Vb row stride hdp, P
+// A[R rows, 16·G cols] += P[R rows, nj keys] · Vb[nj, 16·G cols] (A and Vb row stride hdp, P
 // row stride T).
-template <int G, int64_t T>
-static inline void attn_pv_4x16g(const float* P, int64_t nj, const float* Vb, int64_t hdp, float* A) {
-  attn_fv a[4][G * kAttnNV];
-  for (int i = 0; i < 4; ++i)
+template <int R, int G, int64_t T>
+static inline void attn_pv_block(const float* P, int64_t nj, const float* Vb, int64_t hdp, float* A) {
+  attn_fv a[R][G * kAttnNV];
+  for (int i = 0; i < R; ++i)
     for (int c = 0; c < G * kAttnNV; ++c) a[i][c] = attn_ld(A + i * hdp + c * kAttnVW);
   for (int64_t j = 0; j < nj; ++j) {
     attn_fv v[G * kAttnNV];
     for (int c = 0; c < G * kAttnNV; ++c) v[c] = attn_ld(Vb + j * hdp + c * kAttnVW);
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < R; ++i) {
       const float pv = P[i * T + j];
       for (int c = 0; c < G * kAttnNV; ++c) a[i][c] += pv * v[c];
     }
   }
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < R; ++i)
     for (int c = 0; c < G * kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
 }
 
@@ -237,8 +245,8 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
   float* l = m + kAttnMaxRows;           // [64]       running Σ p
   float* Kt = l + kAttnMaxRows;          // [hd, T]    K tile transposed
   float* Vb = Kt + hd * T;               // [T, hdp]   V tile, zero-padded columns
-  float* S = Vb + T * hdp;               // [4, T]     scores of a 4-row block
-  float* P = S + 4 * T;                  // [4, T]     their exp
+  float* S = Vb + T * hdp;               // [8, T]     scores of a row block (≤ 8 rows)
+  float* P = S + 8 * T;                  // [8, T]     their exp
   int64_t lo[kAttnMaxRows], hi[kAttnMaxRows];
 
   std::memset(Q, 0, sizeof(float) * size_t(rows4 * hd));
@@ -278,23 +286,25 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
       v_finite = attn_fill_tile(A, g, j0, a0, j1, Kt, Vb, nullptr);
     }
 
-    for (int64_t rb = 0; rb < rows4; rb += 4) {
+    // One block of R query rows [rb, rb + R) against this tile (R a compile-time constant).
+    auto block = [&](auto rows_c, int64_t rb) {
+      constexpr int R = decltype(rows_c)::value;
       // Rows of this block that see any key of the tile.
       bool any = false;
-      for (int i = 0; i < 4; ++i) any = any || (lo[rb + i] < j1 && hi[rb + i] > j0 && lo[rb + i] < hi[rb + i]);
-      if (!any) continue;
+      for (int i = 0; i < R; ++i) any = any || (lo[rb + i] < j1 && hi[rb + i] > j0 && lo[rb + i] < hi[rb + i]);
+      if (!any) return;
       // 2. scores.
       {
         int64_t jb = 0;
-        for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_4x16g<kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
-        for (; jb < njp; jb += 16) attn_qk_4x16g<1, T>(Q + rb * hd, hd, Kt + jb, S + jb);
+        for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_block<R, kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
+        for (; jb < njp; jb += 16) attn_qk_block<R, 1, T>(Q + rb * hd, hd, Kt + jb, S + jb);
       }
       // Per row: scale and mask the scores, a vector of keys at a time (this bookkeeping, not
       // the dot products, was most of the time at small head dims), then p = exp(s − max) and
       // its sum in one pass. Only vectors that straddle the row's visible range [a, b) are
       // masked (−∞ outside); the row's max is NaN if any score is (tracked apart: a vector max
       // would drop it). Columns ≥ njp are never read (P·V stops at nj).
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < R; ++i) {
         const int64_t r = rb + i;
         const int64_t a = (lo[r] > j0 ? lo[r] : j0) - j0, b = (hi[r] < j1 ? hi[r] : j1) - j0;
         float* s = S + i * T;
@@ -338,10 +348,10 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
       // 3. acc += P·V.
       if (v_finite) {
         int64_t d0 = 0;
-        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_4x16g<kAttnG, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
-        for (; d0 < hdp; d0 += 16) attn_pv_4x16g<1, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_block<R, kAttnG, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 < hdp; d0 += 16) attn_pv_block<R, 1, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
       } else {
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < R; ++i) {
           float* ar = acc + (rb + i) * hdp;
           const int64_t a = (lo[rb + i] > j0 ? lo[rb + i] : j0) - j0, b = (hi[rb + i] < j1 ? hi[rb + i] : j1) - j0;
           for (int64_t j = a; j < b; ++j) {
@@ -351,7 +361,16 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
           }
         }
       }
-    }
+    };
+    // Blocks of kAttnRB rows while they hold real rows, the rest in blocks of 4 (rows are
+    // padded to 4 with rows that see nothing: a decode step's 2 rows cost a 4-row block, not 8).
+    // 8-row blocks only at head dims ≤ 32: at 64 a 512-row causal prefill ran 15 % slower with
+    // them (bench/RESULTS.md), at 24 the tower's calls 6 % faster.
+    int64_t rb = 0;
+    if constexpr (kAttnRB == 8)
+      if (hd <= 32)
+        for (; rb + 8 <= rows4; rb += 8) block(std::integral_constant<int, 8>{}, rb);
+    for (; rb < rows4; rb += 4) block(std::integral_constant<int, 4>{}, rb);
   }
 
   for (int64_t r = 0; r < rows; ++r) {
