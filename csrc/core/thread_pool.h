@@ -68,21 +68,27 @@ class ThreadPool {
   static constexpr int64_t kPiecesPerThread = 4;
   template <class F>
   void parallel_for(int64_t n, int64_t grain, F&& f) {
+    parallel_for_tid(n, grain, [&](int, int64_t b, int64_t e) { f(b, e); });
+  }
+  // parallel_for whose f(tid, b, e) also gets the participant's tid in [0, size()): pieces
+  // with the same tid never run at the same time, so f may use per-tid scratch.
+  template <class F>
+  void parallel_for_tid(int64_t n, int64_t grain, F&& f) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     const int64_t grains = (n + grain - 1) / grain;
     if (grains <= 1 || nthreads_ <= 1) {
-      f(int64_t(0), n);
+      f(0, int64_t(0), n);
       return;
     }
     const int64_t want = int64_t(nthreads_) * kPiecesPerThread;
     const int64_t pieces = grains < want ? grains : want;
     std::atomic<int64_t> next{0};
-    run([&](int, int) {
+    run([&](int tid, int) {
       for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces; p = next.fetch_add(1, std::memory_order_relaxed)) {
         int64_t b = grains * p / pieces * grain, e = grains * (p + 1) / pieces * grain;
         if (e > n) e = n;
-        f(b, e);
+        f(tid, b, e);
       }
     });
   }

@@ -132,20 +132,6 @@ static int64_t item_rows(int64_t rows, int64_t nkv, int64_t nth) {
 // converts its own tiles, as it always did.
 static constexpr size_t kSharedTilesMaxBytes = size_t(64) << 20;
 
-// An item's scratch (85-800 KB), one per thread, grown as needed and kept until the thread
-// ends: allocated per call it sat at the heap's top, and every free trimmed the heap and every
-// next call faulted its pages back in (a third of a block step's attention time on the dev VM).
-// Not zero-filled: attn_item initialises every part it reads.
-static float* item_scratch(size_t floats) {
-  thread_local std::unique_ptr<float[]> buf;
-  thread_local size_t have = 0;
-  if (have < floats) {
-    buf.reset(new float[floats]);
-    have = floats;
-  }
-  return buf.get();
-}
-
 static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   std::vector<SeqItems> seqs = seqs_in;
   auto item = attention_item_base;
@@ -194,10 +180,20 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
     nf += size_t(A.nkv * ntiles * attn_tile_floats(A.hd));
     nb += size_t(A.nkv * (HI - LO));
   }
+  // One scratch block from the queue's grow-only scratch: the shared tiles (if any), then one
+  // item scratch per pool participant (85-800 KB each; not zero-filled: attn_item initialises
+  // every part it reads). Allocated per call they sat at the heap's top, and every free trimmed
+  // the heap and every next call faulted the pages back in (a third of a block step's attention
+  // on the dev VM).
+  const bool share = !shares.empty() && nf * 4 + nb + 64 <= kSharedTilesMaxBytes;
+  const size_t tile_bytes = share ? (nf * 4 + nb + 63) / 64 * 64 : 0;
+  const size_t item_floats = size_t(attn_scratch_floats(hd)) / 16 * 16 + 16;  // 64-byte multiples
   Scratch local;
-  if (!shares.empty() && nf * 4 + nb + 64 <= kSharedTilesMaxBytes) {
-    Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
-    float* block = static_cast<float*>(scratch.get(nf * 4 + nb + 64));
+  Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
+  char* base = static_cast<char*>(scratch.get(tile_bytes + size_t(ctx.pool.size()) * item_floats * 4));
+  float* item_scratch = reinterpret_cast<float*>(base + tile_bytes);
+  if (share) {
+    float* block = reinterpret_cast<float*>(base);
     uint8_t* flags = reinterpret_cast<uint8_t*>(block + nf);
     struct Fill { const Share* sh; int64_t g, ti; };
     std::vector<Fill> fills;
@@ -229,9 +225,9 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   double macs = 0;
   for (const Item& it : items) macs += 2.0 * double(it.r1 - it.r0) * double(it.A->hd) * double(it.A->hi[(it.r1 - 1) / it.A->group]);
   const int64_t grain = macs < double(1 << 17) ? int64_t(items.size()) : 1;
-  ctx.pool.parallel_for(int64_t(items.size()), grain, [&](int64_t b, int64_t e) {
-    float* scratch = item_scratch(size_t(attn_scratch_floats(hd)));
-    for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, scratch);
+  ctx.pool.parallel_for_tid(int64_t(items.size()), grain, [&](int tid, int64_t b, int64_t e) {
+    float* sc = item_scratch + size_t(tid) * item_floats;
+    for (int64_t it = b; it < e; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, sc);
   });
 }
 
