@@ -13,6 +13,7 @@ DvlAddon::DvlAddon(Napi::Env env, Napi::Object exports) {
                            InstanceMethod("init", &DvlAddon::JS_init),
                            InstanceMethod("info", &DvlAddon::JS_info),
                            InstanceMethod("memory", &DvlAddon::JS_memory),
+                           InstanceMethod("pngUnfilter", &DvlAddon::JS_pngUnfilter),
                        });
   tensor_class_init(env, exports, this);
   queue_class_init(env, exports, this);

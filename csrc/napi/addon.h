@@ -35,6 +35,7 @@ class DvlAddon : public Napi::Addon<DvlAddon> {
   Napi::Value JS_init(const Napi::CallbackInfo& info);
   Napi::Value JS_info(const Napi::CallbackInfo& info);
   Napi::Value JS_memory(const Napi::CallbackInfo& info);
+  Napi::Value JS_pngUnfilter(const Napi::CallbackInfo& info);  // png_wrap.cpp
 };
 
 // Runs fn, converting dvl::Error and std::exception into a pending JS exception.

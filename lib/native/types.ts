@@ -127,6 +127,8 @@ export interface NativeAddon {
   init(opts: { makeError: (code: string, message: string) => Error }): void;
   info(): NativeInfo;
   memory(): { hostStorages: number; hostBytes: number };
+  /** PNG scanline unfilter (lib/image/png.ts); null on a filter byte above 4. Absent in addons built before it. */
+  pngUnfilter?(raw: Uint8Array, stride: number, height: number, bpp: number): Uint8Array | null;
   Tensor: NativeTensorClass;
   Queue: new (opts?: { threads?: number; isa?: Isa; device?: 'cpu' | 'cuda'; precision?: Precision }) => NativeQueue;
 }
