@@ -13,8 +13,8 @@ import { bundledHeldoutDir, HELDOUT_NAME, UNSEEN_HELDOUT_NAME, type HeldoutName 
 
 // Installed scores (correct answers) and the child's default setting, per set.
 const INSTALLED: Record<HeldoutName, { n: number; parent: number; child: number; childFwdPerToken: number }> = {
-  [HELDOUT_NAME]: { n: 300, parent: 292, child: 286, childFwdPerToken: 0.354 },
-  [UNSEEN_HELDOUT_NAME]: { n: 400, parent: 382, child: 377, childFwdPerToken: 0.387 },
+  [HELDOUT_NAME]: { n: 300, parent: 292, child: 286, childFwdPerToken: 0.351 },
+  [UNSEEN_HELDOUT_NAME]: { n: 400, parent: 382, child: 379, childFwdPerToken: 0.381 },
 };
 const CHILD_DEFAULT = 'child dynamic 0.85';
 const SLACK = 2;
@@ -42,9 +42,9 @@ describe('bundled model quality on both held-out sets', () => {
 const PASSED: Record<HeldoutName, string[]> = {
   [HELDOUT_NAME]: [
     'parent AR exact match ≥ 95 %',
-    // (Not 'child dynamic 0.85 exact match ≥ 95 %': it passes at 286 of 300, one answer above the
-    // line, inside the SLACK another SIMD level may flip.)
+    'child dynamic 0.85 exact match ≥ 95 %',
     'parent AR: every kind ≥ 90 %',
+    'child dynamic 0.85: every kind ≥ 90 %',
     'child dynamic 0.85 is dynamic at ≤ 0.45 forwards per answer token',
     'child dynamic 0.85: no repeated-word answer where the parent is fluent',
   ],
