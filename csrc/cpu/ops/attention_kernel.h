@@ -13,10 +13,11 @@
 // tiles of TILE = attn_tile(hd) positions aligned to absolute multiples of TILE; per tile it
 //   1. copies K transposed (Kt [hd, TILE]) and V padded (Vb [TILE, hdp]) into f32 scratch, so
 //      every query row of the item (up to 64: a whole GQA group of a block) reuses them;
-//   2. per block of 4 rows: S = Q·Ktᵀ as a 4×16 register block per 16 keys, scaled, masked to
-//      each row's visible range [lo, hi) (−∞ outside), then the online-softmax update
-//      m' = max(m, max S), p = exp(S − m'), l' = l·e^(m−m') + Σp, acc' = acc·e^(m−m') + P·V
-//      with P·V as a 4×16 register block per 16 output columns.
+//   2. per block of R rows (kAttnRB: 8 at head dims ≤ 32 with 512-bit vectors, else 4):
+//      S = Q·Ktᵀ as an R×16·G register block, scaled, masked to each row's visible range
+//      [lo, hi) (−∞ outside), then the online-softmax update m' = max(m, max S),
+//      p = exp(S − m'), l' = l·e^(m−m') + Σp, acc' = acc·e^(m−m') + P·V with P·V as an R×16·G
+//      register block.
 // Every row's arithmetic depends only on its own keys and the absolute tile grid, never on
 // which rows share an item, so thread counts and prefill-vs-blockwise splits give identical
 // bits (test/ops/attention.test.ts checks both).
