@@ -73,15 +73,19 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
   it('explicit scale and the segments mask (vision windows, with an empty window)', async () => {
     const q = new Queue({ isa, threads: 2 });
     const r = rng(8);
-    for (const [nkv, group, hd, segments] of [[16, 1, 80, [0, 16, 16, 48, 64, 69]], [2, 2, 64, [0, 1, 2, 3, 40]], [1, 7, 33, [0, 37]]] as const) {
-      const kvLen = segments[segments.length - 1], nh = nkv * group;
-      const c = { nkv, cap: kvLen, hd, kvLen };
-      const qv = normal(r, kvLen * nh * hd);
-      const k = makeCache(r, c, 'f32'), v = makeCache(r, c, 'f32');
-      const o = q.attention(tensorFromArray('f32', [kvLen, nh, hd], qv), k.t, v.t, { kvLen, mask: 'segments', segments, scale: 0.3 });
-      const ref = attentionRef(qv, k.values, v.values, { Tq: kvLen, nh, nkv, hd, cap: kvLen, kvLen, qPos0: 0, mask: 'segments', segments, scale: 0.3 });
-      expectClose(await q.readF32(o), ref, TOL, `segments ${segments}`);
-    }
+    // Windows that start mid-vector and mid-tile (5, 21, 37; 300 keys cross a 256-key tile):
+    // the K tile's transposition starts at a key that is not a multiple of the vector width.
+    const cases = [[16, 1, 80, [0, 16, 16, 48, 64, 69]], [2, 2, 64, [0, 1, 2, 3, 40]], [1, 7, 33, [0, 37]], [2, 2, 24, [0, 5, 21, 37, 300]], [1, 4, 32, [0, 3, 19, 40, 41, 70]]] as const;
+    for (const [nkv, group, hd, segments] of cases)
+      for (const dtype of ['f32', 'bf16'] as const) {
+        const kvLen = segments[segments.length - 1], nh = nkv * group;
+        const c = { nkv, cap: kvLen, hd, kvLen };
+        const qv = normal(r, kvLen * nh * hd);
+        const k = makeCache(r, c, dtype), v = makeCache(r, c, dtype);
+        const o = q.attention(tensorFromArray('f32', [kvLen, nh, hd], qv), k.t, v.t, { kvLen, mask: 'segments', segments, scale: 0.3 });
+        const ref = attentionRef(qv, k.values, v.values, { Tq: kvLen, nh, nkv, hd, cap: kvLen, kvLen, qPos0: 0, mask: 'segments', segments, scale: 0.3 });
+        expectClose(await q.readF32(o), ref, TOL, `segments ${segments} ${dtype}`);
+      }
     q.dispose();
   });
 
@@ -173,6 +177,37 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
       for (let h = 0; h < nh; h++) {
         const a = out.slice((i * nh + h) * hd, (i * nh + h + 1) * hd), b = clean.slice((i * nh + h) * hd, (i * nh + h + 1) * hd);
         if (h < group && i >= bad) expect(Number.isNaN(a[9]) && a.every((x, d) => d === 9 || Number.isFinite(x)), `row ${i} head ${h}`).toBe(true);
+        else expect(a, `row ${i} head ${h}`).toEqual(b);
+      }
+    q.dispose();
+  });
+
+  it.each([['bf16', 32, Infinity], ['bf16', 32, NaN], ['f32', 24, -Infinity], ['f16', 64, NaN]] as const)('a block step with a non-finite value in its own block: the earlier block\'s rows keep every bit (%s, head dim %i, %s)', async (dtype, hd, bad) => {
+    // A merged commit + step pass: 16 rows, the first 8 (the committed block) see keys < 88,
+    // the next 8 also see their own block's keys 88..95. A non-finite value at key 90 must not
+    // reach the first 8 rows through a zero weight (0 · Inf is NaN): few rows, so each item
+    // fills its own tile — the path the shared-tile test does not take. One thread, so that one
+    // item per kv head holds both blocks' rows (two threads split them at the block boundary).
+    const q = new Queue({ isa, threads: 1 });
+    const r = rng(13);
+    const nkv = 2, group = 2, nh = 4, L = 96, Tq = 16, key = 90;
+    const qt = tensorFromArray('f32', [Tq, nh, hd], normal(r, Tq * nh * hd));
+    const kt = tensorFromArray('f32', [L, nkv, hd], normal(r, L * nkv * hd));
+    const vx = normal(r, L * nkv * hd);
+    const run = async (vals: Float32Array) => {
+      const kc = q.empty(dtype, [nkv, L, hd]), vc = q.empty(dtype, [nkv, L, hd]);
+      q.kvCacheAppend(kc, kt, 0);
+      q.kvCacheAppend(vc, tensorFromArray('f32', [L, nkv, hd], vals), 0);
+      return q.readF32(q.attention(qt, kc, vc, { kvLen: L, qPos0: L - Tq, mask: 'block', blockSize: 8 }));
+    };
+    const clean = await run(vx);
+    const poisoned = vx.slice();
+    poisoned[(key * nkv + 1) * hd + 3] = bad;  // kv head 1 (query heads 2, 3), dim 3
+    const out = await run(poisoned);
+    for (let i = 0; i < Tq; i++)
+      for (let h = 0; h < nh; h++) {
+        const a = out.slice((i * nh + h) * hd, (i * nh + h + 1) * hd), b = clean.slice((i * nh + h) * hd, (i * nh + h + 1) * hd);
+        if (i >= 8 && h >= 2) expect(!Number.isFinite(a[3]) && a.every((x, d) => d === 3 || Number.isFinite(x)), `row ${i} head ${h}`).toBe(true);
         else expect(a, `row ${i} head ${h}`).toEqual(b);
       }
     q.dispose();

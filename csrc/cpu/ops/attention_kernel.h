@@ -34,6 +34,9 @@
 
 #include "../../core/dtype.h"
 #include "../expf_lanes.h"
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace dvl {
 
@@ -117,13 +120,26 @@ static inline float attn_hmax(attn_fv v) {
   for (int i = 1; i < kAttnVW; ++i) r = v[i] > r ? v[i] : r;
   return r;
 }
-// Sum of the lanes, pairwise (lane order fixed: the result depends on the values only).
+// Sum of the lanes, pairwise: lane i += lane i + w for w = VW/2, …, 1 (lane order fixed: the
+// result depends on the values only). In registers: through a stored array it cost a
+// store-forwarding stall per row and tile (8 % of a block step's attention).
 static inline float attn_hsum(attn_fv v) {
-  float t[kAttnVW];
-  std::memcpy(t, &v, sizeof t);
-  for (int w = kAttnVW / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) t[i] += t[i + w];
-  return t[0];
+#if DVL_ATTN_VW == 16
+  typedef float f8 __attribute__((vector_size(32)));
+  const f8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#elif DVL_ATTN_VW == 8
+  typedef float f8 __attribute__((vector_size(32)));
+  const f8 a = v;
+#endif
+#if DVL_ATTN_VW >= 8
+  typedef float f4 __attribute__((vector_size(16)));
+  const f4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+#else
+  typedef float f4 __attribute__((vector_size(16)));
+  const f4 b = v;
+#endif
+  const float c0 = b[0] + b[2], c1 = b[1] + b[3];
+  return c0 + c1;
 }
 
 // y = e^x (expf_lanes.h) for x ≤ 0, −∞ or NaN, n a multiple of 16.
@@ -190,48 +206,246 @@ static inline void attn_pv_block(const float* P, int64_t nj, const float* Vb, in
     for (int c = 0; c < G * kAttnNV; ++c) attn_st(A + i * hdp + c * kAttnVW, a[i][c]);
 }
 
+// The largest magnitude bits (sign cleared) of the value rows seen so far, per lane of the
+// file's vector width (attn_value_row): an f32 is Inf or NaN iff its magnitude bits are ≥
+// 0x7f800000, so one max per vector and one comparison per tile test every element (a
+// compare-and-OR per vector and a reduction per row cost as much as the conversion; wider
+// generic vectors were split into scalar code on AVX2). A bf16 element converts to the f32
+// with the same upper half; every f16 Inf/NaN converts to an f32 Inf/NaN.
+// Held as signed 32-bit lanes (magnitude bits are < 2³¹): SSE2 has a signed compare only.
+typedef uint16_t attn_hv __attribute__((vector_size(DVL_ATTN_VW * 2)));
+static const int32_t kAttnInfBits = 0x7f800000;
+
+// mag = max(mag, a) per lane; on the 16-byte baseline a compare-and-OR (SSE2 has no 32-bit
+// max: the emulated one made the fill 20 % slower), which keeps the test's outcome.
+static inline void attn_fold_mag(attn_iv& mag, attn_iv a) {
+#if DVL_ATTN_VW == 4
+  mag |= (a > kAttnInfBits - 1) & kAttnInfBits;
+#else
+  mag = a > mag ? a : mag;
+#endif
+}
+
+// A value row of hd elements converted to f32 into vr (hdp floats, padding zeroed): bf16
+// inline (a shift, exact), f16 through the dispatch table's converter, f32 copied; folds the
+// row's magnitude bits into `mag`.
+static inline void attn_value_row(const AttnArgs& A, const void* src, int64_t hd, int64_t hdp, float* vr, attn_iv& mag) {
+  const attn_iv abs_bits = attn_iv{} + 0x7fffffff;
+  int64_t d = 0;
+  if (A.kv_dtype == DType::BF16) {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    for (; d + kAttnVW <= hd; d += kAttnVW) {
+      attn_hv h;
+      std::memcpy(&h, s + d, sizeof h);
+      const attn_iv w = __builtin_convertvector(h, attn_iv) << 16;
+      std::memcpy(vr + d, &w, sizeof w);
+      attn_fold_mag(mag, w & abs_bits);
+    }
+    for (; d < hd; ++d) {
+      const uint32_t w = uint32_t(s[d]) << 16;
+      std::memcpy(vr + d, &w, 4);
+      const int32_t a = int32_t(w & 0x7fffffffu);
+      mag[0] = a > mag[0] ? a : mag[0];  // a max: also right for the baseline's OR-ed flags
+    }
+  } else {
+    if (A.kv_dtype == DType::F32) std::memcpy(vr, src, sizeof(float) * size_t(hd));
+    else A.cvt_f16(static_cast<const uint16_t*>(src), vr, hd);
+    for (; d + kAttnVW <= hd; d += kAttnVW) {
+      attn_iv w;
+      std::memcpy(&w, vr + d, sizeof w);
+      attn_fold_mag(mag, w & abs_bits);
+    }
+    for (; d < hd; ++d) {
+      uint32_t w;
+      std::memcpy(&w, vr + d, 4);
+      const int32_t a = int32_t(w & 0x7fffffffu);
+      mag[0] = a > mag[0] ? a : mag[0];  // a max: also right for the baseline's OR-ed flags
+    }
+  }
+  for (int64_t e = hd; e < hdp; ++e) vr[e] = 0.f;
+}
+
+// Whether every element folded into `mag` was finite.
+static inline bool attn_all_finite(const attn_iv& mag) {
+  int32_t m = 0;
+  for (int i = 0; i < kAttnVW; ++i) m = mag[i] > m ? mag[i] : m;
+  return m < kAttnInfBits;
+}
+
+// GCC 12 warns that its own AVX-512 intrinsics (unpack, shift) read an uninitialised
+// pass-through operand: a false positive, silenced for the transposition code only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Kt columns [c0, c1) (multiples of the vector width VW, relative to key j0) from the K rows
+// of keys [j0 + max(c0, s0), j0 + min(c1, nj)), zeros in the rest of the range: VW keys at a
+// time, each key's row read as 32-bit words (a bf16 pair or an f32) in blocks of VW words, the
+// VW × VW block transposed in registers, then one vector store per dimension — instead of hd
+// scattered scalar stores per key, which were two thirds of a decode step's attention
+// (gathers were no better). Returns false where this ISA has no such path (the caller then
+// copies per key).
+#if defined(__AVX512F__) && DVL_ATTN_VW == 16
+// r[i] = word row i → r[c] = word column c (16 × 16 32-bit words).
+static inline void attn_transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[i + k], 128-bit lane l: column 4l + k of rows i..i+3
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {  // the 4 × 4 transpose of 128-bit lanes across r[k], r[4+k], r[8+k], r[12+k]
+    const __m512i x0 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x44), x1 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xee);
+    const __m512i x2 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44), x3 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xee);
+    t[k] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+    t[4 + k] = _mm512_shuffle_i32x4(x0, x2, 0xdd);
+    t[8 + k] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+    t[12 + k] = _mm512_shuffle_i32x4(x1, x3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#elif defined(__AVX2__) && DVL_ATTN_VW == 8
+// r[i] = word row i → r[c] = word column c (8 × 8 32-bit words).
+static inline void attn_transpose8(__m256i r[8]) {
+  __m256i t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x20);
+    t[4 + k] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) r[i] = t[i];
+}
+#endif
+
+static inline bool attn_transpose_kt(const AttnArgs& A, const char* kh, int64_t j0, int64_t s0, int64_t nj, int64_t c0, int64_t c1,
+                                     float* Kt, int64_t T) {
+#if (defined(__AVX512F__) && DVL_ATTN_VW == 16) || (defined(__AVX2__) && DVL_ATTN_VW == 8)
+  const int64_t hd = A.hd;
+  if (A.kv_dtype == DType::F16 || (A.kv_dtype == DType::BF16 && (hd & 1))) return false;
+  constexpr int W = DVL_ATTN_VW;
+  const bool bf16 = A.kv_dtype == DType::BF16;
+  const int64_t words = bf16 ? hd / 2 : hd;  // 32-bit words per key row
+  const uint32_t* kw = reinterpret_cast<const uint32_t*>(kh);
+#if DVL_ATTN_VW == 16
+  typedef __m512i vec;
+#else
+  typedef __m256i vec;
+#endif
+  for (int64_t c = c0; c < c1; c += W) {
+    for (int64_t w0 = 0; w0 < words; w0 += W) {
+      const int64_t nw = words - w0 < W ? words - w0 : W;
+      vec r[W];
+#if DVL_ATTN_VW == 16
+      const __mmask16 wm = __mmask16((1u << nw) - 1);
+      for (int i = 0; i < W; ++i)
+        r[i] = c + i >= s0 && c + i < nj ? _mm512_maskz_loadu_epi32(wm, kw + (j0 + c + i) * words + w0) : _mm512_setzero_si512();
+      attn_transpose16(r);
+      const vec hi = _mm512_set1_epi32(int32_t(0xffff0000u));
+#else
+      int32_t mk[8];
+      for (int i = 0; i < 8; ++i) mk[i] = i < nw ? -1 : 0;
+      const __m256i wm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mk));
+      for (int i = 0; i < W; ++i)
+        r[i] = c + i >= s0 && c + i < nj ? _mm256_maskload_epi32(reinterpret_cast<const int*>(kw + (j0 + c + i) * words + w0), wm) : _mm256_setzero_si256();
+      attn_transpose8(r);
+      const vec hi = _mm256_set1_epi32(int32_t(0xffff0000u));
+#endif
+      for (int64_t x = 0; x < nw; ++x) {
+        if (bf16) {
+          const int64_t d = 2 * (w0 + x);
+#if DVL_ATTN_VW == 16
+          _mm512_storeu_si512(Kt + d * T + c, _mm512_slli_epi32(r[x], 16));
+          _mm512_storeu_si512(Kt + (d + 1) * T + c, _mm512_and_si512(r[x], hi));
+#else
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(Kt + d * T + c), _mm256_slli_epi32(r[x], 16));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(Kt + (d + 1) * T + c), _mm256_and_si256(r[x], hi));
+#endif
+        } else {
+#if DVL_ATTN_VW == 16
+          _mm512_storeu_si512(Kt + (w0 + x) * T + c, r[x]);
+#else
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(Kt + (w0 + x) * T + c), r[x]);
+#endif
+        }
+      }
+    }
+  }
+  return true;
+#else
+  (void)A, (void)kh, (void)j0, (void)s0, (void)nj, (void)c0, (void)c1, (void)Kt, (void)T;
+  return false;
+#endif
+}
+
+#pragma GCC diagnostic pop
+
 // Kv head g's keys [j0, j1) as one tile: Kt [hd, T] transposed and Vb [T, hdp], f32. Only what
 // attn_item_t reads is written: Kt's columns [0, round16(j1 − j0)) — keys before a0 and from j1
 // on as zeros (never read from memory) — and Vb's rows [a0, j1) with their padding columns
 // zeroed (a full clear of a 256-key tile was 64 KB of memset per kv head in every block step).
 // Returns whether every value row of [a0, j1) is finite; `finite` (if given) gets one flag per
-// key of [a0, j1).
+// key of [a0, j1). The values are exact conversions, so how the tile is filled (gathers or
+// per key) never changes a bit of what the products read.
 static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0, int64_t j1, float* Kt, float* Vb, uint8_t* finite) {
   const int64_t hd = A.hd, hdp = attn_round16(hd), T = attn_tile(hd), nj = j1 - j0;
   const size_t es = dtype_size(A.kv_dtype);
   const char* kh = static_cast<const char*>(A.k) + size_t(g * A.cap * hd) * es;
   const char* vh = static_cast<const char*>(A.v) + size_t(g * A.cap * hd) * es;
-  float row[512];  // one converted K row (hd ≤ 512 is checked at plan time)
   const int64_t s0 = a0 - j0, njp = attn_round16(nj);
-  for (int64_t d = 0; d < hd; ++d) {
-    std::memset(Kt + d * T, 0, sizeof(float) * size_t(s0));
-    std::memset(Kt + d * T + nj, 0, sizeof(float) * size_t(njp - nj));
-  }
-  bool all = true;
-  for (int64_t j = a0 - j0; j < nj; ++j) {
-    const size_t off = size_t((j0 + j) * hd);
-    const float* kr;
-    float* vr = Vb + j * hdp;
-    if (A.kv_dtype == DType::F32) {
-      kr = reinterpret_cast<const float*>(kh) + off;
-      std::memcpy(vr, reinterpret_cast<const float*>(vh) + off, sizeof(float) * size_t(hd));
-    } else {
-      auto cvt = A.kv_dtype == DType::BF16 ? A.cvt_bf16 : A.cvt_f16;
-      cvt(reinterpret_cast<const uint16_t*>(kh) + off, row, hd);
-      cvt(reinterpret_cast<const uint16_t*>(vh) + off, vr, hd);
-      kr = row;
+  // K: whole vectors before s0 are zeros; the gathered range [c0, njp) zeroes its own lanes.
+  const int64_t c0 = s0 / kAttnVW * kAttnVW;
+  if (attn_transpose_kt(A, kh, j0, s0, nj, c0, njp, Kt, T)) {
+    for (int64_t d = 0; d < hd; ++d) std::memset(Kt + d * T, 0, sizeof(float) * size_t(c0));
+  } else {
+    float row[512];  // one converted K row (hd ≤ 512 is checked at plan time)
+    for (int64_t d = 0; d < hd; ++d) {
+      std::memset(Kt + d * T, 0, sizeof(float) * size_t(s0));
+      std::memset(Kt + d * T + nj, 0, sizeof(float) * size_t(njp - nj));
     }
-    for (int64_t d = hd; d < hdp; ++d) vr[d] = 0.f;
-    for (int64_t d = 0; d < hd; ++d) Kt[d * T + j] = kr[d];
-    float bad[16] = {};
-    for (int64_t d = 0; d < hdp; d += 16)
-      for (int q = 0; q < 16; ++q) bad[q] += vr[d + q] * 0.f;  // NaN iff a NaN/Inf value
-    bool ok = true;
-    for (int q = 0; q < 16; ++q) ok = ok && bad[q] == 0.f;
-    if (finite) finite[j - (a0 - j0)] = ok;
-    all = all && ok;
+    for (int64_t j = s0; j < nj; ++j) {
+      const size_t off = size_t((j0 + j) * hd);
+      const float* kr;
+      if (A.kv_dtype == DType::F32) {
+        kr = reinterpret_cast<const float*>(kh) + off;
+      } else {
+        auto cvt = A.kv_dtype == DType::BF16 ? A.cvt_bf16 : A.cvt_f16;
+        cvt(reinterpret_cast<const uint16_t*>(kh) + off, row, hd);
+        kr = row;
+      }
+      for (int64_t d = 0; d < hd; ++d) Kt[d * T + j] = kr[d];
+    }
   }
-  return all;
+  // V: rows [s0, nj), converted and padded, tested for Inf/NaN as a whole; per row only when
+  // something is not finite (the converted rows are exact, so testing them is the same test).
+  attn_iv mag = {};
+  for (int64_t j = s0; j < nj; ++j) attn_value_row(A, vh + size_t((j0 + j) * hd) * es, hd, hdp, Vb + j * hdp, mag);
+  if (attn_all_finite(mag)) {
+    if (finite) std::memset(finite, 1, size_t(nj - s0));
+    return true;
+  }
+  if (finite)
+    for (int64_t j = s0; j < nj; ++j) {
+      bool ok = true;
+      for (int64_t d = 0; d < hd; ++d) {
+        uint32_t w;
+        std::memcpy(&w, Vb + j * hdp + d, 4);
+        ok = ok && int32_t(w & 0x7fffffffu) < kAttnInfBits;
+      }
+      finite[j - s0] = ok;
+    }
+  return false;
 }
 
 // T = attn_tile(A.hd) as a constant: with a run-time tile the 64-key loops at head dim 64 ran
