@@ -271,6 +271,8 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   outputs_ = outputs;
   fresh_outputs_ = fresh_outputs;
   nparams_ = nparams;
+  npatched_ = 0;
+  for (const Op& op : ops_) npatched_ += op.patches.empty() ? 0 : 1;
   finished_ = true;
 }
 
@@ -301,7 +303,10 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     if (!std::isfinite(params[i])) throw Error(DVL_ERR_ARG, "plan: parameter " + std::to_string(i) + " is not finite");
   // The patched ops' attributes with this step's values, parsed here — the op's own checks
   // (positions inside the cache, ...) and its typed attributes — for the job to hand over.
+  // Reserved to size: OpAttrs is large (656 bytes), and growing the vector element by element
+  // made every replay a series of reallocations that moved them all.
   std::vector<OpAttrs> patched;
+  patched.reserve(npatched_);
   for (const Op& op : ops_) {
     if (op.patches.empty()) continue;
     Attrs a = *op.recorded;

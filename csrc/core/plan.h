@@ -120,6 +120,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   Tensors outputs_;
   bool fresh_outputs_ = false;
   int nparams_ = 0;
+  size_t npatched_ = 0;  // ops with patched attributes (finish counts them)
   std::shared_ptr<Storage> arena_;
   TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;

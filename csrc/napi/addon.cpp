@@ -40,16 +40,23 @@ void DvlAddon::throw_error(Napi::Env env, const std::string& code, const std::st
 }
 
 void attrs_from_js(const std::string& op, Napi::Object o, Attrs& a) {
+  // Values are read by the key values themselves (napi_get_property): looking them up by a C
+  // string made V8 re-internalise every key on every op (a third of an op's enqueue).
   Napi::Array keys = o.GetPropertyNames();
-  for (uint32_t i = 0; i < keys.Length(); ++i) {
-    std::string k = keys.Get(i).ToString().Utf8Value();
-    Napi::Value v = o.Get(k);
+  const uint32_t nk = keys.Length();
+  for (uint32_t i = 0; i < nk; ++i) {
+    Napi::Value kv = keys.Get(i);
+    std::string k = kv.ToString().Utf8Value();
+    Napi::Value v = o.Get(kv);
     if (v.IsNumber()) a.num[k] = v.As<Napi::Number>().DoubleValue();
     else if (v.IsBoolean()) a.num[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (v.IsString()) a.str[k] = v.As<Napi::String>().Utf8Value();
-    else if (v.IsArray() || v.IsTypedArray()) {
+    else if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array) {
+      Napi::Float64Array t = v.As<Napi::Float64Array>();
+      a.arr[k].assign(t.Data(), t.Data() + t.ElementLength());
+    } else if (v.IsArray() || v.IsTypedArray()) {
       Napi::Object arr = v.As<Napi::Object>();
-      uint32_t n = arr.Get("length").As<Napi::Number>().Uint32Value();
+      uint32_t n = v.IsArray() ? v.As<Napi::Array>().Length() : uint32_t(v.As<Napi::TypedArray>().ElementLength());
       std::vector<double> vals(n);
       for (uint32_t j = 0; j < n; ++j) {
         Napi::Value e = arr.Get(j);

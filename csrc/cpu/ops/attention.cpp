@@ -296,15 +296,16 @@ std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs&
       f[j] = int64_t(d);
     }
     BatchSeq s{f[0], f[1], f[2], f[3], MaskKind::Full, f[5]};
-    const std::string at = "sequence " + std::to_string(i / 6) + ": ";
-    if (s.row0 != next || s.row1 <= s.row0) op_fail(DVL_ERR_RANGE, op, at + "rows must follow the previous sequence's and be non-empty", in);
-    if (s.slot >= S) op_fail(DVL_ERR_RANGE, op, at + "slot " + std::to_string(s.slot) + " of " + std::to_string(S), in);
+    // The message prefix, built only on failure (every plan replay re-parses seqs).
+    const auto at = [&] { return "sequence " + std::to_string(i / 6) + ": "; };
+    if (s.row0 != next || s.row1 <= s.row0) op_fail(DVL_ERR_RANGE, op, at() + "rows must follow the previous sequence's and be non-empty", in);
+    if (s.slot >= S) op_fail(DVL_ERR_RANGE, op, at() + "slot " + std::to_string(s.slot) + " of " + std::to_string(S), in);
     if (s.pos0 + (s.row1 - s.row0) > cap)
-      op_fail(DVL_ERR_RANGE, op, at + "positions " + std::to_string(s.pos0) + ".." + std::to_string(s.pos0 + s.row1 - s.row0) +
+      op_fail(DVL_ERR_RANGE, op, at() + "positions " + std::to_string(s.pos0) + ".." + std::to_string(s.pos0 + s.row1 - s.row0) +
                                      " exceed the cache capacity " + std::to_string(cap), in);
-    if (f[4] > 2) op_fail(DVL_ERR_ARG, op, at + "mask must be 0 (causal), 1 (block) or 2 (full)", in);
+    if (f[4] > 2) op_fail(DVL_ERR_ARG, op, at() + "mask must be 0 (causal), 1 (block) or 2 (full)", in);
     s.mask = f[4] == 0 ? MaskKind::Causal : f[4] == 1 ? MaskKind::Block : MaskKind::Full;
-    if (s.mask == MaskKind::Block && s.bs < 1) op_fail(DVL_ERR_RANGE, op, at + "the block mask needs bs >= 1", in);
+    if (s.mask == MaskKind::Block && s.bs < 1) op_fail(DVL_ERR_RANGE, op, at() + "the block mask needs bs >= 1", in);
     next = s.row1;
     out.push_back(s);
   }
