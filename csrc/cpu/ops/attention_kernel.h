@@ -26,6 +26,7 @@
 // A V tile holding NaN/Inf takes a slower per-row path that skips keys a row cannot see, so
 // 0 · NaN from a masked key never poisons a row (only the rows that see the key turn NaN).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -486,10 +487,9 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
   for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
     const int64_t a0 = j0 > LO ? j0 : LO;  // keys [a0, j1) of this tile are read
     const int64_t j1 = j0 + T < HI ? j0 + T : HI;
-    const int64_t nj = j1 - j0, njp = attn_round16(nj), s0 = a0 - j0;
     // 1. K transposed and V padded, f32: this item's own copy, or the call's shared one. The
-    //    products below never touch a key outside [a0, j1) (scores masked, P·V over [s0, nj)),
-    //    so a shared tile's other keys cannot change a bit of this item's rows.
+    //    products below never touch a key outside [a0, j1) (scores masked, P·V over a block's
+    //    visible keys), so a shared tile's other keys cannot change a bit of this item's rows.
     bool v_finite = true;
     if (A.tiles) {
       const int64_t ti = j0 / T - A.tile0;
@@ -505,20 +505,29 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
     auto block = [&](auto rows_c, int64_t rb) {
       constexpr int R = decltype(rows_c)::value;
       // Rows of this block that see any key of the tile.
-      bool any = false;
-      for (int i = 0; i < R; ++i) any = any || (lo[rb + i] < j1 && hi[rb + i] > j0 && lo[rb + i] < hi[rb + i]);
-      if (!any) return;
+      // Their visible keys' union [ua, ub) inside the tile bounds every product and pass below:
+      // in a causal or block-causal prefill a row block sees only part of a tile (columns
+      // [ca, cb), whole 16-key groups, so each key keeps its vector lane). Skipped keys are ones
+      // no row of the block sees — scores −∞, weights 0 — so no row's bits change.
+      int64_t ua = j1, ub = j0;
+      for (int i = 0; i < R; ++i)
+        if (lo[rb + i] < j1 && hi[rb + i] > j0 && lo[rb + i] < hi[rb + i]) {
+          ua = std::min(ua, std::max(lo[rb + i], j0));
+          ub = std::max(ub, std::min(hi[rb + i], j1));
+        }
+      if (ub <= ua) return;
+      const int64_t ca = (ua - j0) / 16 * 16, cb = attn_round16(ub - j0), pa = ua - j0, pb = ub - j0;
       // 2. scores.
       {
-        int64_t jb = 0;
-        for (; jb + 16 * kAttnG <= njp; jb += 16 * kAttnG) attn_qk_block<R, kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
-        for (; jb < njp; jb += 16) attn_qk_block<R, 1, T>(Q + rb * hd, hd, Kt + jb, S + jb);
+        int64_t jb = ca;
+        for (; jb + 16 * kAttnG <= cb; jb += 16 * kAttnG) attn_qk_block<R, kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
+        for (; jb < cb; jb += 16) attn_qk_block<R, 1, T>(Q + rb * hd, hd, Kt + jb, S + jb);
       }
       // Per row: scale and mask the scores, a vector of keys at a time (this bookkeeping, not
       // the dot products, was most of the time at small head dims), then p = exp(s − max) and
       // its sum in one pass. Only vectors that straddle the row's visible range [a, b) are
       // masked (−∞ outside); the row's max is NaN if any score is (tracked apart: a vector max
-      // would drop it). Columns ≥ njp are never read (P·V stops at nj).
+      // would drop it). Only columns [ca, cb) are written and read.
       for (int i = 0; i < R; ++i) {
         const int64_t r = rb + i;
         const int64_t a = (lo[r] > j0 ? lo[r] : j0) - j0, b = (hi[r] < j1 ? hi[r] : j1) - j0;
@@ -527,7 +536,7 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
         const attn_fv ninf = attn_splat(kNegInf);
         attn_fv mv = ninf;
         attn_iv nan = {};
-        for (int64_t j = 0; j < njp; j += kAttnVW) {
+        for (int64_t j = ca; j < cb; j += kAttnVW) {
           attn_fv sv = attn_ld(s + j) * A.scale;
           if (j < a || j + kAttnVW > b) {
             const attn_iv jv = attn_iota() + int32_t(j);
@@ -542,12 +551,12 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
         const float mn = attn_max(m[r], mt);
         float ls = 0.f, corr = 1.f;
         if (mn == kNegInf) {  // nothing finite seen yet: weights 0, state unchanged
-          for (int64_t j = 0; j < njp; ++j) p[j] = 0.f;
+          for (int64_t j = ca; j < cb; ++j) p[j] = 0.f;
         } else {
           corr = attn_exp1(m[r] - mn);
           m[r] = mn;
           attn_fv lv = {};
-          for (int64_t j = 0; j < njp; j += kAttnVW) {
+          for (int64_t j = ca; j < cb; j += kAttnVW) {
             attn_fv v = attn_ld(s + j) - mn;
             expf_lanes<attn_fv, attn_iv, false>(v);   // arguments ≤ 0, −∞ or NaN
             attn_st(p + j, v);
@@ -563,8 +572,8 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
       // 3. acc += P·V.
       if (v_finite) {
         int64_t d0 = 0;
-        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_block<R, kAttnG, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
-        for (; d0 < hdp; d0 += 16) attn_pv_block<R, 1, T>(P + s0, nj - s0, Vb + s0 * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_block<R, kAttnG, T>(P + pa, pb - pa, Vb + pa * hdp + d0, hdp, acc + rb * hdp + d0);
+        for (; d0 < hdp; d0 += 16) attn_pv_block<R, 1, T>(P + pa, pb - pa, Vb + pa * hdp + d0, hdp, acc + rb * hdp + d0);
       } else {
         for (int i = 0; i < R; ++i) {
           float* ar = acc + (rb + i) * hdp;
