@@ -61,6 +61,8 @@ constexpr double kSerialAttentionMacs = double(1 << 17);
 
 double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
 
+}  // namespace
+
 bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   if (def.id == OpId::Matmul && in.size() >= 2 && in[0] && in[1])
     return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs &&
@@ -68,6 +70,13 @@ bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Op
   if (def.id == OpId::Attention && !in.empty() && in[0] && in[0]->rank() == 3) {
     // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
     const double keys = std::max(256.0, double(a.attention.kvLen));
+    return 2.0 * double(in[0]->numel()) * keys < kSerialAttentionMacs;
+  }
+  if (def.id == OpId::AttentionBatch && !in.empty() && in[0] && in[0]->rank() == 3) {
+    // The same rule with the longest sequence's keys (not the caches' whole capacity, which
+    // made every decode step of a small model look parallel).
+    double keys = 256.0;
+    for (const BatchSeq& s : a.attention_batch.seqs) keys = std::max(keys, double(s.pos0 + s.row1 - s.row0));
     return 2.0 * double(in[0]->numel()) * keys < kSerialAttentionMacs;
   }
   // Caches written in place count by the rows written, not by their capacity (their output is
@@ -80,7 +89,6 @@ bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Op
   return n < kSerialElements;
 }
 
-}  // namespace
 
 void Plan::need_recording(const char* what) const {
   if (finished_) throw Error(DVL_ERR_ARG, std::string("plan: ") + what + " after finish()");
@@ -272,7 +280,11 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   fresh_outputs_ = fresh_outputs;
   nparams_ = nparams;
   npatched_ = 0;
-  for (const Op& op : ops_) npatched_ += op.patches.empty() ? 0 : 1;
+  parallel_ = false;
+  for (const Op& op : ops_) {
+    npatched_ += op.patches.empty() ? 0 : 1;
+    parallel_ = parallel_ || !op.serial;
+  }
   finished_ = true;
 }
 

@@ -65,6 +65,11 @@ struct PlanValue {
   TensorP bound;
 };
 
+// Whether an op is too small to pay for a fork/join (decided from its shapes and attributes):
+// a plan runs such ops on the queue thread alone, and an eager op or a replay with nothing
+// else does not wake the pool's workers (ExecQueue::push).
+bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const OpAttrs& a);
+
 class Plan : public std::enable_shared_from_this<Plan> {
  public:
   explicit Plan(Device dev) : dev_(dev) {}
@@ -93,6 +98,8 @@ class Plan : public std::enable_shared_from_this<Plan> {
   size_t intermediate_bytes() const { return intermediate_bytes_; }  // Σ sizes before reuse
   size_t input_count() const { return inputs_.size(); }
   int param_count() const { return nparams_; }
+  // Whether a replay may fork onto the pool (ExecQueue::push's wants_pool).
+  bool parallel() const { return parallel_; }
 
  private:
   struct Op {
@@ -121,6 +128,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   bool fresh_outputs_ = false;
   int nparams_ = 0;
   size_t npatched_ = 0;  // ops with patched attributes (finish counts them)
+  bool parallel_ = false;  // some op is worth splitting over the pool (finish)
   std::shared_ptr<Storage> arena_;
   TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;

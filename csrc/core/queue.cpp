@@ -25,10 +25,10 @@ ExecQueue::~ExecQueue() {
   thread_.join();
 }
 
-void ExecQueue::push(Job job) {
+void ExecQueue::push(Job job, bool wants_pool) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    items_.push_back(Item{std::move(job), nullptr, items_.empty() && !busy_ ? steady_now_ns() : 0});
+    items_.push_back(Item{std::move(job), nullptr, items_.empty() && !busy_ ? steady_now_ns() : 0, wants_pool});
     pushes_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_one();
@@ -82,12 +82,20 @@ void ExecQueue::loop() {
     if (item.job) {
       jobs_.fetch_add(1, std::memory_order_relaxed);
       if (item.pushed_ns) {
-        // Work after an idle spell: get the pool's workers up now, while this job and the
-        // next few run (a request's first ops are its picture's decode and resize), rather
-        // than at the first parallel op, which would run on this thread alone while they wake.
-        pool_.wake(kWakeSpinUs);
         idle_starts_.fetch_add(1, std::memory_order_relaxed);
         idle_wait_ns_.fetch_add(uint64_t(steady_now_ns() - item.pushed_ns), std::memory_order_relaxed);
+      }
+      if (item.wants_pool && pool_.size() > 1) {
+        // Work that may fork: get the workers up now (a sleeping one takes 50-500 µs on the dev
+        // VM) and keep them spinning through the host gaps that follow, rather than letting the
+        // first fork run on this thread alone while they wake. At most once per half spin
+        // budget: a wake takes the pool's lock.
+        const int64_t now = steady_now_ns();
+        if (now - last_wake_ns_ >= kWakeSpinUs * 500) {
+          pool_.wake(kWakeSpinUs);
+          last_wake_ns_ = now;
+          pool_wakes_.fetch_add(1, std::memory_order_relaxed);
+        }
       }
       if (!sticky_) {
         ctx.profile = profiling_.load(std::memory_order_relaxed) ? &profile_ : nullptr;

@@ -51,7 +51,11 @@ class ExecQueue {
   ExecQueue(int threads, const CpuKernels& kernels, Precision precision = Precision::Exact);
   ~ExecQueue();  // fails pending jobs with DVL_ABORTED, runs pending syncs, joins
 
-  void push(Job job);
+  // wants_pool: the job may fork onto the pool's workers (an op or plan with work worth
+  // splitting). Only such jobs keep the workers awake and spinning (ThreadPool::wake); a run of
+  // one-thread jobs (a small model's decode steps) leaves them asleep, so they do not take a
+  // core from the JS thread (2 cores: the queue thread, a spinning worker and JS competed).
+  void push(Job job, bool wants_pool = true);
   void push_sync(SyncFn fn);
   void cancel();
   int threads() const { return pool_.size(); }
@@ -62,8 +66,11 @@ class ExecQueue {
     uint64_t idle_starts;
     uint64_t idle_wait_ns;
     uint64_t forks, forks_joined;  // the pool's (ThreadPool::forks)
+    uint64_t pool_wakes;           // ThreadPool::wake calls for jobs that may fork
   };
-  Stats stats() const { return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load(), pool_.forks(), pool_.forks_joined()}; }
+  Stats stats() const {
+    return {jobs_.load(), idle_starts_.load(), idle_wait_ns_.load(), pool_.forks(), pool_.forks_joined(), pool_wakes_.load()};
+  }
   const CpuKernels& kernels() const { return kernels_; }
   // Per-op times of the jobs that start from now on (on: the counts restart from zero).
   void set_profiling(bool on) {
@@ -78,6 +85,7 @@ class ExecQueue {
     Job job;
     SyncFn sync;
     int64_t pushed_ns = 0;  // set when pushed onto an empty queue, else 0
+    bool wants_pool = false;
   };
   void loop();
 
@@ -93,7 +101,8 @@ class ExecQueue {
   bool stop_ = false;
   std::exception_ptr sticky_;
   std::atomic<uint64_t> cancel_epoch_{0};
-  std::atomic<uint64_t> jobs_{0}, idle_starts_{0}, idle_wait_ns_{0};
+  std::atomic<uint64_t> jobs_{0}, idle_starts_{0}, idle_wait_ns_{0}, pool_wakes_{0};
+  int64_t last_wake_ns_ = INT64_MIN / 2;  // queue thread only: when it last woke the pool
   std::atomic<uint64_t> pushes_{0};  // items pushed so far: the idle spin watches it
   bool busy_ = false;  // the queue thread is running an item (guarded by mu_)
   std::thread thread_;

@@ -208,7 +208,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       }
       std::shared_ptr<Tensors> out;
       ExecQueue::Job job = make_op_job(device_, *def, in, out, attrs);
-      if (job) q.push(std::move(job));
+      if (job) q.push(std::move(job), !serial_op(*def, *in, *out, *attrs));
       Napi::Array ra = Napi::Array::New(env, out->size());
       for (size_t i = 0; i < out->size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, (*out)[i]));
       result = ra;
@@ -216,16 +216,17 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return result;
   }
 
-  // stats() → { jobs, idleStarts, idleWaitMs, forks, forksJoined }: see ExecQueue::Stats.
+  // stats() → { jobs, idleStarts, idleWaitMs, forks, forksJoined, poolWakes }: see ExecQueue::Stats.
   Napi::Value JS_stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    ExecQueue::Stats s = queue_ ? queue_->stats() : ExecQueue::Stats{0, 0, 0, 0, 0};
+    ExecQueue::Stats s = queue_ ? queue_->stats() : ExecQueue::Stats{0, 0, 0, 0, 0, 0};
     o.Set("jobs", double(s.jobs));
     o.Set("idleStarts", double(s.idle_starts));
     o.Set("idleWaitMs", double(s.idle_wait_ns) / 1e6);
     o.Set("forks", double(s.forks));
     o.Set("forksJoined", double(s.forks_joined));
+    o.Set("poolWakes", double(s.pool_wakes));
     return o;
   }
 
@@ -301,7 +302,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       }
       Tensors outs;
       ExecQueue::Job job = plan->replay(std::move(values), std::move(params), outs);
-      q.push(std::move(job));
+      q.push(std::move(job), plan->parallel());
       Napi::Array ra = Napi::Array::New(env, outs.size());
       for (size_t i = 0; i < outs.size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, outs[i]));
       result = ra;

@@ -65,7 +65,10 @@ export interface OpProfileEntry {
  * A queue's counters. jobs: jobs run; idleStarts / idleWaitMs: those pushed onto an idle queue
  * and their push-to-start wait (the queue thread's wake-up); forks / forksJoined: the kernel
  * pool's fork/joins (ops split across threads) and how many a worker thread took part in — a
- * low share means the extra threads were asleep or had no core when work came.
+ * low share means the extra threads were asleep or had no core when work came; poolWakes: how
+ * often work that may fork (an op or a plan with something worth splitting) got the workers
+ * up and spinning — one-thread work (a small model's decode steps) does not, so the workers
+ * sleep and leave the cores to the queue and JS threads.
  */
 export interface QueueStats {
   jobs: number;
@@ -73,6 +76,7 @@ export interface QueueStats {
   idleWaitMs: number;
   forks: number;
   forksJoined: number;
+  poolWakes: number;
 }
 
 export interface NativeQueue {

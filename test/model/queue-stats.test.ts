@@ -39,4 +39,32 @@ describe('queue counters and the pool wake', () => {
       forks = q.forks;
     }
   });
+
+  it('one-thread work leaves the workers asleep: a small model\'s text decode wakes the pool never, a picture does', async () => {
+    // The bundled parent's decode steps are one-row forwards whose every op runs on the queue
+    // thread (plan.cpp serial_op), so replaying them must not wake the workers (ExecQueue::push
+    // wants_pool): on two cores a spinning worker took a core from the JS thread (the same
+    // decode used 17 % less CPU time without it). The vision tower's attention and the
+    // picture's resize do split, and do wake them.
+    await using m = await loadModel('models/shapes-ar', { threads: 2 });
+    const text = { prompt: 'Describe the image.', maxTokens: 16, stopTokens: [] as number[] };
+    for (let i = 0; i < 3; i++) await m.generate(text);   // record the plans
+    const a = m.execution.queue;
+    for (let i = 0; i < 3; i++) await m.generate(text);
+    const b = m.execution.queue;
+    // 3 requests, each a prefill and ≥ 15 decode steps: at most one wake each (the prefill's
+    // attention is judged worth splitting), none per step.
+    expect(b.jobs - a.jobs).toBeGreaterThanOrEqual(3 * 16);
+    expect(b.poolWakes - a.poolWakes).toBeLessThanOrEqual(3);
+    await m.generate(req);
+    const c = m.execution.queue;
+    expect(c.poolWakes).toBeGreaterThan(b.poolWakes);
+    expect(c.forks).toBeGreaterThan(b.forks);
+  });
+
+  it('one thread: the pool is never woken', async () => {
+    await using m = await loadModel(MODEL, { threads: 1 });
+    await m.generate(req);
+    expect(m.execution.queue.poolWakes).toBe(0);
+  });
 });
