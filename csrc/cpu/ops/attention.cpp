@@ -196,11 +196,17 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
   char* base = static_cast<char*>(scratch.get(tile_bytes + size_t(ctx.pool.size()) * item_floats * 4));
   float* item_scratch = reinterpret_cast<float*>(base + tile_bytes);
+  // Per shared kv head: its tiles, then its items, on one thread, when there are enough kv
+  // heads for every thread (a vision tower: 4 heads on 2 threads). Filling every tile in one
+  // fork and running the items in another left each thread reading tiles the other had written
+  // (a cross-core copy of each): a 252-patch tower call on two threads took 0.195 ms against
+  // 0.25 on one. The grouping changes no row's arithmetic.
+  struct Group { size_t seq; int64_t g; size_t i0, i1; };
+  std::vector<Group> groups;
+  bool by_head = false;
   if (share) {
     float* block = reinterpret_cast<float*>(base);
     uint8_t* flags = reinterpret_cast<uint8_t*>(block + nf);
-    struct Fill { const Share* sh; int64_t g, ti; };
-    std::vector<Fill> fills;
     for (Share& sh : shares) {
       AttnArgs& A = seqs[sh.seq].A;
       A.tiles = block + sh.off_f;
@@ -209,18 +215,45 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
       A.ntiles = sh.ntiles;
       A.key0 = sh.LO;
       A.span = sh.HI - sh.LO;
-      for (int64_t g = 0; g < A.nkv; ++g)
-        for (int64_t ti = 0; ti < sh.ntiles; ++ti) fills.push_back({&sh, g, ti});
     }
-    ctx.pool.parallel_for(int64_t(fills.size()), 1, [&](int64_t b, int64_t e) {
-      for (int64_t f = b; f < e; ++f) {
-        const Share& sh = *fills[size_t(f)].sh;
-        const AttnArgs& A = seqs[sh.seq].A;
-        const int64_t TT = attn_tile(A.hd), g = fills[size_t(f)].g, j0 = (sh.tile0 + fills[size_t(f)].ti) * TT;
-        const int64_t a0 = std::max(j0, sh.LO), j1 = std::min(j0 + TT, sh.HI);
-        float* Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + fills[size_t(f)].ti) * attn_tile_floats(A.hd);
-        attn_fill_tile(A, g, j0, a0, j1, Kt, Kt + A.hd * TT, const_cast<uint8_t*>(A.finite) + g * A.span + (a0 - sh.LO));
+    // Items are in (sequence, kv head, rows) order: one group per shared (sequence, kv head).
+    std::vector<const Share*> share_of(seqs.size(), nullptr);
+    for (const Share& sh : shares) share_of[sh.seq] = &sh;
+    by_head = shares.size() == seqs.size();
+    size_t i = 0;
+    for (size_t si = 0; si < seqs.size() && by_head; ++si)
+      for (int64_t g = 0; g < seqs[si].A.nkv; ++g) {
+        const size_t i0 = i;
+        while (i < items.size() && items[i].A == &seqs[si].A && items[i].g == g) ++i;
+        groups.push_back({si, g, i0, i});
       }
+    by_head = by_head && i == items.size() && int64_t(groups.size()) >= nth && nth > 1;
+    const auto fill_tile = [&](size_t si, int64_t g, int64_t ti) {
+      const Share& sh = *share_of[si];
+      const AttnArgs& A = seqs[si].A;
+      const int64_t TT = attn_tile(A.hd);
+      const int64_t j0 = (sh.tile0 + ti) * TT, a0 = std::max(j0, sh.LO), j1 = std::min(j0 + TT, sh.HI);
+      float* Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + ti) * attn_tile_floats(A.hd);
+      attn_fill_tile(A, g, j0, a0, j1, Kt, Kt + A.hd * TT, const_cast<uint8_t*>(A.finite) + g * A.span + (a0 - sh.LO));
+    };
+    if (by_head) {
+      ctx.pool.parallel_for_tid(int64_t(groups.size()), 1, [&](int tid, int64_t b, int64_t e) {
+        float* sc = item_scratch + size_t(tid) * item_floats;
+        for (int64_t q = b; q < e; ++q) {
+          const Group& G = groups[size_t(q)];
+          for (int64_t ti = 0; ti < share_of[G.seq]->ntiles; ++ti) fill_tile(G.seq, G.g, ti);
+          for (size_t it = G.i0; it < G.i1; ++it) item(*items[it].A, items[it].g, items[it].r0, items[it].r1, sc);
+        }
+      });
+      return;
+    }
+    struct Fill { size_t seq; int64_t g, ti; };
+    std::vector<Fill> fills;
+    for (const Share& sh : shares)
+      for (int64_t g = 0; g < seqs[sh.seq].A.nkv; ++g)
+        for (int64_t ti = 0; ti < sh.ntiles; ++ti) fills.push_back({sh.seq, g, ti});
+    ctx.pool.parallel_for(int64_t(fills.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t f = b; f < e; ++f) fill_tile(fills[size_t(f)].seq, fills[size_t(f)].g, fills[size_t(f)].ti);
     });
   }
   // Items in one piece when the whole call is a few microseconds of work (a small model's decode
