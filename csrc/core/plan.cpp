@@ -55,9 +55,12 @@ namespace {
 constexpr double kSerialMacs = double(1 << 20);        // matmul / attention multiply-adds
 constexpr double kSerialWeightBytes = double(1 << 19); // 512 KiB
 constexpr double kSerialElements = double(1 << 17);    // elements touched by the other ops
-// Attention stays at 2^17: a plan is recorded once and replayed as the keys grow, so its
-// decision is taken on the keys at record time and must not leave long contexts on one core.
-constexpr double kSerialAttentionMacs = double(1 << 17);
+// Attention by its multiply-adds with the keys it has now (2·rows·heads·hd·keys). A plan's
+// attention whose keys are patched (a decode step: they grow as the answer does) is judged
+// again at every replay, so a long context still splits while a short one (a small model's
+// block step: 16 rows, ≈ 110 keys, ≈ 0.45 M) stays on the queue thread — its fork gained
+// ≤ 20 % of ≈ 9 µs and kept a worker spinning beside the JS thread.
+constexpr double kSerialAttentionMacs = double(1 << 20);
 
 double numel_of(const TensorP& t) { return t ? double(t->numel()) : 0.0; }
 
@@ -67,15 +70,12 @@ bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Op
   if (def.id == OpId::Matmul && in.size() >= 2 && in[0] && in[1])
     return double(rows_of(*in[0])) * double(in[1]->dim(0)) * double(in[1]->dim(1)) < kSerialMacs &&
            double(in[1]->nbytes()) < kSerialWeightBytes;
-  if (def.id == OpId::Attention && !in.empty() && in[0] && in[0]->rank() == 3) {
-    // Keys grow as the decode goes on; judge by the keys at record time, at least 256.
-    const double keys = std::max(256.0, double(a.attention.kvLen));
-    return 2.0 * double(in[0]->numel()) * keys < kSerialAttentionMacs;
-  }
+  if (def.id == OpId::Attention && !in.empty() && in[0] && in[0]->rank() == 3)
+    return 2.0 * double(in[0]->numel()) * double(a.attention.kvLen) < kSerialAttentionMacs;
   if (def.id == OpId::AttentionBatch && !in.empty() && in[0] && in[0]->rank() == 3) {
-    // The same rule with the longest sequence's keys (not the caches' whole capacity, which
-    // made every decode step of a small model look parallel).
-    double keys = 256.0;
+    // The longest sequence's keys (not the caches' whole capacity, which made every decode
+    // step of a small model look parallel).
+    double keys = 0;
     for (const BatchSeq& s : a.attention_batch.seqs) keys = std::max(keys, double(s.pos0 + s.row1 - s.row0));
     return 2.0 * double(in[0]->numel()) * keys < kSerialAttentionMacs;
   }
@@ -116,7 +116,9 @@ Tensors Plan::record(const OpDef& def, Tensors in, Attrs attrs, std::vector<Attr
   // any other intermediate. (In a plan, `empty` is scratch: its contents are undefined.)
   if (job && !op_is_view_or_alloc(def.id)) {
     const bool serial = serial_op(def, *ip, *out, *ap);
-    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(static_cast<const Attrs&>(*ap)), std::move(patches), std::move(job), serial};
+    // Attention with patched attributes: its keys change per replay, so is its split (replay).
+    const bool dynamic = !patches.empty() && (def.id == OpId::Attention || def.id == OpId::AttentionBatch);
+    Op op{&def, ip, out, ap, std::make_shared<const Attrs>(static_cast<const Attrs&>(*ap)), std::move(patches), std::move(job), serial, dynamic};
     ops_.push_back(std::move(op));
   } else if (!patches.empty()) {
     throw Error(DVL_ERR_ARG, name + ": has nothing to run, so it cannot take patched attributes");
@@ -283,12 +285,12 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   parallel_ = false;
   for (const Op& op : ops_) {
     npatched_ += op.patches.empty() ? 0 : 1;
-    parallel_ = parallel_ || !op.serial;
+    parallel_ = parallel_ || (!op.serial && !op.dynamic);
   }
   finished_ = true;
 }
 
-ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs) {
+ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs, bool* wants_pool) {
   if (!finished_) throw Error(DVL_ERR_ARG, "plan: replay before finish()");
   if (values.size() != inputs_.size())
     throw Error(DVL_ERR_ARG, "plan: " + std::to_string(values.size()) + " input values given, the plan has " +
@@ -319,6 +321,9 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   // made every replay a series of reallocations that moved them all.
   std::vector<OpAttrs> patched;
   patched.reserve(npatched_);
+  std::vector<uint8_t> serial_now;  // per patched op: runs on the queue thread alone this time
+  serial_now.reserve(npatched_);
+  bool parallel = parallel_;
   for (const Op& op : ops_) {
     if (op.patches.empty()) continue;
     Attrs a = *op.recorded;
@@ -326,7 +331,11 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     patched.push_back(op.def->parse(*op.in, std::move(a)));
     DeferAllocScope defer;
     op.def->plan(*op.in, patched.back());
+    const bool serial = op.dynamic ? serial_op(*op.def, *op.in, *op.out, patched.back()) : op.serial;
+    serial_now.push_back(serial);
+    parallel = parallel || !serial;
   }
+  if (wants_pool) *wants_pool = parallel;
   outputs.clear();
   Tensors fresh;
   for (const TensorP& t : outputs_) {
@@ -341,8 +350,9 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     }
   }
   auto self = shared_from_this();
-  return [self, values = std::move(values), patched = std::move(patched), fresh = std::move(fresh)](OpContext& ctx) mutable {
-    self->run(ctx, values, patched, fresh);
+  return [self, values = std::move(values), patched = std::move(patched), serial_now = std::move(serial_now),
+          fresh = std::move(fresh)](OpContext& ctx) mutable {
+    self->run(ctx, values, patched, serial_now, fresh);
     for (PlanValue& v : values) staging_give(v.bytes);
   };
 }
@@ -353,7 +363,8 @@ bool Plan::is_bound(const Storage* s) const {
   return false;
 }
 
-void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const Tensors& fresh) {
+void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched,
+               const std::vector<uint8_t>& serial_now, const Tensors& fresh) {
   for (size_t i = 0; i < fresh.size(); ++i)
     if (fresh[i]) outputs_[i]->storage->data = fresh[i]->raw();
   Tensors uploaded;  // host tensors bound into a CUDA plan: their device copies, alive until the ops are enqueued
@@ -377,8 +388,12 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector
   OpContext serial = ctx.on(one_thread);
   size_t next = 0;
   for (Op& op : ops_) {
-    if (!op.patches.empty()) *op.attrs = std::move(patched[next++]);  // replay() parsed them, in op order
-    op.job(op.serial ? serial : ctx);
+    bool alone = op.serial;
+    if (!op.patches.empty()) {  // replay() parsed them, in op order, and judged their split
+      alone = serial_now[next] != 0;
+      *op.attrs = std::move(patched[next++]);
+    }
+    op.job(alone ? serial : ctx);
   }
 }
 

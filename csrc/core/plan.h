@@ -90,7 +90,9 @@ class Plan : public std::enable_shared_from_this<Plan> {
   // Checks the values (count, sizes, dtypes, shapes, device) and the patched attributes (each
   // patched op's plan() runs again with them), then returns the job to push and the output
   // tensors to hand to JS. Throws dvl::Error naming the culprit.
-  ExecQueue::Job replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs);
+  // wants_pool (if given): whether this replay has an op worth splitting over the pool — the
+  // static ones, or a patched attention whose keys have grown enough (ExecQueue::push).
+  ExecQueue::Job replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs, bool* wants_pool = nullptr);
 
   // ---- introspection ------------------------------------------------------------------------
   size_t op_count() const { return ops_.size(); }
@@ -98,7 +100,8 @@ class Plan : public std::enable_shared_from_this<Plan> {
   size_t intermediate_bytes() const { return intermediate_bytes_; }  // Σ sizes before reuse
   size_t input_count() const { return inputs_.size(); }
   int param_count() const { return nparams_; }
-  // Whether a replay may fork onto the pool (ExecQueue::push's wants_pool).
+  // Whether every replay has an op worth splitting (ops whose split is decided per replay not
+  // counted: replay() reports those).
   bool parallel() const { return parallel_; }
 
  private:
@@ -110,6 +113,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
     std::vector<AttrPatch> patches;
     ExecQueue::Job job;
     bool serial;  // too small to pay for waking the pool: runs on the queue thread alone
+    bool dynamic;  // attention whose keys are patched: serial or not is decided at each replay
   };
   struct Input {
     bool bound;
@@ -118,7 +122,8 @@ class Plan : public std::enable_shared_from_this<Plan> {
   void need_recording(const char* what) const;
   bool is_bound(const Storage* s) const;
   static void apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params);
-  void run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const Tensors& fresh);
+  void run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const std::vector<uint8_t>& serial_now,
+           const Tensors& fresh);
 
   Device dev_;
   bool finished_ = false;
@@ -128,7 +133,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   bool fresh_outputs_ = false;
   int nparams_ = 0;
   size_t npatched_ = 0;  // ops with patched attributes (finish counts them)
-  bool parallel_ = false;  // some op is worth splitting over the pool (finish)
+  bool parallel_ = false;  // some op (not a per-replay one) is worth splitting over the pool (finish)
   std::shared_ptr<Storage> arena_;
   TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;

@@ -301,8 +301,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
         params[i] = v.As<Napi::Number>().DoubleValue();
       }
       Tensors outs;
-      ExecQueue::Job job = plan->replay(std::move(values), std::move(params), outs);
-      q.push(std::move(job), plan->parallel());
+      bool wants_pool = true;
+      ExecQueue::Job job = plan->replay(std::move(values), std::move(params), outs, &wants_pool);
+      q.push(std::move(job), wants_pool);
       Napi::Array ra = Napi::Array::New(env, outs.size());
       for (size_t i = 0; i < outs.size(); ++i) ra.Set(uint32_t(i), addon->wrap_tensor(env, outs[i]));
       result = ra;

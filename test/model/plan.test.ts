@@ -402,3 +402,36 @@ describe('plan cache and replay errors', () => {
 
 let _unused: Model | undefined;
 void _unused;
+
+describe('a plan\'s attention splits over the pool by the keys it has at each replay', () => {
+  it('short: on the queue thread, no pool wake; long: split, and the answers equal a one-thread queue\'s', async () => {
+    // One attention op whose kvLen and qPos0 are patched per replay, as a decode step's are.
+    // 2·rows·heads·hd·keys = 2·8·4·64·keys: 100 keys ≈ 0.4 M multiply-adds (under plan.cpp's
+    // 2^20: one thread), 3000 keys ≈ 12 M (split). Decided at every replay, not at record time.
+    const r = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + s));
+    const run = async (threads: number) => {
+      const q = new Queue({ threads });
+      const qt = tensorFromArray('f32', [8, 4, 64], r(8 * 4 * 64, 1));
+      const k = tensorFromArray('f32', [2, 3000, 64], r(2 * 3000 * 64, 2)), v = tensorFromArray('f32', [2, 3000, 64], r(2 * 3000 * 64, 3));
+      const rec = new Recorder(q);
+      const out = rec.attention(rec.bind('q', qt), k, v, { kvLen: rec.param('kvLen', 100), qPos0: rec.param('qPos0', 92), mask: 'causal' });
+      const plan = rec.finish([out], { fresh: true });
+      const res: Float32Array[] = [];
+      const s0 = q.stats();
+      res.push(await q.readF32(plan.run(q, { q: qt, kvLen: 100, qPos0: 92 })[0]));
+      const s1 = q.stats();
+      res.push(await q.readF32(plan.run(q, { q: qt, kvLen: 3000, qPos0: 2992 })[0]));
+      const s2 = q.stats();
+      plan.dispose();
+      q.dispose();
+      return { res, short: { forks: s1.forks - s0.forks, wakes: s1.poolWakes - s0.poolWakes }, long: { forks: s2.forks - s1.forks, wakes: s2.poolWakes - s1.poolWakes } };
+    };
+    const two = await run(2), one = await run(1);
+    expect(two.short).toEqual({ forks: 0, wakes: 0 });
+    expect(two.long.forks).toBeGreaterThan(0);
+    expect(two.long.wakes).toBe(1);
+    expect(two.res[0]).toEqual(one.res[0]);
+    expect(two.res[1]).toEqual(one.res[1]);
+    expect(two.res[0].every(Number.isFinite) && two.res[1].every(Number.isFinite)).toBe(true);
+  });
+});
