@@ -511,6 +511,31 @@ describe('invariant: y[m, n] is the same bits whatever M, the other rows and the
   }
 });
 
+describe('invariant, many rows and a small bf16p weight (the threads split the rows: ops/matmul.cpp)', () => {
+  // M ≥ 48 with a weight ≤ 512 KiB takes the row split on two or more threads; every row must
+  // still be the bits of that row computed alone, and of the one-thread (panel) split.
+  const K = 97, N = 130, M = 101;
+  const x = normal(rng(21), M * K), w = normal(rng(22), N * K, 0.3), b = normal(rng(23), N);
+  for (const isa of levels) {
+    it(isa, async () => {
+      for (const precision of ['fast', 'exact'] as const) {
+        const q1 = new Queue({ isa, threads: 1, precision }), q2 = new Queue({ isa, threads: 2, precision }), q3 = new Queue({ isa, threads: 3, precision });
+        const src = tensorFromArray('bf16', [N, K], toBf16(w));
+        const wt = q1.convert(src, 'bf16p');
+        await q1.sync();
+        const label = `${isa} ${precision}`;
+        const one = await matmul(q1, x, M, K, wt, b);
+        sameBits(await matmul(q2, x, M, K, wt, b), one, `${label} 2 threads`);
+        sameBits(await matmul(q3, x, M, K, wt, b), one, `${label} 3 threads`);
+        for (const m of [0, 23, 24, 70, 100]) sameBits(await matmul(q1, x.subarray(m * K, (m + 1) * K), 1, K, wt, b), one.subarray(m * N, (m + 1) * N), `${label} row ${m} alone`);
+        expect(one.every(Number.isFinite)).toBe(true);
+        wt.dispose(); src.dispose();
+        q1.dispose(); q2.dispose(); q3.dispose();
+      }
+    });
+  }
+});
+
 describe('queue options and probes', () => {
   it('precision defaults to fast, takes exact, rejects anything else; kernels say what runs', () => {
     const q = new Queue({ threads: 1 });
