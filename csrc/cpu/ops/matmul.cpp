@@ -102,7 +102,7 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       // pieces of rows — each rounds its own rows and multiplies them by the whole weight —
       // instead of pieces of the weight over every row. Split by the weight, each thread read
       // rows another had rounded and a second fork did the rounding: a 252×96·96ᵀ product took
-      // 17 µs on two threads against 13 on one; by rows ≈ 8 (the weight, ≤ 512 KiB, is read by
+      // 17 µs on two threads against 13 on one; by rows 10 (the weight, ≤ 512 KiB, is read by
       // both from their own caches). A row's sums are the same in either split.
       const bool dot = fast && ctx.k.matmul_bf16p_dot && K > 0;
       const int64_t ldx = (K + 31) / 32 * 32;
