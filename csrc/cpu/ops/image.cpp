@@ -26,6 +26,7 @@
 // integer sums, so every level gives the same bytes). The plain TypeScript twin is
 // lib/image/resample.ts; test/ops/image.test.ts checks the op at every level present against
 // it and against Pillow's own output (test/fixtures/images, written by scripts/fixtures/pillow.py).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -152,10 +153,21 @@ static Tensors image_resize_plan(const Tensors& in, const OpAttrs& a) {
   return {Tensor::alloc(DType::U8, {a.size.height, a.size.width, in[0]->dim(2)})};
 }
 
-static void image_resize_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs&) {
+// Below this many multiply-adds (both passes) a resize runs on the calling thread alone: a
+// 200×150 → 224×224 picture (≈ 1.3 M) took 92 µs on one thread and as long on two, and as a
+// request's first op it met workers still waking (125 µs with idle gaps; 245 in a request's
+// op profile), while the tower after it does split.
+static constexpr double kResizeSerialMacs = double(1 << 22);
+
+static void image_resize_run(OpContext& ctx_in, const Tensors& in, const Tensors& out, const OpAttrs&) {
   const Tensor& x = *in[0];
   const int H = int(x.dim(0)), W = int(x.dim(1)), C = int(x.dim(2));
   const int h = int(out[0]->dim(0)), w = int(out[0]->dim(1));
+  // Each output reads ≈ 2·support·max(scale, 1) + 1 inputs per pass it runs.
+  const auto taps = [](int in_size, int out_size) { return 2.0 * 2.0 * std::max(1.0, double(in_size) / out_size) + 1.0; };
+  const double macs = double(C) * (double(H) * w * taps(W, w) + double(h) * w * taps(H, h));
+  static ThreadPool one_thread(1);  // no workers: run() calls the function in place
+  OpContext ctx = macs < kResizeSerialMacs ? ctx_in.on(one_thread) : ctx_in;
   const uint8_t* src = x.data<uint8_t>();
   uint8_t* dst = out[0]->data<uint8_t>();
   const bool need_h = w != W, need_v = h != H;
