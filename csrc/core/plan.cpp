@@ -89,7 +89,6 @@ bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Op
   return n < kSerialElements;
 }
 
-
 void Plan::need_recording(const char* what) const {
   if (finished_) throw Error(DVL_ERR_ARG, std::string("plan: ") + what + " after finish()");
 }
