@@ -6,7 +6,7 @@
 // prefill equals running the same blocks one at a time against a cache filled by
 // kv_cache_append.
 import { describe, expect, it } from 'vitest';
-import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { Queue, nativeInfo, tensorFromArray, type AttentionOptions } from '../../lib/native/index.js';
 import type { Tensor } from '../../lib/native/index.js';
 import { DTypeError, DiffusionVLError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 import { compareArrays, expectClose } from '../helpers/compare.js';
@@ -48,6 +48,18 @@ function makeCache(r: () => number, c: { nkv: number; cap: number; hd: number; k
 
 function refOpts(c: Case, mask: MaskKind, extra: Partial<AttentionRefOptions> = {}): AttentionRefOptions {
   return { Tq: c.Tq, nh: c.nkv * c.group, nkv: c.nkv, hd: c.hd, cap: c.cap, kvLen: c.kvLen, qPos0: c.qPos0, mask, blockSize: c.bs, ...extra };
+}
+
+/**
+ * Attention of q against caches of `dtype` written from K rows kt f32 [L, nkv, hd] and value
+ * rows `vals` (the same layout), as the decoder's kv_cache_append stores them.
+ */
+async function attendWithValues(q: Queue, dtype: KvDtype, qt: Tensor, kt: Tensor, vals: Float32Array, o: AttentionOptions): Promise<Float32Array> {
+  const [L, nkv, hd] = kt.shape!;
+  const kc = q.empty(dtype, [nkv, L, hd]), vc = q.empty(dtype, [nkv, L, hd]);
+  q.kvCacheAppend(kc, kt, 0);
+  q.kvCacheAppend(vc, tensorFromArray('f32', [L, nkv, hd], vals), 0);
+  return q.readF32(q.attention(qt, kc, vc, o));
 }
 
 describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
@@ -163,12 +175,7 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     const qt = tensorFromArray('f32', [T, nh, hd], normal(r, T * nh * hd));
     const kt = tensorFromArray('f32', [T, nkv, hd], normal(r, T * nkv * hd));
     const vx = normal(r, T * nkv * hd);
-    const run = async (vals: Float32Array) => {
-      const kc = q.empty(dtype, [nkv, T, hd]), vc = q.empty(dtype, [nkv, T, hd]);
-      q.kvCacheAppend(kc, kt, 0);
-      q.kvCacheAppend(vc, tensorFromArray('f32', [T, nkv, hd], vals), 0);
-      return q.readF32(q.attention(qt, kc, vc, { kvLen: T, mask: 'causal' }));
-    };
+    const run = (vals: Float32Array) => attendWithValues(q, dtype, qt, kt, vals, { kvLen: T, mask: 'causal' });
     const clean = await run(vx);
     const poisoned = vx.slice();
     poisoned[(bad * nkv + 0) * hd + 9] = NaN;  // key 37 of kv head 0 (query heads 0..6)
@@ -194,12 +201,7 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
     const qt = tensorFromArray('f32', [Tq, nh, hd], normal(r, Tq * nh * hd));
     const kt = tensorFromArray('f32', [L, nkv, hd], normal(r, L * nkv * hd));
     const vx = normal(r, L * nkv * hd);
-    const run = async (vals: Float32Array) => {
-      const kc = q.empty(dtype, [nkv, L, hd]), vc = q.empty(dtype, [nkv, L, hd]);
-      q.kvCacheAppend(kc, kt, 0);
-      q.kvCacheAppend(vc, tensorFromArray('f32', [L, nkv, hd], vals), 0);
-      return q.readF32(q.attention(qt, kc, vc, { kvLen: L, qPos0: L - Tq, mask: 'block', blockSize: 8 }));
-    };
+    const run = (vals: Float32Array) => attendWithValues(q, dtype, qt, kt, vals, { kvLen: L, qPos0: L - Tq, mask: 'block', blockSize: 8 });
     const clean = await run(vx);
     const poisoned = vx.slice();
     poisoned[(key * nkv + 1) * hd + 3] = bad;  // kv head 1 (query heads 2, 3), dim 3

@@ -201,9 +201,6 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
   // fork and running the items in another left each thread reading tiles the other had written
   // (a cross-core copy of each): a 252-patch tower call on two threads took 0.18-0.20 ms
   // (0.25 on one), now 0.17. The grouping changes no row's arithmetic.
-  struct Group { size_t seq; int64_t g; size_t i0, i1; };
-  std::vector<Group> groups;
-  bool by_head = false;
   if (share) {
     float* block = reinterpret_cast<float*>(base);
     uint8_t* flags = reinterpret_cast<uint8_t*>(block + nf);
@@ -219,7 +216,9 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
     // Items are in (sequence, kv head, rows) order: one group per shared (sequence, kv head).
     std::vector<const Share*> share_of(seqs.size(), nullptr);
     for (const Share& sh : shares) share_of[sh.seq] = &sh;
-    by_head = shares.size() == seqs.size();
+    struct Group { size_t seq; int64_t g; size_t i0, i1; };
+    std::vector<Group> groups;
+    bool by_head = shares.size() == seqs.size();
     size_t i = 0;
     for (size_t si = 0; si < seqs.size() && by_head; ++si)
       for (int64_t g = 0; g < seqs[si].A.nkv; ++g) {

@@ -227,6 +227,12 @@ static inline void attn_fold_mag(attn_iv& mag, attn_iv a) {
 #endif
 }
 
+// The scalar tail's fold: a max into lane 0 (also right for the baseline's OR-ed flags).
+static inline void attn_fold_mag1(attn_iv& mag, uint32_t bits) {
+  const int32_t a = int32_t(bits & 0x7fffffffu);
+  mag[0] = a > mag[0] ? a : mag[0];
+}
+
 // A value row of hd elements converted to f32 into vr (hdp floats, padding zeroed): bf16
 // inline (a shift, exact), f16 through the dispatch table's converter, f32 copied; folds the
 // row's magnitude bits into `mag`.
@@ -245,8 +251,7 @@ static inline void attn_value_row(const AttnArgs& A, const void* src, int64_t hd
     for (; d < hd; ++d) {
       const uint32_t w = uint32_t(s[d]) << 16;
       std::memcpy(vr + d, &w, 4);
-      const int32_t a = int32_t(w & 0x7fffffffu);
-      mag[0] = a > mag[0] ? a : mag[0];  // a max: also right for the baseline's OR-ed flags
+      attn_fold_mag1(mag, w);
     }
   } else {
     if (A.kv_dtype == DType::F32) std::memcpy(vr, src, sizeof(float) * size_t(hd));
@@ -259,8 +264,7 @@ static inline void attn_value_row(const AttnArgs& A, const void* src, int64_t hd
     for (; d < hd; ++d) {
       uint32_t w;
       std::memcpy(&w, vr + d, 4);
-      const int32_t a = int32_t(w & 0x7fffffffu);
-      mag[0] = a > mag[0] ? a : mag[0];  // a max: also right for the baseline's OR-ed flags
+      attn_fold_mag1(mag, w);
     }
   }
   for (int64_t e = hd; e < hdp; ++e) vr[e] = 0.f;

@@ -49,15 +49,18 @@ static constexpr int64_t kRowSplitMinRows = 48;
 static constexpr double kRowSplitMaxWeightBytes = double(1 << 19);
 static constexpr int64_t kRowSplitGrain = 24;
 
+// Rounds rows [b, e) of x to bf16 rows of ldx values (zero-padded) in xb.
+static void round_bf16_rows(OpContext& ctx, const float* x, int64_t b, int64_t e, int64_t K, int64_t ldx, uint16_t* xb) {
+  for (int64_t m = b; m < e; ++m) {
+    ctx.k.cvt_f32_to_bf16_daz(x + m * K, xb + m * ldx, K);
+    for (int64_t k = K; k < ldx; ++k) xb[m * ldx + k] = 0;
+  }
+}
+
 // Rounds x to bf16 rows of ldx values (zero-padded) in scratch.
 static const uint16_t* round_bf16(OpContext& ctx, Scratch& scratch, const float* x, int64_t M, int64_t K, int64_t ldx) {
   uint16_t* xb = static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2));
-  auto rows = [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) {
-      ctx.k.cvt_f32_to_bf16_daz(x + m * K, xb + m * ldx, K);
-      for (int64_t k = K; k < ldx; ++k) xb[m * ldx + k] = 0;
-    }
-  };
+  auto rows = [&](int64_t b, int64_t e) { round_bf16_rows(ctx, x, b, e, K, ldx, xb); };
   if (M < kPrepParallelRows) rows(0, M);
   else ctx.pool.parallel_for(M, 8, rows);
   return xb;
@@ -109,10 +112,7 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       uint16_t* xb = dot ? static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2)) : nullptr;
       ctx.pool.parallel_for(M, kRowSplitGrain, [&](int64_t m0, int64_t m1) {
         if (dot) {
-          for (int64_t m = m0; m < m1; ++m) {
-            ctx.k.cvt_f32_to_bf16_daz(x + m * K, xb + m * ldx, K);
-            for (int64_t k = K; k < ldx; ++k) xb[m * ldx + k] = 0;
-          }
+          round_bf16_rows(ctx, x, m0, m1, K, ldx, xb);
           ctx.k.matmul_bf16p_dot(xb + m0 * ldx, m1 - m0, K, ldx, w.raw(), 0, N, bias, y + m0 * N, N);
         } else {
           ctx.k.matmul_bf16p(x + m0 * K, m1 - m0, K, w.raw(), 0, N, bias, y + m0 * N, N);
