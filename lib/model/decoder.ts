@@ -90,6 +90,14 @@ export interface LayerContext {
   sin: Tensor;
   /** The batch layout (6 numbers per sequence, see OpSet.attentionBatch). */
   seqs: NumArray;
+  /**
+   * The last layer only: which rows go on past the K/V append. Absent: every row; a tensor of
+   * row indices: those rows, gathered after attention (the layer returns [keep rows, H]); null:
+   * none (the layer stores K/V and returns null). No later op reads the other rows' output, and
+   * every op is row-wise (a row's bits do not depend on the rows beside it), so the rows kept
+   * are the bits of the full layer's.
+   */
+  keep?: Tensor | null;
 }
 
 /**
@@ -179,20 +187,33 @@ export abstract class TextDecoder {
 
   /**
    * One layer of the forward as ops: hidden rows f32 [n, H] in, f32 [n, H] out. Its attention
-   * goes through `attend` (the KV cache of layer `l`).
+   * goes through `storeKv` and `attend` (the KV cache of layer `l`); on the last layer it
+   * honours `a.keep` (rows kept past attention, through `keep`; null: K/V only, returns null).
    */
-  protected abstract layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor;
+  protected abstract layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor | null;
 
   /**
-   * Layer `l`'s attention over the cache: writes the rows' post-RoPE K and V (f32 [n, nkv, hd])
-   * into each sequence's slot at its positions, then attends q f32 [n, nh, hd] to every visible
-   * key of its slot (mask per sequence); returns f32 [n, nh, hd].
+   * Writes the rows' post-RoPE K and V (f32 [n, nkv, hd]) of layer `l` into each sequence's
+   * slot of the cache at its positions.
    */
-  protected attend(o: OpSet, l: number, q: Tensor, k: Tensor, v: Tensor, a: LayerContext): Tensor {
+  protected storeKv(o: OpSet, l: number, k: Tensor, v: Tensor, a: LayerContext): void {
     const { k: kCache, v: vCache } = this.kv[l];
     o.kvCacheAppendBatch(kCache, k, a.seqs);
     o.kvCacheAppendBatch(vCache, v, a.seqs);
+  }
+
+  /**
+   * Layer `l`'s attention after storeKv: q f32 [n, nh, hd] attends to every visible key of its
+   * sequence's slot (mask per sequence); returns f32 [n, nh, hd].
+   */
+  protected attend(o: OpSet, l: number, q: Tensor, a: LayerContext): Tensor {
+    const { k: kCache, v: vCache } = this.kv[l];
     return o.attentionBatch(q, kCache, vCache, a.seqs);
+  }
+
+  /** Rows `a.keep` of t [n, …] on the last layer (all of t elsewhere). */
+  protected keep(o: OpSet, t: Tensor, a: LayerContext): Tensor {
+    return a.keep ? o.gatherRows(t, a.keep) : t;
   }
 
   get capacity(): number { return this.cap; }
@@ -338,13 +359,19 @@ export abstract class TextDecoder {
       const seqs = o.paramArray('seqs', step.seqs as number[]);
       const [cos, sin] = o.ropeCosSin(o.input('positions', 'i32', [n], step.positions as Int32Array), cfg.ropeTheta, cfg.headDim);
       const a: LayerContext = { n, cos, sin, seqs };
-      for (let l = 0; l < cfg.numLayers; l++) h = this.layer(o, l, h, a);
-
-      if (s.rows !== 0) {
-        // Norm only the rows we score (RMSNorm is per row), then the lm_head (docs §2.7).
-        const picked = s.rows < 0 ? h : o.gatherRows(h, o.input('rows', 'i32', [s.rows], step.rows as Int32Array));
-        logits = o.matmul(o.rmsNorm(picked, this.finalNorm, cfg.rmsNormEps), this.lmHead);
+      for (let l = 0; l < cfg.numLayers; l++) {
+        // The last layer carries on past the K/V append only with the rows we score: a
+        // prefill or a commit stores K/V and stops; a step's unmasked rows and the merged
+        // commit's rows skip o_proj and the MLP.
+        if (l === cfg.numLayers - 1 && s.rows >= 0) {
+          a.keep = s.rows === 0 ? null : o.input('rows', 'i32', [s.rows], step.rows as Int32Array);
+        }
+        const out = this.layer(o, l, h, a);
+        if (!out) return null;
+        h = out;
       }
+      // h holds the rows we score: the final norm (per row) and the lm_head (docs §2.7).
+      logits = o.matmul(o.rmsNorm(h, this.finalNorm, cfg.rmsNormEps), this.lmHead);
       return logits;
     } finally {
       o.scope = prev;

@@ -49,18 +49,20 @@ export class Qwen2Text extends TextDecoder {
     }
   }
 
-  protected layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor {
+  protected layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor | null {
     const { cfg } = this;
     const { n, cos, sin } = a;
     const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim;
     const L = this.layers[l];
     // Attention block (docs §2.3-2.5).
     const x = o.rmsNorm(h, L.inputNorm, cfg.rmsNormEps);
-    const qh = o.rope(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
     const kh = o.rope(o.reshape(o.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), cos, sin);
     const vh = o.reshape(o.matmul(x, L.vProj, L.vBias), [n, nkv, hd]);
-    const att = this.attend(o, l, qh, kh, vh, a);
-    h = o.add(h, o.matmul(o.reshape(att, [n, nh * hd]), L.oProj));
+    this.storeKv(o, l, kh, vh, a);
+    if (a.keep === null) return null;   // last layer of a pass without logits: K/V only
+    const qh = o.rope(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
+    const att = this.keep(o, o.reshape(this.attend(o, l, qh, a), [n, nh * hd]), a);
+    h = o.add(this.keep(o, h, a), o.matmul(att, L.oProj));
     // MLP (docs §2.6).
     const m = o.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
     const act = o.swiglu(o.matmul(m, L.gateProj), o.matmul(m, L.upProj));

@@ -58,18 +58,20 @@ export class Qwen3Text extends TextDecoder {
     }
   }
 
-  protected layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor {
+  protected layer(o: OpSet, l: number, h: Tensor, a: LayerContext): Tensor | null {
     const { cfg } = this;
     const { n, cos, sin } = a;
     const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim, eps = cfg.rmsNormEps;
     const L = this.layers[l];
     const x = o.rmsNorm(h, L.inputNorm, eps);
     // rms_norm works on the last dim, so on [n, heads, hd] it normalises each head.
-    const qh = o.rope(o.rmsNorm(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), L.qNorm, eps), cos, sin);
     const kh = o.rope(o.rmsNorm(o.reshape(o.matmul(x, L.kProj, L.kBias), [n, nkv, hd]), L.kNorm, eps), cos, sin);
     const vh = o.reshape(o.matmul(x, L.vProj, L.vBias), [n, nkv, hd]);
-    const att = this.attend(o, l, qh, kh, vh, a);
-    h = o.add(h, o.matmul(o.reshape(att, [n, nh * hd]), L.oProj, L.oBias));
+    this.storeKv(o, l, kh, vh, a);
+    if (a.keep === null) return null;   // last layer of a pass without logits: K/V only
+    const qh = o.rope(o.rmsNorm(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), L.qNorm, eps), cos, sin);
+    const att = this.keep(o, o.reshape(this.attend(o, l, qh, a), [n, nh * hd]), a);
+    h = o.add(this.keep(o, h, a), o.matmul(att, L.oProj, L.oBias));
     const m = o.rmsNorm(h, L.postNorm, eps);
     const act = o.swiglu(o.matmul(m, L.gateProj), o.matmul(m, L.upProj));
     return o.add(h, o.matmul(act, L.downProj));

@@ -99,6 +99,31 @@ describe.each(configs)('Qwen2 forward (%s)', (_name, tiny, dtype, tied) => {
     for (let r = 0; r < 4; r++) expectClose(merged.subarray(r * V, (r + 1) * V), ref[r], TOL, `merged row ${r}`);
   });
 
+  it('the last layer runs past the K/V append only for the rows scored: their bits equal an all-rows forward, and a pass without logits stores the same K/V', async () => {
+    // decoder.ts gathers the scored rows after the last layer's attention (LayerContext.keep)
+    // and stops a pass without logits after its K/V append. Every op is row-wise, so this must
+    // be bit-identical, not merely close: a wrong gather, a skipped row or K/V not stored fails.
+    const V = f.cfg.vocabSize, bs = 4, n = 11;
+    const ids = Int32Array.from(rnd(n, V, 5));
+    const next = Int32Array.from(rnd(bs, V, 6));
+    const all = Array.from({ length: n }, (_, i) => i);
+    const picks = [9, 2, 2, 0];   // out of order, repeated (a batched forward pads by repeating)
+    const stepAfter = () => logitsOf(f, f.m.forward({ ids: next, pos0: 12, n: bs, mask: 'block', blockSize: bs, logitsRows: [0, 1, 2, 3] }));
+    // Three rounds: eager at first sight, recorded at the second, replayed at the third.
+    for (let round = 0; round < 3; round++) {
+      const full = await logitsOf(f, f.m.forward({ ids, pos0: 1, n, mask: 'block', blockSize: bs, logitsRows: all }));
+      const afterFull = await stepAfter();
+      const some = await logitsOf(f, f.m.forward({ ids, pos0: 1, n, mask: 'block', blockSize: bs, logitsRows: picks }));
+      picks.forEach((r, i) => expect(Buffer.from(some.buffer, some.byteOffset + i * V * 4, V * 4).equals(Buffer.from(full.buffer, full.byteOffset + r * V * 4, V * 4)), `round ${round}: row ${r}`).toBe(true));
+      // The same K/V through a pass with no logits: the next step reads identical keys.
+      f.m.forward({ ids: Int32Array.from(ids, (x) => (x + 1) % V), pos0: 1, n, mask: 'block', blockSize: bs, logitsRows: [0] })!.dispose();   // other K/V, every layer
+      expect(f.m.forward({ ids, pos0: 1, n, mask: 'block', blockSize: bs })).toBeNull();
+      const afterKv = await stepAfter();
+      expect(Buffer.from(afterKv.buffer).equals(Buffer.from(afterFull.buffer)), `round ${round}: step after a K/V-only pass`).toBe(true);
+      for (const x of [...full, ...afterKv]) expect(Number.isFinite(x)).toBe(true);
+    }
+  });
+
   it('AR greedy decoding: 64 tokens equal the float64 reference', async () => {
     const V = f.cfg.vocabSize;
     const prompt = rnd(5, V, 4);
