@@ -28,6 +28,7 @@
 // alone; tiles only change how many elements run side by side. test/ops/matmul-fast.test.ts
 // checks it for every kernel at every level.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "../core/dtype.h"
@@ -145,6 +146,9 @@ struct CpuKernels {
   void (*resample_v_row)(const uint8_t* src, int64_t stride, const int32_t* k, int n, int64_t len, uint8_t* dst);
   void (*resample_h_rows)(const uint8_t* src, int64_t W, int C, int rows, const int* lo, const int* n, const int32_t* k, int ksize,
                           int64_t w, uint8_t* dst, uint8_t* scratch);
+  // RMSNorm over `rows` rows of H values, Σx² in double in a fixed order (ops/norm.cpp;
+  // kernels_generic.inc): the same bits at every level.
+  void (*rms_norm_rows)(const float* x, const float* w, float* y, int64_t rows, int64_t H, double eps);
 };
 
 // The table for the best level available (or the forced one). Never null.

@@ -58,6 +58,7 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     gen_gelu,
     gen_resample_v_row,
     gen_resample_h_rows,
+    gen_rms_norm_rows,
 };
 
 }  // namespace dvl

@@ -44,6 +44,7 @@ const CpuKernels kCpuKernelsScalar = {
     gen_gelu,
     gen_resample_v_row,
     gen_resample_h_rows,
+    gen_rms_norm_rows,
 };
 
 }  // namespace dvl

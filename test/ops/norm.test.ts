@@ -1,7 +1,7 @@
 // rms_norm and layer_norm against their float64 references (test/ops/reference.ts) at every ISA
 // level, on odd sizes, with NaN/Inf behaviour and the typed errors for bad calls.
 import { describe, expect, it } from 'vitest';
-import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { Queue, nativeInfo, tensorFromArray, type Isa } from '../../lib/native/index.js';
 import { DTypeError, DisposedError, ShapeError, DiffusionVLError } from '../../lib/errors.js';
 import { expectClose } from '../helpers/compare.js';
 import { normal, rng, uniform } from '../helpers/random.js';
@@ -73,6 +73,44 @@ describe.each(nativeInfo().isaLevels)('norms at isa %s', (isa) => {
     expect(() => q.rmsNorm(x, tensorFromArray('f32', [4], new Float32Array(4)), -1)).toThrow(DiffusionVLError);
     x.dispose();
     expect(() => q.rmsNorm(x, tensorFromArray('f32', [4], new Float32Array(4)), 1e-6)).toThrow(DisposedError);
+    q.dispose();
+  });
+});
+
+describe('rms_norm: one order of sums at every level', () => {
+  // kernels_generic.inc sums four rows at a time (four independent chains) and the rest one by
+  // one; each row's Σx² keeps the order of the scalar level's loop (eight interleaved partials,
+  // added pairwise), so every level, every row count and every thread split give the scalar
+  // level's bits — the batched forward relies on a row's bits not depending on its neighbours.
+  it('equals the scalar level bit for bit: row counts around the group of four, odd widths, non-finite rows', async () => {
+    const r = rng(9);
+    const cases: [number, number][] = [[1, 96], [3, 7], [4, 9], [5, 96], [7, 33], [9, 127], [13, 896], [6, 8], [11, 15]];
+    const inputs = cases.map(([R, H]) => {
+      const x = normal(r, R * H, 3);
+      if (R > 4) { x[4 * H + 2] = NaN; x[2 * H + 1] = Infinity; }   // a non-finite row inside a group and in the rest
+      return { R, H, x, w: uniform(r, H, -2, 2) };
+    });
+    const run = async (isa: Isa, threads: number) => {
+      const q = new Queue({ isa, threads });
+      const out: Float32Array[] = [];
+      for (const c of inputs) out.push(await q.readF32(q.rmsNorm(tensorFromArray('f32', [c.R, c.H], c.x), tensorFromArray('f32', [c.H], c.w), 1e-6)));
+      q.dispose();
+      return out;
+    };
+    const ref = await run('scalar', 1);
+    for (const isa of nativeInfo().isaLevels) {
+      for (const threads of [1, 3]) {
+        const got = await run(isa, threads);
+        got.forEach((y, i) => expect(Buffer.from(y.buffer).equals(Buffer.from(ref[i].buffer)), `${isa} threads ${threads} ${cases[i].join('x')}`).toBe(true));
+      }
+    }
+    // And each row alone is the row inside the batch.
+    const q = new Queue({ threads: 1 });
+    const { R, H, x, w } = inputs[5];
+    for (let i = 0; i < R; i++) {
+      const one = await q.readF32(q.rmsNorm(tensorFromArray('f32', [1, H], x.subarray(i * H, (i + 1) * H)), tensorFromArray('f32', [H], w), 1e-6));
+      expect(Buffer.from(one.buffer).equals(Buffer.from(ref[5].buffer, i * H * 4, H * 4)), `row ${i} alone`).toBe(true);
+    }
     q.dispose();
   });
 });

@@ -39,23 +39,9 @@ static void rms_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, 
   const int64_t R = rows_of(*in[0]), H = in[0]->dim(-1);
   const double eps = a.norm.eps;
   if (H == 0) return;
-  ctx.pool.parallel_for(R, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * H;
-      float* yr = y + r * H;
-      // Eight interleaved partial sums (element i into sum i mod 8), added pairwise at the
-      // end: a fixed order, so still the same bits for any thread split, and eight chains
-      // instead of one dependent add per element (H = 96: 10 → 5 µs a 128-row call).
-      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t i = 0;
-      for (; i + 8 <= H; i += 8)
-        for (int k = 0; k < 8; ++k) part[k] += double(xr[i + k]) * double(xr[i + k]);
-      for (int k = 0; i < H; ++i, ++k) part[k] += double(xr[i]) * double(xr[i]);
-      const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      const float inv = float(1.0 / std::sqrt(ss / double(H) + eps));
-      for (int64_t j = 0; j < H; ++j) yr[j] = w[j] * (xr[j] * inv);
-    }
-  });
+  // The level's kernel (kernels.h rms_norm_rows): Σx² in double in a fixed order (eight
+  // interleaved partials, added pairwise), so the same bits for any level and thread split.
+  ctx.pool.parallel_for(R, 1, [&](int64_t r0, int64_t r1) { ctx.k.rms_norm_rows(x + r0 * H, w, y + r0 * H, r1 - r0, H, eps); });
 }
 
 static void layer_norm_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
