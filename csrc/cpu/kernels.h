@@ -149,6 +149,9 @@ struct CpuKernels {
   // RMSNorm over `rows` rows of H values, Σx² in double in a fixed order (ops/norm.cpp;
   // kernels_generic.inc): the same bits at every level.
   void (*rms_norm_rows)(const float* x, const float* w, float* y, int64_t rows, int64_t H, double eps);
+  // RoPE (rotate-half) over rows [r0, r1) of x [T·nh, hd] with tables [T, hd] (ops/rope.cpp;
+  // kernels_generic.inc): each product rounded, no fused multiply-add — the same bits at every level.
+  void (*rope_rows)(const float* x, const float* c, const float* s, float* y, int64_t r0, int64_t r1, int64_t nh, int64_t hd);
 };
 
 // The table for the best level available (or the forced one). Never null.

@@ -59,6 +59,7 @@ const CpuKernels kCpuKernelsAvx512Bf16 = {
     gen_resample_v_row,
     gen_resample_h_rows,
     gen_rms_norm_rows,
+    gen_rope_rows,
 };
 
 }  // namespace dvl

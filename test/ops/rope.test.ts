@@ -1,10 +1,10 @@
 // rope_cos_sin (the f32 rotary table, docs §2.4) and rope (rotate-half application) against
 // float64 references (test/ops/reference.ts) at every ISA level.
 import { describe, expect, it } from 'vitest';
-import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { Queue, nativeInfo, tensorFromArray, type Isa } from '../../lib/native/index.js';
 import { DTypeError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 import { expectClose } from '../helpers/compare.js';
-import { normal, rng } from '../helpers/random.js';
+import { normal, rng, uniform } from '../helpers/random.js';
 import { ropeCosSinRef, ropeRef } from './reference.js';
 
 // cos/sin: both sides round inv_freq and the angle to f32 identically (the reference mirrors the
@@ -74,5 +74,48 @@ describe.each(nativeInfo().isaLevels)('rope at isa %s', (isa) => {
     c.dispose();
     expect(() => q.rope(tensorFromArray('f32', [3, 2, 8], new Float32Array(48)), c, s)).toThrow(DisposedError);
     q.dispose();
+  });
+});
+
+describe('rope: the same bits at every level', () => {
+  // kernels_generic.inc rope_rows keeps contraction out (each product rounded, then the sum),
+  // steps eight and four lanes along the half head then single values, and walks (position,
+  // head) without a division: every level, width and thread split (pieces that start inside a
+  // position's heads) must give the scalar level's bits, NaN and Inf where they fall.
+  it('equals the scalar level bit for bit on odd head dims, many heads and split rows', async () => {
+    const r = rng(12);
+    const shapes: [number, number, number][] = [[1, 1, 2], [7, 3, 6], [5, 4, 24], [9, 3, 18], [3, 2, 34], [4, 14, 64], [2, 2, 128], [11, 5, 30]];
+    const inputs = shapes.map(([T, nh, hd]) => {
+      const x = normal(r, T * nh * hd, 4), c = uniform(r, T * hd, -1, 1), s = uniform(r, T * hd, -1, 1);
+      if (T > 3) { x[hd + 3] = NaN; c[2 * hd - 1] = Infinity; }
+      return { T, nh, hd, x, c, s };
+    });
+    const run = async (isa: Isa, threads: number) => {
+      const q = new Queue({ isa, threads });
+      const out: Float32Array[] = [];
+      for (const a of inputs) {
+        out.push(await q.readF32(q.rope(tensorFromArray('f32', [a.T, a.nh, a.hd], a.x), tensorFromArray('f32', [a.T, a.hd], a.c), tensorFromArray('f32', [a.T, a.hd], a.s))));
+      }
+      q.dispose();
+      return out;
+    };
+    const ref = await run('scalar', 1);
+    // The scalar level is the formula with every operation rounded to f32 (Math.fround), exactly.
+    inputs.forEach(({ T, nh, hd, x, c, s }, i) => {
+      const half = hd / 2, want = new Float32Array(T * nh * hd), f = Math.fround;
+      for (let row = 0; row < T * nh; row++) {
+        const t = Math.floor(row / nh), o = row * hd, p = t * hd;
+        for (let d = 0; d < half; d++) {
+          want[o + d] = f(f(x[o + d] * c[p + d]) - f(x[o + d + half] * s[p + d]));
+          want[o + d + half] = f(f(x[o + d + half] * c[p + d + half]) + f(x[o + d] * s[p + d + half]));
+        }
+      }
+      expect(Buffer.from(ref[i].buffer).equals(Buffer.from(want.buffer)), `scalar = rounded formula ${shapes[i].join('x')}`).toBe(true);
+    });
+    for (const isa of nativeInfo().isaLevels) {
+      for (const threads of [1, 3]) {
+        (await run(isa, threads)).forEach((y, i) => expect(Buffer.from(y.buffer).equals(Buffer.from(ref[i].buffer)), `${isa} threads ${threads} ${shapes[i].join('x')}`).toBe(true));
+      }
+    }
   });
 });

@@ -77,18 +77,9 @@ static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, cons
   const float* c = in[1]->data<float>();
   const float* s = in[2]->data<float>();
   float* y = out[0]->data<float>();
-  const int64_t T = in[0]->dim(0), nh = in[0]->dim(1), hd = in[0]->dim(2), half = hd / 2;
-  ctx.pool.parallel_for(T * nh, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t t = r / nh;
-      const float* xr = x + r * hd;
-      const float* cr = c + t * hd;
-      const float* sr = s + t * hd;
-      float* yr = y + r * hd;
-      for (int64_t d = 0; d < half; ++d) yr[d] = xr[d] * cr[d] - xr[d + half] * sr[d];
-      for (int64_t d = half; d < hd; ++d) yr[d] = xr[d] * cr[d] + xr[d - half] * sr[d];
-    }
-  });
+  const int64_t T = in[0]->dim(0), nh = in[0]->dim(1), hd = in[0]->dim(2);
+  // The level's kernel (kernels.h rope_rows): each product rounded, then the sum, at every level.
+  ctx.pool.parallel_for(T * nh, 8, [&](int64_t r0, int64_t r1) { ctx.k.rope_rows(x, c, s, y, r0, r1, nh, hd); });
 }
 
 void ops_register_rope(std::vector<OpDef>& t) {
