@@ -171,6 +171,13 @@ export abstract class TextDecoder {
   /** Per layer: K and V caches [slots, nkv, cap, hd]. */
   private kv: { k: Tensor; v: Tensor }[] = [];
   private cap = 0;
+  /**
+   * The RoPE table f32 [len, hd] of positions [0, len) (rope_cos_sin's rows), grown as forwards
+   * reach further (ropeTable): a forward gathers its rows' cos/sin instead of calling libm's
+   * cos and sin for each (position, frequency) again — the same bits, since a row of
+   * rope_cos_sin depends on its position only.
+   */
+  private rope: { cos: Tensor; sin: Tensor; len: number } | null = null;
   private nslots = 0;
   /** Recorded forwards by shape signature; they point at the KV cache, so they go with it. */
   plans = new PlanCache(96);
@@ -240,10 +247,37 @@ export abstract class TextDecoder {
 
   freeCache(): void {
     this.plans.clear();
+    this.freeRope();
     for (const { k, v } of this.kv) { k.dispose(); v.dispose(); }
     this.kv = [];
     this.cap = 0;
     this.nslots = 0;
+  }
+
+  /**
+   * Makes the RoPE table cover positions [0, end): rebuilt at twice its length (at least 1024
+   * positions, at most the cache capacity). The plans bind the table, so they go with the old one.
+   */
+  private ropeTable(end: number): { cos: Tensor; sin: Tensor } {
+    if (this.rope && this.rope.len >= end) return this.rope;
+    if (end > this.cap) throw new ShapeError(`RoPE table: position ${end - 1} is beyond the KV cache of ${this.cap} positions`);
+    const len = Math.min(this.cap, Math.max(end, 1024, 2 * (this.rope?.len ?? 0)));
+    this.plans.clear();
+    this.freeRope();
+    const pos = tensorFromArray('i32', [len], Int32Array.from({ length: len }, (_, i) => i));
+    try {
+      const [cos, sin] = this.q.ropeCosSin(pos, this.cfg.ropeTheta, this.cfg.headDim);
+      this.rope = { cos, sin, len };
+    } finally {
+      pos.dispose();
+    }
+    return this.rope;
+  }
+
+  private freeRope(): void {
+    this.rope?.cos.dispose();
+    this.rope?.sin.dispose();
+    this.rope = null;
   }
 
   /**
@@ -302,6 +336,7 @@ export abstract class TextDecoder {
       shape.n.push(n);
       T += n;
     });
+    const rope = this.ropeTable(Math.max(...passes.map((a) => a.pos0 + a.n)));
     const allRows = rows.length === T && rows.every((r, i) => r === i);
     // Batched forwards: the logit row count is padded (repeating the last row) to a bucket, so
     // the mix of requests does not make a new plan for every count; callers read their rows by
@@ -317,20 +352,20 @@ export abstract class TextDecoder {
       ids: idsAll, positions: Int32Array.from(positions), seqs,
       rows: shape.rows > 0 ? Int32Array.from(rows) : undefined,
     });
-    if (this.eager) return this.build(this.q, shape, step);
+    if (this.eager) return this.build(this.q, shape, step, rope);
     // The layout (rows per sequence, slots, positions, masks) is the seqs parameter: one plan
     // serves every batch of these totals.
     const key = `${T}:${passes.length}:${shape.rows}:${shape.features.map((f, b) => (f[1] ? `${b}=${f.join('x')}` : '')).join(',')}`;
     const plan = this.plans.get(key, () => {
       const rec = new Recorder(this.q);
-      const out = this.build(rec, shape, step);
+      const out = this.build(rec, shape, step, rope);
       try {
         return rec.finish(out ? [out] : []);
       } finally {
         out?.dispose();
       }
     });
-    if (!plan) return this.build(this.q, shape, step);
+    if (!plan) return this.build(this.q, shape, step, rope);
     return plan.run(this.q, step)[0] ?? null;
   }
 
@@ -338,7 +373,7 @@ export abstract class TextDecoder {
    * The forward as ops (docs §2), on a Queue (eager) or a Recorder. Everything that changes
    * between two forwards of one shape comes from `step` through o.input / o.bind / o.param.
    */
-  private build(o: OpSet, s: BatchShape, step: StepValues): Tensor | null {
+  private build(o: OpSet, s: BatchShape, step: StepValues, rope: { cos: Tensor; sin: Tensor }): Tensor | null {
     const { cfg } = this;
     const n = s.n.reduce((a, b) => a + b, 0);
     const scope = new TensorScope();
@@ -357,7 +392,9 @@ export abstract class TextDecoder {
       let h = h0;
       // The batch layout (rows, slot, position, mask per sequence): one array parameter.
       const seqs = o.paramArray('seqs', step.seqs as number[]);
-      const [cos, sin] = o.ropeCosSin(o.input('positions', 'i32', [n], step.positions as Int32Array), cfg.ropeTheta, cfg.headDim);
+      // The RoPE table's rows at the rows' positions (docs §2.4).
+      const positions = o.input('positions', 'i32', [n], step.positions as Int32Array);
+      const cos = o.gatherRows(rope.cos, positions), sin = o.gatherRows(rope.sin, positions);
       const a: LayerContext = { n, cos, sin, seqs };
       for (let l = 0; l < cfg.numLayers; l++) {
         // The last layer carries on past the K/V append only with the rows we score: a

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Queue } from '../../lib/native/index.js';
+import { Queue, tensorFromArray, type Tensor } from '../../lib/native/index.js';
 import { Qwen2Text } from '../../lib/model/qwen2.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
 import { writeQwen2Checkpoint, type TinyQwen2Config, type WrittenCheckpoint } from '../helpers/checkpoint.js';
@@ -121,6 +121,39 @@ describe.each(configs)('Qwen2 forward (%s)', (_name, tiny, dtype, tied) => {
       const afterKv = await stepAfter();
       expect(Buffer.from(afterKv.buffer).equals(Buffer.from(afterFull.buffer)), `round ${round}: step after a K/V-only pass`).toBe(true);
       for (const x of [...full, ...afterKv]) expect(Number.isFinite(x)).toBe(true);
+    }
+  });
+
+  it('the RoPE table (rows gathered by position) equals rope_cos_sin bit for bit as it grows; a forward keeps its bits across a regrowth', async () => {
+    // decoder.ts keeps cos/sin of positions [0, len) and gathers a forward's rows from it; the
+    // table doubles (≥ 1024 positions, ≤ the capacity) when a forward reaches past it and the
+    // plans, which bind the old table, are dropped.
+    const m = new Qwen2Text(f.q, f.w, f.w.config.text);
+    m.allocateCache({ capacity: 2500 });
+    try {
+      const V = f.cfg.vocabSize, ids = Int32Array.from(rnd(6, V, 7));
+      const table = (end: number) => (m as unknown as { ropeTable(e: number): { cos: Tensor; sin: Tensor; len: number } }).ropeTable(end);
+      const pass = async () => logitsOf(f, m.forward({ ids, pos0: 0, n: 6, mask: 'causal', logitsRows: [5] }));
+      const before = [await pass(), await pass(), await pass()];   // eager, recorded, replayed
+      expect(m.plans.size).toBeGreaterThan(0);
+      for (const [end, len] of [[10, 1024], [1025, 2048], [2049, 2500], [2500, 2500]] as const) {
+        const t = table(end);
+        expect(t.len).toBe(len);
+        const pos = tensorFromArray('i32', [len], Int32Array.from({ length: len }, (_, i) => i));
+        const [c, s] = f.q.ropeCosSin(pos, f.cfg.ropeTheta, f.cfg.headDim);
+        for (const [a, b] of [[t.cos, c], [t.sin, s]]) {
+          expect(Buffer.from((await f.q.readF32(a)).buffer).equals(Buffer.from((await f.q.readF32(b)).buffer)), `table of ${len}`).toBe(true);
+        }
+        pos.dispose(); c.dispose(); s.dispose();
+      }
+      expect(m.plans.size).toBe(0);   // dropped with the 1024-row table
+      for (let round = 0; round < 3; round++) {
+        const again = await pass();
+        expect(Buffer.from(again.buffer).equals(Buffer.from(before[round].buffer)), `round ${round} after the regrowth`).toBe(true);
+      }
+      expect(() => table(2501)).toThrow();   // past the capacity: forward() refuses such positions first
+    } finally {
+      m.dispose();
     }
   });
 
