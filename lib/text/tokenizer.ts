@@ -138,6 +138,10 @@ function isChunkable(tj: unknown): boolean {
   return true;
 }
 
+/** encode() keeps the ids of texts up to this many UTF-16 units, this many of them. */
+const ENCODE_MEMO_CHARS = 4096;
+const ENCODE_MEMO_ENTRIES = 64;
+
 class HFTextTokenizer implements TextTokenizer {
   readonly size: number;
   readonly specialIds: SpecialIds;
@@ -147,6 +151,8 @@ class HFTextTokenizer implements TextTokenizer {
   readonly maxTokenBytes: number;
   readonly chunkable: boolean;
   private readonly tok: Tokenizer;
+  /** Recent encodings of short texts (encode), least recently used first. */
+  private readonly memo = new Map<string, number[]>();
 
   constructor(tok: Tokenizer, vocab: Record<string, number>, addedTokens: unknown,
     config: Record<string, unknown>, file: string, chatTemplate: string | undefined, chunkable: boolean, byteLevel: boolean) {
@@ -195,8 +201,22 @@ class HFTextTokenizer implements TextTokenizer {
 
   encode(text: string): number[] {
     if (text.length === 0) return [];
+    // The chat template's fixed parts (the system turn above all) come back in every request;
+    // their encoding (90 µs for the default system prompt) is kept. Encoding is deterministic,
+    // so a kept result is exactly a fresh one; callers get their own copy.
+    const kept = text.length <= ENCODE_MEMO_CHARS ? this.memo.get(text) : undefined;
+    if (kept) {
+      this.memo.delete(text);   // most recent last: the first key is the least recently used
+      this.memo.set(text, kept);
+      return kept.slice();
+    }
     // add_special_tokens: false — Qwen adds nothing anyway; this makes "no BOS" hold for any file.
-    return this.tok.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.tok.encode(text, { add_special_tokens: false }).ids;
+    if (text.length <= ENCODE_MEMO_CHARS) {
+      this.memo.set(text, ids.slice());
+      if (this.memo.size > ENCODE_MEMO_ENTRIES) this.memo.delete(this.memo.keys().next().value!);
+    }
+    return ids;
   }
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {

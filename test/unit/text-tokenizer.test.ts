@@ -62,6 +62,26 @@ describe('real Qwen tokenizer', () => {
     expect(tok.decode(tok.encode(fixed))).toBe(fixed);
   });
 
+  it('encodes a repeated text as a fresh one: kept encodings are copies, and eviction keeps working', async () => {
+    // tokenizer.ts keeps recent encodings of short texts (a chat template's system turn comes
+    // back in every request). Each call must return what a fresh tokenizer returns, as its own
+    // array; texts past the memo's size or length limits still encode right.
+    const fresh = await loadTokenizer(QWEN_TOKENIZER_DIR);
+    const r = rng(21);
+    const texts = Array.from({ length: 150 }, () => randomText(r, 1 + Math.floor(r() * 40)));
+    texts.push('x'.repeat(5000) + ' long text past the memo limit');
+    const want = texts.map((t) => fresh.encode(t));
+    for (let round = 0; round < 3; round++) {
+      texts.forEach((t, i) => {
+        const ids = tok.encode(t);
+        expect(ids, `round ${round} text ${i}`).toEqual(want[i]);
+        ids.push(-1);   // the caller's array: must not leak into the next call
+      });
+    }
+    const s = texts[7]!;
+    for (let i = 0; i < 3; i++) expect(tok.encode(s)).toEqual(want[7]);
+  });
+
   it('drops MASK (151671), ids ≥ size, negative ids, and special tokens by default', () => {
     const hello = tok.encode('Hello world');
     const ids = [151644, ...hello, MASK, 151669, 151700, -200, 151645, MASK, MASK];
