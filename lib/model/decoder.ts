@@ -211,11 +211,20 @@ export abstract class TextDecoder {
 
   /**
    * Layer `l`'s attention after storeKv: q f32 [n, nh, hd] attends to every visible key of its
-   * sequence's slot (mask per sequence); returns f32 [n, nh, hd].
+   * sequence's slot (mask per sequence); returns f32 [m, nh·hd] for the rows the layer keeps
+   * (a.keep: m of them; else all n). On a CPU queue only the kept rows attend (their queries
+   * gathered; attention_batch's rows input places them); the CUDA plugin takes no such input,
+   * so there every row attends and the kept ones are gathered after.
    */
   protected attend(o: OpSet, l: number, q: Tensor, a: LayerContext): Tensor {
     const { k: kCache, v: vCache } = this.kv[l];
-    return o.attentionBatch(q, kCache, vCache, a.seqs);
+    const [n, nh, hd] = q.shape!;
+    if (a.keep && this.q.device === 'cpu') {
+      const m = a.keep.shape![0];
+      const qk = o.reshape(o.gatherRows(o.reshape(q, [n, nh * hd]), a.keep), [m, nh, hd]);
+      return o.reshape(o.attentionBatch(qk, kCache, vCache, a.seqs, undefined, a.keep), [m, nh * hd]);
+    }
+    return this.keep(o, o.reshape(o.attentionBatch(q, kCache, vCache, a.seqs), [n, nh * hd]), a);
   }
 
   /** Rows `a.keep` of t [n, …] on the last layer (all of t elsewhere). */

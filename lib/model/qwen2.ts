@@ -61,7 +61,7 @@ export class Qwen2Text extends TextDecoder {
     this.storeKv(o, l, kh, vh, a);
     if (a.keep === null) return null;   // last layer of a pass without logits: K/V only
     const qh = o.rope(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), cos, sin);
-    const att = this.keep(o, o.reshape(this.attend(o, l, qh, a), [n, nh * hd]), a);
+    const att = this.attend(o, l, qh, a);   // [kept rows, nh·hd]
     h = o.add(this.keep(o, h, a), o.matmul(att, L.oProj));
     // MLP (docs §2.6).
     const m = o.rmsNorm(h, L.postNorm, cfg.rmsNormEps);

@@ -70,7 +70,7 @@ export class Qwen3Text extends TextDecoder {
     this.storeKv(o, l, kh, vh, a);
     if (a.keep === null) return null;   // last layer of a pass without logits: K/V only
     const qh = o.rope(o.rmsNorm(o.reshape(o.matmul(x, L.qProj, L.qBias), [n, nh, hd]), L.qNorm, eps), cos, sin);
-    const att = this.keep(o, o.reshape(this.attend(o, l, qh, a), [n, nh * hd]), a);
+    const att = this.attend(o, l, qh, a);   // [kept rows, nh·hd]
     h = o.add(this.keep(o, h, a), o.matmul(att, L.oProj, L.oBias));
     const m = o.rmsNorm(h, L.postNorm, eps);
     const act = o.swiglu(o.matmul(m, L.gateProj), o.matmul(m, L.upProj));

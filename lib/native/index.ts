@@ -168,10 +168,12 @@ export abstract class OpSet {
    * [S, nkv, cap, hd] (S cache slots); seqs = 6 numbers per sequence: row0, row1 (its rows of q,
    * in order, covering [0, T)), slot, pos0 (position of row0), mask (0 causal, 1 block, 2 full),
    * bs. Each sequence equals one `attention` on its slot with kvLen = pos0 + n, qPos0 = pos0,
-   * bit for bit. (attention.cpp)
+   * bit for bit. `rows` (i32 [Tq], CPU queues): q holds only these rows of the layout, each
+   * sequence's after the previous one's (repeats allowed) — each the bits of that row in the
+   * full call; the layout then covers its own rows. (attention.cpp)
    */
-  attentionBatch(q: NativeTensor, k: NativeTensor, v: NativeTensor, seqs: NumArray, scale?: number): NativeTensor {
-    return this.one('attention_batch', [q, k, v], { seqs, scale });
+  attentionBatch(q: NativeTensor, k: NativeTensor, v: NativeTensor, seqs: NumArray, scale?: number, rows?: NativeTensor): NativeTensor {
+    return this.one('attention_batch', rows ? [q, k, v, rows] : [q, k, v], { seqs, scale });
   }
   /** kv_cache_append_batch: x f32 [T, nkv, hd] rows of each sequence (seqs as attentionBatch) into its slot of cache [S, nkv, cap, hd]. (kv_cache.cpp) */
   kvCacheAppendBatch(cache: NativeTensor, x: NativeTensor, seqs: NumArray): void { this.op('kv_cache_append_batch', [cache, x], { seqs }); }

@@ -78,6 +78,36 @@ describe.each(nativeInfo().isaLevels)('batched ops at isa %s', (isa) => {
     q.dispose();
   });
 
+  it.each(LAYOUTS)('attention_batch over picked rows (input rows) = those rows of the full call, bit for bit: $name', async (L) => {
+    // The last layer of a forward attends only the rows it keeps (decoder.ts attend): q holds
+    // rows gathered from the layout, in sequence order, out of order inside a sequence and
+    // repeated (a batch pads its logit rows by repeating the last).
+    const q = new Queue({ isa, threads: 2 });
+    const r = rng(L.hd + 3 * L.S);
+    const nh = L.nkv * L.group, T = L.seqs.reduce((n, s) => n + s.n, 0), rowLen = nh * L.hd;
+    const valid = Array.from({ length: L.S }, (_, s) => Math.max(0, ...L.seqs.filter((x) => x.slot === s).map((x) => x.pos0 + x.n)));
+    const picks: number[] = [];
+    let row0 = 0;
+    for (const s of L.seqs) {
+      const mine = [s.n - 1, 0, Math.floor(s.n / 2)].filter((x, i, a) => a.indexOf(x) === i).map((x) => row0 + x);
+      picks.push(...mine);
+      row0 += s.n;
+    }
+    picks.push(picks[picks.length - 1]!);
+    for (const dtype of ['f32', 'bf16'] as KvDtype[]) {
+      const shape = [L.S, L.nkv, L.cap, L.hd];
+      const k = asDtype(dtype, shape, slotValues(r, L.S, L.nkv, L.cap, L.hd, valid)), v = asDtype(dtype, shape, slotValues(r, L.S, L.nkv, L.cap, L.hd, valid));
+      const qv = normal(r, T * rowLen);
+      const full = await q.readF32(q.attentionBatch(tensorFromArray('f32', [T, nh, L.hd], qv), k, v, seqsAttr(L.seqs)));
+      const qp = new Float32Array(picks.length * rowLen);
+      picks.forEach((p, i) => qp.set(qv.subarray(p * rowLen, (p + 1) * rowLen), i * rowLen));
+      const got = await q.readF32(q.attentionBatch(tensorFromArray('f32', [picks.length, nh, L.hd], qp), k, v, seqsAttr(L.seqs), undefined,
+        tensorFromArray('i32', [picks.length], Int32Array.from(picks))));
+      picks.forEach((p, i) => expect(bits(got.subarray(i * rowLen, (i + 1) * rowLen)), `${dtype} pick ${i} (row ${p})`).toEqual(bits(full.subarray(p * rowLen, (p + 1) * rowLen))));
+    }
+    q.dispose();
+  });
+
   it('kv_cache_append_batch = kv_cache_append per sequence, bit for bit', async () => {
     const q = new Queue({ isa, threads: 2 });
     const r = rng(3);
@@ -135,6 +165,22 @@ describe('attention_batch', () => {
     expect(() => q.attentionBatch(qt, k, k, [0, 10, 1, 0, 1, 0])).toThrow(/needs bs >= 1/);
     expect(() => q.attentionBatch(qt, k, k, [0, 10, 1, 0, 1])).toThrow(/6 numbers per sequence/);
     expect(() => q.kvCacheAppendBatch(k, tensorFromArray('f32', [10, 1, 4], new Float32Array(40)), [0, 10, 0, 7, 0, 0])).toThrow(/exceed the cache capacity 16/);
+    q.dispose();
+  });
+
+  it('rejects bad picked rows with typed errors', async () => {
+    const q = new Queue({ threads: 1 });
+    const k = q.empty('f32', [2, 1, 16, 4]);
+    const seqs = [0, 6, 0, 0, 1, 4, 6, 10, 1, 3, 0, 0];
+    const q3 = tensorFromArray('f32', [3, 2, 4], new Float32Array(24));
+    const rows = (...r: number[]) => tensorFromArray('i32', [r.length], Int32Array.from(r));
+    expect(q.attentionBatch(q3, k, k, seqs, undefined, rows(5, 1, 9)).shape).toEqual([3, 2, 4]);
+    expect(() => q.attentionBatch(q3, k, k, seqs, undefined, rows(1, 2))).toThrow(ShapeError);   // one per q row
+    expect(() => q.attentionBatch(q3, k, k, seqs, undefined, tensorFromArray('f32', [3], new Float32Array(3)))).toThrow(/attention_batch/);
+    // Values are read when the op runs (they may come from an earlier op): the error comes with the result.
+    await expect(q.readF32(q.attentionBatch(q3, k, k, seqs, undefined, rows(1, 10, 2)))).rejects.toThrow(/rows\[1\] = 10 is outside the layout's 10 rows/);
+    await expect(q.readF32(q.attentionBatch(q3, k, k, seqs, undefined, rows(7, 2, 8)))).rejects.toThrow(OutOfRangeError);
+    await expect(q.readF32(q.attentionBatch(q3, k, k, seqs, undefined, rows(-1, 2, 8)))).rejects.toThrow(OutOfRangeError);
     q.dispose();
   });
 });

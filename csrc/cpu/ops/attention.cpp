@@ -341,14 +341,14 @@ std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs&
     next = s.row1;
     out.push_back(s);
   }
-  if (next != T) op_fail(DVL_ERR_SHAPE, op, "seqs cover rows 0.." + std::to_string(next) + ", q has " + std::to_string(T), in);
+  if (T >= 0 && next != T) op_fail(DVL_ERR_SHAPE, op, "seqs cover rows 0.." + std::to_string(next) + ", q has " + std::to_string(T), in);
   return out;
 }
 
 // Validates inputs and attributes and fills a.attention_batch (the sequences, typed).
 static void attention_batch_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "attention_batch";
-  op_need_inputs(op, in, 3, 3);
+  op_need_inputs(op, in, 3, 4);
   op_need_dtype(op, in, 0, {DType::F32});
   op_need_dtype(op, in, 1, {DType::F32, DType::BF16, DType::F16});
   op_need_dtype(op, in, 2, {DType::F32, DType::BF16, DType::F16});
@@ -367,7 +367,16 @@ static void attention_batch_parse(const Tensors& in, OpAttrs& a) {
     t.has_scale = true;
     if (!std::isfinite(t.scale)) op_fail(DVL_ERR_RANGE, op, "scale must be finite", in);
   }
-  t.seqs = batch_seqs(op, in, a, q.dim(0), k.dim(0), k.dim(2));
+  // Optional input 3, rows i32 [Tq]: q holds only these rows of the layout (q row i is layout
+  // row rows[i]), in sequence order — the last layer of a forward, whose other rows' outputs
+  // nothing reads. The layout then covers its own rows, not q's.
+  const bool picked = in.size() > 3 && in[3];
+  if (picked) {
+    op_need_dtype(op, in, 3, {DType::I32});
+    op_need_rank(op, in, 3, 1);
+    if (in[3]->dim(0) != q.dim(0)) op_fail(DVL_ERR_SHAPE, op, "rows must hold one layout row per row of q", in);
+  }
+  t.seqs = batch_seqs(op, in, a, picked ? -1 : q.dim(0), k.dim(0), k.dim(2));
   a.attention_batch = std::move(t);
 }
 
@@ -381,26 +390,51 @@ static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors
   const std::vector<BatchSeq>& seqs = a.attention_batch.seqs;
   const size_t es = dtype_size(k.dtype);
   const size_t slot_bytes = size_t(nkv * cap * hd) * es;
-  std::vector<std::vector<int64_t>> lo(seqs.size()), hi(seqs.size());
+  // q rows [i0, i1) of sequence b, at layout rows lrow(i) of it: one group of items.
+  const int32_t* rows = in.size() > 3 && in[3] ? in[3]->data<int32_t>() : nullptr;
+  const int64_t total = seqs.back().row1;
+  const auto lrow = [&](int64_t i) { return rows ? int64_t(rows[i]) : i; };
+  std::vector<std::vector<int64_t>> lo, hi;
   std::vector<SeqItems> items;
-  for (size_t b = 0; b < seqs.size(); ++b) {
+  lo.reserve(seqs.size());
+  hi.reserve(seqs.size());
+  size_t b = 0;
+  for (int64_t i0 = 0; i0 < q.dim(0);) {
+    const int64_t r = lrow(i0);
+    if (r < 0 || r >= total)
+      throw Error(DVL_ERR_RANGE, "attention_batch: rows[" + std::to_string(i0) + "] = " + std::to_string(r) + " is outside the layout's " +
+                                     std::to_string(total) + " rows");
+    if (r < seqs[b].row0 || r >= seqs[b].row1) {
+      size_t nb = b + 1;
+      while (nb < seqs.size() && r >= seqs[nb].row1) ++nb;
+      if (nb == seqs.size() || r < seqs[nb].row0)
+        throw Error(DVL_ERR_RANGE, "attention_batch: rows must list each sequence's rows after the previous sequence's (rows[" +
+                                       std::to_string(i0) + "] = " + std::to_string(r) + ")");
+      b = nb;
+    }
     const BatchSeq& s = seqs[b];
-    const int64_t n = s.row1 - s.row0, kvLen = s.pos0 + n;
-    lo[b].assign(size_t(n), 0);
-    hi[b].assign(size_t(n), kvLen);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t p = s.pos0 + i;
-      if (s.mask == MaskKind::Causal) hi[b][i] = p + 1;
-      else if (s.mask == MaskKind::Block) hi[b][i] = std::min(kvLen, (p / s.bs + 1) * s.bs);
+    const int64_t kvLen = s.pos0 + (s.row1 - s.row0);
+    int64_t i1 = i0;
+    lo.emplace_back();
+    hi.emplace_back();
+    for (; i1 < q.dim(0); ++i1) {
+      const int64_t ri = lrow(i1);
+      if (ri < s.row0 || ri >= s.row1) break;
+      const int64_t p = s.pos0 + ri - s.row0;
+      lo.back().push_back(0);
+      hi.back().push_back(s.mask == MaskKind::Causal  ? p + 1
+                          : s.mask == MaskKind::Block ? std::min(kvLen, (p / s.bs + 1) * s.bs)
+                                                      : kvLen);
     }
     AttnArgs A = base_args(ctx, q, k, a.attention_batch.has_scale, a.attention_batch.scale);
-    A.q = q.data<float>() + s.row0 * nh * hd;
-    A.o = out[0]->data<float>() + s.row0 * nh * hd;
+    A.q = q.data<float>() + i0 * nh * hd;
+    A.o = out[0]->data<float>() + i0 * nh * hd;
     A.k = static_cast<const char*>(k.raw()) + size_t(s.slot) * slot_bytes;
     A.v = static_cast<const char*>(v.raw()) + size_t(s.slot) * slot_bytes;
-    A.lo = lo[b].data();
-    A.hi = hi[b].data();
-    items.push_back({A, n});
+    A.lo = lo.back().data();
+    A.hi = hi.back().data();
+    items.push_back({A, i1 - i0});
+    i0 = i1;
   }
   run_items(ctx, items);
 }

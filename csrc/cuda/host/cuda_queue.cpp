@@ -168,7 +168,10 @@ ExecQueue::Job cuda_queue_op(const OpDef& def, std::shared_ptr<std::vector<Tenso
     throw Error(DVL_ERR_ARG, name + ": input 0 (" + ((*in)[0] ? (*in)[0]->describe() : std::string("null")) +
                                  ") is written in place and must be a GPU tensor on a CUDA queue");
   DType main = in->empty() || !(*in)[0] ? DType::F32 : (*in)[0]->dtype;
-  if (cuda_supports(id, main)) {
+  // attention_batch over picked rows (input 3) is a CPU-queue form the plugin does not take:
+  // the model does not send it to a CUDA queue; if something does, the CPU op runs it below.
+  const bool picked_rows = id == OpId::AttentionBatch && in->size() > 3 && (*in)[3];
+  if (cuda_supports(id, main) && !picked_rows) {
     return [id, in, out, attrs](OpContext&) {
       std::vector<TensorP> dev_in(*in);
       for (TensorP& t : dev_in)
