@@ -282,11 +282,35 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   nparams_ = nparams;
   npatched_ = 0;
   parallel_ = false;
-  for (const Op& op : ops_) {
-    npatched_ += op.patches.empty() ? 0 : 1;
+  std::vector<const Op*> patched_ops;
+  for (Op& op : ops_) {
     parallel_ = parallel_ || (!op.serial && !op.dynamic);
+    if (op.patches.empty()) continue;
+    for (size_t j = 0; j < patched_ops.size() && op.same_as < 0; ++j)
+      if (same_parse(*patched_ops[j], op)) op.same_as = int(j);
+    patched_ops.push_back(&op);
+    ++npatched_;
   }
   finished_ = true;
+}
+
+// Whether replay() may hand b the attributes it parsed for a: parse and plan read the recorded
+// attributes, the patched values and the inputs' dtypes and shapes — nothing else.
+bool Plan::same_parse(const Op& a, const Op& b) {
+  if (a.def != b.def || a.dynamic != b.dynamic || a.patches.size() != b.patches.size()) return false;
+  for (size_t i = 0; i < a.patches.size(); ++i) {
+    const AttrPatch &p = a.patches[i], &q = b.patches[i];
+    if (p.key != q.key || p.param != q.param || p.offset != q.offset || p.len != q.len) return false;
+  }
+  const Attrs &x = *a.recorded, &y = *b.recorded;
+  if (x.num != y.num || x.str != y.str || x.arr != y.arr) return false;
+  if (a.in->size() != b.in->size()) return false;
+  for (size_t i = 0; i < a.in->size(); ++i) {
+    const TensorP &s = (*a.in)[i], &t = (*b.in)[i];
+    if (!s != !t) return false;
+    if (s && (s->dtype != t->dtype || s->shape != t->shape || s->on_cuda() != t->on_cuda())) return false;
+  }
+  return true;
 }
 
 ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> params, Tensors& outputs, bool* wants_pool) {
@@ -325,6 +349,11 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   bool parallel = parallel_;
   for (const Op& op : ops_) {
     if (op.patches.empty()) continue;
+    if (op.same_as >= 0) {   // parsed, planned and judged as an earlier op with the same inputs and attributes
+      patched.push_back(patched[size_t(op.same_as)]);
+      serial_now.push_back(serial_now[size_t(op.same_as)]);
+      continue;
+    }
     Attrs a = *op.recorded;
     for (const AttrPatch& p : op.patches) apply_patch(a, p, params);
     patched.push_back(op.def->parse(*op.in, std::move(a)));

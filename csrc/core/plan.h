@@ -114,6 +114,10 @@ class Plan : public std::enable_shared_from_this<Plan> {
     ExecQueue::Job job;
     bool serial;  // too small to pay for waking the pool: runs on the queue thread alone
     bool dynamic;  // attention whose keys are patched: serial or not is decided at each replay
+    // Index (among the patched ops, in op order) of an earlier patched op with the same op,
+    // recorded attributes, patches and input dtypes and shapes: its parse at a replay serves
+    // this one too (every layer's attention and cache appends take the same batch layout).
+    int same_as = -1;
   };
   struct Input {
     bool bound;
@@ -122,6 +126,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   void need_recording(const char* what) const;
   bool is_bound(const Storage* s) const;
   static void apply_patch(Attrs& a, const AttrPatch& p, const std::vector<double>& params);
+  static bool same_parse(const Op& a, const Op& b);
   void run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const std::vector<uint8_t>& serial_now,
            const Tensors& fresh);
 

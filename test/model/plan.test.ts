@@ -13,7 +13,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../../lib/index.js';
-import { nativeInfo, nativeMemory, Queue, tensorFromArray, type Isa } from '../../lib/native/index.js';
+import { nativeInfo, nativeMemory, Queue, tensorFromArray, type Isa, type Tensor } from '../../lib/native/index.js';
 import { PlanCache, Recorder } from '../../lib/native/plan.js';
 import { Qwen2Text, type ForwardArgs } from '../../lib/model/qwen2.js';
 import { rowBucket, type TextDecoder } from '../../lib/model/decoder.js';
@@ -433,5 +433,37 @@ describe('a plan\'s attention splits over the pool by the keys it has at each re
     expect(two.res[0]).toEqual(one.res[0]);
     expect(two.res[1]).toEqual(one.res[1]);
     expect(two.res[0].every(Number.isFinite) && two.res[1].every(Number.isFinite)).toBe(true);
+  });
+});
+
+describe('a replay parses the patched attributes once for ops that share them', () => {
+  // plan.cpp: patched ops with the same op, recorded attributes, patches and input dtypes and
+  // shapes take one parse per replay (every layer's attention and cache appends); any
+  // difference in those keeps a parse of its own, with its own checks.
+  it('shares between identical ops, and still checks an op whose input differs in shape', async () => {
+    const q = new Queue({ threads: 1 });
+    const r = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + s));
+    const k = tensorFromArray('f32', [2, 40, 16], r(2 * 40 * 16, 2)), v = tensorFromArray('f32', [2, 40, 16], r(2 * 40 * 16, 3));
+    const q6 = tensorFromArray('f32', [6, 4, 16], r(6 * 4 * 16, 1)), q8 = tensorFromArray('f32', [8, 4, 16], r(8 * 4 * 16, 4));
+    const rec = new Recorder(q);
+    const kv = { kvLen: rec.param('kvLen', 8), qPos0: rec.param('qPos0', 0), mask: 'causal' as const };
+    const a = rec.attention(rec.bind('a', q6), k, v, kv);
+    const b = rec.attention(rec.bind('b', q6), k, v, kv);   // same shapes and attributes as a: shares a's parse
+    const c = rec.attention(rec.bind('c', q8), k, v, kv);   // 8 rows: its own parse and checks
+    const plan = rec.finish([a, b, c], { fresh: true });
+    const eager = async (qt: Tensor, kvLen: number, qPos0: number) => q.readF32(q.attention(qt, k, v, { kvLen, qPos0, mask: 'causal' }));
+    for (const [kvLen, qPos0] of [[8, 0], [30, 22], [40, 32]]) {
+      const [ra, rb, rc] = await q.readMany(plan.run(q, { a: q6, b: q6, c: q8, kvLen, qPos0 })) as Float32Array[];
+      expect(ra).toEqual(await eager(q6, kvLen, qPos0));
+      expect(rb).toEqual(ra);
+      expect(rc).toEqual(await eager(q8, kvLen, qPos0));
+    }
+    // kvLen 36 with qPos0 30 fits 6 rows (30..35) but not 8: a and b accept it, c must refuse it
+    // (were c to take a's parse, nothing would check its rows against the cache).
+    await q.readF32(q.attention(q6, k, v, { kvLen: 36, qPos0: 30, mask: 'causal' }));
+    expect(() => q.attention(q8, k, v, { kvLen: 36, qPos0: 30, mask: 'causal' })).toThrow();
+    expect(() => plan.run(q, { a: q6, b: q6, c: q8, kvLen: 36, qPos0: 30 })).toThrow();
+    plan.dispose();
+    q.dispose();
   });
 });
