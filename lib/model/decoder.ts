@@ -92,8 +92,9 @@ export interface LayerContext {
   seqs: NumArray;
   /**
    * The last layer only: which rows go on past the K/V append. Absent: every row; a tensor of
-   * row indices: those rows, gathered after attention (the layer returns [keep rows, H]); null:
-   * none (the layer stores K/V and returns null). No later op reads the other rows' output, and
+   * row indices: those rows (their queries gathered for attention on a CPU queue, its output
+   * after it elsewhere: `attend`; the layer returns [keep rows, H]); null: none (the layer
+   * stores K/V and returns null). No later op reads the other rows' output, and
    * every op is row-wise (a row's bits do not depend on the rows beside it), so the rows kept
    * are the bits of the full layer's.
    */
