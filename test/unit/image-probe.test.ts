@@ -2,13 +2,13 @@
 // is refused before a byte is read), files and buffers have a size cap, SVG and other
 // non-raster formats are refused, and probeImage reads the size from the header alone.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageError } from '../../lib/errors.js';
-import { SYNC_READ_MAX_BYTES, decodeImage, probeImage, readImageFile } from '../../lib/image/decode.js';
+import { SYNC_READ_MAX_BYTES, decodeImage, jpegHeader, probeImage, readImageFile } from '../../lib/image/decode.js';
 
 const input = (f: string) => fileURLToPath(new URL(`../fixtures/images/inputs/${f}`, import.meta.url));
 let tmp: string;
@@ -46,6 +46,42 @@ describe('probeImage', () => {
     const probed = await probeImage(cut).then((p) => p, (e: unknown) => e);
     if (!(probed instanceof ImageError)) expect(probed).toMatchObject({ width: 256, height: 193 });
     await expect(decodeImage(cut)).rejects.toBeInstanceOf(ImageError);
+  });
+
+  it('JPEG frame headers read in JS give what sharp\'s metadata gives; Exif, no frame header or a cut segment list go to sharp', async () => {
+    const sharp = (await import('sharp')).default;
+    const plain = async (w: number, h: number, opts: object) => sharp({ create: { width: w, height: h, channels: 3, background: { r: 200, g: 40, b: 90 } } }).jpeg(opts).toBuffer();
+    const files: [string, Buffer][] = [
+      ['baseline 33x17', await plain(33, 17, {})],
+      ['progressive 300x7', await plain(300, 7, { progressive: true })],
+      ['4:4:4 1x1', await plain(1, 1, { chromaSubsampling: '4:4:4' })],
+      ['optimised 640x480', await plain(640, 480, { optimiseCoding: true, quality: 40 })],
+    ];
+    const heldout = fileURLToPath(new URL('../../models/shapes-heldout/images/', import.meta.url));
+    const jpgs = readdirSync(heldout).filter((f) => f.endsWith('.jpg')).slice(0, 4);
+    expect(jpgs.length).toBeGreaterThan(0);
+    for (const f of jpgs) files.push([f, readFileSync(join(heldout, f))]);
+    for (const [name, bytes] of files) {
+      const m = await sharp(bytes).metadata();
+      expect(jpegHeader(bytes), name).toEqual({ width: m.width, height: m.height, format: 'jpeg' });
+      const d = await decodeImage(bytes);
+      expect(await probeImage(bytes), name).toMatchObject({ width: d.width, height: d.height, format: 'jpeg' });
+    }
+    // Exif (orientation 6): sharp decides, and the probe reports the rotated size decodeImage returns.
+    const exif = readFileSync(input('exif6-64x40.jpg'));
+    expect(jpegHeader(exif)).toBeNull();
+    expect(await probeImage(exif)).toMatchObject({ width: 40, height: 64 });
+    // Cut inside the segment list, or no SOI: not read here.
+    const base = files[0]![1];
+    const sos = base.indexOf(Buffer.from([0xff, 0xda]));
+    expect(jpegHeader(base.subarray(0, sos - 3))).toBeNull();
+    expect(jpegHeader(base.subarray(0, 30))).toBeNull();
+    expect(jpegHeader(Buffer.concat([Buffer.from([0, 0]), base]))).toBeNull();
+    // A frame header with height 0 (a DNL marker would give it later): sharp decides.
+    const sof = base.indexOf(Buffer.from([0xff, 0xc0]));
+    const zero = Buffer.from(base);
+    zero[sof + 5] = 0; zero[sof + 6] = 0;
+    expect(jpegHeader(zero)).toBeNull();
   });
 
   it('the pixel limit applies to the header size', async () => {
