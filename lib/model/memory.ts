@@ -128,7 +128,9 @@ export function estimateMemory(config: ModelConfig, o: MemoryEstimateOptions): M
   const slots = o.slots ?? 1;
   const kvCacheBytes = kvBytesPerPosition * C * slots;
   const Hq = t.numHeads * t.headDim, Hkv = t.numKvHeads * t.headDim;
-  const perPosition = (4 * t.hiddenSize + 2 * Hq + 2 * Hkv + 3 * t.intermediateSize) * 4;
+  // Activations of one position, plus its row of the RoPE table (cos and sin, f32 [hd] each;
+  // decoder.ts keeps the table for the positions forwards have reached).
+  const perPosition = (4 * t.hiddenSize + 2 * Hq + 2 * Hkv + 3 * t.intermediateSize + 2 * t.headDim) * 4;
   const blockRows = 2 * (config.diffusion?.blockSize ?? 8);
   const activationBytes = C * perPosition + slots * blockRows * t.vocabSize * 4;
   let visionBytes = 0;
