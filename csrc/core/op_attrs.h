@@ -136,6 +136,7 @@ struct OpAttrs : Attrs {
   AttentionBatchAttrs attention_batch;  // attention_batch
   NormAttrs norm;                       // rms_norm, layer_norm
   RopeAttrs rope;                       // rope_cos_sin
+  int64_t heads = 0;                    // qkv_rope_split
   KvAppendAttrs kv;                     // kv_cache_append, kv_cache_append_batch
   double scale = 1;                     // scale: the factor s
   DType convert_to = DType::F32;        // convert: the target dtype

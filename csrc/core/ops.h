@@ -26,6 +26,7 @@ namespace dvl {
   X(LayerNorm, "layer_norm", norm)                       \
   X(RopeCosSin, "rope_cos_sin", rope)                    \
   X(Rope, "rope", rope)                                  \
+  X(QkvRopeSplit, "qkv_rope_split", rope)                \
   X(Silu, "silu", act)                                   \
   X(Swiglu, "swiglu", act)                               \
   X(Gelu, "gelu", act)                                   \

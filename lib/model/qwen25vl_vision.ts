@@ -340,18 +340,26 @@ export class Qwen25VisionTower {
       }
       // Patch embed, then window order (the embed is per row, so permuting after it is the same).
       let h = o.gatherRows(o.matmul(px, this.patch), t(tensorFromArray('i32', [R], rowPerm)));
-      // Head-major K/V scratch for the attention op, rewritten by every block.
-      const kS = o.empty('f32', [nh, R, hd]), vS = o.empty('f32', [nh, R, hd]);
+      // Head-major K/V for the attention op. On a CPU queue one op splits Q | K | V, applies
+      // RoPE and lays K and V out head-major (qkv_rope_split: the bits of the slices, ropes and
+      // appends it replaces); the CUDA plugin has no such op, so there they stay separate ops.
+      const fused = this.q.device === 'cpu';
+      const kS = fused ? null : o.empty('f32', [nh, R, hd]), vS = fused ? null : o.empty('f32', [nh, R, hd]);
       for (let j = 0; j < cfg.depth; j++) {
         const B = this.blocks[j];
         const x = o.rmsNorm(h, B.norm1, VISION_RMS_EPS);
         const qkv = o.matmul(x, B.qkv, B.qkvBias);   // [R, 3C]: Q | K | V, head h at cols h·hd.. within each
-        const qh = o.rope(o.reshape(o.sliceCols(qkv, 0, C), [R, nh, hd]), cos, sin);
-        const kh = o.rope(o.reshape(o.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin);
-        o.kvCacheAppend(kS, kh, 0);
-        o.kvCacheAppend(vS, o.reshape(o.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
+        let qh: Tensor, kh: Tensor, vh: Tensor;
+        if (fused) {
+          [qh, kh, vh] = o.qkvRopeSplit(qkv, cos, sin, nh);
+        } else {
+          qh = o.rope(o.reshape(o.sliceCols(qkv, 0, C), [R, nh, hd]), cos, sin);
+          o.kvCacheAppend(kS!, o.rope(o.reshape(o.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin), 0);
+          o.kvCacheAppend(vS!, o.reshape(o.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
+          kh = kS!; vh = vS!;
+        }
         const segments = fullAtt.has(j) ? lay.cuSeqlens : lay.cuWindowSeqlens;
-        const att = o.attention(qh, kS, vS, { kvLen: R, mask: 'segments', segments });
+        const att = o.attention(qh, kh, vh, { kvLen: R, mask: 'segments', segments });
         h = o.add(h, o.matmul(o.reshape(att, [R, C]), B.proj, B.projBias));
         const z = o.rmsNorm(h, B.norm2, VISION_RMS_EPS);
         const a = o.swiglu(o.matmul(z, B.gate, B.gateBias), o.matmul(z, B.up, B.upBias));

@@ -140,6 +140,15 @@ export abstract class OpSet {
   }
   /** rope: x f32 [T, nh, hd] with cos/sin f32 [T, hd] → f32, x·cos + rotate_half(x)·sin. (rope.cpp) */
   rope(x: NativeTensor, cos: NativeTensor, sin: NativeTensor): NativeTensor { return this.one('rope', [x, cos, sin]); }
+  /**
+   * qkv_rope_split: qkv f32 [R, 3·heads·hd] (Q | K | V) and cos, sin [R, hd] → q f32 [R, heads, hd]
+   * and k [heads, R, hd] with RoPE, v [heads, R, hd] (k, v head-major: `attention`'s cache layout
+   * of R positions). The bits of three slice_cols, two ropes and two kv_cache_appends. CPU op. (rope.cpp)
+   */
+  qkvRopeSplit(qkv: NativeTensor, cos: NativeTensor, sin: NativeTensor, heads: number): [NativeTensor, NativeTensor, NativeTensor] {
+    const [q, k, v] = this.op('qkv_rope_split', [qkv, cos, sin], { heads });
+    return [q, k, v];
+  }
   /** silu(x) = x·σ(x). (act.cpp) */
   silu(x: NativeTensor): NativeTensor { return this.one('silu', [x]); }
   /** swiglu(gate, up) = silu(gate) ⊙ up, same shapes. (act.cpp) */

@@ -119,3 +119,44 @@ describe('rope: the same bits at every level', () => {
     }
   });
 });
+
+describe('qkv_rope_split = slice_cols + rope + kv_cache_append, bit for bit', () => {
+  // The vision tower's one op per block on CPU queues (lib/model/qwen25vl_vision.ts): Q | K | V
+  // split, RoPE on Q and K (rope_rows' arithmetic), K and V laid out head-major.
+  it.each(nativeInfo().isaLevels)('at isa %s, odd row counts and head dims, one and three threads', async (isa) => {
+    const r = rng(31);
+    for (const threads of [1, 3]) {
+      const q = new Queue({ isa, threads });
+      for (const [R, nh, hd] of [[1, 1, 2], [7, 3, 6], [17, 4, 24], [9, 2, 34], [5, 16, 80]] as const) {
+        const C = nh * hd;
+        const x = normal(r, R * 3 * C, 3), c = uniform(r, R * hd, -1, 1), s = uniform(r, R * hd, -1, 1);
+        x[5] = NaN;
+        const qkv = tensorFromArray('f32', [R, 3 * C], x), cos = tensorFromArray('f32', [R, hd], c), sin = tensorFromArray('f32', [R, hd], s);
+        const [qf, kf, vf] = q.qkvRopeSplit(qkv, cos, sin, nh);
+        expect([qf.shape, kf.shape, vf.shape]).toEqual([[R, nh, hd], [nh, R, hd], [nh, R, hd]]);
+        const qw = q.rope(q.reshape(q.sliceCols(qkv, 0, C), [R, nh, hd]), cos, sin);
+        const kc = q.empty('f32', [nh, R, hd]), vc = q.empty('f32', [nh, R, hd]);
+        q.kvCacheAppend(kc, q.rope(q.reshape(q.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin), 0);
+        q.kvCacheAppend(vc, q.reshape(q.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
+        const [a, b, e, f, g, h] = await q.readMany([qf, qw, kf, kc, vf, vc]) as Float32Array[];
+        const same = (u: Float32Array, w: Float32Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength).equals(Buffer.from(w.buffer, w.byteOffset, w.byteLength));
+        expect(same(a, b), `q ${R}x${nh}x${hd}`).toBe(true);
+        expect(same(e, f), `k ${R}x${nh}x${hd}`).toBe(true);
+        expect(same(g, h), `v ${R}x${nh}x${hd}`).toBe(true);
+      }
+      q.dispose();
+    }
+  });
+
+  it('throws typed errors for bad shapes', () => {
+    const q = new Queue({ threads: 1 });
+    const t = (shape: number[]) => tensorFromArray('f32', shape, new Float32Array(shape.reduce((a, b) => a * b, 1)));
+    expect(q.qkvRopeSplit(t([4, 3 * 2 * 8]), t([4, 8]), t([4, 8]), 2)[0].shape).toEqual([4, 2, 8]);
+    expect(() => q.qkvRopeSplit(t([4, 47]), t([4, 8]), t([4, 8]), 2)).toThrow(ShapeError);                  // not 3·heads·hd
+    expect(() => q.qkvRopeSplit(t([4, 3 * 2 * 7]), t([4, 7]), t([4, 7]), 2)).toThrow(/head dim must be even/);
+    expect(() => q.qkvRopeSplit(t([4, 48]), t([3, 8]), t([4, 8]), 2)).toThrow(/cos must be \[R, hd\] = \[4, 8\]/);
+    expect(() => q.qkvRopeSplit(t([4, 48]), t([4, 8]), t([4, 8]), 0)).toThrow(ShapeError);
+    expect(() => q.qkvRopeSplit(tensorFromArray('i32', [4, 48], new Int32Array(192)), t([4, 8]), t([4, 8]), 2)).toThrow(DTypeError);
+    q.dispose();
+  });
+});

@@ -9,7 +9,10 @@
 //                 evaluated in double and rounded once, i.e. correctly rounded f32 values.
 // rope: x f32 [T, nh, hd], cos, sin f32 [T, hd] → y f32 [T, nh, hd] with
 //   y = x·cos + rotate_half(x)·sin,  rotate_half(x) = [−x[hd/2:], x[:hd/2]]   (f32)
+// qkv_rope_split: the vision tower's Q | K | V split, RoPE on Q and K, K and V head-major
+//   (below, by qkv_rope_split_run).
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "ops.h"
@@ -82,9 +85,57 @@ static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, cons
   ctx.pool.parallel_for(T * nh, 8, [&](int64_t r0, int64_t r1) { ctx.k.rope_rows(x, c, s, y, r0, r1, nh, hd); });
 }
 
+// qkv_rope_split: qkv f32 [R, 3·nh·hd] (Q | K | V, head h at columns h·hd within each), cos,
+// sin f32 [R, hd], attr heads → q f32 [R, nh, hd] and k f32 [nh, R, hd] with RoPE, v f32
+// [nh, R, hd]: k and v head-major, the layout `attention` takes as a cache of R positions. One
+// pass for what the vision tower did in seven ops per block (three column slices, two ropes,
+// two cache appends), with rope's arithmetic (kernels.h rope_rows, one row at a time): the
+// same bits as those ops. A CPU op: a CUDA queue runs it through the CPU (the model does not).
+static void qkv_rope_split_parse(const Tensors& in, OpAttrs& a) {
+  const char* op = "qkv_rope_split";
+  op_need_inputs(op, in, 3, 3);
+  for (size_t i = 0; i < 3; ++i) op_need_dtype(op, in, i, {DType::F32});
+  op_need_rank(op, in, 0, 2);
+  const int64_t heads = a.needi(op, "heads");
+  const int64_t R = in[0]->dim(0), cols = in[0]->dim(1);
+  if (heads < 1 || cols % (3 * heads) != 0) op_fail(DVL_ERR_SHAPE, op, "qkv's columns must be 3 · heads · hd", in);
+  const int64_t hd = cols / (3 * heads);
+  if (hd < 2 || hd % 2) op_fail(DVL_ERR_SHAPE, op, "head dim must be even", in);
+  for (size_t i = 1; i < 3; ++i)
+    if (in[i]->rank() != 2 || in[i]->dim(0) != R || in[i]->dim(1) != hd)
+      op_fail(DVL_ERR_SHAPE, op, std::string(i == 1 ? "cos" : "sin") + " must be [R, hd] = [" + std::to_string(R) + ", " + std::to_string(hd) + "]", in);
+  a.heads = heads;
+}
+
+static Tensors qkv_rope_split_plan(const Tensors& in, const OpAttrs& a) {
+  const int64_t R = in[0]->dim(0), nh = a.heads, hd = in[0]->dim(1) / (3 * nh);
+  return {Tensor::alloc(DType::F32, {R, nh, hd}), Tensor::alloc(DType::F32, {nh, R, hd}), Tensor::alloc(DType::F32, {nh, R, hd})};
+}
+
+static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
+  const float* x = in[0]->data<float>();
+  const float* c = in[1]->data<float>();
+  const float* s = in[2]->data<float>();
+  float* q = out[0]->data<float>();
+  float* k = out[1]->data<float>();
+  float* v = out[2]->data<float>();
+  const int64_t R = in[0]->dim(0), nh = a.heads, hd = in[0]->dim(1) / (3 * nh), C = nh * hd;
+  ctx.pool.parallel_for(R, 8, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* row = x + t * 3 * C;
+      for (int64_t h = 0; h < nh; ++h) {
+        ctx.k.rope_rows(row + h * hd, c + t * hd, s + t * hd, q + (t * nh + h) * hd, 0, 1, 1, hd);
+        ctx.k.rope_rows(row + C + h * hd, c + t * hd, s + t * hd, k + (h * R + t) * hd, 0, 1, 1, hd);
+        std::memcpy(v + (h * R + t) * hd, row + 2 * C + h * hd, sizeof(float) * size_t(hd));
+      }
+    }
+  });
+}
+
 void ops_register_rope(std::vector<OpDef>& t) {
   t.push_back({OpId::RopeCosSin, rope_cos_sin_plan, rope_cos_sin_run, rope_cos_sin_parse});
   t.push_back({OpId::Rope, rope_plan, rope_run});
+  t.push_back({OpId::QkvRopeSplit, qkv_rope_split_plan, qkv_rope_split_run, qkv_rope_split_parse});
 }
 
 }  // namespace dvl
