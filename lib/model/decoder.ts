@@ -314,7 +314,7 @@ export abstract class TextDecoder {
     const ids: Int32Array[] = [], positions: number[] = [], rows: number[] = [], seqs: number[] = [];
     const step: StepValues = {};
     const shape: BatchShape = { n: [], rows: 0, features: [] };
-    let T = 0;
+    let T = 0, end = 0;   // end: one past the furthest position of the forward
     passes.forEach((a, b) => {
       const { n, pos0 } = a;
       const at = passes.length > 1 ? `forward (sequence ${b})` : 'forward';
@@ -345,8 +345,9 @@ export abstract class TextDecoder {
       seqs.push(T, T + n, a.slot, pos0, a.mask === 'causal' ? 0 : 1, a.mask === 'block' ? a.blockSize! : 0);
       shape.n.push(n);
       T += n;
+      end = Math.max(end, pos0 + n);
     });
-    const rope = this.ropeTable(Math.max(...passes.map((a) => a.pos0 + a.n)));
+    const rope = this.ropeTable(end);
     const allRows = rows.length === T && rows.every((r, i) => r === i);
     // Batched forwards: the logit row count is padded (repeating the last row) to a bucket, so
     // the mix of requests does not make a new plan for every count; callers read their rows by

@@ -1,6 +1,7 @@
 // compare.ts — checks a computed array against a reference: NaN first, then infinities, then
 // max-abs / relative error against a stated tolerance. NaN never passes: a NaN where the
-// reference has none is a failure even if the tolerance is huge.
+// reference has none is a failure even if the tolerance is huge. expectSameBits is the exact
+// check (every f32 bit pattern equal, NaN payloads included) for the paths promised bit-identical.
 
 export interface Tolerance {
   /** Absolute tolerance. */
@@ -73,4 +74,12 @@ export function checkBound(got: ArrayLike<number>, ref: ArrayLike<number>, tol: 
     const d = Math.abs(g - r);
     if (!(d <= tol[i])) throw new Error(`${label}: index ${i}: |${g} - ${r}| = ${d.toExponential(3)} > ${tol[i].toExponential(3)}`);
   }
+}
+
+/** Throws unless a and b hold the same f32 bit patterns (lengths included), naming the first index that differs. */
+export function expectSameBits(a: Float32Array, b: Float32Array, label = ''): void {
+  if (a.length !== b.length) throw new Error(`${label}: ${a.length} values vs ${b.length}`);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < ua.length; i++)
+    if (ua[i] !== ub[i]) throw new Error(`${label}: index ${i}: 0x${ua[i].toString(16)} (${a[i]}) vs 0x${ub[i].toString(16)} (${b[i]})`);
 }

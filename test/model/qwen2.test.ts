@@ -14,7 +14,7 @@ import { Queue, tensorFromArray, type Tensor } from '../../lib/native/index.js';
 import { Qwen2Text } from '../../lib/model/qwen2.js';
 import { loadWeights, type LoadedWeights } from '../../lib/weights/load.js';
 import { writeQwen2Checkpoint, type TinyQwen2Config, type WrittenCheckpoint } from '../helpers/checkpoint.js';
-import { expectClose } from '../helpers/compare.js';
+import { expectClose, expectSameBits } from '../helpers/compare.js';
 import { argmax, blockCausal, causal, referenceForward, type RefConfig, type Visible } from './reference.js';
 
 const TOL = { abs: 1e-3, rel: 1e-3 };
@@ -114,12 +114,12 @@ describe.each(configs)('Qwen2 forward (%s)', (_name, tiny, dtype, tied) => {
       const full = await logitsOf(f, f.m.forward({ ids, pos0: 1, n, mask: 'block', blockSize: bs, logitsRows: all }));
       const afterFull = await stepAfter();
       const some = await logitsOf(f, f.m.forward({ ids, pos0: 1, n, mask: 'block', blockSize: bs, logitsRows: picks }));
-      picks.forEach((r, i) => expect(Buffer.from(some.buffer, some.byteOffset + i * V * 4, V * 4).equals(Buffer.from(full.buffer, full.byteOffset + r * V * 4, V * 4)), `round ${round}: row ${r}`).toBe(true));
+      picks.forEach((r, i) => expectSameBits(some.subarray(i * V, (i + 1) * V), full.subarray(r * V, (r + 1) * V), `round ${round}: row ${r}`));
       // The same K/V through a pass with no logits: the next step reads identical keys.
       f.m.forward({ ids: Int32Array.from(ids, (x) => (x + 1) % V), pos0: 1, n, mask: 'block', blockSize: bs, logitsRows: [0] })!.dispose();   // other K/V, every layer
       expect(f.m.forward({ ids, pos0: 1, n, mask: 'block', blockSize: bs })).toBeNull();
       const afterKv = await stepAfter();
-      expect(Buffer.from(afterKv.buffer).equals(Buffer.from(afterFull.buffer)), `round ${round}: step after a K/V-only pass`).toBe(true);
+      expectSameBits(afterKv, afterFull, `round ${round}: step after a K/V-only pass`);
       for (const x of [...full, ...afterKv]) expect(Number.isFinite(x)).toBe(true);
     }
   });
@@ -142,14 +142,14 @@ describe.each(configs)('Qwen2 forward (%s)', (_name, tiny, dtype, tied) => {
         const pos = tensorFromArray('i32', [len], Int32Array.from({ length: len }, (_, i) => i));
         const [c, s] = f.q.ropeCosSin(pos, f.cfg.ropeTheta, f.cfg.headDim);
         for (const [a, b] of [[t.cos, c], [t.sin, s]]) {
-          expect(Buffer.from((await f.q.readF32(a)).buffer).equals(Buffer.from((await f.q.readF32(b)).buffer)), `table of ${len}`).toBe(true);
+          expectSameBits(await f.q.readF32(a), await f.q.readF32(b), `table of ${len}`);
         }
         pos.dispose(); c.dispose(); s.dispose();
       }
       expect(m.plans.size).toBe(0);   // dropped with the 1024-row table
       for (let round = 0; round < 3; round++) {
         const again = await pass();
-        expect(Buffer.from(again.buffer).equals(Buffer.from(before[round].buffer)), `round ${round} after the regrowth`).toBe(true);
+        expectSameBits(again, before[round], `round ${round} after the regrowth`);
       }
       expect(() => table(2501)).toThrow();   // past the capacity: forward() refuses such positions first
     } finally {

@@ -19,7 +19,7 @@
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray, type Isa, type Precision, type Tensor } from '../../lib/native/index.js';
 import { DTypeError, ShapeError } from '../../lib/errors.js';
-import { checkBound } from '../helpers/compare.js';
+import { checkBound, expectSameBits } from '../helpers/compare.js';
 import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
 import {
   bf16Daz, bf16DazValue, dequantize, f32Bits, fromBits, q8Bytes, q8FastReference, q8RowBytes, quantizeActivations, quantizeWeights,
@@ -39,12 +39,6 @@ async function matmul(q: Queue, x: Float32Array, M: number, K: number, w: Tensor
 }
 
 
-function sameBits(a: Float32Array, b: Float32Array, label: string): void {
-  expect(a.length, label).toBe(b.length);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < ua.length; i++)
-    if (ua[i] !== ub[i]) throw new Error(`${label}: index ${i}: 0x${ua[i].toString(16)} (${a[i]}) vs 0x${ub[i].toString(16)} (${b[i]})`);
-}
 
 // Shapes: K around the 32-value blocks, the 16-block groups (512) and the 32-value bf16 chunks;
 // M across every token tile; N odd so panels end in one-row tails.
@@ -96,10 +90,10 @@ describe('q8 format (dtype.h layout, quantisation rule)', () => {
     for (const isa of levels) {
       const q = new Queue({ isa, threads: 2 });
       const t = q.convert(tensorFromArray('f32', [rows, K], w), 'q8');
-      sameBits(await q.readF32(q.convert(t, 'f32')), want, `${isa} dequantise`);
+      expectSameBits(await q.readF32(q.convert(t, 'f32')), want, `${isa} dequantise`);
       const ids = tensorFromArray('i32', [4], Int32Array.from([8, 0, 3, 8]));
       const e = await q.readF32(q.embedding(ids, t));
-      for (const [i, row] of [8, 0, 3, 8].entries()) sameBits(e.subarray(i * K, (i + 1) * K), want.subarray(row * K, (row + 1) * K), `${isa} embedding row ${row}`);
+      for (const [i, row] of [8, 0, 3, 8].entries()) expectSameBits(e.subarray(i * K, (i + 1) * K), want.subarray(row * K, (row + 1) * K), `${isa} embedding row ${row}`);
       // bf16 and f16 out round the exact dequantised values once.
       const b = (await q.read(q.convert(t, 'bf16'))) as Uint16Array;
       expect(Array.from(b)).toEqual(Array.from(toBf16(want)));
@@ -144,7 +138,7 @@ describe('q8 format (dtype.h layout, quantisation rule)', () => {
 /** The embedding op reads rows `ids` of the panel tensor t exactly as `values` (f32, [N, K]) holds them. */
 async function expectEmbeddingRows(q: Queue, t: Tensor, ids: number[], values: Float32Array, K: number, label: string): Promise<void> {
   const e = await q.readF32(q.embedding(tensorFromArray('i32', [ids.length], Int32Array.from(ids)), t));
-  for (const [i, row] of ids.entries()) sameBits(e.subarray(i * K, (i + 1) * K), values.subarray(row * K, (row + 1) * K), `${label} embedding row ${row}`);
+  for (const [i, row] of ids.entries()) expectSameBits(e.subarray(i * K, (i + 1) * K), values.subarray(row * K, (row + 1) * K), `${label} embedding row ${row}`);
 }
 
 /** What both panel layouts refuse: no fromArray, rank 3, a reshape off [N, K], narrow, concat, wrong K, elementwise ops. */
@@ -179,7 +173,7 @@ describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
           for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) want[index(K, n, k)] = bits[n * K + k];
           expect(Array.from((await q.read(t)) as Uint16Array), `${isa} ${src.dtype} → bf16p N=${N} K=${K}`).toEqual(Array.from(want));
           expect(Array.from((await q.read(q.convert(t, 'bf16'))) as Uint16Array)).toEqual(Array.from(bits));
-          sameBits(await q.readF32(q.convert(t, 'f32')), fromBf16(bits), `${isa} bf16p → f32`);
+          expectSameBits(await q.readF32(q.convert(t, 'f32')), fromBf16(bits), `${isa} bf16p → f32`);
           await expectEmbeddingRows(q, t, [N - 1, 0, Math.floor(N / 2), N - 1], fromBf16(bits), K, isa);
           src.dispose();
         }
@@ -227,7 +221,7 @@ describe('q8p layout (dtype.h: panels of 16 rows, blocks in pairs of 1088-byte r
         // Back to q8 rows: the bytes convert to q8 writes directly.
         expect(Array.from((await q.read(q.convert(t, 'q8'))) as Uint8Array)).toEqual(Array.from((await q.read(q.convert(src, 'q8'))) as Uint8Array));
         const deq = dequantize(ref);
-        sameBits(await q.readF32(q.convert(t, 'f32')), deq, `${isa} q8p → f32`);
+        expectSameBits(await q.readF32(q.convert(t, 'f32')), deq, `${isa} q8p → f32`);
         await expectEmbeddingRows(q, t, [N - 1, 0, Math.floor(N / 2)], deq, K, isa);
         src.dispose();
       }
@@ -263,7 +257,7 @@ describe('bf16 weights, precision fast', () => {
         const got = await matmul(qf, c.x, c.M, c.K, wt, c.b);
         const label = `${isa} ${layout} fast M=${c.M} K=${c.K} N=${c.N}`;
         if (!hasDot(isa) && layout === 'bf16') {
-          sameBits(got, await matmul(qe, c.x, c.M, c.K, wt, c.b), label);
+          expectSameBits(got, await matmul(qe, c.x, c.M, c.K, wt, c.b), label);
         } else if (!hasDot(isa)) {
           const wv = fromBf16(bits);
           const ref = new Float64Array(c.M * c.N), tol = new Float64Array(c.M * c.N);
@@ -275,7 +269,7 @@ describe('bf16 weights, precision fast', () => {
               ref[i] = s + bv; tol[i] = (c.K + 2) * U * a + U * Math.abs(bv);
             }
           checkBound(got, ref, tol, label);
-          sameBits(await matmul(qe, c.x, c.M, c.K, wt, c.b), got, label + ' (exact queue: the same plain kernel)');
+          expectSameBits(await matmul(qe, c.x, c.M, c.K, wt, c.b), got, label + ' (exact queue: the same plain kernel)');
         } else {
           const wv = Float64Array.from(bits, bf16DazValue);
           const ref = new Float64Array(c.M * c.N), tol = new Float64Array(c.M * c.N);
@@ -392,7 +386,7 @@ describe('q8 weights', () => {
         const label = `${isa} ${layout} M=${c.M} K=${c.K} N=${c.N}`;
         const fast = await matmul(qf, c.x, c.M, c.K, wt, c.b);
         if (!fastKernel) {
-          sameBits(fast, await matmul(qe, c.x, c.M, c.K, wt, c.b), label + ' fast = exact');
+          expectSameBits(fast, await matmul(qe, c.x, c.M, c.K, wt, c.b), label + ' fast = exact');
         }
         const { ref, tol } = q8FastReference(xq, wq, c.b, c.M, c.N);
         const nb = Math.ceil(c.K / 32), wd = dequantize(wq);
@@ -495,15 +489,15 @@ describe('invariant: y[m, n] is the same bits whatever M, the other rows and the
         const label = `${isa} ${precision} ${wdt}`;
         const all = await matmul(q2, x, R, K, wt, b);
         // Each row alone, on one thread.
-        for (let m = 0; m < R; m += 5) sameBits(await matmul(q1, x.subarray(m * K, (m + 1) * K), 1, K, wt, b), all.subarray(m * N, (m + 1) * N), `${label} row ${m} alone`);
+        for (let m = 0; m < R; m += 5) expectSameBits(await matmul(q1, x.subarray(m * K, (m + 1) * K), 1, K, wt, b), all.subarray(m * N, (m + 1) * N), `${label} row ${m} alone`);
         // Rows 3..9 (M = 7: other tiles) on three threads.
-        sameBits(await matmul(q3, x.subarray(3 * K, 10 * K), 7, K, wt, b), all.subarray(3 * N, 10 * N), `${label} rows 3..9`);
+        expectSameBits(await matmul(q3, x.subarray(3 * K, 10 * K), 7, K, wt, b), all.subarray(3 * N, 10 * N), `${label} rows 3..9`);
         // The 16 rows reversed and followed by 17 more (M = 33: prefill-sized, other neighbours).
         const big = new Float32Array(33 * K);
         for (let m = 0; m < R; m++) big.set(x.subarray((R - 1 - m) * K, (R - m) * K), m * K);
         big.set(normal(rng(14), 17 * K), R * K);
         const yb = await matmul(q1, big, 33, K, wt, b);
-        for (let m = 0; m < R; m++) sameBits(yb.subarray(m * N, (m + 1) * N), all.subarray((R - 1 - m) * N, (R - m) * N), `${label} row ${R - 1 - m} in M=33`);
+        for (let m = 0; m < R; m++) expectSameBits(yb.subarray(m * N, (m + 1) * N), all.subarray((R - 1 - m) * N, (R - m) * N), `${label} row ${R - 1 - m} in M=33`);
         wt.dispose(); src.dispose();
         q1.dispose(); q2.dispose(); q3.dispose();
       }
@@ -525,9 +519,9 @@ describe('invariant, many rows and a small bf16p weight (the threads split the r
         await q1.sync();
         const label = `${isa} ${precision}`;
         const one = await matmul(q1, x, M, K, wt, b);
-        sameBits(await matmul(q2, x, M, K, wt, b), one, `${label} 2 threads`);
-        sameBits(await matmul(q3, x, M, K, wt, b), one, `${label} 3 threads`);
-        for (const m of [0, 23, 24, 70, 100]) sameBits(await matmul(q1, x.subarray(m * K, (m + 1) * K), 1, K, wt, b), one.subarray(m * N, (m + 1) * N), `${label} row ${m} alone`);
+        expectSameBits(await matmul(q2, x, M, K, wt, b), one, `${label} 2 threads`);
+        expectSameBits(await matmul(q3, x, M, K, wt, b), one, `${label} 3 threads`);
+        for (const m of [0, 23, 24, 70, 100]) expectSameBits(await matmul(q1, x.subarray(m * K, (m + 1) * K), 1, K, wt, b), one.subarray(m * N, (m + 1) * N), `${label} row ${m} alone`);
         expect(one.every(Number.isFinite)).toBe(true);
         wt.dispose(); src.dispose();
         q1.dispose(); q2.dispose(); q3.dispose();
@@ -579,7 +573,7 @@ describe('q8p fast: the zmm and ymm kernels give the same bits', () => {
         const q = new Queue({ isa, threads: 2, precision: 'fast' });
         const wt = q.convert(tensorFromArray('f32', [N, K], w), 'q8p');
         const y = await matmul(q, x, M, K, wt, b);
-        if (first) sameBits(y, first, `${isa} M=${M} K=${K} N=${N}`);
+        if (first) expectSameBits(y, first, `${isa} M=${M} K=${K} N=${N}`);
         else first = y;
         wt.dispose(); q.dispose();
       }

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray, type Isa } from '../../lib/native/index.js';
 import { DTypeError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
-import { expectClose } from '../helpers/compare.js';
+import { expectClose, expectSameBits } from '../helpers/compare.js';
 import { normal, rng, uniform } from '../helpers/random.js';
 import { ropeCosSinRef, ropeRef } from './reference.js';
 
@@ -110,11 +110,11 @@ describe('rope: the same bits at every level', () => {
           want[o + d + half] = f(f(x[o + d + half] * c[p + d + half]) + f(x[o + d] * s[p + d + half]));
         }
       }
-      expect(Buffer.from(ref[i].buffer).equals(Buffer.from(want.buffer)), `scalar = rounded formula ${shapes[i].join('x')}`).toBe(true);
+      expectSameBits(ref[i], want, `scalar = rounded formula ${shapes[i].join('x')}`);
     });
     for (const isa of nativeInfo().isaLevels) {
       for (const threads of [1, 3]) {
-        (await run(isa, threads)).forEach((y, i) => expect(Buffer.from(y.buffer).equals(Buffer.from(ref[i].buffer)), `${isa} threads ${threads} ${shapes[i].join('x')}`).toBe(true));
+        (await run(isa, threads)).forEach((y, i) => expectSameBits(y, ref[i], `${isa} threads ${threads} ${shapes[i].join('x')}`));
       }
     }
   });
@@ -139,10 +139,9 @@ describe('qkv_rope_split = slice_cols + rope + kv_cache_append, bit for bit', ()
         q.kvCacheAppend(kc, q.rope(q.reshape(q.sliceCols(qkv, C, C), [R, nh, hd]), cos, sin), 0);
         q.kvCacheAppend(vc, q.reshape(q.sliceCols(qkv, 2 * C, C), [R, nh, hd]), 0);
         const [a, b, e, f, g, h] = await q.readMany([qf, qw, kf, kc, vf, vc]) as Float32Array[];
-        const same = (u: Float32Array, w: Float32Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength).equals(Buffer.from(w.buffer, w.byteOffset, w.byteLength));
-        expect(same(a, b), `q ${R}x${nh}x${hd}`).toBe(true);
-        expect(same(e, f), `k ${R}x${nh}x${hd}`).toBe(true);
-        expect(same(g, h), `v ${R}x${nh}x${hd}`).toBe(true);
+        expectSameBits(a, b, `q ${R}x${nh}x${hd}`);
+        expectSameBits(e, f, `k ${R}x${nh}x${hd}`);
+        expectSameBits(g, h, `v ${R}x${nh}x${hd}`);
       }
       q.dispose();
     }
