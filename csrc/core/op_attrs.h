@@ -35,6 +35,7 @@ struct AttentionAttrs {
   std::vector<int64_t> segments;   // MaskKind::Segments only: cu_seqlens [0, ..., kvLen]
   bool has_scale = false;          // else 1/sqrt(hd)
   double scale = 1;
+  bool rows_kernel = false;        // attr rowKernel (tests): the row-layout kernel at every head dim
 };
 
 // One sequence of a batched pass (attention_batch, kv_cache_append_batch), from attr seqs:

@@ -76,10 +76,17 @@ export function checkBound(got: ArrayLike<number>, ref: ArrayLike<number>, tol: 
   }
 }
 
-/** Throws unless a and b hold the same f32 bit patterns (lengths included), naming the first index that differs. */
-export function expectSameBits(a: Float32Array, b: Float32Array, label = ''): void {
+/**
+ * Throws unless a and b hold the same f32 bit patterns (lengths included), naming the first index
+ * that differs. anyNaN: a NaN matches any NaN. For two kernels that compute NaN in different
+ * instruction forms: when several operands of an x86 op are NaN, which one's sign and payload
+ * the result carries follows the operand order the compiler picked (an FMA's 132/213/231
+ * forms), so those bits carry no meaning; every other value must still match exactly.
+ */
+export function expectSameBits(a: Float32Array, b: Float32Array, label = '', opts: { anyNaN?: boolean } = {}): void {
   if (a.length !== b.length) throw new Error(`${label}: ${a.length} values vs ${b.length}`);
   const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < ua.length; i++)
-    if (ua[i] !== ub[i]) throw new Error(`${label}: index ${i}: 0x${ua[i].toString(16)} (${a[i]}) vs 0x${ub[i].toString(16)} (${b[i]})`);
+    if (ua[i] !== ub[i] && !(opts.anyNaN && Number.isNaN(a[i]) && Number.isNaN(b[i])))
+      throw new Error(`${label}: index ${i}: 0x${ua[i].toString(16)} (${a[i]}) vs 0x${ub[i].toString(16)} (${b[i]})`);
 }

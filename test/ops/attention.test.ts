@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray, type AttentionOptions } from '../../lib/native/index.js';
 import type { Tensor } from '../../lib/native/index.js';
 import { DTypeError, DiffusionVLError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
-import { compareArrays, expectClose } from '../helpers/compare.js';
+import { compareArrays, expectClose, expectSameBits } from '../helpers/compare.js';
 import { fromBf16, fromF16, normal, rng, toBf16, toF16 } from '../helpers/random.js';
 import { attentionRef, type AttentionRefOptions, type MaskKind } from './reference.js';
 
@@ -212,6 +212,50 @@ describe.each(nativeInfo().isaLevels)('attention at isa %s', (isa) => {
         if (i >= 8 && h >= 2) expect(!Number.isFinite(a[3]) && a.every((x, d) => d === 3 || Number.isFinite(x)), `row ${i} head ${h}`).toBe(true);
         else expect(a, `row ${i} head ${h}`).toEqual(b);
       }
+    q.dispose();
+  });
+
+  // Head dims ≤ 32 in items of more than 32 rows run attention_kernel.h's lanes kernel (query
+  // rows in vector lanes); the op's rowKernel attribute forces the row kernel. The two must agree
+  // bit for bit (NaN for NaN: see expectSameBits) over masks, tiles crossed, GQA groups, odd head dims
+  // (a bf16 cache at an odd head dim fills its K tile key by key), rows padding the last lane
+  // group, rows that see nothing, and non-finite queries, keys and values (a non-finite value
+  // tile masks lane by lane; 1e4-scaled queries drive weights to 0 and single rows to one key).
+  interface LaneCase { nkv: number; group: number; hd: number; Tq: number; kvLen: number; qPos0: number; mask: MaskKind; bs?: number; segments?: number[]; dtype: KvDtype; threads: number; poison?: boolean; qScale?: number }
+  const LANE_CASES: LaneCase[] = [
+    { nkv: 4, group: 1, hd: 24, Tq: 252, kvLen: 252, qPos0: 0, mask: 'full', dtype: 'f32', threads: 2 },      // the bundled tower's call
+    { nkv: 4, group: 1, hd: 24, Tq: 252, kvLen: 252, qPos0: 0, mask: 'full', dtype: 'f32', threads: 1 },
+    { nkv: 2, group: 2, hd: 24, Tq: 300, kvLen: 300, qPos0: 0, mask: 'segments', segments: [0, 5, 21, 37, 300], dtype: 'bf16', threads: 3 },
+    { nkv: 2, group: 7, hd: 32, Tq: 100, kvLen: 300, qPos0: 200, mask: 'causal', dtype: 'f16', threads: 2 },  // crosses a 256-key tile
+    { nkv: 1, group: 3, hd: 16, Tq: 40, kvLen: 600, qPos0: 560, mask: 'block', bs: 8, dtype: 'bf16', threads: 2 },
+    { nkv: 2, group: 1, hd: 27, Tq: 70, kvLen: 70, qPos0: 0, mask: 'full', dtype: 'bf16', threads: 2 },
+    { nkv: 1, group: 2, hd: 8, Tq: 77, kvLen: 90, qPos0: 13, mask: 'causal', dtype: 'f32', threads: 2 },
+    { nkv: 2, group: 1, hd: 20, Tq: 65, kvLen: 65, qPos0: 0, mask: 'segments', segments: [0, 0, 33, 65], dtype: 'f32', threads: 1, poison: true },
+    { nkv: 2, group: 2, hd: 32, Tq: 48, kvLen: 48, qPos0: 0, mask: 'causal', dtype: 'bf16', threads: 2, poison: true },
+    { nkv: 1, group: 4, hd: 24, Tq: 50, kvLen: 50, qPos0: 0, mask: 'full', dtype: 'f32', threads: 2, qScale: 1e4 },
+    { nkv: 1, group: 1, hd: 24, Tq: 40, kvLen: 0, qPos0: 0, mask: 'full', dtype: 'f32', threads: 2 },           // no key at all: zeros
+  ];
+  it.each(LANE_CASES.map((c, i) => [i, c] as const))('the lanes kernel (head dim <= 32) equals the row kernel bit for bit (case %i)', async (_i, c) => {
+    const q = new Queue({ isa, threads: c.threads });
+    const r = rng(30 + _i);
+    const nh = c.nkv * c.group, cap = Math.max(c.kvLen, 1);
+    const qv = normal(r, c.Tq * nh * c.hd).map((x) => x * (c.qScale ?? 1));
+    const kx = normal(r, c.nkv * cap * c.hd), vx = normal(r, c.nkv * cap * c.hd);
+    if (c.poison) {
+      qv[(3 * nh + 0) * c.hd + 1] = NaN;                 // query row 3, head 0
+      kx[(0 * cap + 40) * c.hd + 2] = Infinity;         // kv head 0, key 40
+      vx[(1 * cap + 20) * c.hd + 5] = NaN;              // kv head 1, key 20
+      vx[(1 * cap + 44) * c.hd + 0] = -Infinity;        // kv head 1, key 44
+    }
+    const cache = (x: Float32Array) => c.dtype === 'f32' ? tensorFromArray('f32', [c.nkv, cap, c.hd], x)
+      : tensorFromArray(c.dtype, [c.nkv, cap, c.hd], c.dtype === 'bf16' ? toBf16(x) : toF16(x));
+    const qt = tensorFromArray('f32', [c.Tq, nh, c.hd], qv), k = cache(kx), v = cache(vx);
+    const attrs = { kvLen: c.kvLen, qPos0: c.qPos0, mask: c.mask, ...(c.bs ? { blockSize: c.bs } : {}), ...(c.segments ? { segments: c.segments } : {}) };
+    const lanes = await q.readF32(q.op('attention', [qt, k, v], attrs)[0]);
+    const rows = await q.readF32(q.op('attention', [qt, k, v], { ...attrs, rowKernel: 1 })[0]);
+    expectSameBits(lanes, rows, `lanes vs rows ${JSON.stringify(c)}`, { anyNaN: true });
+    if (c.poison) expect(lanes.some(Number.isNaN) && lanes.some(Number.isFinite)).toBe(true);
+    if (c.kvLen === 0) expect(lanes.every((x) => x === 0)).toBe(true);
     q.dispose();
   });
 

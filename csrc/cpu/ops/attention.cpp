@@ -68,6 +68,7 @@ static void attention_parse(const Tensors& in, OpAttrs& a) {
     t.has_scale = true;
     if (!std::isfinite(t.scale)) op_fail(DVL_ERR_RANGE, kOp, "scale must be finite", in);
   }
+  t.rows_kernel = a.has("rowKernel") && a.need(kOp, "rowKernel") != 0;
   const std::string mask = a.gets("mask", "");
   if (mask == "causal" || mask == "block") {
     t.mask = mask == "causal" ? MaskKind::Causal : MaskKind::Block;
@@ -298,6 +299,7 @@ static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out,
   A.o = out[0]->data<float>();
   A.lo = lo.data();
   A.hi = hi.data();
+  A.rows_kernel = t.rows_kernel;
   run_items(ctx, {SeqItems{A, Tq}});
 }
 

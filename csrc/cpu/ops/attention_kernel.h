@@ -18,6 +18,8 @@
 //      [lo, hi) (−∞ outside), then the online-softmax update m' = max(m, max S),
 //      p = exp(S − m'), l' = l·e^(m−m') + Σp, acc' = acc·e^(m−m') + P·V with P·V as an R×16·G
 //      register block.
+// At head dims ≤ 32, items of more than 32 rows run attn_item_lanes_t instead: the same
+// arithmetic with the query rows in the vector lanes (see its comment).
 // Every row's arithmetic depends only on its own keys and the absolute tile grid, never on
 // which rows share an item, so thread counts and prefill-vs-blockwise splits give identical
 // bits (test/ops/attention.test.ts checks both).
@@ -60,6 +62,9 @@ struct AttnArgs {
   const float* tiles = nullptr;
   const uint8_t* finite = nullptr;
   int64_t tile0 = 0, ntiles = 0, key0 = 0, span = 0;
+  // attn_item_t even at head dims ≤ 32, where attn_item_lanes_t runs otherwise (the attention
+  // op's rowKernel attribute: the test that the two kernels agree bit for bit).
+  bool rows_kernel = false;
 };
 
 static const int64_t kAttnMaxRows = 64;  // query rows per work item
@@ -80,7 +85,9 @@ static inline int64_t attn_tile_floats(int64_t hd) { return hd * attn_tile(hd) +
 // Scratch floats an item needs (see the carve-up at the top of attn_item).
 static inline int64_t attn_scratch_floats(int64_t hd) {
   const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = attn_tile(hd);
-  return R * hd + R * hdp + 2 * R + hd * T + T * hdp + 2 * 8 * T;  // S, P: [≤ 8, T]
+  const int64_t rows_kernel = R * hd + R * hdp + 2 * R + hd * T + T * hdp + 2 * 8 * T;  // S, P: [≤ 8, T]
+  const int64_t lanes_kernel = 2 * R * hd + 2 * R + hd * T + T * hdp + 2 * T * 16;     // S: [2, T, ≤ 16 lanes]
+  return std::max(rows_kernel, lanes_kernel);
 }
 
 static inline float attn_max(float a, float b) {  // NaN-propagating
@@ -105,6 +112,9 @@ static inline attn_fv attn_ld(const float* p) {
 }
 static inline void attn_st(float* p, attn_fv v) { std::memcpy(p, &v, sizeof v); }
 static inline attn_fv attn_splat(float x) { return attn_fv{} + x; }
+// x in every lane, exactly (−0 stays −0, which splat's + 0 would turn into +0): one broadcast,
+// which an FMA can take straight from memory.
+static inline attn_fv attn_bcast(float x) { return x - attn_fv{}; }
 static inline attn_iv attn_iota() {
   attn_iv v;
   for (int i = 0; i < kAttnVW; ++i) v[i] = i;
@@ -615,9 +625,265 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
   }
 }
 
+// ---- Lanes = query rows (head dims ≤ 32) ---------------------------------------------------
+//
+// The same arithmetic as attn_item_t, laid out the other way round: each vector lane holds one
+// query row of the item (W = kAttnVW rows per lane group), and a key's score, weight and value
+// products are one vector op for W rows at once. At head dim 24 (the vision tower) the row
+// layout spends most of its time on per-row bookkeeping — a horizontal max and sum, one exp
+// call for the rescale factor and a 32-column rescale per row and tile — and pads P·V from 24 to
+// 32 columns; here the max, the sums and the rescale are vertical, and P·V runs exactly hd
+// columns. Every row still takes the same sequence of roundings as in attn_item_t, so the two
+// kernels agree bit for bit (test/ops/attention.test.ts runs both through the op's rowKernel
+// attribute, at every level):
+//   score     Σ_d q_d·k_d, FMAs in d order from 0 (q·k commutes exactly), then × scale; −∞
+//             outside the row's [lo, hi)
+//   max       over the tile's visible scores (exact in any order), NaN if any score is NaN
+//   weights   p = exp(s − m') by the same expf_lanes; a row that has seen nothing finite gets 0
+//   Σp        attn_item_t sums a tile's weights in VW lanes, key j into lane j mod VW (tiles and
+//             its 16-key column groups start at multiples of 16), then folds the lanes with
+//             attn_hsum: here VW partial-sum vectors take the keys j ≡ k (mod VW) in the same
+//             order, and the same fold runs across them (adding the zero weight of a masked key
+//             is exact, so sweeping whole 16-key groups changes nothing)
+//   l, acc    l' = l·c + Σp and acc·c (c = 1 multiplies exactly), then acc += p·v key by key in
+//             key order: the same FMA per element (a masked key adds 0·v = 0 exactly, finite v)
+// A tile with an Inf/NaN value row masks per lane instead, so a row never adds a key it cannot
+// see (as attn_item_t's per-row path). Lanes are independent: which rows share a group never
+// changes a bit.
+
+// S[g][j][W] = Q(g)·K[j] for NG lane groups and NK keys from j: the K element broadcast, one FMA
+// per (group, key, d). QT is [groups][hd][W] (group stride qs), S [T][W] per group (stride ss).
+template <int NG, int NK>
+static inline void attn_lanes_qk(const float* QT, int64_t qs, int64_t hd, const float* Kt, int64_t T, int64_t j, float* S, int64_t ss) {
+  attn_fv a[NG][NK] = {};
+  for (int64_t d = 0; d < hd; ++d) {
+    attn_fv qv[NG];
+    for (int g = 0; g < NG; ++g) qv[g] = attn_ld(QT + g * qs + d * kAttnVW);
+#pragma GCC unroll 16
+    for (int k = 0; k < NK; ++k) {
+      const attn_fv kv = attn_bcast(Kt[d * T + j + k]);
+#pragma GCC unroll 4
+      for (int g = 0; g < NG; ++g) a[g][k] += qv[g] * kv;
+    }
+  }
+  for (int g = 0; g < NG; ++g)
+    for (int k = 0; k < NK; ++k) attn_st(S + g * ss + (j + k) * kAttnVW, a[g][k]);
+}
+
+// acc[d0 .. d0 + DC) += P[j]·V[j][d] for keys j of [ja, jb), in key order; with `vis` (a tile
+// holding Inf/NaN values) a lane adds only the keys in its [lo, hi) (absolute key = kbase + j).
+template <int DC>
+static inline void attn_lanes_pv(const float* P, int64_t ja, int64_t jb, const float* Vb, int64_t hdp, int64_t d0, float* acc,
+                                 const attn_iv* vis_lo, const attn_iv* vis_hi, int64_t kbase) {
+  attn_fv a[DC];
+#pragma GCC unroll 32
+  for (int c = 0; c < DC; ++c) a[c] = attn_ld(acc + (d0 + c) * kAttnVW);
+  if (!vis_lo) {
+    for (int64_t j = ja; j < jb; ++j) {
+      const attn_fv p = attn_ld(P + j * kAttnVW);
+      const float* vr = Vb + j * hdp + d0;
+#pragma GCC unroll 32
+      for (int c = 0; c < DC; ++c) a[c] += p * attn_bcast(vr[c]);
+    }
+  } else {
+    for (int64_t j = ja; j < jb; ++j) {
+      const attn_fv p = attn_ld(P + j * kAttnVW);
+      const attn_iv see = (*vis_lo <= int32_t(kbase + j)) & (*vis_hi > int32_t(kbase + j));
+      const float* vr = Vb + j * hdp + d0;
+#pragma GCC unroll 32
+      for (int c = 0; c < DC; ++c) {
+        const attn_fv t = a[c] + p * attn_bcast(vr[c]);
+        a[c] = see ? t : a[c];
+      }
+    }
+  }
+#pragma GCC unroll 32
+  for (int c = 0; c < DC; ++c) attn_st(acc + (d0 + c) * kAttnVW, a[c]);
+}
+
+// attn_hsum's fold, lane by lane: part[k] holds lane k's sums.
+static inline attn_fv attn_lanes_fold(const attn_fv* part) {
+#if DVL_ATTN_VW == 16
+  attn_fv a[8], b[4];
+  for (int i = 0; i < 8; ++i) a[i] = part[i] + part[i + 8];
+  for (int i = 0; i < 4; ++i) b[i] = a[i] + a[i + 4];
+#elif DVL_ATTN_VW == 8
+  attn_fv b[4];
+  for (int i = 0; i < 4; ++i) b[i] = part[i] + part[i + 4];
+#else
+  const attn_fv* b = part;
+#endif
+  const attn_fv c0 = b[0] + b[2], c1 = b[1] + b[3];
+  return c0 + c1;
+}
+
+// Lane groups whose scores one pass computes together (they share each K broadcast), and keys
+// per register block: 2 × 8 accumulators with 512-bit vectors, 2 × 4 with 16 registers.
+static const int kLanesNG = 2;
+static const int kLanesNK = kAttnVW == 16 ? 8 : 4;
+// Value columns per P·V register block: 24 accumulators (+ P) fit 32 zmm registers; 12 fit 16.
+static const int kLanesDC = kAttnVW == 16 ? 24 : 12;
+
+template <int64_t T>
+static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
+  constexpr int W = kAttnVW;
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t hd = A.hd, hdp = attn_round16(hd), rows = r1 - r0, ng = (rows + W - 1) / W;
+  // Scratch, as floats (attn_scratch_floats counts it; ≤ 64 rows): QT [ng][hd][W] the queries
+  // transposed, acc [ng][hd][W], m and l [ng][W], then the tile Kt [hd, T] and Vb [T, hdp], then
+  // S [2][T][W] the scores and weights of a pair of lane groups.
+  float* QT = scratch;
+  float* acc = QT + kAttnMaxRows * hd;
+  float* mS = QT + 2 * kAttnMaxRows * hd;
+  float* lS = mS + kAttnMaxRows;
+  float* Kt = lS + kAttnMaxRows;
+  float* Vb = Kt + hd * T;
+  float* S = Vb + T * hdp;
+  attn_iv lo[kAttnMaxRows / W], hi[kAttnMaxRows / W];
+  int64_t glo[kAttnMaxRows / W], ghi[kAttnMaxRows / W];  // per group: the union of its lanes' ranges
+  int64_t gmaxlo[kAttnMaxRows / W], gminhi[kAttnMaxRows / W];  // and their intersection (no mask inside)
+
+  int64_t LO = INT64_MAX, HI = 0;
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    glo[gi] = INT64_MAX, ghi[gi] = 0, gmaxlo[gi] = 0, gminhi[gi] = INT64_MAX;
+    for (int w = 0; w < W; ++w) {
+      const int64_t r = gi * W + w;
+      int64_t a = 0, b = 0;  // padding lanes see nothing
+      if (r < rows) {
+        const int64_t i = (r0 + r) / A.group, h = g * A.group + (r0 + r) % A.group;
+        const float* qr = A.q + (i * A.nh + h) * hd;
+        for (int64_t d = 0; d < hd; ++d) QT[(gi * hd + d) * W + w] = qr[d];
+        a = A.lo[i], b = A.hi[i];
+      } else {
+        for (int64_t d = 0; d < hd; ++d) QT[(gi * hd + d) * W + w] = 0.f;
+      }
+      lo[gi][w] = int32_t(a), hi[gi][w] = int32_t(b);
+      gmaxlo[gi] = std::max(gmaxlo[gi], a), gminhi[gi] = std::min(gminhi[gi], b);
+      if (a < b) glo[gi] = std::min(glo[gi], a), ghi[gi] = std::max(ghi[gi], b);
+    }
+    if (glo[gi] < ghi[gi]) LO = std::min(LO, glo[gi]), HI = std::max(HI, ghi[gi]);
+    std::memset(acc + gi * hd * W, 0, sizeof(float) * size_t(hd * W));
+    attn_st(mS + gi * W, attn_splat(kNegInf));
+    attn_st(lS + gi * W, attn_fv{});
+  }
+
+  for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
+    const int64_t a0 = j0 > LO ? j0 : LO, j1 = j0 + T < HI ? j0 + T : HI;
+    bool v_finite = true;
+    if (A.tiles) {
+      const int64_t ti = j0 / T - A.tile0;
+      Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + ti) * attn_tile_floats(hd);
+      Vb = Kt + hd * T;
+      const uint8_t* fin = A.finite + g * A.span + (a0 - A.key0);
+      for (int64_t j = 0; j < j1 - a0; ++j) v_finite = v_finite && fin[j];
+    } else {
+      v_finite = attn_fill_tile(A, g, j0, a0, j1, Kt, Vb, nullptr);
+    }
+    for (int64_t g0 = 0; g0 < ng; g0 += kLanesNG) {
+      const int64_t n = std::min<int64_t>(kLanesNG, ng - g0);
+      // Keys of the tile any lane of the pair sees, [ua, ub) relative to j0; scores over whole
+      // 16-key groups [ca, cb) (Kt is written, zeros past the keys, up to the 16-key round-up).
+      int64_t ua = T, ub = 0;
+      bool sees[kLanesNG] = {};
+      for (int64_t x = 0; x < n; ++x) {
+        const int64_t gi = g0 + x;
+        if (glo[gi] >= j1 || ghi[gi] <= j0 || glo[gi] >= ghi[gi]) continue;
+        sees[x] = true;
+        ua = std::min(ua, std::max(glo[gi], j0) - j0);
+        ub = std::max(ub, std::min(ghi[gi], j1) - j0);
+      }
+      if (ub <= ua) continue;
+      const int64_t ca = ua / 16 * 16, cb = attn_round16(ub);
+      const float* Q0 = QT + g0 * hd * W;
+      if (n == 2) {
+        for (int64_t j = ca; j < cb; j += kLanesNK) attn_lanes_qk<2, kLanesNK>(Q0, hd * W, hd, Kt, T, j, S, T * W);
+      } else {
+        for (int64_t j = ca; j < cb; j += kLanesNK) attn_lanes_qk<1, kLanesNK>(Q0, hd * W, hd, Kt, T, j, S, T * W);
+      }
+      for (int64_t x = 0; x < n; ++x) {
+        if (!sees[x]) continue;  // no lane of this group sees the tile: nothing changes
+        const int64_t gi = g0 + x;
+        float* s = S + x * T * W;
+        // Scale, mask, max (NaN tracked apart, as attn_item_t).
+        const attn_fv ninf = attn_splat(kNegInf);
+        attn_fv mv = ninf;
+        attn_iv nan = {};
+        const int64_t free_a = gmaxlo[gi] - j0, free_b = gminhi[gi] - j0;  // every lane sees [free_a, free_b)
+        for (int64_t j = ca; j < cb; ++j) {
+          attn_fv sv = attn_ld(s + j * W) * A.scale;
+          if (j < free_a || j >= free_b) {
+            const attn_iv vis = (lo[gi] <= int32_t(j0 + j)) & (hi[gi] > int32_t(j0 + j));
+            sv = vis ? sv : ninf;
+          }
+          attn_st(s + j * W, sv);
+          nan |= sv != sv;
+          mv = sv > mv ? sv : mv;
+        }
+        const attn_fv qnan = attn_splat(std::numeric_limits<float>::quiet_NaN());
+        const attn_fv mt = nan ? qnan : mv;
+        const attn_fv m = attn_ld(mS + gi * W);
+        const attn_fv mn = ((m != m) | (mt != mt)) ? qnan : (mt > m ? mt : m);
+        const attn_iv dead = mn == ninf;  // nothing finite seen yet: weights 0, state unchanged
+        attn_fv corr = m - mn;
+        expf_lanes<attn_fv, attn_iv>(corr);
+        corr = dead ? attn_splat(1.f) : corr;
+        attn_st(mS + gi * W, dead ? m : mn);
+        // Weights in place of the scores, and their sums in W partial-sum vectors.
+        attn_fv part[W] = {};
+        for (int64_t j = ca; j < cb; j += W)
+          for (int k = 0; k < W; ++k) {
+            attn_fv v = attn_ld(s + (j + k) * W) - mn;
+            expf_lanes<attn_fv, attn_iv, false>(v);  // arguments ≤ 0, −∞ or NaN
+            v = dead ? attn_fv{} : v;
+            attn_st(s + (j + k) * W, v);
+            part[k] += v;
+          }
+        const attn_fv ls = attn_lanes_fold(part);
+        attn_st(lS + gi * W, attn_ld(lS + gi * W) * corr + ls);
+        float* ag = acc + gi * hd * W;
+        for (int64_t d = 0; d < hd; ++d) attn_st(ag + d * W, attn_ld(ag + d * W) * corr);
+        // acc += P·V over the keys some lane sees (Vb holds only those rows).
+        const int64_t pa = std::max(glo[gi], j0) - j0, pb = std::min(ghi[gi], j1) - j0;
+        const attn_iv* vl = v_finite ? nullptr : &lo[gi];
+        const attn_iv* vh = v_finite ? nullptr : &hi[gi];
+        int64_t d0 = 0;
+        for (; d0 + kLanesDC <= hd; d0 += kLanesDC) attn_lanes_pv<kLanesDC>(s, pa, pb, Vb, hdp, d0, ag, vl, vh, j0);
+        for (; d0 + 8 <= hd; d0 += 8) attn_lanes_pv<8>(s, pa, pb, Vb, hdp, d0, ag, vl, vh, j0);
+        for (; d0 + 4 <= hd; d0 += 4) attn_lanes_pv<4>(s, pa, pb, Vb, hdp, d0, ag, vl, vh, j0);
+        for (; d0 < hd; ++d0) attn_lanes_pv<1>(s, pa, pb, Vb, hdp, d0, ag, vl, vh, j0);
+      }
+    }
+  }
+
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const attn_fv l = attn_ld(lS + gi * W);
+    // l = 0 only when every visible score was −∞ (infinite inputs): NaN, as softmax would give.
+    const attn_fv inv = l > 0 ? attn_splat(1.f) / l : attn_splat(std::numeric_limits<float>::quiet_NaN());
+    for (int w = 0; w < W; ++w) {
+      const int64_t r = gi * W + w;
+      if (r >= rows) break;
+      const int64_t i = (r0 + r) / A.group, h = g * A.group + (r0 + r) % A.group;
+      float* orow = A.o + (i * A.nh + h) * hd;
+      if (lo[gi][w] >= hi[gi][w]) {  // no visible key: zeros by contract
+        std::memset(orow, 0, sizeof(float) * size_t(hd));
+        continue;
+      }
+      for (int64_t d = 0; d < hd; ++d) orow[d] = acc[(gi * hd + d) * W + w] * inv[w];
+    }
+  }
+}
+
+// The lanes kernel where it pays: head dims ≤ 32 and items of more than 32 rows (a tower's or a
+// prefill's 64-row items: 4-12 % faster). A decode step's 16-32 rows per kv head fill only one or
+// two lane groups and ran 1-3 % slower that way (bench/RESULTS.md). Either kernel gives the
+// same bits, so the choice may follow the item size (which follows the thread count).
 static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
-  if (attn_tile(A.hd) == 256) attn_item_t<256>(A, g, r0, r1, scratch);
-  else attn_item_t<64>(A, g, r0, r1, scratch);
+  if (attn_tile(A.hd) == 256) {
+    if (A.rows_kernel || r1 - r0 <= 32) attn_item_t<256>(A, g, r0, r1, scratch);
+    else attn_item_lanes_t<256>(A, g, r0, r1, scratch);
+  } else {
+    attn_item_t<64>(A, g, r0, r1, scratch);
+  }
 }
 
 }  // namespace dvl
