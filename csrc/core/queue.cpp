@@ -1,6 +1,8 @@
 // queue.cpp — see queue.h.
 #include "queue.h"
 
+#include <algorithm>
+
 #include "error.h"
 
 namespace dvl {
@@ -43,6 +45,17 @@ void ExecQueue::push_sync(SyncFn fn) {
   cv_.notify_one();
 }
 
+void ExecQueue::prewarm(int64_t us, bool pool) {
+  if (us <= 0) return;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    spin_until_ns_ = std::max(spin_until_ns_, steady_now_ns() + us * 1000);
+    pushes_.fetch_add(1, std::memory_order_release);  // ends a sleep (or a shorter spin)
+  }
+  cv_.notify_one();
+  if (pool && pool_.size() > 1) pool_.wake(us);
+}
+
 void ExecQueue::cancel() {
   std::lock_guard<std::mutex> lk(mu_);
   // Every job queued now fails; syncs still run (and report the abort).
@@ -57,21 +70,23 @@ void ExecQueue::loop() {
     {
       std::unique_lock<std::mutex> lk(mu_);
       busy_ = false;
-      if (items_.empty() && !stop_) {
+      while (items_.empty() && !stop_) {
         // Spin a little before sleeping: the next job usually comes within a decode step's
         // host gap (the readback reaches JS, the remask picks tokens, the next step is pushed),
         // and a sleeping thread took ≈ 70 µs to wake on the dev VM — a third of a small
-        // model's whole forward.
+        // model's whole forward. A prewarm() may ask for a longer spin.
         const uint64_t seen = pushes_.load(std::memory_order_acquire);
+        const int64_t until = std::max(steady_now_ns() + kIdleSpinUs * 1000, spin_until_ns_);
         lk.unlock();
-        const int64_t until = steady_now_ns() + kIdleSpinUs * 1000;
         for (int i = 0; pushes_.load(std::memory_order_acquire) == seen; ++i) {
           if ((i & 255) == 255 && steady_now_ns() >= until) break;
           spin_step(i);
         }
         lk.lock();
+        if (!items_.empty() || stop_) break;
+        if (pushes_.load(std::memory_order_relaxed) != seen) continue;  // a prewarm(): spin to its deadline
+        cv_.wait(lk, [&] { return stop_ || !items_.empty() || pushes_.load(std::memory_order_relaxed) != seen; });
       }
-      cv_.wait(lk, [&] { return stop_ || !items_.empty(); });
       if (items_.empty()) return;  // stop_ and drained
       item = std::move(items_.front());
       items_.pop_front();

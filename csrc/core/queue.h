@@ -58,6 +58,11 @@ class ExecQueue {
   void push(Job job, bool wants_pool = true);
   void push_sync(SyncFn fn);
   void cancel();
+  // Work is coming (a request has started, its first ops follow its host-side preparation):
+  // the queue thread leaves its sleep now and spins until a job arrives or `us` µs pass, and
+  // with `pool` the workers too (ThreadPool::wake), so the first job does not pay their wake-up
+  // (50-500 µs each on the dev VM) after the preparation. Any thread may call it.
+  void prewarm(int64_t us, bool pool);
   int threads() const { return pool_.size(); }
   // Jobs run so far, and the total time from push to start of those pushed onto an idle queue
   // (the wake-up of the queue thread: the host latency before a forward's first kernel).
@@ -105,6 +110,7 @@ class ExecQueue {
   int64_t last_wake_ns_ = INT64_MIN / 2;  // queue thread only: when it last woke the pool
   std::atomic<uint64_t> pushes_{0};  // items pushed so far: the idle spin watches it
   bool busy_ = false;  // the queue thread is running an item (guarded by mu_)
+  int64_t spin_until_ns_ = 0;  // prewarm(): the idle spin lasts at least until then (guarded by mu_)
   std::thread thread_;
 };
 

@@ -127,6 +127,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                            InstanceMethod("read", &QueueWrap::JS_read),
                            InstanceMethod("write", &QueueWrap::JS_write),
                            InstanceMethod("cancel", &QueueWrap::JS_cancel),
+                           InstanceMethod("prewarm", &QueueWrap::JS_prewarm),
                            InstanceMethod("dispose", &QueueWrap::JS_dispose),
                            InstanceAccessor("threads", &QueueWrap::JS_threads, nullptr),
                            InstanceAccessor("isa", &QueueWrap::JS_isa, nullptr),
@@ -390,6 +391,16 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       });
     });
     return env.Undefined();
+  }
+
+  // prewarm(us, pool): see ExecQueue::prewarm; a hint, so bad arguments do nothing.
+  Napi::Value JS_prewarm(const Napi::CallbackInfo& info) {
+    if (queue_ && info.Length() >= 1 && info[0].IsNumber()) {
+      const double us = info[0].As<Napi::Number>().DoubleValue();
+      const bool pool = info.Length() >= 2 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+      if (us > 0 && us <= 1e6) queue_->prewarm(int64_t(us), pool);
+    }
+    return info.Env().Undefined();
   }
 
   Napi::Value JS_cancel(const Napi::CallbackInfo& info) {

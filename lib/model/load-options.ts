@@ -103,6 +103,7 @@ export const LOAD_OPTIONS: Readonly<Record<string, OptionSpec>> = Object.freeze(
   memoryCheck: bool,
   maxBatch: intIn(1, () => 256),
   maxBatchRows: intIn(1, () => 1 << 16),
+  pollSteps: bool,
   limits: {
     expected: () => `object with ${Object.keys(LIMIT_OPTIONS).join(', ')}`,
     check: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),

@@ -117,9 +117,21 @@ export interface LoadModelOptions {
    * waits for the forward already running (bench/RESULTS.md: the trade on 2 cores).
    */
   maxBatchRows?: number;
+  /**
+   * While a short decode step runs (recent steps under 2 ms), keep the event loop polling
+   * (setImmediate turns) instead of sleeping until its result arrives (default true): a sleeping
+   * loop takes 50-150 µs to wake on a VM, about a small model's whole step. I/O and timers still
+   * run meanwhile; the cost is one core kept busy while such a model decodes. false: the loop
+   * sleeps (battery-powered machines, or a process that needs the core).
+   */
+  pollSteps?: boolean;
 }
 
 export type GenerationMode = 'diffusion' | 'ar';
+
+/** How long a request's prewarm keeps the queue thread spinning for its first op (µs): longer
+ *  than a small picture's decode and the prompt's tokenizing, short enough not to hold a core. */
+const PREWARM_US = 2000;
 
 export interface GenerateRequest extends DecodeOptions {
   /** Chat messages (OpenAI / HF style). */
@@ -244,7 +256,7 @@ export class Model {
   private readonly children = new Set<{ dispose(): void }>();
 
   private constructor(queue: Queue, weights: LoadedWeights, tokenizer: TextTokenizer, contextLength: number, backend: BackendInfo,
-    memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>, batch: { maxBatch: number; maxRows: number }) {
+    memory: MemoryEstimate, limits: ReturnType<typeof resolveLimits>, batch: { maxBatch: number; maxRows: number; pollSteps: boolean }) {
     this.queue = queue;
     this.backend = backend;
     this.memory = memory;
@@ -306,7 +318,7 @@ export class Model {
     if (opts.dtype === 'q8' && backend.backend === 'cuda') backend = q8OnCpu(backend, opts.gpu);
     // The estimate comes from config.json alone, before the tokenizer, the queue or any tensor:
     // an absurd config or contextLength fails here in milliseconds.
-    const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64) };
+    const batch = { maxBatch: opts.maxBatch ?? 4, maxRows: opts.maxBatchRows ?? (backend.backend === 'cuda' ? 512 : 64), pollSteps: opts.pollSteps ?? true };
     // The panel layouts (bf16p, q8p) the queue will pick (checked against queue.kernels below).
     const panels = panelLayouts(opts.isa ?? nativeInfo().isa, opts.precision ?? 'fast', backend.backend);
     const memory = estimateMemory(config, {
@@ -538,6 +550,11 @@ export class Model {
    */
   private async prepare(read: ReturnType<typeof readRequest>): Promise<Prepared> {
     this.ensureAlive();
+    // The request's first ops follow its prompt and image preparation here: wake the queue
+    // thread now, in parallel with it (a sleeping one took 50-150 µs to wake on the dev VM).
+    // Not the kernel workers: spinning beside this preparation on 2 cores slowed it more than
+    // their wake-up costs (the queue thread wakes them with the first op that forks).
+    this.queue.prewarm(PREWARM_US);
     const { req: r, decodeOptions } = read;
     const mode = this.modeOf(r, decodeOptions);
     const signal = isSignal(decodeOptions.signal) ? decodeOptions.signal as AbortSignal : undefined;

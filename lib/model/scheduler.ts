@@ -32,6 +32,8 @@ export interface SchedulerOptions {
   maxBatch: number;
   /** Rows per forward that prefill chunks may fill up to (decode steps always go in whole). */
   maxRows: number;
+  /** Poll the event loop while a short decode step runs (LoadModelOptions.pollSteps; default true). */
+  pollSteps?: boolean;
 }
 
 /** One step of a sequence. */
@@ -116,6 +118,8 @@ export class BatchScheduler {
   private holdTimer: ReturnType<typeof setTimeout> | null = null;
   /** Called with the slots of every forward, in batch order (tests and tracing). */
   onForward: ((slots: number[]) => void) | null = null;
+  /** Recent decode step time, push to result (ms; an exponential average): how long to poll. */
+  private stepMs = 0;
 
   constructor(private readonly text: TextDecoder, private readonly queue: Queue, readonly opts: SchedulerOptions) {
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new OptionError(`maxBatch must be an integer ≥ 1, got ${opts.maxBatch}`, 'maxBatch');
@@ -338,6 +342,27 @@ export class BatchScheduler {
     this.kick();
   }
 
+  /**
+   * Awaits a decode step's read back with the event loop polling (STEP_POLL_MAX_MS) when
+   * LoadModelOptions.pollSteps allows and recent steps were short; records the step's time.
+   */
+  private async pollWhile<T>(read: Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    let polling = this.opts.pollSteps !== false && this.stepMs < STEP_POLL_MAX_MS;
+    if (polling) {
+      const end = t0 + Math.max(0.2, 2 * this.stepMs);
+      const turn = (): void => { if (polling && performance.now() < end) setImmediate(turn); };
+      setImmediate(turn);
+    }
+    try {
+      return await read;
+    } finally {
+      polling = false;
+      const ms = performance.now() - t0;
+      this.stepMs = this.stepMs === 0 ? ms : 0.8 * this.stepMs + 0.2 * ms;
+    }
+  }
+
   /** One batched forward of these chunks, the remask of each one's rows, one read back. */
   private async run(picked: readonly { p: Pending; n: number }[]): Promise<(StepOut | null)[]> {
     const q = this.queue;
@@ -395,7 +420,8 @@ export class BatchScheduler {
         r0 += n;
         i = j;
       }
-      const data = toRead.length ? await q.readMany(toRead) : (await q.sync(), []);
+      const read = toRead.length ? q.readMany(toRead) : q.sync().then(() => []);
+      const data = picked.some((x) => x.p.spec.prefill) ? await read : await this.pollWhile(read);
       return at.map((x) => {
         if (!x) return null;
         const ids = data[3 * x.g] as Int32Array, conf = data[3 * x.g + 1] as Float32Array, reveal = data[3 * x.g + 2] as Int32Array;
@@ -407,6 +433,17 @@ export class BatchScheduler {
     }
   }
 }
+
+/**
+ * How a decode step's result is awaited. Its forward is short (the bundled model's: ≈ 0.1 ms)
+ * and the wait ends when the queue thread's read back wakes the event loop; an event loop
+ * asleep in the kernel takes 50-150 µs to wake on a VM, as long as the forward itself. While
+ * the steps stay short, the loop polls instead (setImmediate turns: I/O and timers still run
+ * between them), for at most twice the recent step time: the bundled child decoded ×0.85 the
+ * time, its AR parent ×0.90 (bench/RESULTS.md). Polling keeps a core busy, which a forward
+ * spread over every core would miss: from STEP_POLL_MAX_MS per step on, the loop sleeps.
+ */
+const STEP_POLL_MAX_MS = 2;
 
 /** Whether two single-row static remasks sample alike (so one op can serve both rows). */
 function sameSampling(a: ConfidenceRemaskOptions, b: ConfidenceRemaskOptions): boolean {

@@ -291,6 +291,12 @@ export class Queue extends OpSet {
   readMany(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]> { return this.native.read(ts); }
   write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
   cancel(): void { this.native.cancel(); }
+  /**
+   * A hint that work follows within `us` µs (a request has started): the queue thread leaves its
+   * sleep now and spins until the work comes, and with `pool` the kernel workers too, so the
+   * first op does not wait for their wake-up (50-500 µs each on a VM). Does nothing once disposed.
+   */
+  prewarm(us: number, pool = false): void { this.native.prewarm(us, pool); }
   dispose(): void { this.native.dispose(); }
 }
 

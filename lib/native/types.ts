@@ -94,6 +94,8 @@ export interface NativeQueue {
   read(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]>;
   write(t: NativeTensor, data: ArrayBufferView): void;
   cancel(): void;
+  /** Work is coming: the queue thread (and with pool, the kernel workers) spin up now, for at most us µs (queue.cpp prewarm). */
+  prewarm(us: number, pool: boolean): void;
   dispose(): void;
   readonly threads: number;
   readonly isa: Isa | null;

@@ -1,9 +1,12 @@
 // The queue's counters (model.execution.queue, csrc/core/queue.h) and the kernel pool's wake
 // after an idle spell (ThreadPool::wake): the counters add up, a one-thread model never forks,
-// and answers do not depend on whether the workers were asleep, spinning or woken early.
+// and answers do not depend on whether the workers were asleep, spinning or woken early — nor
+// on a request's prewarm of the queue thread (ExecQueue::prewarm) or on the event loop polling
+// through decode steps (pollSteps).
 // Nothing here is timed: whether a worker joins a given fork depends on the machine's load.
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../lib/index.js';
+import { Queue, tensorFromArray } from '../../lib/native/index.js';
 
 const MODEL = 'models/shapes-diffusionvl';
 const req = {
@@ -60,6 +63,44 @@ describe('queue counters and the pool wake', () => {
     const c = m.execution.queue;
     expect(c.poolWakes).toBeGreaterThan(b.poolWakes);
     expect(c.forks).toBeGreaterThan(b.forks);
+  });
+
+  it('prewarm: jobs pushed during, after and long after its spin run and give the same results; bad arguments and a disposed queue are ignored', async () => {
+    // The queue thread's idle loop (queue.cpp): a prewarm ends its sleep or extends its spin,
+    // and the loop must still pick up every job, sleep again after the deadline and stop on
+    // dispose — a mistake there hangs (the test's timeout) or drops a job (a wrong sum).
+    for (const threads of [1, 2]) {
+      const q = new Queue({ threads });
+      const x = tensorFromArray('f32', [3], new Float32Array([1, 2, 3]));
+      const sum = async () => Array.from(await q.readF32(q.add(x, x)));
+      q.prewarm(2000, threads > 1);
+      expect(await sum()).toEqual([2, 4, 6]);                          // pushed while it spins
+      for (let i = 0; i < 50; i++) q.prewarm(1000);                    // spins extended back to back
+      expect(await sum()).toEqual([2, 4, 6]);
+      q.prewarm(300);
+      await sleep(10);                                                 // past the spin: asleep again
+      expect(await sum()).toEqual([2, 4, 6]);
+      const pending = q.add(x, x);
+      q.prewarm(500);                                                  // while a job is queued
+      expect(Array.from(await q.readF32(pending))).toEqual([2, 4, 6]);
+      for (const bad of [-1, 0, Number.NaN, 1e12, 'x' as unknown as number]) q.prewarm(bad);
+      expect(await sum()).toEqual([2, 4, 6]);
+      q.prewarm(5000);
+      q.dispose();                                                     // stops a prewarmed thread
+      expect(() => q.prewarm(1000)).not.toThrow();
+    }
+  });
+
+  it('a request\'s answer is the same with the event loop polling through its decode steps or sleeping (pollSteps)', async () => {
+    await using polls = await loadModel(MODEL, { threads: 2 });
+    await using sleeps = await loadModel(MODEL, { threads: 2, pollSteps: false });
+    expect(polls.batching).toMatchObject({ pollSteps: true });
+    expect(sleeps.batching).toMatchObject({ pollSteps: false });
+    for (const r of [req, { ...req, remasking: 'static' as const, steps: 4 }, { ...req, mode: 'ar' as const }]) {
+      const [a, b] = await Promise.all([polls.generate(r), sleeps.generate(r)]);
+      expect(a.ids).toEqual(b.ids);
+      expect(a.stats.forwards).toBe(b.stats.forwards);
+    }
   });
 
   it('one thread: the pool is never woken', async () => {

@@ -19,7 +19,7 @@ describe('loadModel options', () => {
   it('accepts every documented key with a valid value', () => {
     const ok = validateLoadOptions({
       threads: 1, dtype: 'bf16', precision: 'exact', isa: 'scalar', contextLength: 64, onProgress: () => undefined,
-      signal: new AbortController().signal, vision: false, gpu: false, device: 0, cudaPluginPaths: ['/x'], memoryCheck: false,
+      signal: new AbortController().signal, vision: false, gpu: false, device: 0, cudaPluginPaths: ['/x'], memoryCheck: false, pollSteps: false,
       limits: { streamIdleMs: 0, templateMs: 10, imageBytes: 1 },
     });
     expect(ok.threads).toBe(1);
@@ -43,6 +43,7 @@ describe('loadModel options', () => {
     expect(errorOf({ gpu: true }).message).toMatch(/one of 'auto', 'cuda', 'cpu', false for gpu/);
     expect(errorOf({ signal: { aborted: false } }).message).toMatch(/AbortSignal for signal/);
     expect(errorOf({ cudaPluginPaths: [1] }).option).toBe('cudaPluginPaths');
+    expect(errorOf({ pollSteps: 'yes' }).message).toBe('Expected boolean for pollSteps but received "yes" (string)');
   });
 
   it('precision and dtype (issue 13): every listed value accepted, others named', () => {
