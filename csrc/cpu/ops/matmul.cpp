@@ -110,7 +110,13 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       const bool dot = fast && ctx.k.matmul_bf16p_dot && K > 0;
       const int64_t ldx = (K + 31) / 32 * 32;
       uint16_t* xb = dot ? static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2)) : nullptr;
-      ctx.pool.parallel_for(M, kRowSplitGrain, [&](int64_t m0, int64_t m1) {
+      // One piece per thread (whole multiples of 24 rows), not the pool's usual four: each piece
+      // is a call of the kernel over the whole weight, and at these sizes (a 252 × 96 · 96ᵀ
+      // product: ≈ 16 µs a thread) the extra pieces' claims and calls cost more than the balance
+      // they buy — a tower block's four products ×0.90 on two threads (bench/RESULTS.md). A
+      // worker that is late still leaves its piece to the caller (ThreadPool claims).
+      const int64_t nth = ctx.pool.size(), per = ((M + nth - 1) / nth + kRowSplitGrain - 1) / kRowSplitGrain * kRowSplitGrain;
+      ctx.pool.parallel_for(M, per, [&](int64_t m0, int64_t m1) {
         if (dot) {
           round_bf16_rows(ctx, x, m0, m1, K, ldx, xb);
           ctx.k.matmul_bf16p_dot(xb + m0 * ldx, m1 - m0, K, ldx, w.raw(), 0, N, bias, y + m0 * N, N);
