@@ -32,7 +32,7 @@ export interface SchedulerOptions {
   maxBatch: number;
   /** Rows per forward that prefill chunks may fill up to (decode steps always go in whole). */
   maxRows: number;
-  /** Poll the event loop while a short decode step runs (LoadModelOptions.pollSteps; default true). */
+  /** Poll the event loop while a short decode step runs (LoadModelOptions.pollSteps; default false). */
   pollSteps?: boolean;
 }
 
@@ -348,7 +348,7 @@ export class BatchScheduler {
    */
   private async pollWhile<T>(read: Promise<T>): Promise<T> {
     const t0 = performance.now();
-    let polling = this.opts.pollSteps !== false && this.stepMs < STEP_POLL_MAX_MS;
+    let polling = this.opts.pollSteps === true && this.stepMs < STEP_POLL_MAX_MS;
     if (polling) {
       const end = t0 + Math.max(0.2, 2 * this.stepMs);
       const turn = (): void => { if (polling && performance.now() < end) setImmediate(turn); };
@@ -435,13 +435,14 @@ export class BatchScheduler {
 }
 
 /**
- * How a decode step's result is awaited. Its forward is short (the bundled model's: ≈ 0.1 ms)
- * and the wait ends when the queue thread's read back wakes the event loop; an event loop
- * asleep in the kernel takes 50-150 µs to wake on a VM, as long as the forward itself. While
- * the steps stay short, the loop polls instead (setImmediate turns: I/O and timers still run
- * between them), for at most twice the recent step time: the bundled child decoded ×0.85 the
- * time, its AR parent ×0.90 (bench/RESULTS.md). Polling keeps a core busy, which a forward
- * spread over every core would miss: from STEP_POLL_MAX_MS per step on, the loop sleeps.
+ * How a decode step's result is awaited with LoadModelOptions.pollSteps. Its forward is short
+ * (the bundled model's: ≈ 0.1 ms) and the wait ends when the queue thread's read back wakes the
+ * event loop; an event loop asleep in the kernel takes 50-150 µs to wake on a VM, as long as the
+ * forward itself. While the steps stay short, the loop polls instead (setImmediate turns: I/O
+ * and timers still run between them), for at most twice the recent step time: the bundled
+ * child's decode phase ×0.87, but the slowest tenth of requests 10-20 % slower (bench/
+ * RESULTS.md), hence opt-in. Polling keeps a core busy, which a forward spread over every core
+ * would miss: from STEP_POLL_MAX_MS per step on, the loop sleeps.
  */
 const STEP_POLL_MAX_MS = 2;
 

@@ -92,8 +92,8 @@ describe('queue counters and the pool wake', () => {
   });
 
   it('a request\'s answer is the same with the event loop polling through its decode steps or sleeping (pollSteps)', async () => {
-    await using polls = await loadModel(MODEL, { threads: 2 });
-    await using sleeps = await loadModel(MODEL, { threads: 2, pollSteps: false });
+    await using polls = await loadModel(MODEL, { threads: 2, pollSteps: true });
+    await using sleeps = await loadModel(MODEL, { threads: 2 });
     expect(polls.batching).toMatchObject({ pollSteps: true });
     expect(sleeps.batching).toMatchObject({ pollSteps: false });
     for (const r of [req, { ...req, remasking: 'static' as const, steps: 4 }, { ...req, mode: 'ar' as const }]) {
