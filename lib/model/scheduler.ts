@@ -410,9 +410,12 @@ export class BatchScheduler {
         const n = j - i === 1 ? k : j - i;
         const merged: ConfidenceRemaskOptions = j - i === 1 ? spec
           : { ...spec, k: n, counters: spec.counters ? picked.slice(i, j).flatMap((x) => Array.from(x.p.spec.remask!.counters!)) : undefined };
-        const view = q.narrowRows(logits!, r0, n);
+        // A view only when the forward holds other rows too (a lone sequence's step remasks
+        // every logit row: one op fewer per step, ≈ 8 µs of host time).
+        const whole = r0 === 0 && n === logits!.shape![0];
+        const view = whole ? logits! : q.narrowRows(logits!, r0, n);
         const o = q.confidenceRemask(view, merged);
-        view.dispose();
+        if (!whole) view.dispose();
         groups.push(o);
         toRead.push(o[0], o[1], o[2]);
         if (j - i > 1) this.stats.sharedRemaskRows += j - i;
