@@ -398,7 +398,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     if (queue_ && info.Length() >= 1 && info[0].IsNumber()) {
       const double us = info[0].As<Napi::Number>().DoubleValue();
       const bool pool = info.Length() >= 2 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
-      if (us > 0 && us <= 1e6) queue_->prewarm(int64_t(us), pool);
+      if (us > 0 && us <= 1e5) queue_->prewarm(int64_t(us), pool);  // at most 0.1 s of spinning
     }
     return info.Env().Undefined();
   }

@@ -43,11 +43,12 @@ static constexpr int64_t kPanel = 24;
 // costs more than rounding a few rows.
 static constexpr int64_t kPrepParallelRows = 32;
 // bf16p products split by rows rather than by the weight's panels from this many rows, when
-// the weight is at most this big (see matmul_run); pieces are whole multiples of 24 rows (the
-// kernels' register tiles are 1-8 rows: only a piece's last tile is short).
+// the weight is at most this big (see matmul_run); pieces are whole multiples of 8 rows (the
+// widest register tile of the bf16 kernel; the f32 kernels' 6- and 3-row tiles leave a short
+// tile per piece, which changes no element: kernels.h).
 static constexpr int64_t kRowSplitMinRows = 48;
 static constexpr double kRowSplitMaxWeightBytes = double(1 << 19);
-static constexpr int64_t kRowSplitGrain = 24;
+static constexpr int64_t kRowSplitGrain = 8;
 
 // Rounds rows [b, e) of x to bf16 rows of ldx values (zero-padded) in xb.
 static void round_bf16_rows(OpContext& ctx, const float* x, int64_t b, int64_t e, int64_t K, int64_t ldx, uint16_t* xb) {
@@ -110,11 +111,12 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       const bool dot = fast && ctx.k.matmul_bf16p_dot && K > 0;
       const int64_t ldx = (K + 31) / 32 * 32;
       uint16_t* xb = dot ? static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2)) : nullptr;
-      // One piece per thread (whole multiples of 24 rows), not the pool's usual four: each piece
-      // is a call of the kernel over the whole weight, and at these sizes (a 252 × 96 · 96ᵀ
-      // product: ≈ 16 µs a thread) the extra pieces' claims and calls cost more than the balance
-      // they buy — a tower block's four products ×0.90 on two threads (bench/RESULTS.md). A
-      // worker that is late still leaves its piece to the caller (ThreadPool claims).
+      // One piece per thread, not the pool's usual four: each piece is a call of the kernel over
+      // the whole weight, and at these sizes (a 252 × 96 · 96ᵀ product: ≈ 16 µs a thread) the
+      // extra pieces' claims and calls cost more than the balance they buy — a tower block's
+      // four products ×0.86-0.91 on two threads (bench/RESULTS.md). Pieces in whole multiples of
+      // kRowSplitGrain rows (252 rows: 128 + 124). A worker that is late still leaves its piece
+      // to the caller (ThreadPool claims).
       const int64_t nth = ctx.pool.size(), per = ((M + nth - 1) / nth + kRowSplitGrain - 1) / kRowSplitGrain * kRowSplitGrain;
       ctx.pool.parallel_for(M, per, [&](int64_t m0, int64_t m1) {
         if (dot) {
