@@ -62,13 +62,25 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   done_.store(0, std::memory_order_relaxed);
   uint64_t gen = (generation_.load(std::memory_order_relaxed) + 1) & 0xffffffff;
   if (gen == 0) gen = 1;   // claim_ == 0 means "no run"
-  claim_.store(gen << 32, std::memory_order_release);
+  // tid 0 is the caller's own: the workers claim from 1 on. So the caller always runs the same
+  // share of a parallel_for (the first rows of every row-wise op), and consecutive ops find
+  // their rows in its cache; a worker that grabbed tid 0 first (it often did, spinning while
+  // the caller was still notifying) flipped the shares between ops. The caller then claims
+  // whatever the workers have not.
+  claim_.store((gen << 32) | 1, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lk(mu_);
     generation_.store(gen, std::memory_order_release);
   }
   cv_.notify_all();
   forks_.fetch_add(1, std::memory_order_relaxed);
+  try {
+    fn(0, nthreads_);
+  } catch (...) {
+    std::lock_guard<std::mutex> lk(err_mu_);
+    if (!err_) err_ = std::current_exception();
+  }
+  done_.fetch_add(1, std::memory_order_acq_rel);
   run_claims(gen, false);
   // Spin, then yield: the tids still running belong to workers that may be descheduled.
   for (int i = 0; done_.load(std::memory_order_acquire) != nthreads_; ++i) {

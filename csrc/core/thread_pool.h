@@ -1,17 +1,19 @@
 // thread_pool.h — a persistent pool of kernel threads with one fork/join primitive.
 //
 // run(fn) calls fn(tid, nth) once for every tid in [0, nth) and returns when all have
-// finished. The tids are claimed, not assigned: the caller and every awake worker take the
-// next unclaimed tid until none is left, so a worker the OS has not scheduled (more threads
-// than free cores: several models, or a busy machine) never holds the caller up — the caller
-// runs its share itself. Partitions by tid are therefore unchanged, only who runs them varies.
+// finished. tid 0 is the caller's; the others are claimed, not assigned: every awake worker
+// takes the next unclaimed tid, and so does the caller once its own is done, until none is
+// left — so a worker the OS has not scheduled (more threads than free cores: several models,
+// or a busy machine) never holds the caller up. Partitions by tid are therefore unchanged,
+// only who runs them varies (and the caller always runs tid 0's: see parallel_for_tid).
 // Workers spin briefly before sleeping: a forward issues hundreds of short ops and a
 // condition-variable wake costs tens of microseconds each time; spinning waits yield the core
 // now and then, so an oversubscribed machine runs the thread being waited for. The first
 // exception thrown by any participant is rethrown in the caller.
 //
-// parallel_for goes one step further: it hands out [0, n) in a few contiguous pieces per
-// participant from a shared counter, so a participant that loses its core in the middle of an
+// parallel_for goes one step further: it cuts [0, n) into a few contiguous pieces per
+// participant, each participant's pieces one contiguous share that it takes in order and the
+// others take over when they run out, so a participant that loses its core in the middle of an
 // op holds one small piece, not a fixed share. The ops' results do not depend on how the range
 // is cut (csrc/cpu/kernels.h: every element is computed on its own), only on n.
 #pragma once
@@ -72,6 +74,15 @@ class ThreadPool {
   }
   // parallel_for whose f(tid, b, e) also gets the participant's tid in [0, size()): pieces
   // with the same tid never run at the same time, so f may use per-tid scratch.
+  //
+  // Participant t owns the contiguous pieces [t·P/nth, (t+1)·P/nth) and takes them in order;
+  // one that runs out takes the others' next unclaimed pieces, so a late or descheduled
+  // participant's share is still done by whoever is free. Contiguous shares keep consecutive
+  // ops' rows on one core: the queue thread (usually tid 0) produces rows [0, n/2) of a
+  // matmul and the rms_norm, add or activation after it reads them from its own cache, where a
+  // shared piece counter interleaved the rows of the two cores and every row-wise op pulled half
+  // its input across (on the dev VM the vision tower's small ops ran slower on two threads than
+  // on one: bench/RESULTS.md).
   template <class F>
   void parallel_for_tid(int64_t n, int64_t grain, F&& f) {
     if (n <= 0) return;
@@ -83,15 +94,37 @@ class ThreadPool {
     }
     const int64_t want = int64_t(nthreads_) * kPiecesPerThread;
     const int64_t pieces = grains < want ? grains : want;
-    std::atomic<int64_t> next{0};
+    const auto piece = [&](int tid, int64_t p) {
+      int64_t b = grains * p / pieces * grain, e = grains * (p + 1) / pieces * grain;
+      if (e > n) e = n;
+      f(tid, b, e);
+    };
+    if (nthreads_ > kMaxShares) {  // beyond the fixed table: one shared counter
+      std::atomic<int64_t> next{0};
+      run([&](int tid, int) {
+        for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces; p = next.fetch_add(1, std::memory_order_relaxed)) piece(tid, p);
+      });
+      return;
+    }
+    struct alignas(64) Share {
+      std::atomic<int64_t> next;
+      int64_t end;
+    };
+    Share share[kMaxShares];
+    const int nth = nthreads_;
+    for (int t = 0; t < nth; ++t) {
+      share[t].next.store(pieces * t / nth, std::memory_order_relaxed);
+      share[t].end = pieces * (t + 1) / nth;
+    }
     run([&](int tid, int) {
-      for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces; p = next.fetch_add(1, std::memory_order_relaxed)) {
-        int64_t b = grains * p / pieces * grain, e = grains * (p + 1) / pieces * grain;
-        if (e > n) e = n;
-        f(tid, b, e);
+      for (int k = 0; k < nth; ++k) {
+        Share& s = share[(tid + k) % nth];
+        for (int64_t p = s.next.fetch_add(1, std::memory_order_relaxed); p < s.end; p = s.next.fetch_add(1, std::memory_order_relaxed)) piece(tid, p);
       }
     });
   }
+  // Participants with their own share in parallel_for_tid (more threads share one counter).
+  static constexpr int kMaxShares = 64;
 
  private:
   void worker_loop();
