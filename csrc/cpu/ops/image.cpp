@@ -262,6 +262,34 @@ static void patch_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out
   }
   const uint8_t* img = in[0]->data<uint8_t>();
   float* y = out[0]->data<float>();
+  if (ps == 14 && tps == 2) {
+    // Qwen2-VL / Qwen2.5-VL's patches (14 px, 2 frames) with the sizes known to the compiler:
+    // one pass over each patch's 14 source rows (42 interleaved bytes each), every value
+    // looked up once and stored to both frames — where the general loop below walks each
+    // channel's bytes apart and copies the first frame into the second. Same values.
+    constexpr int64_t P = 14, F = P * P;
+    ctx.pool.parallel_for(out[0]->dim(0), 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t u = r / (m * m), k = r % (m * m);
+        const int64_t y0 = ((u / (gw / m)) * m + k / m) * P, x0 = ((u % (gw / m)) * m + k % m) * P;
+        float* row = y + r * D;
+        for (int64_t py = 0; py < P; ++py) {
+          const uint8_t* src = img + ((y0 + py) * W + x0) * 3;
+          float v[3][P];
+          for (int64_t px = 0; px < P; ++px) {
+            v[0][px] = lut[0][src[3 * px]];
+            v[1][px] = lut[1][src[3 * px + 1]];
+            v[2][px] = lut[2][src[3 * px + 2]];
+          }
+          for (int c = 0; c < 3; ++c) {
+            std::memcpy(row + (2 * c) * F + py * P, v[c], sizeof v[c]);
+            std::memcpy(row + (2 * c + 1) * F + py * P, v[c], sizeof v[c]);
+          }
+        }
+      }
+    });
+    return;
+  }
   ctx.pool.parallel_for(out[0]->dim(0), 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       // Row r: merge unit u (row-major over the unit grid), patch k of its m×m.
