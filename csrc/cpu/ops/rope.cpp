@@ -13,6 +13,7 @@
 //   (below, by qkv_rope_split_run).
 #include <cmath>
 #include <cstring>
+#include <vector>
 #include <string>
 
 #include "ops.h"
@@ -120,12 +121,17 @@ static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors&
   float* k = out[1]->data<float>();
   float* v = out[2]->data<float>();
   const int64_t R = in[0]->dim(0), nh = a.heads, hd = in[0]->dim(1) / (3 * nh), C = nh * hd;
+  // Per position, one rope_rows call over its nh heads for Q (straight into q's row) and one
+  // for K (into a row of scratch, then each head to its place in k): a call per (position,
+  // head) was ≈ 2000 indirect calls per tower block. A row's arithmetic is the same either way.
   ctx.pool.parallel_for(R, 8, [&](int64_t t0, int64_t t1) {
+    std::vector<float> kr(static_cast<size_t>(C));
     for (int64_t t = t0; t < t1; ++t) {
       const float* row = x + t * 3 * C;
+      ctx.k.rope_rows(row, c + t * hd, s + t * hd, q + t * C, 0, nh, nh, hd);
+      ctx.k.rope_rows(row + C, c + t * hd, s + t * hd, kr.data(), 0, nh, nh, hd);
       for (int64_t h = 0; h < nh; ++h) {
-        ctx.k.rope_rows(row + h * hd, c + t * hd, s + t * hd, q + (t * nh + h) * hd, 0, 1, 1, hd);
-        ctx.k.rope_rows(row + C + h * hd, c + t * hd, s + t * hd, k + (h * R + t) * hd, 0, 1, 1, hd);
+        std::memcpy(k + (h * R + t) * hd, kr.data() + h * hd, sizeof(float) * size_t(hd));
         std::memcpy(v + (h * R + t) * hd, row + 2 * C + h * hd, sizeof(float) * size_t(hd));
       }
     }
