@@ -273,9 +273,9 @@ export class Model {
     this.sched = new BatchScheduler(this.text, queue, batch);
   }
 
-  /** Continuous batching counters: forwards, rows and sequences per forward, open and waiting requests. */
-  get batching(): SchedulerStats & { maxBatch: number; maxRows: number } {
-    return { ...this.sched.stats, ...this.sched.opts };
+  /** Continuous batching counters: forwards, rows and sequences per forward, open and waiting requests; the settings (maxBatch, maxRows, pollSteps). */
+  get batching(): SchedulerStats & { maxBatch: number; maxRows: number; pollSteps: boolean } {
+    return { ...this.sched.stats, ...this.sched.opts, pollSteps: this.sched.opts.pollSteps === true };
   }
 
   /** How forwards run: recorded plans (with their cache counters) or op by op, and the queue's job counters. */
