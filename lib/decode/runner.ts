@@ -91,6 +91,14 @@ export interface BlockForwarder {
 export interface RunnerFlags {
   /** Merge each commit into the next block's first denoising forward (default true). */
   mergeCommit?: boolean;
+  /**
+   * Merge the prompt's prefill into the first block's first denoising forward (default true):
+   * one forward over [L0, first block's end) with the block mask, K/V for the prompt's rows and
+   * logits for the block's masked rows — exactly the prefill and the step run apart (the block
+   * mask keeps the prompt's rows from seeing the block; the block's rows see the prompt's K/V
+   * from the cache either way), one forward and one round trip fewer per request.
+   */
+  mergePrefill?: boolean;
   /** Emit a `step` event after every denoising iteration (canvas snapshot). */
   stepEvents?: boolean;
   /**
@@ -137,14 +145,21 @@ export interface DecodeStats {
   /** Prompt positions run by the prefill forward (0 when everything was cached or P < bs). */
   prefillTokens: number;
   generatedTokens: number;
-  /** Forward passes (NFE): prefill, denoising iterations and commits as run. */
+  /** Forward passes (NFE): prefill, denoising iterations and commits as run (a prefill merged
+   *  with the first denoising iteration counts once). */
   forwards: number;
   /** Generated tokens per forward. */
   tokensPerForward: number;
+  /** Wall time of the prefill forward (with RunnerFlags.mergePrefill: the first denoising
+   *  iteration too, which rides in it). */
   prefillMs: number;
+  /** Generated tokens the prefill forward already produced: AR's first token; diffusion's
+   *  tokens revealed by a merged first iteration (RunnerFlags.mergePrefill); else 0. */
+  prefillGenerated: number;
   /** Decode wall time (after prefill) per forward. */
   msPerForward: number;
-  /** Generated tokens per second of decode wall time (prefill excluded). */
+  /** Generated tokens per second of decode wall time (prefill excluded; diffusion: without
+   *  prefillGenerated, which came before that time). */
   tokensPerSecond: number;
   totalMs: number;
   /** Per generated token: the iteration at which it was revealed and its confidence. */
@@ -230,14 +245,18 @@ export async function* runBlockDiffusion(
   // Prefill the whole prompt blocks (§5.4), those the cache does not hold already.
   checkAbort();
   const prefillTokens = geom.prefillLength - L0;
-  if (prefillTokens > 0) {
+  // Merged into the first forward of the first block (the prompt's blocks end where it starts),
+  // unless there is no block to decode: the prefill alone still fills the cache (sessions).
+  let mergingPrefill = prefillTokens > 0 && (flags.mergePrefill ?? true) && geom.blocks.length > 0;
+  if (prefillTokens > 0 && !mergingPrefill) {
     await fw.step({ ids: ids.subarray(L0, geom.prefillLength), pos0: L0, blockSize: bs, rows: [], prefill: true, first: true });
     forwards++;
   }
   let committedLength = geom.prefillLength;
-  const tPrefill = performance.now();
+  let tPrefill = performance.now();
+  let prefillMerged = false;
   const host = new HostClock();
-  host.start();
+  if (!mergingPrefill) host.start();
 
   let pending: CanvasBlock | null = null;   // finished block whose commit is deferred (merge)
   let stopped = false;
@@ -251,16 +270,23 @@ export async function* runBlockDiffusion(
       if (rows.length === 0) break;
       iterations++;
 
-      // One forward: this block, or the deferred commit of the previous one plus this block.
-      const start = pending ? pending.start : block.start;
+      // One forward: this block, or the deferred commit of the previous one plus this block, or
+      // the prompt's prefill plus this (first) block.
+      const merged = mergingPrefill;
+      const start = merged ? L0 : pending ? pending.start : block.start;
       pending = null;
+      mergingPrefill = false;
       const remask: ConfidenceRemaskOptions = {
         temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
         counters: o.temperature > 0 ? rows.map((j) => sampleCounter(j, i)) : undefined,
         k: schedule[i], mode: o.remasking, threshold: o.threshold, confidence,
       };
-      host.pause();
-      const res = (await fw.step({ ids: ids.slice(start, block.end), pos0: start, blockSize: bs, rows: rows.map((j) => j - start), remask, first: block === geom.blocks[0] }))!;
+      if (!merged) host.pause();
+      const res = (await fw.step({
+        ids: ids.slice(start, block.end), pos0: start, blockSize: bs, rows: rows.map((j) => j - start), remask,
+        first: block === geom.blocks[0], ...(merged ? { prefill: true } : {}),
+      }))!;
+      if (merged) tPrefill = performance.now();
       host.start();
       forwards++;
       const x0 = res.ids, conf = res.conf, reveal = res.reveal;
@@ -273,6 +299,7 @@ export async function* runBlockDiffusion(
         revealed[j] = { block: block.index, iteration: i, confidence: conf[r] };
         newly.push(j);
       }
+      if (merged) prefillMerged = true;
       if (flags.stepEvents) {
         host.pause();
         yield {
@@ -318,6 +345,9 @@ export async function* runBlockDiffusion(
   const generated = out.ids.length;
   const decodeMs = tEnd - tPrefill;
   const decodeForwards = forwards - (prefillTokens > 0 ? 1 : 0);
+  // Returned tokens the merged prefill forward revealed for good (first block, iteration 0).
+  const first = geom.blocks[0];
+  const prefillGenerated = prefillMerged ? revealed.slice(P, P + generated).filter((r) => r !== null && r.block === first.index && r.iteration === 0).length : 0;
   const result: DecodeResult = {
     ...out,
     committedLength,
@@ -330,8 +360,9 @@ export async function* runBlockDiffusion(
       forwards,
       tokensPerForward: forwards ? generated / forwards : 0,
       prefillMs: tPrefill - t0,
+      prefillGenerated,
       msPerForward: decodeForwards ? decodeMs / decodeForwards : 0,
-      tokensPerSecond: decodeMs > 0 ? (generated / decodeMs) * 1000 : 0,
+      tokensPerSecond: decodeMs > 0 ? ((generated - prefillGenerated) / decodeMs) * 1000 : 0,
       totalMs: tEnd - t0,
       steps: revealed.slice(P, P + generated),   // one record per returned token
       blockIterations,
@@ -411,6 +442,7 @@ export async function* runAutoregressive(
       promptTokens: P, cachedTokens: L0, prefillTokens: P - L0, generatedTokens: out.length, forwards,
       tokensPerForward: forwards ? out.length / forwards : 0,
       prefillMs: tPrefill - t0,
+      prefillGenerated: out.length > 0 ? 1 : 0,
       msPerForward: forwards > 1 ? decodeMs / (forwards - 1) : 0,
       tokensPerSecond: decodeMs > 0 ? ((out.length - 1) / decodeMs) * 1000 : 0,
       totalMs: tEnd - t0, steps, blockIterations: [], hostMs: host.ms,

@@ -151,7 +151,7 @@ export interface GenerateRequest extends DecodeOptions {
   /** Emit `step` events (canvas snapshots) from stream(). */
   stepEvents?: boolean;
   /** Engine switches for tests and benchmarks. */
-  engine?: Pick<RunnerFlags, 'mergeCommit' | 'stepEvents'>;
+  engine?: Pick<RunnerFlags, 'mergeCommit' | 'mergePrefill' | 'stepEvents'>;
   /**
    * Stop strings: decoding ends after the block where one appears; the text ends before it
    * (finishReason 'stop'). Streamed text never shows a stop string, even one split across blocks.
@@ -717,8 +717,9 @@ export class Model {
           stopString = hit.stop;
           ids = ids.slice(0, tokensCovering(this.tokenizer, ids, hit.text.length + hit.stop.length));
         }
-        // AR's first token comes out of the prefill forward; diffusion's prefill yields none.
-        const decodeTokens = mode === 'ar' ? Math.max(0, r.stats.generatedTokens - 1) : r.stats.generatedTokens;
+        // AR's first token comes out of the prefill forward, and so do the tokens of a diffusion
+        // prefill merged with the first denoising iteration (RunnerFlags.mergePrefill).
+        const decodeTokens = Math.max(0, r.stats.generatedTokens - r.stats.prefillGenerated);
         const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
         const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, ids, mode, text, stats, ...(stopString !== undefined ? { stopString } : {}) } };

@@ -9,7 +9,7 @@ import { stopStrings } from '../text/stream.js';
 
 /** Keys of a request that are not decode options. */
 export const REQUEST_KEYS: ReadonlySet<string> = new Set(['messages', 'prompt', 'promptIds', 'mode', 'format', 'systemPrompt', 'stepEvents', 'engine', 'stop', 'prefixCache']);
-const ENGINE_KEYS: ReadonlySet<string> = new Set(['mergeCommit', 'stepEvents']);
+const ENGINE_KEYS: ReadonlySet<string> = new Set(['mergeCommit', 'mergePrefill', 'stepEvents']);
 
 /** The checked own-keys copy of a request, and its decode options apart. */
 export interface ReadRequest {

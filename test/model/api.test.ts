@@ -61,6 +61,26 @@ describe('loadModel + generate', () => {
     expect(b.stats.forwards - a.stats.forwards).toBe(a.stats.blockIterations.length - 1);
   });
 
+  it('the prefill merged into the first denoising forward gives the same ids, one forward fewer, and the tokens it revealed are not decode-phase tokens', async () => {
+    // The bundled child with a picture: the merged forward also splices the image features.
+    await using model = await loadModel(undefined, { threads: 2 });
+    const req = {
+      messages: [{ role: 'user' as const, content: [{ type: 'image' as const, image: 'examples/three-shapes.png' }, { type: 'text' as const, text: 'Describe the image.' }] }],
+      maxTokens: 32,
+    };
+    for (const extra of [{}, { remasking: 'static' as const, steps: 4 }, { engine: { mergeCommit: false } }]) {
+      const a = await model.generate({ ...req, ...extra });
+      const b = await model.generate({ ...req, ...extra, engine: { ...(extra as { engine?: object }).engine, mergePrefill: false } });
+      expect(a.ids).toEqual(b.ids);
+      expect(a.stats.steps).toEqual(b.stats.steps);
+      expect(b.stats.forwards - a.stats.forwards).toBe(1);
+      expect(b.stats.prefillGenerated).toBe(0);
+      expect(a.stats.prefillGenerated).toBeGreaterThan(0);
+      expect(a.stats.timings.decodeTokens).toBe(a.stats.generatedTokens - a.stats.prefillGenerated);
+      expect(b.stats.timings.decodeTokens).toBe(b.stats.generatedTokens);
+    }
+  });
+
   it('AR mode on a stock (non-diffusion) checkpoint uses its chat template', async () => {
     await using model = await loadModel(ar.dir, { threads: 2 });
     expect(model.isDiffusion).toBe(false);

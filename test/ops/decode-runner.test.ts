@@ -1,6 +1,7 @@
 // The native-backed runner (lib/decode/runner.ts) against the plain reference decoder
 // (lib/decode/reference.ts) on the same logits sources: identical ids, finish reasons, reveal
-// steps and confidences for every option combination, with and without the merged commit.
+// steps and confidences for every option combination, with and without the merged commit and
+// the merged prefill.
 // The runner's sampling and remasking run in the native op confidence_remask; the reference's in
 // TypeScript — so this is also the end-to-end check that both agree.
 import { describe, expect, it } from 'vitest';
@@ -35,10 +36,10 @@ const MASK = 63;
 const EOS = 5;
 const q = new Queue({ threads: 2 });
 
-async function runner(prompt: number[], src: LogitsSource, opts: DecodeOptions, model: DecodeModel, merge: boolean): Promise<{ r: DecodeResult; fw: SourceForwarder }> {
+async function runner(prompt: number[], src: LogitsSource, opts: DecodeOptions, model: DecodeModel, merge: boolean, mergePrefill = true): Promise<{ r: DecodeResult; fw: SourceForwarder }> {
   const fw = new SourceForwarder(q, src, V);
   let res: DecodeResult | undefined;
-  for await (const ev of runBlockDiffusion(forwarderStepper(fw), prompt, opts, model, { mergeCommit: merge })) if (ev.type === 'done') res = ev.result;
+  for await (const ev of runBlockDiffusion(forwarderStepper(fw), prompt, opts, model, { mergeCommit: merge, mergePrefill })) if (ev.type === 'done') res = ev.result;
   return { r: res!, fw };
 }
 
@@ -58,7 +59,7 @@ const promptOf = (P: number, s: number) => Array.from({ length: P }, (_, i) => (
 describe('runner vs plain reference', () => {
   it('greedy, static and dynamic, every steps value, prompt lengths 0..3 blocks (bs 8), merged and not', async () => {
     const bs = 8;
-    let runs = 0;
+    let runs = 0, revealedInPrefill = 0;
     for (let P = 0; P <= 3 * bs; P += (P < 10 ? 1 : 3)) {
       for (let S = 1; S <= bs; S++) {
         for (const remasking of ['static', 'dynamic'] as const) {
@@ -68,12 +69,22 @@ describe('runner vs plain reference', () => {
           for (const merge of [true, false]) {
             const { r } = await runner(promptOf(P, S), src, opts, model(bs), merge);
             expectSame(r, ref, `P=${P} S=${S} ${remasking} merge=${merge}`);
+            // The prefill apart from the first iteration: the same decode, one forward more
+            // whenever the prompt holds a whole block, and nothing revealed before the decode.
+            const { r: apart } = await runner(promptOf(P, S), src, opts, model(bs), merge, false);
+            expectSame(apart, ref, `P=${P} S=${S} ${remasking} merge=${merge} prefill apart`);
+            expect(apart.stats.forwards - r.stats.forwards, `P=${P}`).toBe(P >= bs ? 1 : 0);
+            expect(apart.stats.prefillGenerated).toBe(0);
+            const firstBlock = Math.floor(P / bs);   // the block holding the prompt's end
+            expect(r.stats.prefillGenerated, `P=${P}`).toBe(P >= bs ? r.stats.steps.filter((x) => x?.block === firstBlock && x.iteration === 0).length : 0);
+            revealedInPrefill += r.stats.prefillGenerated;
             runs++;
           }
         }
       }
     }
     expect(runs).toBeGreaterThan(300);
+    expect(revealedInPrefill).toBeGreaterThan(0);
   });
 
   it('block sizes 1, 4 and 16; maxTokens not a multiple of the block', async () => {
