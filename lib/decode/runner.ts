@@ -247,16 +247,16 @@ export async function* runBlockDiffusion(
   const prefillTokens = geom.prefillLength - L0;
   // Merged into the first forward of the first block (the prompt's blocks end where it starts),
   // unless there is no block to decode: the prefill alone still fills the cache (sessions).
-  let mergingPrefill = prefillTokens > 0 && (flags.mergePrefill ?? true) && geom.blocks.length > 0;
-  if (prefillTokens > 0 && !mergingPrefill) {
+  const mergePrefill = prefillTokens > 0 && (flags.mergePrefill ?? true) && geom.blocks.length > 0;
+  let prefillPending = mergePrefill;   // until the first forward has run it
+  if (prefillTokens > 0 && !mergePrefill) {
     await fw.step({ ids: ids.subarray(L0, geom.prefillLength), pos0: L0, blockSize: bs, rows: [], prefill: true, first: true });
     forwards++;
   }
   let committedLength = geom.prefillLength;
   let tPrefill = performance.now();
-  let prefillMerged = false;
   const host = new HostClock();
-  if (!mergingPrefill) host.start();
+  if (!mergePrefill) host.start();
 
   let pending: CanvasBlock | null = null;   // finished block whose commit is deferred (merge)
   let stopped = false;
@@ -272,10 +272,10 @@ export async function* runBlockDiffusion(
 
       // One forward: this block, or the deferred commit of the previous one plus this block, or
       // the prompt's prefill plus this (first) block.
-      const merged = mergingPrefill;
+      const merged = prefillPending;
       const start = merged ? L0 : pending ? pending.start : block.start;
       pending = null;
-      mergingPrefill = false;
+      prefillPending = false;
       const remask: ConfidenceRemaskOptions = {
         temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
         counters: o.temperature > 0 ? rows.map((j) => sampleCounter(j, i)) : undefined,
@@ -299,7 +299,6 @@ export async function* runBlockDiffusion(
         revealed[j] = { block: block.index, iteration: i, confidence: conf[r] };
         newly.push(j);
       }
-      if (merged) prefillMerged = true;
       if (flags.stepEvents) {
         host.pause();
         yield {
@@ -345,9 +344,10 @@ export async function* runBlockDiffusion(
   const generated = out.ids.length;
   const decodeMs = tEnd - tPrefill;
   const decodeForwards = forwards - (prefillTokens > 0 ? 1 : 0);
-  // Returned tokens the merged prefill forward revealed for good (first block, iteration 0).
+  // Returned tokens the merged prefill forward revealed for good (first block, iteration 0):
+  // that forward is always the first block's first iteration, which always has masked rows.
   const first = geom.blocks[0];
-  const prefillGenerated = prefillMerged ? revealed.slice(P, P + generated).filter((r) => r !== null && r.block === first.index && r.iteration === 0).length : 0;
+  const prefillGenerated = mergePrefill ? revealed.slice(P, P + generated).filter((r) => r !== null && r.block === first.index && r.iteration === 0).length : 0;
   const result: DecodeResult = {
     ...out,
     committedLength,

@@ -463,6 +463,20 @@ static bool attn_fill_tile(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0,
   return false;
 }
 
+// Kv head g's tile of keys [j0, j1) (read from a0 on) for an item: the call's shared tile (Kt
+// and Vb pointed into it), or this item's own copy filled into Kt and Vb. Returns whether the
+// value rows of [a0, j1) are all finite.
+static inline bool attn_tile_at(const AttnArgs& A, int64_t g, int64_t j0, int64_t a0, int64_t j1, int64_t T, float*& Kt, float*& Vb) {
+  if (!A.tiles) return attn_fill_tile(A, g, j0, a0, j1, Kt, Vb, nullptr);
+  const int64_t ti = j0 / T - A.tile0;
+  Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + ti) * attn_tile_floats(A.hd);
+  Vb = Kt + A.hd * T;
+  const uint8_t* fin = A.finite + g * A.span + (a0 - A.key0);
+  bool finite = true;
+  for (int64_t j = 0; j < j1 - a0; ++j) finite = finite && fin[j];
+  return finite;
+}
+
 // T = attn_tile(A.hd) as a constant: with a run-time tile the 64-key loops at head dim 64 ran
 // 12 % slower.
 template <int64_t T>
@@ -504,16 +518,7 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
     // 1. K transposed and V padded, f32: this item's own copy, or the call's shared one. The
     //    products below never touch a key outside [a0, j1) (scores masked, P·V over a block's
     //    visible keys), so a shared tile's other keys cannot change a bit of this item's rows.
-    bool v_finite = true;
-    if (A.tiles) {
-      const int64_t ti = j0 / T - A.tile0;
-      Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + ti) * attn_tile_floats(hd);
-      Vb = Kt + hd * T;
-      const uint8_t* fin = A.finite + g * A.span + (a0 - A.key0);
-      for (int64_t j = 0; j < j1 - a0; ++j) v_finite = v_finite && fin[j];
-    } else {
-      v_finite = attn_fill_tile(A, g, j0, a0, j1, Kt, Vb, nullptr);
-    }
+    const bool v_finite = attn_tile_at(A, g, j0, a0, j1, T, Kt, Vb);
 
     // One block of R query rows [rb, rb + R) against this tile (R a compile-time constant).
     auto block = [&](auto rows_c, int64_t rb) {
@@ -769,16 +774,7 @@ static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t 
 
   for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
     const int64_t a0 = j0 > LO ? j0 : LO, j1 = j0 + T < HI ? j0 + T : HI;
-    bool v_finite = true;
-    if (A.tiles) {
-      const int64_t ti = j0 / T - A.tile0;
-      Kt = const_cast<float*>(A.tiles) + (g * A.ntiles + ti) * attn_tile_floats(hd);
-      Vb = Kt + hd * T;
-      const uint8_t* fin = A.finite + g * A.span + (a0 - A.key0);
-      for (int64_t j = 0; j < j1 - a0; ++j) v_finite = v_finite && fin[j];
-    } else {
-      v_finite = attn_fill_tile(A, g, j0, a0, j1, Kt, Vb, nullptr);
-    }
+    const bool v_finite = attn_tile_at(A, g, j0, a0, j1, T, Kt, Vb);
     for (int64_t g0 = 0; g0 < ng; g0 += kLanesNG) {
       const int64_t n = std::min<int64_t>(kLanesNG, ng - g0);
       // Keys of the tile any lane of the pair sees, [ua, ub) relative to j0; scores over whole

@@ -140,6 +140,7 @@ struct SampleScratch {
   std::vector<int32_t> order;
 };
 
+// One sampled row (temperature > 0; greedy rows go through greedy_rows or greedy_row_split).
 // Returns an error message or "".
 static std::string sample_row(const float* l, int64_t V, int64_t r, const SampleCfg& c, double counter, SampleScratch& s,
                               int32_t* id, float* conf) {
@@ -149,19 +150,6 @@ static std::string sample_row(const float* l, int64_t V, int64_t r, const Sample
   int64_t arg = 0;
   std::string err = check_row(l, V, r, &lmax, &arg);
   if (!err.empty()) return err;
-  if (c.temperature == 0) {  // greedy: the level's vector exps, then the index-order Σ, a
-    // cache-sized piece at a time (the numerators are not needed afterwards)
-    double e[2048];
-    double Z = 0;
-    for (int64_t j0 = 0; j0 < V; j0 += 2048) {
-      const int64_t len = V - j0 < 2048 ? V - j0 : 2048;
-      c.k->exp_shift_f64(l + j0, len, lmax, e);
-      for (int64_t j = 0; j < len; ++j) Z += e[j];
-    }
-    *id = int32_t(arg);
-    *conf = float(1.0 / Z);
-    return "";
-  }
   for (int64_t j = 0; j < V; ++j) {
     z[j] = double(l[j]) / c.temperature;
     if (z[j] == -kNegInf || (z[j] == kNegInf && l[j] != -std::numeric_limits<float>::infinity()))
@@ -391,14 +379,11 @@ static void confidence_remask_run(OpContext& ctx, const Tensors& in, const Tenso
       return;
     }
     SampleScratch s;
-    if (c.temperature > 0) {
-      s.z.resize(size_t(V));
-      s.e.resize(size_t(V));
-      s.p.resize(size_t(V));
-      s.order.reserve(size_t(V));
-    }
-    for (int64_t r = r0; r < r1; ++r)
-      errs[r] = sample_row(logits + r * V, V, r, c, c.temperature > 0 ? counters[size_t(r)] : 0, s, ids + r, conf + r);
+    s.z.resize(size_t(V));
+    s.e.resize(size_t(V));
+    s.p.resize(size_t(V));
+    s.order.reserve(size_t(V));
+    for (int64_t r = r0; r < r1; ++r) errs[r] = sample_row(logits + r * V, V, r, c, counters[size_t(r)], s, ids + r, conf + r);
   });
   for (int64_t r = 0; r < n; ++r)
     if (!errs[r].empty()) throw Error(DVL_ERR_RANGE, errs[r]);
