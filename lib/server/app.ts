@@ -76,6 +76,25 @@ function timings(r: GenerateResult, queueMs: number) {
     steps: r.options.steps, block_size: r.mode === 'ar' ? 1 : r.options.blockSize, remasking: r.options.remasking,
   };
 }
+/** Bounds on reading an unwanted request body before an error reply (see the error handler). */
+const DRAIN_MAX_BYTES = 256 * 1024 * 1024, DRAIN_MAX_MS = 5000;
+
+/** Reads and drops what is left of a request body: until its end, a close, or the bounds above. */
+function drainBody(raw: FastifyRequest['raw']): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = () => {
+      clearTimeout(timer);
+      raw.off('data', onData); raw.off('end', done); raw.off('close', done); raw.off('error', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => { seen += chunk.length; if (seen > DRAIN_MAX_BYTES) done(); };
+    const timer = setTimeout(done, DRAIN_MAX_MS);
+    raw.on('data', onData); raw.once('end', done); raw.once('close', done); raw.once('error', done);
+    raw.resume();
+  });
+}
+
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 function usage(r: GenerateResult) {
@@ -189,14 +208,18 @@ export class DiffusionVLServer {
   private routes(): void {
     const app = this.app;
 
-    app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    app.setErrorHandler(async (err: Error & { statusCode?: number; code?: string }, req, reply) => {
       let e: ApiError;
       if (err instanceof ApiError) e = err;
       else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new ApiError(413, `the request body is over the ${this.app.initialConfig.bodyLimit}-byte cap (--max-body-mb)`, { code: 'request_too_large' });
       else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = new ApiError(415, 'send the body as application/json', { code: 'unsupported_media_type' });
       else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message.replace(/^Body is not valid JSON but content-type is set to 'application\/json'$/, 'the request body is not valid JSON'), { param: 'body', code: 'invalid_body' });
       else e = toApiError(err);
-      void reply.code(e.status).send(e.body);
+      // A reply sent while the client is still writing its body (over the cap: refused on its
+      // Content-Length before a byte is read) closes the socket under the client's write, and the
+      // client sees EPIPE instead of this error. Read the rest first, within bounds.
+      if (!req.raw.complete) await drainBody(req.raw);
+      return reply.code(e.status).send(e.body);
     });
     app.setNotFoundHandler((req, reply) => {
       const e = new ApiError(404, `no route ${req.method} ${req.url.split('?')[0]}`, { type: 'not_found_error', code: 'not_found' });
