@@ -204,6 +204,14 @@ export interface EncodedPrompt {
   visionMs: number;
   imageMs: number;
   towerMs: number;
+  /**
+   * Pipelined encodes only (encodePrompt's `pipelined`): settles (never rejects) once the tower's
+   * ops ran, after setting towerMs, visionMs, towerEnd and, if the tower failed, towerError.
+   */
+  towerDone?: Promise<void>;
+  /** performance.now() when the tower's ops had run (pipelined: once towerDone settled). */
+  towerEnd?: number;
+  towerError?: unknown;
 }
 
 export type StreamEvent =
@@ -467,8 +475,13 @@ export class Model {
    * per feature row (docs §3.6). Runs on the model's queue; the caller holds a slot. An abort
    * rejects with signal.reason once the queued tower work ran (other requests share the queue). Images are decoded one
    * at a time, each dropped once preprocessed, so at most one full-size image is in memory.
+   *
+   * `pipelined`: return as soon as the tower's ops are queued, without waiting for them; the
+   * caller's first forward then queues right behind the tower (its host preparation overlaps the
+   * tower's work, and one round trip to the event loop goes). The caller must not trust anything
+   * computed from the features before `towerDone` settled without `towerError` (checkTower).
    */
-  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal, multiImage?: boolean): Promise<EncodedPrompt> {
+  private async encodePrompt(ids: readonly number[], images: readonly unknown[], signal?: AbortSignal, multiImage?: boolean, pipelined = false): Promise<EncodedPrompt> {
     if (images.length === 0) return { ids: Array.from(ids), featureRow: new Int32Array(ids.length).fill(-1), features: null, imageTokens: [], visionMs: 0, imageMs: 0, towerMs: 0 };
     const t0 = performance.now();
     const checkAbort = () => { this.ensureAlive(); if (signal?.aborted) throw signal.reason; };
@@ -492,6 +505,23 @@ export class Model {
     } finally {
       for (const p of prepared) enc.discard?.(p);   // queued work keeps what it reads
     }
+    // Expand: sentinel k → imageTokens[k] positions holding feature rows off_k .. off_k + N_k − 1.
+    const out: number[] = [];
+    const rows: number[] = [];
+    let k = 0, off = 0;
+    for (const t of ids) {
+      if (t !== IMAGE_TOKEN_INDEX) { out.push(t); rows.push(-1); continue; }
+      for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
+      off += imageTokens[k++];
+    }
+    const p: EncodedPrompt = { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: 0, imageMs: tTower - t0, towerMs: 0 };
+    const ran = (): void => { p.towerEnd = performance.now(); p.towerMs = p.towerEnd - tTower; p.visionMs = p.towerEnd - t0; };
+    if (pipelined) {
+      // The sync is queued right behind the tower's ops (encode queues them all without an
+      // await), so the sticky error it reports, if any, is the tower's own.
+      p.towerDone = this.queue.sync().then(ran, (e) => { ran(); p.towerError = e; });
+      return p;
+    }
     // The tower's ops are queued among other requests' steps (the queue is shared), so an
     // abort cannot cancel them: it takes effect once they ran.
     try {
@@ -502,17 +532,18 @@ export class Model {
       if (signal?.aborted) throw signal.reason;
       throw e;
     }
-    // Expand: sentinel k → imageTokens[k] positions holding feature rows off_k .. off_k + N_k − 1.
-    const out: number[] = [];
-    const rows: number[] = [];
-    let k = 0, off = 0;
-    for (const t of ids) {
-      if (t !== IMAGE_TOKEN_INDEX) { out.push(t); rows.push(-1); continue; }
-      for (let i = 0; i < imageTokens[k]; i++) { out.push(0); rows.push(off + i); }
-      off += imageTokens[k++];
-    }
-    const t1 = performance.now();
-    return { ids: out, featureRow: Int32Array.from(rows), features, imageTokens, visionMs: t1 - t0, imageMs: tTower - t0, towerMs: t1 - tTower };
+    ran();
+    return p;
+  }
+
+  /**
+   * A pipelined encode (encodePrompt): waits until its tower ran (settled before any later read
+   * on the queue resolves, so normally at once) and throws the tower's error, if any.
+   */
+  private async checkTower(p: EncodedPrompt): Promise<void> {
+    if (!p.towerDone) return;
+    await p.towerDone;
+    if (p.towerError !== undefined) throw p.towerError;
   }
 
   /** Generates a reply; resolves with text, ids, finish reason and stats. */
@@ -586,11 +617,10 @@ export class Model {
     try {
       this.ensureAlive();
       this.evictTenant(seq.slot);
-      const p = await this.encodePrompt(ids, images, signal);
+      const p = await this.encodePrompt(ids, images, signal, undefined, true);
       try {
         p.imageMs += probeMs;   // reading the image headers counts as image work
-        p.visionMs += probeMs;
-        yield* this.run(p, seq, decodeOptions, mode, r as GenerateRequest, dm, promptMs);
+        yield* this.run(p, seq, decodeOptions, mode, r as GenerateRequest, dm, promptMs, {}, probeMs);
       } finally {
         p.features?.dispose();
       }
@@ -677,7 +707,8 @@ export class Model {
   }
 
   private async *run(p: EncodedPrompt, seq: Sequence, opts: DecodeOptions, mode: GenerationMode, req: GenerateRequest, dm: DecodeModel | undefined, promptMs: number,
-    reuse: Pick<RunnerFlags, 'cachedLength'> = {}): AsyncGenerator<StreamEvent, void> {
+    reuse: Pick<RunnerFlags, 'cachedLength'> = {}, probeMs = 0): AsyncGenerator<StreamEvent, void> {
+    const tRun = performance.now();
     const cfg = this.config;
     const ids = p.ids;
     const dec = new IncrementalDecoder(this.tokenizer);
@@ -720,8 +751,13 @@ export class Model {
         // AR's first token comes out of the prefill forward, and so do the tokens of a diffusion
         // prefill merged with the first denoising iteration (RunnerFlags.mergePrefill).
         const decodeTokens = Math.max(0, r.stats.generatedTokens - r.stats.prefillGenerated);
-        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs: r.stats.prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
-        const stats: GenerateStats = { ...r.stats, visionMs: p.visionMs, imageTokens: p.imageTokens, timings };
+        // A pipelined tower was still running when the decoder started: that time is the
+        // tower's, not the prefill's.
+        await this.checkTower(p);
+        const overlap = Math.max(0, Math.min((p.towerEnd ?? tRun) - tRun, r.stats.prefillMs));
+        const prefillMs = r.stats.prefillMs - overlap;
+        const timings = { promptMs, imageMs: p.imageMs, towerMs: p.towerMs, prefillMs, decodeMs: r.stats.totalMs - r.stats.prefillMs, decodeTokens };
+        const stats: GenerateStats = { ...r.stats, prefillMs, totalMs: r.stats.totalMs - overlap, visionMs: p.visionMs + probeMs, imageTokens: p.imageTokens, timings };
         yield { type: 'done', result: { ...r, ids, mode, text, stats, ...(stopString !== undefined ? { stopString } : {}) } };
       }
     }
@@ -729,13 +765,17 @@ export class Model {
 
   /** A request's steps, through the batch scheduler on its slot, with its image rows spliced. */
   private stepper(p: EncodedPrompt, seq: Sequence, signal: AbortSignal | undefined): Stepper {
+    let towerChecked = !p.towerDone;
     return {
-      step: (s) => {
+      step: async (s) => {
         this.ensureAlive();
-        return this.sched.step(seq, {
+        const out = await this.sched.step(seq, {
           ids: s.ids, pos0: s.pos0, mask: s.blockSize !== undefined ? 'block' : 'causal', blockSize: s.blockSize,
           rows: s.rows, prefill: s.prefill, first: s.first, remask: s.remask, ...this.spliced(p, s.pos0, s.ids.length),
         }, isSignal(signal) ? signal : undefined);
+        // A step that read a pipelined tower's features counts only if the tower ran clean.
+        if (!towerChecked) { await this.checkTower(p); towerChecked = true; }
+        return out;
       },
     };
   }

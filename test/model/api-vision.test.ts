@@ -276,6 +276,36 @@ describe('images in generate()', () => {
     }
   }, 180_000);
 
+  it('the first forward queues behind the tower (pipelined); a tower that fails fails its request only, the next one is clean', async () => {
+    await using model = await loadModel(vlm.dir, { threads: 2 });
+    const req = { messages: ask([SMALL], 'Describe.'), maxTokens: 16, steps: 4 };
+    const t0 = performance.now();
+    const clean = await model.generate(req);
+    const wall = performance.now() - t0;
+    const t = clean.stats.timings!;
+    expect(t.towerMs).toBeGreaterThan(0);
+    expect(t.prefillMs).toBeGreaterThanOrEqual(0);
+    // The parts are disjoint spans of the call: the tower's tail, which the decoder's start
+    // overlapped, is not counted again as prefill.
+    expect(t.promptMs + t.imageMs + t.towerMs + t.prefillMs + t.decodeMs).toBeLessThanOrEqual(wall);
+    expect(clean.stats.prefillMs).toBe(t.prefillMs);
+    // Cancel the tower's queued ops at the sync the encode queues right behind them: the decoder's
+    // first forward is already queued after that and runs (the sync took the sticky error), on
+    // features that were never computed. The request must fail with the tower's error instead of
+    // answering from them.
+    // A long probe op first, so the tower's ops are still waiting in the queue at that sync.
+    const q = (model as unknown as { queue: Queue }).queue;
+    const sync = q.sync;
+    q.sync = function (this: Queue) { q.sync = sync; this.cancel(); return sync.call(this); };
+    const busy = q.computePeak('f32', 3e7);   // ≈ 50-100 ms of both threads
+    await expect(model.generate(req)).rejects.toMatchObject({ code: 'DVL_ABORTED' });
+    busy.dispose();
+    expect(q.sync).toBe(sync);
+    const again = await model.generate(req);
+    expect(again.ids).toEqual(clean.ids);
+    expect(again.text).toBe(clean.text);
+  }, 60_000);
+
   it('typed errors: image count vs placeholders, text-only model, bad image, vision: false', async () => {
     await using model = await loadModel(vlm.dir, { threads: 1 });
     // A literal <image> with no image given.
