@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ConfigError } from '../errors.js';
+import { ByteLevelDecoder, type ByteLevelSource } from './bytelevel.js';
 
 /** The chat-markup ids of a Qwen-family tokenizer (§4.2). */
 export interface SpecialIds {
@@ -105,8 +106,17 @@ export function createTokenizer(
   } catch (e) {
     throw new ConfigError(`${file}: cannot build the tokenizer: ${(e as Error).message}`, { file });
   }
+  // The library's special-token strings (flagged added tokens plus the config's
+  // additional_special_tokens): an internal field, so the fast decoder is only used when it is there.
+  const specials = (tok as unknown as { special_tokens?: unknown }).special_tokens;
+  const fast = Array.isArray(specials) && specials.every((x) => typeof x === 'string')
+    ? ByteLevelDecoder.create({
+      decoder: (tokenizerJson as { decoder?: unknown }).decoder, model: tj.model as ByteLevelSource['model'], addedTokens: tj.added_tokens,
+      config, piece: (id) => tok.id_to_token(id), specialTokens: specials as string[],
+    })
+    : null;
   return new HFTextTokenizer(tok, tj.model.vocab as Record<string, number>, tj.added_tokens, config, file, opts.chatTemplate,
-    isChunkable(tokenizerJson), JSON.stringify((tokenizerJson as { pre_tokenizer?: unknown }).pre_tokenizer ?? null).includes('"ByteLevel"'));
+    isChunkable(tokenizerJson), JSON.stringify((tokenizerJson as { pre_tokenizer?: unknown }).pre_tokenizer ?? null).includes('"ByteLevel"'), fast);
 }
 
 /** Qwen's pre-tokenizer split pattern (Qwen2, Qwen2.5, Qwen3 tokenizer.json). */
@@ -155,7 +165,8 @@ class HFTextTokenizer implements TextTokenizer {
   private readonly memo = new Map<string, number[]>();
 
   constructor(tok: Tokenizer, vocab: Record<string, number>, addedTokens: unknown,
-    config: Record<string, unknown>, file: string, chatTemplate: string | undefined, chunkable: boolean, byteLevel: boolean) {
+    config: Record<string, unknown>, file: string, chatTemplate: string | undefined, chunkable: boolean, byteLevel: boolean,
+    private readonly fast: ByteLevelDecoder | null = null) {
     this.tok = tok;
     this.config = config;
     this.chatTemplate = chatTemplate;
@@ -220,13 +231,31 @@ class HFTextTokenizer implements TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    const kept = this.inRange(ids);
+    if (kept.length === 0) return '';
+    if (this.fast) return this.fast.decode(kept, options.skipSpecial ?? true);
+    return this.tok.decode(kept, { skip_special_tokens: options.skipSpecial ?? true });
+  }
+
+  /** The library's own decode (tests compare the fast byte-level path with it). */
+  decodeSlow(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    const kept = this.inRange(ids);
+    return kept.length === 0 ? '' : this.tok.decode(kept, { skip_special_tokens: options.skipSpecial ?? true });
+  }
+
+  /** The ids that have text: those in [0, size). */
+  private inRange(ids: ArrayLike<number>): number[] {
     const kept: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       if (Number.isInteger(id) && id >= 0 && id < this.size) kept.push(id);
     }
-    if (kept.length === 0) return '';
-    return this.tok.decode(kept, { skip_special_tokens: options.skipSpecial ?? true });
+    return kept;
+  }
+
+  /** Whether decode takes the fast byte-level path (lib/text/bytelevel.ts). */
+  get fastDecode(): boolean {
+    return this.fast !== null;
   }
 
   tokenId(token: string): number | undefined {

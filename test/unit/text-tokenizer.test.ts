@@ -1,6 +1,6 @@
 // The tokenizer loader: the real Qwen vocabulary (ids of §4.1/§4.2, round trips, MASK dropped on
 // decode), the tiny test tokenizer (a real byte-level BPE file), template lookup, file errors.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,6 +82,32 @@ describe('real Qwen tokenizer', () => {
     for (let i = 0; i < 3; i++) expect(tok.encode(s)).toEqual(want[7]);
   });
 
+  it("decode's byte-level fast path gives the library's text: every id alone, random runs, cut characters", () => {
+    type Both = TextTokenizer & { decodeSlow: TextTokenizer['decode']; fastDecode: boolean };
+    const t = tok as Both;
+    expect(t.fastDecode).toBe(true);
+    for (const skipSpecial of [true, false]) {
+      for (let id = 0; id < tok.size; id++) {
+        const fast = t.decode([id], { skipSpecial });
+        if (fast !== t.decodeSlow([id], { skipSpecial })) expect(`${id}: ${JSON.stringify(fast)}`).toBe(`${id}: ${JSON.stringify(t.decodeSlow([id], { skipSpecial }))}`);
+      }
+    }
+    // Runs of random ids (most are pieces of multi-byte characters when taken out of context)
+    // with added and special tokens among them, and encodings of mixed text cut anywhere.
+    const r = rng(5);
+    const specials = [151643, 151644, 151645, 151646, 151652, 151653, 151655, 151657, 151660, 151664];
+    for (let i = 0; i < 3000; i++) {
+      const n = 1 + Math.floor(r() * 24);
+      const ids: number[] = [];
+      for (let j = 0; j < n; j++) ids.push(r() < 0.15 ? specials[Math.floor(r() * specials.length)]! : Math.floor(r() * tok.size));
+      const skipSpecial = r() < 0.5;
+      expect(t.decode(ids, { skipSpecial })).toBe(t.decodeSlow(ids, { skipSpecial }));
+      const e = tok.encode(randomText(r, 1 + Math.floor(r() * 30)));
+      const a = Math.floor(r() * e.length), b = a + Math.floor(r() * (e.length - a + 1));
+      expect(t.decode(e.slice(a, b))).toBe(t.decodeSlow(e.slice(a, b)));
+    }
+  });
+
   it('drops MASK (151671), ids ≥ size, negative ids, and special tokens by default', () => {
     const hello = tok.encode('Hello world');
     const ids = [151644, ...hello, MASK, 151669, 151700, -200, 151645, MASK, MASK];
@@ -118,6 +144,20 @@ describe('tiny test tokenizer', () => {
     expect(markup).toContain(299);
     expect(tok.decode(markup)).toBe('user\nhi 😀\n');
     expect(tok.decode([...markup, 300, 301])).toBe('user\nhi 😀\n'); // ids past the tokenizer (a tiny model's MASK row) vanish
+  });
+
+  it("takes the library's decode where the fast path would not reproduce it (clean-up of spaces on)", async () => {
+    const d = join(dir, 'cleanup');
+    writeTinyTokenizer(d, { vocabSize: 300 });
+    type Both = TextTokenizer & { decodeSlow: TextTokenizer['decode']; fastDecode: boolean };
+    expect(((await loadTokenizer(d)) as Both).fastDecode).toBe(true);
+    const cfgFile = join(d, 'tokenizer_config.json');
+    writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(readFileSync(cfgFile, 'utf8')), clean_up_tokenization_spaces: true }));
+    const tok = (await loadTokenizer(d)) as Both;
+    expect(tok.fastDecode).toBe(false);
+    const ids = tok.encode('a , b . c !');
+    expect(tok.decode(ids)).toBe('a, b. c!');   // the library's clean-up ran
+    expect(tok.decode(ids)).toBe(tok.decodeSlow(ids));
   });
 
   it('sizes to vocabSize', async () => {
