@@ -125,6 +125,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                            InstanceMethod("replay", &QueueWrap::JS_replay),
                            InstanceMethod("sync", &QueueWrap::JS_sync),
                            InstanceMethod("read", &QueueWrap::JS_read),
+                           InstanceMethod("remaskRead", &QueueWrap::JS_remaskRead),
                            InstanceMethod("write", &QueueWrap::JS_write),
                            InstanceMethod("cancel", &QueueWrap::JS_cancel),
                            InstanceMethod("prewarm", &QueueWrap::JS_prewarm),
@@ -345,23 +346,82 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       for (const TensorP& t : ts)
         if (t->on_cuda() && device_ != Device::Cuda)
           throw Error(DVL_ERR_ARG, "Queue.read: " + t->describe() + " is a GPU tensor; read it on its CUDA queue");
-      result = enqueue_settle(env, [ts, many](Settle* s) {
-        s->many = many;
-        for (const TensorP& t : ts) {
-          std::vector<char> data(t->nbytes());
-          if (!data.empty()) {
-            if (t->on_cuda()) cuda_read_into(*t, data.data());
-            else std::memcpy(data.data(), t->raw(), data.size());
-          }
-          if (many) {
-            s->parts.emplace_back(t->dtype, std::move(data));
-          } else {
-            s->has_data = true;
-            s->dtype = t->dtype;
-            s->data = std::move(data);
-          }
+      result = enqueue_settle(env, [ts, many](Settle* s) { copy_out(ts, many, s); });
+    });
+    return result;
+  }
+
+  // A settle's copies of tensors (queue thread, after every earlier job ran).
+  static void copy_out(const Tensors& ts, bool many, Settle* s) {
+    s->many = many;
+    for (const TensorP& t : ts) {
+      std::vector<char> data(t->nbytes());
+      if (!data.empty()) {
+        if (t->on_cuda()) cuda_read_into(*t, data.data());
+        else std::memcpy(data.data(), t->raw(), data.size());
+      }
+      if (many) {
+        s->parts.emplace_back(t->dtype, std::move(data));
+      } else {
+        s->has_data = true;
+        s->dtype = t->dtype;
+        s->data = std::move(data);
+      }
+    }
+  }
+
+  // remaskRead(logits, groups) → Promise<TypedArray[]>: for each group [row0, rows, attrs], the
+  // confidence_remask op over logits rows [row0, row0 + rows) with those attrs; then one read of
+  // every group's ids, confidences and reveal flags (three arrays per group, in order). A decode
+  // step's remask and read in one call: its outputs never become JS tensors (three wrapped
+  // objects made and disposed per step, and their unwrapping for the read, were most of the
+  // remask's host cost).
+  Napi::Value JS_remaskRead(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    guarded(env, [&] {
+      ExecQueue& q = need_queue();
+      DvlAddon* addon = env.GetInstanceData<DvlAddon>();
+      if (info.Length() < 2 || !info[1].IsArray())
+        throw Error(DVL_ERR_ARG, "Queue.remaskRead(logits, groups[]): bad arguments");
+      TensorP logits = addon->unwrap_tensor(env, info[0], "Queue.remaskRead: logits");
+      static const OpDef* narrow = op_find("narrow_rows");
+      static const OpDef* remask = op_find("confidence_remask");
+      Napi::Array ga = info[1].As<Napi::Array>();
+      const uint32_t ng = ga.Length();
+      if (ng == 0) throw Error(DVL_ERR_ARG, "Queue.remaskRead: no groups");
+      // Everything is checked and planned before anything is pushed: a bad group queues nothing.
+      std::vector<std::pair<ExecQueue::Job, bool>> jobs;
+      Tensors reads;
+      for (uint32_t g = 0; g < ng; ++g) {
+        const std::string at = "Queue.remaskRead: group " + std::to_string(g);
+        Napi::Value gv = ga.Get(g);
+        if (!gv.IsArray() || gv.As<Napi::Array>().Length() != 3) throw Error(DVL_ERR_ARG, at + " must be [row0, rows, attrs]");
+        Napi::Array ge = gv.As<Napi::Array>();
+        Napi::Value r0v = ge.Get(0u), rnv = ge.Get(1u), av = ge.Get(2u);
+        if (!r0v.IsNumber() || !rnv.IsNumber() || !av.IsObject()) throw Error(DVL_ERR_ARG, at + " must be [row0, rows, attrs]");
+        auto in = std::make_shared<Tensors>(Tensors{logits});
+        const double row0 = r0v.As<Napi::Number>().DoubleValue(), rows = rnv.As<Napi::Number>().DoubleValue();
+        if (logits->shape.empty() || row0 != 0 || rows != double(logits->dim(0))) {
+          // A view of the rows (narrow_rows checks the range, naming the op and the tensor).
+          auto na = std::make_shared<OpAttrs>();
+          na->num["start"] = row0;
+          na->num["len"] = rows;
+          std::shared_ptr<Tensors> view;
+          ExecQueue::Job job = make_op_job(device_, *narrow, in, view, na);
+          if (job) jobs.emplace_back(std::move(job), false);
+          in = std::make_shared<Tensors>(Tensors{(*view)[0]});
         }
-      });
+        auto attrs = std::make_shared<OpAttrs>();
+        attrs_from_js("confidence_remask", av.As<Napi::Object>(), *attrs);
+        std::shared_ptr<Tensors> out;
+        ExecQueue::Job job = make_op_job(device_, *remask, in, out, attrs);
+        const bool wants_pool = !serial_op(*remask, *in, *out, *attrs);
+        if (job) jobs.emplace_back(std::move(job), wants_pool);
+        reads.insert(reads.end(), out->begin(), out->end());
+      }
+      for (auto& [job, wants_pool] : jobs) q.push(std::move(job), wants_pool);
+      result = enqueue_settle(env, [reads](Settle* s) { copy_out(reads, true, s); });
     });
     return result;
   }

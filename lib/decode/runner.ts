@@ -65,12 +65,10 @@ export function forwarderStepper(fw: BlockForwarder | CausalForwarder): Stepper 
         await q.sync();
         return null;
       }
-      const [xT, cT, rT] = q.confidenceRemask(logits, s.remask!);
       try {
-        const [ids, conf, reveal] = await q.readMany([xT, cT, rT]) as [Int32Array, Float32Array, Int32Array];
-        return { ids, conf, reveal };
+        return (await q.remaskRead(logits, [{ row0: 0, rows: s.rows.length, options: s.remask! }]))[0];
       } finally {
-        logits.dispose(); xT.dispose(); cT.dispose(); rT.dispose();
+        logits.dispose();
       }
     },
   };

@@ -394,9 +394,8 @@ export class BatchScheduler {
     // confidence are computed on their own either way (the op is row-wise; with k = rows a
     // static remask reveals every row), and one op over 8 rows costs ≈ 4 ms where 8 ops cost
     // ≈ 6 ms on 2 cores (a row's exps are 151 936 double exps).
-    const groups: Tensor[][] = [];
+    const groups: { row0: number; rows: number; options: ConfidenceRemaskOptions }[] = [];
     const at: ({ g: number; off: number; n: number } | null)[] = [];
-    const toRead: Tensor[] = [];
     try {
       let r0 = 0;
       for (let i = 0; i < passes.length;) {
@@ -410,29 +409,24 @@ export class BatchScheduler {
         const n = j - i === 1 ? k : j - i;
         const merged: ConfidenceRemaskOptions = j - i === 1 ? spec
           : { ...spec, k: n, counters: spec.counters ? picked.slice(i, j).flatMap((x) => Array.from(x.p.spec.remask!.counters!)) : undefined };
-        // A view only when the forward holds other rows too (a lone sequence's step remasks
-        // every logit row: one op fewer per step, ≈ 8 µs of host time).
-        const whole = r0 === 0 && n === logits!.shape![0];
-        const view = whole ? logits! : q.narrowRows(logits!, r0, n);
-        const o = q.confidenceRemask(view, merged);
-        if (!whole) view.dispose();
-        groups.push(o);
-        toRead.push(o[0], o[1], o[2]);
+        // Rows [r0, r0 + n) of the logits (the native side takes a view only when the forward
+        // holds other rows too).
+        groups.push({ row0: r0, rows: n, options: merged });
         if (j - i > 1) this.stats.sharedRemaskRows += j - i;
         for (let t = i; t < j; t++) at.push({ g: groups.length - 1, off: j - i === 1 ? 0 : t - i, n: j - i === 1 ? k : 1 });
         r0 += n;
         i = j;
       }
-      const read = toRead.length ? q.readMany(toRead) : q.sync().then(() => []);
+      // Every group's remask and one read back, in one call.
+      const read = groups.length ? q.remaskRead(logits!, groups) : q.sync().then(() => []);
       const data = picked.some((x) => x.p.spec.prefill) ? await read : await this.pollWhile(read);
       return at.map((x) => {
         if (!x) return null;
-        const ids = data[3 * x.g] as Int32Array, conf = data[3 * x.g + 1] as Float32Array, reveal = data[3 * x.g + 2] as Int32Array;
-        return { ids: ids.subarray(x.off, x.off + x.n), conf: conf.subarray(x.off, x.off + x.n), reveal: reveal.subarray(x.off, x.off + x.n) };
+        const d = data[x.g];
+        return { ids: d.ids.subarray(x.off, x.off + x.n), conf: d.conf.subarray(x.off, x.off + x.n), reveal: d.reveal.subarray(x.off, x.off + x.n) };
       });
     } finally {
       logits?.dispose();
-      for (const o of groups) for (const t of o) t.dispose();
     }
   }
 }

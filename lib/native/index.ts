@@ -206,10 +206,7 @@ export abstract class OpSet {
    * reference is lib/decode/sample.ts + remask.ts and must agree exactly.)
    */
   confidenceRemask(logits: NativeTensor, o: ConfidenceRemaskOptions): [NativeTensor, NativeTensor, NativeTensor] {
-    const [ids, conf, reveal] = this.op('confidence_remask', [logits], {
-      temperature: o.temperature, topK: o.topK ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0, counters: o.counters,
-      k: o.k, mode: o.mode, threshold: o.threshold ?? 0.85, confidence: o.confidence ?? 'modified',
-    });
+    const [ids, conf, reveal] = this.op('confidence_remask', [logits], remaskAttrs(o));
     return [ids, conf, reveal];
   }
   /** stream_read: reads `bytes` of a scratch buffer `repeat` times (bandwidth probe); returns f32 [1] checksum. (probe.cpp) */
@@ -289,6 +286,15 @@ export class Queue extends OpSet {
   async readI32(t: NativeTensor): Promise<Int32Array> { return (await this.native.read(t)) as Int32Array; }
   /** Copies of several tensors after queued ops ran, in one settle. */
   readMany(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]> { return this.native.read(ts); }
+  /**
+   * confidence_remask on row ranges of `logits`, each with its own options, and one read of every
+   * result: per group its token ids, confidences and reveal flags, as confidenceRemask + readMany
+   * would give, with no output tensors made (a decode step's remask in one call).
+   */
+  async remaskRead(logits: NativeTensor, groups: readonly { row0: number; rows: number; options: ConfidenceRemaskOptions }[]): Promise<RemaskResult[]> {
+    const data = await this.native.remaskRead(logits, groups.map((g) => [g.row0, g.rows, remaskAttrs(g.options)] as const));
+    return groups.map((_, i) => ({ ids: data[3 * i] as Int32Array, conf: data[3 * i + 1] as Float32Array, reveal: data[3 * i + 2] as Int32Array }));
+  }
   write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
   cancel(): void { this.native.cancel(); }
   /**
@@ -312,6 +318,21 @@ export interface AttentionOptions {
   blockSize?: number;
   segments?: readonly number[];
   scale?: number;
+}
+
+/** One group's remask outputs (Queue.remaskRead): per row its token, confidence and reveal flag (0/1). */
+export interface RemaskResult {
+  ids: Int32Array;
+  conf: Float32Array;
+  reveal: Int32Array;
+}
+
+/** The confidence_remask op's attributes for these options (defaults filled in). */
+function remaskAttrs(o: ConfidenceRemaskOptions): Attrs {
+  return {
+    temperature: o.temperature, topK: o.topK ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0, counters: o.counters,
+    k: o.k, mode: o.mode, threshold: o.threshold ?? 0.85, confidence: o.confidence ?? 'modified',
+  };
 }
 
 export interface ConfidenceRemaskOptions {

@@ -211,3 +211,48 @@ describe.each(nativeInfo().isaLevels)('confidence_remask at isa %s', (isa) => {
     q.dispose();
   });
 });
+
+describe('Queue.remaskRead (a decode step: the remask of each sequence and one read, in one call)', () => {
+  it('gives, per group of rows with its own options, what confidence_remask and a read give on those rows', async () => {
+    const q = new Queue({ threads: 2 });
+    const r = rng(23);
+    const n = 11, V = 97;
+    const logits = makeLogits(r, n, V, false, true);
+    const t = tensorFromArray('f32', [n, V], logits);
+    const groups: { row0: number; rows: number; options: ConfidenceRemaskOptions }[] = [
+      { row0: 0, rows: 3, options: { temperature: 0, k: 1, mode: 'static' } },
+      { row0: 3, rows: 1, options: { temperature: 0.7, topK: 20, topP: 0.9, seed: 5, counters: [77], k: 1, mode: 'static' } },
+      { row0: 4, rows: 7, options: { temperature: 0, k: 2, mode: 'dynamic', threshold: 0.3 } },
+    ];
+    const got = await q.remaskRead(t, groups);
+    expect(got).toHaveLength(3);
+    groups.forEach((g, i) => {
+      const ref = reference(logits.subarray(g.row0 * V, (g.row0 + g.rows) * V), g.rows, V, g.options);
+      expect({ ids: Array.from(got[i].ids), conf: Array.from(got[i].conf), reveal: Array.from(got[i].reveal) }, `group ${i}`).toEqual(ref);
+      expect(got[i].ids).toBeInstanceOf(Int32Array);
+      expect(got[i].conf).toBeInstanceOf(Float32Array);
+    });
+    // The whole tensor as one group (no view): the same as the op on it.
+    const whole = { temperature: 0, k: 3, mode: 'static' as const };
+    const [w] = await q.remaskRead(t, [{ row0: 0, rows: n, options: whole }]);
+    expect({ ids: Array.from(w.ids), conf: Array.from(w.conf), reveal: Array.from(w.reveal) }).toEqual(await runBoth(q, logits, n, V, whole, 'whole'));
+    q.dispose();
+  });
+
+  it('checks every group before it queues anything: typed errors name the group or the op', async () => {
+    const q = new Queue({ threads: 1 });
+    const t = tensorFromArray('f32', [4, 5], new Float32Array(20));
+    const ok = { temperature: 0, k: 1, mode: 'static' as const };
+    await q.sync();
+    const jobs = q.stats().jobs;
+    await expect(q.remaskRead(t, [{ row0: 0, rows: 2, options: ok }, { row0: 3, rows: 2, options: ok }])).rejects.toThrow(/narrow_rows/);
+    await expect(q.remaskRead(t, [{ row0: 0, rows: 2, options: ok }, { row0: 2, rows: 2, options: { ...ok, temperature: -1 } }])).rejects.toThrow(OutOfRangeError);
+    await expect(q.remaskRead(t, [{ row0: 0, rows: 2, options: { ...ok, temperature: 1 } }])).rejects.toThrow(/needs counters/);
+    await expect(q.remaskRead(t, [])).rejects.toThrow(/no groups/);
+    await q.sync();
+    expect(q.stats().jobs).toBe(jobs);   // nothing of the failed calls ran
+    t.dispose();
+    await expect(q.remaskRead(t, [{ row0: 0, rows: 4, options: ok }])).rejects.toThrow(DisposedError);
+    q.dispose();
+  });
+});
