@@ -164,6 +164,8 @@ export interface EvalResult {
   decodeTokensPerSecond: number;
   /** Mean per-request fixed work (ms): template and tokenisation, images, tower, prefill. */
   fixedMs: { prompt: number; image: number; tower: number; prefill: number };
+  /** The sums behind the rates: generate wall time, decode time and tokens (mergeEvalResults). */
+  totals: { wallMs: number; decodeMs: number; decodeTokens: number };
   seconds: number;
   /** The settings the items were generated with (temperature 0). */
   settings: { mode: GenerationMode; maxTokens: number; steps?: number; remasking?: string; threshold?: number; blockSize?: number };
@@ -274,7 +276,47 @@ export async function evalHeldout(model: Model, items: readonly HeldoutItem[], r
       prompt: fixed.prompt / Math.max(1, results.length), image: fixed.image / Math.max(1, results.length),
       tower: fixed.tower / Math.max(1, results.length), prefill: fixed.prefill / Math.max(1, results.length),
     },
+    totals: { wallMs: ms, decodeMs, decodeTokens },
     seconds: (performance.now() - t0) / 1000,
     settings, items: results, failures,
+  };
+}
+
+/**
+ * One result from results over consecutive slices of a set (with the same settings), as if the
+ * whole set had run in one call: items in order, counts and times summed, rates recomputed.
+ * (lib/cli/compare.ts interleaves the settings slice by slice.)
+ */
+export function mergeEvalResults(parts: readonly EvalResult[]): EvalResult {
+  if (parts.length === 0) throw new OptionError('mergeEvalResults: no results', 'parts');
+  const sum = (f: (r: EvalResult) => number) => parts.reduce((a, r) => a + f(r), 0);
+  const n = sum((r) => r.n), correct = sum((r) => r.correct), forwards = sum((r) => r.forwards), tokens = sum((r) => r.answerTokens);
+  const wallMs = sum((r) => r.totals.wallMs), decodeMs = sum((r) => r.totals.decodeMs), decodeTokens = sum((r) => r.totals.decodeTokens);
+  const perKind: Record<string, KindScore> = {};
+  for (const r of parts) {
+    for (const [k, v] of Object.entries(r.perKind)) {
+      const m = (perKind[k] ??= { n: 0, correct: 0, exactMatch: 0 });
+      m.n += v.n;
+      m.correct += v.correct;
+    }
+  }
+  for (const v of Object.values(perKind)) v.exactMatch = v.n ? v.correct / v.n : 0;
+  const mean = (f: (r: EvalResult) => number) => (n ? sum((r) => f(r) * r.n) / n : 0);
+  return {
+    n, correct, exactMatch: n ? correct / n : 0,
+    perKind: Object.fromEntries(Object.entries(perKind).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    mode: parts[parts.length - 1].mode, forwards, answerTokens: tokens,
+    forwardsPerToken: tokens ? forwards / tokens : 0,
+    tokensPerSecond: wallMs > 0 ? (tokens / wallMs) * 1000 : 0,
+    decodeTokensPerSecond: decodeMs > 0 ? (decodeTokens / decodeMs) * 1000 : 0,
+    fixedMs: {
+      prompt: mean((r) => r.fixedMs.prompt), image: mean((r) => r.fixedMs.image),
+      tower: mean((r) => r.fixedMs.tower), prefill: mean((r) => r.fixedMs.prefill),
+    },
+    totals: { wallMs, decodeMs, decodeTokens },
+    seconds: sum((r) => r.seconds),
+    settings: parts[parts.length - 1].settings,
+    items: parts.flatMap((r) => r.items),
+    failures: parts.flatMap((r) => r.failures),
   };
 }

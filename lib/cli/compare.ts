@@ -14,7 +14,7 @@
 import { OptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions, type Model } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
-import { evalHeldout, hasRepeatedWord, readHeldout, type EvalRequest, type EvalResult } from '../eval.js';
+import { evalHeldout, hasRepeatedWord, mergeEvalResults, readHeldout, type EvalRequest, type EvalResult } from '../eval.js';
 import { bundledHeldoutDir, bundledModelDir } from '../models.js';
 
 export interface CompareSetting {
@@ -39,7 +39,7 @@ export interface CompareRow {
   perKind: Record<string, number>;
   forwardsPerToken: number;
   tokensPerSecond: number;
-  /** tokens/s ÷ the parent's tokens/s (the first row). */
+  /** tokens/s ÷ the parent's (the first row): the median over passes of each pass's ratio to the parent's pass run beside it. */
   speedupVsParent: number;
   /** The decoder alone (after each prefill): tokens/s and its ratio to the parent's. */
   decodeTokensPerSecond: number;
@@ -70,6 +70,16 @@ export interface CompareOptions {
    * Answers are deterministic (temperature 0): every pass must give the same ones.
    */
   repeat?: number;
+  /**
+   * Items per slice (default 80): a pass runs the set slice by slice, every setting on a slice
+   * before the next slice, so the settings' times are taken a second or two apart (whole-set
+   * passes were several seconds apart, and a neighbour's burst moved one setting's pass by
+   * 20-30 %). The ratios to the parent are the median over passes of each pass's ratio. Each
+   * setting's slice starts with the tokenizer's kept encodings cleared: the child's five
+   * settings ask the same questions in a row, and kept encodings were a bias of ≈ 0.1 ms per
+   * request in the child's favour (the parent's one setting never found its own).
+   */
+  chunk?: number;
   settings?: CompareSetting[];
   /** Which thresholds the bar uses (default: 'unseen' when the set's heldout.json says split
    *  "unseen", else 'in-distribution'). */
@@ -94,6 +104,8 @@ export interface CompareResult {
   bar: { name: string; pass: boolean; detail: string }[];
   results: Record<string, EvalResult>;
 }
+
+const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function row(name: string, r: EvalResult): CompareRow {
   const perKind: Record<string, number> = {};
@@ -166,6 +178,7 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
   const rows: CompareRow[] = [];
   const results: Record<string, EvalResult> = {};
   let backend = '';
+  let paired: { all: number; decode: number }[] = [];
   try {
     const lo: LoadModelOptions = { threads: o.threads, gpu: o.gpu, precision: o.precision, dtype: o.dtype };
     models.parent = await loadModel(parentDir, lo);
@@ -179,15 +192,31 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
     if (!settings.some((s) => s.name === own.name)) settings.push(own);
     const repeat = o.repeat ?? 1;
     if (!Number.isInteger(repeat) || repeat < 1) throw new OptionError(`repeat must be an integer ≥ 1, got ${repeat}`, 'repeat');
+    const chunk = o.chunk ?? 80;
+    if (!Number.isInteger(chunk) || chunk < 1) throw new OptionError(`chunk must be an integer ≥ 1, got ${chunk}`, 'chunk');
+    const items = set.items.slice(0, n);
     const passes: EvalResult[][] = settings.map(() => []);
     for (let k = 0; k < repeat; k++) {
+      const parts: EvalResult[][] = settings.map(() => []);
+      for (let c = 0; c < items.length; c += chunk) {
+        const slice = items.slice(c, c + chunk);
+        for (const [i, s] of settings.entries()) {
+          // Each setting starts without kept encodings: the child's settings ask the same
+          // questions one after another, the parent's one setting would never find them kept.
+          models[s.model]!.tokenizer.clearEncodeMemo();
+          parts[i].push(await evalHeldout(models[s.model]!, slice, { ...s.request }));
+        }
+      }
       for (const [i, s] of settings.entries()) {
-        const r = await evalHeldout(models[s.model]!, set.items, { ...s.request, n });
+        const r = mergeEvalResults(parts[i]);
         const first = passes[i][0];
         if (first && first.correct !== r.correct) throw new Error(`${s.name}: pass ${k + 1} scored ${r.correct}, pass 1 ${first.correct} (temperature 0 must repeat)`);
         passes[i].push(r);
       }
     }
+    // Each pass's ratio to the parent's pass run beside it, then the median over passes.
+    const medianRatio = (i: number, f: (r: EvalResult) => number) => median(passes[i].map((p, k) => (f(passes[0][k]) > 0 ? f(p) / f(passes[0][k]) : 0)));
+    paired = settings.map((_, i) => ({ all: medianRatio(i, (r) => r.tokensPerSecond), decode: medianRatio(i, (r) => r.decodeTokensPerSecond) }));
     for (const [i, s] of settings.entries()) {
       // The pass with the median tokens/s stands for the setting (its answers equal the others').
       const r = [...passes[i]].sort((a, b) => a.tokensPerSecond - b.tokensPerSecond)[Math.floor(repeat / 2)];
@@ -202,11 +231,10 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
     models.parent?.dispose();
     models.child?.dispose();
   }
-  const base = rows[0]?.tokensPerSecond ?? 0, baseDecode = rows[0]?.decodeTokensPerSecond ?? 0;
-  for (const r of rows) {
-    r.speedupVsParent = base > 0 ? r.tokensPerSecond / base : 0;
-    r.decodeSpeedupVsParent = baseDecode > 0 ? r.decodeTokensPerSecond / baseDecode : 0;
-  }
+  rows.forEach((r, i) => {
+    r.speedupVsParent = paired[i].all;
+    r.decodeSpeedupVsParent = paired[i].decode;
+  });
   const parentResult = results['parent AR'];
   for (const r of rows) r.repeats = countRepeats(results[r.setting], r.setting === 'parent AR' ? undefined : parentResult);
   return { parent: parentDir, child: childDir, heldout: heldoutDir, n, backend, rows, childDefault, barSet, bar: qualityBar(rows, childDefault, barSet), results };

@@ -167,7 +167,9 @@ export interface GenerateStats extends DecodeStats {
   /** Where a request's fixed work went, in milliseconds (wall clock, this request only):
    *  prompt = chat template and tokenisation; image = decoding and preprocessing the images;
    *  tower = the vision encoder; prefill = the prompt's forward (as DecodeStats.prefillMs; in AR
-   *  mode it yields the first token); decode = the rest, which yields decodeTokens. */
+   *  mode it yields the first token); decode = the rest, which yields decodeTokens. The spans
+   *  are disjoint: the first forward is queued behind the tower, so the tower ends and the
+   *  prefill starts when the tower's ops have run (the decoder's set-up overlaps the tower). */
   timings: { promptMs: number; imageMs: number; towerMs: number; prefillMs: number; decodeMs: number; decodeTokens: number };
   /** Prompt positions taken by each image's features, in image order. */
   imageTokens: number[];

@@ -46,6 +46,9 @@ export interface TextTokenizer {
   readonly chunkable: boolean;
   /** Text → ids. Never adds BOS/EOS; special-token strings in the text become their ids. */
   encode(text: string): number[];
+  /** Forgets the encodings encode() keeps of recent short texts (benchmarks that run several
+   *  settings over the same texts clear it so each setting starts alike). */
+  clearEncodeMemo(): void;
   /** Ids → text. Ids outside [0, size) are dropped (MASK 151671, −200, padding rows). */
   decode(ids: ArrayLike<number>, options?: DecodeOptions): string;
   /** Id of a token string (`'<|im_end|>'`, `'Ġthe'`), or undefined if it has none. */
@@ -228,6 +231,10 @@ class HFTextTokenizer implements TextTokenizer {
       if (this.memo.size > ENCODE_MEMO_ENTRIES) this.memo.delete(this.memo.keys().next().value!);
     }
     return ids;
+  }
+
+  clearEncodeMemo(): void {
+    this.memo.clear();
   }
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {

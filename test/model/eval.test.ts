@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, OptionError, evalHeldout, loadModel, readHeldout, type GenerateResult, type Model } from '../../lib/index.js';
-import { userMessage } from '../../lib/eval.js';
+import { mergeEvalResults, userMessage } from '../../lib/eval.js';
 import { writeTinyModel, type TinyModel } from '../helpers/tinyModel.js';
 
 const img = (name: string) => fileURLToPath(new URL(`../fixtures/images/inputs/${name}`, import.meta.url));
@@ -97,6 +97,22 @@ describe('held-out eval', () => {
     expect(four.correct).toBe(one.correct);
     expect(four.tokensPerSecond).toBeGreaterThan(0);
     await expect(evalHeldout(model, set.items, { concurrency: 0 })).rejects.toThrow(/concurrency/);
+  });
+
+  it('slices merged (mergeEvalResults) give what one call over the whole set gives', async () => {
+    const set = await readHeldout(dir);
+    const whole = await evalHeldout(model, set.items, GEN);
+    const parts = [set.items.slice(0, 2), set.items.slice(2, 3), set.items.slice(3)];
+    const merged = mergeEvalResults(await Promise.all(parts.map((p) => evalHeldout(model, p, GEN))));
+    for (const k of ['n', 'correct', 'exactMatch', 'perKind', 'mode', 'forwards', 'answerTokens', 'forwardsPerToken', 'settings', 'items', 'failures'] as const) {
+      expect(merged[k], k).toEqual(whole[k]);
+    }
+    // Rates from the summed times; means weighted by each slice's items.
+    expect(merged.tokensPerSecond).toBeCloseTo(merged.answerTokens / merged.totals.wallMs * 1000, 9);
+    expect(merged.decodeTokensPerSecond).toBeCloseTo(merged.totals.decodeTokens / merged.totals.decodeMs * 1000, 9);
+    expect(merged.totals.decodeTokens).toBe(whole.totals.decodeTokens);
+    expect(merged.fixedMs.prefill).toBeGreaterThan(0);
+    expect(() => mergeEvalResults([])).toThrow(OptionError);
   });
 
   it('n takes the first items; ar mode counts one forward per token', async () => {
