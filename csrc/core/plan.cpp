@@ -47,12 +47,15 @@ ExecQueue::Job make_op_job(Device dev, const OpDef& def, std::shared_ptr<Tensors
 
 namespace {
 
-// Work below which an op runs on one thread: ≈ 5-20 µs on one core (the fast kernels do 2^20
+// Work below which an op runs on one thread: ≈ 10-40 µs on one core (the fast kernels do 2^20
 // multiply-adds in ≈ 5-10 µs, the exact ones in ≈ 10-20) — a fork/join with a spinning worker
-// costs ~1 µs, with a sleeping or descheduled one 10 µs to a time slice. A matmul whose weight
-// is larger than kSerialWeightBytes still splits: a one-row product is bound by how fast the
-// weight streams in, and two cores read it faster than one.
-constexpr double kSerialMacs = double(1 << 20);        // matmul / attention multiply-adds
+// costs ~1 µs, with a sleeping or descheduled one 10 µs to a time slice. 2^21, not 2^20: a
+// small model's block step (16 rows; the bundled child's gate/up product is 1.6 M) then never
+// wakes the workers, which spun beside the JS thread on 2 cores between steps — its decode
+// phase ×0.97, a 64-token text answer ×0.95 paired; at 2^18 (qkv and down split too) ×1.11.
+// A matmul whose weight is larger than kSerialWeightBytes still splits: a one-row product is
+// bound by how fast the weight streams in, and two cores read it faster than one.
+constexpr double kSerialMacs = double(1 << 21);        // matmul / attention multiply-adds
 constexpr double kSerialWeightBytes = double(1 << 19); // 512 KiB
 // Elements touched by the other ops. 2^15, not 2^17: a vision tower's 252 × 96 add or norm
 // (48-73 K elements) reads rows two threads' matmul just wrote, half of them in the other core's
