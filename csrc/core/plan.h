@@ -98,6 +98,7 @@ class Plan : public std::enable_shared_from_this<Plan> {
   size_t op_count() const { return ops_.size(); }
   size_t arena_bytes() const { return arena_bytes_; }
   size_t intermediate_bytes() const { return intermediate_bytes_; }  // Σ sizes before reuse
+  size_t segments() const { return segments_; }  // row segments (find_segments)
   size_t input_count() const { return inputs_.size(); }
   int param_count() const { return nparams_; }
   // Whether every replay has an op worth splitting (ops whose split is decided per replay not
@@ -118,6 +119,11 @@ class Plan : public std::enable_shared_from_this<Plan> {
     // recorded attributes, patches and input dtypes and shapes: its parse at a replay serves
     // this one too (every layer's attention and cache appends take the same batch layout).
     int same_as = -1;
+    // A row segment starts here (finish): ops [this, seg_end) are row-local over seg_rows rows
+    // and run in one fork, each thread taking the same rows through all of them (run).
+    size_t seg_end = 0;
+    int64_t seg_rows = 0;
+    uint32_t row_inputs = 0;  // bit i: input i is indexed by the rows (else read whole)
   };
   struct Input {
     bool bound;
@@ -129,6 +135,8 @@ class Plan : public std::enable_shared_from_this<Plan> {
   static bool same_parse(const Op& a, const Op& b);
   void run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector<OpAttrs>& patched, const std::vector<uint8_t>& serial_now,
            const Tensors& fresh);
+  void find_segments();
+  void run_segment(OpContext& ctx, size_t first);
 
   Device dev_;
   bool finished_ = false;
@@ -142,6 +150,11 @@ class Plan : public std::enable_shared_from_this<Plan> {
   std::shared_ptr<Storage> arena_;
   TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
   size_t arena_bytes_ = 0, intermediate_bytes_ = 0;
+  size_t segments_ = 0;
+  // Per participant of a row segment: a one-thread pool and a scratch of its own (the queue's
+  // scratch serves one op at a time).
+  std::vector<std::unique_ptr<ThreadPool>> seg_pools_;
+  std::vector<std::unique_ptr<Scratch>> seg_scratch_;
 };
 
 }  // namespace dvl

@@ -80,6 +80,7 @@ class PlanWrap : public Napi::ObjectWrap<PlanWrap> {
     o.Set("params", double(plan_->param_count()));
     o.Set("arenaBytes", double(plan_->arena_bytes()));
     o.Set("intermediateBytes", double(plan_->intermediate_bytes()));
+    o.Set("segments", double(plan_->segments()));
     o.Set("device", plan_->device() == Device::Cuda ? "cuda" : "cpu");
     return o;
   }

@@ -32,6 +32,8 @@ export interface NativePlanInfo {
   arenaBytes: number;
   /** Σ intermediate sizes before reuse (arenaBytes / this = what lifetime packing saved). */
   intermediateBytes: number;
+  /** Row segments: chains of row-local ops run in one fork per replay (csrc/core/plan.cpp). */
+  segments: number;
   device: 'cpu' | 'cuda';
 }
 

@@ -467,3 +467,71 @@ describe('a replay parses the patched attributes once for ops that share them', 
     q.dispose();
   });
 });
+
+describe('row segments: a chain of row-local ops between attentions runs in one fork (plan.cpp find_segments)', () => {
+  // One block's chain as a small model has it (hidden 128, MLP 384: products of 2-6 M
+  // multiply-adds at ≥ 64 rows, weights well under 512 KiB), bf16 weights under 'fast' and f32
+  // ones, then a product whose weight the chain itself computes (a whole input made inside a
+  // segment must end it).
+  const H = 128, I = 384;
+  const rnd = (n: number, seed: number, s = 0.2) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.731 + seed * 1.7) * s);
+  const toBf16 = (a: Float32Array) => { const u = new Uint32Array(a.buffer.slice(0)); return Uint16Array.from(u, (x) => (x + 0x7fff + ((x >> 16) & 1)) >>> 16); };
+  function weights(dtype: 'f32' | 'bf16') {
+    const t = (name: string, r: number, c: number, seed: number) => ({ [name]: dtype === 'f32' ? tensorFromArray('f32', [r, c], rnd(r * c, seed)) : tensorFromArray('bf16', [r, c], toBf16(rnd(r * c, seed))) });
+    return {
+      ...t('o', H, H, 1), ...t('gate', I, H, 2), ...t('up', I, H, 3), ...t('down', H, I, 4), ...t('q', H, H, 5),
+      bo: tensorFromArray('f32', [H], rnd(H, 6)), g1: tensorFromArray('f32', [H], rnd(H, 7, 1)), g2: tensorFromArray('f32', [H], rnd(H, 8, 1)),
+    } as Record<string, Tensor>;
+  }
+  // o: a Queue (eager) or a Recorder; x [n, H] and a [n, H] (the attention's output stand-in).
+  function chain(o: Queue | Recorder, W: Record<string, Tensor>, x: Tensor, a: Tensor, n: number): Tensor[] {
+    const op = (name: string, ins: Tensor[], attrs: Record<string, unknown> = {}) => (o.op(name, ins, attrs as never) as Tensor[])[0];
+    const h = op('add', [x, op('matmul', [a, W.o, W.bo])]);
+    const z = op('rms_norm', [h, W.g1], { eps: 1e-6 });
+    const act = op('swiglu', [op('matmul', [z, W.gate]), op('matmul', [z, W.up])]);
+    const h2 = op('add', [h, op('matmul', [act, W.down])]);
+    const q = op('matmul', [op('rms_norm', [h2, W.g2], { eps: 1e-6 }), W.q]);
+    // A whole input made inside (n = H only): h2 + h2 as the weight of a product of q.
+    const out = n === H ? op('matmul', [q, op('add', [h2, h2])]) : op('gelu', [q]);
+    return [h2, out];
+  }
+
+  async function check(dtype: 'bf16' | 'f32', n: number, isa?: Isa): Promise<void> {
+    const got: Uint32Array[][] = [];
+    let segments = -1;
+    for (const threads of [2, 1]) {
+      const q = new Queue({ threads, isa });
+      const W = weights(dtype);
+      const xs = rnd(n * H, n), as = rnd(n * H, n + 1, 1);
+      const x = tensorFromArray('f32', [n, H], xs), a = tensorFromArray('f32', [n, H], as);
+      const eager = chain(q, W, x, a, n);
+      const rec = new Recorder(q);
+      const rx = rec.input('x', 'f32', [n, H], xs), ra = rec.input('a', 'f32', [n, H], as);
+      const plan = rec.finish(chain(rec, W, rx, ra, n));
+      if (threads === 2) segments = plan.info!.segments;
+      for (let rep = 0; rep < 2; rep++) {
+        const outs = plan.run(q, { x: xs, a: as });
+        const e = await Promise.all(eager.map((t) => q.readF32(t)));
+        const p = await Promise.all(outs.map((t) => q.readF32(t)));
+        for (const v of p) expect(v.some(Number.isNaN), `${dtype} n=${n}`).toBe(false);
+        expect(p.map(bits), `${dtype} n=${n} threads=${threads} replay ${rep}`).toEqual(e.map(bits));
+        if (rep === 1) got.push(p.map((v) => bits(v).slice()));
+      }
+      plan.dispose();
+      for (const t of [...eager, x, a, ...Object.values(W)]) t.dispose();
+      q.dispose();
+    }
+    expect(got[0], `${dtype} n=${n}: two threads equal one`).toEqual(got[1]);
+    // 40 rows: below kSegmentMinRows. From 64 rows the block's chain is one segment (with
+    // gelu); at 128 the product reading the weight made inside it ends it.
+    expect(segments, `${dtype} n=${n}`).toBe(n < 64 ? 0 : 1);
+  }
+
+  it('plans with segments equal eager and a one-thread queue bit for bit, odd row counts included; short chains form none', async () => {
+    for (const dtype of ['bf16', 'f32'] as const) for (const n of [40, 64, 100, 128, 131, 252]) await check(dtype, n);
+  }, 120_000);
+
+  it.each(nativeInfo().isaLevels)('the same at isa %s (bf16, 100 and 131 rows)', async (isa) => {
+    for (const n of [100, 131]) await check('bf16', n, isa);
+  }, 60_000);
+});
