@@ -14,6 +14,7 @@ DvlAddon::DvlAddon(Napi::Env env, Napi::Object exports) {
                            InstanceMethod("info", &DvlAddon::JS_info),
                            InstanceMethod("memory", &DvlAddon::JS_memory),
                            InstanceMethod("pngUnfilter", &DvlAddon::JS_pngUnfilter),
+                           InstanceMethod("jpegDecode", &DvlAddon::JS_jpegDecode),
                        });
   tensor_class_init(env, exports, this);
   queue_class_init(env, exports, this);

@@ -36,6 +36,7 @@ class DvlAddon : public Napi::Addon<DvlAddon> {
   Napi::Value JS_info(const Napi::CallbackInfo& info);
   Napi::Value JS_memory(const Napi::CallbackInfo& info);
   Napi::Value JS_pngUnfilter(const Napi::CallbackInfo& info);  // png_wrap.cpp
+  Napi::Value JS_jpegDecode(const Napi::CallbackInfo& info);   // jpeg_wrap.cpp
 };
 
 // Runs fn, converting dvl::Error and std::exception into a pending JS exception.

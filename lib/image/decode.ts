@@ -27,6 +27,7 @@
 import { close as closeCb, closeSync, constants, fstatSync, openSync, read as readCb, readSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { ImageError } from '../errors.js';
+import { decodeJpegFast } from './jpeg.js';
 import { decodePngFast } from './png.js';
 
 /** Raw pixels already decoded: interleaved RGB, row-major, width·height·3 bytes. */
@@ -374,8 +375,9 @@ export async function decodeImage(input: ImageInput | ProbedImage, options: Deco
   const { maxPixels, maxBytes, autoOrient } = checkOptions(options);
   if (!probed && isRawShape(input)) return rawImage(input, label, maxPixels);
   const bytes = probed ? probed.bytes : await encodedBytes(input, label, maxBytes);
-  // A small plain PNG is decoded in JS, byte for byte what sharp gives (png.ts); the rest goes to sharp.
-  const fast = decodePngFast(bytes, maxPixels);
+  // A small plain PNG is decoded in JS and a small baseline JPEG by the addon, byte for byte what
+  // sharp gives (png.ts, jpeg.ts); the rest goes to sharp.
+  const fast = decodePngFast(bytes, maxPixels) ?? decodeJpegFast(bytes, maxPixels);
   if (fast) return fast;
   const sharp = await sharpOrError(label);
   try {

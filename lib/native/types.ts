@@ -139,6 +139,8 @@ export interface NativeAddon {
   memory(): { hostStorages: number; hostBytes: number };
   /** PNG scanline unfilter (lib/image/png.ts); null on a filter byte above 4. Absent in addons built before it. */
   pngUnfilter?(raw: Uint8Array, stride: number, height: number, bpp: number): Uint8Array | null;
+  /** A small baseline JPEG decoded to RGB, or null where sharp must decide (csrc/napi/jpeg_wrap.cpp). */
+  jpegDecode?(bytes: Uint8Array, maxPixels: number): { data: Uint8Array; width: number; height: number } | null;
   Tensor: NativeTensorClass;
   Queue: new (opts?: { threads?: number; isa?: Isa; device?: 'cpu' | 'cuda'; precision?: Precision }) => NativeQueue;
 }
