@@ -6,7 +6,9 @@
 // then asks sharp): baseline sequential Huffman (SOF0/SOF1), 8-bit samples, one component
 // (grey) or three (YCbCr: JFIF, or no Adobe marker and component ids 1, 2, 3), luma sampling
 // 1×1, 2×1 or 2×2 with chroma 1×1, restart intervals; not progressive, arithmetic, 12-bit,
-// CMYK, Adobe-transformed, Exif-rotated or ICC-profiled pictures, and no data error of any kind.
+// CMYK, Adobe-transformed, Exif-rotated or ICC-profiled pictures, no data error of any kind,
+// and no block whose IDCT leaves the range where libjpeg-turbo's SIMD IDCT (16-bit lanes: what
+// sharp runs) equals the C algorithm reproduced here — valid pictures stay far inside it.
 //
 // What it reproduces (libjpeg's defaults, which libvips and Pillow keep; facts from the JPEG
 // standard and the IJG library's documented algorithms, no code copied):
@@ -14,7 +16,8 @@
 //     first pass over columns keeping 2 extra bits, the second over rows descaling by 18, the
 //     columns whose AC terms are all zero (and in the second pass the rows) taking the DC
 //     shortcut; results go through the range-limit table (+128, clamp, wrap-around beyond).
-//   * "Fancy" upsampling: 2×1 — each output a 3:1 blend of its input and the nearer neighbour,
+//     The arithmetic is 64-bit, as the library's JLONG.
+//   * "Fancy" upsampling (for components more than 2 samples wide; narrower ones repeat): 2×1 — each output a 3:1 blend of its input and the nearer neighbour,
 //     rounded +1 / +2 alternately, edge samples copied; 2×2 — the same across rows first
 //     (3 · this row + the nearer row) then across columns with +8 / +7 and >> 4, the image's
 //     top and bottom rows standing in for their missing neighbours. Edges at the component's
@@ -22,7 +25,8 @@
 //   * YCbCr → RGB with 16-bit fixed-point tables (R = Y + 1.402·Cr', B = Y + 1.772·Cb',
 //     G = Y − 0.34414·Cb' − 0.71414·Cr', each rounded as the library rounds them), clamped.
 // test/unit/jpeg-fast.test.ts compares it with sharp on pictures sharp itself encodes at many
-// sizes, qualities and both chroma samplings, and checks the refusals.
+// sizes, qualities and both chroma samplings, on cjpeg's 2×1 / restart / 16-bit-table files, on
+// corrupted copies (whatever decodes must equal sharp), and checks the refusals.
 #include <cstdint>
 #include <cstring>
 #include <vector>
