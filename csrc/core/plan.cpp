@@ -540,17 +540,6 @@ void Plan::run(OpContext& ctx, const std::vector<PlanValue>& values, std::vector
   }
 }
 
-// Rows [r0, r1) of a tensor whose leading dim is `n`: the same bytes, a shorter shape.
-static TensorP row_view(const TensorP& t, int64_t n, int64_t r0, int64_t r1) {
-  auto v = std::make_shared<Tensor>(*t);
-  v->shape[0] = r1 - r0;
-  const size_t row = t->nbytes() / size_t(n);
-  auto st = Storage::slot(row * size_t(r1 - r0), t->storage->device, t->storage);
-  st->data = static_cast<char*>(t->raw()) + row * size_t(r0);
-  v->storage = std::move(st);
-  return v;
-}
-
 void Plan::run_segment(OpContext& ctx, size_t first) {
   const size_t end = ops_[first].seg_end;
   const int64_t n = ops_[first].seg_rows;
@@ -571,9 +560,9 @@ void Plan::run_segment(OpContext& ctx, size_t first) {
       const Op& op = ops_[k];
       vin.assign(op.in->begin(), op.in->end());
       for (size_t x = 0; x < vin.size(); ++x)
-        if (op.row_inputs >> x & 1u) vin[x] = row_view(vin[x], n, r0, r1);
+        if (op.row_inputs >> x & 1u) vin[x] = view_rows(*vin[x], r0, r1 - r0);
       vout.clear();
-      for (const TensorP& t : *op.out) vout.push_back(row_view(t, n, r0, r1));
+      for (const TensorP& t : *op.out) vout.push_back(view_rows(*t, r0, r1 - r0));
       op.def->run(tc, vin, vout, *op.attrs);
     }
   });

@@ -233,4 +233,14 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 std::string Tensor::describe() const { return std::string(dtype_name(dtype)) + shape_str(shape); }
 
+TensorP view_rows(const Tensor& x, int64_t start, int64_t len) {
+  size_t row = dtype_size(x.dtype);
+  for (int i = 1; i < x.rank(); ++i) row *= size_t(x.shape[i]);
+  auto t = std::make_shared<Tensor>(x);
+  t->shape[0] = len;
+  t->storage = Storage::slot(row * size_t(len), x.storage->device, x.storage);
+  t->storage->data = static_cast<char*>(x.storage->data) + row * size_t(start);
+  return t;
+}
+
 }  // namespace dvl

@@ -81,6 +81,10 @@ struct Tensor {
 
 using TensorP = std::shared_ptr<Tensor>;
 
+// Rows [start, start + len) of x's dim 0 over the same memory (no copy); keeps x's storage
+// alive. x must have its memory (not a plan's placeholder) and a byte-addressable dtype.
+TensorP view_rows(const Tensor& x, int64_t start, int64_t len);
+
 // While one lives, Tensor::alloc without a device allocates on `dev` on this thread: a CUDA
 // queue runs the CPU ops' plan() (validation, output shapes) under it, so their outputs are
 // born on the device. Device storage comes from the hook the CUDA loader installs.

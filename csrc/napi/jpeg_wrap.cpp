@@ -281,13 +281,48 @@ bool Jpeg::block(Comp& cp, int16_t* coef) {
   return true;
 }
 
-// The islow IDCT (see the file comment), dequantizing as it reads.
-bool Jpeg::idct(const int16_t* coef, const uint16_t* q, uint8_t* out, int stride) const {
-  constexpr int CB = 13, P1 = 2;
+// One 8-point pass of the islow IDCT (see the file comment): x in frequency order → y before
+// its descaling (the first pass descales by CB − P1, the second by CB + P1 + 3).
+constexpr int CB = 13, P1 = 2;
+static inline void idct8(const int64_t* x, int64_t* y) {
   constexpr int32_t F0298 = 2446, F0390 = 3196, F0541 = 4433, F0765 = 6270, F0899 = 7373, F1175 = 9633, F1501 = 12299,
                     F1847 = 15137, F1961 = 16069, F2053 = 16819, F2562 = 20995, F3072 = 25172;
+  // Even part.
+  const int64_t e1 = (x[2] + x[6]) * F0541;
+  const int64_t e2 = e1 + x[6] * -F1847, e3 = e1 + x[2] * F0765;
+  const int64_t e0 = (x[0] + x[4]) * (1 << CB), e1b = (x[0] - x[4]) * (1 << CB);
+  const int64_t t10 = e0 + e3, t13 = e0 - e3, t11 = e1b + e2, t12 = e1b - e2;
+  // Odd part.
+  int64_t tmp0 = x[7], tmp1 = x[5], tmp2 = x[3], tmp3 = x[1];
+  int64_t z1 = tmp0 + tmp3, z2 = tmp1 + tmp2, z3 = tmp0 + tmp2, z4 = tmp1 + tmp3;
+  const int64_t z5 = (z3 + z4) * F1175;
+  tmp0 *= F0298;
+  tmp1 *= F2053;
+  tmp2 *= F3072;
+  tmp3 *= F1501;
+  z1 *= -F0899;
+  z2 *= -F2562;
+  z3 = z3 * -F1961 + z5;
+  z4 = z4 * -F0390 + z5;
+  tmp0 += z1 + z3;
+  tmp1 += z2 + z4;
+  tmp2 += z2 + z3;
+  tmp3 += z1 + z4;
+  y[0] = t10 + tmp3;
+  y[7] = t10 - tmp3;
+  y[1] = t11 + tmp2;
+  y[6] = t11 - tmp2;
+  y[2] = t12 + tmp1;
+  y[5] = t12 - tmp1;
+  y[3] = t13 + tmp0;
+  y[4] = t13 - tmp0;
+}
+
+// The islow IDCT of a block, dequantizing as it reads; false for a block sharp must decode.
+bool Jpeg::idct(const int16_t* coef, const uint16_t* q, uint8_t* out, int stride) const {
   auto descale = [](int64_t x, int n) { return int32_t((x + (int64_t(1) << (n - 1))) >> n); };
   int32_t ws[64];
+  int64_t x[8], y[8];
   for (int c = 0; c < 8; ++c) {
     const int16_t* in = coef + c;
     const uint16_t* qt = q + c;
@@ -296,44 +331,9 @@ bool Jpeg::idct(const int16_t* coef, const uint16_t* q, uint8_t* out, int stride
       for (int r = 0; r < 8; ++r) ws[r * 8 + c] = dc;
       continue;
     }
-    int64_t z2 = int64_t(in[16]) * qt[16], z3 = int64_t(in[48]) * qt[48];
-    int64_t z1 = (z2 + z3) * F0541;
-    int64_t tmp2 = z1 + z3 * -F1847, tmp3 = z1 + z2 * F0765;
-    z2 = int64_t(in[0]) * qt[0];
-    z3 = int64_t(in[32]) * qt[32];
-    int64_t tmp0 = (z2 + z3) * (1 << CB), tmp1 = (z2 - z3) * (1 << CB);
-    const int64_t t10 = tmp0 + tmp3, t13 = tmp0 - tmp3, t11 = tmp1 + tmp2, t12 = tmp1 - tmp2;
-    tmp0 = int64_t(in[56]) * qt[56];
-    tmp1 = int64_t(in[40]) * qt[40];
-    tmp2 = int64_t(in[24]) * qt[24];
-    tmp3 = int64_t(in[8]) * qt[8];
-    z1 = tmp0 + tmp3;
-    z2 = tmp1 + tmp2;
-    z3 = tmp0 + tmp2;
-    int64_t z4 = tmp1 + tmp3;
-    const int64_t z5 = (z3 + z4) * F1175;
-    tmp0 *= F0298;
-    tmp1 *= F2053;
-    tmp2 *= F3072;
-    tmp3 *= F1501;
-    z1 *= -F0899;
-    z2 *= -F2562;
-    z3 *= -F1961;
-    z4 *= -F0390;
-    z3 += z5;
-    z4 += z5;
-    tmp0 += z1 + z3;
-    tmp1 += z2 + z4;
-    tmp2 += z2 + z3;
-    tmp3 += z1 + z4;
-    ws[0 * 8 + c] = descale(t10 + tmp3, CB - P1);
-    ws[7 * 8 + c] = descale(t10 - tmp3, CB - P1);
-    ws[1 * 8 + c] = descale(t11 + tmp2, CB - P1);
-    ws[6 * 8 + c] = descale(t11 - tmp2, CB - P1);
-    ws[2 * 8 + c] = descale(t12 + tmp1, CB - P1);
-    ws[5 * 8 + c] = descale(t12 - tmp1, CB - P1);
-    ws[3 * 8 + c] = descale(t13 + tmp0, CB - P1);
-    ws[4 * 8 + c] = descale(t13 - tmp0, CB - P1);
+    for (int k = 0; k < 8; ++k) x[k] = int64_t(in[8 * k]) * qt[8 * k];
+    idct8(x, y);
+    for (int k = 0; k < 8; ++k) ws[k * 8 + c] = descale(y[k], CB - P1);
   }
   // libjpeg-turbo's SIMD IDCT (what sharp runs) keeps the first pass's results in 16 bits and
   // adds them in pairs: beyond ±16383 it no longer computes what this code (the C algorithm)
@@ -363,43 +363,9 @@ bool Jpeg::idct(const int16_t* coef, const uint16_t* q, uint8_t* out, int stride
       for (int c = 0; c < 8; ++c) o[c] = v;
       continue;
     }
-    int64_t z2 = w[2], z3 = w[6];
-    int64_t z1 = (z2 + z3) * F0541;
-    int64_t tmp2 = z1 + z3 * -F1847, tmp3 = z1 + z2 * F0765;
-    int64_t tmp0 = (int64_t(w[0]) + w[4]) * (1 << CB), tmp1 = (int64_t(w[0]) - w[4]) * (1 << CB);
-    const int64_t t10 = tmp0 + tmp3, t13 = tmp0 - tmp3, t11 = tmp1 + tmp2, t12 = tmp1 - tmp2;
-    tmp0 = w[7];
-    tmp1 = w[5];
-    tmp2 = w[3];
-    tmp3 = w[1];
-    z1 = tmp0 + tmp3;
-    z2 = tmp1 + tmp2;
-    z3 = tmp0 + tmp2;
-    int64_t z4 = tmp1 + tmp3;
-    const int64_t z5 = (z3 + z4) * F1175;
-    tmp0 *= F0298;
-    tmp1 *= F2053;
-    tmp2 *= F3072;
-    tmp3 *= F1501;
-    z1 *= -F0899;
-    z2 *= -F2562;
-    z3 *= -F1961;
-    z4 *= -F0390;
-    z3 += z5;
-    z4 += z5;
-    tmp0 += z1 + z3;
-    tmp1 += z2 + z4;
-    tmp2 += z2 + z3;
-    tmp3 += z1 + z4;
-    constexpr int S = CB + P1 + 3;
-    o[0] = limit(descale(t10 + tmp3, S));
-    o[7] = limit(descale(t10 - tmp3, S));
-    o[1] = limit(descale(t11 + tmp2, S));
-    o[6] = limit(descale(t11 - tmp2, S));
-    o[2] = limit(descale(t12 + tmp1, S));
-    o[5] = limit(descale(t12 - tmp1, S));
-    o[3] = limit(descale(t13 + tmp0, S));
-    o[4] = limit(descale(t13 - tmp0, S));
+    for (int k = 0; k < 8; ++k) x[k] = w[k];
+    idct8(x, y);
+    for (int k = 0; k < 8; ++k) o[k] = limit(descale(y[k], CB + P1 + 3));
   }
   return !wrapped;
 }

@@ -70,7 +70,8 @@ export interface BenchProfile {
   lines: { op: string; calls: number; msPerForward: number; share: number; weightGBps: number }[];
 }
 
-function median(xs: number[]): number {
+/** The upper median (the middle of an odd count). */
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
 }

@@ -14,6 +14,7 @@
 import { OptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions, type Model } from '../model/model.js';
 import { backendName, type GpuOption } from '../native/backend.js';
+import { median } from './bench.js';
 import { evalHeldout, hasRepeatedWord, mergeEvalResults, readHeldout, type EvalRequest, type EvalResult } from '../eval.js';
 import { bundledHeldoutDir, bundledModelDir } from '../models.js';
 
@@ -104,8 +105,6 @@ export interface CompareResult {
   bar: { name: string; pass: boolean; detail: string }[];
   results: Record<string, EvalResult>;
 }
-
-const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function row(name: string, r: EvalResult): CompareRow {
   const perKind: Record<string, number> = {};

@@ -80,17 +80,7 @@ static void narrow_rows_parse(const Tensors& in, OpAttrs& a) {
 }
 
 static Tensors narrow_rows_plan(const Tensors& in, const OpAttrs& a) {
-  const Tensor& x = *in[0];
-  const int64_t start = a.slice.start, len = a.slice.len;
-  size_t row = dtype_size(x.dtype);
-  for (int i = 1; i < x.rank(); ++i) row *= size_t(x.shape[i]);
-  auto t = std::make_shared<Tensor>();
-  t->dtype = x.dtype;
-  t->shape = x.shape;
-  t->shape[0] = len;
-  t->storage = Storage::slot(row * size_t(len), x.storage->device, x.storage);
-  t->storage->data = static_cast<char*>(x.storage->data) + row * size_t(start);
-  return {t};
+  return {view_rows(*in[0], a.slice.start, a.slice.len)};
 }
 
 // Bytes of one dim-0 row.
