@@ -137,7 +137,9 @@ struct OpAttrs : Attrs {
   AttentionBatchAttrs attention_batch;  // attention_batch
   NormAttrs norm;                       // rms_norm, layer_norm
   RopeAttrs rope;                       // rope_cos_sin
-  int64_t heads = 0;                    // qkv_rope_split
+  int64_t heads = 0;                    // qkv_rope_split: query heads,
+  int64_t kv_heads = 0;                 //   key/value heads (GQA),
+  bool kv_rows = false;                 //   K and V [R, nkv, hd] (text) instead of [nkv, R, hd]
   KvAppendAttrs kv;                     // kv_cache_append, kv_cache_append_batch
   double scale = 1;                     // scale: the factor s
   DType convert_to = DType::F32;        // convert: the target dtype

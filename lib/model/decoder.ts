@@ -117,7 +117,18 @@ export interface TextFamily<C extends TextConfig = TextConfig> {
   /** Canonical name → shape of every text tensor (the table of docs §1.4 for Qwen2). */
   tensors(cfg: C): Map<string, number[]>;
   /** The decoder over loaded weights. */
-  create(q: Queue, weights: LoadedWeights, cfg: C): TextDecoder;
+  create(q: Queue, weights: LoadedWeights, cfg: C, opts?: TextDecoderOptions): TextDecoder;
+}
+
+export interface TextDecoderOptions {
+  /**
+   * The q, k and v projections as one product over weights concatenated at load, its output
+   * split (with RoPE) by one qkv_rope_split (default true on CPU queues; a family without the
+   * fusion ignores it). The three weights are replaced by the fused one in the loaded weights,
+   * so a second decoder over them sees only that. Same bits either way: a product's output
+   * column depends on its own weight row alone, the split has rope's arithmetic.
+   */
+  fuseQkv?: boolean;
 }
 
 /**

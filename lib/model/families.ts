@@ -9,7 +9,7 @@ import { ConfigError } from '../errors.js';
 import type { Queue } from '../native/index.js';
 import type { ModelConfig, VisionConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
-import type { TextDecoder, TextFamily } from './decoder.js';
+import type { TextDecoder, TextDecoderOptions, TextFamily } from './decoder.js';
 import { QWEN2 } from './qwen2.js';
 import { QWEN3 } from './qwen3.js';
 
@@ -75,6 +75,6 @@ export function textFamilyOf(config: Pick<ModelConfig, 'family' | 'dir'>): TextF
 }
 
 /** The text decoder of a loaded checkpoint. */
-export function createTextDecoder(q: Queue, weights: LoadedWeights): TextDecoder {
-  return textFamilyOf(weights.config).create(q, weights, weights.config.text);
+export function createTextDecoder(q: Queue, weights: LoadedWeights, opts?: TextDecoderOptions): TextDecoder {
+  return textFamilyOf(weights.config).create(q, weights, weights.config.text, opts);
 }

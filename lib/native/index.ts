@@ -141,12 +141,17 @@ export abstract class OpSet {
   /** rope: x f32 [T, nh, hd] with cos/sin f32 [T, hd] → f32, x·cos + rotate_half(x)·sin. (rope.cpp) */
   rope(x: NativeTensor, cos: NativeTensor, sin: NativeTensor): NativeTensor { return this.one('rope', [x, cos, sin]); }
   /**
-   * qkv_rope_split: qkv f32 [R, 3·heads·hd] (Q | K | V) and cos, sin [R, hd] → q f32 [R, heads, hd]
-   * and k [heads, R, hd] with RoPE, v [heads, R, hd] (k, v head-major: `attention`'s cache layout
-   * of R positions). The bits of three slice_cols, two ropes and two kv_cache_appends. CPU op. (rope.cpp)
+   * qkv_rope_split: qkv f32 [R, (heads + 2·kvHeads)·hd] (Q | K | V) and cos, sin [R, hd] → q f32
+   * [R, heads, hd] and k with RoPE, v: head-major [kvHeads, R, hd] (`attention`'s cache layout of
+   * R positions; the vision tower), or with kvRows [R, kvHeads, hd] (kv_cache_append_batch's
+   * rows; the text decoder). kvHeads defaults to heads. The bits of three slice_cols and two
+   * ropes (and, head-major, two kv_cache_appends). CPU op. (rope.cpp)
    */
-  qkvRopeSplit(qkv: NativeTensor, cos: NativeTensor, sin: NativeTensor, heads: number): [NativeTensor, NativeTensor, NativeTensor] {
-    const [q, k, v] = this.op('qkv_rope_split', [qkv, cos, sin], { heads });
+  qkvRopeSplit(qkv: NativeTensor, cos: NativeTensor, sin: NativeTensor, heads: number, o: { kvHeads?: number; kvRows?: boolean } = {}): [NativeTensor, NativeTensor, NativeTensor] {
+    const attrs: OpAttrs = { heads };
+    if (o.kvHeads !== undefined) attrs.kvHeads = o.kvHeads;
+    if (o.kvRows) attrs.kvRows = 1;
+    const [q, k, v] = this.op('qkv_rope_split', [qkv, cos, sin], attrs);
     return [q, k, v];
   }
   /** silu(x) = x·σ(x). (act.cpp) */
@@ -198,7 +203,7 @@ export abstract class OpSet {
   scatterRows(dst: NativeTensor, src: NativeTensor, idx: NativeTensor): void { this.op('scatter_rows', [dst, src, idx]); }
   /** slice_cols: x f32 [R, C] → [R, len] columns start..start+len-1. (shape.cpp) */
   sliceCols(x: NativeTensor, start: number, len: number): NativeTensor { return this.one('slice_cols', [x], { start, len }); }
-  /** concat_rows: [a; b] along dim 0 (same trailing dims and dtype). (shape.cpp) */
+  /** concat_rows: [a; b] along dim 0 (same trailing dims and dtype; q8 matrices, and bf16p / q8p when a's rows fill whole 16-row panels). (shape.cpp) */
   concatRows(a: NativeTensor, b: NativeTensor): NativeTensor { return this.one('concat_rows', [a, b]); }
   /**
    * confidence_remask (docs §5.7-5.8): logits f32 [n, V] of the still-masked positions →

@@ -34,10 +34,11 @@ describe('Model.profile', () => {
       // The prefill is one forward more than stats.forwards counts as decode forwards, at most.
       expect(passes).toBeGreaterThanOrEqual(result.stats.forwards);
       expect(passes).toBeLessThanOrEqual(result.stats.forwards + 1);
-      // A pass that computes logits: 2 RMSNorms per layer and the final one, 7 projections per
-      // layer and the lm_head. A pass that only writes the cache (a diffusion prefill run apart
-      // from the first denoising iteration) stops after the last layer's K/V: that layer runs
-      // one RMSNorm and 2 projections (k, v).
+      // A pass that computes logits: 2 RMSNorms per layer and the final one, 5 products per
+      // layer (q|k|v fused on a CPU queue: lib/model/qwen2.ts; o, gate, up, down) and the
+      // lm_head. A pass that only writes the cache (a diffusion prefill run apart from the first
+      // denoising iteration) stops after the last layer's K/V: that layer runs one RMSNorm and
+      // the q|k|v product.
       const kvOnly = (passes * (2 * LAYERS + 1) - callsOf(ops, 'rms_norm')) / 2;
       expect(kvOnly).toBe(mode === 'diffusion' && !mergePrefill ? 1 : 0);
       const mm = ops.filter((l) => l.op.startsWith('matmul'));
@@ -47,7 +48,7 @@ describe('Model.profile', () => {
         expect(l.weightBytes).toBeGreaterThan(0);
         expect(l.weightGBps).toBeGreaterThan(0);
       }
-      expect(mm.reduce((a, l) => a + l.calls, 0)).toBe(passes * (7 * LAYERS + 1) - 6 * kvOnly);
+      expect(mm.reduce((a, l) => a + l.calls, 0)).toBe(passes * (5 * LAYERS + 1) - 5 * kvOnly);
       if (mode === 'ar') expect(mm.some((l) => l.op.endsWith(' ×1'))).toBe(true);
       // Ops with rows say how many: a prefill's lines stand apart from a step's.
       expect(ops.some((l) => /^rms_norm ×\d+$/.test(l.op))).toBe(true);

@@ -141,7 +141,7 @@ async function expectEmbeddingRows(q: Queue, t: Tensor, ids: number[], values: F
   for (const [i, row] of ids.entries()) expectSameBits(e.subarray(i * K, (i + 1) * K), values.subarray(row * K, (row + 1) * K), `${label} embedding row ${row}`);
 }
 
-/** What both panel layouts refuse: no fromArray, rank 3, a reshape off [N, K], narrow, concat, wrong K, elementwise ops. */
+/** What both panel layouts refuse: no fromArray, rank 3, a reshape off [N, K], narrow, a concat after a part-filled panel, wrong K, elementwise ops. */
 function expectPanelTypedErrors(q: Queue, dt: 'bf16p' | 'q8p', fromArrayBytes: Uint16Array | Uint8Array): Tensor {
   expect(() => tensorFromArray(dt, [2, 32], fromArrayBytes)).toThrow(DTypeError);
   expect(() => q.convert(tensorFromArray('f32', [2, 2, 32], new Float32Array(128)), dt)).toThrow(ShapeError);
@@ -149,7 +149,8 @@ function expectPanelTypedErrors(q: Queue, dt: 'bf16p' | 'q8p', fromArrayBytes: U
   expect(() => q.reshape(t, [8, 32])).toThrow(DTypeError);
   expect(q.reshape(t, [4, 64]).shape).toEqual([4, 64]);
   expect(() => q.op('narrow_rows', [t], { start: 0, len: 2 })).toThrow(DTypeError);
-  expect(() => q.op('concat_rows', [t, t])).toThrow(DTypeError);
+  expect(() => q.op('concat_rows', [t, t])).toThrow(/a's rows \(4\) must fill whole panels of 16/);
+  expect(() => q.op('concat_rows', [q.convert(tensorFromArray('f32', [16, 32], new Float32Array(512)), dt), t])).toThrow(ShapeError);   // other K
   expect(() => q.matmul(tensorFromArray('f32', [1, 63], new Float32Array(63)), t)).toThrow(ShapeError);
   expect(() => q.add(t, t)).toThrow(DTypeError);
   return t;
@@ -180,6 +181,26 @@ describe('bf16p layout (dtype.h: panels of 16 rows, K in pairs)', () => {
       }
       q.dispose();
     }
+  });
+
+  it('concat_rows of whole panels = the panels of the concatenated matrix, byte for byte (the fused q|k|v weight)', async () => {
+    const q = new Queue({ threads: 2 });
+    for (const [Na, Nb, K] of [[16, 1, 3], [32, 64, 128], [48, 17, 33], [16, 16, 897]]) {
+      const a = normal(rng(Na + K), Na * K, 0.7), b = normal(rng(Nb + 7 * K), Nb * K, 0.7);
+      const ab = new Float32Array(Na * K + Nb * K);
+      ab.set(a);
+      ab.set(b, Na * K);
+      for (const dt of ['bf16p', 'q8p', 'q8'] as const) {
+        const y = q.concatRows(q.convert(tensorFromArray('f32', [Na, K], a), dt), q.convert(tensorFromArray('f32', [Nb, K], b), dt));
+        const want = q.convert(tensorFromArray('f32', [Na + Nb, K], ab), dt);
+        expect([y.dtype, y.shape, y.nbytes]).toEqual([dt, [Na + Nb, K], want.nbytes]);
+        expect(Array.from(await q.read(y)), `${dt} ${Na}+${Nb}x${K}`).toEqual(Array.from(await q.read(want)));
+      }
+    }
+    // A q8 row is its own bytes: any row count concatenates.
+    const y = q.concatRows(q.convert(tensorFromArray('f32', [3, 40], normal(rng(3), 120, 1)), 'q8'), q.convert(tensorFromArray('f32', [2, 40], normal(rng(4), 80, 1)), 'q8'));
+    expect(y.shape).toEqual([5, 40]);
+    q.dispose();
   });
 
   it('typed errors: no fromArray, rank other than 2, reshape, narrow and concat of the panels, wrong K', () => {

@@ -147,9 +147,43 @@ describe('qkv_rope_split = slice_cols + rope + kv_cache_append, bit for bit', ()
     }
   });
 
+  // The text decoder's fused q|k|v product (lib/model/qwen2.ts): GQA (kvHeads < heads) and K, V
+  // as rows [R, kvHeads, hd], the bits of slice_cols + rope + reshape.
+  it.each(nativeInfo().isaLevels)('kvHeads and kvRows at isa %s: the text layout, GQA', async (isa) => {
+    const r = rng(37);
+    for (const threads of [1, 3]) {
+      const q = new Queue({ isa, threads });
+      for (const [R, nh, nkv, hd] of [[1, 2, 1, 2], [16, 4, 2, 32], [13, 6, 2, 10], [9, 14, 2, 64], [3, 3, 3, 6]] as const) {
+        const Cq = nh * hd, Ckv = nkv * hd;
+        const x = normal(r, R * (Cq + 2 * Ckv), 3), c = uniform(r, R * hd, -1, 1), s = uniform(r, R * hd, -1, 1);
+        x[Cq + 1] = NaN;
+        const qkv = tensorFromArray('f32', [R, Cq + 2 * Ckv], x), cos = tensorFromArray('f32', [R, hd], c), sin = tensorFromArray('f32', [R, hd], s);
+        const [qf, kf, vf] = q.qkvRopeSplit(qkv, cos, sin, nh, { kvHeads: nkv, kvRows: true });
+        expect([qf.shape, kf.shape, vf.shape]).toEqual([[R, nh, hd], [R, nkv, hd], [R, nkv, hd]]);
+        const qw = q.rope(q.reshape(q.sliceCols(qkv, 0, Cq), [R, nh, hd]), cos, sin);
+        const kw = q.rope(q.reshape(q.sliceCols(qkv, Cq, Ckv), [R, nkv, hd]), cos, sin);
+        const vw = q.sliceCols(qkv, Cq + Ckv, Ckv);
+        const [a, b, e, f, g, h] = await q.readMany([qf, qw, kf, kw, vf, vw]) as Float32Array[];
+        const at = `${isa} ${R}x${nh}/${nkv}x${hd} threads ${threads}`;
+        expectSameBits(a, b, `q ${at}`);
+        expectSameBits(e, f, `k ${at}`);
+        expectSameBits(g, h, `v ${at}`);
+        // Head-major with kvHeads: each kv head's rows in order.
+        const [, kh] = q.qkvRopeSplit(qkv, cos, sin, nh, { kvHeads: nkv });
+        expect(kh.shape).toEqual([nkv, R, hd]);
+        const khm = await q.readF32(kh);
+        for (let t = 0; t < R; t++) for (let g2 = 0; g2 < nkv; g2++) expectSameBits(khm.subarray((g2 * R + t) * hd, (g2 * R + t + 1) * hd), f.subarray((t * nkv + g2) * hd, (t * nkv + g2 + 1) * hd), `k head-major ${at}`);
+      }
+      q.dispose();
+    }
+  });
+
   it('throws typed errors for bad shapes', () => {
     const q = new Queue({ threads: 1 });
     const t = (shape: number[]) => tensorFromArray('f32', shape, new Float32Array(shape.reduce((a, b) => a * b, 1)));
+    expect(() => q.qkvRopeSplit(t([4, 5 * 8]), t([4, 8]), t([4, 8]), 2, { kvHeads: 2 })).toThrow(/\(heads \+ 2 · kvHeads\) · hd/);   // 40 ≠ 6·hd
+    expect(() => q.qkvRopeSplit(t([4, 4 * 8]), t([4, 8]), t([4, 8]), 2, { kvHeads: 0 })).toThrow(ShapeError);
+    expect(q.qkvRopeSplit(t([4, 4 * 8]), t([4, 8]), t([4, 8]), 2, { kvHeads: 1, kvRows: true })[2].shape).toEqual([4, 1, 8]);
     expect(q.qkvRopeSplit(t([4, 3 * 2 * 8]), t([4, 8]), t([4, 8]), 2)[0].shape).toEqual([4, 2, 8]);
     expect(() => q.qkvRopeSplit(t([4, 47]), t([4, 8]), t([4, 8]), 2)).toThrow(ShapeError);                  // not 3·heads·hd
     expect(() => q.qkvRopeSplit(t([4, 3 * 2 * 7]), t([4, 7]), t([4, 7]), 2)).toThrow(/head dim must be even/);

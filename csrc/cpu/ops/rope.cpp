@@ -9,8 +9,8 @@
 //                 evaluated in double and rounded once, i.e. correctly rounded f32 values.
 // rope: x f32 [T, nh, hd], cos, sin f32 [T, hd] → y f32 [T, nh, hd] with
 //   y = x·cos + rotate_half(x)·sin,  rotate_half(x) = [−x[hd/2:], x[:hd/2]]   (f32)
-// qkv_rope_split: the vision tower's Q | K | V split, RoPE on Q and K, K and V head-major
-//   (below, by qkv_rope_split_run).
+// qkv_rope_split: a fused Q | K | V product split, RoPE on Q and K (below, by
+//   qkv_rope_split_run).
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -86,31 +86,38 @@ static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, cons
   ctx.pool.parallel_for(T * nh, 8, [&](int64_t r0, int64_t r1) { ctx.k.rope_rows(x, c, s, y, r0, r1, nh, hd); });
 }
 
-// qkv_rope_split: qkv f32 [R, 3·nh·hd] (Q | K | V, head h at columns h·hd within each), cos,
-// sin f32 [R, hd], attr heads → q f32 [R, nh, hd] and k f32 [nh, R, hd] with RoPE, v f32
-// [nh, R, hd]: k and v head-major, the layout `attention` takes as a cache of R positions. One
-// pass for what the vision tower did in seven ops per block (three column slices, two ropes,
-// two cache appends), with rope's arithmetic (kernels.h rope_rows, one row at a time): the
-// same bits as those ops. A CPU op: a CUDA queue runs it through the CPU (the model does not).
+// qkv_rope_split: qkv f32 [R, (nh + 2·nkv)·hd] (Q | K | V, head h at columns h·hd within each),
+// cos, sin f32 [R, hd], attrs heads (nh), kvHeads (nkv, default nh), kvRows (default 0) → q f32
+// [R, nh, hd] and k with RoPE, v as stored; k and v head-major [nkv, R, hd] (the layout
+// `attention` takes as a cache of R positions: the vision tower) or with kvRows [R, nkv, hd]
+// (what kv_cache_append_batch takes: the text decoder's fused q|k|v product). One pass for
+// what took three column slices and two ropes (and, head-major, two cache appends), with
+// rope's arithmetic (kernels.h rope_rows, one row at a time): the same bits as those ops. A
+// CPU op: a CUDA queue runs it through the CPU (the models do not).
 static void qkv_rope_split_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "qkv_rope_split";
   op_need_inputs(op, in, 3, 3);
   for (size_t i = 0; i < 3; ++i) op_need_dtype(op, in, i, {DType::F32});
   op_need_rank(op, in, 0, 2);
   const int64_t heads = a.needi(op, "heads");
+  const int64_t kv_heads = a.has("kvHeads") ? a.needi(op, "kvHeads") : heads;
   const int64_t R = in[0]->dim(0), cols = in[0]->dim(1);
-  if (heads < 1 || cols % (3 * heads) != 0) op_fail(DVL_ERR_SHAPE, op, "qkv's columns must be 3 · heads · hd", in);
-  const int64_t hd = cols / (3 * heads);
+  if (heads < 1 || kv_heads < 1 || cols % (heads + 2 * kv_heads) != 0)
+    op_fail(DVL_ERR_SHAPE, op, "qkv's columns must be (heads + 2 · kvHeads) · hd", in);
+  const int64_t hd = cols / (heads + 2 * kv_heads);
   if (hd < 2 || hd % 2) op_fail(DVL_ERR_SHAPE, op, "head dim must be even", in);
   for (size_t i = 1; i < 3; ++i)
     if (in[i]->rank() != 2 || in[i]->dim(0) != R || in[i]->dim(1) != hd)
       op_fail(DVL_ERR_SHAPE, op, std::string(i == 1 ? "cos" : "sin") + " must be [R, hd] = [" + std::to_string(R) + ", " + std::to_string(hd) + "]", in);
   a.heads = heads;
+  a.kv_heads = kv_heads;
+  a.kv_rows = a.geti("kvRows", 0) != 0;
 }
 
 static Tensors qkv_rope_split_plan(const Tensors& in, const OpAttrs& a) {
-  const int64_t R = in[0]->dim(0), nh = a.heads, hd = in[0]->dim(1) / (3 * nh);
-  return {Tensor::alloc(DType::F32, {R, nh, hd}), Tensor::alloc(DType::F32, {nh, R, hd}), Tensor::alloc(DType::F32, {nh, R, hd})};
+  const int64_t R = in[0]->dim(0), nh = a.heads, nkv = a.kv_heads, hd = in[0]->dim(1) / (nh + 2 * nkv);
+  const std::vector<int64_t> kv = a.kv_rows ? std::vector<int64_t>{R, nkv, hd} : std::vector<int64_t>{nkv, R, hd};
+  return {Tensor::alloc(DType::F32, {R, nh, hd}), Tensor::alloc(DType::F32, kv), Tensor::alloc(DType::F32, kv)};
 }
 
 static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
@@ -120,19 +127,26 @@ static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors&
   float* q = out[0]->data<float>();
   float* k = out[1]->data<float>();
   float* v = out[2]->data<float>();
-  const int64_t R = in[0]->dim(0), nh = a.heads, hd = in[0]->dim(1) / (3 * nh), C = nh * hd;
+  const int64_t R = in[0]->dim(0), nh = a.heads, nkv = a.kv_heads, hd = in[0]->dim(1) / (nh + 2 * nkv);
+  const int64_t Cq = nh * hd, Ckv = nkv * hd, C = Cq + 2 * Ckv;
   // Per position, one rope_rows call over its nh heads for Q (straight into q's row) and one
-  // for K (into a row of scratch, then each head to its place in k): a call per (position,
-  // head) was ≈ 2000 indirect calls per tower block. A row's arithmetic is the same either way.
+  // over its nkv heads for K (straight into k's row, or into a row of scratch and then each
+  // head to its place): a call per (position, head) was ≈ 2000 indirect calls per tower block.
+  // A row's arithmetic is the same either way.
   ctx.pool.parallel_for(R, 8, [&](int64_t t0, int64_t t1) {
-    std::vector<float> kr(static_cast<size_t>(C));
+    std::vector<float> kr(a.kv_rows ? 0 : static_cast<size_t>(Ckv));
     for (int64_t t = t0; t < t1; ++t) {
-      const float* row = x + t * 3 * C;
-      ctx.k.rope_rows(row, c + t * hd, s + t * hd, q + t * C, 0, nh, nh, hd);
-      ctx.k.rope_rows(row + C, c + t * hd, s + t * hd, kr.data(), 0, nh, nh, hd);
-      for (int64_t h = 0; h < nh; ++h) {
+      const float* row = x + t * C;
+      ctx.k.rope_rows(row, c + t * hd, s + t * hd, q + t * Cq, 0, nh, nh, hd);
+      if (a.kv_rows) {
+        ctx.k.rope_rows(row + Cq, c + t * hd, s + t * hd, k + t * Ckv, 0, nkv, nkv, hd);
+        std::memcpy(v + t * Ckv, row + Cq + Ckv, sizeof(float) * size_t(Ckv));
+        continue;
+      }
+      ctx.k.rope_rows(row + Cq, c + t * hd, s + t * hd, kr.data(), 0, nkv, nkv, hd);
+      for (int64_t h = 0; h < nkv; ++h) {
         std::memcpy(k + (h * R + t) * hd, kr.data() + h * hd, sizeof(float) * size_t(hd));
-        std::memcpy(v + (h * R + t) * hd, row + 2 * C + h * hd, sizeof(float) * size_t(hd));
+        std::memcpy(v + (h * R + t) * hd, row + Cq + Ckv + h * hd, sizeof(float) * size_t(hd));
       }
     }
   });

@@ -8,6 +8,9 @@
 //              in order i = 0..n−1 (a repeated index keeps the last row).
 // slice_cols:  x [.., C] (f32|bf16|f16|i32); attrs start, len → [.., len].
 // concat_rows: a [Ra, ...], b [Rb, ...] of one dtype and equal trailing dims → [Ra + Rb, ...].
+//              Block layouts too, where rows are whole byte runs: q8 matrices (each row its
+//              own bytes) and the panel layouts bf16p / q8p when Ra is a multiple of their 16-row
+//              panel (the panels of a, then those of b: a fused q|k|v weight built at load).
 // Index checks of gather/scatter run on the queue thread (idx may come from an earlier op)
 // and fail with DVL_RANGE naming the index position and value.
 #include <algorithm>
@@ -177,9 +180,14 @@ static Tensors concat_rows_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("concat_rows", in, 2, 2);
   const Tensor &a = *in[0], &b = *in[1];
   if (a.dtype != b.dtype) op_fail(DVL_ERR_DTYPE, "concat_rows", "a and b must have the same dtype", in);
-  if (dtype_is_block(a.dtype)) op_fail(DVL_ERR_DTYPE, "concat_rows", std::string(dtype_name(a.dtype)) + " tensors (a block layout) are not supported", in);
   if (a.rank() < 1 || a.rank() != b.rank() || !std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1))
     op_fail(DVL_ERR_SHAPE, "concat_rows", "a and b must have equal trailing dims", in);
+  if (dtype_is_block(a.dtype)) {
+    const std::string name = dtype_name(a.dtype);
+    if (a.rank() < 2) op_fail(DVL_ERR_SHAPE, "concat_rows", name + " tensors must be matrices [rows, K]", in);
+    if (a.dtype != DType::Q8 && a.dim(0) % kBf16pRows != 0)
+      op_fail(DVL_ERR_SHAPE, "concat_rows", name + ": a's rows (" + std::to_string(a.dim(0)) + ") must fill whole panels of " + std::to_string(kBf16pRows), in);
+  }
   std::vector<int64_t> shape = a.shape;
   shape[0] += b.dim(0);
   return {Tensor::alloc(a.dtype, shape)};
