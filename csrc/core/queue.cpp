@@ -74,13 +74,16 @@ void ExecQueue::loop() {
         // Spin a little before sleeping: the next job usually comes within a decode step's
         // host gap (the readback reaches JS, the remask picks tokens, the next step is pushed),
         // and a sleeping thread took ≈ 70 µs to wake on the dev VM — a third of a small
-        // model's whole forward. A prewarm() may ask for a longer spin.
+        // model's whole forward. A prewarm() may ask for a longer spin. Each turn yields the
+        // core: the JS thread doing that host gap's work is runnable then, and with two vCPUs
+        // it shared them with this thread and a pool worker (yielding each turn instead of each
+        // 1024th: parent requests ×0.97, child ×0.98-0.99, paired; bench/RESULTS.md).
         const uint64_t seen = pushes_.load(std::memory_order_acquire);
         const int64_t until = std::max(steady_now_ns() + kIdleSpinUs * 1000, spin_until_ns_);
         lk.unlock();
         for (int i = 0; pushes_.load(std::memory_order_acquire) == seen; ++i) {
           if ((i & 255) == 255 && steady_now_ns() >= until) break;
-          spin_step(i);
+          std::this_thread::yield();  // a syscall: the clock is read each 256th turn as before
         }
         lk.lock();
         if (!items_.empty() || stop_) break;
