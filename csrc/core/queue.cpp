@@ -7,10 +7,13 @@
 
 namespace dvl {
 
-// How long the workers keep spinning after work arrives at an idle queue (ThreadPool::wake):
-// longer than the host gaps inside a request (a decode step's readback and remask), short
-// enough that an idle model stops burning cores within a millisecond.
-static constexpr int64_t kWakeSpinUs = 1000;
+// How long the workers keep spinning after work that may fork starts (ThreadPool::wake):
+// longer than the host gaps between a request's forking passes (its picture, tower and
+// prefill), short enough that they stop soon after: a small model's decode steps never fork
+// (plans keep them on this thread), and a worker spinning through them took a share of two
+// vCPUs from the JS thread and this one (1000 → 300 µs: requests ×0.98-0.99, a text decode
+// ×0.98, paired; bench/RESULTS.md).
+static constexpr int64_t kWakeSpinUs = 300;
 // How long the queue thread spins for the next job before it sleeps (loop()).
 static constexpr int64_t kIdleSpinUs = 300;
 
