@@ -14,7 +14,10 @@
 namespace dvl {
 
 // raw: height rows of (1 filter byte + stride bytes); out: height × stride. bpp: bytes per pixel
-// (1-8). False on a filter byte above 4. Row 0 has a zero row above it.
+// (1-8). False on a filter byte above 4. Row 0 has a zero row above it. out may be raw itself
+// (in place): output byte y·stride + x is written after input byte y·(stride + 1) + 1 + x was
+// read, and every input byte still to be read lies past it (y + 1 bytes further on); the rows
+// above are final by then. Hence memmove for the straight copies.
 static bool png_unfilter(const uint8_t* raw, size_t stride, size_t height, size_t bpp, uint8_t* out) {
   for (size_t y = 0; y < height; ++y) {
     const uint8_t* s = raw + y * (stride + 1) + 1;
@@ -23,19 +26,19 @@ static bool png_unfilter(const uint8_t* raw, size_t stride, size_t height, size_
     const size_t lead = bpp < stride ? bpp : stride;
     switch (s[-1]) {
       case 0:
-        std::memcpy(d, s, stride);
+        std::memmove(d, s, stride);
         break;
       case 1:
-        std::memcpy(d, s, lead);
+        std::memmove(d, s, lead);
         for (size_t x = bpp; x < stride; ++x) d[x] = uint8_t(s[x] + d[x - bpp]);
         break;
       case 2:
-        if (!u) std::memcpy(d, s, stride);
+        if (!u) std::memmove(d, s, stride);
         else for (size_t x = 0; x < stride; ++x) d[x] = uint8_t(s[x] + u[x]);
         break;
       case 3:
         if (!u) {
-          std::memcpy(d, s, lead);
+          std::memmove(d, s, lead);
           for (size_t x = bpp; x < stride; ++x) d[x] = uint8_t(s[x] + (d[x - bpp] >> 1));
         } else {
           for (size_t x = 0; x < lead; ++x) d[x] = uint8_t(s[x] + (u[x] >> 1));
@@ -44,7 +47,7 @@ static bool png_unfilter(const uint8_t* raw, size_t stride, size_t height, size_
         break;
       case 4:
         if (!u) {  // Paeth over a zero row is Sub
-          std::memcpy(d, s, lead);
+          std::memmove(d, s, lead);
           for (size_t x = bpp; x < stride; ++x) d[x] = uint8_t(s[x] + d[x - bpp]);
         } else {
           for (size_t x = 0; x < lead; ++x) d[x] = uint8_t(s[x] + u[x]);
@@ -64,8 +67,11 @@ static bool png_unfilter(const uint8_t* raw, size_t stride, size_t height, size_
   return true;
 }
 
-// pngUnfilter(raw: Uint8Array, stride, height, bpp) → Uint8Array of stride × height, or null
-// when a row's filter byte is not 0-4. Throws on arguments that do not fit together.
+// pngUnfilter(raw: Uint8Array, stride, height, bpp, inPlace?) → Uint8Array of stride × height,
+// or null when a row's filter byte is not 0-4. Throws on arguments that do not fit together.
+// inPlace: the pixels overwrite raw and the result is raw's first stride × height bytes (no
+// second picture-sized buffer: each one per request was external memory that V8 answered with
+// full collections); raw is garbage after a null.
 Napi::Value DvlAddon::JS_pngUnfilter(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
@@ -81,8 +87,13 @@ Napi::Value DvlAddon::JS_pngUnfilter(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "pngUnfilter: raw must be a Uint8Array of height × (stride + 1) bytes, bpp 1-8").ThrowAsJavaScriptException();
     return env.Null();
   }
-  const uint8_t* raw = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-  Napi::Uint8Array out = Napi::Uint8Array::New(env, size_t(stride) * size_t(height));
+  uint8_t* raw = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  const size_t n = size_t(stride) * size_t(height);
+  if (info.Length() > 4 && info[4].ToBoolean().Value()) {
+    if (!png_unfilter(raw, size_t(stride), size_t(height), size_t(bpp), raw)) return env.Null();
+    return Napi::Uint8Array::New(env, n, ta.ArrayBuffer(), ta.ByteOffset());
+  }
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, n);
   if (!png_unfilter(raw, size_t(stride), size_t(height), size_t(bpp), out.Data())) return env.Null();
   return out;
 }

@@ -71,7 +71,11 @@ export function decodePngFast(b: Uint8Array, maxPixels: number): RgbImage | null
   let raw: Uint8Array;
   try {
     // Bounded: a small IDAT that inflates to gigabytes stops one byte past the picture's size.
-    raw = zlib.inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat), { maxOutputLength: expected + 1 });
+    // One output chunk of that size: with the default 16 KB chunks zlib allocated the picture
+    // twice over (its chunks, then their concatenation) — per request, external memory that V8
+    // answers with full collections (bench/RESULTS.md).
+    const bound = expected + 1;
+    raw = zlib.inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat), { maxOutputLength: bound, chunkSize: Math.max(bound, zlib.constants.Z_MIN_CHUNK) });
   } catch {
     return null;
   }
@@ -81,11 +85,12 @@ export function decodePngFast(b: Uint8Array, maxPixels: number): RgbImage | null
   return data ? { data, width, height } : null;
 }
 
-type Unfilter = (raw: Uint8Array, stride: number, height: number, bpp: number) => Uint8Array | null;
+type Unfilter = (raw: Uint8Array, stride: number, height: number, bpp: number, inPlace?: boolean) => Uint8Array | null;
 let nativeUnfilter: Unfilter | null | undefined;
 
 /** unfilter, natively when the addon has it (csrc/napi/png_wrap.cpp: the same bytes, ≈ 0.39 ms
- *  less of a 150×200 RGB picture on the JS thread), else in JS. */
+ *  less of a 150×200 RGB picture on the JS thread; in place, raw's bytes become the pixels), else
+ *  in JS. */
 function unfilterFast(raw: Uint8Array, stride: number, height: number, bpp: number): Uint8Array | null {
   if (nativeUnfilter === undefined) {
     try {
@@ -95,7 +100,7 @@ function unfilterFast(raw: Uint8Array, stride: number, height: number, bpp: numb
       nativeUnfilter = null;   // no addon here: decoding still works, in JS
     }
   }
-  return nativeUnfilter ? nativeUnfilter(raw, stride, height, bpp) : unfilter(raw, stride, height, bpp);
+  return nativeUnfilter ? nativeUnfilter(raw, stride, height, bpp, true) : unfilter(raw, stride, height, bpp);
 }
 
 /**

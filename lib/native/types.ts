@@ -138,7 +138,8 @@ export interface NativeAddon {
   info(): NativeInfo;
   memory(): { hostStorages: number; hostBytes: number };
   /** PNG scanline unfilter (lib/image/png.ts); null on a filter byte above 4. Absent in addons built before it. */
-  pngUnfilter?(raw: Uint8Array, stride: number, height: number, bpp: number): Uint8Array | null;
+  /** inPlace: the pixels overwrite raw (the result is a view of its first stride × height bytes). */
+  pngUnfilter?(raw: Uint8Array, stride: number, height: number, bpp: number, inPlace?: boolean): Uint8Array | null;
   /** A small baseline JPEG decoded to RGB, or null where sharp must decide (csrc/napi/jpeg_wrap.cpp). */
   jpegDecode?(bytes: Uint8Array, maxPixels: number): { data: Uint8Array; width: number; height: number } | null;
   Tensor: NativeTensorClass;

@@ -1,5 +1,5 @@
 // The native PNG unfilter (csrc/napi/png_wrap.cpp) against the JS reference (lib/image/png.ts
-// `unfilter`): byte for byte on random rows of every filter type, for 1-4 bytes per pixel (bit
+// `unfilter`), into a new array and in place: byte for byte on random rows of every filter type, for 1-4 bytes per pixel (bit
 // depth 8: grey, grey+alpha, RGB, RGBA), odd widths, one-row and one-pixel pictures, and the
 // refusal of a filter byte above 4. Random bytes exercise Paeth's three choices and its ties.
 import { describe, expect, it } from 'vitest';
@@ -38,6 +38,15 @@ describe('PNG unfilter: native = JS reference', () => {
             const got = addon.pngUnfilter!(raw, stride, h, bpp);
             expect(want).not.toBeNull();
             expect(got, `${w}×${h}`).toEqual(want);
+            // In place (what png.ts asks): the same pixels in raw's own first bytes.
+            const buf = new Uint8Array(raw.length + 7);
+            const view = buf.subarray(5, 5 + raw.length);   // at an offset inside a larger buffer
+            view.set(raw);
+            const inPlace = addon.pngUnfilter!(view, stride, h, bpp, true)!;
+            expect(inPlace.buffer).toBe(buf.buffer);
+            expect(inPlace.byteOffset).toBe(5);
+            expect(inPlace, `${w}×${h} in place`).toEqual(want);
+            expect(buf[5 + raw.length + 1]).toBe(0);   // nothing written past raw
           }
       });
 
@@ -47,6 +56,7 @@ describe('PNG unfilter: native = JS reference', () => {
     raw[2 * 13] = 5;
     expect(unfilter(raw, 12, 4, 3)).toBeNull();
     expect(addon.pngUnfilter!(raw, 12, 4, 3)).toBeNull();
+    expect(addon.pngUnfilter!(raw, 12, 4, 3, true)).toBeNull();
   });
 
   it('arguments that do not fit together throw, naming the call', () => {
