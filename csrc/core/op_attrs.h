@@ -36,6 +36,7 @@ struct AttentionAttrs {
   bool has_scale = false;          // else 1/sqrt(hd)
   double scale = 1;
   bool rows_kernel = false;        // attr rowKernel (tests): the row-layout kernel at every head dim
+  bool bf16 = false;               // attr bf16: products in bf16 where the level has vdpbf16ps
 };
 
 // One sequence of a batched pass (attention_batch, kv_cache_append_batch), from attr seqs:
@@ -52,6 +53,7 @@ struct AttentionBatchAttrs {
   std::vector<BatchSeq> seqs;
   bool has_scale = false;
   double scale = 1;
+  bool bf16 = false;  // attr bf16, as attention's
 };
 
 // rms_norm, layer_norm: the variance epsilon.

@@ -345,6 +345,9 @@ export class Qwen25VisionTower {
       // appends it replaces); the CUDA plugin has no such op, so there they stay separate ops.
       const fused = this.q.device === 'cpu';
       const kS = fused ? null : o.empty('f32', [nh, R, hd]), vS = fused ? null : o.empty('f32', [nh, R, hd]);
+      // Precision 'fast' on a CPU queue: the attention's products in bf16 too (the tower's
+      // matmuls already round their activations), where the level has vdpbf16ps.
+      const bf16 = fused && this.q.precision === 'fast';
       for (let j = 0; j < cfg.depth; j++) {
         const B = this.blocks[j];
         const x = o.rmsNorm(h, B.norm1, VISION_RMS_EPS);
@@ -359,7 +362,7 @@ export class Qwen25VisionTower {
           kh = kS!; vh = vS!;
         }
         const segments = fullAtt.has(j) ? lay.cuSeqlens : lay.cuWindowSeqlens;
-        const att = o.attention(qh, kh, vh, { kvLen: R, mask: 'segments', segments });
+        const att = o.attention(qh, kh, vh, { kvLen: R, mask: 'segments', segments, bf16 });
         h = o.add(h, o.matmul(o.reshape(att, [R, C]), B.proj, B.projBias));
         const z = o.rmsNorm(h, B.norm2, VISION_RMS_EPS);
         const a = o.swiglu(o.matmul(z, B.gate, B.gateBias), o.matmul(z, B.up, B.upBias));

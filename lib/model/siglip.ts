@@ -214,7 +214,8 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
     const patchW = withScope(q, outer, () => q.reshape(tw.patchWeight, [C, K]));
     // Position embedding in f32 (the add op takes f32), repeated per crop of a pass by a gather.
     const pos = tw.positionEmbedding.dtype === 'f32' ? tw.positionEmbedding : withScope(q, outer, () => q.convert(tw.positionEmbedding, 'f32'));
-    const dims = { T: 0, c: 0, P, C, K, nh, hd, eps };
+    // Precision 'fast' on a CPU queue: the attention's products in bf16 (as the Qwen2.5-VL tower's).
+    const dims = { T: 0, c: 0, P, C, K, nh, hd, eps, bf16: q.device === 'cpu' && q.precision === 'fast' };
     for (let k0 = 0; k0 < n; k0 += per) {
       const c = Math.min(per, n - k0), T = c * P;
       const pass = new TensorScope();
@@ -253,8 +254,8 @@ export function encodeSiglipCrops(queue: Queue, weights: LoadedWeights, cfg: Sig
  * step.x f32 [T, K] patch rows in, the projected rows scattered into step.proj at step.projRows.
  */
 function cropPass(o: OpSet, tw: TowerWeights, patchW: Tensor, pos: Tensor,
-  d: { T: number; c: number; P: number; C: number; K: number; nh: number; hd: number; eps: number }, step: StepValues): void {
-  const { T, c, P, C, K, nh, hd, eps } = d;
+  d: { T: number; c: number; P: number; C: number; K: number; nh: number; hd: number; eps: number; bf16: boolean }, step: StepValues): void {
+  const { T, c, P, C, K, nh, hd, eps, bf16 } = d;
   const scope = new TensorScope(), prev = o.scope;
   o.scope = scope;
   try {
@@ -274,7 +275,7 @@ function cropPass(o: OpSet, tw: TowerWeights, patchW: Tensor, pos: Tensor,
       const qh = o.reshape(o.matmul(a, L.qProj[0], L.qProj[1]), [T, nh, hd]);
       o.kvCacheAppend(kS, o.reshape(o.matmul(a, L.kProj[0], L.kProj[1]), [T, nh, hd]), 0);
       o.kvCacheAppend(vS, o.reshape(o.matmul(a, L.vProj[0], L.vProj[1]), [T, nh, hd]), 0);
-      const att = o.attention(qh, kS, vS, { kvLen: T, qPos0: 0, mask: 'segments', segments, scale: 1 / Math.sqrt(hd) });
+      const att = o.attention(qh, kS, vS, { kvLen: T, qPos0: 0, mask: 'segments', segments, scale: 1 / Math.sqrt(hd), bf16 });
       const r = o.add(hIn, o.matmul(o.reshape(att, [T, C]), L.outProj[0], L.outProj[1]));
       const m = o.layerNorm(r, L.layerNorm2[0], L.layerNorm2[1], eps);
       h = o.add(r, o.matmul(o.geluTanh(o.matmul(m, L.fc1[0], L.fc1[1])), L.fc2[0], L.fc2[1]));

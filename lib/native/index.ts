@@ -175,6 +175,7 @@ export abstract class OpSet {
   attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, o: AttentionOptions): NativeTensor {
     return this.one('attention', [q, k, v], {
       kvLen: o.kvLen, qPos0: o.qPos0 ?? 0, mask: o.mask, blockSize: o.blockSize, segments: o.segments, scale: o.scale,
+      ...(o.bf16 ? { bf16: 1 } : {}),
     });
   }
   /**
@@ -184,10 +185,10 @@ export abstract class OpSet {
    * bs. Each sequence equals one `attention` on its slot with kvLen = pos0 + n, qPos0 = pos0,
    * bit for bit. `rows` (i32 [Tq], CPU queues): q holds only these rows of the layout, each
    * sequence's after the previous one's (repeats allowed) — each the bits of that row in the
-   * full call; the layout then covers its own rows. (attention.cpp)
+   * full call; the layout then covers its own rows. bf16: as AttentionOptions.bf16. (attention.cpp)
    */
-  attentionBatch(q: NativeTensor, k: NativeTensor, v: NativeTensor, seqs: NumArray, scale?: number, rows?: NativeTensor): NativeTensor {
-    return this.one('attention_batch', rows ? [q, k, v, rows] : [q, k, v], { seqs, scale });
+  attentionBatch(q: NativeTensor, k: NativeTensor, v: NativeTensor, seqs: NumArray, scale?: number, rows?: NativeTensor, bf16 = false): NativeTensor {
+    return this.one('attention_batch', rows ? [q, k, v, rows] : [q, k, v], bf16 ? { seqs, scale, bf16: 1 } : { seqs, scale });
   }
   /** kv_cache_append_batch: x f32 [T, nkv, hd] rows of each sequence (seqs as attentionBatch) into its slot of cache [S, nkv, cap, hd]. (kv_cache.cpp) */
   kvCacheAppendBatch(cache: NativeTensor, x: NativeTensor, seqs: NumArray): void { this.op('kv_cache_append_batch', [cache, x], { seqs }); }
@@ -323,6 +324,12 @@ export interface AttentionOptions {
   blockSize?: number;
   segments?: readonly number[];
   scale?: number;
+  /**
+   * Both products (q·k and p·v) on bf16-rounded operands, two products per vdpbf16ps, where the
+   * queue's level has it (avx512_bf16) and the head dim is even; the f32 products elsewhere. The
+   * models ask for it under precision 'fast' on CPU queues (docs/precision.md).
+   */
+  bf16?: boolean;
 }
 
 /** One group's remask outputs (Queue.remaskRead): per row its token, confidence and reveal flag (0/1). */

@@ -34,6 +34,7 @@ namespace dvl {
 #if defined(DVL_HAVE_X86_KERNELS)
 void attention_item_avx2(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch);
 void attention_item_avx512(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch);
+void attention_item_avx512_bf16(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch);
 #endif
 
 static void attention_item_base(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
@@ -69,6 +70,7 @@ static void attention_parse(const Tensors& in, OpAttrs& a) {
     if (!std::isfinite(t.scale)) op_fail(DVL_ERR_RANGE, kOp, "scale must be finite", in);
   }
   t.rows_kernel = a.has("rowKernel") && a.need(kOp, "rowKernel") != 0;
+  t.bf16 = a.has("bf16") && a.need(kOp, "bf16") != 0;
   const std::string mask = a.gets("mask", "");
   if (mask == "causal" || mask == "block") {
     t.mask = mask == "causal" ? MaskKind::Causal : MaskKind::Block;
@@ -143,6 +145,9 @@ static void run_items(OpContext& ctx, const std::vector<SeqItems>& seqs_in) {
 #if defined(DVL_HAVE_X86_KERNELS)
   if (ctx.k.isa == Isa::Avx2 || ctx.k.isa == Isa::Avx2Vnni) item = attention_item_avx2;
   if (ctx.k.isa == Isa::Avx512 || ctx.k.isa == Isa::Avx512Bf16) item = attention_item_avx512;
+  // The bf16 products (attention_kernel.h) exist at this level only; elsewhere the attribute
+  // leaves the f32 products.
+  if (ctx.k.isa == Isa::Avx512Bf16 && !seqs_in.empty() && seqs_in[0].A.bf16) item = attention_item_avx512_bf16;
 #endif
   // Split each kv head's Tq·group rows into runs (item_rows). How rows are grouped into items
   // never changes a row's result (attention_kernel.h).
@@ -300,6 +305,7 @@ static void attention_run(OpContext& ctx, const Tensors& in, const Tensors& out,
   A.lo = lo.data();
   A.hi = hi.data();
   A.rows_kernel = t.rows_kernel;
+  A.bf16 = t.bf16;
   run_items(ctx, {SeqItems{A, Tq}});
 }
 
@@ -369,6 +375,7 @@ static void attention_batch_parse(const Tensors& in, OpAttrs& a) {
     t.has_scale = true;
     if (!std::isfinite(t.scale)) op_fail(DVL_ERR_RANGE, op, "scale must be finite", in);
   }
+  t.bf16 = a.has("bf16") && a.need(op, "bf16") != 0;
   // Optional input 3, rows i32 [Tq]: q holds only these rows of the layout (q row i is layout
   // row rows[i]), in sequence order — the last layer of a forward, whose other rows' outputs
   // nothing reads. The layout then covers its own rows, not q's.
@@ -435,6 +442,7 @@ static void attention_batch_run(OpContext& ctx, const Tensors& in, const Tensors
     A.v = static_cast<const char*>(v.raw()) + size_t(s.slot) * slot_bytes;
     A.lo = lo.back().data();
     A.hi = hi.back().data();
+    A.bf16 = a.attention_batch.bf16;
     items.push_back({A, i1 - i0});
     i0 = i1;
   }

@@ -65,6 +65,9 @@ struct AttnArgs {
   // attn_item_t even at head dims ≤ 32, where attn_item_lanes_t runs otherwise (the attention
   // op's rowKernel attribute: the test that the two kernels agree bit for bit).
   bool rows_kernel = false;
+  // Products in bf16 (the op's bf16 attribute; only attention_avx512_bf16.cpp acts on it, at
+  // even head dims): see "bf16 products" below.
+  bool bf16 = false;
 };
 
 static const int64_t kAttnMaxRows = 64;  // query rows per work item
@@ -84,10 +87,13 @@ static inline int64_t attn_tile_floats(int64_t hd) { return hd * attn_tile(hd) +
 
 // Scratch floats an item needs (see the carve-up at the top of attn_item).
 static inline int64_t attn_scratch_floats(int64_t hd) {
-  const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = attn_tile(hd);
+  const int64_t hdp = attn_round16(hd), R = kAttnMaxRows, T = attn_tile(hd), hd2 = (hd + 1) / 2;
+  // The bf16 products' pairs (32-bit words): queries [64, hd/2], K [hd/2, T], V [T/2, hdp], and
+  // weights [8, T/2] (rows kernel) or [2, T/2, 16] (lanes kernel).
+  const int64_t pairs = R * hd2 + hd2 * T + T / 2 * hdp + 2 * T / 2 * 16;
   const int64_t rows_kernel = R * hd + R * hdp + 2 * R + hd * T + T * hdp + 2 * 8 * T;  // S, P: [≤ 8, T]
   const int64_t lanes_kernel = 2 * R * hd + 2 * R + hd * T + T * hdp + 2 * T * 16;     // S: [2, T, ≤ 16 lanes]
-  return std::max(rows_kernel, lanes_kernel);
+  return std::max(rows_kernel, lanes_kernel) + pairs;
 }
 
 static inline float attn_max(float a, float b) {  // NaN-propagating
@@ -477,9 +483,149 @@ static inline bool attn_tile_at(const AttnArgs& A, int64_t g, int64_t j0, int64_
   return finite;
 }
 
+// ---- bf16 products (the op's bf16 attribute, avx512_bf16 only) -----------------------------
+//
+// Where the level has vdpbf16ps (attention_avx512_bf16.cpp) and the head dim is even, an op
+// with the bf16 attribute (the models set it under precision 'fast') runs both products on
+// bf16 pairs: q and k rounded to bf16 (round to nearest even, as the fast matmuls round their
+// activations), each score one vdpbf16ps per pair of dimensions — two products added into the
+// f32 score — and likewise the weights p (rounded to bf16 after the f32 softmax bookkeeping,
+// which stays as above: max, exp, Σp over the f32 weights) and v, one vdpbf16ps per pair of keys.
+// Half the multiply instructions of the f32 FMAs. The operands as 32-bit pair words:
+//   QP   a query row's dims (2p, 2p + 1)            adjacent in the row: one conversion
+//   KtP  [hd/2, T]: key j's dims (2p, 2p + 1)        from Kt's rows 2p, 2p + 1 (zipped)
+//   VbP  [T/2, hdp]: keys (2q, 2q + 1)'s column      from Vb's rows 2q, 2q + 1 (zipped); a row
+//                                                    outside the tile's read keys as zeros
+//   PP   a row's weights of keys (2q, 2q + 1)        adjacent in the row (rows kernel); zipped
+//                                                    from two keys' lane vectors (lanes kernel)
+// Key pairs start at even keys of the absolute tile grid, so every item and both kernels pair
+// alike; a pair holding a key a row does not see adds its 0 weight times a finite (or zero)
+// value: exactly 0, so the two kernels and any split into items still agree bit for bit (a
+// score or an accumulator takes the same sequence of vdpbf16ps in both). A tile whose values
+// hold Inf/NaN takes the f32 P·V path of its kernel (only the rows that see them turn NaN).
+// vdpbf16ps treats subnormal inputs as zero and flushes subnormal results.
+#if defined(__AVX512BF16__) && DVL_ATTN_VW == 16
+#define DVL_ATTN_BF16 1
+// 16 pair words (a[k], b[k]), a in the low half.
+static inline __m512i attn_bf16_zip(__m512 a, __m512 b) {
+  alignas(64) static const uint16_t kZip[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(b, a);  // bf16 a[0..15], then b[0..15]
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kZip), x);
+}
+
+// n floats of x (n even) → n/2 words pairing adjacent elements (x[2k] in the low half).
+static inline void attn_bf16_adjacent(const float* x, int64_t n, uint32_t* out) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm512_storeu_si512(out + i / 2, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const int64_t m = n - i;
+    const __mmask16 ml = __mmask16(m >= 16 ? 0xffffu : (1u << m) - 1), mh = __mmask16(m > 16 ? (1u << (m - 16)) - 1 : 0);
+    const __m512i w = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mh, x + i + 16), _mm512_maskz_loadu_ps(ml, x + i));
+    _mm512_mask_storeu_epi32(out + i / 2, __mmask16((1u << (m / 2)) - 1), w);
+  }
+}
+
+// KtP columns [c0, c1) (multiples of 16) from Kt [hd, T].
+static inline void attn_bf16_kt(const float* Kt, int64_t hd2, int64_t T, int64_t c0, int64_t c1, uint32_t* KtP) {
+  for (int64_t p = 0; p < hd2; ++p)
+    for (int64_t c = c0; c < c1; c += 16)
+      _mm512_storeu_si512(KtP + p * T + c, attn_bf16_zip(_mm512_loadu_ps(Kt + 2 * p * T + c), _mm512_loadu_ps(Kt + (2 * p + 1) * T + c)));
+}
+
+// VbP pairs [q0, q1) from Vb [T, hdp]; Vb's rows outside [va, vb) (not filled) count as zeros.
+static inline void attn_bf16_vb(const float* Vb, int64_t hdp, int64_t q0, int64_t q1, int64_t va, int64_t vb, uint32_t* VbP) {
+  const __m512 z = _mm512_setzero_ps();
+  for (int64_t q = q0; q < q1; ++q) {
+    const bool in0 = 2 * q >= va && 2 * q < vb, in1 = 2 * q + 1 >= va && 2 * q + 1 < vb;
+    for (int64_t c = 0; c < hdp; c += 16) {
+      const __m512 a = in0 ? _mm512_loadu_ps(Vb + 2 * q * hdp + c) : z, b = in1 ? _mm512_loadu_ps(Vb + (2 * q + 1) * hdp + c) : z;
+      _mm512_storeu_si512(VbP + q * hdp + c, attn_bf16_zip(a, b));
+    }
+  }
+}
+
+static inline __m512 attn_dp(__m512 acc, __m512i a, __m512i b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+
+// attn_qk_block on pairs: S[R][16·G] = Q · K, QP rows of hd2 words, KtP row stride T.
+template <int R, int G, int64_t T>
+static inline void attn_qk_block_bf16(const uint32_t* QP, int64_t hd2, const uint32_t* KtP, float* S) {
+  __m512 a[R][G];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < G; ++c) a[i][c] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < hd2; ++p) {
+    __m512i k[G];
+    for (int c = 0; c < G; ++c) k[c] = _mm512_loadu_si512(KtP + p * T + 16 * c);
+    for (int i = 0; i < R; ++i) {
+      const __m512i q = _mm512_set1_epi32(int32_t(QP[i * hd2 + p]));
+      for (int c = 0; c < G; ++c) a[i][c] = attn_dp(a[i][c], q, k[c]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < G; ++c) _mm512_storeu_ps(S + i * T + 16 * c, a[i][c]);
+}
+
+// attn_pv_block on pairs: A[R][16·G] += Σ_{q ∈ [q0, q1)} PP[i][q] · VbP[q] (PP row stride T/2,
+// A and VbP row stride hdp).
+template <int R, int G, int64_t T>
+static inline void attn_pv_block_bf16(const uint32_t* PP, int64_t q0, int64_t q1, const uint32_t* VbP, int64_t hdp, float* A) {
+  __m512 a[R][G];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < G; ++c) a[i][c] = _mm512_loadu_ps(A + i * hdp + 16 * c);
+  for (int64_t q = q0; q < q1; ++q) {
+    __m512i v[G];
+    for (int c = 0; c < G; ++c) v[c] = _mm512_loadu_si512(VbP + q * hdp + 16 * c);
+    for (int i = 0; i < R; ++i) {
+      const __m512i pp = _mm512_set1_epi32(int32_t(PP[i * (T / 2) + q]));
+      for (int c = 0; c < G; ++c) a[i][c] = attn_dp(a[i][c], pp, v[c]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < G; ++c) _mm512_storeu_ps(A + i * hdp + 16 * c, a[i][c]);
+}
+
+// attn_lanes_qk on pairs: S[g][j][16] for NG lane groups and NK keys from j; QPL [groups][hd2][16].
+template <int NG, int NK>
+static inline void attn_lanes_qk_bf16(const uint32_t* QPL, int64_t qs, int64_t hd2, const uint32_t* KtP, int64_t T, int64_t j, float* S, int64_t ss) {
+  __m512 a[NG][NK];
+  for (int g = 0; g < NG; ++g)
+    for (int k = 0; k < NK; ++k) a[g][k] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < hd2; ++p) {
+    __m512i qv[NG];
+    for (int g = 0; g < NG; ++g) qv[g] = _mm512_loadu_si512(QPL + g * qs + p * 16);
+#pragma GCC unroll 16
+    for (int k = 0; k < NK; ++k) {
+      const __m512i kv = _mm512_set1_epi32(int32_t(KtP[p * T + j + k]));
+      for (int g = 0; g < NG; ++g) a[g][k] = attn_dp(a[g][k], qv[g], kv);
+    }
+  }
+  for (int g = 0; g < NG; ++g)
+    for (int k = 0; k < NK; ++k) _mm512_storeu_ps(S + g * ss + (j + k) * 16, a[g][k]);
+}
+
+// attn_lanes_pv on pairs: acc[d0 .. d0 + DC) += PPL[q] · VbP[q][d] for pairs q of [q0, q1).
+template <int DC>
+static inline void attn_lanes_pv_bf16(const uint32_t* PPL, int64_t q0, int64_t q1, const uint32_t* VbP, int64_t hdp, int64_t d0, float* acc) {
+  __m512 a[DC];
+#pragma GCC unroll 32
+  for (int c = 0; c < DC; ++c) a[c] = _mm512_loadu_ps(acc + (d0 + c) * 16);
+  for (int64_t q = q0; q < q1; ++q) {
+    const __m512i pp = _mm512_loadu_si512(PPL + q * 16);
+    const uint32_t* vr = VbP + q * hdp + d0;
+#pragma GCC unroll 32
+    for (int c = 0; c < DC; ++c) a[c] = attn_dp(a[c], pp, _mm512_set1_epi32(int32_t(vr[c])));
+  }
+#pragma GCC unroll 32
+  for (int c = 0; c < DC; ++c) _mm512_storeu_ps(acc + (d0 + c) * 16, a[c]);
+}
+#else
+#define DVL_ATTN_BF16 0
+#endif
+
 // T = attn_tile(A.hd) as a constant: with a run-time tile the 64-key loops at head dim 64 ran
-// 12 % slower.
-template <int64_t T>
+// 12 % slower. BF16: the bf16 products (above; only where DVL_ATTN_BF16).
+template <int64_t T, bool BF16 = false>
 static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
   const float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t hd = A.hd, hdp = attn_round16(hd), rows = r1 - r0, rows4 = (rows + 3) / 4 * 4;
@@ -491,6 +637,12 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
   float* Vb = Kt + hd * T;               // [T, hdp]   V tile, zero-padded columns
   float* S = Vb + T * hdp;               // [8, T]     scores of a row block (≤ 8 rows)
   float* P = S + 8 * T;                  // [8, T]     their exp
+  const int64_t hd2 = (hd + 1) / 2;      // bf16 products only (pair words):
+  uint32_t* QP = reinterpret_cast<uint32_t*>(P + 8 * T);  // [64, hd/2]  the query rows
+  uint32_t* KtP = QP + kAttnMaxRows * hd2;                 // [hd/2, T]   the K tile
+  uint32_t* VbP = KtP + hd2 * T;                           // [T/2, hdp]  the V tile
+  uint32_t* PP = VbP + T / 2 * hdp;                        // [8, T/2]    a row block's weights
+  (void)QP, (void)KtP, (void)VbP, (void)PP;
   int64_t lo[kAttnMaxRows], hi[kAttnMaxRows];
 
   std::memset(Q, 0, sizeof(float) * size_t(rows4 * hd));
@@ -511,6 +663,10 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
       HI = hi[r] > HI ? hi[r] : HI;
     }
   }
+#if DVL_ATTN_BF16
+  if constexpr (BF16)
+    for (int64_t r = 0; r < rows4; ++r) attn_bf16_adjacent(Q + r * hd, hd, QP + r * hd2);
+#endif
 
   for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
     const int64_t a0 = j0 > LO ? j0 : LO;  // keys [a0, j1) of this tile are read
@@ -519,6 +675,13 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
     //    products below never touch a key outside [a0, j1) (scores masked, P·V over a block's
     //    visible keys), so a shared tile's other keys cannot change a bit of this item's rows.
     const bool v_finite = attn_tile_at(A, g, j0, a0, j1, T, Kt, Vb);
+#if DVL_ATTN_BF16
+    if constexpr (BF16) {  // the tile's pairs: every 16-key group a block may read
+      const int64_t c0 = (a0 - j0) / 16 * 16, c1 = attn_round16(j1 - j0);
+      attn_bf16_kt(Kt, hd2, T, c0, c1, KtP);
+      if (v_finite) attn_bf16_vb(Vb, hdp, c0 / 2, c1 / 2, a0 - j0, j1 - j0, VbP);
+    }
+#endif
 
     // One block of R query rows [rb, rb + R) against this tile (R a compile-time constant).
     auto block = [&](auto rows_c, int64_t rb) {
@@ -537,6 +700,13 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
       if (ub <= ua) return;
       const int64_t ca = (ua - j0) / 16 * 16, cb = attn_round16(ub - j0), pa = ua - j0, pb = ub - j0;
       // 2. scores.
+#if DVL_ATTN_BF16
+      if constexpr (BF16) {
+        int64_t jb = ca;
+        for (; jb + 16 * kAttnG <= cb; jb += 16 * kAttnG) attn_qk_block_bf16<R, kAttnG, T>(QP + rb * hd2, hd2, KtP + jb, S + jb);
+        for (; jb < cb; jb += 16) attn_qk_block_bf16<R, 1, T>(QP + rb * hd2, hd2, KtP + jb, S + jb);
+      } else
+#endif
       {
         int64_t jb = ca;
         for (; jb + 16 * kAttnG <= cb; jb += 16 * kAttnG) attn_qk_block<R, kAttnG, T>(Q + rb * hd, hd, Kt + jb, S + jb);
@@ -589,6 +759,18 @@ static void attn_item_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, fl
           for (int64_t d = 0; d < hdp; ++d) ar[d] *= corr;
       }
       // 3. acc += P·V.
+#if DVL_ATTN_BF16
+      if constexpr (BF16) {
+        if (v_finite) {  // every pair of [ca, cb): keys no row sees weigh exactly 0
+          for (int i = 0; i < R; ++i) attn_bf16_adjacent(P + i * T + ca, cb - ca, PP + i * (T / 2) + ca / 2);
+          int64_t d0 = 0;
+          for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG)
+            attn_pv_block_bf16<R, kAttnG, T>(PP, ca / 2, cb / 2, VbP + d0, hdp, acc + rb * hdp + d0);
+          for (; d0 < hdp; d0 += 16) attn_pv_block_bf16<R, 1, T>(PP, ca / 2, cb / 2, VbP + d0, hdp, acc + rb * hdp + d0);
+          return;
+        }
+      }
+#endif
       if (v_finite) {
         int64_t d0 = 0;
         for (; d0 + 16 * kAttnG <= hdp; d0 += 16 * kAttnG) attn_pv_block<R, kAttnG, T>(P + pa, pb - pa, Vb + pa * hdp + d0, hdp, acc + rb * hdp + d0);
@@ -729,7 +911,7 @@ static const int kLanesNK = kAttnVW == 16 ? 8 : 4;
 // Value columns per P·V register block: 24 accumulators (+ P) fit 32 zmm registers; 12 fit 16.
 static const int kLanesDC = kAttnVW == 16 ? 24 : 12;
 
-template <int64_t T>
+template <int64_t T, bool BF16 = false>
 static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
   constexpr int W = kAttnVW;
   const float kNegInf = -std::numeric_limits<float>::infinity();
@@ -744,6 +926,12 @@ static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t 
   float* Kt = lS + kAttnMaxRows;
   float* Vb = Kt + hd * T;
   float* S = Vb + T * hdp;
+  const int64_t hd2 = (hd + 1) / 2;  // bf16 products only (pair words):
+  uint32_t* QPL = reinterpret_cast<uint32_t*>(S + 2 * T * W);  // [groups][hd/2][W]  the queries
+  uint32_t* KtP = QPL + kAttnMaxRows * hd2;                     // [hd/2, T]          the K tile
+  uint32_t* VbP = KtP + hd2 * T;                                // [T/2, hdp]         the V tile
+  uint32_t* PPL = VbP + T / 2 * hdp;                            // [T/2][W]           a group's weights
+  (void)QPL, (void)KtP, (void)VbP, (void)PPL;
   attn_iv lo[kAttnMaxRows / W], hi[kAttnMaxRows / W];
   int64_t glo[kAttnMaxRows / W], ghi[kAttnMaxRows / W];  // per group: the union of its lanes' ranges
   int64_t gmaxlo[kAttnMaxRows / W], gminhi[kAttnMaxRows / W];  // and their intersection (no mask inside)
@@ -770,11 +958,23 @@ static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t 
     std::memset(acc + gi * hd * W, 0, sizeof(float) * size_t(hd * W));
     attn_st(mS + gi * W, attn_splat(kNegInf));
     attn_st(lS + gi * W, attn_fv{});
+#if DVL_ATTN_BF16
+    if constexpr (BF16)
+      for (int64_t p = 0; p < hd2; ++p)
+        _mm512_storeu_si512(QPL + (gi * hd2 + p) * W, attn_bf16_zip(_mm512_loadu_ps(QT + (gi * hd + 2 * p) * W), _mm512_loadu_ps(QT + (gi * hd + 2 * p + 1) * W)));
+#endif
   }
 
   for (int64_t j0 = HI > LO ? LO / T * T : HI; j0 < HI; j0 += T) {
     const int64_t a0 = j0 > LO ? j0 : LO, j1 = j0 + T < HI ? j0 + T : HI;
     const bool v_finite = attn_tile_at(A, g, j0, a0, j1, T, Kt, Vb);
+#if DVL_ATTN_BF16
+    if constexpr (BF16) {  // the tile's pairs, as attn_item_t's
+      const int64_t c0 = (a0 - j0) / 16 * 16, c1 = attn_round16(j1 - j0);
+      attn_bf16_kt(Kt, hd2, T, c0, c1, KtP);
+      if (v_finite) attn_bf16_vb(Vb, hdp, c0 / 2, c1 / 2, a0 - j0, j1 - j0, VbP);
+    }
+#endif
     for (int64_t g0 = 0; g0 < ng; g0 += kLanesNG) {
       const int64_t n = std::min<int64_t>(kLanesNG, ng - g0);
       // Keys of the tile any lane of the pair sees, [ua, ub) relative to j0; scores over whole
@@ -791,6 +991,16 @@ static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t 
       if (ub <= ua) continue;
       const int64_t ca = ua / 16 * 16, cb = attn_round16(ub);
       const float* Q0 = QT + g0 * hd * W;
+#if DVL_ATTN_BF16
+      if constexpr (BF16) {
+        const uint32_t* QP0 = QPL + g0 * hd2 * W;
+        if (n == 2) {
+          for (int64_t j = ca; j < cb; j += kLanesNK) attn_lanes_qk_bf16<2, kLanesNK>(QP0, hd2 * W, hd2, KtP, T, j, S, T * W);
+        } else {
+          for (int64_t j = ca; j < cb; j += kLanesNK) attn_lanes_qk_bf16<1, kLanesNK>(QP0, hd2 * W, hd2, KtP, T, j, S, T * W);
+        }
+      } else
+#endif
       if (n == 2) {
         for (int64_t j = ca; j < cb; j += kLanesNK) attn_lanes_qk<2, kLanesNK>(Q0, hd * W, hd, Kt, T, j, S, T * W);
       } else {
@@ -840,6 +1050,21 @@ static void attn_item_lanes_t(const AttnArgs& A, int64_t g, int64_t r0, int64_t 
         for (int64_t d = 0; d < hd; ++d) attn_st(ag + d * W, attn_ld(ag + d * W) * corr);
         // acc += P·V over the keys some lane sees (Vb holds only those rows).
         const int64_t pa = std::max(glo[gi], j0) - j0, pb = std::min(ghi[gi], j1) - j0;
+#if DVL_ATTN_BF16
+        if constexpr (BF16) {
+          if (v_finite) {  // the pairs covering [pa, pb): a key outside weighs exactly 0
+            const int64_t q0 = pa / 2, q1 = (pb + 1) / 2;
+            for (int64_t q = q0; q < q1; ++q)
+              _mm512_storeu_si512(PPL + q * W, attn_bf16_zip(_mm512_loadu_ps(s + 2 * q * W), _mm512_loadu_ps(s + (2 * q + 1) * W)));
+            int64_t d0 = 0;
+            for (; d0 + kLanesDC <= hd; d0 += kLanesDC) attn_lanes_pv_bf16<kLanesDC>(PPL, q0, q1, VbP, hdp, d0, ag);
+            for (; d0 + 8 <= hd; d0 += 8) attn_lanes_pv_bf16<8>(PPL, q0, q1, VbP, hdp, d0, ag);
+            for (; d0 + 4 <= hd; d0 += 4) attn_lanes_pv_bf16<4>(PPL, q0, q1, VbP, hdp, d0, ag);
+            for (; d0 < hd; ++d0) attn_lanes_pv_bf16<1>(PPL, q0, q1, VbP, hdp, d0, ag);
+            continue;
+          }
+        }
+#endif
         const attn_iv* vl = v_finite ? nullptr : &lo[gi];
         const attn_iv* vh = v_finite ? nullptr : &hi[gi];
         int64_t d0 = 0;
@@ -881,5 +1106,19 @@ static void attn_item(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, floa
     attn_item_t<64>(A, g, r0, r1, scratch);
   }
 }
+
+#if DVL_ATTN_BF16
+// attn_item with the bf16 products where the op asks for them and the head dim is even (pairs
+// of dimensions); the same choice of kernel by item size (both give the same bits).
+static void attn_item_bf16(const AttnArgs& A, int64_t g, int64_t r0, int64_t r1, float* scratch) {
+  if (!A.bf16 || A.hd % 2) return attn_item(A, g, r0, r1, scratch);
+  if (attn_tile(A.hd) == 256) {
+    if (A.rows_kernel || r1 - r0 <= 32) attn_item_t<256, true>(A, g, r0, r1, scratch);
+    else attn_item_lanes_t<256, true>(A, g, r0, r1, scratch);
+  } else {
+    attn_item_t<64, true>(A, g, r0, r1, scratch);
+  }
+}
+#endif
 
 }  // namespace dvl
