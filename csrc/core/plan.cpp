@@ -90,6 +90,8 @@ bool serial_op(const OpDef& def, const Tensors& in, const Tensors& out, const Op
   // the cache itself).
   if (def.id == OpId::KvCacheAppend || def.id == OpId::KvCacheAppendBatch || def.id == OpId::ScatterRows)
     return 2.0 * numel_of(in.size() > 1 ? in[1] : nullptr) < kSerialElements;
+  if (def.id == OpId::QkvRopeSplit)  // its rows (and the caches it may write, by those rows)
+    return 3.0 * numel_of(in.empty() ? nullptr : in[0]) < kSerialElements;
   // Row gathers (an embedding lookup, a RoPE table's rows) touch the rows they copy, not the
   // whole table they read from.
   if (def.id == OpId::Embedding || def.id == OpId::GatherRows)

@@ -222,6 +222,15 @@ export abstract class TextDecoder {
   }
 
   /**
+   * A fused q|k|v product's rows [n, (nh + 2·nkv)·hd] → q [n, nh, hd] with RoPE, K (with RoPE)
+   * and V stored into layer `l`'s cache as storeKv stores them: one op (CPU queues).
+   */
+  protected splitStoreQkv(o: OpSet, l: number, qkv: Tensor, a: LayerContext): Tensor {
+    const { k: kCache, v: vCache } = this.kv[l];
+    return o.qkvRopeSplitStore(qkv, a.cos, a.sin, this.cfg.numHeads, this.cfg.numKvHeads, kCache, vCache, a.seqs);
+  }
+
+  /**
    * Layer `l`'s attention after storeKv: q f32 [n, nh, hd] attends to every visible key of its
    * sequence's slot (mask per sequence); returns f32 [m, nh·hd] for the rows the layer keeps
    * (a.keep: m of them; else all n). On a CPU queue only the kept rows attend (their queries

@@ -16,9 +16,10 @@
 // position rows is exactly this RoPE.
 //
 // On a CPU queue a small model's Wq | Wk | Wv (and biases) are concatenated at load into one
-// product whose output one qkv_rope_split cuts into q, k (both roped) and v: one product and one
-// op where there were three products and two ropes — products that small cost mostly their call
-// (FUSE_QKV_MAX_BYTES). The bits are those of the separate ops (test/model/fused-qkv.test.ts).
+// product whose output one qkv_rope_split cuts into q, k (both roped) and v, storing k and v in
+// the cache: one product and one op where there were three products, two ropes and two cache
+// appends — ops that small cost mostly their call (FUSE_QKV_MAX_BYTES). The bits are those of the
+// separate ops (test/model/fused-qkv.test.ts).
 import type { OpSet, Queue, Tensor } from '../native/index.js';
 import type { TextConfig } from '../weights/config.js';
 import type { LoadedWeights } from '../weights/load.js';
@@ -69,12 +70,10 @@ export class Qwen2Text extends TextDecoder {
     const x = o.rmsNorm(h, L.inputNorm, cfg.rmsNormEps);
     let qh: Tensor;
     if (L.qkv) {
-      // One product, one split (a pass without logits computes its last layer's q for nothing:
-      // cheaper than a second copy of Wk, Wv).
-      const [qr, kh, vh] = o.qkvRopeSplit(o.matmul(x, L.qkv.w, L.qkv.b), cos, sin, nh, { kvHeads: nkv, kvRows: true });
-      this.storeKv(o, l, kh, vh, a);
+      // One product, one op that ropes q and k and stores k and v in the cache (a pass without
+      // logits computes its last layer's q for nothing: cheaper than a second copy of Wk, Wv).
+      qh = this.splitStoreQkv(o, l, o.matmul(x, L.qkv.w, L.qkv.b), a);
       if (a.keep === null) return null;
-      qh = qr;
     } else {
       const kh = o.rope(o.reshape(o.matmul(x, L.kProj!, L.kBias), [n, nkv, hd]), cos, sin);
       const vh = o.reshape(o.matmul(x, L.vProj!, L.vBias), [n, nkv, hd]);

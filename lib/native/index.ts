@@ -154,6 +154,14 @@ export abstract class OpSet {
     const [q, k, v] = this.op('qkv_rope_split', [qkv, cos, sin], attrs);
     return [q, k, v];
   }
+  /**
+   * qkv_rope_split that stores k and v straight into a layer's caches [S, kvHeads, cap, hd]
+   * (f32|bf16|f16), rows placed by `seqs` as kv_cache_append_batch places them; returns q f32
+   * [R, heads, hd]. The bits of the split, two ropes and two appends. CPU op. (rope.cpp)
+   */
+  qkvRopeSplitStore(qkv: NativeTensor, cos: NativeTensor, sin: NativeTensor, heads: number, kvHeads: number, kCache: NativeTensor, vCache: NativeTensor, seqs: NumArray): NativeTensor {
+    return this.one('qkv_rope_split', [qkv, cos, sin, kCache, vCache], { heads, kvHeads, kvRows: 1, seqs });
+  }
   /** silu(x) = x·σ(x). (act.cpp) */
   silu(x: NativeTensor): NativeTensor { return this.one('silu', [x]); }
   /** swiglu(gate, up) = silu(gate) ⊙ up, same shapes. (act.cpp) */

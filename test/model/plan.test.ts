@@ -394,7 +394,9 @@ describe('plan cache and replay errors', () => {
     const cache = m.plans as unknown as { plans: Map<string, import('../../lib/native/plan.js').RecordedPlan> };
     const plan = cache.plans.get([...cache.plans.keys()].find((k) => k.startsWith('2:1:'))!)!;
     const step = { ids: Int32Array.of(1, 2), positions: Int32Array.of(39, 40), rows: Int32Array.of(1) };
-    expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 39, 0, 0] })).toThrow(/kv_cache_append_batch: sequence 0: positions 39..41 exceed the cache capacity 40/);
+    // The first op that takes the cache positions: the fused q|k|v split that stores K and V
+    // (lib/model/qwen2.ts, CPU queues), else kv_cache_append_batch.
+    expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 39, 0, 0] })).toThrow(/(qkv_rope_split|kv_cache_append_batch): sequence 0: positions 39..41 exceed the cache capacity 40/);
     expect(() => plan.run(q, { ...step, seqs: [0, 2, 1, 0, 0, 0] })).toThrow(/slot 1 of 1/);
     expect(() => plan.run(q, { ...step, seqs: [0, 2, 0, 0] })).toThrow(/parameter 'seqs' needs 6 numbers/);
   });

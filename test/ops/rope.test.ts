@@ -178,6 +178,43 @@ describe('qkv_rope_split = slice_cols + rope + kv_cache_append, bit for bit', ()
     }
   });
 
+  // With the caches (the text decoder's fused path): k and v stored as kv_cache_append_batch
+  // stores them, two sequences in two slots, for every cache dtype.
+  it.each(nativeInfo().isaLevels)('with caches at isa %s: q, and K/V in the caches = split + kv_cache_append_batch', async (isa) => {
+    const r = rng(41);
+    const q = new Queue({ isa, threads: 2 });
+    const [R, nh, nkv, hd, S, cap] = [11, 4, 2, 16, 3, 20];
+    const Cq = nh * hd, Ckv = nkv * hd;
+    const x = normal(r, R * (Cq + 2 * Ckv), 2), c = uniform(r, R * hd, -1, 1), s = uniform(r, R * hd, -1, 1);
+    const qkv = tensorFromArray('f32', [R, Cq + 2 * Ckv], x), cos = tensorFromArray('f32', [R, hd], c), sin = tensorFromArray('f32', [R, hd], s);
+    const seqs = [0, 8, 2, 4, 1, 8, 8, 11, 0, 17, 0, 0];   // rows 0-7 → slot 2 at 4.., rows 8-10 → slot 0 at 17..
+    for (const dtype of ['f32', 'bf16', 'f16'] as const) {
+      const everySlot = Array.from({ length: S }, (_, i) => [i * cap, (i + 1) * cap, i, 0, 0, 0]).flat();
+      const fill = () => { const t = q.empty(dtype, [S, nkv, cap, hd]); q.kvCacheAppendBatch(t, tensorFromArray('f32', [S * cap, nkv, hd], normal(r, S * cap * nkv * hd)), everySlot); return t; };
+      // Two identical cache pairs (their prior contents must survive where nothing is written).
+      const base = [fill(), fill()];
+      const [kb, vb] = await q.readMany(base);
+      const copy = (b: ArrayBufferView) => { const t = q.empty(dtype, [S, nkv, cap, hd]); q.write(t, b); return t; };
+      const kA = copy(kb), vA = copy(vb), kB = copy(kb), vB = copy(vb);
+      const qf = q.qkvRopeSplitStore(qkv, cos, sin, nh, nkv, kA, vA, seqs);
+      expect(qf.shape).toEqual([R, nh, hd]);
+      const [qw, kw, vw] = q.qkvRopeSplit(qkv, cos, sin, nh, { kvHeads: nkv, kvRows: true });
+      q.kvCacheAppendBatch(kB, kw, seqs);
+      q.kvCacheAppendBatch(vB, vw, seqs);
+      const [a, b, e, f, g, h] = await q.readMany([qf, qw, kA, kB, vA, vB]);
+      expectSameBits(a as Float32Array, b as Float32Array, `q ${isa} ${dtype}`);
+      expect(Array.from(e), `k cache ${isa} ${dtype}`).toEqual(Array.from(f));
+      expect(Array.from(g), `v cache ${isa} ${dtype}`).toEqual(Array.from(h));
+    }
+    // Typed errors: one cache only, mismatched caches, positions past the capacity.
+    const kc = q.empty('bf16', [S, nkv, cap, hd]), vc = q.empty('bf16', [S, nkv, cap, hd]);
+    expect(() => q.op('qkv_rope_split', [qkv, cos, sin, kc], { heads: nh, kvHeads: nkv, kvRows: 1, seqs })).toThrow(/caches come together/);
+    expect(() => q.qkvRopeSplitStore(qkv, cos, sin, nh, nkv, kc, q.empty('f32', [S, nkv, cap, hd]), seqs)).toThrow(/same dtype and shape/);
+    expect(() => q.qkvRopeSplitStore(qkv, cos, sin, nh, nkv, kc, vc, [0, 11, 1, 15, 0, 0])).toThrow(/positions 15..26 exceed the cache capacity 20/);
+    expect(() => q.qkvRopeSplitStore(qkv, cos, sin, nh, 1, kc, vc, seqs)).toThrow(ShapeError);
+    q.dispose();
+  });
+
   it('throws typed errors for bad shapes', () => {
     const q = new Queue({ threads: 1 });
     const t = (shape: number[]) => tensorFromArray('f32', shape, new Float32Array(shape.reduce((a, b) => a * b, 1)));

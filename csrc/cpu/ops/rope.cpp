@@ -90,13 +90,16 @@ static void rope_run(OpContext& ctx, const Tensors& in, const Tensors& out, cons
 // cos, sin f32 [R, hd], attrs heads (nh), kvHeads (nkv, default nh), kvRows (default 0) → q f32
 // [R, nh, hd] and k with RoPE, v as stored; k and v head-major [nkv, R, hd] (the layout
 // `attention` takes as a cache of R positions: the vision tower) or with kvRows [R, nkv, hd]
-// (what kv_cache_append_batch takes: the text decoder's fused q|k|v product). One pass for
-// what took three column slices and two ropes (and, head-major, two cache appends), with
-// rope's arithmetic (kernels.h rope_rows, one row at a time): the same bits as those ops. A
-// CPU op: a CUDA queue runs it through the CPU (the models do not).
+// (what kv_cache_append_batch takes). With inputs 3 and 4, the layer's K and V caches
+// [S, nkv, cap, hd] (f32|bf16|f16, written in place), and attr seqs (attention_batch's layout),
+// k and v go straight into the caches as kv_cache_append_batch would put them (the text
+// decoder's fused q|k|v product) and q is the only output. One pass for what took three column
+// slices and two ropes (and two cache appends), with rope's arithmetic (kernels.h rope_rows, one
+// row at a time) and the appends' rounding (cvt_f32_to_bf16 / _f16): the same bits as those ops.
+// A CPU op: a CUDA queue runs it through the CPU (the models do not).
 static void qkv_rope_split_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "qkv_rope_split";
-  op_need_inputs(op, in, 3, 3);
+  op_need_inputs(op, in, 3, 5);
   for (size_t i = 0; i < 3; ++i) op_need_dtype(op, in, i, {DType::F32});
   op_need_rank(op, in, 0, 2);
   const int64_t heads = a.needi(op, "heads");
@@ -112,12 +115,36 @@ static void qkv_rope_split_parse(const Tensors& in, OpAttrs& a) {
   a.heads = heads;
   a.kv_heads = kv_heads;
   a.kv_rows = a.geti("kvRows", 0) != 0;
+  a.kv.seqs.clear();
+  if (in.size() > 3) {
+    if (in.size() != 5 || !in[3] || !in[4]) op_fail(DVL_ERR_ARG, op, "the K and V caches come together (inputs 3 and 4)", in);
+    for (size_t i = 3; i < 5; ++i) {
+      op_need_dtype(op, in, i, {DType::F32, DType::BF16, DType::F16});
+      op_need_rank(op, in, i, 4);
+    }
+    const Tensor &kc = *in[3], &vc = *in[4];
+    if (kc.dtype != vc.dtype || kc.shape != vc.shape) op_fail(DVL_ERR_SHAPE, op, "the K and V caches must have the same dtype and shape [S, nkv, cap, hd]", in);
+    if (kc.dim(1) != kv_heads || kc.dim(3) != hd) op_fail(DVL_ERR_SHAPE, op, "the caches must be [S, kvHeads, cap, hd]", in);
+    a.kv.seqs = batch_seqs(op, in, a, R, kc.dim(0), kc.dim(2));
+  }
 }
 
 static Tensors qkv_rope_split_plan(const Tensors& in, const OpAttrs& a) {
   const int64_t R = in[0]->dim(0), nh = a.heads, nkv = a.kv_heads, hd = in[0]->dim(1) / (nh + 2 * nkv);
+  TensorP q = Tensor::alloc(DType::F32, {R, nh, hd});
+  if (in.size() > 3) return {q};  // k and v go to the caches
   const std::vector<int64_t> kv = a.kv_rows ? std::vector<int64_t>{R, nkv, hd} : std::vector<int64_t>{nkv, R, hd};
-  return {Tensor::alloc(DType::F32, {R, nh, hd}), Tensor::alloc(DType::F32, kv), Tensor::alloc(DType::F32, kv)};
+  return {q, Tensor::alloc(DType::F32, kv), Tensor::alloc(DType::F32, kv)};
+}
+
+// n floats into a cache row of its dtype, as kv_cache_append rounds them.
+static void store_row(const OpContext& ctx, const float* src, const Tensor& c, int64_t at, int64_t n) {
+  switch (c.dtype) {
+    case DType::F32: std::memcpy(const_cast<Tensor&>(c).data<float>() + at, src, size_t(n) * 4); break;
+    case DType::BF16: ctx.k.cvt_f32_to_bf16(src, const_cast<Tensor&>(c).data<uint16_t>() + at, n); break;
+    case DType::F16: ctx.k.cvt_f32_to_f16(src, const_cast<Tensor&>(c).data<uint16_t>() + at, n); break;
+    default: break;
+  }
 }
 
 static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
@@ -125,19 +152,38 @@ static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors&
   const float* c = in[1]->data<float>();
   const float* s = in[2]->data<float>();
   float* q = out[0]->data<float>();
-  float* k = out[1]->data<float>();
-  float* v = out[2]->data<float>();
+  const bool cached = in.size() > 3;
+  float* k = cached ? nullptr : out[1]->data<float>();
+  float* v = cached ? nullptr : out[2]->data<float>();
   const int64_t R = in[0]->dim(0), nh = a.heads, nkv = a.kv_heads, hd = in[0]->dim(1) / (nh + 2 * nkv);
   const int64_t Cq = nh * hd, Ckv = nkv * hd, C = Cq + 2 * Ckv;
+  // Cached: row t's cache offset (slot, position) for kv head 0; head g adds g·cap·hd.
+  std::vector<int64_t> dst;
+  int64_t head_stride = 0;
+  if (cached) {
+    const int64_t cap = in[3]->dim(2);
+    head_stride = cap * hd;
+    dst.resize(size_t(R));
+    for (const BatchSeq& b : a.kv.seqs)
+      for (int64_t t = b.row0; t < b.row1; ++t) dst[size_t(t)] = (b.slot * nkv * cap + b.pos0 + t - b.row0) * hd;
+  }
   // Per position, one rope_rows call over its nh heads for Q (straight into q's row) and one
   // over its nkv heads for K (straight into k's row, or into a row of scratch and then each
   // head to its place): a call per (position, head) was ≈ 2000 indirect calls per tower block.
   // A row's arithmetic is the same either way.
   ctx.pool.parallel_for(R, 8, [&](int64_t t0, int64_t t1) {
-    std::vector<float> kr(a.kv_rows ? 0 : static_cast<size_t>(Ckv));
+    std::vector<float> kr(a.kv_rows && !cached ? 0 : static_cast<size_t>(Ckv));
     for (int64_t t = t0; t < t1; ++t) {
       const float* row = x + t * C;
       ctx.k.rope_rows(row, c + t * hd, s + t * hd, q + t * Cq, 0, nh, nh, hd);
+      if (cached) {
+        ctx.k.rope_rows(row + Cq, c + t * hd, s + t * hd, kr.data(), 0, nkv, nkv, hd);
+        for (int64_t g = 0; g < nkv; ++g) {
+          store_row(ctx, kr.data() + g * hd, *in[3], dst[size_t(t)] + g * head_stride, hd);
+          store_row(ctx, row + Cq + Ckv + g * hd, *in[4], dst[size_t(t)] + g * head_stride, hd);
+        }
+        continue;
+      }
       if (a.kv_rows) {
         ctx.k.rope_rows(row + Cq, c + t * hd, s + t * hd, k + t * Ckv, 0, nkv, nkv, hd);
         std::memcpy(v + t * Ckv, row + Cq + Ckv, sizeof(float) * size_t(Ckv));
