@@ -27,8 +27,8 @@
 // (plain 1-D, docs §2.8), then each layer as the family writes it (`layer`, which reaches the
 // cache through `attend`), then the final RMSNorm and the lm_head on the rows asked for (§2.7).
 import { ConfigError, ShapeError } from '../errors.js';
-import { tensorFromArray, TensorScope, type NumArray, type OpSet, type Queue, type Tensor } from '../native/index.js';
-import { eagerFromEnv, PlanCache, Recorder, type StepValues } from '../native/plan.js';
+import { tensorFromArray, TensorScope, type NumArray, type OpSet, type Queue, type RemaskGroup, type RemaskResult, type Tensor } from '../native/index.js';
+import { eagerFromEnv, PlanCache, Recorder, type RecordedPlan, type StepValues } from '../native/plan.js';
 import type { TextConfig } from '../weights/config.js';
 import type { Fields } from '../weights/fields.js';
 import type { LoadedWeights } from '../weights/load.js';
@@ -329,6 +329,47 @@ export abstract class TextDecoder {
    * and every later one of that shape is one replay call. A replay's logits are valid until the next forward of the same shape.
    */
   forwardBatch(passes: readonly SeqPass[]): Tensor | null {
+    const f = this.prepareBatch(passes);
+    if (this.eager) return this.build(this.q, f.shape, f.step, f.rope);
+    const plan = this.planFor(f);
+    if (!plan) return this.build(this.q, f.shape, f.step, f.rope);
+    return plan.run(this.q, f.step)[0] ?? null;
+  }
+
+  /**
+   * forwardBatch and the remask of its logits (Queue.remaskRead's groups) read back together:
+   * with a plan, one native call (the logits stay native); else the forward op by op, then the
+   * remaskRead. Resolves with each group's ids, confidences and reveal flags.
+   */
+  forwardBatchRead(passes: readonly SeqPass[], groups: readonly RemaskGroup[]): Promise<RemaskResult[]> {
+    // Not async: a bad pass throws here, before anything is queued, as forwardBatch's does.
+    const f = this.prepareBatch(passes);
+    const plan = this.eager ? null : this.planFor(f);
+    if (plan) return plan.runRemaskRead(this.q, f.step, groups);
+    const logits = this.build(this.q, f.shape, f.step, f.rope);
+    if (!logits) throw new ShapeError('forward: the remask needs logit rows');
+    return this.q.remaskRead(logits, groups).finally(() => logits.dispose());
+  }
+
+  /** The plan of this batch's shape (recorded at its second sight), or null: run it op by op. */
+  private planFor(f: PreparedBatch): RecordedPlan | null {
+    // The layout (rows per sequence, slots, positions, masks) is the seqs parameter: one plan
+    // serves every batch of these totals.
+    const { shape } = f;
+    const key = `${f.T}:${shape.n.length}:${shape.rows}:${shape.features.map((x, b) => (x[1] ? `${b}=${x.join('x')}` : '')).join(',')}`;
+    return this.plans.get(key, () => {
+      const rec = new Recorder(this.q);
+      const out = this.build(rec, shape, f.step, f.rope);
+      try {
+        return rec.finish(out ? [out] : []);
+      } finally {
+        out?.dispose();
+      }
+    });
+  }
+
+  /** A batch's checked layout: its shape (what a plan is keyed by) and its per-step values. */
+  private prepareBatch(passes: readonly SeqPass[]): PreparedBatch {
     if (passes.length === 0) throw new ShapeError('forward: no sequences');
     const slotsUsed = new Set<number>();
     const ids: Int32Array[] = [], positions: number[] = [], rows: number[] = [], seqs: number[] = [];
@@ -383,21 +424,7 @@ export abstract class TextDecoder {
       ids: idsAll, positions: Int32Array.from(positions), seqs,
       rows: shape.rows > 0 ? Int32Array.from(rows) : undefined,
     });
-    if (this.eager) return this.build(this.q, shape, step, rope);
-    // The layout (rows per sequence, slots, positions, masks) is the seqs parameter: one plan
-    // serves every batch of these totals.
-    const key = `${T}:${passes.length}:${shape.rows}:${shape.features.map((f, b) => (f[1] ? `${b}=${f.join('x')}` : '')).join(',')}`;
-    const plan = this.plans.get(key, () => {
-      const rec = new Recorder(this.q);
-      const out = this.build(rec, shape, step, rope);
-      try {
-        return rec.finish(out ? [out] : []);
-      } finally {
-        out?.dispose();
-      }
-    });
-    if (!plan) return this.build(this.q, shape, step, rope);
-    return plan.run(this.q, step)[0] ?? null;
+    return { T, shape, step, rope };
   }
 
   /**
@@ -496,6 +523,14 @@ export abstract class TextDecoder {
   dispose(): void {
     this.freeCache();
   }
+}
+
+/** forwardBatch's checked batch (TextDecoder.prepareBatch). */
+interface PreparedBatch {
+  T: number;
+  shape: BatchShape;
+  step: StepValues;
+  rope: { cos: Tensor; sin: Tensor };
 }
 
 /** Logit rows of a batched forward, rounded up: exact to 4, then to a multiple of 4 (to 32), 8 (to 64), 16. */

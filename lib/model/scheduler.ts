@@ -24,7 +24,7 @@
 // Isolation: a forward that fails is retried sequence by sequence, so only the sequence whose
 // step fails gets the error.
 import { AbortError, OptionError } from '../errors.js';
-import type { ConfidenceRemaskOptions, Queue, Tensor } from '../native/index.js';
+import type { ConfidenceRemaskOptions, Queue, RemaskGroup, RemaskResult, Tensor } from '../native/index.js';
 import type { AttentionMask, SeqPass, TextDecoder } from './decoder.js';
 
 export interface SchedulerOptions {
@@ -383,51 +383,53 @@ export class BatchScheduler {
       return pass;
     });
     for (const x of passes) for (const r of x.logitsRows!) if (r < 0) throw new OptionError('logit rows must lie in the last prefill chunk', 'rows');
-    const logits = this.text.forwardBatch(passes);
-    this.onForward?.(passes.map((x) => x.slot));
-    this.stats.forwards++;
-    this.stats.sequences += passes.length;
-    this.stats.rows += passes.reduce((s, x) => s + x.n, 0);
-    this.stats.maxSequences = Math.max(this.stats.maxSequences, passes.length);
     // One remask op per sequence, except that neighbouring single-row static steps with the same
     // sampling settings (AR steps, mostly) share one op over their rows: each row's id and
     // confidence are computed on their own either way (the op is row-wise; with k = rows a
     // static remask reveals every row), and one op over 8 rows costs ≈ 4 ms where 8 ops cost
     // ≈ 6 ms on 2 cores (a row's exps are 151 936 double exps).
-    const groups: { row0: number; rows: number; options: ConfidenceRemaskOptions }[] = [];
+    const groups: RemaskGroup[] = [];
     const at: ({ g: number; off: number; n: number } | null)[] = [];
-    try {
-      let r0 = 0;
-      for (let i = 0; i < passes.length;) {
-        const k = passes[i].logitsRows!.length;
-        if (k === 0) { at.push(null); i++; continue; }
-        const spec = picked[i].p.spec.remask!;
-        let j = i + 1;
-        if (k === 1 && spec.mode === 'static' && spec.k === 1) {
-          while (j < passes.length && passes[j].logitsRows!.length === 1 && sameSampling(spec, picked[j].p.spec.remask!)) j++;
-        }
-        const n = j - i === 1 ? k : j - i;
-        const merged: ConfidenceRemaskOptions = j - i === 1 ? spec
-          : { ...spec, k: n, counters: spec.counters ? picked.slice(i, j).flatMap((x) => Array.from(x.p.spec.remask!.counters!)) : undefined };
-        // Rows [r0, r0 + n) of the logits (the native side takes a view only when the forward
-        // holds other rows too).
-        groups.push({ row0: r0, rows: n, options: merged });
-        if (j - i > 1) this.stats.sharedRemaskRows += j - i;
-        for (let t = i; t < j; t++) at.push({ g: groups.length - 1, off: j - i === 1 ? 0 : t - i, n: j - i === 1 ? k : 1 });
-        r0 += n;
-        i = j;
+    let r0 = 0;
+    for (let i = 0; i < passes.length;) {
+      const k = passes[i].logitsRows!.length;
+      if (k === 0) { at.push(null); i++; continue; }
+      const spec = picked[i].p.spec.remask!;
+      let j = i + 1;
+      if (k === 1 && spec.mode === 'static' && spec.k === 1) {
+        while (j < passes.length && passes[j].logitsRows!.length === 1 && sameSampling(spec, picked[j].p.spec.remask!)) j++;
       }
-      // Every group's remask and one read back, in one call.
-      const read = groups.length ? q.remaskRead(logits!, groups) : q.sync().then(() => []);
-      const data = picked.some((x) => x.p.spec.prefill) ? await read : await this.pollWhile(read);
-      return at.map((x) => {
-        if (!x) return null;
-        const d = data[x.g];
-        return { ids: d.ids.subarray(x.off, x.off + x.n), conf: d.conf.subarray(x.off, x.off + x.n), reveal: d.reveal.subarray(x.off, x.off + x.n) };
-      });
-    } finally {
-      logits?.dispose();
+      const n = j - i === 1 ? k : j - i;
+      const merged: ConfidenceRemaskOptions = j - i === 1 ? spec
+        : { ...spec, k: n, counters: spec.counters ? picked.slice(i, j).flatMap((x) => Array.from(x.p.spec.remask!.counters!)) : undefined };
+      // Rows [r0, r0 + n) of the logits (the native side takes a view only when the forward
+      // holds other rows too).
+      groups.push({ row0: r0, rows: n, options: merged });
+      if (j - i > 1) this.stats.sharedRemaskRows += j - i;
+      for (let t = i; t < j; t++) at.push({ g: groups.length - 1, off: j - i === 1 ? 0 : t - i, n: j - i === 1 ? k : 1 });
+      r0 += n;
+      i = j;
     }
+    // The forward, every group's remask and one read back: one native call when the forward
+    // replays a plan (TextDecoder.forwardBatchRead).
+    let read: Promise<RemaskResult[]>;
+    if (groups.length) {
+      read = this.text.forwardBatchRead(passes, groups);
+    } else {
+      this.text.forwardBatch(passes)?.dispose();
+      read = q.sync().then(() => []);
+    }
+    this.onForward?.(passes.map((x) => x.slot));
+    this.stats.forwards++;
+    this.stats.sequences += passes.length;
+    this.stats.rows += passes.reduce((s, x) => s + x.n, 0);
+    this.stats.maxSequences = Math.max(this.stats.maxSequences, passes.length);
+    const data = picked.some((x) => x.p.spec.prefill) ? await read : await this.pollWhile(read);
+    return at.map((x) => {
+      if (!x) return null;
+      const d = data[x.g];
+      return { ids: d.ids.subarray(x.off, x.off + x.n), conf: d.conf.subarray(x.off, x.off + x.n), reveal: d.reveal.subarray(x.off, x.off + x.n) };
+    });
   }
 }
 

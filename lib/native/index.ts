@@ -305,9 +305,17 @@ export class Queue extends OpSet {
    * result: per group its token ids, confidences and reveal flags, as confidenceRemask + readMany
    * would give, with no output tensors made (a decode step's remask in one call).
    */
-  async remaskRead(logits: NativeTensor, groups: readonly { row0: number; rows: number; options: ConfidenceRemaskOptions }[]): Promise<RemaskResult[]> {
-    const data = await this.native.remaskRead(logits, groups.map((g) => [g.row0, g.rows, remaskAttrs(g.options)] as const));
-    return groups.map((_, i) => ({ ids: data[3 * i] as Int32Array, conf: data[3 * i + 1] as Float32Array, reveal: data[3 * i + 2] as Int32Array }));
+  async remaskRead(logits: NativeTensor, groups: readonly RemaskGroup[]): Promise<RemaskResult[]> {
+    return remaskResults(groups, await this.native.remaskRead(logits, groups.map(remaskGroup)));
+  }
+  /**
+   * A plan replay and a remaskRead over its first output (the logits) in one call: a decode
+   * step's whole host side, the logits never wrapped as a JS tensor. The groups are checked
+   * before anything is queued. (lib/native/plan.ts RecordedPlan.runRemaskRead)
+   */
+  replayRemaskRead(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[], groups: readonly RemaskGroup[]): Promise<RemaskResult[]> {
+    // Not async: a bad argument throws here, as replay's does, before anything is queued.
+    return this.native.replayRemaskRead(plan, values, params, groups.map(remaskGroup)).then((d) => remaskResults(groups, d));
   }
   write(t: NativeTensor, data: ArrayBufferView): void { this.native.write(t, data); }
   cancel(): void { this.native.cancel(); }
@@ -345,6 +353,15 @@ export interface RemaskResult {
   ids: Int32Array;
   conf: Float32Array;
   reveal: Int32Array;
+}
+
+/** Logit rows [row0, row0 + rows) remasked with `options` (Queue.remaskRead). */
+export interface RemaskGroup { row0: number; rows: number; options: ConfidenceRemaskOptions }
+
+function remaskGroup(g: RemaskGroup): readonly [number, number, Attrs] { return [g.row0, g.rows, remaskAttrs(g.options)]; }
+
+function remaskResults(groups: readonly RemaskGroup[], data: readonly (Float32Array | Int32Array | Uint16Array | Uint8Array)[]): RemaskResult[] {
+  return groups.map((_, i) => ({ ids: data[3 * i] as Int32Array, conf: data[3 * i + 1] as Float32Array, reveal: data[3 * i + 2] as Int32Array }));
 }
 
 /** The confidence_remask op's attributes for these options (defaults filled in). */

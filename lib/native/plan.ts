@@ -10,7 +10,7 @@
 // object keyed by name. PlanCache keeps a model's plans by shape signature (LRU, bounded in
 // count and arena bytes) and frees them on eviction, clear() and dispose().
 import { OptionError } from '../errors.js';
-import { OpSet, PlanParam, type Num, type NumArray, type OpAttrs, type Queue } from './index.js';
+import { OpSet, PlanParam, type Num, type NumArray, type OpAttrs, type Queue, type RemaskGroup, type RemaskResult } from './index.js';
 import type { Attrs, DType, NativePlan, NativePlanBuilder, NativePlanInfo, NativeTensor } from './types.js';
 
 /** One step's values for a replay: every input and param name the recording declared. */
@@ -100,6 +100,18 @@ export class RecordedPlan {
 
   /** One replay on `queue`: one native call, one queued job. Outputs are valid until the next replay of this plan. */
   run(queue: Queue, step: StepValues): NativeTensor[] {
+    const [values, params] = this.bindings(step);
+    return queue.replay(this.native, values, params);
+  }
+
+  /** run() and a remaskRead of its first output (the logits) in one native call: a decode step. */
+  runRemaskRead(queue: Queue, step: StepValues, groups: readonly RemaskGroup[]): Promise<RemaskResult[]> {
+    const [values, params] = this.bindings(step);
+    return queue.replayRemaskRead(this.native, values, params, groups);
+  }
+
+  /** The replay's input values and parameters from a step's named values. */
+  private bindings(step: StepValues): [(ArrayBufferView | NativeTensor)[], number[]] {
     const values = this.inputNames.map((n) => {
       const v = step[n];
       if (v === undefined || v === null || typeof v === 'number' || Array.isArray(v)) throw new OptionError(`plan replay: no value for input '${n}'`, n);
@@ -116,7 +128,7 @@ export class RecordedPlan {
         for (const x of v as number[]) params.push(x);
       }
     }
-    return queue.replay(this.native, values, params);
+    return [values, params];
   }
 
   dispose(): void { this.native.dispose(); }

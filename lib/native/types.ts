@@ -96,6 +96,9 @@ export interface NativeQueue {
   read(ts: readonly NativeTensor[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]>;
   /** Per group [row0, rows, attrs]: confidence_remask on those logit rows; then one read of every group's three outputs. */
   remaskRead(logits: NativeTensor, groups: readonly (readonly [number, number, Attrs])[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]>;
+  /** replay, then remaskRead over its first output, in one call (a decode step). */
+  replayRemaskRead(plan: NativePlan, values: readonly (ArrayBufferView | NativeTensor)[], params: readonly number[],
+    groups: readonly (readonly [number, number, Attrs])[]): Promise<(Float32Array | Int32Array | Uint16Array | Uint8Array)[]>;
   write(t: NativeTensor, data: ArrayBufferView): void;
   cancel(): void;
   /** Work is coming: the queue thread (and with pool, the kernel workers) spin up now, for at most us µs (queue.cpp prewarm). */

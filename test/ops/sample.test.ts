@@ -5,6 +5,7 @@
 // see the note in lib/decode/sample.ts on why libm last-bit differences cannot show here).
 import { describe, expect, it } from 'vitest';
 import { Queue, nativeInfo, tensorFromArray } from '../../lib/native/index.js';
+import { Recorder } from '../../lib/native/plan.js';
 import type { ConfidenceRemaskOptions } from '../../lib/native/index.js';
 import { DTypeError, DiffusionVLError, DisposedError, OutOfRangeError, ShapeError } from '../../lib/errors.js';
 import { sampleRow } from '../../lib/decode/sample.js';
@@ -253,6 +254,46 @@ describe('Queue.remaskRead (a decode step: the remask of each sequence and one r
     expect(q.stats().jobs).toBe(jobs);   // nothing of the failed calls ran
     t.dispose();
     await expect(q.remaskRead(t, [{ row0: 0, rows: 4, options: ok }])).rejects.toThrow(DisposedError);
+    q.dispose();
+  });
+
+  it('replayRemaskRead: a plan replay and the remask of its logits in one call = replay + remaskRead; bad groups queue no remask', async () => {
+    const q = new Queue({ threads: 2 });
+    const r = rng(29);
+    const n = 9, V = 61;
+    // A plan that scales its input logits: its output is the remask's input.
+    const rec = new Recorder(q);
+    const x = rec.input('x', 'f32', [n, V], new Float32Array(n * V));
+    const plan = rec.finish([rec.scale(x, 1.5)]);
+    const groups = [
+      { row0: 0, rows: 4, options: { temperature: 0, k: 2, mode: 'static' as const } },
+      { row0: 4, rows: 5, options: { temperature: 0.8, seed: 3, counters: [1, 2, 3, 4, 5], k: 1, mode: 'dynamic' as const, threshold: 0.5 } },
+    ];
+    for (let round = 0; round < 3; round++) {
+      const logits = makeLogits(r, n, V, false, true);
+      const got = await plan.runRemaskRead(q, { x: logits }, groups);
+      const [out] = plan.run(q, { x: logits });
+      const want = await q.remaskRead(out, groups);
+      expect(got.map((g) => [Array.from(g.ids), Array.from(g.conf), Array.from(g.reveal)])).toEqual(want.map((g) => [Array.from(g.ids), Array.from(g.conf), Array.from(g.reveal)]));
+    }
+    // Checked before the replay is queued: the groups' presence and the replay's own values.
+    await q.sync();
+    let jobs = q.stats().jobs;
+    const ok = { temperature: 0, k: 1, mode: 'static' as const };
+    expect(() => plan.runRemaskRead(q, { x: new Float32Array(n * V) }, [])).toThrow(/no groups/);
+    expect(() => plan.runRemaskRead(q, { x: new Float32Array(5) }, [{ row0: 0, rows: 3, options: ok }])).toThrow(ShapeError);
+    await q.sync();
+    expect(q.stats().jobs).toBe(jobs);
+    // A bad group: the forward was queued first (it starts at once), no remask is.
+    expect(() => plan.runRemaskRead(q, { x: new Float32Array(n * V) }, [{ row0: 0, rows: 3, options: { ...ok, temperature: -1 } }])).toThrow(OutOfRangeError);
+    expect(() => plan.runRemaskRead(q, { x: new Float32Array(n * V) }, [{ row0: 0, rows: 3, options: ok }, { row0: 7, rows: 3, options: ok }])).toThrow(/narrow_rows/);
+    await q.sync();
+    expect(q.stats().jobs).toBe(jobs + 2);
+    jobs = q.stats().jobs;
+    // And the queue goes on: a good call after them.
+    const [g] = await plan.runRemaskRead(q, { x: makeLogits(r, n, V, false, true) }, [{ row0: 0, rows: n, options: ok }]);
+    expect(g.ids).toHaveLength(n);
+    plan.dispose();
     q.dispose();
   });
 });
