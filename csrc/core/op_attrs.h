@@ -116,6 +116,7 @@ struct PatchAttrs {
   int64_t patch = 14, merge = 2, temporal = 2;
   double mean[3] = {0, 0, 0}, std[3] = {1, 1, 1};
   int round = 0;
+  bool bf16_out = false;  // attr dtype 'bf16': the rows stored as bf16 (needs round 'bf16')
 };
 
 // The probes: stream_read (repeat), compute_peak (kind 'f' f32 | 'b' bf16 | 'q' q8, iters),

@@ -335,7 +335,11 @@ export class Qwen25VisionTower {
       else {
         const round = this.patchRound;
         const { patchSize: patch, spatialMergeSize: merge, temporalPatchSize: temporal } = cfg;
-        const parts = src.images.map((im, i) => o.patchRows(o.bind(`image${i}`, im), { patch, merge, temporal, mean: CLIP_MEAN, std: CLIP_STD, round }));
+        // Where the patch embedding's product reads bf16 activations as they are (bf16p weights,
+        // precision 'fast'), the rows are stored as bf16 — they hold bf16 values already: half
+        // the bytes and no second rounding pass, same bits.
+        const dtype = round === 'bf16' && this.q.kernels?.bf16Packed === true && this.q.precision === 'fast' ? 'bf16' as const : 'f32' as const;
+        const parts = src.images.map((im, i) => o.patchRows(o.bind(`image${i}`, im), { patch, merge, temporal, mean: CLIP_MEAN, std: CLIP_STD, round, dtype }));
         px = parts.reduce((a, b) => o.concatRows(a, b));
       }
       // Patch embed, then window order (the embed is per row, so permuting after it is the same).

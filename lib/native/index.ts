@@ -107,7 +107,7 @@ export abstract class OpSet {
   empty(dtype: DType, shape: readonly number[]): NativeTensor { return this.one('empty', [], { dtype, shape }); }
   /** ids i32 [T], table [V, H] → f32 [T, H]. */
   embedding(ids: NativeTensor, table: NativeTensor): NativeTensor { return this.one('embedding', [ids, table]); }
-  /** x f32 [.., K] · W[N, K]ᵀ (+ bias f32 [N]) → f32 [.., N]; W f32, bf16, f16 or q8; the queue's precision picks the kernel. */
+  /** x f32 [.., K] · W[N, K]ᵀ (+ bias f32 [N]) → f32 [.., N]; W f32, bf16, f16 or q8 (and the panel layouts); x may be bf16 with bf16 weights (matmul.cpp); the queue's precision picks the kernel. */
   matmul(x: NativeTensor, w: NativeTensor, bias?: NativeTensor | null): NativeTensor {
     return this.one('matmul', bias ? [x, w, bias] : [x, w]);
   }
@@ -234,10 +234,12 @@ export abstract class OpSet {
   /**
    * patch_rows: a resized RGB u8 image [H, W, 3] → f32 [(H/ps)·(W/ps), 3·tps·ps·ps], the Qwen2-VL
    * pixel_values rows normalised by mean/std and rounded to `round` (the tower's weight dtype);
-   * the same bits as lib/image/qwen2vl.ts patchRows + that rounding. (image.cpp)
+   * the same bits as lib/image/qwen2vl.ts patchRows + that rounding. dtype 'bf16' (with round
+   * 'bf16'): the same values stored as bf16, which a matmul with bf16/bf16p weights takes as
+   * activations. (image.cpp)
    */
-  patchRows(img: NativeTensor, o: { patch: number; merge: number; temporal: number; mean: readonly number[]; std: readonly number[]; round?: 'none' | 'bf16' | 'f16' }): NativeTensor {
-    return this.one('patch_rows', [img], { patch: o.patch, merge: o.merge, temporal: o.temporal, mean: [...o.mean], std: [...o.std], round: o.round ?? 'none' });
+  patchRows(img: NativeTensor, o: { patch: number; merge: number; temporal: number; mean: readonly number[]; std: readonly number[]; round?: 'none' | 'bf16' | 'f16'; dtype?: 'f32' | 'bf16' }): NativeTensor {
+    return this.one('patch_rows', [img], { patch: o.patch, merge: o.merge, temporal: o.temporal, mean: [...o.mean], std: [...o.std], round: o.round ?? 'none', dtype: o.dtype ?? 'f32' });
   }
   /**
    * resize_bilinear: x f32 [h, w, C] → f32 [height, width, C], torch interpolate

@@ -151,6 +151,23 @@ describe('patch_rows = patchRows + the tower\'s rounding, bit for bit', () => {
     }
   });
 
+  it('dtype bf16: the same values stored as bf16 (the upper halves of the f32 rows)', async () => {
+    const r = makeRng(22);
+    for (const [w, h, ps, m, tps] of [[84, 56, 14, 2, 2], [45, 30, 5, 3, 3]]) {
+      const data = Uint8Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256));
+      const img = tensorFromArray('u8', [h, w, 3], data);
+      const f = (await q.read(q.patchRows(img, opts('bf16', ps, m, tps)))) as Float32Array;
+      const t = q.patchRows(img, { ...opts('bf16', ps, m, tps), dtype: 'bf16' });
+      expect([t.dtype, t.shape]).toEqual(['bf16', [(w / ps) * (h / ps), 3 * tps * ps * ps]]);
+      const b = (await q.read(t)) as Uint16Array;
+      expect(Array.from(b)).toEqual(Array.from(bits(f), (u) => u >>> 16));
+      expect(Array.from(bits(f), (u) => u & 0xffff).every((x) => x === 0)).toBe(true);   // the f32 rows are bf16 values
+    }
+    const img = tensorFromArray('u8', [28, 28, 3], new Uint8Array(28 * 28 * 3));
+    expect(() => q.patchRows(img, { ...opts('none'), dtype: 'bf16' })).toThrow(/dtype 'bf16' needs round 'bf16'/);
+    expect(() => q.patchRows(img, { ...opts('bf16'), dtype: 'f16' as 'bf16' })).toThrow(/dtype must be 'f32' or 'bf16'/);
+  });
+
   it('rejects bad inputs with typed errors naming the op', () => {
     const img = tensorFromArray('u8', [28, 28, 3], new Uint8Array(28 * 28 * 3));
     expect(() => q.patchRows(tensorFromArray('u8', [30, 28, 3], new Uint8Array(30 * 28 * 3)), opts('none'))).toThrow(/patch_rows: image sides must be positive multiples of patch·merge = 28/);

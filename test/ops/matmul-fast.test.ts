@@ -493,6 +493,36 @@ describe('q8 weights', () => {
   });
 });
 
+describe('bf16 activations (patch rows stored as bf16): the bits of an f32 x holding the same values', () => {
+  // matmul.cpp: a bf16 dot kernel takes them as they are (no rounding: they are bf16 values),
+  // every other kernel widens them exactly — so each level and precision gives what it gives
+  // for the f32 x. Shapes: the tower's patch embedding (K 1176, not a multiple of 32), the row
+  // split (≥ 48 rows, a small weight), few rows, a weight past the row-split bound.
+  it.each(levels)('at isa %s, both precisions, bf16 and bf16p weights', async (isa) => {
+    for (const precision of ['fast', 'exact'] as Precision[]) {
+      const q = new Queue({ isa, threads: 2, precision });
+      for (const [M, K, N] of [[252, 1176, 96], [3, 1176, 96], [60, 40, 33], [50, 512, 600]]) {
+        const r = rng(M + K + N);
+        const xv = fromBf16(toBf16(normal(r, M * K)));
+        xv[7] = 2 ** -130;   // a subnormal: the dot kernels read it as 0, as the f32 path's rounding writes it
+        const xb = toBf16(xv);
+        const wv = toBf16(normal(r, N * K, 0.1));
+        const bias = normal(r, N, 0.1);
+        for (const layout of ['bf16', 'bf16p'] as const) {
+          let w: Tensor = tensorFromArray('bf16', [N, K], wv);
+          if (layout === 'bf16p') w = q.convert(w, 'bf16p');
+          const b = tensorFromArray('f32', [N], bias);
+          const y32 = await q.readF32(q.matmul(tensorFromArray('f32', [M, K], fromBf16(xb)), w, b));
+          const y16 = await q.readF32(q.matmul(tensorFromArray('bf16', [M, K], xb), w, b));
+          expectSameBits(y16, y32, `${isa} ${precision} ${layout} ${M}x${K}x${N}`);
+        }
+      }
+      expect(() => q.matmul(tensorFromArray('bf16', [2, 4], new Uint16Array(8)), tensorFromArray('f32', [3, 4], new Float32Array(12)))).toThrow(/bf16 activations need bf16 or bf16p weights/);
+      q.dispose();
+    }
+  });
+});
+
 describe('invariant: y[m, n] is the same bits whatever M, the other rows and the thread split', () => {
   const K = 545, N = 517, R = 16;
   const x = normal(rng(11), R * K), w = normal(rng(12), N * K, 0.3), b = normal(rng(13), N);

@@ -207,7 +207,9 @@ static void image_resize_run(OpContext& ctx_in, const Tensors& in, const Tensors
 // py, px) with the tps frames equal; each value float32((float32(v·(1/255)) − mean_c) / std_c) as
 // the processor computes it, then rounded (nearest even) to the tower's weight dtype. The same
 // bits as lib/image/qwen2vl.ts patchRows + the tower's rounding: every value is a function of
-// one byte and channel, so a 256-entry table per channel holds them all.
+// one byte and channel, so a 256-entry table per channel holds them all. Attr dtype 'bf16'
+// (with round 'bf16'): the same values stored as bf16 — half the bytes, and what a bf16
+// product reads without rounding them again (matmul's bf16 activations).
 static void patch_rows_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "patch_rows";
   op_need_inputs(op, in, 1, 1);
@@ -240,42 +242,38 @@ static void patch_rows_parse(const Tensors& in, OpAttrs& a) {
   const std::string r = a.gets("round", "none");
   if (r != "none" && r != "bf16" && r != "f16") op_fail(DVL_ERR_ARG, op, "round must be 'none', 'bf16' or 'f16', got '" + r + "'", in);
   p.round = r == "bf16" ? 1 : r == "f16" ? 2 : 0;
+  const std::string dt = a.gets("dtype", "f32");
+  if (dt != "f32" && dt != "bf16") op_fail(DVL_ERR_ARG, op, "dtype must be 'f32' or 'bf16', got '" + dt + "'", in);
+  p.bf16_out = dt == "bf16";
+  if (p.bf16_out && p.round != 1) op_fail(DVL_ERR_ARG, op, "dtype 'bf16' needs round 'bf16' (the values must be bf16 values)", in);
   a.patch = p;
 }
 
 static Tensors patch_rows_plan(const Tensors& in, const OpAttrs& a) {
   const PatchAttrs& p = a.patch;
-  return {Tensor::alloc(DType::F32, {(in[0]->dim(0) / p.patch) * (in[0]->dim(1) / p.patch), 3 * p.temporal * p.patch * p.patch})};
+  return {Tensor::alloc(p.bf16_out ? DType::BF16 : DType::F32,
+                        {(in[0]->dim(0) / p.patch) * (in[0]->dim(1) / p.patch), 3 * p.temporal * p.patch * p.patch})};
 }
 
-static void patch_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
-  const PatchAttrs& p = a.patch;
-  const int64_t ps = p.patch, m = p.merge, tps = p.temporal, W = in[0]->dim(1);
+// The rows of patch_rows with values of type V (float, or bf16 bits) from per-channel tables.
+template <class V>
+static void patch_rows_fill(OpContext& ctx, const PatchAttrs& p, const uint8_t* img, int64_t W, int64_t R, const V (&lut)[3][256], V* y) {
+  const int64_t ps = p.patch, m = p.merge, tps = p.temporal;
   const int64_t gw = W / ps, D = 3 * tps * ps * ps, frame = ps * ps;
-  float lut[3][256];
-  for (int c = 0; c < 3; ++c) {
-    const float mean = float(p.mean[c]), sd = float(p.std[c]);
-    for (int v = 0; v < 256; ++v) {
-      const float y = (float(double(v) * (1.0 / 255.0)) - mean) / sd;
-      lut[c][v] = p.round == 1 ? bf16_to_f32(f32_to_bf16(y)) : p.round == 2 ? f16_to_f32(f32_to_f16(y)) : y;
-    }
-  }
-  const uint8_t* img = in[0]->data<uint8_t>();
-  float* y = out[0]->data<float>();
   if (ps == 14 && tps == 2) {
     // Qwen2-VL / Qwen2.5-VL's patches (14 px, 2 frames) with the sizes known to the compiler:
     // one pass over each patch's 14 source rows (42 interleaved bytes each), every value
     // looked up once and stored to both frames — where the general loop below walks each
     // channel's bytes apart and copies the first frame into the second. Same values.
     constexpr int64_t P = 14, F = P * P;
-    ctx.pool.parallel_for(out[0]->dim(0), 16, [&](int64_t r0, int64_t r1) {
+    ctx.pool.parallel_for(R, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t u = r / (m * m), k = r % (m * m);
         const int64_t y0 = ((u / (gw / m)) * m + k / m) * P, x0 = ((u % (gw / m)) * m + k % m) * P;
-        float* row = y + r * D;
+        V* row = y + r * D;
         for (int64_t py = 0; py < P; ++py) {
           const uint8_t* src = img + ((y0 + py) * W + x0) * 3;
-          float v[3][P];
+          V v[3][P];
           for (int64_t px = 0; px < P; ++px) {
             v[0][px] = lut[0][src[3 * px]];
             v[1][px] = lut[1][src[3 * px + 1]];
@@ -290,22 +288,40 @@ static void patch_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out
     });
     return;
   }
-  ctx.pool.parallel_for(out[0]->dim(0), 16, [&](int64_t r0, int64_t r1) {
+  ctx.pool.parallel_for(R, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       // Row r: merge unit u (row-major over the unit grid), patch k of its m×m.
       const int64_t u = r / (m * m), k = r % (m * m);
       const int64_t y0 = ((u / (gw / m)) * m + k / m) * ps, x0 = ((u % (gw / m)) * m + k % m) * ps;
-      float* row = y + r * D;
+      V* row = y + r * D;
       for (int c = 0; c < 3; ++c) {
-        float* f0 = row + c * tps * frame;
+        V* f0 = row + c * tps * frame;
         for (int64_t py = 0; py < ps; ++py) {
           const uint8_t* src = img + ((y0 + py) * W + x0) * 3 + c;
           for (int64_t px = 0; px < ps; ++px) f0[py * ps + px] = lut[c][src[px * 3]];
         }
-        for (int64_t tp = 1; tp < tps; ++tp) std::memcpy(f0 + tp * frame, f0, sizeof(float) * size_t(frame));
+        for (int64_t tp = 1; tp < tps; ++tp) std::memcpy(f0 + tp * frame, f0, sizeof(V) * size_t(frame));
       }
     }
   });
+}
+
+static void patch_rows_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
+  const PatchAttrs& p = a.patch;
+  float lut[3][256];
+  uint16_t lut16[3][256];
+  for (int c = 0; c < 3; ++c) {
+    const float mean = float(p.mean[c]), sd = float(p.std[c]);
+    for (int v = 0; v < 256; ++v) {
+      const float y = (float(double(v) * (1.0 / 255.0)) - mean) / sd;
+      lut[c][v] = p.round == 1 ? bf16_to_f32(f32_to_bf16(y)) : p.round == 2 ? f16_to_f32(f32_to_f16(y)) : y;
+      lut16[c][v] = f32_to_bf16(y);
+    }
+  }
+  const uint8_t* img = in[0]->data<uint8_t>();
+  const int64_t W = in[0]->dim(1), R = out[0]->dim(0);
+  if (p.bf16_out) patch_rows_fill<uint16_t>(ctx, p, img, W, R, lut16, out[0]->data<uint16_t>());
+  else patch_rows_fill<float>(ctx, p, img, W, R, lut, out[0]->data<float>());
 }
 
 void ops_register_image(std::vector<OpDef>& t) {

@@ -2,7 +2,10 @@
 //
 // x f32 [.., K] (leading dims flattened to M rows), W f32|bf16|f16|q8|bf16p|q8p [N, K] (HF
 // layout; q8: the same rows quantised; bf16p / q8p: bf16 / q8 values in panels of 16 rows —
-// all in csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N].
+// all in csrc/core/dtype.h), optional bias f32 [N] → y f32 [.., N]. With bf16 or bf16p weights x
+// may be bf16 (patch rows stored so): the same products as an f32 x holding those values — a
+// bf16 dot kernel takes them as they are (no rounding: they are bf16 already; vdpbf16ps reads a
+// subnormal input as zero, as the rounding's DAZ would write it), the others widen them exactly.
 // Threads split N into column panels so each thread streams a disjoint slice of W once per
 // call (the fast kernels) or per block of 16 tokens (the exact ones).
 //
@@ -20,10 +23,12 @@ namespace dvl {
 
 static Tensors matmul_plan(const Tensors& in, const OpAttrs&) {
   op_need_inputs("matmul", in, 2, 3);
-  op_need_dtype("matmul", in, 0, {DType::F32});
+  op_need_dtype("matmul", in, 0, {DType::F32, DType::BF16});
   op_need_dtype("matmul", in, 1, {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::BF16P, DType::Q8P});
   op_need_rank("matmul", in, 1, 2);
   const Tensor &x = *in[0], &w = *in[1];
+  if (x.dtype == DType::BF16 && w.dtype != DType::BF16 && w.dtype != DType::BF16P)
+    op_fail(DVL_ERR_DTYPE, "matmul", "bf16 activations need bf16 or bf16p weights", in);
   if (x.rank() < 1 || x.dim(-1) != w.dim(1))
     op_fail(DVL_ERR_SHAPE, "matmul", "x's last dim must equal W's dim 1 (K)", in);
   if (in.size() == 3 && in[2]) {
@@ -50,18 +55,20 @@ static constexpr int64_t kRowSplitMinRows = 48;
 static constexpr double kRowSplitMaxWeightBytes = double(1 << 19);
 static constexpr int64_t kRowSplitGrain = 8;
 
-// Rounds rows [b, e) of x to bf16 rows of ldx values (zero-padded) in xb.
-static void round_bf16_rows(OpContext& ctx, const float* x, int64_t b, int64_t e, int64_t K, int64_t ldx, uint16_t* xb) {
+// Rows [b, e) of x as bf16 rows of ldx values (zero-padded) in xb: f32 x rounded, bf16 x (xh)
+// copied.
+static void round_bf16_rows(OpContext& ctx, const float* x, const uint16_t* xh, int64_t b, int64_t e, int64_t K, int64_t ldx, uint16_t* xb) {
   for (int64_t m = b; m < e; ++m) {
-    ctx.k.cvt_f32_to_bf16_daz(x + m * K, xb + m * ldx, K);
+    if (xh) std::memcpy(xb + m * ldx, xh + m * K, size_t(K) * 2);
+    else ctx.k.cvt_f32_to_bf16_daz(x + m * K, xb + m * ldx, K);
     for (int64_t k = K; k < ldx; ++k) xb[m * ldx + k] = 0;
   }
 }
 
-// Rounds x to bf16 rows of ldx values (zero-padded) in scratch.
-static const uint16_t* round_bf16(OpContext& ctx, Scratch& scratch, const float* x, int64_t M, int64_t K, int64_t ldx) {
+// x (or xh) as bf16 rows of ldx values (zero-padded) in scratch.
+static const uint16_t* round_bf16(OpContext& ctx, Scratch& scratch, const float* x, const uint16_t* xh, int64_t M, int64_t K, int64_t ldx) {
   uint16_t* xb = static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2));
-  auto rows = [&](int64_t b, int64_t e) { round_bf16_rows(ctx, x, b, e, K, ldx, xb); };
+  auto rows = [&](int64_t b, int64_t e) { round_bf16_rows(ctx, x, xh, b, e, K, ldx, xb); };
   if (M < kPrepParallelRows) rows(0, M);
   else ctx.pool.parallel_for(M, 8, rows);
   return xb;
@@ -86,16 +93,28 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
   const Tensor &xt = *in[0], &w = *in[1];
   const float* bias = in.size() == 3 && in[2] ? in[2]->data<float>() : nullptr;
   const int64_t M = rows_of(xt), K = xt.dim(-1), N = w.dim(0);
-  const float* x = xt.data<float>();
   float* y = out[0]->data<float>();
   if (M == 0 || N == 0) return;
   const bool fast = ctx.precision == Precision::Fast;
   Scratch local;  // only used by contexts without a queue
   Scratch& scratch = ctx.scratch ? *ctx.scratch : local;
+  // bf16 activations (xh): taken as they are by the bf16 dot kernels; for any other kernel
+  // widened to f32 (exact) into scratch first — those kernels use no scratch of their own.
+  const float* x = xt.dtype == DType::F32 ? xt.data<float>() : nullptr;
+  const uint16_t* xh = xt.dtype == DType::BF16 ? xt.data<uint16_t>() : nullptr;
+  const bool dot = fast && K > 0 && ((w.dtype == DType::BF16 && ctx.k.matmul_bf16_dot) || (w.dtype == DType::BF16P && ctx.k.matmul_bf16p_dot));
+  if (xh && !dot) {
+    float* xf = static_cast<float*>(scratch.get(size_t(M * K) * 4));
+    auto widen = [&](int64_t b, int64_t e) { ctx.k.cvt_bf16_to_f32(xh + b * K, xf + b * K, (e - b) * K); };
+    if (M < kPrepParallelRows) widen(0, M);
+    else ctx.pool.parallel_for(M, 8, widen);
+    x = xf;
+    xh = nullptr;
+  }
 
   if (fast && w.dtype == DType::BF16 && ctx.k.matmul_bf16_dot && K > 0) {
     const int64_t ldx = (K + 31) / 32 * 32;
-    const uint16_t* xb = round_bf16(ctx, scratch, x, M, K, ldx);
+    const uint16_t* xb = round_bf16(ctx, scratch, x, xh, M, K, ldx);
     ctx.pool.parallel_for(N, kPanel, [&](int64_t n0, int64_t n1) { ctx.k.matmul_bf16_dot(xb, M, K, ldx, w.raw(), n0, n1, bias, y, N); });
     return;
   }
@@ -108,7 +127,6 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       // rows another had rounded and a second fork did the rounding: a 252×96·96ᵀ product took
       // 17 µs on two threads against 13 on one; by rows 10 (the weight, ≤ 512 KiB, is read by
       // both from their own caches). A row's sums are the same in either split.
-      const bool dot = fast && ctx.k.matmul_bf16p_dot && K > 0;
       const int64_t ldx = (K + 31) / 32 * 32;
       uint16_t* xb = dot ? static_cast<uint16_t*>(scratch.get(size_t(M * ldx) * 2)) : nullptr;
       // One piece per thread, not the pool's usual four: each piece is a call of the kernel over
@@ -120,7 +138,7 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
       const int64_t nth = ctx.pool.size(), per = ((M + nth - 1) / nth + kRowSplitGrain - 1) / kRowSplitGrain * kRowSplitGrain;
       ctx.pool.parallel_for(M, per, [&](int64_t m0, int64_t m1) {
         if (dot) {
-          round_bf16_rows(ctx, x, m0, m1, K, ldx, xb);
+          round_bf16_rows(ctx, x, xh, m0, m1, K, ldx, xb);
           ctx.k.matmul_bf16p_dot(xb + m0 * ldx, m1 - m0, K, ldx, w.raw(), 0, N, bias, y + m0 * N, N);
         } else {
           ctx.k.matmul_bf16p(x + m0 * K, m1 - m0, K, w.raw(), 0, N, bias, y + m0 * N, N);
@@ -130,9 +148,9 @@ static void matmul_run(OpContext& ctx, const Tensors& in, const Tensors& out, co
     }
     // Thread pieces are whole panels, in multiples of the kernel's widest register tile for
     // this M (its grain), so only a piece's last tile can be narrower.
-    if (fast && ctx.k.matmul_bf16p_dot && K > 0) {
+    if (dot) {
       const int64_t ldx = (K + 31) / 32 * 32;
-      const uint16_t* xb = round_bf16(ctx, scratch, x, M, K, ldx);
+      const uint16_t* xb = round_bf16(ctx, scratch, x, xh, M, K, ldx);
       ctx.pool.parallel_for(panels, ctx.k.bf16p_dot_grain(M), [&](int64_t p0, int64_t p1) {
         ctx.k.matmul_bf16p_dot(xb, M, K, ldx, w.raw(), p0 * kBf16pRows, p1 * kBf16pRows < N ? p1 * kBf16pRows : N, bias, y, N);
       });
