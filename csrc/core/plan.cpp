@@ -404,6 +404,12 @@ void Plan::finish(const Tensors& outputs, int nparams, bool fresh_outputs) {
   finished_ = true;
 }
 
+// Ops whose CPU run reads only the typed attributes their parse fills (op_attrs.h).
+static bool typed_run(OpId id) {
+  return id == OpId::Attention || id == OpId::AttentionBatch || id == OpId::KvCacheAppend || id == OpId::KvCacheAppendBatch ||
+         id == OpId::QkvRopeSplit;
+}
+
 // Whether replay() may hand b the attributes it parsed for a: parse and plan read the recorded
 // attributes, the patched values and the inputs' dtypes and shapes — nothing else.
 bool Plan::same_parse(const Op& a, const Op& b) {
@@ -472,6 +478,15 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     const bool serial = op.dynamic ? serial_op(*op.def, *op.in, *op.out, patched.back()) : op.serial;
     serial_now.push_back(serial);
     parallel = parallel || !serial;
+    // The ops a decoder patches every step read only their typed attributes when they run: the
+    // string-keyed copies go, so the copies below (and the one into the op in run()) allocate
+    // only the typed sequences, not three maps' nodes (a text forward patches 8 ops).
+    if (dev_ == Device::Cpu && typed_run(op.def->id)) {
+      OpAttrs& t = patched.back();
+      t.num.clear();
+      t.str.clear();
+      t.arr.clear();
+    }
   }
   if (wants_pool) *wants_pool = parallel;
   outputs.clear();
