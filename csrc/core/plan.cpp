@@ -480,7 +480,9 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
     parallel = parallel || !serial;
     // The ops a decoder patches every step read only their typed attributes when they run: the
     // string-keyed copies go, so the copies below (and the one into the op in run()) allocate
-    // only the typed sequences, not three maps' nodes (a text forward patches 8 ops).
+    // only the typed sequences, not three maps' nodes (a text forward patches 8 ops). A run
+    // that read a map would now see it empty: the replay = eager tests (test/model/plan.test.ts)
+    // would catch it, eager ops keeping theirs.
     if (dev_ == Device::Cpu && typed_run(op.def->id)) {
       OpAttrs& t = patched.back();
       t.num.clear();
