@@ -459,6 +459,14 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
   // Reserved to size: OpAttrs is large (656 bytes), and growing the vector element by element
   // made every replay a series of reallocations that moved them all.
   std::vector<OpAttrs> patched;
+  {
+    std::lock_guard<std::mutex> lk(attrs_pool_mu_);
+    if (!attrs_pool_.empty()) {
+      patched = std::move(attrs_pool_.back());
+      attrs_pool_.pop_back();
+    }
+  }
+  patched.clear();
   patched.reserve(npatched_);
   std::vector<uint8_t> serial_now;  // per patched op: runs on the queue thread alone this time
   serial_now.reserve(npatched_);
@@ -509,6 +517,8 @@ ExecQueue::Job Plan::replay(std::vector<PlanValue> values, std::vector<double> p
           fresh = std::move(fresh)](OpContext& ctx) mutable {
     self->run(ctx, values, patched, serial_now, fresh);
     for (PlanValue& v : values) staging_give(v.bytes);
+    std::lock_guard<std::mutex> lk(self->attrs_pool_mu_);
+    if (self->attrs_pool_.size() < 4) self->attrs_pool_.push_back(std::move(patched));
   };
 }
 

@@ -31,6 +31,7 @@
 // plan never leaves a dangling tensor.
 #pragma once
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -146,6 +147,11 @@ class Plan : public std::enable_shared_from_this<Plan> {
   bool fresh_outputs_ = false;
   int nparams_ = 0;
   size_t npatched_ = 0;  // ops with patched attributes (finish counts them)
+  // Spent vectors of a replay's parsed attributes, kept for the next replays (replay() takes
+  // one, its job gives it back): a fresh one was a ≈ 5 KB allocation before every forward,
+  // which made glibc consolidate its small-chunk bins each time.
+  std::mutex attrs_pool_mu_;
+  std::vector<std::vector<OpAttrs>> attrs_pool_;
   bool parallel_ = false;  // some op (not a per-replay one) is worth splitting over the pool (finish)
   std::shared_ptr<Storage> arena_;
   TensorP input_block_;  // CUDA plans: every data input, uploaded with one copy per replay
