@@ -81,6 +81,9 @@ export interface CompareOptions {
    * request in the child's favour (the parent's one setting never found its own).
    */
   chunk?: number;
+  /** Prompts each setting runs untimed before the passes (default 40, at most the set): warms
+   *  the weights, the threads and the JS of every setting's path. */
+  warmup?: number;
   settings?: CompareSetting[];
   /** Which thresholds the bar uses (default: 'unseen' when the set's heldout.json says split
    *  "unseen", else 'in-distribution'). */
@@ -183,12 +186,20 @@ export async function compareParentChild(o: CompareOptions = {}): Promise<Compar
     models.parent = await loadModel(parentDir, lo);
     models.child = await loadModel(childDir, lo);
     backend = backendName(models.child.backend);
-    // Warm-up (first-touch of the weights, thread pool start) outside the timed runs.
-    for (const m of [models.parent, models.child]) await evalHeldout(m, set.items, { n: Math.min(2, n) });
     const own = defaultSetting(models.child.config.generationDefaults);
     childDefault = own.name;
     const settings = [...(o.settings ?? COMPARE_SETTINGS)];
     if (!settings.some((s) => s.name === own.name)) settings.push(own);
+    // Warm-up outside the timed runs: first-touch of the weights, the thread pool, and the JS
+    // of every setting's path (V8 optimises a function after some hundreds of calls: the child's
+    // step code, called a quarter as often as AR's, ran unoptimised through the first slice and
+    // looked 3× slower per step there, docs/performance.md d.11). One slice's worth per setting.
+    if (o.warmup !== undefined && (!Number.isInteger(o.warmup) || o.warmup < 0)) throw new OptionError(`warmup must be an integer ≥ 0, got ${o.warmup}`, 'warmup');
+    const warm = Math.min(o.warmup ?? 40, n);
+    for (const s of settings) {
+      models[s.model]!.tokenizer.clearEncodeMemo();
+      if (warm > 0) await evalHeldout(models[s.model]!, set.items, { n: warm, ...s.request });
+    }
     const repeat = o.repeat ?? 1;
     if (!Number.isInteger(repeat) || repeat < 1) throw new OptionError(`repeat must be an integer ≥ 1, got ${repeat}`, 'repeat');
     const chunk = o.chunk ?? 80;
