@@ -5,11 +5,21 @@
 // pos0. Writes cache[g, pos0 + t, :] = x[t, g, :] in place, rounding to the cache dtype
 // (nearest even). Nothing is advanced here: the decoder rewrites a block's slots [L, L+bs) on
 // every denoising step and keeps the cache length itself (lib/decode), so overwrites are fine.
+#include <cstring>
 #include <string>
 
 #include "ops.h"
 
 namespace dvl {
+
+void kv_store_row(const OpContext& ctx, const float* src, Tensor& cache, int64_t at, int64_t n) {
+  switch (cache.dtype) {
+    case DType::F32: std::memcpy(cache.data<float>() + at, src, size_t(n) * 4); break;
+    case DType::BF16: ctx.k.cvt_f32_to_bf16(src, cache.data<uint16_t>() + at, n); break;
+    case DType::F16: ctx.k.cvt_f32_to_f16(src, cache.data<uint16_t>() + at, n); break;
+    default: break;
+  }
+}
 
 static void kv_append_parse(const Tensors& in, OpAttrs& a) {
   const char* op = "kv_cache_append";
@@ -38,14 +48,7 @@ static void kv_append_run(OpContext& ctx, const Tensors& in, const Tensors&, con
   ctx.pool.parallel_for(T * nkv, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t t = r / nkv, g = r % nkv;
-      const float* src = xs + r * hd;
-      const int64_t dst = (g * cap + pos0 + t) * hd;
-      switch (c.dtype) {
-        case DType::F32: std::memcpy(c.data<float>() + dst, src, size_t(hd) * 4); break;
-        case DType::BF16: ctx.k.cvt_f32_to_bf16(src, c.data<uint16_t>() + dst, hd); break;
-        case DType::F16: ctx.k.cvt_f32_to_f16(src, c.data<uint16_t>() + dst, hd); break;
-        default: break;
-      }
+      kv_store_row(ctx, xs + r * hd, *in[0], (g * cap + pos0 + t) * hd, hd);
     }
   });
 }
@@ -78,14 +81,7 @@ static void kv_append_batch_run(OpContext& ctx, const Tensors& in, const Tensors
   ctx.pool.parallel_for(x.dim(0) * nkv, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t t = r / nkv, g = r % nkv;
-      const float* src = xs + r * hd;
-      const int64_t d = dst[size_t(t)] + g * cap * hd;
-      switch (c.dtype) {
-        case DType::F32: std::memcpy(c.data<float>() + d, src, size_t(hd) * 4); break;
-        case DType::BF16: ctx.k.cvt_f32_to_bf16(src, c.data<uint16_t>() + d, hd); break;
-        case DType::F16: ctx.k.cvt_f32_to_f16(src, c.data<uint16_t>() + d, hd); break;
-        default: break;
-      }
+      kv_store_row(ctx, xs + r * hd, *in[0], dst[size_t(t)] + g * cap * hd, hd);
     }
   });
 }

@@ -74,6 +74,9 @@ void row_to_f32(const OpContext& ctx, const Tensor& t, int64_t r, int64_t K, flo
 // Reads attr seqs (6 numbers per sequence) and checks them against T rows and S cache slots of
 // capacity cap; fails naming `op` and the sequence.
 std::vector<BatchSeq> batch_seqs(const char* op, const Tensors& in, const Attrs& a, int64_t T, int64_t S, int64_t cap);
+// n f32 values into a KV cache (f32|bf16|f16) at element offset `at`, rounded to nearest even as
+// every cache write rounds them (kv_cache.cpp; the q|k|v split's stores in rope.cpp).
+void kv_store_row(const OpContext& ctx, const float* src, Tensor& cache, int64_t at, int64_t n);
 
 // A file opened for reading (closed with the object); read_exact preads until `bytes` are in
 // dst. Failures, including a file that ends early, are Error(DVL_IO) naming the path. (io.cpp)

@@ -137,16 +137,6 @@ static Tensors qkv_rope_split_plan(const Tensors& in, const OpAttrs& a) {
   return {q, Tensor::alloc(DType::F32, kv), Tensor::alloc(DType::F32, kv)};
 }
 
-// n floats into a cache row of its dtype, as kv_cache_append rounds them.
-static void store_row(const OpContext& ctx, const float* src, const Tensor& c, int64_t at, int64_t n) {
-  switch (c.dtype) {
-    case DType::F32: std::memcpy(const_cast<Tensor&>(c).data<float>() + at, src, size_t(n) * 4); break;
-    case DType::BF16: ctx.k.cvt_f32_to_bf16(src, const_cast<Tensor&>(c).data<uint16_t>() + at, n); break;
-    case DType::F16: ctx.k.cvt_f32_to_f16(src, const_cast<Tensor&>(c).data<uint16_t>() + at, n); break;
-    default: break;
-  }
-}
-
 static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors& out, const OpAttrs& a) {
   const float* x = in[0]->data<float>();
   const float* c = in[1]->data<float>();
@@ -179,8 +169,8 @@ static void qkv_rope_split_run(OpContext& ctx, const Tensors& in, const Tensors&
       if (cached) {
         ctx.k.rope_rows(row + Cq, c + t * hd, s + t * hd, kr.data(), 0, nkv, nkv, hd);
         for (int64_t g = 0; g < nkv; ++g) {
-          store_row(ctx, kr.data() + g * hd, *in[3], dst[size_t(t)] + g * head_stride, hd);
-          store_row(ctx, row + Cq + Ckv + g * hd, *in[4], dst[size_t(t)] + g * head_stride, hd);
+          kv_store_row(ctx, kr.data() + g * hd, *in[3], dst[size_t(t)] + g * head_stride, hd);
+          kv_store_row(ctx, row + Cq + Ckv + g * hd, *in[4], dst[size_t(t)] + g * head_stride, hd);
         }
         continue;
       }
